@@ -39,8 +39,9 @@ static const struct errdesc errtab[SINTER_ERROR_COUNT] = {
     [SINTER_ECONFIG] = {"SINTER_ECONFIG", "invalid configuration"},
     [SINTER_ECANCELED] = {"SINTER_ECANCELED", "canceled"},
     [SINTER_EDB] = {"SINTER_EDB", "database error"},
-    [SINTER_ENOPREPARED] = {"SINTER_ENOPREPARED",
-                            "PostgreSQL max_prepared_transactions is 0 (two-phase commit disabled)"},
+    [SINTER_ENOPREPARED] =
+        {"SINTER_ENOPREPARED",
+         "PostgreSQL max_prepared_transactions is 0 (two-phase commit disabled)"},
     [SINTER_EFENCE] = {"SINTER_EFENCE", "refused by TCC fence"},
     [SINTER_EINTERNAL] = {"SINTER_EINTERNAL", "internal error"},
 };

@@ -36,9 +36,9 @@ enum sinter_error {
     SINTER_ETIMEOUT = 16,    /* the operation did not complete in time; its outcome is unknown */
     SINTER_ESHUTDOWN = 17,   /* the component is shutting down */
     SINTER_ECONFCHANGE = 18, /* membership change not allowed now (another one is pending) */
-    SINTER_ESTALE = 19,      /* request refers to a term, index or leader that is no longer current */
-    SINTER_ECOMPACTED = 20,  /* requested log entries were compacted into a snapshot */
-    SINTER_ETRANSPORT = 21,  /* network transport failure */
+    SINTER_ESTALE = 19, /* request refers to a term, index or leader that is no longer current */
+    SINTER_ECOMPACTED = 20, /* requested log entries were compacted into a snapshot */
+    SINTER_ETRANSPORT = 21, /* network transport failure */
     /* Transactions. */
     SINTER_ENOTFOUND = 22,   /* unknown xid, branch, resource or record */
     SINTER_ESTATE = 23,      /* operation not allowed in the current state (e.g. late register) */

@@ -14,7 +14,8 @@
  *                sinter_raft_compact()       the host has a durable snapshot at index N
  *                sinter_raft_report_*()      transport feedback (unreachable peer, snapshot sent)
  *
- *   actions out: sinter_raft_ready() fills a struct sinter_raft_ready. The host MUST then, in order:
+ *   actions out: sinter_raft_ready() fills a struct sinter_raft_ready. The host MUST then, in
+ * order:
  *                1. send rd.msgs (allowed at once, in parallel with step 2: Raft dissertation
  *                   section 10.2.1 lets the leader write its log while replicating);
  *                2. persist durably (fsync) rd.snapshot (if any), rd.hard_state (if dirty) and
@@ -24,8 +25,8 @@
  *                   acknowledgements promise something about stable storage, Raft paper 5.1-5.4);
  *                4. apply rd.committed in order, and serve rd.reads once applied >= read.index;
  *                5. call sinter_raft_advance().
- *                At most one ready is outstanding: sinter_raft_ready() fails with SINTER_EBUSY until
- *                sinter_raft_advance(). Events may be fed while a ready is outstanding.
+ *                At most one ready is outstanding: sinter_raft_ready() fails with SINTER_EBUSY
+ * until sinter_raft_advance(). Events may be fed while a ready is outstanding.
  *
  * Election timeouts are randomised in [election_ticks, 2 * election_ticks) from a PRNG seeded by
  * options.seed, which the caller owns, so a run is reproducible from its seeds.
@@ -114,16 +115,17 @@ struct sinter_raft_hard_state {
 };
 
 enum sinter_raft_msg_type {
-    SINTER_RAFT_MSG_APPEND = 1,        /* AppendEntries: prev (index, log_term), entries, commit */
-    SINTER_RAFT_MSG_APPEND_RESP = 2,   /* index = last index now matching, or rejected prev index */
-    SINTER_RAFT_MSG_VOTE = 3,          /* RequestVote: (index, log_term) = candidate's last entry */
+    SINTER_RAFT_MSG_APPEND = 1,      /* AppendEntries: prev (index, log_term), entries, commit */
+    SINTER_RAFT_MSG_APPEND_RESP = 2, /* index = last index now matching, or rejected prev index */
+    SINTER_RAFT_MSG_VOTE = 3,        /* RequestVote: (index, log_term) = candidate's last entry */
     SINTER_RAFT_MSG_VOTE_RESP = 4,
-    SINTER_RAFT_MSG_PRE_VOTE = 5,      /* term = the term the sender would campaign in */
+    SINTER_RAFT_MSG_PRE_VOTE = 5, /* term = the term the sender would campaign in */
     SINTER_RAFT_MSG_PRE_VOTE_RESP = 6,
-    SINTER_RAFT_MSG_HEARTBEAT = 7,     /* commit, context (read-index round) */
+    SINTER_RAFT_MSG_HEARTBEAT = 7, /* commit, context (read-index round) */
     SINTER_RAFT_MSG_HEARTBEAT_RESP = 8,
-    SINTER_RAFT_MSG_SNAPSHOT = 9,      /* InstallSnapshot: snapshot meta; data travels beside it */
-    SINTER_RAFT_MSG_TIMEOUT_NOW = 10,  /* leadership transfer: campaign at once (dissertation 3.10) */
+    SINTER_RAFT_MSG_SNAPSHOT = 9, /* InstallSnapshot: snapshot meta; data travels beside it */
+    SINTER_RAFT_MSG_TIMEOUT_NOW =
+        10, /* leadership transfer: campaign at once (dissertation 3.10) */
 };
 #define SINTER_RAFT_MSG_TYPE_MAX 10
 
@@ -188,18 +190,18 @@ struct sinter_raft_ready {
 };
 
 struct sinter_raft_options {
-    sinter_raft_id id;          /* this server, non-zero */
-    uint32_t election_ticks;    /* base election timeout; default 10 */
-    uint32_t heartbeat_ticks;   /* leader heartbeat interval; default 1; < election_ticks */
-    uint64_t seed;              /* seeds the election-timeout PRNG */
-    bool pre_vote;              /* default true when options are zeroed via _defaults() */
-    bool check_quorum;          /* leader steps down when it cannot reach a majority for an
-                                   election timeout; followers ignore votes while they hear from a
-                                   live leader (dissertation 4.2.3, 6.2) */
-    uint32_t max_msg_entries;   /* cap on entries per APPEND; default 256 */
-    uint32_t max_msg_bytes;     /* cap on entry bytes per APPEND (at least one entry is always
-                                   sent); default 1 MiB */
-    uint32_t max_inflight;      /* APPENDs in flight per follower while pipelining; default 64 */
+    sinter_raft_id id;        /* this server, non-zero */
+    uint32_t election_ticks;  /* base election timeout; default 10 */
+    uint32_t heartbeat_ticks; /* leader heartbeat interval; default 1; < election_ticks */
+    uint64_t seed;            /* seeds the election-timeout PRNG */
+    bool pre_vote;            /* default true when options are zeroed via _defaults() */
+    bool check_quorum;        /* leader steps down when it cannot reach a majority for an
+                                 election timeout; followers ignore votes while they hear from a
+                                 live leader (dissertation 4.2.3, 6.2) */
+    uint32_t max_msg_entries; /* cap on entries per APPEND; default 256 */
+    uint32_t max_msg_bytes;   /* cap on entry bytes per APPEND (at least one entry is always
+                                 sent); default 1 MiB */
+    uint32_t max_inflight;    /* APPENDs in flight per follower while pipelining; default 64 */
     uint64_t max_uncommitted_bytes; /* leader refuses proposals (SINTER_EBUSY) beyond this many
                                        uncommitted entry bytes; default 64 MiB; 0 = no cap */
     uint32_t read_timeout_ticks;    /* read-index requests fail with SINTER_ETIMEOUT after this

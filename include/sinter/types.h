@@ -68,7 +68,7 @@ const char *sinter_branch_status_name(uint32_t s);
 const char *sinter_branch_type_name(uint32_t t);
 
 /* Classification used by the state machine, the workers and the clients. */
-bool sinter_global_status_is_final(uint32_t s);     /* Committed .. RollbackRetryTimeout */
+bool sinter_global_status_is_final(uint32_t s);         /* Committed .. RollbackRetryTimeout */
 bool sinter_global_status_is_commit_side(uint32_t s);   /* Committing, CommitRetrying, Committed,
                                                            CommitFailed, CommitRetryTimeout */
 bool sinter_global_status_is_rollback_side(uint32_t s); /* every Rollback* / TimeoutRollback* */
