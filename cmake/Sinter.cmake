@@ -18,6 +18,9 @@ function(sinter_library name)
     set(PC_NAME ${name})
     set(PC_REQUIRES "${A_PC_REQUIRES}")
     set(PC_LIBS "${A_PC_LIBS}")
+    # Relocatable: the prefix is found from the .pc file's own place, so `cmake --install
+    # --prefix X` works for any X without reconfiguring.
+    file(RELATIVE_PATH PC_PREFIX_REL "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
     configure_file(${SINTER_PC_IN} ${CMAKE_BINARY_DIR}/pkgconfig/${name}.pc @ONLY)
     install(FILES ${CMAKE_BINARY_DIR}/pkgconfig/${name}.pc
             DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
