@@ -1,0 +1,1514 @@
+/* Unit tests for the coordinator's transaction state machine (tc/fsm.h): every transition and
+ * every refusal, Seata's DefaultCoreTest scenarios, client-session idempotency, exactly-once apply
+ * across restarts, batch atomicity, snapshots, retention GC and a randomized two-replica check. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <cmocka.h>
+
+#include "sinter/error.h"
+#include "sinter/types.h"
+#include "tc/command.h"
+#include "tc/fsm.h"
+
+#define GROUP 3
+#define T0    1700000000000ull /* leader clock at the start of every test */
+
+/* ---- harness ---- */
+
+struct h {
+    char dir[64];
+    char path[128];
+    struct sinter_tc_fsm *f;
+    uint64_t idx; /* last raft index used */
+    uint64_t now; /* the leader's clock stamped into the next command */
+    uint64_t seq; /* next client seq */
+};
+
+static int setup(void **state)
+{
+    struct h *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    strcpy(h->dir, "/tmp/sinter-tc-XXXXXX");
+    assert_non_null(mkdtemp(h->dir));
+    snprintf(h->path, sizeof h->path, "%s/state.db", h->dir);
+    assert_int_equal(sinter_tc_fsm_open(&h->f, h->path, GROUP), SINTER_OK);
+    h->now = T0;
+    h->seq = 1;
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct h *h = *state;
+    sinter_tc_fsm_close(h->f);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
+    assert_int_equal(system(cmd), 0);
+    free(h);
+    return 0;
+}
+
+static struct sinter_tc_bytes B(const char *s) {
+    struct sinter_tc_bytes b = {(const uint8_t *)s, (uint32_t)strlen(s)};
+    return b;
+}
+
+static struct sinter_xid
+XID(uint64_t index) {
+    struct sinter_xid x = {GROUP, index};
+    return x;
+}
+
+/* Encodes c into a malloc'ed buffer. */
+static uint8_t *
+enc(const struct sinter_tc_cmd *c, size_t *len)
+{
+    uint8_t *buf = malloc(SINTER_TC_CMD_MAX_BYTES);
+    assert_non_null(buf);
+    assert_int_equal(sinter_tc_cmd_encode(c, buf, SINTER_TC_CMD_MAX_BYTES, len), SINTER_OK);
+    return buf;
+}
+
+/* Applies one command as the next raft entry, stamped with h->now. */
+static struct sinter_tc_result apply(struct h *h, struct sinter_tc_cmd *c)
+{
+    c->now_ms = h->now;
+    size_t len;
+    uint8_t *buf = enc(c, &len);
+    struct sinter_tc_entry e = {++h->idx, 1, buf, len};
+    struct sinter_tc_result r;
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, &e, 1, &r), SINTER_OK);
+    free(buf);
+    assert_false(r.skipped);
+    return r;
+}
+
+static struct sinter_tc_cmd client_cmd(struct h *h, uint8_t type, const char *client)
+{
+    struct sinter_tc_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = type;
+    if (client != NULL) {
+        c.client_id = B(client);
+        c.seq = h->seq++;
+    }
+    return c;
+}
+
+static struct sinter_tc_cmd begin_cmd(struct h *h, uint64_t timeout_ms)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_BEGIN, "tm-1");
+    c.u.begin.app_id = B("demo-child-app");
+    c.u.begin.tx_name = B("tx-1");
+    c.u.begin.timeout_ms = timeout_ms;
+    c.u.begin.app_data = B("{\"data\":\"test\"}");
+    return c;
+}
+
+static uint64_t begin(struct h *h, uint64_t timeout_ms)
+{
+    struct sinter_tc_cmd c = begin_cmd(h, timeout_ms);
+    struct sinter_tc_result r = apply(h, &c);
+    assert_int_equal(r.rc, SINTER_OK);
+    assert_int_equal(r.status, SINTER_GS_BEGIN);
+    assert_int_equal(r.xid.group, GROUP);
+    assert_true(r.xid.index == h->idx);
+    return r.xid.index;
+}
+
+static struct sinter_tc_cmd register_cmd(struct h *h, uint64_t xid)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_REGISTER_BRANCH, "rm-1");
+    c.u.reg.xid = XID(xid);
+    c.u.reg.branch_type = SINTER_BT_TCC;
+    c.u.reg.resource_id = B("tb_1");
+    c.u.reg.app_data = B("abc");
+    c.u.reg.xa_info = B("");
+    return c;
+}
+
+static struct sinter_tc_result reg(struct h *h, uint64_t xid)
+{
+    struct sinter_tc_cmd c = register_cmd(h, xid);
+    return apply(h, &c);
+}
+
+static uint64_t reg_ok(struct h *h, uint64_t xid)
+{
+    struct sinter_tc_result r = reg(h, xid);
+    assert_int_equal(r.rc, SINTER_OK);
+    assert_int_equal(r.branch_status, SINTER_BS_REGISTERED);
+    assert_true(r.branch_id == h->idx);
+    return r.branch_id;
+}
+
+static struct sinter_tc_result report(struct h *h, uint64_t xid, uint64_t bid, uint8_t status)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_REPORT_BRANCH, "rm-1");
+    c.u.report.xid = XID(xid);
+    c.u.report.branch_id = bid;
+    c.u.report.status = status;
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result decide(struct h *h, uint64_t xid, uint8_t target)
+{
+    /* TM decisions carry a session; the timeout worker's do not. */
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_DECIDE,
+                                        target == SINTER_GS_TIMEOUT_ROLLBACKING ? NULL : "tm-1");
+    c.u.decide.xid = XID(xid);
+    c.u.decide.target = target;
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result result(struct h *h, uint64_t xid, uint64_t bid, uint8_t outcome)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_BRANCH_RESULT, NULL);
+    c.u.result.xid = XID(xid);
+    c.u.result.branch_id = bid;
+    c.u.result.outcome = outcome;
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result xid_cmd(struct h *h, uint8_t type, uint64_t xid)
+{
+    struct sinter_tc_cmd c = client_cmd(h, type, NULL);
+    c.u.x.xid = XID(xid);
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result retry_timeout(struct h *h, uint64_t xid, uint64_t max_retry_ms)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_RETRY_TIMEOUT, NULL);
+    c.u.retry_timeout.xid = XID(xid);
+    c.u.retry_timeout.max_retry_ms = max_retry_ms;
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result resolve(struct h *h, uint64_t xid, uint8_t target)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_RESOLVE, NULL);
+    c.u.resolve.xid = XID(xid);
+    c.u.resolve.target = target;
+    return apply(h, &c);
+}
+
+static struct sinter_tc_result gc(struct h *h, uint64_t global_cutoff, uint64_t session_cutoff,
+                                  uint32_t max)
+{
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_GC, NULL);
+    c.u.gc.global_cutoff_ms = global_cutoff;
+    c.u.gc.session_cutoff_ms = session_cutoff;
+    c.u.gc.max_items = max;
+    return apply(h, &c);
+}
+
+static uint32_t gstatus(struct h *h, uint64_t xid)
+{
+    uint32_t s;
+    int rc = sinter_tc_fsm_status(h->f, xid, &s);
+    assert_true(rc == SINTER_OK || rc == SINTER_ENOTFOUND);
+    return s;
+}
+
+static uint32_t bstatus(struct h *h, uint64_t xid, uint64_t bid)
+{
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *b;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, xid, &g, &b, &n), SINTER_OK);
+    uint32_t s = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].branch_id == bid) {
+            s = b[i].status;
+        }
+    }
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(b, n);
+    assert_int_not_equal(s, 0);
+    return s;
+}
+
+static uint64_t count_status(struct h *h, uint32_t s)
+{
+    uint64_t counts[SINTER_GS_MAX + 1];
+    assert_int_equal(sinter_tc_fsm_count_by_status(h->f, counts), SINTER_OK);
+    return counts[s];
+}
+
+static uint64_t count_all(struct h *h)
+{
+    uint64_t counts[SINTER_GS_MAX + 1];
+    assert_int_equal(sinter_tc_fsm_count_by_status(h->f, counts), SINTER_OK);
+    uint64_t t = 0;
+    for (int i = 0; i <= SINTER_GS_MAX; i++) {
+        t += counts[i];
+    }
+    return t;
+}
+
+static uint32_t digest(struct sinter_tc_fsm *f)
+{
+    uint32_t d;
+    assert_int_equal(sinter_tc_fsm_digest(f, &d), SINTER_OK);
+    return d;
+}
+
+#define EXPECT(r, code, st)                                                                        \
+    do {                                                                                           \
+        struct sinter_tc_result r_ = (r);                                                          \
+        assert_int_equal(r_.rc, (code));                                                           \
+        assert_int_equal(r_.status, (st));                                                         \
+    } while (0)
+
+/* A global in Begin with one branch that finished phase one (DefaultCoreTest's setup). */
+static uint64_t global_with_done_branch(struct h *h, uint64_t *bid)
+{
+    uint64_t x = begin(h, 3000);
+    *bid = reg_ok(h, x);
+    EXPECT(report(h, x, *bid, SINTER_BS_PHASE1_DONE), SINTER_OK, SINTER_GS_BEGIN);
+    return x;
+}
+
+/* ---- BEGIN, REGISTER, REPORT ---- */
+
+/* Seata beginTest: the global exists with the fields of the request; the xid names the group and
+ * the BEGIN entry's index; times come from the leader's clock in the entry. */
+static void begin_creates_global(void **state)
+{
+    struct h *h = *state;
+    h->now = T0 + 5;
+    uint64_t x = begin(h, 3000);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_int_equal(g.status, SINTER_GS_BEGIN);
+    assert_int_equal(g.decision, 0);
+    assert_int_equal(g.xid.group, GROUP);
+    assert_true(g.xid.index == x);
+    assert_string_equal(g.app_id, "demo-child-app");
+    assert_string_equal(g.tx_name, "tx-1");
+    assert_string_equal(g.client_id, "tm-1");
+    assert_true(g.timeout_ms == 3000);
+    assert_true(g.begin_ms == T0 + 5);
+    assert_true(g.deadline_ms == T0 + 5 + 3000);
+    assert_int_equal(g.app_data_len, strlen("{\"data\":\"test\"}"));
+    assert_memory_equal(g.app_data, "{\"data\":\"test\"}", g.app_data_len);
+    sinter_tc_global_free(&g);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == x);
+    /* A second begin gets a different xid. */
+    assert_true(begin(h, 3000) != x);
+}
+
+/* Seata branchRegisterTest, plus the refusals: unknown xid, another group's xid, late register. */
+static void register_only_while_begin(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b = reg_ok(h, x);
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    assert_true(br[0].branch_id == b);
+    assert_int_equal(br[0].branch_type, SINTER_BT_TCC);
+    assert_string_equal(br[0].resource_id, "tb_1");
+    assert_string_equal(br[0].client_id, "rm-1");
+    assert_int_equal(br[0].status, SINTER_BS_REGISTERED);
+    assert_int_equal(br[0].app_data_len, 3);
+    assert_true(br[0].register_ms == h->now);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+
+    EXPECT(reg(h, 999999), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+    struct sinter_tc_cmd c = register_cmd(h, x);
+    c.u.reg.xid.group = GROUP + 1;
+    EXPECT(apply(h, &c), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    struct sinter_tc_result r = reg(h, x);
+    EXPECT(r, SINTER_ESTATE, SINTER_GS_COMMITTING);
+    assert_true(r.branch_id == 0);
+    uint64_t y = begin(h, 3000);
+    EXPECT(decide(h, y, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKED);
+    EXPECT(reg(h, y), SINTER_ESTATE, SINTER_GS_ROLLBACKED);
+    /* Nothing was added by the refused registrations. */
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+}
+
+/* Seata branchReportTest and its refusals. */
+static void report_branch_phase_one(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b1 = reg_ok(h, x);
+    uint64_t b2 = reg_ok(h, x);
+    struct sinter_tc_result r = report(h, x, b1, SINTER_BS_PHASE1_DONE);
+    EXPECT(r, SINTER_OK, SINTER_GS_BEGIN);
+    assert_int_equal(r.branch_status, SINTER_BS_PHASE1_DONE);
+    assert_int_equal(bstatus(h, x, b1), SINTER_BS_PHASE1_DONE);
+    /* The same report again is accepted; a different phase-one result is not. */
+    EXPECT(report(h, x, b1, SINTER_BS_PHASE1_DONE), SINTER_OK, SINTER_GS_BEGIN);
+    r = report(h, x, b1, SINTER_BS_PHASE1_FAILED);
+    EXPECT(r, SINTER_ESTATE, SINTER_GS_BEGIN);
+    assert_int_equal(r.branch_status, SINTER_BS_PHASE1_DONE);
+    EXPECT(report(h, x, b2, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    /* Unknown branch, a branch of another global, unknown xid. */
+    EXPECT(report(h, x, 424242, SINTER_BS_PHASE1_DONE), SINTER_ENOTFOUND, SINTER_GS_BEGIN);
+    uint64_t y = begin(h, 3000);
+    EXPECT(report(h, y, b1, SINTER_BS_PHASE1_DONE), SINTER_ENOTFOUND, SINTER_GS_BEGIN);
+    EXPECT(report(h, 31337, b1, SINTER_BS_PHASE1_DONE), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+    /* Optional fields replace the stored ones (e.g. the XA local transaction id). */
+    uint64_t b3 = reg_ok(h, x);
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_REPORT_BRANCH, "rm-1");
+    c.u.report.xid = XID(x);
+    c.u.report.branch_id = b3;
+    c.u.report.status = SINTER_BS_PHASE1_DONE;
+    c.u.report.has = SINTER_TC_REPORT_HAS_XA_INFO | SINTER_TC_REPORT_HAS_APP_DATA;
+    c.u.report.xa_info = B("pg_xact:777");
+    c.u.report.app_data = B("");
+    EXPECT(apply(h, &c), SINTER_OK, SINTER_GS_BEGIN);
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(br[2].xa_info_len, 11);
+    assert_memory_equal(br[2].xa_info, "pg_xact:777", 11);
+    assert_int_equal(br[2].app_data_len, 0);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+    /* After the decision a Registered branch can no longer report phase one. */
+    uint64_t b4 = reg_ok(h, x);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(report(h, x, b4, SINTER_BS_PHASE1_DONE), SINTER_ESTATE, SINTER_GS_ROLLBACKING);
+}
+
+/* ---- DECIDE ---- */
+
+/* Seata commitTest: commit of a Begin global leaves Begin; commit of a non-Begin global returns
+ * its status; the other side is refused, so a committing global never rolls back. */
+static void commit_decision_and_repeats(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    h->now += 7;
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_int_equal(g.decision, SINTER_GS_COMMITTING);
+    assert_true(g.decided_ms == h->now);
+    assert_true(g.end_ms == 0);
+    sinter_tc_global_free(&g);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    h->now += 100000;
+    EXPECT(decide(h, x, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    EXPECT(decide(h, 777777, SINTER_GS_COMMITTING), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+    /* Still on the commit side after it ends. */
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_ESTATE, SINTER_GS_COMMITTED);
+}
+
+/* Seata rollBackTest: rollback of a Begin global gives Rollbacking; repeated rollback returns the
+ * status; commit afterwards is refused. */
+static void rollback_decision_and_repeats(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_ROLLBACKING);
+    h->now += 100000;
+    EXPECT(decide(h, x, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_ESTATE, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_ROLLBACKED);
+}
+
+/* A decision with nothing to deliver ends at once, as Seata ends a global without branches in the
+ * same call; PhaseOne_Failed branches need no phase 2. */
+static void decision_without_phase2_settles(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    h->now += 3;
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_true(g.end_ms == h->now);
+    sinter_tc_global_free(&g);
+    uint64_t y = begin(h, 3000);
+    EXPECT(decide(h, y, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKED);
+    uint64_t z = begin(h, 3000);
+    uint64_t b = reg_ok(h, z);
+    EXPECT(report(h, z, b, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(decide(h, z, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+    uint64_t t = begin(h, 10);
+    h->now += 11;
+    EXPECT(decide(h, t, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKED);
+}
+
+/* Timeout rollback: the deadline is re-checked with the leader's now carried in the entry
+ * (Seata's isTimeout: now - begin > timeout); only from Begin. */
+static void timeout_decision_rechecks_deadline(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    reg_ok(h, x);
+    uint64_t list[8];
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_list_timed_out(h->f, T0 + 3000, list, 8, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(sinter_tc_fsm_list_timed_out(h->f, T0 + 3001, list, 8, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    assert_true(list[0] == x);
+    h->now = T0 + 3000; /* exactly at the deadline: not yet */
+    EXPECT(decide(h, x, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_ESTATE, SINTER_GS_BEGIN);
+    h->now = T0 + 3001;
+    EXPECT(decide(h, x, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(decide(h, x, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    /* A TM commit arriving late is refused; a rollback is satisfied by the timeout rollback. */
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    assert_int_equal(sinter_tc_fsm_list_timed_out(h->f, T0 + 99999, list, 8, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+    /* A committed global is never timed out. */
+    uint64_t y = begin(h, 10);
+    reg_ok(h, y);
+    EXPECT(decide(h, y, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    h->now += 1000;
+    EXPECT(decide(h, y, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_ESTATE, SINTER_GS_COMMITTING);
+}
+
+/* ---- phase 2: Seata DefaultCoreTest doGlobalCommit / doGlobalRollback scenarios ---- */
+
+/* doGlobalCommitCommitTest: the branch commits -> Committed. */
+static void seata_commit_branch_committed(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    h->now += 50;
+    struct sinter_tc_result r = result(h, x, b, SINTER_BS_PHASE2_COMMITTED);
+    EXPECT(r, SINTER_OK, SINTER_GS_COMMITTED);
+    assert_int_equal(r.branch_status, SINTER_BS_PHASE2_COMMITTED);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_true(g.end_ms == h->now);
+    assert_true(g.phase2_first_ms == h->now); /* no first attempt given: the entry's now */
+    sinter_tc_global_free(&g);
+}
+
+/* doGlobalCommitUnretryableTest: an unretryable commit failure ends the global CommitFailed. */
+static void seata_commit_unretryable(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_FAILED);
+    assert_int_equal(bstatus(h, x, b), SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE);
+}
+
+/* doGlobalCommitExpTest: a retryable failure (or an unknown answer) -> CommitRetrying; a later
+ * success ends Committed. */
+static void seata_commit_retryable(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_RETRYING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_RETRYING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(br[0].phase2_results, 3);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+}
+
+/* doGlobalRollBackRollbackedTest: the branch rolls back -> Rollbacked. */
+static void seata_rollback_branch_rollbacked(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+}
+
+/* doGlobalRollBackUnretryableTest: -> RollbackFailed; after a timeout rollback ->
+ * TimeoutRollbackFailed. */
+static void seata_rollback_unretryable(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_ROLLBACK_FAILED);
+    uint64_t y = global_with_done_branch(h, &b);
+    h->now += 3001;
+    EXPECT(decide(h, y, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(result(h, y, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_TIMEOUT_ROLLBACK_FAILED);
+}
+
+/* doGlobalRollBackRetryableExpTest: -> RollbackRetrying; a timeout rollback ->
+ * TimeoutRollbackRetrying, then TimeoutRollbacked (Seata's "timeout then retry"). */
+static void seata_rollback_retryable(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_ROLLBACK_RETRYING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    uint64_t y = global_with_done_branch(h, &b);
+    h->now += 3001;
+    EXPECT(decide(h, y, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(result(h, y, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_TIMEOUT_ROLLBACK_RETRYING);
+    EXPECT(result(h, y, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKED);
+}
+
+/* Unlike Seata (which stops at the first unretryable branch) the other branches are still driven
+ * to their end; the global fails once all have ended. */
+static void unretryable_waits_for_other_branches(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b1 = reg_ok(h, x);
+    uint64_t b2 = reg_ok(h, x);
+    uint64_t b3 = reg_ok(h, x);
+    EXPECT(report(h, x, b3, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_RETRYING);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMIT_FAILED);
+    uint64_t list[4];
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, list, 4, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+}
+
+/* Every refusal of BRANCH_RESULT, and deduplicated retries of a recorded end. */
+static void branch_result_refusals(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b1 = reg_ok(h, x);
+    uint64_t b2 = reg_ok(h, x);
+    uint64_t b3 = reg_ok(h, x);
+    EXPECT(report(h, x, b3, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    /* Undecided global. */
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMITTED), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    /* An outcome of the other side. */
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_ROLLBACKED), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE), SINTER_ESTATE,
+           SINTER_GS_COMMITTING);
+    /* A branch that needs no phase 2. */
+    EXPECT(result(h, x, b3, SINTER_BS_PHASE2_COMMITTED), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    /* Unknown branch / xid. */
+    EXPECT(result(h, x, 5555, SINTER_BS_PHASE2_COMMITTED), SINTER_ENOTFOUND, SINTER_GS_COMMITTING);
+    EXPECT(result(h, 5555, b1, SINTER_BS_PHASE2_COMMITTED), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTING);
+    /* The same end again: a deduplicated retry, nothing changes (not even the result count). */
+    struct sinter_tc_result r = result(h, x, b1, SINTER_BS_PHASE2_COMMITTED);
+    EXPECT(r, SINTER_OK, SINTER_GS_COMMITTING);
+    assert_int_equal(r.branch_status, SINTER_BS_PHASE2_COMMITTED);
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(br[0].phase2_results, 1);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+    /* A different result for an ended branch. */
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_ESTATE,
+           SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_ESTATE,
+           SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_ESTATE,
+           SINTER_GS_COMMITTED);
+}
+
+/* END: explicit settle; idempotent once ended; refused while a branch is pending or before the
+ * decision. */
+static void end_command(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b = reg_ok(h, x);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_END, x), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_END, x), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_END, x), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_END, 123456), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+}
+
+/* Phase-2 deadline: counted from the first attempt; past it the global ends *RetryTimeout and
+ * stays; a delivery in flight at the deadline is still recorded on its branch. */
+static void retry_timeout_from_first_attempt(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b1 = reg_ok(h, x);
+    uint64_t b2 = reg_ok(h, x);
+    EXPECT(retry_timeout(h, x, 1000), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    h->now += 5000;
+    /* No attempt recorded yet: the deadline has not started. */
+    EXPECT(retry_timeout(h, x, 1000), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    uint64_t first = h->now;
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, x), SINTER_OK, SINTER_GS_COMMITTING);
+    h->now += 10;
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, x), SINTER_OK, SINTER_GS_COMMITTING);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_true(g.phase2_first_ms == first); /* recorded once */
+    sinter_tc_global_free(&g);
+    EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_RETRYING);
+    h->now = first + 1000;
+    EXPECT(retry_timeout(h, x, 1000), SINTER_ESTATE, SINTER_GS_COMMIT_RETRYING);
+    h->now = first + 1001;
+    EXPECT(retry_timeout(h, x, 1000), SINTER_OK, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    EXPECT(retry_timeout(h, x, 1000), SINTER_OK, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    /* A late result is recorded on the branch; the global stays for the operator. */
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    assert_int_equal(bstatus(h, x, b2), SINTER_BS_PHASE2_COMMITTED);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_ESTATE, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, x), SINTER_ESTATE,
+           SINTER_GS_COMMIT_RETRY_TIMEOUT);
+
+    /* Rollback side, with the first attempt carried by the first BRANCH_RESULT. */
+    uint64_t y = begin(h, 3000);
+    uint64_t c1 = reg_ok(h, y);
+    EXPECT(decide(h, y, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_BRANCH_RESULT, NULL);
+    c.u.result.xid = XID(y);
+    c.u.result.branch_id = c1;
+    c.u.result.outcome = SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE;
+    c.u.result.first_attempt_ms = h->now - 500;
+    EXPECT(apply(h, &c), SINTER_OK, SINTER_GS_ROLLBACK_RETRYING);
+    h->now += 500; /* first + 1000: exactly at the deadline, not past it */
+    EXPECT(retry_timeout(h, y, 1000), SINTER_ESTATE, SINTER_GS_ROLLBACK_RETRYING);
+    h->now += 1;
+    EXPECT(retry_timeout(h, y, 1000), SINTER_OK, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(decide(h, y, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    /* Timeout rollbacks end RollbackRetryTimeout too. */
+    uint64_t z = begin(h, 10);
+    reg_ok(h, z);
+    h->now += 11;
+    EXPECT(decide(h, z, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, z), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    h->now += 2;
+    EXPECT(retry_timeout(h, z, 1), SINTER_OK, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(retry_timeout(h, 99999, 1), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+}
+
+/* Admin: REDRIVE puts a failed global back to retrying on its own side; RESOLVE declares it done
+ * on its own side only. */
+static void redrive_and_resolve(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t x = global_with_done_branch(h, &b);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, x), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, x), SINTER_ESTATE, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_FAILED);
+    h->now += 99;
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, x), SINTER_OK, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(bstatus(h, x, b), SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_true(g.phase2_first_ms == h->now); /* the deadline restarts */
+    assert_true(g.end_ms == 0);
+    sinter_tc_global_free(&g);
+    EXPECT(result(h, x, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+
+    /* RESOLVE: only failed globals, only to their own side's success. */
+    uint64_t y = global_with_done_branch(h, &b);
+    EXPECT(resolve(h, y, SINTER_GS_COMMITTED), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, y, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, y), SINTER_OK, SINTER_GS_ROLLBACKING);
+    h->now += 10;
+    EXPECT(retry_timeout(h, y, 1), SINTER_OK, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(resolve(h, y, SINTER_GS_COMMITTED), SINTER_ESTATE, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(resolve(h, y, SINTER_GS_TIMEOUT_ROLLBACKED), SINTER_ESTATE,
+           SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(resolve(h, y, SINTER_GS_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    EXPECT(resolve(h, y, SINTER_GS_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    /* A late delivery after the operator's resolution is recorded, the global stays. */
+    EXPECT(result(h, y, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    /* REDRIVE of a RollbackRetryTimeout whose branches all ended meanwhile settles at once. */
+    uint64_t z = global_with_done_branch(h, &b);
+    EXPECT(decide(h, z, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, z), SINTER_OK, SINTER_GS_ROLLBACKING);
+    h->now += 10;
+    EXPECT(retry_timeout(h, z, 1), SINTER_OK, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(result(h, z, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK,
+           SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, z), SINTER_OK, SINTER_GS_ROLLBACKED);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, 8888), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+}
+
+/* ---- client sessions ---- */
+
+/* A retried request (same client id and seq, re-stamped by another leader) returns its first
+ * answer: no second global, no second branch, and a decision's first answer even after the state
+ * moved on. */
+static void client_retry_returns_first_answer(void **state)
+{
+    struct h *h = *state;
+    struct sinter_tc_cmd bc = begin_cmd(h, 3000);
+    struct sinter_tc_result r1 = apply(h, &bc);
+    assert_int_equal(r1.rc, SINTER_OK);
+    assert_false(r1.duplicate);
+    h->now += 2000; /* the retry goes through a new leader with a later clock */
+    struct sinter_tc_result r2 = apply(h, &bc);
+    assert_int_equal(r2.rc, SINTER_OK);
+    assert_true(r2.duplicate);
+    assert_int_equal(r2.status, SINTER_GS_BEGIN);
+    assert_int_equal(r2.xid.group, GROUP);
+    assert_true(r2.xid.index == r1.xid.index);
+    assert_true(count_all(h) == 1);
+    uint64_t x = r1.xid.index;
+
+    struct sinter_tc_cmd rc = register_cmd(h, x);
+    struct sinter_tc_result b1 = apply(h, &rc);
+    struct sinter_tc_result b2 = apply(h, &rc);
+    assert_true(b2.duplicate);
+    assert_true(b1.branch_id == b2.branch_id);
+    assert_int_equal(b2.branch_status, SINTER_BS_REGISTERED);
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, &br, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, n);
+
+    struct sinter_tc_cmd dc = client_cmd(h, SINTER_TC_CMD_DECIDE, "tm-1");
+    dc.u.decide.xid = XID(x);
+    dc.u.decide.target = SINTER_GS_COMMITTING;
+    EXPECT(apply(h, &dc), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, x, b1.branch_id, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    struct sinter_tc_result d2 = apply(h, &dc);
+    EXPECT(d2, SINTER_OK, SINTER_GS_COMMITTING); /* the first answer */
+    assert_true(d2.duplicate);
+
+    /* Refusals are answers too: a late register retried returns the same refusal. */
+    struct sinter_tc_cmd late = register_cmd(h, x);
+    EXPECT(apply(h, &late), SINTER_ESTATE, SINTER_GS_COMMITTED);
+    struct sinter_tc_result l2 = apply(h, &late);
+    EXPECT(l2, SINTER_ESTATE, SINTER_GS_COMMITTED);
+    assert_true(l2.duplicate);
+
+    /* The same (client, seq) for a different request is a client bug: refused, not applied. */
+    struct sinter_tc_cmd other = begin_cmd(h, 3000);
+    other.seq = bc.seq;
+    other.u.begin.timeout_ms = 4000;
+    struct sinter_tc_result o = apply(h, &other);
+    assert_int_equal(o.rc, SINTER_EINVAL);
+    assert_false(o.duplicate);
+    assert_true(count_all(h) == 1);
+    /* Another client may use the same seq. */
+    struct sinter_tc_cmd mine = begin_cmd(h, 3000);
+    mine.client_id = B("tm-2");
+    mine.seq = bc.seq;
+    struct sinter_tc_result m = apply(h, &mine);
+    assert_int_equal(m.rc, SINTER_OK);
+    assert_false(m.duplicate);
+    assert_true(count_all(h) == 2);
+}
+
+/* Forgotten answers (per-client window, session GC) make a retry fail with ESTALE instead of
+ * applying it a second time. */
+static void forgotten_sessions_refuse_retries(void **state)
+{
+    struct h *h = *state;
+    struct sinter_tc_cmd old = begin_cmd(h, 3000);
+    old.seq = 10;
+    EXPECT(apply(h, &old), SINTER_OK, SINTER_GS_BEGIN);
+    struct sinter_tc_cmd newer = begin_cmd(h, 3000);
+    newer.seq = 10 + SINTER_TC_SESSION_WINDOW;
+    EXPECT(apply(h, &newer), SINTER_OK, SINTER_GS_BEGIN);
+    /* seq 10 fell out of the window: its answer is pruned and a retry is refused. */
+    struct sinter_tc_result r = apply(h, &old);
+    assert_int_equal(r.rc, SINTER_ESTALE);
+    assert_false(r.duplicate);
+    struct sinter_tc_cmd unseen = begin_cmd(h, 3000);
+    unseen.seq = 9;
+    assert_int_equal(apply(h, &unseen).rc, SINTER_ESTALE);
+    assert_true(count_all(h) == 2);
+
+    /* Session GC by the leader's cutoff time. */
+    struct sinter_tc_cmd a = begin_cmd(h, 3000);
+    a.client_id = B("tm-9");
+    a.seq = 5;
+    EXPECT(apply(h, &a), SINTER_OK, SINTER_GS_BEGIN);
+    h->now += 1000;
+    struct sinter_tc_cmd b = begin_cmd(h, 3000);
+    b.client_id = B("tm-9");
+    b.seq = 6;
+    EXPECT(apply(h, &b), SINTER_OK, SINTER_GS_BEGIN);
+    struct sinter_tc_result g = gc(h, 0, h->now, 100); /* answers created before now go */
+    assert_int_equal(g.rc, SINTER_OK);
+    assert_true(g.sessions_removed == 2); /* tm-1 seq 10+W and tm-9 seq 5 */
+    assert_int_equal(apply(h, &a).rc, SINTER_ESTALE);
+    struct sinter_tc_result again = apply(h, &b);
+    assert_true(again.duplicate); /* created at h->now: kept */
+    assert_true(count_all(h) == 4);
+    /* Silent clients with no answers left are forgotten at the next GC. */
+    h->now += 1000;
+    g = gc(h, 0, h->now, 100);
+    assert_true(g.sessions_removed == 1);
+}
+
+/* ---- retention GC ---- */
+
+/* GC removes only successfully finished globals (with their branches) that ended before the
+ * cutoff, at most N per command, oldest first; failed ones stay forever. A late duplicate of a
+ * removed global gets Finished. */
+static void retention_gc_keeps_failed(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t committed = global_with_done_branch(h, &b);
+    EXPECT(decide(h, committed, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, committed, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    h->now += 1;
+    uint64_t rollbacked = begin(h, 3000);
+    EXPECT(decide(h, rollbacked, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKED);
+    h->now += 1;
+    uint64_t tro = begin(h, 1);
+    h->now += 2;
+    EXPECT(decide(h, tro, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKED);
+    uint64_t cf = global_with_done_branch(h, &b);
+    EXPECT(decide(h, cf, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, cf, b, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_COMMIT_FAILED);
+    uint64_t rf = global_with_done_branch(h, &b);
+    EXPECT(decide(h, rf, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, rf, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_ROLLBACK_FAILED);
+    uint64_t trf = global_with_done_branch(h, &b);
+    h->now += 3001;
+    EXPECT(decide(h, trf, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(result(h, trf, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_TIMEOUT_ROLLBACK_FAILED);
+    uint64_t crt = global_with_done_branch(h, &b);
+    EXPECT(decide(h, crt, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, crt), SINTER_OK, SINTER_GS_COMMITTING);
+    h->now += 2;
+    EXPECT(retry_timeout(h, crt, 1), SINTER_OK, SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    uint64_t rrt = global_with_done_branch(h, &b);
+    EXPECT(decide(h, rrt, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_PHASE2_START, rrt), SINTER_OK, SINTER_GS_ROLLBACKING);
+    h->now += 2;
+    EXPECT(retry_timeout(h, rrt, 1), SINTER_OK, SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    uint64_t open_tx = begin(h, 3000);
+    uint64_t in_flight = global_with_done_branch(h, &b);
+    EXPECT(decide(h, in_flight, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    assert_true(count_all(h) == 10);
+
+    /* A cutoff before every end removes nothing. */
+    struct sinter_tc_result r = gc(h, T0, 0, 100);
+    assert_true(r.removed == 0);
+    /* Oldest first, at most max per command. */
+    h->now += SINTER_TC_DEFAULT_RETENTION_MS + 10;
+    uint64_t cutoff = h->now - SINTER_TC_DEFAULT_RETENTION_MS;
+    r = gc(h, cutoff, 0, 2);
+    assert_int_equal(r.rc, SINTER_OK);
+    assert_true(r.removed == 2);
+    assert_int_equal(gstatus(h, committed), SINTER_GS_FINISHED);
+    assert_int_equal(gstatus(h, rollbacked), SINTER_GS_FINISHED);
+    assert_int_equal(gstatus(h, tro), SINTER_GS_TIMEOUT_ROLLBACKED);
+    r = gc(h, cutoff, 0, 100);
+    assert_true(r.removed == 1);
+    r = gc(h, cutoff, 0, 100);
+    assert_true(r.removed == 0);
+    assert_true(count_all(h) == 7);
+    assert_int_equal(gstatus(h, cf), SINTER_GS_COMMIT_FAILED);
+    assert_int_equal(gstatus(h, rf), SINTER_GS_ROLLBACK_FAILED);
+    assert_int_equal(gstatus(h, trf), SINTER_GS_TIMEOUT_ROLLBACK_FAILED);
+    assert_int_equal(gstatus(h, crt), SINTER_GS_COMMIT_RETRY_TIMEOUT);
+    assert_int_equal(gstatus(h, rrt), SINTER_GS_ROLLBACK_RETRY_TIMEOUT);
+    assert_int_equal(gstatus(h, open_tx), SINTER_GS_BEGIN);
+    assert_int_equal(gstatus(h, in_flight), SINTER_GS_COMMITTING);
+    /* The removed global's branches went with it; late duplicates get Finished. */
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, committed, &g, NULL, NULL), SINTER_ENOTFOUND);
+    EXPECT(decide(h, committed, SINTER_GS_COMMITTING), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
+    EXPECT(result(h, committed, committed + 1, SINTER_BS_PHASE2_COMMITTED), SINTER_ENOTFOUND,
+           SINTER_GS_FINISHED);
+}
+
+/* ---- apply mechanics ---- */
+
+/* Restart: last applied index and term survive; re-applying the same indexes changes nothing. */
+static void restart_applies_nothing_twice(void **state)
+{
+    struct h *h = *state;
+    struct sinter_tc_cmd cmds[3];
+    cmds[0] = begin_cmd(h, 3000);
+    cmds[1] = begin_cmd(h, 3000);
+    cmds[2] = begin_cmd(h, 3000);
+    uint8_t *bufs[3];
+    struct sinter_tc_entry e[4];
+    for (int i = 0; i < 3; i++) {
+        cmds[i].now_ms = h->now;
+        size_t len;
+        bufs[i] = enc(&cmds[i], &len);
+        e[i].index = (uint64_t)(10 + i);
+        e[i].term = 2;
+        e[i].data = bufs[i];
+        e[i].len = len;
+    }
+    struct sinter_tc_result res[4];
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 3, res), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == 12);
+    uint32_t d = digest(h->f);
+    sinter_tc_fsm_close(h->f);
+    assert_int_equal(sinter_tc_fsm_open(&h->f, h->path, GROUP), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == 12);
+    assert_true(sinter_tc_fsm_last_applied_term(h->f) == 2);
+    assert_int_equal(digest(h->f), d);
+    /* The host replays from an older point: 11 and 12 are skipped, a no-op at 13 applies. */
+    e[0] = e[1];
+    e[1] = e[2];
+    e[2].index = 13;
+    e[2].term = 3;
+    e[2].data = NULL;
+    e[2].len = 0;
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 3, res), SINTER_OK);
+    assert_true(res[0].skipped && res[1].skipped);
+    assert_int_equal(res[0].rc, SINTER_ESTALE);
+    assert_false(res[2].skipped);
+    assert_int_equal(res[2].rc, SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == 13);
+    assert_true(count_all(h) == 3);
+    /* Opening with another group's id is refused. */
+    struct sinter_tc_fsm *other;
+    assert_int_equal(sinter_tc_fsm_open(&other, h->path, GROUP + 1), SINTER_ECONFIG);
+    for (int i = 0; i < 3; i++) {
+        free(bufs[i]);
+    }
+}
+
+/* A batch is one SQLite transaction: refusals inside it are answers, but a fatal entry (a newer
+ * command format) rolls back the whole batch. Malformed entries are refused and consume their
+ * index. Indexes must increase. */
+static void batch_atomicity(void **state)
+{
+    struct h *h = *state;
+    struct sinter_tc_cmd b1 = begin_cmd(h, 3000);
+    struct sinter_tc_cmd d1 = client_cmd(h, SINTER_TC_CMD_DECIDE, NULL);
+    d1.u.decide.xid = XID(1);
+    d1.u.decide.target = SINTER_GS_COMMITTING;
+    size_t l1;
+    size_t l2;
+    b1.now_ms = d1.now_ms = h->now;
+    uint8_t *p1 = enc(&b1, &l1);
+    uint8_t *p2 = enc(&d1, &l2);
+    uint8_t junk[5] = {1, 2, 3, 4, 5};
+    uint8_t *newer = malloc(l1);
+    assert_non_null(newer);
+    memcpy(newer, p1, l1);
+    newer[0] = SINTER_TC_CMD_VERSION + 1;
+    struct sinter_tc_entry e[4] = {
+        {1, 1, p1, l1}, {2, 1, p2, l2}, {3, 1, junk, sizeof junk}, {4, 1, newer, l1}};
+    struct sinter_tc_result res[4];
+    uint32_t d0 = digest(h->f);
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 4, res), SINTER_EBADVERSION);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == 0);
+    assert_int_equal(digest(h->f), d0);
+    assert_true(count_all(h) == 0);
+    /* Non-increasing indexes. */
+    struct sinter_tc_entry bad[2] = {{5, 1, p1, l1}, {5, 1, p2, l2}};
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, bad, 2, res), SINTER_EINVAL);
+    bad[1].index = 0;
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, bad + 1, 1, res), SINTER_EINVAL);
+    /* Without the fatal entry: all three apply in one go, the junk one refused. */
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 3, res), SINTER_OK);
+    EXPECT(res[0], SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(res[1], SINTER_OK, SINTER_GS_COMMITTED);
+    assert_int_equal(res[2].rc, SINTER_EINVAL);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == 3);
+    /* Version 0 is malformed, not "newer": refused and skipped, never fatal. */
+    newer[0] = 0;
+    struct sinter_tc_entry v0 = {4, 1, newer, l1};
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, &v0, 1, res), SINTER_OK);
+    assert_int_equal(res[0].rc, SINTER_EINVAL);
+    free(p1);
+    free(p2);
+    free(newer);
+}
+
+/* Listings and counts used by the workers, the admin API and metrics. */
+static void queries(void **state)
+{
+    struct h *h = *state;
+    uint64_t xs[6];
+    for (int i = 0; i < 6; i++) {
+        xs[i] = begin(h, 3000);
+        reg_ok(h, xs[i]);
+    }
+    EXPECT(decide(h, xs[1], SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(decide(h, xs[3], SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    uint64_t out[8];
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_list_by_status(h->f, SINTER_GS_BEGIN, 0, out, 2, &n), SINTER_OK);
+    assert_int_equal(n, 2);
+    assert_true(out[0] == xs[0] && out[1] == xs[2]);
+    assert_int_equal(sinter_tc_fsm_list_by_status(h->f, SINTER_GS_BEGIN, out[1], out, 8, &n),
+                     SINTER_OK);
+    assert_int_equal(n, 2);
+    assert_true(out[0] == xs[4] && out[1] == xs[5]);
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, out, 8, &n), SINTER_OK);
+    assert_int_equal(n, 2);
+    assert_true(out[0] == xs[1] && out[1] == xs[3]);
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, xs[1], out, 8, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    assert_true(count_status(h, SINTER_GS_BEGIN) == 4);
+    assert_true(count_status(h, SINTER_GS_COMMITTING) == 1);
+    assert_true(count_status(h, SINTER_GS_ROLLBACKING) == 1);
+    uint32_t s;
+    assert_int_equal(sinter_tc_fsm_status(h->f, 424242, &s), SINTER_ENOTFOUND);
+    assert_int_equal(s, SINTER_GS_FINISHED);
+    assert_int_equal(sinter_tc_fsm_status(h->f, xs[1], &s), SINTER_OK);
+    assert_int_equal(s, SINTER_GS_COMMITTING);
+    assert_int_equal(sinter_tc_fsm_list_by_status(h->f, 99, 0, out, 8, &n), SINTER_EINVAL);
+    assert_int_equal(sinter_tc_fsm_group(h->f), GROUP);
+}
+
+/* ---- snapshots ---- */
+
+struct snap_ctx {
+    struct h *h;
+    int steps;
+    uint64_t xid;
+};
+
+/* Applies one entry between backup steps: apply is not stalled by a snapshot in progress. */
+static void during_snapshot(void *arg)
+{
+    struct snap_ctx *s = arg;
+    s->steps++;
+    if (s->steps == 1) {
+        EXPECT(decide(s->h, s->xid, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+    }
+    begin(s->h, 3000);
+}
+
+static void snapshot_install_roundtrip(void **state)
+{
+    struct h *h = *state;
+    /* Enough data for several backup steps (256 pages each). */
+    static uint8_t blob[60000];
+    memset(blob, 0x5a, sizeof blob);
+    uint64_t first = 0;
+    for (int i = 0; i < 40; i++) {
+        struct sinter_tc_cmd c = begin_cmd(h, 3000);
+        c.u.begin.app_data.p = blob;
+        c.u.begin.app_data.len = sizeof blob;
+        struct sinter_tc_result r = apply(h, &c);
+        assert_int_equal(r.rc, SINTER_OK);
+        if (first == 0) {
+            first = r.xid.index;
+        }
+    }
+    uint32_t d_at_snapshot = digest(h->f);
+    uint64_t idx_at_snapshot = sinter_tc_fsm_last_applied(h->f);
+    char snap[160];
+    snprintf(snap, sizeof snap, "%s/snap.db", h->dir);
+    struct snap_ctx ctx = {h, 0, first};
+    uint64_t sidx;
+    uint64_t sterm;
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap, &sidx, &sterm, during_snapshot, &ctx),
+                     SINTER_OK);
+    assert_true(ctx.steps > 1);
+    assert_true(sidx == idx_at_snapshot);
+    assert_true(sterm == 1);
+    assert_true(sinter_tc_fsm_last_applied(h->f) > sidx);
+
+    /* A fresh replica of the same group installs it and has exactly the state at sidx. */
+    char path2[160];
+    snprintf(path2, sizeof path2, "%s/replica.db", h->dir);
+    struct sinter_tc_fsm *f2;
+    assert_int_equal(sinter_tc_fsm_open(&f2, path2, GROUP), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_install_from(f2, snap), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(f2) == sidx);
+    assert_int_equal(digest(f2), d_at_snapshot);
+    assert_int_equal(access(snap, F_OK), 0); /* the snapshot file is left in place */
+
+    /* A second snapshot carries the entries applied during the first; installing it over the
+     * replica's state brings it level with the leader. */
+    char snap2[160];
+    snprintf(snap2, sizeof snap2, "%s/snap2.db", h->dir);
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap2, &sidx, &sterm, NULL, NULL), SINTER_OK);
+    assert_true(sidx == sinter_tc_fsm_last_applied(h->f));
+    assert_int_equal(sinter_tc_fsm_install_from(f2, snap2), SINTER_OK);
+    assert_int_equal(digest(f2), digest(h->f));
+    assert_true(sinter_tc_fsm_last_applied(f2) == sidx);
+    /* The installed database works as a live one. */
+    struct h h2 = *h;
+    h2.f = f2;
+    h2.idx = sidx;
+    uint64_t x = begin(&h2, 3000);
+    assert_int_equal(gstatus(&h2, x), SINTER_GS_BEGIN);
+    /* ...and survives a restart. */
+    sinter_tc_fsm_close(f2);
+    assert_int_equal(sinter_tc_fsm_open(&f2, path2, GROUP), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(f2) == x);
+
+    /* Refused snapshots leave the state untouched: another group's, and garbage. */
+    uint32_t before = digest(f2);
+    struct sinter_tc_fsm *f3;
+    char path3[160];
+    snprintf(path3, sizeof path3, "%s/other.db", h->dir);
+    assert_int_equal(sinter_tc_fsm_open(&f3, path3, GROUP + 1), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_install_from(f3, snap), SINTER_ECONFIG);
+    sinter_tc_fsm_close(f3);
+    char junk[160];
+    snprintf(junk, sizeof junk, "%s/junk.db", h->dir);
+    FILE *fp = fopen(junk, "wb");
+    assert_non_null(fp);
+    for (int i = 0; i < 5000; i++) {
+        fputc(i * 7, fp);
+    }
+    fclose(fp);
+    assert_int_equal(sinter_tc_fsm_install_from(f2, junk), SINTER_ECORRUPT);
+    assert_int_equal(digest(f2), before);
+    sinter_tc_fsm_close(f2);
+}
+
+struct bg_snap {
+    struct sinter_tc_fsm *f;
+    char path[160];
+    uint64_t index;
+    uint64_t term;
+    int rc;
+};
+
+static void *bg_snapshot(void *arg)
+{
+    struct bg_snap *b = arg;
+    b->rc = sinter_tc_fsm_snapshot_to(b->f, b->path, &b->index, &b->term, NULL, NULL);
+    return NULL;
+}
+
+/* The host takes snapshots on a background thread while the apply thread goes on: the snapshot
+ * holds exactly the state at its index (every entry here is a BEGIN, so the snapshot has one
+ * global per index up to it). */
+static void snapshot_on_another_thread(void **state)
+{
+    struct h *h = *state;
+    static uint8_t blob[60000];
+    memset(blob, 0x33, sizeof blob);
+    for (int i = 0; i < 40; i++) {
+        struct sinter_tc_cmd c = begin_cmd(h, 3000);
+        c.u.begin.app_data.p = blob;
+        c.u.begin.app_data.len = sizeof blob;
+        assert_int_equal(apply(h, &c).rc, SINTER_OK);
+    }
+    uint64_t start = h->idx;
+    struct bg_snap b = {h->f, "", 0, 0, -1};
+    snprintf(b.path, sizeof b.path, "%s/bg.db", h->dir);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, bg_snapshot, &b), 0);
+    for (int i = 0; i < 200; i++) {
+        begin(h, 3000);
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(b.rc, SINTER_OK);
+    assert_true(b.index >= start && b.index <= h->idx);
+    char path2[160];
+    snprintf(path2, sizeof path2, "%s/replica.db", h->dir);
+    struct sinter_tc_fsm *f2;
+    assert_int_equal(sinter_tc_fsm_open(&f2, path2, GROUP), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_install_from(f2, b.path), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(f2) == b.index);
+    uint64_t counts[SINTER_GS_MAX + 1];
+    assert_int_equal(sinter_tc_fsm_count_by_status(f2, counts), SINTER_OK);
+    assert_true(counts[SINTER_GS_BEGIN] == b.index);
+    sinter_tc_fsm_close(f2);
+}
+
+/* ---- randomized: two replicas, same entries ---- */
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static int side_of(uint32_t s)
+{
+    if (sinter_global_status_is_commit_side(s)) {
+        return 1;
+    }
+    if (sinter_global_status_is_rollback_side(s)) {
+        return 2;
+    }
+    return 0;
+}
+
+/* Random command sequences (valid, invalid, duplicated, out of order) applied in random batches to
+ * two fresh state machines: identical results, identical digests, and no global ever crosses from
+ * one side to the other. */
+static void randomized_replicas_agree(void **state)
+{
+    struct h *h = *state;
+    char path2[160];
+    snprintf(path2, sizeof path2, "%s/replica.db", h->dir);
+    struct sinter_tc_fsm *f2;
+    assert_int_equal(sinter_tc_fsm_open(&f2, path2, GROUP), SINTER_OK);
+    enum { MAXX = 4096 };
+    static int side[MAXX];
+    memset(side, 0, sizeof side);
+    uint64_t seed = 0xC0FFEEull;
+    static uint64_t known_x[MAXX];
+    static uint64_t known_b[MAXX][2];
+    size_t n_known_x = 0;
+    size_t n_known_b = 0;
+    int n_ok = 0;
+    uint64_t seqs[2] = {0, 0};
+    uint64_t now = T0;
+    uint64_t idx = 0;
+    for (int batch = 0; batch < 500; batch++) {
+        size_t n = 1 + rnd(&seed) % 8;
+        struct sinter_tc_entry e[8];
+        uint8_t *bufs[8];
+        for (size_t i = 0; i < n; i++) {
+            now += rnd(&seed) % 400;
+            struct sinter_tc_cmd c;
+            memset(&c, 0, sizeof c);
+            c.now_ms = now;
+            /* Mostly known globals and branches, sometimes any index (unknown or wrong kind). */
+            uint64_t x = idx > 0 ? 1 + rnd(&seed) % idx : 1;
+            uint64_t b = idx > 0 ? 1 + rnd(&seed) % idx : 1;
+            if (n_known_b > 0 && rnd(&seed) % 10 < 8) {
+                size_t k = (size_t)(rnd(&seed) % n_known_b);
+                x = known_b[k][0];
+                b = known_b[k][1];
+            }
+            if (n_known_x > 0 && rnd(&seed) % 10 < 5) {
+                x = known_x[n_known_x - 1 -
+                            (size_t)(rnd(&seed) % (n_known_x < 20 ? n_known_x : 20))];
+            }
+            int ci = (int)(rnd(&seed) % 2);
+            char *client = ci ? "c-a" : "c-b";
+            /* Mostly a fresh seq; sometimes a recent one again (a retry, or a reused seq). */
+            uint64_t seq = ++seqs[ci];
+            if (rnd(&seed) % 5 == 0 && seqs[ci] > 5) {
+                seq = seqs[ci] - rnd(&seed) % 5;
+            }
+            switch (rnd(&seed) % 10) {
+            case 0:
+            case 1:
+                c.type = SINTER_TC_CMD_BEGIN;
+                c.u.begin.app_id = B("app");
+                c.u.begin.tx_name = B("t");
+                c.u.begin.timeout_ms = 1 + rnd(&seed) % 3000;
+                break;
+            case 2:
+            case 3:
+                c.type = SINTER_TC_CMD_REGISTER_BRANCH;
+                c.u.reg.xid = XID(x);
+                c.u.reg.branch_type = SINTER_BT_XA;
+                c.u.reg.resource_id = B("r");
+                break;
+            case 4:
+                c.type = SINTER_TC_CMD_REPORT_BRANCH;
+                c.u.report.xid = XID(x);
+                c.u.report.branch_id = b;
+                c.u.report.status =
+                    rnd(&seed) % 2 ? SINTER_BS_PHASE1_DONE : SINTER_BS_PHASE1_FAILED;
+                break;
+            case 5: {
+                static const uint8_t t[3] = {SINTER_GS_COMMITTING, SINTER_GS_ROLLBACKING,
+                                             SINTER_GS_TIMEOUT_ROLLBACKING};
+                c.type = SINTER_TC_CMD_DECIDE;
+                c.u.decide.xid = XID(x);
+                c.u.decide.target = t[rnd(&seed) % 3];
+                break;
+            }
+            case 6:
+            case 7:
+                c.type = SINTER_TC_CMD_BRANCH_RESULT;
+                c.u.result.xid = XID(x);
+                c.u.result.branch_id = b;
+                c.u.result.outcome = (uint8_t)(SINTER_BS_PHASE2_COMMITTED + rnd(&seed) % 6);
+                break;
+            case 8:
+                c.type = rnd(&seed) % 2 ? SINTER_TC_CMD_PHASE2_START : SINTER_TC_CMD_REDRIVE;
+                c.u.x.xid = XID(x);
+                if (rnd(&seed) % 3 == 0) {
+                    c.type = SINTER_TC_CMD_RETRY_TIMEOUT;
+                    c.u.retry_timeout.max_retry_ms = rnd(&seed) % 1000;
+                }
+                break;
+            default:
+                c.type = rnd(&seed) % 2 ? SINTER_TC_CMD_GC : SINTER_TC_CMD_RESOLVE;
+                if (c.type == SINTER_TC_CMD_GC) {
+                    c.u.gc.global_cutoff_ms = now - 20000 - rnd(&seed) % 20000;
+                    c.u.gc.session_cutoff_ms = now - rnd(&seed) % 5000;
+                    c.u.gc.max_items = 1 + (uint32_t)(rnd(&seed) % 5);
+                } else {
+                    static const uint8_t t[3] = {SINTER_GS_COMMITTED, SINTER_GS_ROLLBACKED,
+                                                 SINTER_GS_TIMEOUT_ROLLBACKED};
+                    c.u.resolve.xid = XID(x);
+                    c.u.resolve.target = t[rnd(&seed) % 3];
+                }
+                break;
+            }
+            bool client_cmd_type = c.type == SINTER_TC_CMD_BEGIN ||
+                                   c.type == SINTER_TC_CMD_REGISTER_BRANCH ||
+                                   c.type == SINTER_TC_CMD_REPORT_BRANCH ||
+                                   (c.type == SINTER_TC_CMD_DECIDE && rnd(&seed) % 2);
+            if (client_cmd_type) {
+                c.client_id = B(client);
+                c.seq = seq;
+            }
+            size_t len;
+            bufs[i] = enc(&c, &len);
+            if (rnd(&seed) % 50 == 0) {
+                len = len / 2; /* a malformed entry now and then */
+            }
+            e[i].index = ++idx;
+            e[i].term = 1 + idx / 100;
+            e[i].data = bufs[i];
+            e[i].len = len;
+        }
+        struct sinter_tc_result r1[8];
+        struct sinter_tc_result r2[8];
+        assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, n, r1), SINTER_OK);
+        assert_int_equal(sinter_tc_fsm_apply_batch(f2, e, n, r2), SINTER_OK);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(r1[i].rc, r2[i].rc);
+            assert_int_equal(r1[i].status, r2[i].status);
+            assert_int_equal(r1[i].branch_status, r2[i].branch_status);
+            assert_true(r1[i].xid.index == r2[i].xid.index);
+            assert_true(r1[i].branch_id == r2[i].branch_id);
+            assert_true(r1[i].removed == r2[i].removed);
+            assert_int_equal(r1[i].duplicate, r2[i].duplicate);
+            free(bufs[i]);
+            if (r1[i].rc == SINTER_OK && !r1[i].duplicate) {
+                n_ok++;
+                if (r1[i].status == SINTER_GS_BEGIN && r1[i].branch_id == 0 &&
+                    r1[i].xid.index == e[i].index && n_known_x < MAXX) {
+                    known_x[n_known_x++] = r1[i].xid.index;
+                }
+                if (r1[i].branch_id == e[i].index && n_known_b < MAXX) {
+                    known_b[n_known_b][0] = r1[i].xid.index;
+                    known_b[n_known_b][1] = r1[i].branch_id;
+                    n_known_b++;
+                }
+            }
+        }
+        assert_int_equal(digest(h->f), digest(f2));
+        /* The side rule, checked over every global still present. */
+        for (uint64_t x = 1; x <= idx && x < MAXX; x++) {
+            uint32_t s;
+            if (sinter_tc_fsm_status(h->f, x, &s) != SINTER_OK) {
+                continue;
+            }
+            int sd = side_of(s);
+            if (sd != 0) {
+                assert_true(side[x] == 0 || side[x] == sd);
+                side[x] = sd;
+            } else {
+                assert_int_equal(side[x], 0); /* never back to Begin */
+            }
+        }
+    }
+    /* The random run reached both sides and several end states. */
+    uint64_t counts[SINTER_GS_MAX + 1];
+    assert_int_equal(sinter_tc_fsm_count_by_status(h->f, counts), SINTER_OK);
+    int distinct = 0;
+    for (int i = 0; i <= SINTER_GS_MAX; i++) {
+        distinct += counts[i] > 0;
+    }
+    assert_true(distinct >= 8);
+    assert_true(n_ok > 500); /* most commands were meaningful, not refusals */
+    assert_true(counts[SINTER_GS_BEGIN] > 0);
+    int sides_seen = 0;
+    for (int x = 0; x < MAXX; x++) {
+        sides_seen |= side[x];
+    }
+    assert_int_equal(sides_seen, 3);
+    sinter_tc_fsm_close(f2);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(begin_creates_global),
+        T(register_only_while_begin),
+        T(report_branch_phase_one),
+        T(commit_decision_and_repeats),
+        T(rollback_decision_and_repeats),
+        T(decision_without_phase2_settles),
+        T(timeout_decision_rechecks_deadline),
+        T(seata_commit_branch_committed),
+        T(seata_commit_unretryable),
+        T(seata_commit_retryable),
+        T(seata_rollback_branch_rollbacked),
+        T(seata_rollback_unretryable),
+        T(seata_rollback_retryable),
+        T(unretryable_waits_for_other_branches),
+        T(branch_result_refusals),
+        T(end_command),
+        T(retry_timeout_from_first_attempt),
+        T(redrive_and_resolve),
+        T(client_retry_returns_first_answer),
+        T(forgotten_sessions_refuse_retries),
+        T(retention_gc_keeps_failed),
+        T(restart_applies_nothing_twice),
+        T(batch_atomicity),
+        T(queries),
+        T(snapshot_install_roundtrip),
+        T(snapshot_on_another_thread),
+        T(randomized_replicas_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
