@@ -1,0 +1,278 @@
+/*
+ * sinter/raft_store.h — durable storage for one Raft group: the log, term and vote, snapshots.
+ *
+ * One store owns one directory:
+ *
+ *   meta.0, meta.1            term / vote / commit hint, two alternating slots (sequence + CRC32C)
+ *   seg-<first index, 20 digits>
+ *                             log segments: fixed-size, preallocated files of CRC32C-protected
+ *                             records; the name is the index of the segment's first record
+ *   snap-<index>-<term>.snap  snapshots (header with meta + CRC32C, then the application's bytes)
+ *   *.tmp                     files being created; deleted on open (they never became durable)
+ *
+ * The index from log position to (segment, offset) is kept in memory only: it is rebuilt on open
+ * by scanning every segment and verifying every record's CRC, as etcd's WAL and canonical/raft do;
+ * the core keeps every entry since the last snapshot in memory anyway (sinter/raft.h), so the log
+ * is bounded by snapshotting and the scan is bounded with it.
+ *
+ * Durability contract (what the host relies on to obey sinter_raft_ready's step 2):
+ *   - sinter_store_append() returns SINTER_OK only once its entries are durable (one pwrite and one
+ *     fdatasync per segment touched: group commit, Raft dissertation 10.2.1);
+ *   - sinter_store_save_hard_state() returns only once a changed term or vote is durable;
+ *   - sinter_store_snap_finish() returns only once the snapshot file and its name are durable.
+ *
+ * Crash recovery (sinter_store_open()): the log ends at its last valid record. Records are
+ * written in batches, one unsynced batch at most; a torn or corrupt tail (a bad record that no
+ * later batch follows) is cut off, reported through the report callback and never returned. A bad
+ * record followed by a later, valid batch, a bad record in any segment but the last, a gap between
+ * segments or between the snapshot and the log is corruption of data that was once durable: open
+ * fails with SINTER_ECORRUPT and a message naming the file and offset, rather than silently
+ * dropping committed entries. Zeroed preallocated space after the last record is the normal end.
+ *
+ * Errors: every fallible function returns a sinter_error code. I/O errors map ENOSPC ->
+ * SINTER_ENOSPC and any other errno -> SINTER_EIO; failed validation -> SINTER_ECORRUPT. A message
+ * naming the file, offset and cause is available from sinter_store_errmsg() (or, for open, in the
+ * caller's buffer). After a failed write or sync the store cannot know what reached the disk
+ * (fsync errors may drop dirty pages: PostgreSQL's "fsyncgate"), so it turns "failed": every later
+ * mutation returns the same error until the store is closed and reopened, which recovers. A new
+ * segment that cannot be allocated (disk full) is not such a failure: nothing was written, the
+ * append returns SINTER_ENOSPC and may be retried.
+ *
+ * Thread safety: none. One store is used by one thread at a time.
+ */
+#ifndef SINTER_RAFT_STORE_H
+#define SINTER_RAFT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sinter/error.h"
+#include "sinter/raft.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- I/O vtable ----------------------------------------------------------------------------- */
+
+/* Every disk access of the store goes through this table, so tests can substitute a layer that
+ * cuts writes short, flips bytes, forgets unsynced data on a simulated crash or fails with ENOSPC
+ * or EIO. Every function returns 0 or a positive errno value (never -1); paths are full paths
+ * (directory + "/" + name). `ctx` is the table's own state, passed back unchanged. */
+struct sinter_store_io {
+    void *ctx;
+    /* open(2) with flags such as O_RDWR | O_CREAT | O_EXCL; *fd receives the descriptor. */
+    int (*open)(void *ctx, const char *path, int flags, mode_t mode, int *fd);
+    int (*close)(void *ctx, int fd);
+    /* May write fewer bytes than asked (*done < len); the store loops. */
+    int (*pwrite)(void *ctx, int fd, const void *buf, size_t len, uint64_t off, size_t *done);
+    /* May read fewer bytes than asked; *done == 0 means end of file. */
+    int (*pread)(void *ctx, int fd, void *buf, size_t len, uint64_t off, size_t *done);
+    int (*fdatasync)(void *ctx, int fd);
+    int (*fsync)(void *ctx, int fd);
+    int (*ftruncate)(void *ctx, int fd, uint64_t len);
+    /* Reserves [off, off + len) (mode 0: may extend the file). EOPNOTSUPP / ENOSYS make the store
+     * fall back to ftruncate (a sparse file). */
+    int (*fallocate)(void *ctx, int fd, uint64_t off, uint64_t len);
+    int (*filesize)(void *ctx, int fd, uint64_t *size);
+    int (*rename)(void *ctx, const char *from, const char *to);
+    int (*unlink)(void *ctx, const char *path);
+    int (*mkdir)(void *ctx, const char *path); /* EEXIST is fine */
+    /* Calls fn once per entry of directory path (not "." or ".."); stops early and returns fn's
+     * non-zero result if fn returns one. */
+    int (*listdir)(void *ctx, const char *path, int (*fn)(void *arg, const char *name), void *arg);
+    /* Makes the directory's entries (creations, renames, unlinks) durable. */
+    int (*syncdir)(void *ctx, const char *path);
+};
+
+/* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
+const struct sinter_store_io *sinter_store_io_posix(void);
+
+/* ---- Options and opening -------------------------------------------------------------------- */
+
+#define SINTER_STORE_SEGMENT_SIZE_DEFAULT (64u * 1024u * 1024u)
+#define SINTER_STORE_SEGMENT_SIZE_MIN     4096u
+#define SINTER_STORE_SEGMENT_SIZE_MAX     (1024u * 1024u * 1024u)
+
+struct sinter_store_options {
+    const struct sinter_store_io *io; /* NULL: sinter_store_io_posix() */
+    uint32_t segment_size;            /* bytes per segment file, [MIN, MAX]; multiple of 8 */
+    uint32_t snapshots_keep;          /* newest valid snapshots kept; >= 1, default 2 */
+    /* Called for recoverable events worth an operator's attention (torn tail cut off, superseded
+     * log discarded, corrupt snapshot skipped). NULL: the message goes to stderr. The message is
+     * only valid during the call. */
+    void (*report)(void *arg, const char *msg);
+    void *report_arg;
+};
+
+/* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports).
+ * Ownership: writes *opts only. */
+void sinter_store_options_defaults(struct sinter_store_options *opts);
+
+/* What a restart hands to sinter_raft_restore(): the newest valid snapshot (if any), the hard
+ * state and every persisted entry after the snapshot, consecutive. */
+struct sinter_store_recovered {
+    bool has_snapshot;
+    struct sinter_raft_snapshot_meta snapshot;
+    struct sinter_raft_hard_state hard_state;
+    struct sinter_raft_entry *entries; /* one allocation; free with sinter_store_entries_free() */
+    size_t n_entries;
+    uint64_t torn_bytes; /* bytes of torn / corrupt tail cut off during this open (0: clean) */
+};
+
+struct sinter_store;
+
+/* Opens (creating if needed) the store in directory `dir` and recovers it (see the top of this
+ * file). On success *out is owned by the caller (release with sinter_store_close()); if rec is not
+ * NULL it is filled and rec->entries is owned by the caller (sinter_store_recovered_free()).
+ * opts may be NULL (defaults); it is copied. On failure *out is NULL and, if err is not NULL, a
+ * message of at most errlen bytes (NUL included) says what and where.
+ * Errors: SINTER_EINVAL (bad options), SINTER_ENOMEM, SINTER_EIO, SINTER_ENOSPC, SINTER_ECORRUPT
+ * (corruption that would lose durable data: the node must not start). */
+int sinter_store_open(struct sinter_store **out, const char *dir,
+                      const struct sinter_store_options *opts, struct sinter_store_recovered *rec,
+                      char *err, size_t errlen);
+
+/* Closes every file and frees the store. Nothing is written: everything acknowledged is already
+ * durable. NULL is ok. */
+void sinter_store_close(struct sinter_store *s);
+
+/* The message describing the last error returned by a call on s ("" if none). Ownership: owned by
+ * s, valid until the next call on s. */
+const char *sinter_store_errmsg(const struct sinter_store *s);
+
+/* Frees rec->entries and zeroes the entry fields. rec may be NULL. */
+void sinter_store_recovered_free(struct sinter_store_recovered *rec);
+
+/* Frees an entry array returned by sinter_store_read() or inside a sinter_store_recovered.
+ * NULL is ok. */
+void sinter_store_entries_free(struct sinter_raft_entry *entries);
+
+/* ---- Hard state ----------------------------------------------------------------------------- */
+
+/* Persists term / vote / commit hint. A changed term or vote is written to the older of the two
+ * metadata slots and fdatasync'd before returning (Raft paper figure 2: "updated on stable storage
+ * before responding to RPCs"). A change of the commit hint alone is written without a sync (it is
+ * a hint, sinter/raft.h) into the slot that does not hold the last durable state, so a crash can
+ * lose the hint but never the term or vote. Nothing is written when nothing changed.
+ * Ownership: reads *hs. Errors: SINTER_EINVAL (term lower than the durable one, or a different
+ * vote in the same term), SINTER_EIO, SINTER_ENOSPC (the store turns failed). */
+int sinter_store_save_hard_state(struct sinter_store *s, const struct sinter_raft_hard_state *hs);
+
+/* The hard state as last saved. Ownership: writes *hs. */
+void sinter_store_hard_state(const struct sinter_store *s, struct sinter_raft_hard_state *hs);
+
+/* ---- Log ------------------------------------------------------------------------------------ */
+
+/* Appends n entries with consecutive indexes, durably: the records of all entries going to one
+ * segment are encoded into one buffer, written with one pwrite and made durable with one
+ * fdatasync (group commit). If entries[0].index <= last index, every persisted entry at that index
+ * or above is first removed (sinter_store_truncate(), the ready contract of sinter/raft.h).
+ * entries[0].index must be at most last index + 1 and at least the first index still held (or,
+ * for an empty log, exactly the next index). type must fit in 8 bits.
+ * Ownership: reads the entries and their data; the caller keeps them.
+ * Errors: SINTER_EINVAL (empty batch, gap, non-consecutive indexes, type > 255),
+ * SINTER_ECOMPACTED (entries[0].index below the first index), SINTER_ETOOBIG (an entry does not
+ * fit in one segment), SINTER_ENOSPC (a new segment could not be allocated: nothing was written,
+ * the store stays usable), SINTER_EIO / SINTER_ENOSPC from a write or sync (the store turns
+ * failed; entries already durable stay), SINTER_ENOMEM. */
+int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *entries, size_t n);
+
+/* Removes every entry with index >= from (a conflicting suffix, Raft paper 5.3), durably: later
+ * segments are unlinked (newest first) and the directory synced, then the segment holding `from`
+ * is cut at that record and re-extended with zeros, and synced. from > last index is a no-op.
+ * Errors: SINTER_ECOMPACTED (from < first index: those entries are in a snapshot and committed),
+ * SINTER_EIO / SINTER_ENOSPC (the store turns failed). */
+int sinter_store_truncate(struct sinter_store *s, uint64_t from);
+
+/* Discards the log prefix covered by a durable snapshot: unlinks, oldest first, every whole
+ * segment whose entries are all <= upto. The last segment is never removed, so entries after upto
+ * are never lost, and some entries <= upto may remain (first index tells). upto must not exceed
+ * the newest durable snapshot's index (the store checks: otherwise a crash would leave a gap).
+ * Errors: SINTER_EINVAL (upto beyond the newest snapshot), SINTER_EIO (some segments may remain;
+ * what remains is still a consistent suffix). */
+int sinter_store_compact(struct sinter_store *s, uint64_t upto);
+
+/* Reads entries [lo, hi] (hi clamped to the last index), stopping early once more than max_bytes
+ * of data have been gathered (max_bytes 0: no limit; at least one entry is always returned).
+ * Every record's CRC32C is checked. On success *out (one allocation, entries and data together)
+ * is owned by the caller and freed with sinter_store_entries_free(); *n is the count (0 and
+ * *out NULL if lo > last index).
+ * Errors: SINTER_ECOMPACTED (lo < first index), SINTER_EINVAL (lo == 0), SINTER_ECORRUPT
+ * (a record fails its CRC: message names segment and offset), SINTER_EIO, SINTER_ENOMEM. */
+int sinter_store_read(struct sinter_store *s, uint64_t lo, uint64_t hi, uint64_t max_bytes,
+                      struct sinter_raft_entry **out, size_t *n);
+
+/* The term of the entry at index, from the in-memory index (no I/O).
+ * Errors: SINTER_ECOMPACTED (index < first index), SINTER_ENOTFOUND (index > last index). */
+int sinter_store_term(const struct sinter_store *s, uint64_t index, uint64_t *term);
+
+/* First and last index held. For an empty log, first == last + 1 == the next index to append. */
+uint64_t sinter_store_first_index(const struct sinter_store *s);
+uint64_t sinter_store_last_index(const struct sinter_store *s);
+/* Number of segment files currently in use (for tests and metrics). */
+size_t sinter_store_segment_count(const struct sinter_store *s);
+
+/* ---- Snapshots ------------------------------------------------------------------------------ */
+
+struct sinter_store_snap_writer;
+struct sinter_store_snap_reader;
+
+/* Starts writing a snapshot described by *meta (streamed in chunks, e.g. while receiving an
+ * install-snapshot, or while the application serialises its state). The data goes to a temporary
+ * file; nothing is visible until sinter_store_snap_finish(). At most one writer at a time.
+ * Ownership: *w is owned by the caller until finish or abort, which free it; *meta is copied.
+ * Errors: SINTER_EINVAL (meta->index == 0, invalid config), SINTER_EBUSY (a writer is open),
+ * SINTER_EIO, SINTER_ENOSPC, SINTER_ENOMEM. */
+int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                            struct sinter_store_snap_writer **w);
+
+/* Appends len bytes to the snapshot being written. Ownership: reads data.
+ * Errors: SINTER_EIO, SINTER_ENOSPC (the writer is then unusable: abort it). */
+int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data, size_t len);
+
+/* Writes the header (meta, data length, CRC32C), fsyncs, renames the temporary file to its final
+ * name and fsyncs the directory: once this returns SINTER_OK the snapshot survives any crash, and
+ * a crash at any earlier point leaves the previous snapshots as they were. Then deletes snapshots
+ * beyond the newest snapshots_keep. Frees w in every case.
+ * Errors: SINTER_EIO, SINTER_ENOSPC (the temporary file is removed). */
+int sinter_store_snap_finish(struct sinter_store_snap_writer *w);
+
+/* Abandons the snapshot: removes the temporary file and frees w. NULL is ok. */
+void sinter_store_snap_abort(struct sinter_store_snap_writer *w);
+
+/* The newest durable snapshot's meta. Errors: SINTER_ENOTFOUND (none). */
+int sinter_store_snap_meta(const struct sinter_store *s, struct sinter_raft_snapshot_meta *meta);
+
+/* Opens the newest durable snapshot for reading in chunks (to load the state machine or to stream
+ * to a follower). *meta (may be NULL) receives its meta and *size its data length (may be NULL).
+ * Ownership: *r is the caller's, released with sinter_store_snap_close(); it stays readable even
+ * if a newer snapshot replaces this one meanwhile (the descriptor stays open).
+ * Errors: SINTER_ENOTFOUND (no snapshot), SINTER_ECORRUPT (header no longer valid), SINTER_EIO,
+ * SINTER_ENOMEM. */
+int sinter_store_snap_open(struct sinter_store *s, struct sinter_raft_snapshot_meta *meta,
+                           uint64_t *size, struct sinter_store_snap_reader **r);
+
+/* Reads the next at most cap bytes into buf; *n == 0 means the end. The data's CRC32C is checked
+ * when the last byte has been read: a mismatch gives SINTER_ECORRUPT at that point (discard what
+ * was read). Errors: SINTER_EIO, SINTER_ECORRUPT (short file or CRC mismatch). */
+int sinter_store_snap_read(struct sinter_store_snap_reader *r, void *buf, size_t cap, size_t *n);
+
+/* Closes a reader. NULL is ok. */
+void sinter_store_snap_close(struct sinter_store_snap_reader *r);
+
+/* Call after installing a snapshot received from the leader (sinter_store_snap_finish() returned
+ * SINTER_OK, the core set rd.snapshot_dirty): if the log holds meta->index with meta->term, the
+ * entries after it are kept (Raft paper section 7) and the covered prefix compacted; otherwise
+ * the whole log is discarded (segments unlinked newest first, directory synced) and the next
+ * append must be at meta->index + 1. Recovery applies the same rule, so a crash in between is
+ * harmless. Errors: SINTER_EINVAL (meta is not the newest durable snapshot), SINTER_EIO. */
+int sinter_store_snapshot_installed(struct sinter_store *s,
+                                    const struct sinter_raft_snapshot_meta *meta);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SINTER_RAFT_STORE_H */

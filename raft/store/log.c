@@ -1,0 +1,976 @@
+/*
+ * The segment log. Format: internal.h. Recovery rules: raft_store.h and scan_segment() below.
+ *
+ * Writing. An append encodes all records going to one segment into one buffer, writes it with one
+ * pwrite at the segment's end and makes it durable with one fdatasync (group commit; the file is
+ * preallocated, so the sync flushes data, not a size change). A batch that does not fit is split:
+ * the first part is written and synced into the current segment before anything goes to the next
+ * one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
+ * directory fsync) before the first byte of the batch is written, so allocation failures such as
+ * ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch is
+ * unsynced, and it is the last one in the log: the invariant recovery uses to tell a torn tail
+ * from damage to data that was durable.
+ *
+ * Removing. Truncation unlinks later segments newest first and syncs the directory before it cuts
+ * the segment holding the first removed entry (ftruncate at that record, re-extended with zeros,
+ * fsync): a crash in between leaves a prefix of the old log, never old segments after new
+ * entries. Compaction unlinks whole segments oldest first, so a crash leaves a suffix.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "sinter/crc32c.h"
+
+/* ---- in-memory index ------------------------------------------------------------------------ */
+
+uint64_t sinter_rs_first(const struct sinter_store *s)
+{
+    return s->nsegs > 0 ? s->segs[0].first : s->next_index;
+}
+
+uint64_t sinter_rs_last(const struct sinter_store *s)
+{
+    if (s->nsegs == 0) {
+        return s->next_index - 1;
+    }
+    const struct store_seg *g = &s->segs[s->nsegs - 1];
+    return g->first + g->n - 1;
+}
+
+uint64_t sinter_store_first_index(const struct sinter_store *s)
+{
+    return sinter_rs_first(s);
+}
+
+uint64_t sinter_store_last_index(const struct sinter_store *s)
+{
+    return sinter_rs_last(s);
+}
+
+size_t sinter_store_segment_count(const struct sinter_store *s)
+{
+    return s->nsegs;
+}
+
+/* The segment holding index (which must lie in [first, last]). */
+static size_t seg_find(const struct sinter_store *s, uint64_t index)
+{
+    size_t lo = 0;
+    size_t hi = s->nsegs;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->segs[mid].first <= index) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+int sinter_store_term(const struct sinter_store *s, uint64_t index, uint64_t *term)
+{
+    if (index < sinter_rs_first(s)) {
+        return SINTER_ECOMPACTED;
+    }
+    if (index > sinter_rs_last(s)) {
+        return SINTER_ENOTFOUND;
+    }
+    const struct store_seg *g = &s->segs[seg_find(s, index)];
+    *term = g->recs[index - g->first].term;
+    return SINTER_OK;
+}
+
+static int seg_push_rec(struct store_seg *g, uint64_t term, uint64_t off, uint32_t len)
+{
+    if (g->n == g->cap) {
+        size_t c = g->cap ? g->cap * 2 : 256;
+        struct store_rec *p = realloc(g->recs, c * sizeof *p);
+        if (p == NULL) {
+            return SINTER_ENOMEM;
+        }
+        g->recs = p;
+        g->cap = c;
+    }
+    g->recs[g->n++] = (struct store_rec){.term = term, .off = (uint32_t)off, .len = len};
+    return SINTER_OK;
+}
+
+static int segs_reserve(struct sinter_store *s, size_t need)
+{
+    if (need <= s->capsegs) {
+        return SINTER_OK;
+    }
+    size_t c = s->capsegs ? s->capsegs * 2 : 16;
+    while (c < need) {
+        c *= 2;
+    }
+    struct store_seg *p = realloc(s->segs, c * sizeof *p);
+    if (p == NULL) {
+        return SINTER_ENOMEM;
+    }
+    s->segs = p;
+    s->capsegs = c;
+    return SINTER_OK;
+}
+
+static void seg_release(struct sinter_store *s, struct store_seg *g)
+{
+    if (g->fd >= 0) {
+        s->io->close(s->ctx, g->fd);
+        g->fd = -1;
+    }
+    free(g->recs);
+    g->recs = NULL;
+}
+
+/* Closes and unlinks the segment at position i, removing it from the array. */
+static int seg_remove(struct sinter_store *s, size_t i)
+{
+    char path[STORE_PATH_MAX];
+    sinter_rs_path(s, path, s->segs[i].name);
+    seg_release(s, &s->segs[i]);
+    int e = s->io->unlink(s->ctx, path);
+    memmove(&s->segs[i], &s->segs[i + 1], (s->nsegs - i - 1) * sizeof *s->segs);
+    s->nsegs--;
+    if (e != 0 && e != ENOENT) {
+        return sinter_rs_ioerr(s, e, "unlink %s", path);
+    }
+    return SINTER_OK;
+}
+
+void sinter_rs_log_close(struct sinter_store *s)
+{
+    for (size_t i = 0; i < s->nsegs; i++) {
+        seg_release(s, &s->segs[i]);
+    }
+    free(s->segs);
+    s->segs = NULL;
+    s->nsegs = s->capsegs = 0;
+}
+
+static void seg_name(char *buf, uint64_t first)
+{
+    snprintf(buf, 32, "seg-%020" PRIu64, first);
+}
+
+static void seg_set_salt(struct store_seg *g, uint64_t salt)
+{
+    uint8_t b[8];
+    store_put64(b, salt);
+    g->salt = salt;
+    g->salt_crc = sinter_crc32c(0, b, 8);
+}
+
+/* ---- records -------------------------------------------------------------------------------- */
+
+struct rec_view {
+    uint8_t type;
+    uint32_t len;
+    uint64_t term;
+    uint64_t index;
+    uint32_t boff;
+};
+
+/* Checks the record whose header is at h, `avail` bytes being readable from h, and which sits at
+ * segment offset off: structure and CRC, not its place in the log. Returns NULL if valid, else
+ * why not. */
+static const char *rec_check(const struct store_seg *g, const uint8_t *h, uint64_t avail,
+                             uint64_t off, struct rec_view *v)
+{
+    if (avail < STORE_REC_HDR) {
+        return "record header past the end of the file";
+    }
+    if (h[0] != STORE_VERSION || store_get16(h + 2) != 0) {
+        static const uint8_t zero[STORE_REC_HDR];
+        return memcmp(h, zero, sizeof zero) == 0 ? "zeroed record header"
+                                                 : "unknown record version";
+    }
+    v->type = h[1];
+    v->len = store_get32(h + 4);
+    v->term = store_get64(h + 8);
+    v->index = store_get64(h + 16);
+    v->boff = store_get32(h + 24);
+    if ((uint64_t)v->len > avail - STORE_REC_HDR) {
+        return "record length past the end of the file";
+    }
+    if (v->boff > off || v->boff < STORE_SEG_HDR || (off - v->boff) % 8 != 0) {
+        return "bad batch offset";
+    }
+    uint32_t crc = sinter_crc32c(g->salt_crc, h, 28);
+    crc = sinter_crc32c(crc, h + STORE_REC_HDR, v->len);
+    if (crc != store_get32(h + 28)) {
+        return "CRC32C mismatch";
+    }
+    return NULL;
+}
+
+/* Encodes one record at p (STORE_REC_HDR + pad8(len) bytes). */
+static void rec_encode(const struct store_seg *g, uint8_t *p, const struct sinter_raft_entry *e,
+                       uint64_t boff)
+{
+    uint64_t total = STORE_REC_HDR + store_pad8(e->len);
+    p[0] = STORE_VERSION;
+    p[1] = (uint8_t)e->type;
+    store_put16(p + 2, 0);
+    store_put32(p + 4, e->len);
+    store_put64(p + 8, e->term);
+    store_put64(p + 16, e->index);
+    store_put32(p + 24, (uint32_t)boff);
+    if (e->len > 0) {
+        memcpy(p + STORE_REC_HDR, e->data, e->len);
+    }
+    memset(p + STORE_REC_HDR + e->len, 0, total - STORE_REC_HDR - e->len);
+    uint32_t crc = sinter_crc32c(g->salt_crc, p, 28);
+    crc = sinter_crc32c(crc, p + STORE_REC_HDR, e->len);
+    store_put32(p + 28, crc);
+}
+
+/* ---- recovery ------------------------------------------------------------------------------- */
+
+struct scan {
+    uint64_t bad_off;     /* where the valid records end (== g->end) */
+    const char *why;      /* why the record at bad_off is not valid */
+    bool garbage;         /* non-zero bytes at or after bad_off */
+    uint64_t garbage_end; /* just past the last non-zero byte */
+    bool later;           /* a valid record of a LATER batch lies after bad_off */
+    uint64_t later_off;
+};
+
+static uint64_t last_nonzero_end(const uint8_t *buf, uint64_t from, uint64_t sz)
+{
+    uint64_t i = sz;
+    while (i > from && (i & 7u) != 0) {
+        if (buf[i - 1] != 0) {
+            return i;
+        }
+        i--;
+    }
+    while (i >= from + 8) {
+        uint64_t w;
+        memcpy(&w, buf + i - 8, 8);
+        if (w != 0) {
+            break;
+        }
+        i -= 8;
+    }
+    while (i > from) {
+        if (buf[i - 1] != 0) {
+            return i;
+        }
+        i--;
+    }
+    return from;
+}
+
+/* Scans one segment image: collects the valid records from the start, in order, with consecutive
+ * indexes, non-decreasing terms and consistent batch offsets, then looks at what follows.
+ *
+ * The decisive question for what follows a bad record at offset X is whether a valid record of a
+ * LATER batch exists after it (batch offset > X). Only the last batch of the log can ever be
+ * unsynced (see the top of this file), and pages of an unsynced write may reach the disk in any
+ * order, so valid records of the batch containing X after X are expected in a torn tail (their
+ * batch offset is <= X). A record of a later batch, on the other hand, was written only after the
+ * batch at X had been synced: X was durable and has since been damaged. That is the distinction
+ * etcd's WAL draws between an unexpected EOF in the last file and a CRC error elsewhere. */
+static int scan_segment(struct store_seg *g, const uint8_t *buf, uint64_t sz, uint64_t prev_term,
+                        struct scan *r)
+{
+    memset(r, 0, sizeof *r);
+    uint64_t off = STORE_SEG_HDR;
+    uint64_t batch = 0;
+    uint64_t expect = g->first;
+    for (;;) {
+        struct rec_view v;
+        const char *why =
+            off + STORE_REC_HDR <= sz ? rec_check(g, buf + off, sz - off, off, &v) : "end of file";
+        if (why == NULL && v.index != expect) {
+            why = "unexpected index";
+        }
+        if (why == NULL && (v.term == 0 || v.term < prev_term)) {
+            why = "term goes backwards";
+        }
+        if (why == NULL && v.boff != off && v.boff != batch) {
+            why = "batch offset does not continue the batch";
+        }
+        if (why != NULL) {
+            r->why = why;
+            break;
+        }
+        int rc = seg_push_rec(g, v.term, off, v.len);
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+        prev_term = v.term;
+        batch = v.boff;
+        expect++;
+        off += STORE_REC_HDR + store_pad8(v.len);
+    }
+    g->end = off;
+    r->bad_off = off;
+    r->garbage_end = last_nonzero_end(buf, off, sz);
+    r->garbage = r->garbage_end > off;
+    if (r->garbage) {
+        for (uint64_t y = off + 8; y + STORE_REC_HDR <= sz; y += 8) {
+            struct rec_view v;
+            if (buf[y] == STORE_VERSION && rec_check(g, buf + y, sz - y, y, &v) == NULL &&
+                v.boff > off) {
+                r->later = true;
+                r->later_off = y;
+                break;
+            }
+        }
+    }
+    return SINTER_OK;
+}
+
+/* Cuts segment g at offset off: everything after becomes zeros again (ftruncate, then reserve the
+ * space again so the file keeps its preallocated size), then fsync (size and extents changed). */
+static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
+{
+    int e = s->io->ftruncate(s->ctx, g->fd, off);
+    if (e == 0) {
+        e = sinter_rs_reserve(s, g->fd, off, g->size - off);
+    }
+    if (e == 0) {
+        e = s->io->fsync(s->ctx, g->fd);
+    }
+    if (e != 0) {
+        return sinter_rs_ioerr(s, e, "cut %s/%s at offset %" PRIu64, s->dir, g->name, off);
+    }
+    g->end = off;
+    return SINTER_OK;
+}
+
+/* Opens, syncs and reads one segment file and checks its header. */
+static int seg_load(struct sinter_store *s, uint64_t first, struct store_seg *g, uint8_t **buf,
+                    size_t *cap)
+{
+    char path[STORE_PATH_MAX];
+    memset(g, 0, sizeof *g);
+    g->fd = -1;
+    g->first = first;
+    seg_name(g->name, first);
+    sinter_rs_path(s, path, g->name);
+    int e = s->io->open(s->ctx, path, O_RDWR, 0, &g->fd);
+    if (e != 0) {
+        g->fd = -1;
+        return sinter_rs_ioerr(s, e, "open %s", path);
+    }
+    /* Data a killed process wrote but never synced may sit in the page cache: make it durable
+     * before we hand it to the core as persisted (it could acknowledge it). */
+    e = s->io->fdatasync(s->ctx, g->fd);
+    if (e == 0) {
+        e = s->io->filesize(s->ctx, g->fd, &g->size);
+    }
+    if (e != 0) {
+        return sinter_rs_ioerr(s, e, "sync %s", path);
+    }
+    if (g->size < STORE_SEG_HDR || g->size > SINTER_STORE_SEGMENT_SIZE_MAX) {
+        return sinter_rs_err(s, SINTER_ECORRUPT,
+                             "raft store: segment %s has size %" PRIu64
+                             ", outside the possible range: refusing to start",
+                             path, g->size);
+    }
+    if (sinter_rs_grow(buf, cap, g->size) != SINTER_OK) {
+        return sinter_rs_err(s, SINTER_ENOMEM, "raft store: no memory to read %s", path);
+    }
+    size_t got = 0;
+    e = sinter_rs_pread_full(s, g->fd, *buf, g->size, 0, &got);
+    if (e != 0) {
+        return sinter_rs_ioerr(s, e, "read %s", path);
+    }
+    if (got != g->size) {
+        return sinter_rs_err(s, SINTER_EIO, "raft store: %s shrank while being read", path);
+    }
+    const uint8_t *h = *buf;
+    if (memcmp(h, "SNSG", 4) != 0 || store_get16(h + 4) != STORE_VERSION ||
+        store_get32(h + 28) != sinter_crc32c(0, h, 28) || store_get64(h + 16) != first) {
+        /* The header was synced before the file got its name, so it cannot be torn. */
+        return sinter_rs_err(s, SINTER_ECORRUPT,
+                             "raft store: segment %s has an invalid header (offset 0): refusing to "
+                             "start",
+                             path);
+    }
+    seg_set_salt(g, store_get64(h + 8));
+    return SINTER_OK;
+}
+
+int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n, uint64_t *torn)
+{
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    struct scan *res = calloc(n ? n : 1, sizeof *res);
+    int rc = segs_reserve(s, n);
+    if (res == NULL || rc != SINTER_OK) {
+        free(res);
+        return sinter_rs_err(s, SINTER_ENOMEM, "raft store %s: out of memory", s->dir);
+    }
+    uint64_t prev_term = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_seg *g = &s->segs[s->nsegs];
+        rc = seg_load(s, firsts[i], g, &buf, &cap);
+        s->nsegs++; /* owned by the array from now on, even half-loaded */
+        if (rc == SINTER_OK) {
+            rc = scan_segment(g, buf, g->size, prev_term, &res[i]);
+        }
+        if (rc != SINTER_OK) {
+            goto out;
+        }
+        if (g->n > 0) {
+            prev_term = g->recs[g->n - 1].term;
+        }
+    }
+    free(buf);
+    buf = NULL;
+
+    /* Segments created for a batch that never reached them (a crash right after creation) are
+     * empty and clean: drop them first, so the segment that really ends the log is judged as the
+     * last one. */
+    size_t dropped = 0;
+    while (s->nsegs > 0 && s->segs[s->nsegs - 1].n == 0 && !res[s->nsegs - 1].garbage) {
+        rc = seg_remove(s, s->nsegs - 1);
+        if (rc != SINTER_OK) {
+            goto out;
+        }
+        dropped++;
+    }
+    for (size_t i = 0; i < s->nsegs; i++) {
+        struct store_seg *g = &s->segs[i];
+        struct scan *r = &res[i];
+        bool last = i + 1 == s->nsegs;
+        if (r->later) {
+            rc = sinter_rs_err(s, SINTER_ECORRUPT,
+                               "raft store %s: segment %s offset %" PRIu64 " (index %" PRIu64
+                               "): %s, yet a later batch follows at offset %" PRIu64
+                               ": durable log data in the middle of the log is damaged; refusing "
+                               "to start rather than lose committed entries",
+                               s->dir, g->name, r->bad_off, g->first + g->n, r->why, r->later_off);
+            goto out;
+        }
+        if (!last && r->garbage) {
+            rc = sinter_rs_err(s, SINTER_ECORRUPT,
+                               "raft store %s: segment %s offset %" PRIu64 " (index %" PRIu64
+                               "): %s, yet later segment %s exists: durable log data is damaged; "
+                               "refusing to start rather than lose committed entries",
+                               s->dir, g->name, r->bad_off, g->first + g->n, r->why,
+                               s->segs[i + 1].name);
+            goto out;
+        }
+        if (!last && (g->n == 0 || s->segs[i + 1].first != g->first + g->n)) {
+            rc =
+                sinter_rs_err(s, SINTER_ECORRUPT,
+                              "raft store %s: segment %s ends at index %" PRIu64
+                              " but the next segment is %s: entries are missing; refusing to start",
+                              s->dir, g->name, g->first + g->n - 1, s->segs[i + 1].name);
+            goto out;
+        }
+        if (last && r->garbage) {
+            /* A torn or corrupt tail: never returned, cut off so the next append starts on a
+             * clean end (a stale record must not be revived by a later scan). */
+            sinter_rs_report(s,
+                             "segment %s: %s at offset %" PRIu64 ": cut %" PRIu64
+                             " bytes of torn or corrupt tail; the log ends at index %" PRIu64,
+                             g->name, r->why, r->bad_off, r->garbage_end - r->bad_off,
+                             g->first + g->n - 1);
+            *torn += r->garbage_end - r->bad_off;
+            rc = seg_cut(s, g, r->bad_off);
+            if (rc != SINTER_OK) {
+                goto out;
+            }
+            if (g->n == 0) {
+                rc = seg_remove(s, i);
+                if (rc != SINTER_OK) {
+                    goto out;
+                }
+                dropped++;
+            }
+        }
+    }
+    if (dropped > 0) {
+        int e = s->io->syncdir(s->ctx, s->dir);
+        if (e != 0) {
+            rc = sinter_rs_ioerr(s, e, "sync directory %s", s->dir);
+            goto out;
+        }
+    }
+    if (s->nsegs == 0 && n > 0) {
+        /* Every segment was empty: the log restarts where the first one would have begun. */
+        s->next_index = firsts[0];
+    }
+    rc = SINTER_OK;
+out:
+    free(buf);
+    free(res);
+    return rc;
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+/* Creates segment `first` (see the top of this file) as the new last element of s->segs.
+ * *named tells whether the file got its final name (then a failure leaves it behind). */
+static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
+{
+    char path[STORE_PATH_MAX];
+    char tmp[STORE_PATH_MAX];
+    char tname[40];
+    *named = false;
+    int rc = segs_reserve(s, s->nsegs + 1);
+    if (rc != SINTER_OK) {
+        return sinter_rs_err(s, rc, "raft store %s: out of memory", s->dir);
+    }
+    struct store_seg *g = &s->segs[s->nsegs];
+    memset(g, 0, sizeof *g);
+    g->fd = -1;
+    g->first = first;
+    g->size = s->opts.segment_size;
+    g->end = STORE_SEG_HDR;
+    seg_name(g->name, first);
+    seg_set_salt(g, sinter_rs_random64());
+    snprintf(tname, sizeof tname, "%s.tmp", g->name);
+    sinter_rs_path(s, tmp, tname);
+    sinter_rs_path(s, path, g->name);
+
+    uint8_t h[STORE_SEG_HDR];
+    memset(h, 0, sizeof h);
+    memcpy(h, "SNSG", 4);
+    store_put16(h + 4, STORE_VERSION);
+    store_put64(h + 8, g->salt);
+    store_put64(h + 16, first);
+    store_put32(h + 28, sinter_crc32c(0, h, 28));
+
+    const char *what = "create";
+    int e = s->io->open(s->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &g->fd);
+    if (e != 0) {
+        g->fd = -1;
+        return sinter_rs_ioerr(s, e, "create %s", tmp);
+    }
+    e = sinter_rs_reserve(s, g->fd, 0, g->size);
+    if (e != 0) {
+        what = "preallocate";
+    }
+    if (e == 0) {
+        e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
+        what = "write header of";
+    }
+    if (e == 0) {
+        e = s->io->fsync(s->ctx, g->fd);
+        what = "fsync";
+    }
+    if (e == 0) {
+        e = s->io->rename(s->ctx, tmp, path);
+        what = "rename";
+    }
+    if (e != 0) {
+        rc = sinter_rs_ioerr(s, e, "%s new segment %s", what, tmp);
+        s->io->close(s->ctx, g->fd);
+        g->fd = -1;
+        s->io->unlink(s->ctx, tmp);
+        return rc;
+    }
+    s->nsegs++;
+    *named = true;
+    /* The name must be durable before records in the file are acknowledged. */
+    e = s->io->syncdir(s->ctx, s->dir);
+    if (e != 0) {
+        return sinter_rs_ioerr(s, e, "sync directory %s after creating %s", s->dir, g->name);
+    }
+    return SINTER_OK;
+}
+
+static int log_truncate(struct sinter_store *s, uint64_t from)
+{
+    size_t i = seg_find(s, from);
+    bool removed = false;
+    int rc;
+    while (s->nsegs - 1 > i) {
+        rc = seg_remove(s, s->nsegs - 1);
+        removed = true;
+        if (rc != SINTER_OK) {
+            return sinter_rs_fail(s, rc);
+        }
+    }
+    if (s->segs[i].first == from) {
+        rc = seg_remove(s, i);
+        removed = true;
+        if (rc != SINTER_OK) {
+            return sinter_rs_fail(s, rc);
+        }
+        if (s->nsegs == 0) {
+            s->next_index = from;
+        }
+    }
+    if (removed) {
+        /* Before touching the cut segment: old segments must never reappear after new entries. */
+        int e = s->io->syncdir(s->ctx, s->dir);
+        if (e != 0) {
+            return sinter_rs_fail(s, sinter_rs_ioerr(s, e, "sync directory %s", s->dir));
+        }
+    }
+    if (s->nsegs > i) {
+        struct store_seg *g = &s->segs[i];
+        uint64_t keep = from - g->first;
+        rc = seg_cut(s, g, g->recs[keep].off);
+        if (rc != SINTER_OK) {
+            return sinter_rs_fail(s, rc);
+        }
+        g->n = keep;
+    }
+    return SINTER_OK;
+}
+
+int sinter_store_truncate(struct sinter_store *s, uint64_t from)
+{
+    int rc = sinter_rs_check_failed(s);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    if (from > sinter_rs_last(s)) {
+        return SINTER_OK;
+    }
+    if (from < sinter_rs_first(s)) {
+        return sinter_rs_err(s, SINTER_ECOMPACTED,
+                             "raft store %s: cannot truncate from %" PRIu64
+                             ": entries before %" PRIu64 " are compacted",
+                             s->dir, from, sinter_rs_first(s));
+    }
+    return log_truncate(s, from);
+}
+
+static uint64_t rec_size(const struct sinter_raft_entry *e)
+{
+    return STORE_REC_HDR + store_pad8(e->len);
+}
+
+/* Drops segments created for a batch that failed before reaching them from the array (their
+ * files stay: the next open removes empty trailing segments). */
+static void drop_empty_tail(struct sinter_store *s)
+{
+    while (s->nsegs > 0 && s->segs[s->nsegs - 1].n == 0) {
+        seg_release(s, &s->segs[s->nsegs - 1]);
+        s->nsegs--;
+        if (s->nsegs == 0) {
+            break;
+        }
+    }
+}
+
+int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *e, size_t n)
+{
+    int rc = sinter_rs_check_failed(s);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    if (n == 0 || e == NULL) {
+        return sinter_rs_err(s, SINTER_EINVAL, "raft store: empty append");
+    }
+    uint64_t k = e[0].index;
+    uint64_t max_rec = (uint64_t)s->opts.segment_size - STORE_SEG_HDR;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].index != k + i || e[i].type > 255 || e[i].term == 0 ||
+            (i > 0 && e[i].term < e[i - 1].term) || (e[i].len > 0 && e[i].data == NULL)) {
+            return sinter_rs_err(s, SINTER_EINVAL,
+                                 "raft store: append: entry %zu (index %" PRIu64 ", term %" PRIu64
+                                 ", type %" PRIu32
+                                 ") breaks consecutive indexes, non-decreasing terms or type < 256",
+                                 i, e[i].index, e[i].term, e[i].type);
+        }
+        if (rec_size(&e[i]) > max_rec) {
+            return sinter_rs_err(s, SINTER_ETOOBIG,
+                                 "raft store: entry %" PRIu64 " of %" PRIu32
+                                 " bytes does not fit in a segment of %" PRIu32 " bytes",
+                                 e[i].index, e[i].len, s->opts.segment_size);
+        }
+    }
+    uint64_t first = sinter_rs_first(s);
+    uint64_t last = sinter_rs_last(s);
+    if (k == 0 || k > last + 1) {
+        return sinter_rs_err(s, SINTER_EINVAL,
+                             "raft store: append at index %" PRIu64 " leaves a gap after %" PRIu64,
+                             k, last);
+    }
+    if (k < first) {
+        return sinter_rs_err(s, SINTER_ECOMPACTED,
+                             "raft store: append at index %" PRIu64 " below first index %" PRIu64,
+                             k, first);
+    }
+    if (k > first) {
+        uint64_t pt = 0;
+        sinter_store_term(s, k - 1, &pt);
+        if (e[0].term < pt) {
+            return sinter_rs_err(s, SINTER_EINVAL,
+                                 "raft store: append of term %" PRIu64 " after index %" PRIu64
+                                 " of term %" PRIu64 ": terms go backwards",
+                                 e[0].term, k - 1, pt);
+        }
+    }
+    if (k <= last) {
+        rc = log_truncate(s, k);
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+    }
+
+    /* Plan: which entries open a new segment. Create those segments before writing anything. */
+    size_t base = s->nsegs;
+    uint64_t room = 0;
+    if (s->nsegs > 0) {
+        const struct store_seg *g = &s->segs[s->nsegs - 1];
+        room = g->size - g->end;
+    }
+    size_t target = s->nsegs > 0 && rec_size(&e[0]) <= room ? s->nsegs - 1 : s->nsegs;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t rs = rec_size(&e[i]);
+        if (rs > room) {
+            bool named = false;
+            rc = seg_create(s, e[i].index, &named);
+            if (rc != SINTER_OK) {
+                if (named) {
+                    return sinter_rs_fail(s, rc); /* directory state unknown */
+                }
+                /* Undo the segments made for this batch: nothing was written, the store stays
+                 * usable and the append may be retried (disk full is not fatal). */
+                while (s->nsegs > base) {
+                    char msg[STORE_ERRMSG_SIZE];
+                    memcpy(msg, s->err, sizeof msg);
+                    int rc2 = seg_remove(s, s->nsegs - 1);
+                    if (rc2 == SINTER_OK) {
+                        int e2 = s->io->syncdir(s->ctx, s->dir);
+                        rc2 = e2 ? sinter_rs_ioerr(s, e2, "sync directory %s", s->dir) : SINTER_OK;
+                    }
+                    if (rc2 != SINTER_OK) {
+                        return sinter_rs_fail(s, rc2);
+                    }
+                    memcpy(s->err, msg, sizeof msg);
+                }
+                return rc;
+            }
+            room = s->segs[s->nsegs - 1].size - STORE_SEG_HDR;
+        }
+        room -= rs;
+    }
+
+    /* Write: one buffer, one pwrite and one fdatasync per segment touched. */
+    size_t i = 0;
+    while (i < n) {
+        struct store_seg *g = &s->segs[target];
+        uint64_t boff = g->end;
+        uint64_t len = 0;
+        size_t j = i;
+        while (j < n && g->end + len + rec_size(&e[j]) <= g->size) {
+            len += rec_size(&e[j]);
+            j++;
+        }
+        if (j == i || sinter_rs_grow(&s->wbuf, &s->wcap, len) != SINTER_OK) {
+            rc = j == i ? sinter_rs_err(s, SINTER_EINTERNAL, "raft store: append plan mismatch")
+                        : sinter_rs_err(s, SINTER_ENOMEM, "raft store: out of memory");
+            drop_empty_tail(s);
+            return rc;
+        }
+        uint64_t p = 0;
+        for (size_t x = i; x < j; x++) {
+            rec_encode(g, s->wbuf + p, &e[x], boff);
+            p += rec_size(&e[x]);
+        }
+        int err = sinter_rs_pwrite_full(s, g->fd, s->wbuf, len, boff);
+        if (err == 0) {
+            err = s->io->fdatasync(s->ctx, g->fd);
+        }
+        if (err != 0) {
+            rc = sinter_rs_ioerr(
+                s, err, "write %s/%s at offset %" PRIu64 " (entries %" PRIu64 "..%" PRIu64 ")",
+                s->dir, g->name, boff, e[i].index, e[j - 1].index);
+            drop_empty_tail(s);
+            return sinter_rs_fail(s, rc);
+        }
+        p = boff;
+        for (size_t x = i; x < j; x++) {
+            if (seg_push_rec(g, e[x].term, p, e[x].len) != SINTER_OK) {
+                /* Durable but not indexed: only a reopen can index it. */
+                sinter_rs_err(s, SINTER_ENOMEM, "raft store: out of memory indexing the log");
+                drop_empty_tail(s);
+                return sinter_rs_fail(s, SINTER_ENOMEM);
+            }
+            p += rec_size(&e[x]);
+        }
+        g->end = boff + len;
+        i = j;
+        target++;
+    }
+    return SINTER_OK;
+}
+
+/* ---- removing the prefix -------------------------------------------------------------------- */
+
+int sinter_store_compact(struct sinter_store *s, uint64_t upto)
+{
+    int rc = sinter_rs_check_failed(s);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
+    if (sn == NULL || upto > sn->meta.index) {
+        return sinter_rs_err(s, SINTER_EINVAL,
+                             "raft store %s: compact up to %" PRIu64
+                             " beyond the newest durable snapshot (%" PRIu64 ")",
+                             s->dir, upto, sn ? sn->meta.index : 0);
+    }
+    bool removed = false;
+    while (s->nsegs > 1 && s->segs[1].first <= upto + 1) {
+        rc = seg_remove(s, 0);
+        removed = true;
+        if (rc != SINTER_OK) {
+            break;
+        }
+    }
+    if (removed) {
+        int e = s->io->syncdir(s->ctx, s->dir);
+        if (e != 0 && rc == SINTER_OK) {
+            rc = sinter_rs_ioerr(s, e, "sync directory %s", s->dir);
+        }
+    }
+    return rc;
+}
+
+int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index)
+{
+    bool removed = s->nsegs > 0;
+    while (s->nsegs > 0) {
+        int rc = seg_remove(s, s->nsegs - 1);
+        if (rc != SINTER_OK) {
+            return sinter_rs_fail(s, rc);
+        }
+    }
+    if (removed) {
+        int e = s->io->syncdir(s->ctx, s->dir);
+        if (e != 0) {
+            return sinter_rs_fail(s, sinter_rs_ioerr(s, e, "sync directory %s", s->dir));
+        }
+    }
+    s->next_index = next_index;
+    return SINTER_OK;
+}
+
+int sinter_store_snapshot_installed(struct sinter_store *s,
+                                    const struct sinter_raft_snapshot_meta *meta)
+{
+    int rc = sinter_rs_check_failed(s);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
+    if (sn == NULL || sn->meta.index != meta->index || sn->meta.term != meta->term) {
+        return sinter_rs_err(s, SINTER_EINVAL,
+                             "raft store %s: snapshot (%" PRIu64 ", %" PRIu64
+                             ") is not the newest durable one",
+                             s->dir, meta->index, meta->term);
+    }
+    uint64_t t = 0;
+    if (sinter_store_term(s, meta->index, &t) == SINTER_OK && t == meta->term) {
+        return sinter_store_compact(s, meta->index);
+    }
+    if (s->nsegs == 0 && s->next_index == meta->index + 1) {
+        return SINTER_OK;
+    }
+    return sinter_rs_log_discard_all(s, meta->index + 1);
+}
+
+/* ---- reading -------------------------------------------------------------------------------- */
+
+int sinter_store_read(struct sinter_store *s, uint64_t lo, uint64_t hi, uint64_t max_bytes,
+                      struct sinter_raft_entry **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (lo == 0) {
+        return sinter_rs_err(s, SINTER_EINVAL, "raft store: read from index 0");
+    }
+    if (lo < sinter_rs_first(s)) {
+        return sinter_rs_err(s, SINTER_ECOMPACTED,
+                             "raft store: read from %" PRIu64 " below first index %" PRIu64, lo,
+                             sinter_rs_first(s));
+    }
+    uint64_t last = sinter_rs_last(s);
+    if (hi > last) {
+        hi = last;
+    }
+    if (lo > hi) {
+        return SINTER_OK;
+    }
+    /* Size the result from the index: one allocation for the array and all data. */
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+    for (uint64_t x = lo; x <= hi;) {
+        const struct store_seg *g = &s->segs[seg_find(s, x)];
+        for (; x <= hi && x < g->first + g->n; x++) {
+            uint32_t len = g->recs[x - g->first].len;
+            if (count > 0 && max_bytes > 0 && bytes + len > max_bytes) {
+                hi = x - 1;
+                break;
+            }
+            count++;
+            bytes += len;
+        }
+    }
+    size_t head = (size_t)count * sizeof(struct sinter_raft_entry);
+    uint8_t *block = malloc(head + (size_t)bytes + 1);
+    if (block == NULL) {
+        return sinter_rs_err(s, SINTER_ENOMEM,
+                             "raft store: out of memory reading %" PRIu64 " bytes", bytes);
+    }
+    struct sinter_raft_entry *ents = (struct sinter_raft_entry *)block;
+    uint8_t *data = block + head;
+    size_t k = 0;
+    for (uint64_t x = lo; x <= hi;) {
+        const struct store_seg *g = &s->segs[seg_find(s, x)];
+        uint64_t a = x - g->first;
+        uint64_t b = (hi < g->first + g->n - 1 ? hi : g->first + g->n - 1) - g->first;
+        uint64_t from = g->recs[a].off;
+        uint64_t to = g->recs[b].off + STORE_REC_HDR + store_pad8(g->recs[b].len);
+        size_t got = 0;
+        int e = 0;
+        if (sinter_rs_grow(&s->rbuf, &s->rcap, (size_t)(to - from)) != SINTER_OK) {
+            free(block);
+            return sinter_rs_err(s, SINTER_ENOMEM, "raft store: out of memory");
+        }
+        e = sinter_rs_pread_full(s, g->fd, s->rbuf, (size_t)(to - from), from, &got);
+        if (e != 0 || got != to - from) {
+            free(block);
+            return e ? sinter_rs_ioerr(s, e, "read %s/%s at offset %" PRIu64, s->dir, g->name, from)
+                     : sinter_rs_err(s, SINTER_EIO, "raft store: short read of %s/%s", s->dir,
+                                     g->name);
+        }
+        for (uint64_t r = a; r <= b; r++, x++) {
+            const struct store_rec *ri = &g->recs[r];
+            /* Check against the segment image: only [from, to) is present in rbuf, so shift. */
+            struct rec_view v;
+            const uint8_t *h = s->rbuf + (ri->off - from);
+            const char *why = rec_check(g, h, to - ri->off, ri->off, &v);
+            if (why == NULL && (v.index != x || v.term != ri->term || v.len != ri->len)) {
+                why = "record differs from the index built at open";
+            }
+            if (why != NULL) {
+                free(block);
+                return sinter_rs_err(s, SINTER_ECORRUPT,
+                                     "raft store %s: segment %s offset %" PRIu32 " (index %" PRIu64
+                                     "): %s",
+                                     s->dir, g->name, ri->off, x, why);
+            }
+            ents[k] = (struct sinter_raft_entry){.term = v.term,
+                                                 .index = v.index,
+                                                 .type = v.type,
+                                                 .len = v.len,
+                                                 .data = v.len ? data : NULL};
+            memcpy(data, h + STORE_REC_HDR, v.len);
+            data += v.len;
+            k++;
+        }
+    }
+    *out = ents;
+    *n = k;
+    return SINTER_OK;
+}

@@ -1,0 +1,478 @@
+/*
+ * raft/store: opening, recovery orchestration, error plumbing and shared I/O helpers.
+ * The log is in log.c, term/vote in meta.c, snapshots in snapshot.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* ---- errors and reports --------------------------------------------------------------------- */
+
+int sinter_rs_err(struct sinter_store *s, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int sinter_rs_ioerr(struct sinter_store *s, int e, const char *fmt, ...)
+{
+    char what[STORE_ERRMSG_SIZE - 96];
+    char ebuf[80];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *es = strerror_r(e, ebuf, sizeof ebuf);
+    snprintf(s->err, sizeof s->err, "%s: %s (errno %d)", what, es, e);
+    return e == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
+}
+
+int sinter_rs_fail(struct sinter_store *s, int rc)
+{
+    if (s->failed == 0) {
+        s->failed = rc;
+        memcpy(s->failed_msg, s->err, sizeof s->failed_msg);
+    }
+    return rc;
+}
+
+int sinter_rs_check_failed(struct sinter_store *s)
+{
+    if (s->failed == 0) {
+        return SINTER_OK;
+    }
+    return sinter_rs_err(s, s->failed,
+                         "raft store %s failed earlier (%s); close and reopen to recover", s->dir,
+                         s->failed_msg);
+}
+
+void sinter_rs_report(struct sinter_store *s, const char *fmt, ...)
+{
+    char msg[STORE_ERRMSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (s->opts.report != NULL) {
+        s->opts.report(s->opts.report_arg, msg);
+    } else {
+        fprintf(stderr, "sinter raft store %s: %s\n", s->dir, msg);
+    }
+}
+
+void sinter_rs_path(const struct sinter_store *s, char *buf, const char *name)
+{
+    snprintf(buf, STORE_PATH_MAX, "%s/%s", s->dir, name);
+}
+
+const char *sinter_store_errmsg(const struct sinter_store *s)
+{
+    return s->err;
+}
+
+/* ---- I/O helpers ---------------------------------------------------------------------------- */
+
+int sinter_rs_pwrite_full(struct sinter_store *s, int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        size_t done = 0;
+        int e = s->io->pwrite(s->ctx, fd, p, len, off, &done);
+        if (e != 0) {
+            return e;
+        }
+        if (done == 0) {
+            return EIO; /* a zero-length write would loop forever */
+        }
+        p += done;
+        len -= done;
+        off += done;
+    }
+    return 0;
+}
+
+int sinter_rs_pread_full(struct sinter_store *s, int fd, void *buf, size_t len, uint64_t off,
+                         size_t *got)
+{
+    uint8_t *p = buf;
+    size_t total = 0;
+    while (total < len) {
+        size_t done = 0;
+        int e = s->io->pread(s->ctx, fd, p + total, len - total, off + total, &done);
+        if (e != 0) {
+            return e;
+        }
+        if (done == 0) {
+            break;
+        }
+        total += done;
+    }
+    *got = total;
+    return 0;
+}
+
+/* Reserves space so that later writes into [off, off + len) cannot fail for lack of space and
+ * fdatasync need not flush a size change; where fallocate is unsupported, a sparse extension is
+ * the best we can do (the writes may then still hit ENOSPC, which the store reports). */
+int sinter_rs_reserve(struct sinter_store *s, int fd, uint64_t off, uint64_t len)
+{
+    int e = s->io->fallocate(s->ctx, fd, off, len);
+    if (e == EOPNOTSUPP || e == ENOSYS) {
+        e = s->io->ftruncate(s->ctx, fd, off + len);
+    }
+    return e;
+}
+
+int sinter_rs_grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return SINTER_OK;
+    }
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) {
+        c *= 2;
+    }
+    uint8_t *p = realloc(*buf, c);
+    if (p == NULL) {
+        return SINTER_ENOMEM;
+    }
+    *buf = p;
+    *cap = c;
+    return SINTER_OK;
+}
+
+uint64_t sinter_rs_random64(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v) {
+        return v;
+    }
+    /* No entropy yet (early boot): a salt only needs to differ from stale bytes, not be secret. */
+    static uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ (++counter << 48);
+    return v * 0x9E3779B97F4A7C15u;
+}
+
+/* ---- open ----------------------------------------------------------------------------------- */
+
+void sinter_store_options_defaults(struct sinter_store_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->io = sinter_store_io_posix();
+    opts->segment_size = SINTER_STORE_SEGMENT_SIZE_DEFAULT;
+    opts->snapshots_keep = 2;
+}
+
+/* What the directory listing found. */
+struct listing {
+    struct sinter_store *s;
+    bool meta[2];
+    uint64_t *segs;
+    size_t nsegs, capsegs;
+    char **snaps;
+    size_t nsnaps, capsnaps;
+    char **tmps;
+    size_t ntmps, captmps;
+    int rc;
+};
+
+static int push_name(char ***arr, size_t *n, size_t *cap, const char *name)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        char **p = realloc(*arr, c * sizeof *p);
+        if (p == NULL) {
+            return SINTER_ENOMEM;
+        }
+        *arr = p;
+        *cap = c;
+    }
+    char *d = strdup(name);
+    if (d == NULL) {
+        return SINTER_ENOMEM;
+    }
+    (*arr)[(*n)++] = d;
+    return SINTER_OK;
+}
+
+static bool all_digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int list_cb(void *arg, const char *name)
+{
+    struct listing *l = arg;
+    size_t len = strlen(name);
+    if (strcmp(name, "meta.0") == 0 || strcmp(name, "meta.1") == 0) {
+        l->meta[name[5] - '0'] = true;
+        return 0;
+    }
+    if (len > 4 && strcmp(name + len - 4, ".tmp") == 0) {
+        l->rc = push_name(&l->tmps, &l->ntmps, &l->captmps, name);
+        return l->rc ? -1 : 0;
+    }
+    if (len == 24 && strncmp(name, "seg-", 4) == 0 && all_digits(name + 4, 20)) {
+        if (l->nsegs == l->capsegs) {
+            size_t c = l->capsegs ? l->capsegs * 2 : 16;
+            uint64_t *p = realloc(l->segs, c * sizeof *p);
+            if (p == NULL) {
+                l->rc = SINTER_ENOMEM;
+                return -1;
+            }
+            l->segs = p;
+            l->capsegs = c;
+        }
+        l->segs[l->nsegs++] = strtoull(name + 4, NULL, 10);
+        return 0;
+    }
+    if (len == 51 && strncmp(name, "snap-", 5) == 0 && strcmp(name + 46, ".snap") == 0) {
+        l->rc = push_name(&l->snaps, &l->nsnaps, &l->capsnaps, name);
+        return l->rc ? -1 : 0;
+    }
+    return 0; /* not ours: left alone */
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void free_names(char **a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(a[i]);
+    }
+    free(a);
+}
+
+/* Makes the recovered log agree with the newest snapshot, the rule sinter_store_snapshot_installed
+ * also applies: entries at or below the snapshot are not returned; a log that ends before the
+ * snapshot or disagrees with it at its index was superseded by an installed snapshot and is
+ * discarded; a log that starts after snapshot + 1 lost entries and is corruption. */
+static int reconcile(struct sinter_store *s)
+{
+    const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
+    uint64_t first = sinter_rs_first(s);
+    uint64_t last = sinter_rs_last(s);
+    if (sn == NULL) {
+        if (s->nsegs > 0 && first != 1) {
+            return sinter_rs_err(s, SINTER_ECORRUPT,
+                                 "raft store %s: log starts at index %" PRIu64
+                                 " but no snapshot covers the entries before it",
+                                 s->dir, first);
+        }
+        return SINTER_OK;
+    }
+    uint64_t si = sn->meta.index;
+    if (s->nsegs == 0) {
+        s->next_index = si + 1;
+        return SINTER_OK;
+    }
+    if (first > si + 1) {
+        return sinter_rs_err(s, SINTER_ECORRUPT,
+                             "raft store %s: log starts at index %" PRIu64
+                             " but the newest valid snapshot (%s) ends at %" PRIu64
+                             ": entries in between are lost",
+                             s->dir, first, sn->name, si);
+    }
+    if (first == si + 1) {
+        return SINTER_OK;
+    }
+    uint64_t t = 0;
+    if (last >= si && sinter_store_term(s, si, &t) == SINTER_OK && t == sn->meta.term) {
+        return SINTER_OK;
+    }
+    sinter_rs_report(s,
+                     "log [%" PRIu64 ", %" PRIu64 "] is superseded by snapshot %s (term %" PRIu64
+                     " at %" PRIu64 "): discarding it",
+                     first, last, sn->name, t, si);
+    return sinter_rs_log_discard_all(s, si + 1);
+}
+
+int sinter_store_open(struct sinter_store **out, const char *dir,
+                      const struct sinter_store_options *opts, struct sinter_store_recovered *rec,
+                      char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    if (rec != NULL) {
+        memset(rec, 0, sizeof *rec);
+    }
+    struct sinter_store_options o;
+    if (opts != NULL) {
+        o = *opts;
+    } else {
+        sinter_store_options_defaults(&o);
+    }
+    if (o.io == NULL) {
+        o.io = sinter_store_io_posix();
+    }
+    if (o.snapshots_keep == 0) {
+        o.snapshots_keep = 2;
+    }
+    if (dir == NULL || strlen(dir) > STORE_PATH_MAX - 64 ||
+        o.segment_size < SINTER_STORE_SEGMENT_SIZE_MIN ||
+        o.segment_size > SINTER_STORE_SEGMENT_SIZE_MAX || o.segment_size % 8 != 0) {
+        if (errbuf != NULL && errlen > 0) {
+            snprintf(errbuf, errlen, "raft store: invalid directory or segment size");
+        }
+        return SINTER_EINVAL;
+    }
+    struct sinter_store *s = calloc(1, sizeof *s);
+    if (s == NULL || (s->dir = strdup(dir)) == NULL) {
+        free(s);
+        if (errbuf != NULL && errlen > 0) {
+            snprintf(errbuf, errlen, "raft store: out of memory");
+        }
+        return SINTER_ENOMEM;
+    }
+    s->opts = o;
+    s->io = o.io;
+    s->ctx = o.io->ctx;
+    s->meta_fd[0] = s->meta_fd[1] = -1;
+    s->next_index = 1;
+
+    struct listing l = {.s = s};
+    uint64_t torn = 0;
+    char path[STORE_PATH_MAX];
+    int rc;
+    int e = s->io->mkdir(s->ctx, dir);
+    if (e != 0) {
+        rc = sinter_rs_ioerr(s, e, "mkdir %s", dir);
+        goto fail;
+    }
+    e = s->io->listdir(s->ctx, dir, list_cb, &l);
+    if (l.rc != 0) {
+        rc = sinter_rs_err(s, l.rc, "raft store %s: out of memory listing the directory", dir);
+        goto fail;
+    }
+    if (e != 0) {
+        rc = sinter_rs_ioerr(s, e, "list %s", dir);
+        goto fail;
+    }
+    /* Temporary files never became durable under their final name: they are leftovers of a crash
+     * (segment or snapshot being created, metadata being initialised). */
+    for (size_t i = 0; i < l.ntmps; i++) {
+        sinter_rs_path(s, path, l.tmps[i]);
+        e = s->io->unlink(s->ctx, path);
+        if (e != 0 && e != ENOENT) {
+            rc = sinter_rs_ioerr(s, e, "unlink %s", path);
+            goto fail;
+        }
+    }
+    bool fresh = !l.meta[0] && !l.meta[1];
+    if (fresh && (l.nsegs > 0 || l.nsnaps > 0)) {
+        rc = sinter_rs_err(s, SINTER_ECORRUPT,
+                           "raft store %s: log or snapshot files exist but meta.0 and meta.1 are "
+                           "missing: term and vote are lost, refusing to start",
+                           dir);
+        goto fail;
+    }
+    rc = sinter_rs_meta_open(s, fresh);
+    if (rc != SINTER_OK) {
+        goto fail;
+    }
+    rc = sinter_rs_snap_load(s, l.snaps, l.nsnaps);
+    if (rc != SINTER_OK) {
+        goto fail;
+    }
+    if (l.nsegs > 1) {
+        qsort(l.segs, l.nsegs, sizeof *l.segs, cmp_u64);
+    }
+    rc = sinter_rs_log_load(s, l.segs, l.nsegs, &torn);
+    if (rc != SINTER_OK) {
+        goto fail;
+    }
+    rc = reconcile(s);
+    if (rc != SINTER_OK) {
+        goto fail;
+    }
+    if (rec != NULL) {
+        const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
+        if (sn != NULL) {
+            rec->has_snapshot = true;
+            rec->snapshot = sn->meta;
+        }
+        rec->hard_state = s->hs;
+        rec->torn_bytes = torn;
+        uint64_t lo = sn != NULL ? sn->meta.index + 1 : 1;
+        if (lo < sinter_rs_first(s)) {
+            lo = sinter_rs_first(s);
+        }
+        if (lo <= sinter_rs_last(s)) {
+            rc = sinter_store_read(s, lo, sinter_rs_last(s), 0, &rec->entries, &rec->n_entries);
+            if (rc != SINTER_OK) {
+                goto fail;
+            }
+        }
+    }
+    free(l.segs);
+    free_names(l.snaps, l.nsnaps);
+    free_names(l.tmps, l.ntmps);
+    s->err[0] = '\0';
+    *out = s;
+    return SINTER_OK;
+
+fail:
+    if (errbuf != NULL && errlen > 0) {
+        snprintf(errbuf, errlen, "%s", s->err[0] ? s->err : sinter_strerror(rc));
+    }
+    free(l.segs);
+    free_names(l.snaps, l.nsnaps);
+    free_names(l.tmps, l.ntmps);
+    if (rec != NULL) {
+        sinter_store_recovered_free(rec);
+    }
+    sinter_store_close(s);
+    return rc;
+}
+
+void sinter_store_close(struct sinter_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->writer != NULL) {
+        sinter_store_snap_abort(s->writer);
+    }
+    sinter_rs_log_close(s);
+    sinter_rs_meta_close(s);
+    sinter_rs_snap_close(s);
+    free(s->wbuf);
+    free(s->rbuf);
+    free(s->dir);
+    free(s);
+}
+
+void sinter_store_recovered_free(struct sinter_store_recovered *rec)
+{
+    if (rec == NULL) {
+        return;
+    }
+    sinter_store_entries_free(rec->entries);
+    rec->entries = NULL;
+    rec->n_entries = 0;
+}
+
+void sinter_store_entries_free(struct sinter_raft_entry *entries)
+{
+    free(entries);
+}

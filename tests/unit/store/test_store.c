@@ -1,0 +1,1526 @@
+/*
+ * Unit tests for the raft store (sinter/raft_store.h): restarts, segment rollover, truncation and
+ * compaction across segments, crash recovery under injected faults (writes cut short, bytes
+ * flipped, unsynced tails dropped, random power cuts), metadata slots, snapshots, ENOSPC / EIO.
+ * Real files live in a mkdtemp directory under /tmp, removed at the end; crash tests use the
+ * in-memory file system of faultfs.c, which knows what was synced.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "faultfs.h"
+#include "sinter/raft_store.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static char *mktmp(void)
+{
+    char *d = strdup("/tmp/sinter-store-test-XXXXXX");
+    assert_non_null(d);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void rmtree(char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+struct reports {
+    int n;
+    char last[600];
+};
+
+static void on_report(void *arg, const char *msg)
+{
+    struct reports *r = arg;
+    r->n++;
+    snprintf(r->last, sizeof r->last, "%s", msg);
+}
+
+static void opts_init(struct sinter_store_options *o, const struct sinter_store_io *io,
+                      uint32_t segsize, struct reports *r)
+{
+    sinter_store_options_defaults(o);
+    if (io != NULL) {
+        o->io = io;
+    }
+    o->segment_size = segsize;
+    o->report = on_report;
+    o->report_arg = r;
+}
+
+/* Entry payloads are a function of (index, term), so any entry read back can be checked. */
+static uint32_t ent_len(uint64_t index, uint64_t term)
+{
+    return (uint32_t)((index * 37u + term * 11u) % 161u);
+}
+
+static uint8_t ent_byte(uint64_t index, uint64_t term, uint32_t i)
+{
+    return (uint8_t)(index * 131u + term * 17u + i * 7u + 1u);
+}
+
+struct batch {
+    struct sinter_raft_entry *e;
+    size_t n;
+};
+
+static struct batch make_batch(uint64_t first, size_t n, uint64_t term)
+{
+    struct batch b = {calloc(n, sizeof *b.e), n};
+    assert_non_null(b.e);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t idx = first + i;
+        struct sinter_raft_entry *e = &b.e[i];
+        e->index = idx;
+        e->term = term;
+        e->type = SINTER_RAFT_ENTRY_NORMAL;
+        e->len = ent_len(idx, term);
+        e->data = e->len ? malloc(e->len) : NULL;
+        for (uint32_t k = 0; k < e->len; k++) {
+            e->data[k] = ent_byte(idx, term, k);
+        }
+    }
+    return b;
+}
+
+static void free_batch(struct batch b)
+{
+    for (size_t i = 0; i < b.n; i++) {
+        free(b.e[i].data);
+    }
+    free(b.e);
+}
+
+static int append_range(struct sinter_store *s, uint64_t first, size_t n, uint64_t term)
+{
+    struct batch b = make_batch(first, n, term);
+    int rc = sinter_store_append(s, b.e, b.n);
+    free_batch(b);
+    return rc;
+}
+
+/* True when e holds the payload of (index, term). */
+static bool entry_ok(const struct sinter_raft_entry *e, uint64_t index, uint64_t term)
+{
+    if (e->index != index || e->term != term || e->len != ent_len(index, term) ||
+        e->type != SINTER_RAFT_ENTRY_NORMAL) {
+        return false;
+    }
+    for (uint32_t k = 0; k < e->len; k++) {
+        if (e->data[k] != ent_byte(index, term, k)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A model log: terms[i] for index i (1-based), last index. */
+struct model {
+    uint64_t terms[4096];
+    uint64_t last;
+};
+
+static void check_entries(const struct sinter_raft_entry *e, size_t n, uint64_t first,
+                          const struct model *m)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_true(entry_ok(&e[i], first + i, m->terms[first + i]));
+    }
+}
+
+static void model_set(struct model *m, uint64_t first, size_t n, uint64_t term)
+{
+    for (size_t i = 0; i < n; i++) {
+        m->terms[first + i] = term;
+    }
+    m->last = first + n - 1;
+}
+
+static int open_store(struct sinter_store **s, const char *dir,
+                      const struct sinter_store_options *o, struct sinter_store_recovered *rec)
+{
+    char err[600];
+    err[0] = '\0';
+    int rc = sinter_store_open(s, dir, o, rec, err, sizeof err);
+    if (rc != SINTER_OK) {
+        print_message("open: %s: %s\n", sinter_errname(rc), err);
+    }
+    return rc;
+}
+
+/* Offset of record `index` in a segment starting at `first` written with model m's terms. */
+static uint64_t rec_offset(const struct model *m, uint64_t first, uint64_t index)
+{
+    uint64_t off = 32;
+    for (uint64_t i = first; i < index; i++) {
+        off += 32 + ((ent_len(i, m->terms[i]) + 7u) & ~7u);
+    }
+    return off;
+}
+
+static void flip_file(const char *dir, const char *name, uint64_t off)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x5a;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static size_t count_files(const char *dir, const char *prefix, const char *suffix)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "ls -1 %s", dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[256];
+    size_t n = 0;
+    while (fgets(line, sizeof line, p) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        size_t l = strlen(line);
+        size_t sl = strlen(suffix);
+        if (strncmp(line, prefix, strlen(prefix)) == 0 && l >= sl &&
+            strcmp(line + l - sl, suffix) == 0) {
+            n++;
+        }
+    }
+    pclose(p);
+    return n;
+}
+
+static struct sinter_raft_snapshot_meta snap_meta(uint64_t index, uint64_t term)
+{
+    struct sinter_raft_snapshot_meta m;
+    memset(&m, 0, sizeof m);
+    m.index = index;
+    m.term = term;
+    m.config_index = 1;
+    m.config.n = 3;
+    m.config.servers[0] = (struct sinter_raft_server){1, SINTER_RAFT_VOTER};
+    m.config.servers[1] = (struct sinter_raft_server){2, SINTER_RAFT_VOTER};
+    m.config.servers[2] = (struct sinter_raft_server){7, SINTER_RAFT_LEARNER};
+    return m;
+}
+
+static uint8_t snap_byte(uint64_t index, uint64_t i)
+{
+    return (uint8_t)(index * 29u + i * 13u + 5u);
+}
+
+static int write_snapshot(struct sinter_store *s, uint64_t index, uint64_t term, size_t size,
+                          size_t chunk)
+{
+    struct sinter_raft_snapshot_meta m = snap_meta(index, term);
+    struct sinter_store_snap_writer *w = NULL;
+    int rc = sinter_store_snap_begin(s, &m, &w);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    uint8_t *buf = malloc(chunk);
+    assert_non_null(buf);
+    for (size_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        for (size_t i = 0; i < n; i++) {
+            buf[i] = snap_byte(index, off + i);
+        }
+        rc = sinter_store_snap_write(w, buf, n);
+        if (rc != SINTER_OK) {
+            break;
+        }
+    }
+    free(buf);
+    if (rc != SINTER_OK) {
+        sinter_store_snap_abort(w);
+        return rc;
+    }
+    return sinter_store_snap_finish(w);
+}
+
+/* Reads the newest snapshot back in odd-sized chunks and checks meta and bytes. */
+static int verify_snapshot(struct sinter_store *s, uint64_t index, uint64_t term, size_t size)
+{
+    struct sinter_store_snap_reader *r = NULL;
+    struct sinter_raft_snapshot_meta m;
+    uint64_t sz = 0;
+    int rc = sinter_store_snap_open(s, &m, &sz, &r);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    struct sinter_raft_snapshot_meta want = snap_meta(index, term);
+    assert_int_equal(m.index, index);
+    assert_int_equal(m.term, term);
+    assert_int_equal(m.config_index, want.config_index);
+    assert_memory_equal(&m.config, &want.config, sizeof want.config);
+    assert_int_equal(sz, size);
+    uint8_t buf[777];
+    uint64_t pos = 0;
+    uint64_t bad = 0;
+    for (;;) {
+        size_t n = 0;
+        rc = sinter_store_snap_read(r, buf, sizeof buf, &n);
+        if (rc != SINTER_OK || n == 0) {
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            bad += buf[i] != snap_byte(index, pos + i);
+        }
+        pos += n;
+    }
+    sinter_store_snap_close(r);
+    if (rc == SINTER_OK) {
+        /* Whatever the reader accepted is exactly what was written. */
+        assert_int_equal(pos, size);
+        assert_int_equal(bad, 0);
+    }
+    return rc;
+}
+
+/* ---- restarts, rollover, truncation, compaction (real files) -------------------------------- */
+
+static void clean_restart(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_false(rec.has_snapshot);
+    assert_int_equal(rec.n_entries, 0);
+    assert_int_equal(rec.hard_state.term, 0);
+    assert_int_equal(sinter_store_first_index(s), 1);
+    assert_int_equal(sinter_store_last_index(s), 0);
+    sinter_store_recovered_free(&rec);
+
+    struct sinter_raft_hard_state hs = {.term = 3, .vote = 2, .commit = 0};
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    assert_int_equal(append_range(s, 11, 30, 2), SINTER_OK);
+    assert_int_equal(append_range(s, 41, 1, 3), SINTER_OK);
+    model_set(&m, 1, 10, 1);
+    model_set(&m, 11, 30, 2);
+    model_set(&m, 41, 1, 3);
+    hs.commit = 30;
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+    sinter_store_close(s);
+
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 41);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.hard_state.term, 3);
+    assert_int_equal(rec.hard_state.vote, 2);
+    assert_int_equal(rec.hard_state.commit, 30);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    uint64_t t = 0;
+    assert_int_equal(sinter_store_term(s, 20, &t), SINTER_OK);
+    assert_int_equal(t, 2);
+    assert_int_equal(sinter_store_term(s, 42, &t), SINTER_ENOTFOUND);
+
+    assert_int_equal(append_range(s, 42, 9, 3), SINTER_OK);
+    model_set(&m, 42, 9, 3);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 50);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* Many small segments; batches span several of them; reads cross their boundaries. */
+static void segment_rollover(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    uint64_t next = 1;
+    size_t sizes[] = {1, 7, 40, 3, 100, 19, 2, 64, 33, 150};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        assert_int_equal(append_range(s, next, sizes[i], 1 + i / 3), SINTER_OK);
+        model_set(&m, next, sizes[i], 1 + i / 3);
+        next += sizes[i];
+    }
+    assert_int_equal(sinter_store_last_index(s), m.last);
+    assert_true(sinter_store_segment_count(s) > 8);
+    /* Every range, including ones crossing segments, reads back intact. */
+    for (uint64_t lo = 1; lo <= m.last; lo += 13) {
+        struct sinter_raft_entry *e;
+        size_t n;
+        assert_int_equal(sinter_store_read(s, lo, lo + 57, 0, &e, &n), SINTER_OK);
+        size_t want = lo + 57 <= m.last ? 58 : (size_t)(m.last - lo + 1);
+        assert_int_equal(n, want);
+        check_entries(e, n, lo, &m);
+        sinter_store_entries_free(e);
+    }
+    /* max_bytes stops early but always returns one entry. */
+    struct sinter_raft_entry *e;
+    size_t n;
+    assert_int_equal(sinter_store_read(s, 5, 400, 1, &e, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    check_entries(e, n, 5, &m);
+    sinter_store_entries_free(e);
+    assert_int_equal(sinter_store_read(s, 5, 400, 500, &e, &n), SINTER_OK);
+    assert_true(n >= 2 && n < 30);
+    check_entries(e, n, 5, &m);
+    sinter_store_entries_free(e);
+    assert_int_equal(sinter_store_read(s, m.last + 1, m.last + 5, 0, &e, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+    assert_null(e);
+    assert_int_equal(sinter_store_read(s, 0, 5, 0, &e, &n), SINTER_EINVAL);
+    size_t segs = sinter_store_segment_count(s);
+    sinter_store_close(s);
+
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, m.last);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(sinter_store_segment_count(s), segs);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* A 64 x 128-byte batch costs one pwrite and one fdatasync (group commit), nothing else. */
+static void group_commit_one_write_one_sync(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, 1024 * 1024, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK); /* creates the segment */
+    struct sinter_raft_entry ents[64];
+    uint8_t data[64][128];
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 64; i++) {
+            memset(data[i], round + i, sizeof data[i]);
+            ents[i] = (struct sinter_raft_entry){.index = 2 + (uint64_t)(round * 64 + i),
+                                                 .term = 1,
+                                                 .type = SINTER_RAFT_ENTRY_NORMAL,
+                                                 .len = 128,
+                                                 .data = data[i]};
+        }
+        memset(fio.calls, 0, sizeof fio.calls);
+        assert_int_equal(sinter_store_append(s, ents, 64), SINTER_OK);
+        assert_int_equal(fio.calls[FOP_PWRITE], 1);
+        assert_int_equal(fio.calls[FOP_FDATASYNC], 1);
+        long total = 0;
+        for (int k = 0; k < FOP_COUNT; k++) {
+            total += fio.calls[k];
+        }
+        assert_int_equal(total, 2);
+    }
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+static void truncate_across_segments(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    for (uint64_t i = 1; i <= 300; i += 10) {
+        assert_int_equal(append_range(s, i, 10, 1), SINTER_OK);
+    }
+    model_set(&m, 1, 300, 1);
+    size_t before = sinter_store_segment_count(s);
+    assert_true(before > 5);
+
+    /* Cut in the middle of an early segment: later segments go, the cut one keeps its head. */
+    assert_int_equal(sinter_store_truncate(s, 77), SINTER_OK);
+    assert_int_equal(sinter_store_last_index(s), 76);
+    assert_true(sinter_store_segment_count(s) < before);
+    assert_int_equal(sinter_store_truncate(s, 500), SINTER_OK); /* beyond the end: no-op */
+    assert_int_equal(append_range(s, 77, 60, 2), SINTER_OK);
+    model_set(&m, 77, 60, 2);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 136);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+
+    /* Cut exactly at a segment's first index: that whole segment goes. */
+    char name[64];
+    uint64_t segfirst = 0;
+    for (uint64_t i = 100; i <= 136 && segfirst == 0; i++) {
+        snprintf(name, sizeof name, "seg-%020llu", (unsigned long long)i);
+        if (file_exists(dir, name)) {
+            segfirst = i;
+        }
+    }
+    assert_true(segfirst > 0);
+    assert_int_equal(sinter_store_truncate(s, segfirst), SINTER_OK);
+    assert_false(file_exists(dir, name));
+    assert_int_equal(sinter_store_last_index(s), segfirst - 1);
+    /* An append below the last index truncates implicitly (the ready contract). */
+    assert_int_equal(append_range(s, segfirst - 5, 30, 3), SINTER_OK);
+    model_set(&m, segfirst - 5, 30, 3);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, m.last);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+
+    /* Truncate everything: the log is empty, the next append is at 1 again. */
+    assert_int_equal(sinter_store_truncate(s, 1), SINTER_OK);
+    assert_int_equal(sinter_store_segment_count(s), 0);
+    assert_int_equal(sinter_store_last_index(s), 0);
+    assert_int_equal(append_range(s, 1, 5, 4), SINTER_OK);
+    model_set(&m, 1, 5, 4);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 5);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+static void compaction_across_segments(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    for (uint64_t i = 1; i <= 300; i += 20) {
+        assert_int_equal(append_range(s, i, 20, 1 + i / 100), SINTER_OK);
+        model_set(&m, i, 20, 1 + i / 100);
+    }
+    size_t before = sinter_store_segment_count(s);
+    /* No snapshot yet: compaction would open a gap, refused. */
+    assert_int_equal(sinter_store_compact(s, 100), SINTER_EINVAL);
+    assert_int_equal(write_snapshot(s, 150, m.terms[150], 5000, 1000), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, 151), SINTER_EINVAL);
+    assert_int_equal(sinter_store_compact(s, 150), SINTER_OK);
+    uint64_t first = sinter_store_first_index(s);
+    assert_true(first > 1 && first <= 151);
+    assert_true(sinter_store_segment_count(s) < before);
+    uint64_t t;
+    assert_int_equal(sinter_store_term(s, first - 1, &t), SINTER_ECOMPACTED);
+    struct sinter_raft_entry *e;
+    size_t n;
+    assert_int_equal(sinter_store_read(s, 1, 10, 0, &e, &n), SINTER_ECOMPACTED);
+    assert_int_equal(sinter_store_read(s, first, 300, 0, &e, &n), SINTER_OK);
+    assert_int_equal(n, 300 - first + 1);
+    check_entries(e, n, first, &m);
+    sinter_store_entries_free(e);
+    assert_int_equal(append_range(s, 2, 1, 9), SINTER_ECOMPACTED);
+    assert_int_equal(sinter_store_truncate(s, 1), SINTER_ECOMPACTED);
+    sinter_store_close(s);
+
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_true(rec.has_snapshot);
+    assert_int_equal(rec.snapshot.index, 150);
+    assert_int_equal(rec.n_entries, 150);
+    check_entries(rec.entries, rec.n_entries, 151, &m);
+    assert_int_equal(sinter_store_first_index(s), first);
+    assert_int_equal(verify_snapshot(s, 150, m.terms[150], 5000), SINTER_OK);
+    sinter_store_recovered_free(&rec);
+    /* Compacting everything the snapshot covers still keeps the last segment. */
+    assert_int_equal(write_snapshot(s, 300, m.terms[300], 10, 10), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, 300), SINTER_OK);
+    assert_int_equal(sinter_store_segment_count(s), 1);
+    assert_int_equal(sinter_store_last_index(s), 300);
+    assert_int_equal(append_range(s, 301, 3, 5), SINTER_OK);
+    model_set(&m, 301, 3, 5);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 300);
+    assert_int_equal(rec.n_entries, 3);
+    check_entries(rec.entries, rec.n_entries, 301, &m);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+static void append_validation(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 2, 1, 1), SINTER_EINVAL); /* gap after an empty log */
+    assert_int_equal(sinter_store_append(s, NULL, 0), SINTER_EINVAL);
+    assert_int_equal(append_range(s, 1, 5, 2), SINTER_OK);
+    assert_int_equal(append_range(s, 7, 1, 2), SINTER_EINVAL); /* gap */
+    assert_int_equal(append_range(s, 6, 1, 1), SINTER_EINVAL); /* term goes backwards */
+    assert_int_equal(append_range(s, 0, 1, 1), SINTER_EINVAL); /* index 0 */
+    struct batch b = make_batch(6, 2, 2);
+    b.e[1].term = 1; /* decreasing inside the batch */
+    assert_int_equal(sinter_store_append(s, b.e, b.n), SINTER_EINVAL);
+    b.e[1].term = 2;
+    b.e[1].index = 8; /* not consecutive */
+    assert_int_equal(sinter_store_append(s, b.e, b.n), SINTER_EINVAL);
+    b.e[1].index = 7;
+    b.e[0].type = 256;
+    assert_int_equal(sinter_store_append(s, b.e, b.n), SINTER_EINVAL);
+    free_batch(b);
+    uint8_t big[5000] = {0};
+    struct sinter_raft_entry e = {.index = 6, .term = 2, .type = 1, .len = sizeof big, .data = big};
+    assert_int_equal(sinter_store_append(s, &e, 1), SINTER_ETOOBIG);
+    assert_non_null(strstr(sinter_store_errmsg(s), "does not fit"));
+    assert_int_equal(sinter_store_last_index(s), 5);
+    struct sinter_raft_hard_state hs = {.term = 5, .vote = 1};
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+    hs.vote = 2; /* another vote in the same term */
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_EINVAL);
+    hs.term = 4; /* term going back */
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_EINVAL);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* ---- corruption on real files --------------------------------------------------------------- */
+
+static void setup_five_batches(const char *dir, const struct sinter_store_options *o,
+                               struct model *m)
+{
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, o, NULL), SINTER_OK);
+    for (uint64_t i = 1; i <= 50; i += 10) {
+        assert_int_equal(append_range(s, i, 10, 1), SINTER_OK);
+    }
+    model_set(m, 1, 50, 1);
+    sinter_store_close(s);
+}
+
+/* A flipped byte in the last batch: a corrupt tail, cut off and reported, never returned. */
+static void flipped_tail_is_truncated(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct model m = {0};
+    setup_five_batches(dir, &o, &m);
+    uint64_t off = rec_offset(&m, 1, 47);
+    flip_file(dir, "seg-00000000000000000001", off + 33);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 46);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_true(rec.torn_bytes > 0);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "seg-00000000000000000001"));
+    assert_non_null(strstr(rp.last, "CRC32C"));
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(append_range(s, 47, 10, 2), SINTER_OK);
+    model_set(&m, 47, 10, 2);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 56);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rp.n, 1);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* Garbage in the preallocated space after the last record is cut; nothing is lost. */
+static void garbage_after_end_is_cut(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct model m = {0};
+    setup_five_batches(dir, &o, &m);
+    flip_file(dir, "seg-00000000000000000001", 60000);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 50);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rp.n, 1);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* A flipped byte in a batch that later batches follow: damage to durable data, refuse to open. */
+static void flipped_middle_is_corruption(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct model m = {0};
+    setup_five_batches(dir, &o, &m);
+    flip_file(dir, "seg-00000000000000000001", rec_offset(&m, 1, 15) + 20);
+    struct sinter_store *s = (struct sinter_store *)&rp;
+    struct sinter_store_recovered rec;
+    char err[600];
+    assert_int_equal(sinter_store_open(&s, dir, &o, &rec, err, sizeof err), SINTER_ECORRUPT);
+    assert_null(s);
+    assert_null(rec.entries);
+    assert_non_null(strstr(err, "seg-00000000000000000001"));
+    assert_non_null(strstr(err, "offset"));
+    assert_non_null(strstr(err, "index 15"));
+    /* It stays refused: nothing was "repaired" away. */
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    rmtree(dir);
+
+    /* The same in a segment that is not the last one. */
+    dir = mktmp();
+    opts_init(&o, NULL, 4096, &rp);
+    setup_five_batches(dir, &o, &m);
+    flip_file(dir, "seg-00000000000000000001", rec_offset(&m, 1, 3) + 10);
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    assert_non_null(strstr(err, "refusing to start"));
+    rmtree(dir);
+}
+
+static void missing_files_are_corruption(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct model m = {0};
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 200, 1), SINTER_OK);
+    assert_true(sinter_store_segment_count(s) > 3);
+    sinter_store_close(s);
+    char path[4200];
+    char err[600];
+    /* A segment in the middle vanished. */
+    char name[64] = "";
+    for (uint64_t i = 2; i <= 150; i++) {
+        snprintf(name, sizeof name, "seg-%020llu", (unsigned long long)i);
+        if (file_exists(dir, name)) {
+            break;
+        }
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    assert_non_null(strstr(err, "missing"));
+    /* The first segment vanished and no snapshot covers it. */
+    snprintf(path, sizeof path, "%s/seg-00000000000000000001", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    rmtree(dir);
+
+    dir = mktmp();
+    setup_five_batches(dir, &o, &m);
+    snprintf(path, sizeof path, "%s/meta.0", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/meta.1", dir);
+    unlink(path);
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    assert_non_null(strstr(err, "meta"));
+    rmtree(dir);
+}
+
+/* ---- crash recovery with the in-memory file system ------------------------------------------ */
+
+/* Killed in the middle of a write (a prefix of the batch reached the page cache): the partial
+ * batch is a torn tail; power cut right after: the unsynced tail is simply gone. */
+static void write_cut_short_and_dropped_tail(void **state)
+{
+    (void)state;
+    for (int policy = 0; policy < 3; policy++) {
+        for (uint64_t seed = 1; seed <= 20; seed++) {
+            struct memfs *fs = memfs_new(seed);
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 4096, &rp);
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            struct model m = {0};
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            for (uint64_t i = 1; i <= 40; i += 8) {
+                assert_int_equal(append_range(s, i, 8, 1), SINTER_OK);
+            }
+            model_set(&m, 1, 40, 1);
+            /* seed picks the victim: the pwrite (cut short) or the fdatasync after it. */
+            memfs_die_after(fs, (long)(seed % 2));
+            assert_int_equal(append_range(s, 41, 12, 2), SINTER_EIO);
+            assert_true(memfs_dead(fs));
+            /* The store refuses further writes until reopened. */
+            assert_int_equal(append_range(s, 41, 1, 2), SINTER_EIO);
+            assert_non_null(strstr(sinter_store_errmsg(s), "failed earlier"));
+            sinter_store_close(s);
+            memfs_crash(fs, policy);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_true(rec.n_entries >= 40 && rec.n_entries <= 52);
+            model_set(&m, 41, 12, 2);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            if (policy == MEMFS_CRASH_DROP) {
+                assert_int_equal(rec.n_entries, 40);
+            }
+            if (policy == MEMFS_CRASH_KEEP && seed % 2 == 1) {
+                assert_int_equal(rec.n_entries, 52); /* all written, only the sync was lost */
+            }
+            sinter_store_recovered_free(&rec);
+            /* Recovery left a clean end: appending and reopening work. */
+            uint64_t last = sinter_store_last_index(s);
+            assert_int_equal(append_range(s, last + 1, 3, 3), SINTER_OK);
+            model_set(&m, last + 1, 3, 3);
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_int_equal(rec.n_entries, last + 3);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            assert_int_equal(rec.torn_bytes, 0);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+}
+
+/* The randomized crash loop. Every round: open and verify against the model, run random operations
+ * (appends, conflicting appends, truncations, hard state, snapshots, compaction) until the
+ * "process" dies at a random call, then cut the power (drop, random survival, or keep).
+ * Invariant: the recovered log is a prefix of either the acknowledged log or the log the
+ * interrupted operation was producing, and it contains every acknowledged entry the operation was
+ * not itself removing; term and vote are the acknowledged or the attempted ones; the snapshot is
+ * the acknowledged or the attempted one and reads back intact. */
+enum op_kind { OP_NONE, OP_APPEND, OP_TRUNCATE, OP_HS, OP_SNAP };
+
+struct world {
+    struct model a;      /* acknowledged log */
+    uint64_t snap_index; /* acknowledged snapshot (0: none) */
+    uint64_t snap_term;
+    struct sinter_raft_hard_state hs;
+    /* the interrupted operation */
+    int op;
+    uint64_t k, n, term; /* APPEND: [k, k+n) at term; TRUNCATE: from k */
+    struct sinter_raft_hard_state phs;
+    uint64_t psnap_index, psnap_term;
+};
+
+static uint64_t rng_next(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static size_t snap_size(uint64_t index)
+{
+    return (size_t)(index * 53u % 3000u);
+}
+
+static void verify_world(struct world *w, struct sinter_store *s,
+                         const struct sinter_store_recovered *rec, uint64_t seed, int round)
+{
+    /* Snapshot: acknowledged or attempted. */
+    uint64_t si = rec->has_snapshot ? rec->snapshot.index : 0;
+    uint64_t st = rec->has_snapshot ? rec->snapshot.term : 0;
+    bool snap_ok = (si == w->snap_index && st == w->snap_term) ||
+                   (w->op == OP_SNAP && si == w->psnap_index && st == w->psnap_term);
+    if (!snap_ok) {
+        fail_msg("seed %llu round %d: snapshot (%llu,%llu), acked (%llu,%llu)",
+                 (unsigned long long)seed, round, (unsigned long long)si, (unsigned long long)st,
+                 (unsigned long long)w->snap_index, (unsigned long long)w->snap_term);
+    }
+    if (si > 0) {
+        assert_int_equal(verify_snapshot(s, si, st, snap_size(si)), SINTER_OK);
+    }
+    /* Hard state. */
+    bool hs_ok = (rec->hard_state.term == w->hs.term && rec->hard_state.vote == w->hs.vote) ||
+                 (w->op == OP_HS && rec->hard_state.term == w->phs.term &&
+                  rec->hard_state.vote == w->phs.vote);
+    if (!hs_ok) {
+        fail_msg("seed %llu round %d: hard state (%llu,%llu), acked (%llu,%llu)",
+                 (unsigned long long)seed, round, (unsigned long long)rec->hard_state.term,
+                 (unsigned long long)rec->hard_state.vote, (unsigned long long)w->hs.term,
+                 (unsigned long long)w->hs.vote);
+    }
+    /* Log: the attempted log P, and the common prefix c of A and P. */
+    static struct model p;
+    p = w->a;
+    uint64_t c = w->a.last;
+    if (w->op == OP_APPEND) {
+        for (uint64_t i = 0; i < w->n; i++) {
+            p.terms[w->k + i] = w->term;
+        }
+        p.last = w->k + w->n - 1;
+        c = w->k - 1 < c ? w->k - 1 : c;
+    } else if (w->op == OP_TRUNCATE) {
+        p.last = w->k - 1 < w->a.last ? w->k - 1 : w->a.last;
+        c = p.last;
+    }
+    uint64_t last = si + rec->n_entries;
+    bool prefix_a = last <= w->a.last;
+    bool prefix_p = last <= p.last;
+    for (size_t i = 0; i < rec->n_entries; i++) {
+        uint64_t idx = si + 1 + i;
+        prefix_a = prefix_a && entry_ok(&rec->entries[i], idx, w->a.terms[idx]);
+        prefix_p = prefix_p && entry_ok(&rec->entries[i], idx, p.terms[idx]);
+    }
+    if (!(prefix_a || prefix_p) || last < c) {
+        fail_msg("seed %llu round %d: recovered log ends at %llu (snapshot %llu), acked %llu, "
+                 "attempted op %d ends at %llu, must keep %llu; prefix of acked %d, of attempted "
+                 "%d",
+                 (unsigned long long)seed, round, (unsigned long long)last, (unsigned long long)si,
+                 (unsigned long long)w->a.last, w->op, (unsigned long long)p.last,
+                 (unsigned long long)c, prefix_a, prefix_p);
+    }
+    /* The recovered state becomes the acknowledged one. */
+    if (prefix_p && !prefix_a) {
+        w->a = p;
+    }
+    w->a.last = last;
+    w->snap_index = si;
+    w->snap_term = st;
+    w->hs = rec->hard_state;
+    w->op = OP_NONE;
+    assert_int_equal(sinter_store_last_index(s), last);
+}
+
+static void random_crash_loop(void **state)
+{
+    (void)state;
+    static struct world w;
+    long rounds = 0, ops = 0, deaths = 0, reports = 0, max_last = 0, snaps = 0;
+    for (uint64_t seed = 1; seed <= 60; seed++) {
+        memset(&w, 0, sizeof w);
+        uint64_t x = seed * 0x9E3779B97F4A7C15u + 7;
+        struct memfs *fs = memfs_new(seed);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        opts_init(&o, memfs_io(fs), 4096 + 8 * (uint32_t)(seed % 64), &rp);
+        for (int round = 0; round < 25; round++) {
+            struct sinter_store *s = NULL;
+            struct sinter_store_recovered rec;
+            /* Sometimes die during recovery itself, then recover again. */
+            if (rng_next(&x) % 5 == 0) {
+                memfs_die_after(fs, (long)(rng_next(&x) % 6));
+                if (sinter_store_open(&s, "/mem", &o, NULL, NULL, 0) == SINTER_OK) {
+                    sinter_store_close(s);
+                }
+                memfs_crash(fs, (int)(rng_next(&x) % 3));
+            }
+            char err[600];
+            int rc = sinter_store_open(&s, "/mem", &o, &rec, err, sizeof err);
+            if (rc != SINTER_OK) {
+                fail_msg("seed %llu round %d: open: %s", (unsigned long long)seed, round, err);
+            }
+            verify_world(&w, s, &rec, seed, round);
+            sinter_store_recovered_free(&rec);
+            rounds++;
+            snaps += w.snap_index > 0;
+            max_last = (long)w.a.last > max_last ? (long)w.a.last : max_last;
+            if (w.a.last > 3500) {
+                sinter_store_close(s);
+                break;
+            }
+
+            memfs_die_after(fs, (long)(rng_next(&x) % 40));
+            for (int step = 0; step < 30; step++) {
+                uint64_t r = rng_next(&x) % 100;
+                uint64_t first = sinter_store_first_index(s);
+                uint64_t last = sinter_store_last_index(s);
+                uint64_t lo = w.snap_index + 1 > first ? w.snap_index + 1 : first;
+                if (r < 55 || last == 0) {
+                    w.op = OP_APPEND;
+                    w.n = 1 + rng_next(&x) % 24;
+                    w.k = last + 1;
+                    w.term = last ? w.a.terms[last] : 1;
+                    if (r < 12 && last >= lo) {
+                        /* A conflicting suffix from a newer leader. */
+                        w.k = lo + rng_next(&x) % (last - lo + 1);
+                        w.term = w.a.terms[last] + 1;
+                    } else if (r < 20) {
+                        w.term++;
+                    }
+                    rc = append_range(s, w.k, (size_t)w.n, w.term);
+                    if (rc == SINTER_OK) {
+                        for (uint64_t i = 0; i < w.n; i++) {
+                            w.a.terms[w.k + i] = w.term;
+                        }
+                        w.a.last = w.k + w.n - 1;
+                    }
+                } else if (r < 62 && last >= lo) {
+                    w.op = OP_TRUNCATE;
+                    w.k = lo + rng_next(&x) % (last - lo + 1);
+                    rc = sinter_store_truncate(s, w.k);
+                    if (rc == SINTER_OK) {
+                        w.a.last = w.k - 1;
+                    }
+                } else if (r < 80) {
+                    w.op = OP_HS;
+                    w.phs = w.hs;
+                    if (r < 70) {
+                        w.phs.term++;
+                        w.phs.vote = 1 + rng_next(&x) % 3;
+                    } else {
+                        w.phs.commit++;
+                    }
+                    rc = sinter_store_save_hard_state(s, &w.phs);
+                    if (rc == SINTER_OK) {
+                        w.hs = w.phs;
+                    }
+                } else if (last >= lo && last > w.snap_index) {
+                    w.op = OP_SNAP;
+                    w.psnap_index = lo + rng_next(&x) % (last - lo + 1);
+                    w.psnap_term = w.a.terms[w.psnap_index];
+                    rc = write_snapshot(s, w.psnap_index, w.psnap_term, snap_size(w.psnap_index),
+                                        1 + rng_next(&x) % 700);
+                    if (rc == SINTER_OK) {
+                        w.snap_index = w.psnap_index;
+                        w.snap_term = w.psnap_term;
+                        w.op = OP_NONE;
+                        if (rng_next(&x) % 2) {
+                            rc = sinter_store_compact(s, w.snap_index);
+                        }
+                    }
+                } else {
+                    continue;
+                }
+                ops++;
+                if (rc != SINTER_OK) {
+                    if (!memfs_dead(fs)) {
+                        fail_msg("seed %llu: op %d failed without a fault: %s",
+                                 (unsigned long long)seed, w.op, sinter_store_errmsg(s));
+                    }
+                    deaths++;
+                    break;
+                }
+                w.op = OP_NONE;
+            }
+            sinter_store_close(s);
+            memfs_crash(fs, (int)(rng_next(&x) % 3));
+        }
+        reports += rp.n;
+        memfs_free(fs);
+    }
+    print_message("crash loop: %ld rounds, %ld operations, %ld killed mid-operation, %ld torn "
+                  "tails reported, longest log %ld, %ld rounds with a snapshot\n",
+                  rounds, ops, deaths, reports, max_last, snaps);
+}
+
+/* ---- metadata ------------------------------------------------------------------------------- */
+
+static uint64_t read_seq(const char *dir, const char *name, bool *valid)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    uint8_t b[48];
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, sizeof b, 0), (ssize_t)sizeof b);
+    close(fd);
+    *valid = memcmp(b, "SNMT", 4) == 0;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | b[8 + i];
+    }
+    return v;
+}
+
+static void meta_slots_alternate(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    bool v0, v1;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(read_seq(dir, "meta.0", &v0), 0);
+    assert_true(v0);
+    read_seq(dir, "meta.1", &v1);
+    assert_false(v1);
+    for (uint64_t t = 1; t <= 5; t++) {
+        struct sinter_raft_hard_state hs = {.term = t, .vote = t % 3, .commit = 0};
+        assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+        const char *slot = (t & 1) ? "meta.1" : "meta.0";
+        const char *other = (t & 1) ? "meta.0" : "meta.1";
+        assert_int_equal(read_seq(dir, slot, &v0), t);
+        assert_true(v0);
+        if (t > 1) {
+            assert_int_equal(read_seq(dir, other, &v1), t - 1); /* the previous one is intact */
+        }
+    }
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.hard_state.term, 5);
+    assert_int_equal(rec.hard_state.vote, 2);
+    sinter_store_close(s);
+
+    /* The newest slot damaged: the older one is used. Both damaged: refuse to start. */
+    flip_file(dir, "meta.1", 16);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.hard_state.term, 4);
+    assert_int_equal(rec.hard_state.vote, 1);
+    sinter_store_close(s);
+    flip_file(dir, "meta.0", 40);
+    char err[600];
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    assert_non_null(strstr(err, "meta.0"));
+    rmtree(dir);
+}
+
+static void meta_torn_write(void **state)
+{
+    (void)state;
+    for (int policy = 0; policy < 3; policy++) {
+        for (uint64_t seed = 1; seed <= 30; seed++) {
+            struct memfs *fs = memfs_new(seed);
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 4096, &rp);
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            struct sinter_raft_hard_state hs = {.term = 5, .vote = 1, .commit = 3};
+            assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+            hs.commit = 4; /* unsynced hint */
+            assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+            struct sinter_raft_hard_state next = {.term = 6, .vote = 2, .commit = 4};
+            memfs_die_after(fs, (long)(seed % 2)); /* the pwrite, or the fdatasync */
+            assert_int_equal(sinter_store_save_hard_state(s, &next), SINTER_EIO);
+            sinter_store_close(s);
+            memfs_crash(fs, policy);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            bool old = rec.hard_state.term == 5 && rec.hard_state.vote == 1;
+            bool neu = rec.hard_state.term == 6 && rec.hard_state.vote == 2;
+            assert_true(old || neu);
+            if (policy == MEMFS_CRASH_DROP) {
+                assert_true(old);
+            }
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+}
+
+/* A change of the commit hint alone costs no fdatasync, and a crash never loses term or vote. */
+static void commit_hint_is_lazy(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(3);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    struct sinter_raft_hard_state hs = {.term = 2, .vote = 1, .commit = 0};
+    memfs_reset_calls(fs);
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    for (uint64_t c = 1; c <= 10; c++) {
+        hs.commit = c;
+        assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+    }
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    assert_int_equal(memfs_calls(fs, FOP_PWRITE), 11);
+    assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK); /* unchanged: no I/O */
+    assert_int_equal(memfs_calls(fs, FOP_PWRITE), 11);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_RANDOM);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.hard_state.term, 2);
+    assert_int_equal(rec.hard_state.vote, 1);
+    assert_true(rec.hard_state.commit <= 10);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* ---- snapshots ------------------------------------------------------------------------------ */
+
+static void snapshot_stream_and_retention(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    struct sinter_raft_snapshot_meta m;
+    assert_int_equal(sinter_store_snap_meta(s, &m), SINTER_ENOTFOUND);
+    struct sinter_store_snap_reader *r;
+    assert_int_equal(sinter_store_snap_open(s, NULL, NULL, &r), SINTER_ENOTFOUND);
+    assert_int_equal(write_snapshot(s, 10, 2, 100000, 1000), SINTER_OK);
+    assert_int_equal(verify_snapshot(s, 10, 2, 100000), SINTER_OK);
+    /* One writer at a time; an aborted writer leaves nothing behind. */
+    struct sinter_store_snap_writer *w1, *w2;
+    struct sinter_raft_snapshot_meta m2 = snap_meta(11, 2);
+    assert_int_equal(sinter_store_snap_begin(s, &m2, &w1), SINTER_OK);
+    assert_int_equal(sinter_store_snap_begin(s, &m2, &w2), SINTER_EBUSY);
+    assert_int_equal(sinter_store_snap_write(w1, "abc", 3), SINTER_OK);
+    sinter_store_snap_abort(w1);
+    assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+    m2.config.servers[1].id = 1; /* unsorted / duplicate ids */
+    assert_int_equal(sinter_store_snap_begin(s, &m2, &w2), SINTER_EINVAL);
+    /* A snapshot with an empty payload, and retention of the newest two. */
+    assert_int_equal(write_snapshot(s, 20, 3, 0, 1), SINTER_OK);
+    assert_int_equal(verify_snapshot(s, 20, 3, 0), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 30, 3, 7777, 4096), SINTER_OK);
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 2);
+    assert_false(file_exists(dir, "snap-00000000000000000010-00000000000000000002.snap"));
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_true(rec.has_snapshot);
+    struct sinter_raft_snapshot_meta want = snap_meta(30, 3);
+    assert_memory_equal(&rec.snapshot, &want, sizeof want);
+    assert_int_equal(rec.n_entries, 0);
+    assert_int_equal(sinter_store_first_index(s), 31);
+    assert_int_equal(append_range(s, 30, 1, 3), SINTER_ECOMPACTED);
+    assert_int_equal(append_range(s, 31, 4, 3), SINTER_OK);
+    assert_int_equal(verify_snapshot(s, 30, 3, 7777), SINTER_OK);
+    sinter_store_close(s);
+
+    /* Flipped data byte: the reader reports ECORRUPT at the end. */
+    flip_file(dir, "snap-00000000000000000030-00000000000000000003.snap", 256 + 5000);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(verify_snapshot(s, 30, 3, 7777), SINTER_ECORRUPT);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    /* Flipped header byte: that snapshot is skipped (reported), the older one is used; here the
+     * log (31..34) no longer follows it, which is a gap: refuse. */
+    flip_file(dir, "snap-00000000000000000030-00000000000000000003.snap", 9);
+    char err[600];
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+    assert_non_null(strstr(err, "lost"));
+    rmtree(dir);
+}
+
+static void snapshot_header_damage_falls_back(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 30, 1), SINTER_OK);
+    model_set(&m, 1, 30, 1);
+    assert_int_equal(write_snapshot(s, 10, 1, 300, 64), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 20, 1, 300, 64), SINTER_OK);
+    sinter_store_close(s);
+    flip_file(dir, "snap-00000000000000000020-00000000000000000001.snap", 20);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 10);
+    assert_int_equal(rec.n_entries, 20);
+    check_entries(rec.entries, rec.n_entries, 11, &m);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "invalid header"));
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* Crash before the rename: the previous snapshot stays. Crash after the rename but before the
+ * directory sync: either may survive, never a half-written one. */
+static void snapshot_crash_atomicity(void **state)
+{
+    (void)state;
+    for (long die = 0; die < 8; die++) {
+        for (int policy = 0; policy < 3; policy++) {
+            struct memfs *fs = memfs_new((uint64_t)(die * 3 + policy + 1));
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 4096, &rp);
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            assert_int_equal(append_range(s, 1, 40, 1), SINTER_OK);
+            assert_int_equal(write_snapshot(s, 10, 1, snap_size(10), 100), SINTER_OK);
+            /* Calls in the second snapshot: create, 3 chunk writes, header, fsync, rename,
+             * syncdir, then retention. die picks the victim. */
+            memfs_die_after(fs, die);
+            int rc = write_snapshot(s, 30, 1, snap_size(30), 400);
+            sinter_store_close(s);
+            memfs_crash(fs, policy);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_true(rec.has_snapshot);
+            assert_true(rec.snapshot.index == 10 || rec.snapshot.index == 30);
+            if (rc == SINTER_OK) {
+                assert_int_equal(rec.snapshot.index, 30);
+            }
+            if (die < 6 && rc != SINTER_OK) {
+                assert_int_equal(rec.snapshot.index, 10); /* not renamed yet */
+            }
+            assert_int_equal(
+                verify_snapshot(s, rec.snapshot.index, 1, snap_size(rec.snapshot.index)),
+                SINTER_OK);
+            assert_int_equal(memfs_count_suffix(fs, ".tmp"), 0);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+}
+
+static void snapshot_install_resets_log(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 50, 1), SINTER_OK);
+    model_set(&m, 1, 50, 1);
+    /* A snapshot that matches the log at its index: the entries after it are kept. */
+    assert_int_equal(write_snapshot(s, 30, 1, 100, 100), SINTER_OK);
+    struct sinter_raft_snapshot_meta sm = snap_meta(30, 1);
+    assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_OK);
+    assert_int_equal(sinter_store_last_index(s), 50);
+    /* A snapshot beyond the log: the whole log goes. */
+    assert_int_equal(write_snapshot(s, 100, 3, 100, 100), SINTER_OK);
+    sm = snap_meta(30, 1);
+    assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_EINVAL); /* not newest */
+    sm = snap_meta(100, 3);
+    assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_OK);
+    assert_int_equal(sinter_store_segment_count(s), 0);
+    assert_int_equal(sinter_store_first_index(s), 101);
+    assert_int_equal(sinter_store_last_index(s), 100);
+    assert_int_equal(append_range(s, 101, 2, 3), SINTER_OK);
+    model_set(&m, 101, 2, 3);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 100);
+    assert_int_equal(rec.n_entries, 2);
+    check_entries(rec.entries, rec.n_entries, 101, &m);
+    sinter_store_recovered_free(&rec);
+
+    /* Crash between a durable snapshot and the log reset: recovery applies the same rule. */
+    assert_int_equal(write_snapshot(s, 200, 4, 10, 10), SINTER_OK);
+    sinter_store_close(s);
+    rp.n = 0;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 200);
+    assert_int_equal(rec.n_entries, 0);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "superseded"));
+    assert_int_equal(sinter_store_first_index(s), 201);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* ---- ENOSPC and EIO ------------------------------------------------------------------------- */
+
+static void enospc_on_new_segment_is_retryable(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, 4096, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    faultio_fail(&fio, FOP_BIT(FOP_FALLOCATE), ENOSPC, 0, false);
+    assert_int_equal(append_range(s, 1, 5, 1), SINTER_ENOSPC);
+    assert_non_null(strstr(sinter_store_errmsg(s), "No space left"));
+    assert_int_equal(sinter_store_last_index(s), 0);
+    assert_int_equal(count_files(dir, "seg-", ""), 0);
+    assert_int_equal(append_range(s, 1, 5, 1), SINTER_OK); /* disk freed: retry works */
+    model_set(&m, 1, 5, 1);
+    /* A batch spilling into a second and third segment: all-or-nothing on allocation. */
+    faultio_fail(&fio, FOP_BIT(FOP_FALLOCATE), ENOSPC, 1, false);
+    assert_int_equal(append_range(s, 6, 100, 1), SINTER_ENOSPC);
+    assert_int_equal(sinter_store_last_index(s), 5);
+    assert_int_equal(count_files(dir, "seg-", ""), 1);
+    assert_int_equal(append_range(s, 6, 100, 1), SINTER_OK);
+    model_set(&m, 6, 100, 1);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 105);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+static void write_and_sync_errors_fail_the_store(void **state)
+{
+    (void)state;
+    unsigned ops[] = {FOP_PWRITE, FOP_FDATASYNC, FOP_PWRITE};
+    int errs[] = {ENOSPC, EIO, EIO};
+    int codes[] = {SINTER_ENOSPC, SINTER_EIO, SINTER_EIO};
+    for (int c = 0; c < 3; c++) {
+        char *dir = mktmp();
+        struct reports rp = {0};
+        struct faultio fio;
+        faultio_init(&fio, sinter_store_io_posix());
+        struct sinter_store_options o;
+        opts_init(&o, &fio.io, 4096, &rp);
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        struct model m = {0};
+        assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+        assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+        model_set(&m, 1, 10, 1);
+        struct sinter_raft_hard_state hs = {.term = 1, .vote = 1};
+        assert_int_equal(sinter_store_save_hard_state(s, &hs), SINTER_OK);
+        faultio_fail(&fio, FOP_BIT(ops[c]), errs[c], 0, c == 2);
+        assert_int_equal(append_range(s, 11, 10, 1), codes[c]);
+        assert_non_null(strstr(sinter_store_errmsg(s), "seg-00000000000000000001"));
+        /* Failed: every later mutation is refused with the same code; reads still work. */
+        assert_int_equal(append_range(s, 11, 1, 1), codes[c]);
+        hs.term = 2;
+        assert_int_equal(sinter_store_save_hard_state(s, &hs), codes[c]);
+        assert_int_equal(sinter_store_truncate(s, 5), codes[c]);
+        struct sinter_raft_entry *e;
+        size_t n;
+        assert_int_equal(sinter_store_read(s, 1, 10, 0, &e, &n), SINTER_OK);
+        check_entries(e, n, 1, &m);
+        sinter_store_entries_free(e);
+        sinter_store_close(s);
+        faultio_fail(&fio, 0, 0, -1, false);
+        assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+        assert_true(rec.n_entries == 10 || rec.n_entries == 20);
+        model_set(&m, 11, 10, 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        assert_int_equal(rec.hard_state.term, 1);
+        sinter_store_recovered_free(&rec);
+        sinter_store_close(s);
+        rmtree(dir);
+    }
+}
+
+static void snapshot_enospc_keeps_old(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, 4096, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 20, 1), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 5, 1, 1000, 100), SINTER_OK);
+    faultio_fail(&fio, FOP_BIT(FOP_PWRITE), ENOSPC, 3, false);
+    assert_int_equal(write_snapshot(s, 15, 1, 1000, 100), SINTER_ENOSPC);
+    assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+    assert_int_equal(verify_snapshot(s, 5, 1, 1000), SINTER_OK);
+    faultio_fail(&fio, FOP_BIT(FOP_FSYNC), EIO, 0, false);
+    assert_int_equal(write_snapshot(s, 15, 1, 1000, 100), SINTER_EIO);
+    assert_int_equal(verify_snapshot(s, 5, 1, 1000), SINTER_OK);
+    /* The log is unaffected by snapshot failures. */
+    assert_int_equal(append_range(s, 21, 5, 1), SINTER_OK);
+    /* EIO while opening is an error, not a crash. */
+    sinter_store_close(s);
+    faultio_fail(&fio, FOP_BIT(FOP_PREAD), EIO, 2, false);
+    char err[600];
+    assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_EIO);
+    assert_non_null(strstr(err, "Input/output error"));
+    rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(clean_restart),
+        cmocka_unit_test(segment_rollover),
+        cmocka_unit_test(group_commit_one_write_one_sync),
+        cmocka_unit_test(truncate_across_segments),
+        cmocka_unit_test(compaction_across_segments),
+        cmocka_unit_test(append_validation),
+        cmocka_unit_test(flipped_tail_is_truncated),
+        cmocka_unit_test(garbage_after_end_is_cut),
+        cmocka_unit_test(flipped_middle_is_corruption),
+        cmocka_unit_test(missing_files_are_corruption),
+        cmocka_unit_test(write_cut_short_and_dropped_tail),
+        cmocka_unit_test(random_crash_loop),
+        cmocka_unit_test(meta_slots_alternate),
+        cmocka_unit_test(meta_torn_write),
+        cmocka_unit_test(commit_hint_is_lazy),
+        cmocka_unit_test(snapshot_stream_and_retention),
+        cmocka_unit_test(snapshot_header_damage_falls_back),
+        cmocka_unit_test(snapshot_crash_atomicity),
+        cmocka_unit_test(snapshot_install_resets_log),
+        cmocka_unit_test(enospc_on_new_segment_is_retryable),
+        cmocka_unit_test(write_and_sync_errors_fail_the_store),
+        cmocka_unit_test(snapshot_enospc_keeps_old),
+    };
+    return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
+}
