@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# usage: check-install.sh BUILD_DIR CC CONSUMER_SOURCE
+# usage: check-install.sh BUILD_DIR CC CONSUMER_SOURCE [EXTRA_CFLAGS]
 set -euo pipefail
-build=$1 cc=$2 src=$3
+build=$1 cc=$2 src=$3 extra=${4:-}
 prefix=$(mktemp -d /tmp/sinter-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
@@ -18,5 +18,6 @@ echo "pkg-config modules: ${mods[*]}"
 # Each installed module must resolve on its own (its Requires are installed too).
 for m in "${mods[@]}"; do pkg-config --exists --print-errors "$m"; done
 # shellcheck disable=SC2046
-"$cc" -std=c11 -Wall -Werror -o "$prefix/consumer" "$src" $(pkg-config --cflags --libs sinter-proto)
+# shellcheck disable=SC2086
+"$cc" -std=c11 -Wall -Werror $extra -o "$prefix/consumer" "$src" $(pkg-config --cflags --libs sinter-proto)
 "$prefix/consumer"
