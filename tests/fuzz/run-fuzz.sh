@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # usage: tests/fuzz/run-fuzz.sh [SECONDS] [BUILD_DIR]
 # Runs every libFuzzer target in BUILD_DIR/bin (fuzz_<area>_<what>, built with SINTER_FUZZ=ON)
-# for SECONDS each (default 60), seeded from tests/fuzz/corpus/<area>/. The committed corpus is
+# for SECONDS each (default 60), seeded from tests/fuzz/corpus/<area>/ (or
+# tests/fuzz/<area>_<what>/corpus/). The committed corpus is
 # only read: new inputs go to a scratch directory. Fails on any crash, timeout, leak or sanitizer
 # report; the reproducer is kept in BUILD_DIR/fuzz-artifacts/ and its path printed.
 set -euo pipefail
@@ -27,7 +28,9 @@ for t in "${targets[@]}"; do
   name=$(basename "$t")
   area=${name#fuzz_}
   area=${area%%_*}
+  # Seeds live in corpus/<area>/, or in the target's own folder: <area>_<what>/corpus/.
   seeds="$here/corpus/$area"
+  [[ -d "$seeds" ]] || seeds="$here/${name#fuzz_}/corpus"
   work=$(mktemp -d "/tmp/sinter-fuzz-$name.XXXXXX")
   log="$artifacts/$name.log"
   args=()
