@@ -107,7 +107,9 @@ struct sinter_raft_snapshot_meta {
 };
 
 /* Term and vote: must be durable before any message that depends on them is sent. `commit` is
- * persisted as a hint only (it may lag; recovery never relies on it for safety). */
+ * persisted as a hint only (it may lag): a ready's hard_state.commit never exceeds the entries
+ * that were durable before that ready, so a crash between writing the hard state and the entries
+ * cannot make restore() treat a stale entry as committed. */
 struct sinter_raft_hard_state {
     uint64_t term;
     sinter_raft_id vote;
@@ -171,7 +173,10 @@ struct sinter_raft_ready {
     /* 2. To persist durably, in this order. */
     bool snapshot_dirty; /* install the snapshot received from the leader (data came with the
                             SNAPSHOT message the host stepped); it replaces the state machine and
-                            every log entry at or below snapshot.index */
+                            every log entry at or below snapshot.index. The core's log restarts
+                            after the snapshot, so persisted entries above snapshot.index (left
+                            from a conflicting suffix) must be discarded too; rd.entries, if any,
+                            then start at snapshot.index + 1 */
     struct sinter_raft_snapshot_meta snapshot;
     bool hard_state_dirty;
     struct sinter_raft_hard_state hard_state;
@@ -197,13 +202,14 @@ struct sinter_raft_options {
     bool pre_vote;            /* default true when options are zeroed via _defaults() */
     bool check_quorum;        /* leader steps down when it cannot reach a majority for an
                                  election timeout; followers ignore votes while they hear from a
-                                 live leader (dissertation 4.2.3, 6.2) */
+                                 live leader (dissertation 4.2.3, 6.2); default true */
     uint32_t max_msg_entries; /* cap on entries per APPEND; default 256 */
     uint32_t max_msg_bytes;   /* cap on entry bytes per APPEND (at least one entry is always
                                  sent); default 1 MiB */
     uint32_t max_inflight;    /* APPENDs in flight per follower while pipelining; default 64 */
     uint64_t max_uncommitted_bytes; /* leader refuses proposals (SINTER_EBUSY) beyond this many
-                                       uncommitted entry bytes; default 64 MiB; 0 = no cap */
+                                       uncommitted entry bytes; default 64 MiB; 0 = no cap (one
+                                       proposal is always admitted when none is pending) */
     uint32_t read_timeout_ticks;    /* read-index requests fail with SINTER_ETIMEOUT after this
                                        many ticks; default 2 * election_ticks */
 };
@@ -215,7 +221,8 @@ struct sinter_raft;
 
 /* Creates a core with an empty log, term 0, no vote and no configuration (a server with no
  * configuration never campaigns: it waits to be added by a leader). Ownership: *out is owned by
- * the caller and released with sinter_raft_close(); opts is copied.
+ * the caller and released with sinter_raft_close(); opts is copied; zero ticks, caps and
+ * read_timeout_ticks take their defaults.
  * Errors: SINTER_EINVAL (bad options), SINTER_ENOMEM. */
 int sinter_raft_new(struct sinter_raft **out, const struct sinter_raft_options *opts);
 
@@ -252,7 +259,8 @@ int sinter_raft_step(struct sinter_raft *r, const struct sinter_raft_msg *m);
  * may be NULL) say where it went: the proposal is committed if an entry with that index and term
  * is later handed out in rd.committed; a different term at that index means it was lost.
  * Errors: SINTER_ENOTLEADER, SINTER_EBUSY (uncommitted-bytes cap, or leadership transfer in
- * progress), SINTER_ETOOBIG (len > max_msg_bytes), SINTER_ENOMEM. */
+ * progress), SINTER_ETOOBIG (len > max_msg_bytes), SINTER_EINVAL (data NULL with len > 0),
+ * SINTER_ENOMEM. */
 int sinter_raft_propose(struct sinter_raft *r, const void *data, uint32_t len, uint64_t *index,
                         uint64_t *term);
 
@@ -267,7 +275,8 @@ enum sinter_raft_change {
 /* Proposes a single-server membership change (dissertation 4.1) on the leader. At most one change
  * is uncommitted at a time. Errors: SINTER_ENOTLEADER, SINTER_ECONFCHANGE (a change is pending or
  * the leader has not committed an entry in its term yet), SINTER_EINVAL (unknown id to remove,
- * existing id to add, would leave no voter), SINTER_EBUSY (transfer in progress), SINTER_ENOMEM. */
+ * existing id to add, would leave no voter), SINTER_ETOOBIG (configuration full), SINTER_EBUSY
+ * (transfer in progress), SINTER_ENOMEM. */
 int sinter_raft_change_member(struct sinter_raft *r, sinter_raft_id id, int change,
                               uint64_t *index);
 
@@ -292,7 +301,8 @@ int sinter_raft_compact(struct sinter_raft *r, uint64_t index, uint64_t trailing
 
 /* Fills *meta with what a snapshot at `index` (<= applied) must record, notably the configuration
  * in force at that index. Errors: SINTER_EINVAL (index beyond applied), SINTER_ECOMPACTED (index
- * precedes the entries held in memory; the host already has a snapshot covering it). */
+ * precedes the entries held in memory; the host already has a snapshot covering it, or is about
+ * to: a snapshot received from the leader beyond `applied` waits in the next ready). */
 int sinter_raft_snapshot_meta_at(const struct sinter_raft *r, uint64_t index,
                                  struct sinter_raft_snapshot_meta *meta);
 
@@ -300,7 +310,11 @@ int sinter_raft_snapshot_meta_at(const struct sinter_raft *r, uint64_t index,
  * to it and probes instead. */
 void sinter_raft_report_unreachable(struct sinter_raft *r, sinter_raft_id id);
 
-/* Transport feedback: the snapshot the host shipped to `id` was delivered (ok) or failed. */
+/* Transport feedback: the snapshot the host shipped to `id` was delivered (ok) or failed. A
+ * SNAPSHOT message always names the host's latest snapshot at the time of the ready that carries
+ * it (sinter_raft_compact() between readies updates queued ones). If no report and no answer
+ * arrives within 4 election timeouts, the leader probes the follower again (and so may send a
+ * fresh SNAPSHOT). */
 void sinter_raft_report_snapshot(struct sinter_raft *r, sinter_raft_id id, bool ok);
 
 /* True when sinter_raft_ready() would return something worth handling. */
