@@ -1,0 +1,1672 @@
+/*
+ * raft/host/host.c — the multi-group raft host (include/sinter/raft_host.h).
+ *
+ * Threads:
+ *   - the loop thread (loop_main) owns every core, store and state machine;
+ *   - nng's threads run the transport callbacks (on_recv, snapshot sink / reader / done): they only
+ *     enqueue an event or copy bytes into memory owned by one stream;
+ *   - API callers only enqueue an event;
+ *   - one helper thread per running snapshot job serialises a state-machine copy into the store's
+ *     snapshot writer (the writer touches only its own file, so this is safe alongside the loop's
+ *     use of the store; finish and compaction run back on the loop).
+ * The inbox is a mutex + condvar; the loop waits on it with a deadline at the next tick.
+ */
+#include "sinter/raft_host.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "sinter/raft_store.h"
+
+#define HOST_MAX_PEERS         (SINTER_RAFT_TRANSPORT_MAX_PEERS + 1)
+#define HOST_SNAP_RX_MAX       (1024ull * 1024ull * 1024ull) /* received snapshots are buffered */
+#define HOST_READIES_PER_ROUND 4
+
+enum ev_type {
+    EV_RX = 1,
+    EV_PROPOSE,
+    EV_READ,
+    EV_CHANGE,
+    EV_TRANSFER,
+    EV_SNAPNOW,
+    EV_SNAP_RX,   /* a snapshot fully received from a leader */
+    EV_SNAP_SENT, /* a snapshot stream to a follower ended */
+    EV_SNAP_JOB,  /* a helper finished serialising a snapshot */
+};
+
+struct snap_in {
+    uint32_t group;
+    sinter_raft_id from;
+    struct sinter_raft_msg msg;
+    uint64_t total;
+    uint8_t *data;
+};
+
+struct snap_job;
+
+struct event {
+    struct event *next;
+    int type;
+    uint32_t group;
+    struct sinter_raft_transport_rx *rx;
+    sinter_raft_host_done_fn cb;
+    void *arg;
+    sinter_raft_id id;
+    int change;
+    bool ok;
+    struct snap_in *snap_in;
+    struct snap_job *job;
+    uint32_t len;
+    uint8_t data[]; /* EV_PROPOSE */
+};
+
+struct pending {
+    struct pending *next;
+    uint64_t index;
+    uint64_t term;
+    uint64_t deadline;
+    sinter_raft_host_done_fn cb;
+    void *arg;
+};
+
+struct pread {
+    struct pread *next;
+    uint64_t ctx;
+    uint64_t index;
+    bool confirmed;
+    sinter_raft_host_done_fn cb;
+    void *arg;
+};
+
+struct sinter_raft_host_snap_writer {
+    struct sinter_store_snap_writer *w;
+};
+
+struct sinter_raft_host_snap_reader {
+    struct sinter_store_snap_reader *r;
+};
+
+struct group;
+
+struct snap_job {
+    struct group *g;
+    pthread_t th;
+    void *copy;
+    struct sinter_raft_host_snap_writer w;
+    struct sinter_raft_snapshot_meta meta;
+    int rc;
+    bool done; /* the helper's event arrived */
+};
+
+struct snap_out {
+    struct sinter_raft_host *h;
+    uint32_t group;
+    struct sinter_store_snap_reader *r;
+    uint64_t next;
+};
+
+struct group {
+    uint32_t id;
+    struct sinter_raft_host *h;
+    struct sinter_raft *r;
+    struct sinter_store *s;
+    struct sinter_raft_host_sm sm;
+    char dir[PATH_MAX];
+    int error;
+    char errmsg[160];
+    struct pending *props, *props_tail; /* sorted by index */
+    struct pread *reads;
+    struct pending *snap_waiters;
+    bool snap_requested;
+    uint64_t read_ctx;
+    uint64_t last_snap; /* newest durable snapshot index */
+    struct snap_job *job;
+    uint32_t role;
+    sinter_raft_id leader;
+    uint64_t term;
+    uint64_t taken, installed, sent;
+    struct sinter_raft_host_entry *abuf;
+    size_t abuf_cap;
+    struct sinter_raft_host_status st; /* published under h->mu */
+};
+
+struct beatvec {
+    struct sinter_raft_wire_beat *v;
+    size_t n, cap;
+};
+
+struct beatslot {
+    sinter_raft_id peer;
+    struct beatvec hb, resp;
+};
+
+struct sinter_raft_host {
+    struct sinter_raft_host_opts o;
+    char *listen_url;
+    char *data_dir;
+    struct sinter_raft_transport *t;
+    struct group *groups;
+    uint32_t n_groups;
+    pthread_t loop;
+    bool loop_started;
+
+    pthread_mutex_t mu; /* inbox, stopping, published status, ticks */
+    pthread_cond_t cv;
+    struct event *inbox;
+    bool stopping;
+    uint64_t ticks;
+
+    pthread_mutex_t peer_mu; /* peer table */
+    size_t n_peers;
+    sinter_raft_id peer_ids[HOST_MAX_PEERS];
+    char *peer_urls[HOST_MAX_PEERS];
+
+    struct beatslot beats[HOST_MAX_PEERS]; /* loop only */
+    size_t n_beatslots;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers
+ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void hlog(struct sinter_raft_host *h, int level, uint32_t group, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void hlog(struct sinter_raft_host *h, int level, uint32_t group, const char *fmt, ...)
+{
+    if (level > h->o.log_level) {
+        return;
+    }
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (h->o.log != NULL) {
+        h->o.log(h->o.log_arg, level, group, buf);
+        return;
+    }
+    static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
+    const char *lv = level >= 0 && level <= 3 ? names[level] : "?";
+    if (group == UINT32_MAX) {
+        fprintf(stderr, "%s raft-host[%" PRIu64 "]: %s\n", lv, h->o.id, buf);
+    } else {
+        fprintf(stderr, "%s raft-host[%" PRIu64 "] g%u: %s\n", lv, h->o.id, group, buf);
+    }
+}
+
+const char *sinter_raft_host_peer_url(struct sinter_raft_host *h, sinter_raft_id id)
+{
+    const char *url = NULL;
+    if (h == NULL || id == 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&h->peer_mu);
+    for (size_t i = 0; i < h->n_peers; i++) {
+        if (h->peer_ids[i] == id) {
+            url = h->peer_urls[i]; /* never freed before stop */
+        }
+    }
+    pthread_mutex_unlock(&h->peer_mu);
+    return url;
+}
+
+static int peer_table_add(struct sinter_raft_host *h, sinter_raft_id id, const char *url)
+{
+    int rc = SINTER_OK;
+    pthread_mutex_lock(&h->peer_mu);
+    for (size_t i = 0; i < h->n_peers; i++) {
+        if (h->peer_ids[i] == id) {
+            rc = SINTER_EEXIST;
+        }
+    }
+    if (rc == SINTER_OK && h->n_peers >= HOST_MAX_PEERS) {
+        rc = SINTER_ETOOBIG;
+    }
+    if (rc == SINTER_OK) {
+        char *u = strdup(url);
+        if (u == NULL) {
+            rc = SINTER_ENOMEM;
+        } else {
+            h->peer_ids[h->n_peers] = id;
+            h->peer_urls[h->n_peers] = u;
+            h->n_peers++;
+        }
+    }
+    pthread_mutex_unlock(&h->peer_mu);
+    return rc;
+}
+
+/* Completes a request with the leader's address when the answer is "not the leader", so a client
+ * can retry there at once (Raft paper section 8: clients find the leader through redirects). */
+static void complete(struct group *g, sinter_raft_host_done_fn cb, void *arg, int rc,
+                     uint64_t index)
+{
+    if (cb == NULL) {
+        return;
+    }
+    sinter_raft_id leader = 0;
+    const char *url = NULL;
+    if (rc == SINTER_ENOTLEADER && g->r != NULL) {
+        leader = sinter_raft_leader(g->r);
+        url = sinter_raft_host_peer_url(g->h, leader);
+    }
+    cb(arg, rc, index, leader, url);
+}
+
+static void fail_pending(struct group *g, int rc)
+{
+    while (g->props != NULL) {
+        struct pending *p = g->props;
+        g->props = p->next;
+        complete(g, p->cb, p->arg, rc, 0);
+        free(p);
+    }
+    g->props_tail = NULL;
+    while (g->reads != NULL) {
+        struct pread *p = g->reads;
+        g->reads = p->next;
+        complete(g, p->cb, p->arg, rc, 0);
+        free(p);
+    }
+    while (g->snap_waiters != NULL) {
+        struct pending *p = g->snap_waiters;
+        g->snap_waiters = p->next;
+        complete(g, p->cb, p->arg, rc, 0);
+        free(p);
+    }
+}
+
+/* A store (or state-machine) failure stops the group, never the process: after a failed write or
+ * fsync nothing can be assumed about what reached the disk (sinter/raft_store.h), so the only safe
+ * continuation is to stop acting as this replica until an operator restarts the node. */
+static void group_fail(struct group *g, int rc, const char *what)
+{
+    if (g->error != SINTER_OK) {
+        return;
+    }
+    g->error = rc;
+    snprintf(g->errmsg, sizeof g->errmsg, "%s: %s", what, sinter_strerror(rc));
+    hlog(g->h, 0, g->id, "group stopped: %s (%s)", g->errmsg, sinter_errname(rc));
+    fail_pending(g, rc);
+}
+
+static void pending_add(struct group *g, uint64_t index, uint64_t term, uint64_t deadline,
+                        sinter_raft_host_done_fn cb, void *arg)
+{
+    struct pending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        complete(g, cb, arg, SINTER_ENOMEM, 0);
+        return;
+    }
+    p->index = index;
+    p->term = term;
+    p->deadline = deadline;
+    p->cb = cb;
+    p->arg = arg;
+    /* A new entry at or below a pending one means our log was cut back there (we lost leadership
+     * and got truncated, then won again): the older pending entries are gone for good. A
+     * committed entry is never truncated (Leader Completeness, paper 5.4), so this is "lost". */
+    struct pending **pp = &g->props;
+    while (*pp != NULL && (*pp)->index < index) {
+        pp = &(*pp)->next;
+    }
+    while (*pp != NULL) {
+        struct pending *old = *pp;
+        *pp = old->next;
+        complete(g, old->cb, old->arg, SINTER_ESTALE, old->index);
+        free(old);
+    }
+    *pp = p;
+    g->props_tail = p;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Inbox
+ */
+
+static int enqueue(struct sinter_raft_host *h, struct event *e)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->stopping && e->type != EV_SNAP_SENT && e->type != EV_SNAP_JOB) {
+        pthread_mutex_unlock(&h->mu);
+        return SINTER_ESHUTDOWN;
+    }
+    e->next = h->inbox;
+    h->inbox = e;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return SINTER_OK;
+}
+
+static struct event *event_new(int type, uint32_t group, size_t extra)
+{
+    struct event *e = calloc(1, sizeof *e + extra);
+    if (e != NULL) {
+        e->type = type;
+        e->group = group;
+    }
+    return e;
+}
+
+static void on_recv(void *arg, struct sinter_raft_transport_rx *rx)
+{
+    struct sinter_raft_host *h = arg;
+    struct event *e = event_new(EV_RX, 0, 0);
+    if (e == NULL) {
+        sinter_raft_transport_rx_release(rx); /* lost message: Raft retries */
+        return;
+    }
+    e->rx = rx;
+    if (enqueue(h, e) != SINTER_OK) {
+        sinter_raft_transport_rx_release(rx);
+        free(e);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Snapshot streaming: sending side (reader on nng threads, reading the store's snapshot file
+ * through its own descriptor) and receiving side (sink on nng threads, buffering in memory; the
+ * loop persists the whole snapshot before stepping the SNAPSHOT message into the core, so the core
+ * never installs a snapshot that is not durable).
+ */
+
+static int snap_out_read(void *arg, uint64_t offset, uint8_t *buf, uint32_t len)
+{
+    struct snap_out *so = arg;
+    if (offset != so->next) {
+        return SINTER_EINVAL; /* the transport reads in order; anything else is a bug */
+    }
+    size_t got = 0;
+    while (got < len) {
+        size_t n = 0;
+        int rc = sinter_store_snap_read(so->r, buf + got, len - got, &n);
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+        if (n == 0) {
+            return SINTER_ECORRUPT;
+        }
+        got += n;
+    }
+    so->next += len;
+    return SINTER_OK;
+}
+
+static void snap_out_done(void *arg, sinter_raft_id peer, uint32_t group, int rc)
+{
+    struct snap_out *so = arg;
+    struct sinter_raft_host *h = so->h;
+    sinter_store_snap_close(so->r);
+    free(so);
+    struct event *e = event_new(EV_SNAP_SENT, group, 0);
+    if (e == NULL) {
+        return; /* the core re-probes after 4 election timeouts */
+    }
+    e->id = peer;
+    e->ok = rc == SINTER_OK;
+    if (enqueue(h, e) != SINTER_OK) {
+        free(e);
+    }
+}
+
+static int sink_begin(void *arg, sinter_raft_id from, uint32_t group,
+                      const struct sinter_raft_msg *m, uint64_t total, void **stream)
+{
+    struct sinter_raft_host *h = arg;
+    if (group >= h->n_groups) {
+        return SINTER_EINVAL;
+    }
+    if (total > HOST_SNAP_RX_MAX) {
+        return SINTER_ETOOBIG;
+    }
+    struct snap_in *si = calloc(1, sizeof *si);
+    if (si == NULL) {
+        return SINTER_ENOMEM;
+    }
+    si->data = malloc(total != 0 ? (size_t)total : 1);
+    if (si->data == NULL) {
+        free(si);
+        return SINTER_ENOMEM;
+    }
+    si->group = group;
+    si->from = from;
+    si->msg = *m;
+    si->msg.entries = NULL;
+    si->msg.n_entries = 0;
+    si->total = total;
+    *stream = si;
+    return SINTER_OK;
+}
+
+static int sink_write(void *arg, void *stream, uint64_t offset, const uint8_t *data, uint32_t len)
+{
+    (void)arg;
+    struct snap_in *si = stream;
+    if (offset > si->total || len > si->total - offset) {
+        return SINTER_EBADLEN;
+    }
+    memcpy(si->data + offset, data, len);
+    return SINTER_OK;
+}
+
+static void sink_abort(void *arg, void *stream, int reason)
+{
+    (void)arg;
+    (void)reason;
+    struct snap_in *si = stream;
+    if (si != NULL) {
+        free(si->data);
+        free(si);
+    }
+}
+
+static int sink_finish(void *arg, void *stream, sinter_raft_id from, uint32_t group,
+                       const struct sinter_raft_msg *m)
+{
+    struct sinter_raft_host *h = arg;
+    (void)from;
+    (void)group;
+    (void)m;
+    struct event *e = event_new(EV_SNAP_RX, group, 0);
+    if (e == NULL) {
+        sink_abort(arg, stream, SINTER_ENOMEM);
+        return SINTER_ENOMEM;
+    }
+    e->snap_in = stream;
+    int rc = enqueue(h, e);
+    if (rc != SINTER_OK) {
+        sink_abort(arg, stream, rc);
+        free(e);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sending a ready's messages
+ */
+
+static int beat_push(struct beatvec *v, const struct sinter_raft_wire_beat *b)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        struct sinter_raft_wire_beat *nv = realloc(v->v, cap * sizeof *nv);
+        if (nv == NULL) {
+            return SINTER_ENOMEM;
+        }
+        v->v = nv;
+        v->cap = cap;
+    }
+    v->v[v->n++] = *b;
+    return SINTER_OK;
+}
+
+static struct beatslot *beat_slot(struct sinter_raft_host *h, sinter_raft_id peer)
+{
+    for (size_t i = 0; i < h->n_beatslots; i++) {
+        if (h->beats[i].peer == peer) {
+            return &h->beats[i];
+        }
+    }
+    if (h->n_beatslots == HOST_MAX_PEERS) {
+        return NULL;
+    }
+    struct beatslot *s = &h->beats[h->n_beatslots++];
+    memset(s, 0, sizeof *s);
+    s->peer = peer;
+    return s;
+}
+
+static void send_snapshot(struct group *g, const struct sinter_raft_msg *m)
+{
+    struct sinter_raft_host *h = g->h;
+    struct sinter_raft_snapshot_meta meta;
+    uint64_t size = 0;
+    struct sinter_store_snap_reader *r = NULL;
+    int rc = sinter_store_snap_open(g->s, &meta, &size, &r);
+    if (rc != SINTER_OK) {
+        hlog(h, 1, g->id, "cannot open snapshot for peer %" PRIu64 ": %s", m->to,
+             sinter_store_errmsg(g->s));
+        sinter_raft_report_snapshot(g->r, m->to, false);
+        return;
+    }
+    struct sinter_raft_msg sm = *m;
+    sm.snapshot = meta; /* the store's newest is, by construction, the core's snapshot */
+    struct snap_out *so = calloc(1, sizeof *so);
+    if (so == NULL) {
+        sinter_store_snap_close(r);
+        sinter_raft_report_snapshot(g->r, m->to, false);
+        return;
+    }
+    so->h = h;
+    so->group = g->id;
+    so->r = r;
+    rc = sinter_raft_transport_send_snapshot(h->t, g->id, &sm, size, snap_out_read, snap_out_done,
+                                             so);
+    if (rc != SINTER_OK) {
+        sinter_store_snap_close(r);
+        free(so);
+        if (rc != SINTER_EBUSY) { /* EBUSY: a stream for this group is already under way */
+            sinter_raft_report_snapshot(g->r, m->to, false);
+        }
+        return;
+    }
+    hlog(h, 2, g->id, "streaming snapshot %" PRIu64 " (%" PRIu64 " bytes) to %" PRIu64, meta.index,
+         size, m->to);
+}
+
+static void send_msgs(struct group *g, const struct sinter_raft_msg *msgs, size_t n)
+{
+    struct sinter_raft_host *h = g->h;
+    for (size_t i = 0; i < n; i++) {
+        const struct sinter_raft_msg *m = &msgs[i];
+        if (m->type == SINTER_RAFT_MSG_HEARTBEAT || m->type == SINTER_RAFT_MSG_HEARTBEAT_RESP) {
+            /* Coalesced at the end of the round: one frame per peer carries every group's beat. */
+            struct beatslot *s = beat_slot(h, m->to);
+            struct sinter_raft_wire_beat b = {.group = g->id,
+                                              .reject = m->reject,
+                                              .term = m->term,
+                                              .commit = m->commit,
+                                              .context = m->context};
+            if (s != NULL) {
+                beat_push(m->type == SINTER_RAFT_MSG_HEARTBEAT ? &s->hb : &s->resp, &b);
+            }
+            continue;
+        }
+        if (m->type == SINTER_RAFT_MSG_SNAPSHOT) {
+            send_snapshot(g, m);
+            continue;
+        }
+        int rc = sinter_raft_transport_send(h->t, g->id, m);
+        if (rc == SINTER_EBUSY) {
+            sinter_raft_report_unreachable(g->r, m->to);
+        } else if (rc != SINTER_OK && rc != SINTER_ENOTFOUND) {
+            hlog(h, 3, g->id, "send %s to %" PRIu64 ": %s", sinter_raft_msg_name(m->type), m->to,
+                 sinter_strerror(rc));
+        }
+    }
+}
+
+static void flush_beats(struct sinter_raft_host *h)
+{
+    for (size_t i = 0; i < h->n_beatslots; i++) {
+        struct beatslot *s = &h->beats[i];
+        for (int k = 0; k < 2; k++) {
+            struct beatvec *v = k == 0 ? &s->hb : &s->resp;
+            if (v->n == 0) {
+                continue;
+            }
+            int rc = sinter_raft_transport_send_heartbeats(h->t, s->peer, k == 1, v->v, v->n);
+            if (rc == SINTER_EBUSY && k == 0) {
+                for (size_t j = 0; j < v->n; j++) {
+                    struct group *g = &h->groups[v->v[j].group];
+                    if (g->error == SINTER_OK) {
+                        sinter_raft_report_unreachable(g->r, s->peer);
+                    }
+                }
+            }
+            v->n = 0;
+        }
+    }
+    sinter_raft_transport_flush(h->t, 0);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * State machine and snapshots on the loop
+ */
+
+static int sm_load_newest(struct group *g, const struct sinter_raft_snapshot_meta *want)
+{
+    struct sinter_raft_snapshot_meta meta;
+    struct sinter_raft_host_snap_reader hr = {NULL};
+    int rc = sinter_store_snap_open(g->s, &meta, NULL, &hr.r);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    if (want != NULL && (meta.index != want->index || meta.term != want->term)) {
+        sinter_store_snap_close(hr.r);
+        return SINTER_EINTERNAL;
+    }
+    rc = g->sm.snapshot_load != NULL ? g->sm.snapshot_load(g->sm.arg, g->id, meta.index, &hr)
+                                     : SINTER_EINVAL;
+    sinter_store_snap_close(hr.r);
+    if (rc == SINTER_OK) {
+        g->last_snap = meta.index;
+    }
+    return rc;
+}
+
+static void *job_main(void *arg)
+{
+    struct snap_job *j = arg;
+    struct group *g = j->g;
+    j->rc = g->sm.snapshot_save(g->sm.arg, g->id, j->copy, &j->w);
+    struct event *e = event_new(EV_SNAP_JOB, g->id, 0);
+    if (e != NULL) {
+        e->job = j;
+        if (enqueue(g->h, e) != SINTER_OK) {
+            free(e);
+        }
+    }
+    return NULL;
+}
+
+static void job_free(struct group *g, struct snap_job *j)
+{
+    pthread_join(j->th, NULL);
+    if (g->sm.snapshot_release != NULL) {
+        g->sm.snapshot_release(g->sm.arg, g->id, j->copy);
+    }
+    if (j->w.w != NULL) {
+        sinter_store_snap_abort(j->w.w);
+    }
+    free(j);
+}
+
+static void snap_waiters_done(struct group *g, int rc, uint64_t index)
+{
+    while (g->snap_waiters != NULL) {
+        struct pending *p = g->snap_waiters;
+        g->snap_waiters = p->next;
+        complete(g, p->cb, p->arg, rc, index);
+        free(p);
+    }
+}
+
+/* Starts a snapshot job when due. The copy is taken here, between readies, so it is exactly the
+ * state after `applied` entries; serialising it happens off the loop (dissertation 5.2 suggests
+ * copy-on-write for the same reason: clients must not wait while a snapshot is written). */
+static void maybe_snapshot(struct group *g)
+{
+    struct sinter_raft_host *h = g->h;
+    if (g->error != SINTER_OK || g->job != NULL) {
+        return;
+    }
+    uint64_t applied = sinter_raft_applied_index(g->r);
+    bool due = h->o.snapshot_every != 0 && applied >= g->last_snap + h->o.snapshot_every;
+    if (!due && !g->snap_requested) {
+        return;
+    }
+    if (applied <= g->last_snap || g->sm.snapshot_prepare == NULL || g->sm.snapshot_save == NULL) {
+        g->snap_requested = false;
+        snap_waiters_done(g, g->sm.snapshot_prepare == NULL ? SINTER_EINVAL : SINTER_OK,
+                          g->last_snap);
+        return;
+    }
+    g->snap_requested = false;
+    struct snap_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        return;
+    }
+    j->g = g;
+    int rc = sinter_raft_snapshot_meta_at(g->r, applied, &j->meta);
+    if (rc == SINTER_OK) {
+        rc = sinter_store_snap_begin(g->s, &j->meta, &j->w.w);
+    }
+    if (rc != SINTER_OK) {
+        hlog(h, 1, g->id, "cannot start snapshot at %" PRIu64 ": %s", applied, sinter_strerror(rc));
+        snap_waiters_done(g, rc, 0);
+        free(j);
+        return;
+    }
+    j->copy = g->sm.snapshot_prepare(g->sm.arg, g->id, applied);
+    if (j->copy == NULL) {
+        sinter_store_snap_abort(j->w.w);
+        snap_waiters_done(g, SINTER_ENOMEM, 0);
+        free(j);
+        return;
+    }
+    if (pthread_create(&j->th, NULL, job_main, j) != 0) {
+        if (g->sm.snapshot_release != NULL) {
+            g->sm.snapshot_release(g->sm.arg, g->id, j->copy);
+        }
+        sinter_store_snap_abort(j->w.w);
+        snap_waiters_done(g, SINTER_ENOMEM, 0);
+        free(j);
+        return;
+    }
+    g->job = j;
+}
+
+static void job_finished(struct group *g, struct snap_job *j)
+{
+    struct sinter_raft_host *h = g->h;
+    pthread_join(j->th, NULL);
+    g->job = NULL;
+    if (g->sm.snapshot_release != NULL) {
+        g->sm.snapshot_release(g->sm.arg, g->id, j->copy);
+    }
+    int rc = j->rc;
+    struct sinter_store_snap_writer *w = j->w.w;
+    j->w.w = NULL;
+    if (rc == SINTER_OK && g->error == SINTER_OK) {
+        rc = sinter_store_snap_finish(w);
+    } else {
+        sinter_store_snap_abort(w);
+        if (rc == SINTER_OK) {
+            rc = g->error;
+        }
+    }
+    uint64_t index = j->meta.index;
+    free(j);
+    if (rc != SINTER_OK) {
+        /* A failed snapshot costs nothing but log space: keep going and retry later. */
+        hlog(h, 1, g->id, "snapshot at %" PRIu64 " failed: %s", index, sinter_strerror(rc));
+        snap_waiters_done(g, rc, 0);
+        return;
+    }
+    g->last_snap = index;
+    g->taken++;
+    int crc = sinter_raft_compact(g->r, index, h->o.snapshot_trailing);
+    if (crc != SINTER_OK) {
+        hlog(h, 1, g->id, "core compaction at %" PRIu64 ": %s", index, sinter_strerror(crc));
+    }
+    /* Only whole segments at or below the durable snapshot go (the store enforces it). */
+    crc = sinter_store_compact(g->s, index);
+    if (crc != SINTER_OK) {
+        hlog(h, 1, g->id, "store compaction at %" PRIu64 ": %s", index, sinter_store_errmsg(g->s));
+    }
+    hlog(h, 2, g->id, "snapshot taken at %" PRIu64, index);
+    snap_waiters_done(g, SINTER_OK, index);
+}
+
+/* A snapshot from the leader arrived whole: make it durable, then let the core decide. The core
+ * installs it only if it is newer than our commit index and from a current leader; skip the disk
+ * work when it certainly will not. */
+static void snap_received(struct group *g, struct snap_in *si)
+{
+    struct sinter_raft_host *h = g->h;
+    const struct sinter_raft_snapshot_meta *meta = &si->msg.snapshot;
+    bool wanted = si->msg.term >= sinter_raft_term(g->r) &&
+                  meta->index > sinter_raft_commit_index(g->r) && g->job == NULL;
+    if (wanted) {
+        struct sinter_store_snap_writer *w = NULL;
+        int rc = sinter_store_snap_begin(g->s, meta, &w);
+        if (rc == SINTER_OK) {
+            rc = sinter_store_snap_write(w, si->data, (size_t)si->total);
+            if (rc == SINTER_OK) {
+                rc = sinter_store_snap_finish(w);
+            } else {
+                sinter_store_snap_abort(w);
+            }
+        }
+        if (rc != SINTER_OK) {
+            hlog(h, 1, g->id, "cannot store snapshot %" PRIu64 " from %" PRIu64 ": %s", meta->index,
+                 si->from, sinter_store_errmsg(g->s));
+            goto out;
+        }
+    }
+    int rc = sinter_raft_step(g->r, &si->msg);
+    if (rc != SINTER_OK) {
+        hlog(h, 1, g->id, "step SNAPSHOT: %s", sinter_strerror(rc));
+    }
+out:
+    free(si->data);
+    free(si);
+}
+
+static int install_snapshot(struct group *g, const struct sinter_raft_snapshot_meta *meta)
+{
+    int rc = sinter_store_snapshot_installed(g->s, meta);
+    if (rc != SINTER_OK) {
+        group_fail(g, rc, sinter_store_errmsg(g->s));
+        return rc;
+    }
+    rc = sm_load_newest(g, meta);
+    if (rc != SINTER_OK) {
+        group_fail(g, rc, "loading the installed snapshot into the state machine");
+        return rc;
+    }
+    g->installed++;
+    /* Proposals at or below the snapshot cannot be matched to an entry any more. */
+    while (g->props != NULL && g->props->index <= meta->index) {
+        struct pending *p = g->props;
+        g->props = p->next;
+        complete(g, p->cb, p->arg, SINTER_ETIMEOUT, p->index);
+        free(p);
+    }
+    if (g->props == NULL) {
+        g->props_tail = NULL;
+    }
+    hlog(g->h, 2, g->id, "installed snapshot %" PRIu64 " (term %" PRIu64 ")", meta->index,
+         meta->term);
+    return SINTER_OK;
+}
+
+static int apply_committed(struct group *g, const struct sinter_raft_entry *c, size_t n)
+{
+    if (n > g->abuf_cap) {
+        struct sinter_raft_host_entry *nb = realloc(g->abuf, n * sizeof *nb);
+        if (nb == NULL) {
+            return SINTER_ENOMEM;
+        }
+        g->abuf = nb;
+        g->abuf_cap = n;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].type == SINTER_RAFT_ENTRY_NORMAL) {
+            g->abuf[k++] = (struct sinter_raft_host_entry){
+                .index = c[i].index, .term = c[i].term, .data = c[i].data, .len = c[i].len};
+        }
+    }
+    if (k == 0) {
+        return SINTER_OK;
+    }
+    return g->sm.apply(g->sm.arg, g->id, g->abuf, k);
+}
+
+/* Resolves proposals against the committed entries (sinter_raft_propose: same index and term =
+ * committed; a different term at that index = lost). */
+static void resolve_props(struct group *g, const struct sinter_raft_entry *c, size_t n)
+{
+    for (size_t i = 0; i < n && g->props != NULL; i++) {
+        while (g->props != NULL && g->props->index <= c[i].index) {
+            struct pending *p = g->props;
+            g->props = p->next;
+            if (p->index == c[i].index && p->term == c[i].term) {
+                complete(g, p->cb, p->arg, SINTER_OK, p->index);
+            } else {
+                complete(g, p->cb, p->arg, SINTER_ENOTLEADER, p->index);
+            }
+            free(p);
+        }
+    }
+    if (g->props == NULL) {
+        g->props_tail = NULL;
+    }
+}
+
+static void serve_reads(struct group *g)
+{
+    uint64_t applied = sinter_raft_applied_index(g->r);
+    struct pread **pp = &g->reads;
+    while (*pp != NULL) {
+        struct pread *p = *pp;
+        if (p->confirmed && p->index <= applied) {
+            *pp = p->next;
+            complete(g, p->cb, p->arg, SINTER_OK, p->index);
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static void note_reads(struct group *g, const struct sinter_raft_read_state *rs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct pread **pp = &g->reads;
+        while (*pp != NULL && (*pp)->ctx != rs[i].ctx) {
+            pp = &(*pp)->next;
+        }
+        struct pread *p = *pp;
+        if (p == NULL) {
+            continue;
+        }
+        if (rs[i].rc != SINTER_OK) {
+            *pp = p->next;
+            complete(g, p->cb, p->arg, rs[i].rc, 0);
+            free(p);
+        } else {
+            p->confirmed = true;
+            p->index = rs[i].index;
+        }
+    }
+}
+
+/* One ready, handled in the order sinter/raft.h prescribes. Returns true if one was handled. */
+static bool handle_ready(struct group *g)
+{
+    struct sinter_raft_host *h = g->h;
+    if (g->error != SINTER_OK || !sinter_raft_has_ready(g->r)) {
+        return false;
+    }
+    struct sinter_raft_ready rd;
+    if (sinter_raft_ready(g->r, &rd) != SINTER_OK) {
+        return false;
+    }
+    if (rd.role != g->role || rd.leader != g->leader || rd.term != g->term) {
+        if (rd.role != g->role || rd.leader != g->leader) {
+            hlog(h, 2, g->id, "%s, term %" PRIu64 ", leader %" PRIu64,
+                 sinter_raft_role_name(rd.role), rd.term, rd.leader);
+        }
+        g->role = rd.role;
+        g->leader = rd.leader;
+        g->term = rd.term;
+        if (g->sm.on_role != NULL) {
+            g->sm.on_role(g->sm.arg, g->id, rd.role, rd.leader, rd.term);
+        }
+    }
+    /* 1. Messages that need nothing durable go out at once (dissertation 10.2.1). */
+    send_msgs(g, rd.msgs, rd.n_msgs);
+    /* 2. Persist: snapshot, then term/vote (fsync'd by the store before it returns: paper figure
+     * 2), then the new entries with one append (group commit). */
+    if (rd.snapshot_dirty && install_snapshot(g, &rd.snapshot) != SINTER_OK) {
+        return false;
+    }
+    if (rd.hard_state_dirty) {
+        int rc = sinter_store_save_hard_state(g->s, &rd.hard_state);
+        if (rc != SINTER_OK) {
+            group_fail(g, rc, sinter_store_errmsg(g->s));
+            return false;
+        }
+    }
+    if (rd.n_entries > 0) {
+        int rc = sinter_store_append(g->s, rd.entries, rd.n_entries);
+        if (rc != SINTER_OK) {
+            group_fail(g, rc, sinter_store_errmsg(g->s));
+            return false;
+        }
+    }
+    /* 3. Votes and append acknowledgements promise durable state: only now. */
+    send_msgs(g, rd.msgs_after_persist, rd.n_msgs_after_persist);
+    /* 4. Apply in one batch, complete proposals, note reads. */
+    if (rd.n_committed > 0) {
+        int rc = apply_committed(g, rd.committed, rd.n_committed);
+        if (rc != SINTER_OK) {
+            group_fail(g, rc, "state machine apply");
+            return false;
+        }
+        resolve_props(g, rd.committed, rd.n_committed);
+    }
+    note_reads(g, rd.reads, rd.n_reads);
+    /* 5. */
+    sinter_raft_advance(g->r, &rd);
+    serve_reads(g);
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Events
+ */
+
+static void handle_event(struct sinter_raft_host *h, struct event *e)
+{
+    struct group *g = e->group < h->n_groups ? &h->groups[e->group] : NULL;
+    switch (e->type) {
+    case EV_RX: {
+        const struct sinter_raft_transport_rx *rx = e->rx;
+        for (size_t i = 0; i < rx->n; i++) {
+            if (rx->groups[i] >= h->n_groups) {
+                continue;
+            }
+            struct group *mg = &h->groups[rx->groups[i]];
+            if (mg->error != SINTER_OK) {
+                continue;
+            }
+            int rc = sinter_raft_step(mg->r, &rx->msgs[i]);
+            if (rc != SINTER_OK) {
+                hlog(h, 3, mg->id, "step %s from %" PRIu64 ": %s",
+                     sinter_raft_msg_name(rx->msgs[i].type), rx->msgs[i].from, sinter_strerror(rc));
+            }
+        }
+        sinter_raft_transport_rx_release(e->rx);
+        break;
+    }
+    case EV_PROPOSE: {
+        if (g->error != SINTER_OK) {
+            complete(g, e->cb, e->arg, g->error, 0);
+            break;
+        }
+        uint64_t index = 0, term = 0;
+        int rc = sinter_raft_propose(g->r, e->data, e->len, &index, &term);
+        if (rc != SINTER_OK) {
+            complete(g, e->cb, e->arg, rc, 0);
+        } else {
+            pending_add(g, index, term, now_ms() + h->o.propose_timeout_ms, e->cb, e->arg);
+        }
+        break;
+    }
+    case EV_CHANGE: {
+        if (g->error != SINTER_OK) {
+            complete(g, e->cb, e->arg, g->error, 0);
+            break;
+        }
+        uint64_t index = 0;
+        int rc = sinter_raft_change_member(g->r, e->id, e->change, &index);
+        if (rc != SINTER_OK) {
+            complete(g, e->cb, e->arg, rc, 0);
+        } else {
+            hlog(h, 2, g->id, "membership change %d of %" PRIu64 " proposed at %" PRIu64, e->change,
+                 e->id, index);
+            pending_add(g, index, sinter_raft_term(g->r), now_ms() + h->o.propose_timeout_ms, e->cb,
+                        e->arg);
+        }
+        break;
+    }
+    case EV_READ: {
+        if (g->error != SINTER_OK) {
+            complete(g, e->cb, e->arg, g->error, 0);
+            break;
+        }
+        struct pread *p = calloc(1, sizeof *p);
+        if (p == NULL) {
+            complete(g, e->cb, e->arg, SINTER_ENOMEM, 0);
+            break;
+        }
+        p->ctx = ++g->read_ctx;
+        p->cb = e->cb;
+        p->arg = e->arg;
+        int rc = sinter_raft_read_index(g->r, p->ctx);
+        if (rc != SINTER_OK) {
+            free(p);
+            complete(g, e->cb, e->arg, rc, 0);
+            break;
+        }
+        p->next = g->reads;
+        g->reads = p;
+        break;
+    }
+    case EV_TRANSFER: {
+        int rc = g->error != SINTER_OK ? g->error : sinter_raft_transfer(g->r, e->id);
+        complete(g, e->cb, e->arg, rc, 0);
+        break;
+    }
+    case EV_SNAPNOW: {
+        if (g->error != SINTER_OK) {
+            complete(g, e->cb, e->arg, g->error, 0);
+            break;
+        }
+        struct pending *p = calloc(1, sizeof *p);
+        if (p == NULL) {
+            complete(g, e->cb, e->arg, SINTER_ENOMEM, 0);
+            break;
+        }
+        p->cb = e->cb;
+        p->arg = e->arg;
+        p->next = g->snap_waiters;
+        g->snap_waiters = p;
+        g->snap_requested = true;
+        break;
+    }
+    case EV_SNAP_RX:
+        if (g == NULL || g->error != SINTER_OK) {
+            sink_abort(h, e->snap_in, SINTER_ECANCELED);
+        } else {
+            snap_received(g, e->snap_in);
+        }
+        break;
+    case EV_SNAP_SENT:
+        if (g != NULL && g->error == SINTER_OK) {
+            sinter_raft_report_snapshot(g->r, e->id, e->ok);
+            if (e->ok) {
+                g->sent++;
+            }
+        }
+        break;
+    case EV_SNAP_JOB:
+        job_finished(g, e->job);
+        break;
+    default:
+        break;
+    }
+}
+
+static void expire(struct group *g, uint64_t now)
+{
+    struct pending **pp = &g->props;
+    g->props_tail = NULL;
+    while (*pp != NULL) {
+        struct pending *p = *pp;
+        if (p->deadline <= now) {
+            *pp = p->next;
+            complete(g, p->cb, p->arg, SINTER_ETIMEOUT, p->index);
+            free(p);
+        } else {
+            g->props_tail = p;
+            pp = &p->next;
+        }
+    }
+}
+
+static void publish(struct sinter_raft_host *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (uint32_t i = 0; i < h->n_groups; i++) {
+        struct group *g = &h->groups[i];
+        struct sinter_raft_host_status *st = &g->st;
+        if (g->r != NULL) {
+            struct sinter_raft_snapshot_meta sm;
+            sinter_raft_snapshot(g->r, &sm);
+            st->role = sinter_raft_role(g->r);
+            st->leader = sinter_raft_leader(g->r);
+            st->term = sinter_raft_term(g->r);
+            st->commit = sinter_raft_commit_index(g->r);
+            st->applied = sinter_raft_applied_index(g->r);
+            st->last_index = sinter_raft_last_index(g->r);
+            st->snapshot_index = sm.index;
+            sinter_raft_configuration(g->r, &st->config);
+        }
+        st->snapshots_taken = g->taken;
+        st->snapshots_installed = g->installed;
+        st->snapshots_sent = g->sent;
+        st->error = g->error;
+        snprintf(st->error_msg, sizeof st->error_msg, "%s", g->errmsg);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *loop_main(void *arg)
+{
+    struct sinter_raft_host *h = arg;
+    uint64_t next_tick = now_ms() + h->o.tick_ms;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        while (h->inbox == NULL && !h->stopping && now_ms() < next_tick) {
+            uint64_t wait = next_tick - now_ms();
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += (time_t)(wait / 1000u);
+            ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        }
+        if (h->stopping) {
+            pthread_mutex_unlock(&h->mu);
+            break;
+        }
+        struct event *list = h->inbox;
+        h->inbox = NULL;
+        pthread_mutex_unlock(&h->mu);
+
+        struct event *fifo = NULL; /* the inbox is LIFO: restore arrival order */
+        while (list != NULL) {
+            struct event *e = list;
+            list = e->next;
+            e->next = fifo;
+            fifo = e;
+        }
+        while (fifo != NULL) {
+            struct event *e = fifo;
+            fifo = e->next;
+            handle_event(h, e);
+            free(e);
+        }
+        uint64_t now = now_ms();
+        if (now >= next_tick) {
+            /* Every group ticks in the same round, so their heartbeats leave together. */
+            for (uint32_t i = 0; i < h->n_groups; i++) {
+                struct group *g = &h->groups[i];
+                if (g->error == SINTER_OK) {
+                    sinter_raft_tick(g->r);
+                    expire(g, now);
+                }
+            }
+            next_tick += h->o.tick_ms;
+            if (next_tick <= now) {
+                next_tick = now + h->o.tick_ms; /* we fell behind: do not burst */
+            }
+            pthread_mutex_lock(&h->mu);
+            h->ticks++;
+            pthread_mutex_unlock(&h->mu);
+        }
+        for (uint32_t i = 0; i < h->n_groups; i++) {
+            struct group *g = &h->groups[i];
+            for (int k = 0; k < HOST_READIES_PER_ROUND && handle_ready(g); k++) {
+            }
+            maybe_snapshot(g);
+        }
+        flush_beats(h);
+        publish(h);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Start / stop
+ */
+
+void sinter_raft_host_opts_default(struct sinter_raft_host_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->groups = 1;
+    o->tick_ms = 20;
+    o->election_ticks = 10;
+    o->heartbeat_ticks = 1;
+    o->snapshot_every = 8192;
+    o->snapshot_trailing = 1024;
+    o->propose_timeout_ms = 10000;
+    o->log_level = 2;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        return SINTER_EINVAL;
+    }
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                return SINTER_EIO;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+        return SINTER_EIO;
+    }
+    return SINTER_OK;
+}
+
+static void store_report(void *arg, const char *msg)
+{
+    struct group *g = arg;
+    hlog(g->h, 1, g->id, "store: %s", msg);
+}
+
+/* Opens the store, loads the newest snapshot into the state machine, restores the core (or
+ * bootstraps a fresh founding member). Failures leave the group in the failed state. */
+static void group_open(struct sinter_raft_host *h, struct group *g)
+{
+    char err[256] = "";
+    int rc;
+    if (snprintf(g->dir, sizeof g->dir, "%s/group-%u", h->data_dir, g->id) >= (int)sizeof g->dir) {
+        group_fail(g, SINTER_EINVAL, "data dir path too long");
+        return;
+    }
+    rc = mkdir_p(g->dir);
+    if (rc != SINTER_OK) {
+        group_fail(g, rc, g->dir);
+        return;
+    }
+    struct sinter_store_options so;
+    sinter_store_options_defaults(&so);
+    if (h->o.segment_size != 0) {
+        so.segment_size = h->o.segment_size;
+    }
+    so.report = store_report;
+    so.report_arg = g;
+    struct sinter_store_recovered rec;
+    memset(&rec, 0, sizeof rec);
+    rc = sinter_store_open(&g->s, g->dir, &so, &rec, err, sizeof err);
+    if (rc != SINTER_OK) {
+        group_fail(g, rc, err);
+        return;
+    }
+    struct sinter_raft_options ro;
+    sinter_raft_options_defaults(&ro, h->o.id);
+    ro.election_ticks = h->o.election_ticks;
+    ro.heartbeat_ticks = h->o.heartbeat_ticks;
+    ro.seed = h->o.seed * 1000003u + h->o.id * 7919u + g->id;
+    rc = sinter_raft_new(&g->r, &ro);
+    if (rc != SINTER_OK) {
+        sinter_store_recovered_free(&rec);
+        group_fail(g, rc, "creating the raft core");
+        return;
+    }
+    bool fresh = !rec.has_snapshot && rec.n_entries == 0 && rec.hard_state.term == 0;
+    if (fresh) {
+        if (h->o.bootstrap) {
+            struct sinter_raft_config cfg = {0};
+            /* The peer table holds this node and every --peer given at start. */
+            for (size_t i = 0; i < h->n_peers; i++) {
+                sinter_raft_config_add(&cfg, h->peer_ids[i], SINTER_RAFT_VOTER);
+            }
+            rc = sinter_raft_bootstrap(g->r, &cfg);
+            if (rc != SINTER_OK) {
+                group_fail(g, rc, "bootstrap");
+            }
+        }
+        sinter_store_recovered_free(&rec);
+        return;
+    }
+    uint64_t applied = 0;
+    if (rec.has_snapshot) {
+        rc = sm_load_newest(g, &rec.snapshot);
+        if (rc != SINTER_OK) {
+            sinter_store_recovered_free(&rec);
+            group_fail(g, rc, "loading the newest snapshot into the state machine");
+            return;
+        }
+        applied = rec.snapshot.index;
+    }
+    rc = sinter_raft_restore(g->r, rec.has_snapshot ? &rec.snapshot : NULL, &rec.hard_state,
+                             rec.entries, rec.n_entries, applied);
+    if (rc != SINTER_OK) {
+        sinter_store_recovered_free(&rec);
+        group_fail(g, rc, "restoring the raft core from the store");
+        return;
+    }
+    hlog(h, 2, g->id,
+         "restored: term %" PRIu64 ", snapshot %" PRIu64 ", %zu entries, commit hint %" PRIu64,
+         rec.hard_state.term, applied, rec.n_entries, rec.hard_state.commit);
+    sinter_store_recovered_free(&rec);
+}
+
+static void group_close(struct group *g)
+{
+    if (g->job != NULL) {
+        job_free(g, g->job);
+        g->job = NULL;
+    }
+    fail_pending(g, SINTER_ESHUTDOWN);
+    sinter_raft_close(g->r);
+    sinter_store_close(g->s);
+    free(g->abuf);
+}
+
+static void host_free(struct sinter_raft_host *h)
+{
+    for (size_t i = 0; i < h->n_peers; i++) {
+        free(h->peer_urls[i]);
+    }
+    for (size_t i = 0; i < h->n_beatslots; i++) {
+        free(h->beats[i].hb.v);
+        free(h->beats[i].resp.v);
+    }
+    free(h->groups);
+    free(h->listen_url);
+    free(h->data_dir);
+    pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->peer_mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_raft_host_opts *opts)
+{
+    *out = NULL;
+    if (opts == NULL || opts->id == 0 || opts->listen_url == NULL || opts->data_dir == NULL ||
+        opts->sm == NULL || opts->groups == 0 || opts->groups > SINTER_RAFT_HOST_MAX_GROUPS ||
+        opts->tick_ms == 0 || opts->n_peers >= HOST_MAX_PEERS ||
+        (opts->n_peers > 0 && opts->peers == NULL)) {
+        return SINTER_EINVAL;
+    }
+    struct sinter_raft_host *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        return SINTER_ENOMEM;
+    }
+    h->o = *opts;
+    h->o.peers = NULL; /* copied into the peer table */
+    pthread_mutex_init(&h->peer_mu, NULL);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    h->listen_url = strdup(opts->listen_url);
+    h->data_dir = strdup(opts->data_dir);
+    h->n_groups = opts->groups;
+    h->groups = calloc(opts->groups, sizeof *h->groups);
+    int rc = h->listen_url && h->data_dir && h->groups ? SINTER_OK : SINTER_ENOMEM;
+    if (rc == SINTER_OK) {
+        rc = peer_table_add(h, opts->id, opts->listen_url);
+    }
+    for (size_t i = 0; rc == SINTER_OK && i < opts->n_peers; i++) {
+        if (opts->peers[i].id == 0 || opts->peers[i].url == NULL) {
+            rc = SINTER_EINVAL;
+        } else {
+            rc = peer_table_add(h, opts->peers[i].id, opts->peers[i].url);
+        }
+    }
+    if (rc == SINTER_OK) {
+        rc = mkdir_p(opts->data_dir);
+    }
+    if (rc != SINTER_OK) {
+        host_free(h);
+        return rc;
+    }
+    /* Groups first: the transport delivers messages as soon as it is open. */
+    for (uint32_t i = 0; i < h->n_groups; i++) {
+        struct group *g = &h->groups[i];
+        g->id = i;
+        g->h = h;
+        opts->sm(opts->sm_arg, i, &g->sm);
+        if (g->sm.apply == NULL) {
+            group_fail(g, SINTER_EINVAL, "state machine without apply");
+            continue;
+        }
+        group_open(h, g);
+        if (g->r != NULL) {
+            g->role = sinter_raft_role(g->r);
+            g->term = sinter_raft_term(g->r);
+        }
+    }
+    struct sinter_raft_transport_peer tp[HOST_MAX_PEERS];
+    for (size_t i = 0; i < opts->n_peers; i++) {
+        tp[i].id = opts->peers[i].id;
+        tp[i].url = opts->peers[i].url;
+    }
+    struct sinter_raft_transport_opts to;
+    sinter_raft_transport_opts_default(&to);
+    to.self = opts->id;
+    to.listen_url = opts->listen_url;
+    to.peers = tp;
+    to.n_peers = opts->n_peers;
+    to.on_recv = on_recv;
+    to.on_recv_arg = h;
+    to.sink = (struct sinter_raft_snapshot_sink){.begin = sink_begin,
+                                                 .write = sink_write,
+                                                 .finish = sink_finish,
+                                                 .abort = sink_abort,
+                                                 .arg = h};
+    rc = sinter_raft_transport_open(&h->t, &to);
+    if (rc != SINTER_OK) {
+        hlog(h, 0, UINT32_MAX, "transport on %s: %s", opts->listen_url, sinter_strerror(rc));
+        for (uint32_t i = 0; i < h->n_groups; i++) {
+            group_close(&h->groups[i]);
+        }
+        host_free(h);
+        return rc;
+    }
+    publish(h);
+    if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
+        sinter_raft_transport_close(h->t);
+        for (uint32_t i = 0; i < h->n_groups; i++) {
+            group_close(&h->groups[i]);
+        }
+        host_free(h);
+        return SINTER_ENOMEM;
+    }
+    h->loop_started = true;
+    hlog(h, 2, UINT32_MAX, "started: %u group(s), listening on %s", h->n_groups, opts->listen_url);
+    *out = h;
+    return SINTER_OK;
+}
+
+void sinter_raft_host_stop(struct sinter_raft_host *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->stopping = true;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    if (h->loop_started) {
+        pthread_join(h->loop, NULL);
+    }
+    /* Streams end with done / abort callbacks that may still enqueue; the inbox is drained
+     * after this. */
+    sinter_raft_transport_close(h->t);
+    /* Helper threads finish (their events are ignored below: group_close frees the jobs). */
+    for (uint32_t i = 0; i < h->n_groups; i++) {
+        if (h->groups[i].job != NULL) {
+            pthread_join(h->groups[i].job->th, NULL);
+        }
+    }
+    pthread_mutex_lock(&h->mu);
+    struct event *list = h->inbox;
+    h->inbox = NULL;
+    pthread_mutex_unlock(&h->mu);
+    while (list != NULL) {
+        struct event *e = list;
+        list = e->next;
+        struct group *g = e->group < h->n_groups ? &h->groups[e->group] : NULL;
+        switch (e->type) {
+        case EV_RX:
+            sinter_raft_transport_rx_release(e->rx);
+            break;
+        case EV_SNAP_RX:
+            sink_abort(h, e->snap_in, SINTER_ESHUTDOWN);
+            break;
+        case EV_PROPOSE:
+        case EV_READ:
+        case EV_CHANGE:
+        case EV_TRANSFER:
+        case EV_SNAPNOW:
+            complete(g, e->cb, e->arg, SINTER_ESHUTDOWN, 0);
+            break;
+        default:
+            break;
+        }
+        free(e);
+    }
+    for (uint32_t i = 0; i < h->n_groups; i++) {
+        struct group *g = &h->groups[i];
+        if (g->job != NULL) {
+            /* joined above; release its copy and writer */
+            struct snap_job *j = g->job;
+            g->job = NULL;
+            if (g->sm.snapshot_release != NULL) {
+                g->sm.snapshot_release(g->sm.arg, g->id, j->copy);
+            }
+            sinter_store_snap_abort(j->w.w);
+            free(j);
+        }
+        group_close(g);
+    }
+    hlog(h, 2, UINT32_MAX, "stopped");
+    host_free(h);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * API
+ */
+
+static int submit(struct sinter_raft_host *h, int type, uint32_t group, sinter_raft_id id,
+                  int change, const void *data, uint32_t len, sinter_raft_host_done_fn cb,
+                  void *arg)
+{
+    if (h == NULL || group >= h->n_groups) {
+        return SINTER_EINVAL;
+    }
+    struct event *e = event_new(type, group, len);
+    if (e == NULL) {
+        return SINTER_ENOMEM;
+    }
+    e->id = id;
+    e->change = change;
+    e->cb = cb;
+    e->arg = arg;
+    e->len = len;
+    if (len > 0) {
+        memcpy(e->data, data, len);
+    }
+    int rc = enqueue(h, e);
+    if (rc != SINTER_OK) {
+        free(e);
+    }
+    return rc;
+}
+
+int sinter_raft_host_propose(struct sinter_raft_host *h, uint32_t group, const void *data,
+                             uint32_t len, sinter_raft_host_done_fn cb, void *arg)
+{
+    if (data == NULL || len == 0) {
+        return SINTER_EINVAL;
+    }
+    return submit(h, EV_PROPOSE, group, 0, 0, data, len, cb, arg);
+}
+
+int sinter_raft_host_read(struct sinter_raft_host *h, uint32_t group, sinter_raft_host_done_fn cb,
+                          void *arg)
+{
+    return submit(h, EV_READ, group, 0, 0, NULL, 0, cb, arg);
+}
+
+int sinter_raft_host_change_member(struct sinter_raft_host *h, uint32_t group, sinter_raft_id id,
+                                   int change, sinter_raft_host_done_fn cb, void *arg)
+{
+    if (id == 0 || change < SINTER_RAFT_ADD_LEARNER || change > SINTER_RAFT_REMOVE) {
+        return SINTER_EINVAL;
+    }
+    return submit(h, EV_CHANGE, group, id, change, NULL, 0, cb, arg);
+}
+
+int sinter_raft_host_transfer(struct sinter_raft_host *h, uint32_t group, sinter_raft_id to,
+                              sinter_raft_host_done_fn cb, void *arg)
+{
+    return submit(h, EV_TRANSFER, group, to, 0, NULL, 0, cb, arg);
+}
+
+int sinter_raft_host_snapshot_now(struct sinter_raft_host *h, uint32_t group,
+                                  sinter_raft_host_done_fn cb, void *arg)
+{
+    return submit(h, EV_SNAPNOW, group, 0, 0, NULL, 0, cb, arg);
+}
+
+int sinter_raft_host_add_peer(struct sinter_raft_host *h, sinter_raft_id id, const char *url)
+{
+    if (h == NULL || url == NULL || id == 0) {
+        return SINTER_EINVAL;
+    }
+    int rc = sinter_raft_transport_add_peer(h->t, id, url);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    return peer_table_add(h, id, url);
+}
+
+int sinter_raft_host_status(struct sinter_raft_host *h, uint32_t group,
+                            struct sinter_raft_host_status *st)
+{
+    if (h == NULL || group >= h->n_groups || st == NULL) {
+        return SINTER_EINVAL;
+    }
+    pthread_mutex_lock(&h->mu);
+    *st = h->groups[group].st;
+    pthread_mutex_unlock(&h->mu);
+    return SINTER_OK;
+}
+
+int sinter_raft_host_peer_stats(struct sinter_raft_host *h, sinter_raft_id peer,
+                                struct sinter_raft_transport_stats *st)
+{
+    if (h == NULL || st == NULL) {
+        return SINTER_EINVAL;
+    }
+    return sinter_raft_transport_stats(h->t, peer, st);
+}
+
+uint64_t sinter_raft_host_ticks(struct sinter_raft_host *h)
+{
+    pthread_mutex_lock(&h->mu);
+    uint64_t t = h->ticks;
+    pthread_mutex_unlock(&h->mu);
+    return t;
+}
+
+int sinter_raft_host_snap_write(struct sinter_raft_host_snap_writer *w, const void *data,
+                                size_t len)
+{
+    return sinter_store_snap_write(w->w, data, len);
+}
+
+int sinter_raft_host_snap_read(struct sinter_raft_host_snap_reader *r, void *buf, size_t cap,
+                               size_t *n)
+{
+    return sinter_store_snap_read(r->r, buf, cap, n);
+}

@@ -1,0 +1,629 @@
+/*
+ * Loopback cluster tests of raft-node (raft/host/): real processes, real disks, real sockets on
+ * 127.0.0.1 ports picked here.
+ *
+ * cluster_one_group: 3 nodes elect a leader and replicate; kill -9 of the leader elects another
+ *   with no acknowledged write lost; a killed follower restarted catches up by log; a follower
+ *   down while the others snapshot and compact catches up by snapshot (STATUS "installed");
+ *   a 4th node joins as learner, is promoted, and another node is removed while a writer thread
+ *   keeps proposing, and every acknowledged write is readable at the end.
+ * multi_group: 3 groups per process. With every group led by one node, the heartbeat frames that
+ *   node sends a peer are about one per tick round, each carrying the beats of all 3 groups
+ *   (coalescing, from the transport counters); leadership is then spread one group per node.
+ *
+ * Processes are stopped by PID (SIGTERM, then SIGKILL after a bound); every wait is bounded.
+ * Node logs are kept in the temp dir (printed on failure).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+
+#include <setjmp.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#define MAX_NODES 5
+#define WAIT_MS   20000
+
+struct node {
+    uint64_t id;
+    int raft_port;
+    int ctl_port;
+    pid_t pid;
+    char dir[512];
+};
+
+static const char *g_bin;
+static char g_tmp[256];
+static struct node N[MAX_NODES + 1]; /* N[1..4] */
+static unsigned g_groups = 1;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One request to a node's control socket. Returns 0 and the reply in out, or -1 (no answer). */
+static int ctl(const struct node *n, char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int ctl(const struct node *n, char *out, size_t cap, const char *fmt, ...)
+{
+    char req[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(req, sizeof req, fmt, ap);
+    va_end(ap);
+    out[0] = '\0';
+    nng_socket s;
+    if (nng_req0_open(&s) != 0) {
+        return -1;
+    }
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 1000);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 25000);
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, 600000); /* never resend a PUT by itself */
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", n->ctl_port);
+    int rc = -1;
+    char *buf = NULL;
+    size_t len = 0;
+    if (nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK) == 0 && nng_send(s, req, strlen(req), 0) == 0 &&
+        nng_recv(s, &buf, &len, NNG_FLAG_ALLOC) == 0) {
+        snprintf(out, cap, "%.*s", (int)len, buf);
+        nng_free(buf, len);
+        rc = 0;
+    }
+    nng_close(s);
+    return rc;
+}
+
+static void spawn(struct node *n, bool bootstrap, int n_peers)
+{
+    char *argv[64];
+    char bufs[32][600];
+    int a = 0, b = 0;
+    argv[a++] = (char *)g_bin;
+#define ARG(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
+        argv[a++] = bufs[b++];                                                                     \
+    } while (0)
+    ARG("--id");
+    ARG("%" PRIu64, n->id);
+    ARG("--listen");
+    ARG("tcp://127.0.0.1:%d", n->raft_port);
+    ARG("--client-listen");
+    ARG("tcp://127.0.0.1:%d", n->ctl_port);
+    ARG("--data");
+    ARG("%s", n->dir);
+    ARG("--groups");
+    ARG("%u", g_groups);
+    ARG("--segment-size");
+    ARG("1048576");
+    ARG("--snapshot-trailing");
+    ARG("20");
+    for (int i = 1; i <= n_peers; i++) {
+        if (&N[i] != n) {
+            ARG("--peer");
+            ARG("%" PRIu64 "=tcp://127.0.0.1:%d", N[i].id, N[i].raft_port);
+        }
+    }
+    if (bootstrap) {
+        argv[a++] = "--bootstrap";
+    }
+    argv[a] = NULL;
+#undef ARG
+    char logp[600];
+    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+        }
+        execv(g_bin, argv);
+        _exit(127);
+    }
+    n->pid = pid;
+    /* Wait until the control socket answers. */
+    char out[8192];
+    uint64_t end = now_ms() + WAIT_MS;
+    while (now_ms() < end) {
+        if (ctl(n, out, sizeof out, "STATUS") == 0) {
+            return;
+        }
+        sleep_ms(50);
+    }
+    fail_msg("node %" PRIu64 " did not come up", n->id);
+}
+
+static void kill9(struct node *n)
+{
+    if (n->pid > 0) {
+        kill(n->pid, SIGKILL);
+        waitpid(n->pid, NULL, 0);
+        n->pid = 0;
+    }
+}
+
+static int g_bad_exits; /* graceful stops that did not exit 0 (e.g. sanitizer reports) */
+
+static void stop_node(struct node *n)
+{
+    if (n->pid <= 0) {
+        return;
+    }
+    kill(n->pid, SIGTERM);
+    uint64_t end = now_ms() + 30000;
+    while (now_ms() < end) {
+        int ws = 0;
+        if (waitpid(n->pid, &ws, WNOHANG) == n->pid) {
+            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+                fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
+                g_bad_exits++;
+            }
+            n->pid = 0;
+            return;
+        }
+        sleep_ms(50);
+    }
+    kill9(n);
+}
+
+struct gst {
+    char role[24];
+    uint64_t leader, term, commit, applied, last, snap, taken, installed, sent;
+    char voters[64], learners[64];
+};
+
+static bool parse_group(const char *status, unsigned g, struct gst *o)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "group %u ", g);
+    const char *p = strstr(status, pat);
+    if (p == NULL) {
+        return false;
+    }
+    unsigned gg;
+    return sscanf(p,
+                  "group %u role %23s leader %" SCNu64 " term %" SCNu64 " commit %" SCNu64
+                  " applied %" SCNu64 " last %" SCNu64 " snap %" SCNu64 " taken %" SCNu64
+                  " installed %" SCNu64 " sent %" SCNu64 " voters %63s learners %63s",
+                  &gg, o->role, &o->leader, &o->term, &o->commit, &o->applied, &o->last, &o->snap,
+                  &o->taken, &o->installed, &o->sent, o->voters, o->learners) == 13;
+}
+
+static bool group_status(const struct node *n, unsigned g, struct gst *o)
+{
+    char out[8192];
+    return n->pid > 0 && ctl(n, out, sizeof out, "STATUS") == 0 && parse_group(out, g, o);
+}
+
+/* The leader of group g agreed on by every live node in [1, upto]; 0 on timeout. */
+static int wait_leader(unsigned g, int upto)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    while (now_ms() < end) {
+        int leader = 0;
+        bool agree = true;
+        for (int i = 1; i <= upto; i++) {
+            struct gst st;
+            if (N[i].pid <= 0) {
+                continue;
+            }
+            if (!group_status(&N[i], g, &st)) {
+                agree = false;
+                break;
+            }
+            if (strcmp(st.role, "leader") == 0) {
+                leader = i;
+            }
+        }
+        if (agree && leader != 0) {
+            for (int i = 1; i <= upto; i++) {
+                struct gst st;
+                if (N[i].pid > 0 && group_status(&N[i], g, &st) && st.leader != N[leader].id) {
+                    agree = false;
+                }
+            }
+            if (agree) {
+                return leader;
+            }
+        }
+        sleep_ms(100);
+    }
+    return 0;
+}
+
+/* Replicates key=val in group g through whichever live node leads; true once acknowledged. */
+static bool put(unsigned g, int upto, const char *key, const char *val)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    char out[512];
+    while (now_ms() < end) {
+        for (int i = 1; i <= upto; i++) {
+            struct gst st;
+            if (N[i].pid <= 0 || !group_status(&N[i], g, &st) || strcmp(st.role, "leader") != 0) {
+                continue;
+            }
+            if (ctl(&N[i], out, sizeof out, "PUT %u %s %s", g, key, val) == 0 &&
+                strncmp(out, "OK ", 3) == 0) {
+                return true;
+            }
+        }
+        sleep_ms(50);
+    }
+    return false;
+}
+
+static bool wait_local(const struct node *n, unsigned g, const char *key, const char *val)
+{
+    char out[2048], want[1100];
+    snprintf(want, sizeof want, "OK %s", val);
+    uint64_t end = now_ms() + WAIT_MS;
+    while (now_ms() < end) {
+        if (ctl(n, out, sizeof out, "LOCAL %u %s", g, key) == 0 && strcmp(out, want) == 0) {
+            return true;
+        }
+        sleep_ms(50);
+    }
+    return false;
+}
+
+static void dump_logs(void)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "tail -n 30 %s/node*.log 1>&2", g_tmp);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "(could not print node logs)\n");
+    }
+}
+
+static void setup_nodes(int n, const char *tag)
+{
+    for (int i = 1; i <= n; i++) {
+        N[i].id = (uint64_t)i;
+        N[i].raft_port = free_port();
+        N[i].ctl_port = free_port();
+        N[i].pid = 0;
+        snprintf(N[i].dir, sizeof N[i].dir, "%s/%s-n%d", g_tmp, tag, i);
+        assert_true(N[i].raft_port > 0 && N[i].ctl_port > 0);
+    }
+}
+
+static void stop_all(void)
+{
+    for (int i = 1; i <= MAX_NODES; i++) {
+        stop_node(&N[i]);
+    }
+}
+
+/* ---- writer thread for the membership phase ------------------------------------------------ */
+
+static volatile bool w_stop;
+static int w_acked; /* keys w0..w(acked-1) were acknowledged */
+static int w_upto;
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    char key[32];
+    while (!w_stop) {
+        snprintf(key, sizeof key, "w%d", w_acked);
+        if (put(0, w_upto, key, key)) {
+            __atomic_store_n(&w_acked, w_acked + 1, __ATOMIC_RELEASE);
+        }
+        sleep_ms(20);
+    }
+    return NULL;
+}
+
+static void cluster_one_group(void **state)
+{
+    (void)state;
+    g_groups = 1;
+    setup_nodes(4, "g1");
+    for (int i = 1; i <= 3; i++) {
+        spawn(&N[i], true, 3);
+    }
+    char out[8192], key[32], val[32];
+
+    /* Election and replication. */
+    int l = wait_leader(0, 3);
+    if (l == 0) {
+        dump_logs();
+    }
+    assert_int_not_equal(l, 0);
+    for (int k = 1; k <= 20; k++) {
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(val, sizeof val, "v%d", k);
+        assert_true(put(0, 3, key, val));
+    }
+    for (int i = 1; i <= 3; i++) {
+        assert_true(wait_local(&N[i], 0, "k20", "v20"));
+        assert_int_equal(ctl(&N[i], out, sizeof out, "KEYS 0"), 0);
+        assert_string_equal(out, "OK 20");
+    }
+
+    /* kill -9 the leader: another is elected and nothing acknowledged is lost. */
+    kill9(&N[l]);
+    int l2 = wait_leader(0, 3);
+    assert_int_not_equal(l2, 0);
+    assert_int_not_equal(l2, l);
+    for (int k = 21; k <= 30; k++) {
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(val, sizeof val, "v%d", k);
+        assert_true(put(0, 3, key, val));
+    }
+    for (int k = 1; k <= 30; k++) {
+        snprintf(val, sizeof val, "OK v%d", k);
+        assert_int_equal(ctl(&N[l2], out, sizeof out, "GET 0 k%d", k), 0);
+        assert_string_equal(out, val);
+    }
+    /* The old leader restarts and catches up by log. */
+    spawn(&N[l], true, 3);
+    assert_true(wait_local(&N[l], 0, "k30", "v30"));
+    struct gst st;
+    assert_true(group_status(&N[l], 0, &st));
+    assert_int_equal(st.installed, 0);
+
+    /* kill -9 a follower, keep writing, restart it: it catches up by log. */
+    l2 = wait_leader(0, 3);
+    int f = l2 == 1 ? 2 : 1;
+    kill9(&N[f]);
+    for (int k = 31; k <= 40; k++) {
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(val, sizeof val, "v%d", k);
+        assert_true(put(0, 3, key, val));
+    }
+    spawn(&N[f], true, 3);
+    assert_true(wait_local(&N[f], 0, "k40", "v40"));
+    assert_true(group_status(&N[f], 0, &st));
+    assert_int_equal(st.installed, 0);
+
+    /* Down long enough for the others to snapshot and compact past it: catches up by snapshot. */
+    l2 = wait_leader(0, 3);
+    f = l2 == 3 ? 2 : 3;
+    kill9(&N[f]);
+    for (int k = 41; k <= 140; k++) {
+        snprintf(key, sizeof key, "k%d", k);
+        snprintf(val, sizeof val, "v%d", k);
+        assert_true(put(0, 3, key, val));
+    }
+    for (int i = 1; i <= 3; i++) {
+        if (N[i].pid > 0) {
+            assert_int_equal(ctl(&N[i], out, sizeof out, "SNAPSHOT 0"), 0);
+            assert_true(strncmp(out, "OK ", 3) == 0);
+        }
+    }
+    /* The leader's log now starts past the follower's (status is published once per loop round,
+     * so poll). */
+    uint64_t end = now_ms() + WAIT_MS;
+    while ((!group_status(&N[l2], 0, &st) || st.snap < 100) && now_ms() < end) {
+        sleep_ms(50);
+    }
+    assert_true(st.snap >= 100);
+    spawn(&N[f], true, 3);
+    assert_true(wait_local(&N[f], 0, "k140", "v140"));
+    assert_true(group_status(&N[f], 0, &st));
+    assert_true(st.installed >= 1);
+    assert_int_equal(ctl(&N[f], out, sizeof out, "KEYS 0"), 0);
+    assert_string_equal(out, "OK 140");
+
+    /* Membership: node 4 joins as learner, is promoted, another node is removed, all while a
+     * writer keeps proposing. */
+    spawn(&N[4], false, 3);
+    for (int i = 1; i <= 4; i++) {
+        assert_int_equal(ctl(&N[i], out, sizeof out, "PEER 4 tcp://127.0.0.1:%d", N[4].raft_port),
+                         0);
+        assert_string_equal(out, "OK");
+    }
+    w_stop = false;
+    w_acked = 0;
+    w_upto = 4;
+    pthread_t wt;
+    assert_int_equal(pthread_create(&wt, NULL, writer_main, NULL), 0);
+    sleep_ms(300);
+    l2 = wait_leader(0, 3);
+    assert_int_not_equal(l2, 0);
+    assert_int_equal(ctl(&N[l2], out, sizeof out, "ADD 0 4 learner"), 0);
+    assert_true(strncmp(out, "OK ", 3) == 0);
+    assert_true(wait_local(&N[4], 0, "k140", "v140"));
+    l2 = wait_leader(0, 3);
+    assert_int_equal(ctl(&N[l2], out, sizeof out, "ADD 0 4 voter"), 0);
+    assert_true(strncmp(out, "OK ", 3) == 0);
+    int rm = l2 == 1 ? 2 : 1;
+    l2 = wait_leader(0, 4);
+    assert_int_equal(ctl(&N[l2], out, sizeof out, "REMOVE 0 %d", rm), 0);
+    assert_true(strncmp(out, "OK ", 3) == 0);
+    assert_true(group_status(&N[l2], 0, &st));
+    assert_null(strchr(st.voters, (char)('0' + rm)));
+    assert_non_null(strchr(st.voters, '4'));
+    sleep_ms(500);
+    w_stop = true;
+    pthread_join(wt, NULL);
+    stop_node(&N[rm]);
+    assert_int_equal(g_bad_exits, 0);
+    int acked = __atomic_load_n(&w_acked, __ATOMIC_ACQUIRE);
+    fprintf(stderr, "membership phase: %d writes acknowledged during the changes\n", acked);
+    assert_true(acked > 5);
+    l2 = wait_leader(0, 4);
+    assert_int_not_equal(l2, 0);
+    for (int k = 0; k < acked; k++) {
+        snprintf(val, sizeof val, "OK w%d", k);
+        assert_int_equal(ctl(&N[l2], out, sizeof out, "GET 0 w%d", k), 0);
+        assert_string_equal(out, val);
+    }
+    snprintf(key, sizeof key, "w%d", acked - 1);
+    assert_true(wait_local(&N[4], 0, key, key));
+    stop_all();
+    assert_int_equal(g_bad_exits, 0);
+}
+
+static bool peer_counters(const struct node *n, uint64_t peer, uint64_t *ticks, uint64_t *frames,
+                          uint64_t *beats)
+{
+    char out[8192], pat[32];
+    if (ctl(n, out, sizeof out, "STATUS") != 0 ||
+        sscanf(out, "node %*u ticks %" SCNu64, ticks) != 1) {
+        return false;
+    }
+    snprintf(pat, sizeof pat, "peer %" PRIu64 " ", peer);
+    const char *p = strstr(out, pat);
+    int c;
+    return p != NULL && sscanf(p, "peer %*u connected %d hb_frames %" SCNu64 " beats %" SCNu64, &c,
+                               frames, beats) == 3;
+}
+
+static void multi_group(void **state)
+{
+    (void)state;
+    g_groups = 3;
+    setup_nodes(3, "g3");
+    for (int i = 1; i <= 3; i++) {
+        spawn(&N[i], true, 3);
+    }
+    char out[8192];
+    /* Every group led by node 1. */
+    for (unsigned g = 0; g < 3; g++) {
+        int l = wait_leader(g, 3);
+        assert_int_not_equal(l, 0);
+        uint64_t end = now_ms() + WAIT_MS;
+        while (l != 1 && now_ms() < end) {
+            ctl(&N[l], out, sizeof out, "TRANSFER %u 1", g);
+            sleep_ms(300);
+            l = wait_leader(g, 3);
+        }
+        assert_int_equal(l, 1);
+    }
+    for (unsigned g = 0; g < 3; g++) {
+        assert_int_equal(wait_leader(g, 3), 1);
+    }
+    /* Coalescing: frames node 1 -> node 2 per tick round, and beats per frame. */
+    uint64_t t0, f0, b0, t1, f1, b1;
+    assert_true(peer_counters(&N[1], 2, &t0, &f0, &b0));
+    sleep_ms(2000);
+    assert_true(peer_counters(&N[1], 2, &t1, &f1, &b1));
+    uint64_t ticks = t1 - t0, frames = f1 - f0, beats = b1 - b0;
+    fprintf(stderr,
+            "coalesced heartbeats 1->2: %" PRIu64 " ticks, %" PRIu64 " frames, %" PRIu64 " beats\n",
+            ticks, frames, beats);
+    assert_true(ticks >= 20);
+    assert_true(frames * 10 <= ticks * 13 + 50); /* ~1 frame per round, not 3 */
+    assert_true(frames * 10 >= ticks * 5);
+    assert_true(beats * 10 >= frames * 27); /* every frame carries the 3 groups' beats */
+    assert_true(beats * 10 <= frames * 33);
+
+    /* Spread leadership: group g led by node g + 1. */
+    for (unsigned g = 1; g < 3; g++) {
+        uint64_t end = now_ms() + WAIT_MS;
+        int l = wait_leader(g, 3);
+        while (l != (int)g + 1 && now_ms() < end) {
+            ctl(&N[l], out, sizeof out, "TRANSFER %u %u", g, g + 1);
+            sleep_ms(300);
+            l = wait_leader(g, 3);
+        }
+        assert_int_equal(l, (int)g + 1);
+    }
+    int seen[4] = {0};
+    for (unsigned g = 0; g < 3; g++) {
+        int l = wait_leader(g, 3);
+        assert_true(l >= 1 && l <= 3);
+        seen[l]++;
+        char key[16];
+        snprintf(key, sizeof key, "g%u", g);
+        assert_true(put(g, 3, key, key));
+        for (int i = 1; i <= 3; i++) {
+            assert_true(wait_local(&N[i], g, key, key));
+        }
+    }
+    assert_int_equal(seen[1], 1);
+    assert_int_equal(seen[2], 1);
+    assert_int_equal(seen[3], 1);
+    stop_all();
+    assert_int_equal(g_bad_exits, 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    stop_all();
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s path/to/raft-node\n", argv[0]);
+        return 2;
+    }
+    g_bin = argv[1];
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-raft-node-XXXXXX");
+    if (mkdtemp(g_tmp) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(cluster_one_group, teardown),
+        cmocka_unit_test_teardown(multi_group, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char grep[400];
+    snprintf(grep, sizeof grep, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
+    if (system(grep) == 0) {
+        fprintf(stderr, "a node log holds a sanitizer report\n");
+        rc = 1;
+    }
+    if (rc == 0) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "could not remove %s\n", g_tmp);
+        }
+    } else {
+        dump_logs();
+        fprintf(stderr, "node logs and data kept in %s\n", g_tmp);
+    }
+    return rc;
+}
