@@ -14,6 +14,7 @@ pkgs=(
   libsqlite3-dev sqlite3                              # coordinator state, TCC fence (SQLite)
   libpq-dev postgresql                                # XA resource, TCC fence (PostgreSQL), tests
   libcmocka-dev                                       # unit tests
+  libinih-dev                                         # sinter-tc configuration file (INI)
   clang libclang-rt-14-dev llvm                       # libFuzzer targets, sanitizer runtimes
   clang-format                                        # the committed .clang-format
   procps iproute2                                     # ps/kill/ss used by test scripts

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Runs a 3-node sinter-tc cluster on loopback for development and demos.
+#
+#   deploy/local-cluster.sh start  [DIR]   start the 3 nodes (data, logs, pids under DIR)
+#   deploy/local-cluster.sh status [DIR]   which nodes run, which node leads each raft group
+#   deploy/local-cluster.sh stop   [DIR]   stop the nodes by their PID files (SIGTERM, then KILL)
+#
+# DIR defaults to build/local-cluster. Environment: SINTER_TC (binary, default build/bin/sinter-tc),
+# SINTER_GROUPS (raft groups, default 2), SINTER_CLIENT_PORT / SINTER_RAFT_PORT (first port of
+# each range, defaults 18091 / 17091; node N uses +N-1). The shared secret is generated on the
+# first start and kept in DIR/secret; clients read it from there. status and stop reuse the
+# settings of the start (DIR/cluster.env).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cmd=${1:-}
+dir=${2:-$root/build/local-cluster}
+bin=${SINTER_TC:-$root/build/bin/sinter-tc}
+groups=${SINTER_GROUPS:-2}
+cport=${SINTER_CLIENT_PORT:-18091}
+rport=${SINTER_RAFT_PORT:-17091}
+nodes=(1 2 3)
+# status and stop use the ports and group count the cluster was started with.
+if [[ $cmd != start && -f $dir/cluster.env ]]; then
+  # shellcheck disable=SC1091
+  source "$dir/cluster.env"
+fi
+
+client_url() { echo "tcp://127.0.0.1:$((cport + $1 - 1))"; }
+raft_url() { echo "tcp://127.0.0.1:$((rport + $1 - 1))"; }
+
+# The PID in DIR/nodeN.pid if that process is alive and is a sinter-tc (a recycled PID is not
+# ours to signal).
+live_pid() {
+  local f="$dir/node$1.pid" pid
+  [[ -f $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'sinter-tc' || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {
+  if [[ ! -x $bin ]]; then
+    echo "local-cluster: $bin not found: build first (cmake --build build)" >&2
+    exit 1
+  fi
+  mkdir -p "$dir"
+  if [[ ! -s $dir/secret ]]; then
+    (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/secret")
+  fi
+  cat >"$dir/cluster.ini" <<EOF
+; written by deploy/local-cluster.sh
+[raft]
+groups = $groups
+[tc]
+secret = $(<"$dir/secret")
+EOF
+  chmod 600 "$dir/cluster.ini"
+  printf 'groups=%d\ncport=%d\nrport=%d\n' "$groups" "$cport" "$rport" >"$dir/cluster.env"
+  for n in "${nodes[@]}"; do
+    if pid=$(live_pid "$n"); then
+      echo "node $n already running (pid $pid)"
+      continue
+    fi
+    local args=(--config "$dir/cluster.ini" --id "$n" --client-listen "$(client_url "$n")"
+                --raft-listen "$(raft_url "$n")" --data-dir "$dir/node$n")
+    for p in "${nodes[@]}"; do
+      [[ $p == "$n" ]] || args+=(--peer "$p=$(raft_url "$p"),$(client_url "$p")")
+    done
+    nohup "$bin" "${args[@]}" >>"$dir/node$n.log" 2>&1 </dev/null &
+    echo $! >"$dir/node$n.pid"
+  done
+  for n in "${nodes[@]}"; do
+    local port=$((cport + n - 1)) i
+    for ((i = 0; i < 100; i++)); do
+      port_open "$port" && break
+      if ! live_pid "$n" >/dev/null; then
+        echo "local-cluster: node $n exited; see $dir/node$n.log:" >&2
+        tail -n 5 "$dir/node$n.log" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+    port_open "$port" || { echo "local-cluster: node $n not listening on $port" >&2; exit 1; }
+  done
+  echo "sinter-tc cluster running in $dir ($groups raft group(s))"
+  for n in "${nodes[@]}"; do
+    echo "  node $n: client $(client_url "$n")  raft $(raft_url "$n")  pid $(live_pid "$n")"
+  done
+  echo "  shared secret: $dir/secret"
+}
+
+status() {
+  local any=0
+  for n in "${nodes[@]}"; do
+    if pid=$(live_pid "$n"); then
+      echo "node $n: running (pid $pid), client $(client_url "$n")"
+      any=1
+    else
+      echo "node $n: stopped"
+    fi
+  done
+  [[ $any == 1 ]] || return 0
+  # Leaders from the nodes' own role-change log lines ("role leader, leader N, term T"): the
+  # newest term seen for a group among running nodes wins. (sinterctl will ask ClusterMeta.)
+  for ((g = 0; g < groups; g++)); do
+    local best_term=-1 best_leader=unknown
+    for n in "${nodes[@]}"; do
+      live_pid "$n" >/dev/null || continue
+      local line
+      line=$(grep -E "group=$g msg=\"role [a-z-]+, leader [0-9]+, term [0-9]+\"" \
+               "$dir/node$n.log" 2>/dev/null | tail -n 1) || true
+      [[ -n $line ]] || continue
+      local leader term
+      leader=$(sed -E 's/.*leader ([0-9]+), term.*/\1/' <<<"$line")
+      term=$(sed -E 's/.*term ([0-9]+)".*/\1/' <<<"$line")
+      if ((term > best_term)); then
+        best_term=$term
+        best_leader=$leader
+      fi
+    done
+    if [[ $best_leader == unknown || $best_leader == 0 ]]; then
+      echo "group $g: no leader known"
+    else
+      echo "group $g: leader node $best_leader (term $best_term), client $(client_url "$best_leader")"
+    fi
+  done
+}
+
+stop() {
+  local pids=()
+  for n in "${nodes[@]}"; do
+    if pid=$(live_pid "$n"); then
+      kill -TERM "$pid"
+      pids+=("$n:$pid")
+    fi
+  done
+  for np in "${pids[@]}"; do
+    local n=${np%%:*} pid=${np#*:} i
+    for ((i = 0; i < 300; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "node $n (pid $pid) did not stop in 30 s: SIGKILL"
+      kill -KILL "$pid"
+    fi
+    echo "node $n stopped"
+    rm -f "$dir/node$n.pid"
+  done
+  ((${#pids[@]} > 0)) || echo "no node running in $dir"
+}
+
+case "$cmd" in
+start) start ;;
+stop) stop ;;
+status) status ;;
+*)
+  echo "usage: $0 start|stop|status [DIR]" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,409 @@
+/*
+ * sinter-tc configuration: defaults, INI file (inih), command-line flags (getopt_long) and
+ * validation (see tc/config.h for the keys).
+ *
+ * One table drives the file and the flags, so a key and its flag cannot drift apart and every
+ * error names the key the operator has to fix ("raft.groups"), whichever source set it.
+ */
+#include "tc/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "sinter/error.h"
+#include "tc/command.h"
+
+enum ktype { K_U64, K_U32, K_INT, K_STR, K_BOOL };
+
+struct key {
+    const char *section;
+    const char *name;
+    const char *flag; /* long option */
+    enum ktype type;
+    size_t off;
+};
+
+#define KEY(sec, nm, fl, ty, field)                                                                \
+    {                                                                                              \
+        sec, nm, fl, ty, offsetof(struct sinter_tc_config, field)                                  \
+    }
+
+static const struct key keys[] = {
+    KEY("node", "id", "id", K_U64, node_id),
+    KEY("node", "client_listen", "client-listen", K_STR, client_listen),
+    KEY("node", "raft_listen", "raft-listen", K_STR, raft_listen),
+    KEY("node", "data_dir", "data-dir", K_STR, data_dir),
+    KEY("node", "http_port", "http-port", K_U32, http_port),
+    KEY("node", "log_level", "log-level", K_INT, log_level),
+    KEY("raft", "groups", "groups", K_U32, groups),
+    KEY("raft", "tick_ms", "tick-ms", K_U32, tick_ms),
+    KEY("raft", "election_ticks", "election-ticks", K_U32, election_ticks),
+    KEY("raft", "snapshot_every", "snapshot-every", K_U64, snapshot_every),
+    KEY("raft", "bootstrap", NULL, K_BOOL, bootstrap),
+    KEY("tc", "secret", "secret", K_STR, secret),
+    KEY("tc", "default_timeout_ms", "default-timeout-ms", K_U64, default_timeout_ms),
+    KEY("tc", "retry_initial_ms", "retry-initial-ms", K_U64, retry_initial_ms),
+    KEY("tc", "retry_max_ms", "retry-max-ms", K_U64, retry_max_ms),
+    KEY("tc", "max_commit_retry_ms", "max-commit-retry-ms", K_U64, max_commit_retry_ms),
+    KEY("tc", "max_rollback_retry_ms", "max-rollback-retry-ms", K_U64, max_rollback_retry_ms),
+};
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+/* Long options beyond the key table. */
+enum { OPT_CONFIG = 1000, OPT_PEER, OPT_JOIN, OPT_HELP, OPT_KEY0 };
+
+void sinter_tc_config_init(struct sinter_tc_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->log_level = 2;
+    c->groups = 1;
+    c->tick_ms = 20;
+    c->election_ticks = 10;
+    c->snapshot_every = 8192;
+    c->bootstrap = true;
+    c->default_timeout_ms = 60000; /* Seata's default global transaction timeout */
+    c->retry_initial_ms = 1000;    /* Seata's committing/rollbacking retry period */
+    c->retry_max_ms = 60000;
+    c->max_commit_retry_ms = 24ull * 3600 * 1000;
+    c->max_rollback_retry_ms = 24ull * 3600 * 1000;
+}
+
+static void peers_clear(struct sinter_tc_config *c)
+{
+    for (size_t i = 0; i < c->n_peers; i++) {
+        free(c->peers[i].raft_url);
+        free(c->peers[i].client_url);
+    }
+    c->n_peers = 0;
+}
+
+void sinter_tc_config_free(struct sinter_tc_config *c)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (keys[i].type == K_STR) {
+            char **p = (char **)((char *)c + keys[i].off);
+            free(*p);
+            *p = NULL;
+        }
+    }
+    peers_clear(c);
+}
+
+static bool parse_u64(const char *v, uint64_t *out)
+{
+    if (v == NULL || *v < '0' || *v > '9') {
+        return false; /* strtoull accepts "-1" and spaces: refuse them */
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static int set_key(struct sinter_tc_config *c, const struct key *k, const char *v, char *err,
+                   size_t errlen)
+{
+    void *p = (char *)c + k->off;
+    uint64_t x = 0;
+    switch (k->type) {
+    case K_STR: {
+        char *s = strdup(v);
+        if (s == NULL) {
+            return SINTER_ENOMEM;
+        }
+        free(*(char **)p);
+        *(char **)p = s;
+        return SINTER_OK;
+    }
+    case K_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "yes") == 0) {
+            *(bool *)p = true;
+        } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "no") == 0) {
+            *(bool *)p = false;
+        } else {
+            snprintf(err, errlen, "%s.%s = '%s': not a boolean (true/false)", k->section, k->name,
+                     v);
+            return SINTER_ECONFIG;
+        }
+        return SINTER_OK;
+    case K_U64:
+    case K_U32:
+    case K_INT:
+        if (!parse_u64(v, &x) || (k->type == K_U32 && x > UINT32_MAX) ||
+            (k->type == K_INT && x > 1000000)) {
+            snprintf(err, errlen, "%s.%s = '%s': not a non-negative integer in range", k->section,
+                     k->name, v);
+            return SINTER_ECONFIG;
+        }
+        if (k->type == K_U64) {
+            *(uint64_t *)p = x;
+        } else if (k->type == K_U32) {
+            *(uint32_t *)p = (uint32_t)x;
+        } else {
+            *(int *)p = (int)x;
+        }
+        return SINTER_OK;
+    }
+    return SINTER_EINTERNAL;
+}
+
+/* "RAFT_URL,CLIENT_URL" for peer id. */
+static int add_peer(struct sinter_tc_config *c, uint64_t id, const char *v, char *err,
+                    size_t errlen)
+{
+    const char *comma = strchr(v, ',');
+    if (comma == NULL || comma == v || comma[1] == '\0' || strchr(comma + 1, ',') != NULL) {
+        snprintf(err, errlen, "peers.%" PRIu64 " = '%s': expected RAFT_URL,CLIENT_URL", id, v);
+        return SINTER_ECONFIG;
+    }
+    if (c->n_peers == SINTER_TC_MAX_PEERS) {
+        snprintf(err, errlen, "peers: more than %d peers", SINTER_TC_MAX_PEERS);
+        return SINTER_ECONFIG;
+    }
+    struct sinter_tc_peer *p = &c->peers[c->n_peers];
+    p->id = id;
+    p->raft_url = strndup(v, (size_t)(comma - v));
+    p->client_url = strdup(comma + 1);
+    c->n_peers++;
+    return p->raft_url != NULL && p->client_url != NULL ? SINTER_OK : SINTER_ENOMEM;
+}
+
+/* "ID=RAFT_URL,CLIENT_URL" from --peer. */
+static int add_peer_flag(struct sinter_tc_config *c, const char *v, char *err, size_t errlen)
+{
+    const char *eq = strchr(v, '=');
+    char idtext[32];
+    uint64_t id = 0;
+    if (eq == NULL || (size_t)(eq - v) >= sizeof idtext) {
+        snprintf(err, errlen, "--peer '%s': expected ID=RAFT_URL,CLIENT_URL", v);
+        return SINTER_ECONFIG;
+    }
+    memcpy(idtext, v, (size_t)(eq - v));
+    idtext[eq - v] = '\0';
+    if (!parse_u64(idtext, &id)) {
+        snprintf(err, errlen, "--peer '%s': peer id is not a number", v);
+        return SINTER_ECONFIG;
+    }
+    return add_peer(c, id, eq + 1, err, errlen);
+}
+
+struct ini_ctx {
+    struct sinter_tc_config *c;
+    char *err;
+    size_t errlen;
+    int rc;
+};
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_ctx *x = user;
+    if (x->rc != SINTER_OK) {
+        return 0;
+    }
+    if (strcmp(section, "peers") == 0) {
+        uint64_t id = 0;
+        if (!parse_u64(name, &id)) {
+            snprintf(x->err, x->errlen, "peers.%s: the key must be the peer's node id", name);
+            x->rc = SINTER_ECONFIG;
+            return 0;
+        }
+        x->rc = add_peer(x->c, id, value, x->err, x->errlen);
+        return x->rc == SINTER_OK;
+    }
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (strcmp(section, keys[i].section) == 0 && strcmp(name, keys[i].name) == 0) {
+            x->rc = set_key(x->c, &keys[i], value, x->err, x->errlen);
+            return x->rc == SINTER_OK;
+        }
+    }
+    /* An unknown key is a typo until proven otherwise: refuse it rather than run with a default
+     * the operator did not mean. */
+    snprintf(x->err, x->errlen, "%s.%s: unknown key", section, name);
+    x->rc = SINTER_ECONFIG;
+    return 0;
+}
+
+const char *sinter_tc_config_usage(void)
+{
+    return "usage: sinter-tc [--config FILE] [--id N] [--client-listen URL] [--raft-listen URL]\n"
+           "                 [--data-dir DIR] [--peer ID=RAFT_URL,CLIENT_URL]... [--groups G]\n"
+           "                 [--tick-ms MS] [--election-ticks N] [--snapshot-every N] [--join]\n"
+           "                 [--secret S] [--default-timeout-ms MS] [--retry-initial-ms MS]\n"
+           "                 [--retry-max-ms MS] [--max-commit-retry-ms MS]\n"
+           "                 [--max-rollback-retry-ms MS] [--http-port P] [--log-level 0..3]\n"
+           "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
+           "[peers]. --join: not a founding member (no bootstrap on a fresh data dir).\n";
+}
+
+int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, bool *help, char *err,
+                          size_t errlen)
+{
+    struct option opts[N_KEYS + 5];
+    size_t n = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (keys[i].flag != NULL) {
+            opts[n++] = (struct option){keys[i].flag, required_argument, NULL, OPT_KEY0 + (int)i};
+        }
+    }
+    opts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    opts[n++] = (struct option){"peer", required_argument, NULL, OPT_PEER};
+    opts[n++] = (struct option){"join", no_argument, NULL, OPT_JOIN};
+    opts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+    *help = false;
+    err[0] = '\0';
+
+    /* Pass 1: the file, so that flags (pass 2) override it whatever their order. */
+    const char *file = NULL;
+    opterr = 0;
+    optind = 0; /* glibc: 0 also resets its internal state */
+    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+        if (o == OPT_CONFIG) {
+            file = optarg;
+        } else if (o == OPT_HELP) {
+            *help = true;
+            return SINTER_OK;
+        } else if (o == '?') {
+            snprintf(err, errlen, "unknown or incomplete flag '%s'", argv[optind - 1]);
+            return SINTER_ECONFIG;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+        return SINTER_ECONFIG;
+    }
+    if (file != NULL) {
+        struct ini_ctx x = {c, err, errlen, SINTER_OK};
+        int line = ini_parse(file, ini_cb, &x);
+        if (x.rc != SINTER_OK) {
+            return x.rc;
+        }
+        if (line == -1) {
+            snprintf(err, errlen, "config file %s: cannot open: %s", file, strerror(errno));
+            return SINTER_ECONFIG;
+        }
+        if (line != 0) {
+            snprintf(err, errlen, "config file %s: syntax error on line %d", file, line);
+            return SINTER_ECONFIG;
+        }
+    }
+    optind = 0;
+    bool cli_peers = false;
+    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+        int rc = SINTER_OK;
+        if (o == OPT_PEER) {
+            if (!cli_peers) {
+                peers_clear(c);
+                cli_peers = true;
+            }
+            rc = add_peer_flag(c, optarg, err, errlen);
+        } else if (o == OPT_JOIN) {
+            c->bootstrap = false;
+        } else if (o >= OPT_KEY0 && o < OPT_KEY0 + (int)N_KEYS) {
+            rc = set_key(c, &keys[o - OPT_KEY0], optarg, err, errlen);
+        }
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+    }
+    return SINTER_OK;
+}
+
+static bool url_ok(const char *u)
+{
+    /* TLS (tls+tcp://) arrives with its own config switch; until then plain TCP only. */
+    return u != NULL && strncmp(u, "tcp://", 6) == 0 && u[6] != '\0' && strlen(u) < 200;
+}
+
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+        return SINTER_ECONFIG;                                                                     \
+    } while (0)
+
+int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_t errlen)
+{
+    if (c->node_id == 0) {
+        BAD("node.id: required, a non-zero integer unique in the cluster");
+    }
+    if (!url_ok(c->client_listen)) {
+        BAD("node.client_listen = '%s': required, tcp://HOST:PORT",
+            c->client_listen ? c->client_listen : "");
+    }
+    if (!url_ok(c->raft_listen)) {
+        BAD("node.raft_listen = '%s': required, tcp://HOST:PORT",
+            c->raft_listen ? c->raft_listen : "");
+    }
+    if (strcmp(c->client_listen, c->raft_listen) == 0) {
+        BAD("node.raft_listen: must differ from node.client_listen");
+    }
+    if (c->data_dir == NULL || c->data_dir[0] == '\0' || strlen(c->data_dir) > 3000) {
+        BAD("node.data_dir: required, a directory path");
+    }
+    if (c->http_port > 65535) {
+        BAD("node.http_port = %u: must be 0..65535", c->http_port);
+    }
+    if (c->log_level < 0 || c->log_level > 3) {
+        BAD("node.log_level = %d: must be 0..3", c->log_level);
+    }
+    if (c->groups < 1 || c->groups > SINTER_TC_MAX_GROUPS) {
+        BAD("raft.groups = %u: must be 1..%d", c->groups, SINTER_TC_MAX_GROUPS);
+    }
+    if (c->tick_ms < 1 || c->tick_ms > 10000) {
+        BAD("raft.tick_ms = %u: must be 1..10000", c->tick_ms);
+    }
+    if (c->election_ticks < 3 || c->election_ticks > 1000) {
+        BAD("raft.election_ticks = %u: must be 3..1000", c->election_ticks);
+    }
+    for (size_t i = 0; i < c->n_peers; i++) {
+        const struct sinter_tc_peer *p = &c->peers[i];
+        if (p->id == 0 || p->id == c->node_id) {
+            BAD("peers.%" PRIu64 ": a peer id must be non-zero and differ from node.id", p->id);
+        }
+        if (!url_ok(p->raft_url) || !url_ok(p->client_url)) {
+            BAD("peers.%" PRIu64 ": both URLs must be tcp://HOST:PORT", p->id);
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (c->peers[j].id == p->id) {
+                BAD("peers.%" PRIu64 ": listed twice", p->id);
+            }
+        }
+    }
+    if (c->secret == NULL || c->secret[0] == '\0') {
+        BAD("tc.secret: required (clients authenticate with it at RegisterTM / RegisterRM)");
+    }
+    if (strlen(c->secret) > 256) {
+        BAD("tc.secret: longer than 256 bytes (the wire's credential limit)");
+    }
+    if (c->default_timeout_ms < 1 || c->default_timeout_ms > SINTER_TC_MAX_TIMEOUT_MS) {
+        BAD("tc.default_timeout_ms = %" PRIu64 ": must be 1..%llu", c->default_timeout_ms,
+            (unsigned long long)SINTER_TC_MAX_TIMEOUT_MS);
+    }
+    if (c->retry_initial_ms < 1 || c->retry_initial_ms > c->retry_max_ms) {
+        BAD("tc.retry_initial_ms = %" PRIu64 ": must be 1..tc.retry_max_ms (%" PRIu64 ")",
+            c->retry_initial_ms, c->retry_max_ms);
+    }
+    if (c->retry_max_ms > 3600ull * 1000) {
+        BAD("tc.retry_max_ms = %" PRIu64 ": must be at most 3600000", c->retry_max_ms);
+    }
+    if (c->max_commit_retry_ms < c->retry_initial_ms) {
+        BAD("tc.max_commit_retry_ms = %" PRIu64 ": must be at least tc.retry_initial_ms",
+            c->max_commit_retry_ms);
+    }
+    if (c->max_rollback_retry_ms < c->retry_initial_ms) {
+        BAD("tc.max_rollback_retry_ms = %" PRIu64 ": must be at least tc.retry_initial_ms",
+            c->max_rollback_retry_ms);
+    }
+    return SINTER_OK;
+}

@@ -1,0 +1,93 @@
+/*
+ * tc/config.h — sinter-tc configuration (internal to tc/).
+ *
+ * Sources, later ones overriding earlier ones: built-in defaults, the INI file given with
+ * --config (parsed by inih, libinih-dev), then command-line flags (getopt_long). Everything is
+ * validated once at start by sinter_tc_config_validate(): a bad value stops the server before it
+ * touches the disk or the network, with SINTER_ECONFIG and a message naming the key.
+ *
+ * File layout (keys; the flag that overrides each is in brackets):
+ *
+ *   [node]
+ *   id = 1                                  [--id]             non-zero, unique in the cluster
+ *   client_listen = tcp://127.0.0.1:8091    [--client-listen]  TM/RM RPC (sinter transport)
+ *   raft_listen = tcp://127.0.0.1:7091      [--raft-listen]    node-to-node raft traffic
+ *   data_dir = /var/lib/sinter              [--data-dir]       DIR/group-N/{raft log, tc.sqlite}
+ *   http_port = 0                           [--http-port]      0 = off (HTTP comes later)
+ *   log_level = 2                           [--log-level]      0 error .. 3 debug
+ *   [raft]
+ *   groups = 1                              [--groups]         1..256
+ *   tick_ms = 20                            [--tick-ms]
+ *   election_ticks = 10                     [--election-ticks]
+ *   snapshot_every = 8192                   [--snapshot-every] 0 = never
+ *   bootstrap = true                        [--join sets false] founding member of the cluster
+ *   [peers]
+ *   2 = tcp://10.0.0.2:7091,tcp://10.0.0.2:8091   [--peer 2=RAFT_URL,CLIENT_URL] (repeatable)
+ *   [tc]
+ *   secret = ...                            [--secret]         shared secret, required
+ *   default_timeout_ms = 60000              [--default-timeout-ms]
+ *   retry_initial_ms = 1000                 [--retry-initial-ms]  phase-2 backoff start
+ *   retry_max_ms = 60000                    [--retry-max-ms]      phase-2 backoff cap
+ *   max_commit_retry_ms = 86400000          [--max-commit-retry-ms]   phase-2 deadline, commit
+ *   max_rollback_retry_ms = 86400000        [--max-rollback-retry-ms] phase-2 deadline, rollback
+ */
+#ifndef SINTER_TC_CONFIG_H
+#define SINTER_TC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SINTER_TC_MAX_PEERS  15  /* + this node = SINTER_PROTO_MAX_MEMBERS */
+#define SINTER_TC_MAX_GROUPS 256 /* SINTER_PROTO_MAX_GROUPS: ClusterMeta lists every group */
+
+struct sinter_tc_peer {
+    uint64_t id;
+    char *raft_url;   /* malloc'ed */
+    char *client_url; /* malloc'ed */
+};
+
+struct sinter_tc_config {
+    uint64_t node_id;
+    char *client_listen; /* malloc'ed strings; NULL = not set */
+    char *raft_listen;
+    char *data_dir;
+    uint32_t http_port;
+    int log_level;
+    uint32_t groups;
+    uint32_t tick_ms;
+    uint32_t election_ticks;
+    uint64_t snapshot_every;
+    bool bootstrap;
+    struct sinter_tc_peer peers[SINTER_TC_MAX_PEERS];
+    size_t n_peers;
+    char *secret;
+    uint64_t default_timeout_ms;
+    uint64_t retry_initial_ms;
+    uint64_t retry_max_ms;
+    uint64_t max_commit_retry_ms;
+    uint64_t max_rollback_retry_ms;
+};
+
+/* Fills defaults (no id, URLs, data dir or secret). Ownership: writes *c only. */
+void sinter_tc_config_init(struct sinter_tc_config *c);
+
+/* Frees the strings inside c (not c). */
+void sinter_tc_config_free(struct sinter_tc_config *c);
+
+/* Reads --config FILE (if given) and then every other flag of argv into c, which must have been
+ * initialised. *help is set when --help was asked (c is then incomplete). Ownership: copies what
+ * it keeps; argv is only read (getopt_long may permute it).
+ * Errors: SINTER_ECONFIG (unknown flag, unreadable file, syntax error, bad number or unknown key;
+ * err names the key or the line), SINTER_ENOMEM. */
+int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, bool *help, char *err,
+                          size_t errlen);
+
+/* Checks every value and the relations between them. Errors: SINTER_ECONFIG with err naming the
+ * key, e.g. "raft.groups = 0: must be 1..256". */
+int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_t errlen);
+
+/* The usage text for --help and for a flag error. Static string. */
+const char *sinter_tc_config_usage(void);
+
+#endif /* SINTER_TC_CONFIG_H */
