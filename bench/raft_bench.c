@@ -1,0 +1,516 @@
+/*
+ * raft-bench — commit throughput and latency of Sinter's raft host (include/sinter/raft_host.h).
+ *
+ * Setup: three hosts in ONE process (each its own event loop, store and nng transport), talking
+ * over loopback TCP on free ports, each with its own data directory under $TMPDIR (default /tmp):
+ * a real disk, fsync on, exactly the code path raft-node runs. One group. The state machine is a
+ * fixed table of --fsm-slots slots of --entry-size bytes (entry i overwrites slot i % slots), so
+ * apply is a memcpy and a snapshot is the table (512 KiB by default); craft-bench uses the same
+ * state machine.
+ *
+ * Method: wait for a leader, warm up, then for each concurrency C keep exactly C proposals in
+ * flight at the leader (each completion re-proposes from the completion callback), for --seconds.
+ * Latency is propose -> completion callback (committed on a majority and applied on the leader).
+ * Printed per row: entries/s, p50/p99/p99.9/max latency, the longest gap between consecutive
+ * commits (a snapshot stall shows up there), snapshots taken (leader/all nodes) and errors.
+ *
+ *   raft-bench [--concurrency 1,16,64,256] [--seconds 5] [--warmup 1] [--entry-size 128]
+ *              [--snapshot-every N | --no-snapshots] [--fsm-slots 4096] [--log-level 1]
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "bench_common.h"
+#include "sinter/raft_host.h"
+
+#define NODES 3
+
+/* ---- the state machine: a table of slots --------------------------------------------------- */
+
+struct fsm { /* touched only on its host's loop thread */
+    uint8_t *table;
+    size_t slots;
+    uint32_t slot_size;
+    uint64_t applied;
+};
+
+struct snapcopy {
+    uint8_t *p;
+    size_t len;
+};
+
+static int fsm_apply(void *arg, uint32_t group, const struct sinter_raft_host_entry *e, size_t n)
+{
+    (void)group;
+    struct fsm *f = arg;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t key = 0;
+        size_t kl = e[i].len < 8 ? e[i].len : 8;
+        memcpy(&key, e[i].data, kl);
+        size_t len = e[i].len < f->slot_size ? e[i].len : f->slot_size;
+        memcpy(f->table + (key % f->slots) * f->slot_size, e[i].data, len);
+        f->applied++;
+    }
+    return SINTER_OK;
+}
+
+static void *fsm_prepare(void *arg, uint32_t group, uint64_t index)
+{
+    (void)group;
+    (void)index;
+    struct fsm *f = arg;
+    struct snapcopy *c = malloc(sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->len = f->slots * f->slot_size;
+    c->p = malloc(c->len);
+    if (c->p == NULL) {
+        free(c);
+        return NULL;
+    }
+    memcpy(c->p, f->table, c->len);
+    return c;
+}
+
+static int fsm_save(void *arg, uint32_t group, void *copy, struct sinter_raft_host_snap_writer *w)
+{
+    (void)arg;
+    (void)group;
+    struct snapcopy *c = copy;
+    return sinter_raft_host_snap_write(w, c->p, c->len);
+}
+
+static void fsm_release(void *arg, uint32_t group, void *copy)
+{
+    (void)arg;
+    (void)group;
+    struct snapcopy *c = copy;
+    if (c != NULL) {
+        free(c->p);
+        free(c);
+    }
+}
+
+static int fsm_load(void *arg, uint32_t group, uint64_t index,
+                    struct sinter_raft_host_snap_reader *r)
+{
+    (void)group;
+    (void)index;
+    struct fsm *f = arg;
+    size_t off = 0, cap = f->slots * f->slot_size;
+    for (;;) {
+        uint8_t buf[65536];
+        size_t n = 0;
+        int rc = sinter_raft_host_snap_read(r, buf, sizeof buf, &n);
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (n > cap - off) {
+            return SINTER_ECORRUPT;
+        }
+        memcpy(f->table + off, buf, n);
+        off += n;
+    }
+    return off == cap ? SINTER_OK : SINTER_ECORRUPT;
+}
+
+static void fsm_fill(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out)
+{
+    (void)group;
+    memset(out, 0, sizeof *out);
+    out->apply = fsm_apply;
+    out->snapshot_prepare = fsm_prepare;
+    out->snapshot_save = fsm_save;
+    out->snapshot_release = fsm_release;
+    out->snapshot_load = fsm_load;
+    out->arg = sm_arg;
+}
+
+/* ---- the load ------------------------------------------------------------------------------ */
+
+struct bench;
+
+struct slot {
+    struct bench *b;
+    uint64_t start_ns;
+    uint8_t *payload;
+};
+
+struct bench {
+    struct sinter_raft_host *leader;
+    uint32_t entry_size;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool running;      /* re-propose on completion */
+    bool counting;     /* completions count towards the row */
+    unsigned inflight; /* proposals not yet completed */
+    uint64_t done, errors, seq;
+    uint64_t last_ns, max_gap_ns;
+    int last_err;
+    struct bench_lat lat;
+};
+
+static void on_done(void *arg, int rc, uint64_t index, sinter_raft_id leader, const char *url);
+
+/* Starts one proposal for slot s. Called with b->mu NOT held. */
+static void propose(struct slot *s)
+{
+    struct bench *b = s->b;
+    pthread_mutex_lock(&b->mu);
+    uint64_t seq = b->seq++;
+    pthread_mutex_unlock(&b->mu);
+    memcpy(s->payload, &seq, sizeof seq);
+    s->start_ns = bench_now_ns();
+    int rc = sinter_raft_host_propose(b->leader, 0, s->payload, b->entry_size, on_done, s);
+    if (rc != SINTER_OK) {
+        pthread_mutex_lock(&b->mu);
+        b->errors++;
+        b->last_err = rc;
+        b->inflight--;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
+static void on_done(void *arg, int rc, uint64_t index, sinter_raft_id leader, const char *url)
+{
+    (void)index;
+    (void)leader;
+    (void)url;
+    struct slot *s = arg;
+    struct bench *b = s->b;
+    uint64_t now = bench_now_ns();
+    pthread_mutex_lock(&b->mu);
+    if (rc == SINTER_OK) {
+        bench_lat_add(&b->lat, now - s->start_ns);
+        if (b->counting) {
+            b->done++;
+            if (b->last_ns != 0 && now - b->last_ns > b->max_gap_ns) {
+                b->max_gap_ns = now - b->last_ns;
+            }
+            b->last_ns = now;
+        }
+    } else {
+        b->errors++;
+        b->last_err = rc;
+    }
+    bool again = b->running && rc != SINTER_ESHUTDOWN;
+    if (!again) {
+        b->inflight--;
+        pthread_cond_broadcast(&b->cv);
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (again) {
+        propose(s);
+    }
+}
+
+/* ---- setup --------------------------------------------------------------------------------- */
+
+static int g_log_level = 1;
+
+static void host_log(void *arg, int level, uint32_t group, const char *msg)
+{
+    (void)group;
+    if (level <= g_log_level) {
+        fprintf(stderr, "raft-bench n%d: %s\n", (int)(intptr_t)arg, msg);
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: raft-bench [options]\n%s"
+            "  --snapshot-every N   snapshot every N applied entries (default: the host's, 8192)\n"
+            "  --no-snapshots       never snapshot\n"
+            "  --fsm-slots N        state machine table slots (default 4096)\n"
+            "  --log-level L        host log level 0..3 (default 1)\n",
+            bench_opts_usage);
+}
+
+static void status_all(struct sinter_raft_host *const *h, struct sinter_raft_host_status *st)
+{
+    for (int i = 0; i < NODES; i++) {
+        sinter_raft_host_status(h[i], 0, &st[i]);
+    }
+}
+
+/* Waits (bounded) until a node leads; returns its index or -1. */
+static int wait_leader(struct sinter_raft_host *const *h, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms; waited += 20) {
+        struct sinter_raft_host_status st[NODES];
+        status_all(h, st);
+        for (int i = 0; i < NODES; i++) {
+            if (st[i].role == SINTER_RAFT_LEADER) {
+                return i;
+            }
+        }
+        bench_sleep_ms(20);
+    }
+    return -1;
+}
+
+/* Runs conc proposals in flight for secs seconds (and drains). Returns false if the drain timed
+ * out. */
+static bool run_row(struct bench *b, struct slot *slots, unsigned conc, double secs, double *win)
+{
+    pthread_mutex_lock(&b->mu);
+    b->running = true;
+    b->counting = true;
+    b->done = 0;
+    b->errors = 0;
+    b->last_ns = 0;
+    b->max_gap_ns = 0;
+    b->inflight = conc;
+    bench_lat_reset(&b->lat);
+    pthread_mutex_unlock(&b->mu);
+    uint64_t t0 = bench_now_ns();
+    pthread_mutex_lock(&b->mu);
+    b->last_ns = t0;
+    pthread_mutex_unlock(&b->mu);
+    for (unsigned i = 0; i < conc; i++) {
+        propose(&slots[i]);
+    }
+    bench_sleep_ms((unsigned)(secs * 1000.0));
+    pthread_mutex_lock(&b->mu);
+    b->running = false;
+    b->counting = false;
+    uint64_t t1 = bench_now_ns();
+    /* The gap still open at the end of the window counts too. */
+    if (t1 - b->last_ns > b->max_gap_ns) {
+        b->max_gap_ns = t1 - b->last_ns;
+    }
+    *win = (double)(t1 - t0) / 1e9;
+    bool ok = true;
+    while (b->inflight > 0 && ok) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 15;
+        if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) != 0) {
+            ok = false;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_opts bo;
+    bench_opts_default(&bo);
+    uint64_t snap_every = 0;
+    bool snap_set = false, no_snap = false;
+    size_t fsm_slots = 4096;
+    for (int i = 1; i < argc;) {
+        int n = bench_opts_parse(&bo, argc, argv, i);
+        if (n < 0) {
+            return 2;
+        }
+        if (n > 0) {
+            i += n;
+            continue;
+        }
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--no-snapshots") == 0) {
+            no_snap = true;
+            i++;
+        } else if (strcmp(a, "--snapshot-every") == 0 && v != NULL) {
+            snap_every = strtoull(v, NULL, 10);
+            snap_set = true;
+            i += 2;
+        } else if (strcmp(a, "--fsm-slots") == 0 && v != NULL) {
+            fsm_slots = strtoul(v, NULL, 10);
+            i += 2;
+        } else if (strcmp(a, "--log-level") == 0 && v != NULL) {
+            g_log_level = (int)strtol(v, NULL, 10);
+            i += 2;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (fsm_slots == 0 || fsm_slots > (1u << 24)) {
+        usage();
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    char *root = bench_mkdtemp("raft-bench");
+    if (root == NULL) {
+        perror("raft-bench: mkdtemp");
+        return 1;
+    }
+    uint16_t ports[NODES];
+    char urls[NODES][64], dirs[NODES][512];
+    for (int i = 0; i < NODES; i++) {
+        ports[i] = bench_free_port();
+        snprintf(urls[i], sizeof urls[i], "tcp://127.0.0.1:%u", (unsigned)ports[i]);
+        snprintf(dirs[i], sizeof dirs[i], "%s/n%d", root, i + 1);
+    }
+    struct fsm fsms[NODES];
+    struct sinter_raft_host *hosts[NODES] = {NULL};
+    int rc = SINTER_OK;
+    uint64_t eff_snap = 0;
+    memset(fsms, 0, sizeof fsms);
+    for (int i = 0; i < NODES && rc == SINTER_OK; i++) {
+        fsms[i].slots = fsm_slots;
+        fsms[i].slot_size = bo.entry_size;
+        fsms[i].table = calloc(fsm_slots, bo.entry_size);
+        if (fsms[i].table == NULL) {
+            rc = SINTER_ENOMEM;
+            break;
+        }
+        struct sinter_raft_host_opts o;
+        sinter_raft_host_opts_default(&o);
+        struct sinter_raft_host_peer peers[NODES - 1];
+        size_t np = 0;
+        for (int j = 0; j < NODES; j++) {
+            if (j != i) {
+                peers[np].id = (sinter_raft_id)(j + 1);
+                peers[np].url = urls[j];
+                np++;
+            }
+        }
+        o.id = (sinter_raft_id)(i + 1);
+        o.listen_url = urls[i];
+        o.peers = peers;
+        o.n_peers = np;
+        o.data_dir = dirs[i];
+        o.groups = 1;
+        o.bootstrap = true;
+        if (no_snap) {
+            o.snapshot_every = 0;
+        } else if (snap_set) {
+            o.snapshot_every = snap_every;
+        }
+        eff_snap = o.snapshot_every;
+        o.sm = fsm_fill;
+        o.sm_arg = &fsms[i];
+        o.log = host_log;
+        o.log_arg = (void *)(intptr_t)(i + 1);
+        o.log_level = g_log_level;
+        rc = sinter_raft_host_start(&hosts[i], &o);
+        if (rc != SINTER_OK) {
+            fprintf(stderr, "raft-bench: host %d on %s: %s\n", i + 1, urls[i], sinter_strerror(rc));
+        }
+    }
+
+    int exit_code = 1;
+    struct slot *slots = NULL;
+    struct bench b;
+    memset(&b, 0, sizeof b);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    b.entry_size = bo.entry_size;
+    int li = rc == SINTER_OK ? wait_leader(hosts, 10000) : -1;
+    if (rc == SINTER_OK && li < 0) {
+        fprintf(stderr, "raft-bench: no leader within 10 s\n");
+    }
+    unsigned max_conc = 16;
+    for (size_t i = 0; i < bo.n_conc; i++) {
+        max_conc = bo.conc[i] > max_conc ? bo.conc[i] : max_conc;
+    }
+    if (li >= 0) {
+        slots = calloc(max_conc, sizeof *slots);
+        for (unsigned i = 0; slots != NULL && i < max_conc; i++) {
+            slots[i].b = &b;
+            slots[i].payload = malloc(bo.entry_size);
+            if (slots[i].payload == NULL) {
+                li = -1;
+                break;
+            }
+            memset(slots[i].payload, 'a' + (int)(i % 26), bo.entry_size);
+        }
+        if (slots == NULL) {
+            li = -1;
+        }
+    }
+    if (li >= 0) {
+        b.leader = hosts[li];
+        struct utsname un;
+        uname(&un);
+        printf("# raft-bench: Sinter raft host, 3 nodes IN ONE PROCESS (3 loops, 3 stores, nng tcp "
+               "on 127.0.0.1:%u,%u,%u), leader n%d\n",
+               ports[0], ports[1], ports[2], li + 1);
+        printf("# data under %s (real disk, fdatasync per append), 1 group, tick 20 ms\n", root);
+        if (eff_snap == 0) {
+            printf("# entry %u B, snapshots OFF, fsm %zu slots (%zu KiB), %.1f s per row, "
+                   "warm-up %.1f s; %s %s, %ld cpus\n",
+                   bo.entry_size, fsm_slots, fsm_slots * bo.entry_size / 1024, bo.seconds,
+                   bo.warmup, un.sysname, un.release, sysconf(_SC_NPROCESSORS_ONLN));
+        } else {
+            printf("# entry %u B, snapshot every %" PRIu64 " entries%s, trailing 1024, fsm %zu "
+                   "slots (%zu KiB), %.1f s per row, warm-up %.1f s; %s %s, %ld cpus\n",
+                   bo.entry_size, eff_snap, snap_set ? "" : " (host default)", fsm_slots,
+                   fsm_slots * bo.entry_size / 1024, bo.seconds, bo.warmup, un.sysname, un.release,
+                   sysconf(_SC_NPROCESSORS_ONLN));
+        }
+        printf("# latency = propose -> committed+applied callback on the leader; max_gap = longest "
+               "time without a commit; snapshots = leader/all nodes\n");
+        fflush(stdout);
+        double win = 0;
+        if (bo.warmup > 0) {
+            run_row(&b, slots, 16, bo.warmup, &win);
+        }
+        bench_print_header();
+        exit_code = 0;
+        for (size_t r = 0; r < bo.n_conc; r++) {
+            struct sinter_raft_host_status before[NODES], after[NODES];
+            status_all(hosts, before);
+            bool ok = run_row(&b, slots, bo.conc[r], bo.seconds, &win);
+            status_all(hosts, after);
+            struct bench_row row = {
+                .conc = bo.conc[r], .secs = win, .done = b.done, .errors = b.errors};
+            row.snaps = (int64_t)(after[li].snapshots_taken - before[li].snapshots_taken);
+            row.snaps_all = 0;
+            for (int i = 0; i < NODES; i++) {
+                row.snaps_all += (int64_t)(after[i].snapshots_taken - before[i].snapshots_taken);
+            }
+            row.max_gap_ms = (double)b.max_gap_ns / 1e6;
+            bench_print_row(&row, &b.lat);
+            if (b.errors > 0) {
+                printf("# row %u: %" PRIu64 " errors, last %s\n", bo.conc[r], b.errors,
+                       sinter_errname(b.last_err));
+            }
+            if (after[li].role != SINTER_RAFT_LEADER) {
+                printf("# leadership moved away from n%d during the row\n", li + 1);
+                exit_code = 1;
+                break;
+            }
+            if (!ok) {
+                printf("# proposals still in flight 15 s after the row ended: stopping\n");
+                exit_code = 1;
+                break;
+            }
+        }
+    }
+    for (int i = NODES - 1; i >= 0; i--) {
+        sinter_raft_host_stop(hosts[i]);
+    }
+    if (slots != NULL) {
+        for (unsigned i = 0; i < max_conc; i++) {
+            free(slots[i].payload);
+        }
+        free(slots);
+    }
+    for (int i = 0; i < NODES; i++) {
+        free(fsms[i].table);
+    }
+    bench_lat_free(&b.lat);
+    bench_rmrf(root);
+    free(root);
+    return exit_code;
+}
