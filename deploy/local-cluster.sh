@@ -52,15 +52,30 @@ start() {
   if [[ ! -s $dir/secret ]]; then
     (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/secret")
   fi
-  cat >"$dir/cluster.ini" <<EOF
+  # Written under umask 077 so the secret is never readable by others, not even briefly.
+  (
+    umask 077
+    cat >"$dir/cluster.ini" <<EOF
 ; written by deploy/local-cluster.sh
 [raft]
 groups = $groups
 [tc]
 secret = $(<"$dir/secret")
 EOF
-  chmod 600 "$dir/cluster.ini"
+  )
   printf 'groups=%d\ncport=%d\nrport=%d\n' "$groups" "$cport" "$rport" >"$dir/cluster.env"
+  # A port held by anything else (another cluster, a stale process) would make the node exit
+  # while the other listener answers in its place: refuse before starting anything.
+  for n in "${nodes[@]}"; do
+    live_pid "$n" >/dev/null && continue
+    for port in $((cport + n - 1)) $((rport + n - 1)); do
+      if port_open "$port"; then
+        echo "local-cluster: port $port (node $n) is already in use; stop whatever holds it" \
+          "or pick other ports with SINTER_CLIENT_PORT / SINTER_RAFT_PORT" >&2
+        exit 1
+      fi
+    done
+  done
   for n in "${nodes[@]}"; do
     if pid=$(live_pid "$n"); then
       echo "node $n already running (pid $pid)"
@@ -81,11 +96,16 @@ EOF
       if ! live_pid "$n" >/dev/null; then
         echo "local-cluster: node $n exited; see $dir/node$n.log:" >&2
         tail -n 5 "$dir/node$n.log" >&2
+        stop >/dev/null
         exit 1
       fi
       sleep 0.1
     done
-    port_open "$port" || { echo "local-cluster: node $n not listening on $port" >&2; exit 1; }
+    if ! port_open "$port" || ! live_pid "$n" >/dev/null; then
+      echo "local-cluster: node $n is not serving on $port; see $dir/node$n.log" >&2
+      stop >/dev/null
+      exit 1
+    fi
   done
   echo "sinter-tc cluster running in $dir ($groups raft group(s))"
   for n in "${nodes[@]}"; do
