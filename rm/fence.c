@@ -11,7 +11,9 @@
  *     the business hook in the same local transaction;
  *   - a cancel that finds no row records SUSPENDED and runs nothing (empty rollback).
  * Where we differ: Seata deletes the SUSPENDED row as soon as it refused a late try; we keep it
- * until the retention cleanup, so a second late try is refused too.
+ * until the retention cleanup, so a second late try is refused too. And a confirm that finds no
+ * row is retryable (SINTER_EBUSY), not a failure as in Seata's commitFence: the commit decision
+ * can overtake a try whose local transaction has not committed yet.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -262,8 +264,20 @@ static int phase2(const struct sinter_fence_db *db, const char *xid, uint64_t br
                 return ops->commit(db);
             continue; /* a concurrent try won the key: read its row */
         }
-        /* confirm: no row, ROLLBACKED or SUSPENDED; cancel: COMMITTED. The coordinator decides
-         * one side per global, so this is someone else's bug: refuse loudly. */
+        if (st == SINTER_FENCE_NONE) {
+            /* Confirm without a row: the try has not committed yet (on PostgreSQL its TRIED row
+             * is invisible to us and FOR UPDATE does not wait for a row it cannot see) or never
+             * ran. Retryable: nothing is recorded, the coordinator redelivers with backoff, and a
+             * try that never comes ends the global in CommitRetryTimeout, visible to an operator.
+             * Never success: the business confirm has not run. */
+            sinter_fence_set_errmsg("confirm of %s/%llu found no fence row: its try has not "
+                                    "committed (yet); retry later",
+                                    xid, (unsigned long long)branch_id);
+            rc = SINTER_EBUSY;
+            break;
+        }
+        /* confirm: ROLLBACKED or SUSPENDED; cancel: COMMITTED. The coordinator decides one side
+         * per global, so this is someone else's bug: refuse loudly. */
         sinter_fence_set_errmsg("%s refused for %s/%llu: fence row is %s",
                                 commit ? "confirm" : "cancel", xid, (unsigned long long)branch_id,
                                 sinter_fence_status_name(st));

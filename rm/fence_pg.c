@@ -19,6 +19,9 @@
  *    phase 2 blocks on the row lock until the first commits; READ COMMITTED then re-evaluates the
  *    locked row's newest version, sees the end state and does nothing: the hook runs once.
  *    The status change is also a compare-and-set (WHERE status = TRIED), as in Seata.
+ *    FOR UPDATE does not wait for a row it cannot see: a confirm that arrives while its try's
+ *    TRIED insert is still uncommitted finds no row, and fence.c answers SINTER_EBUSY (retry)
+ *    without writing anything, so the try is not blocked and the redelivery confirms it.
  *  - Under REPEATABLE READ or SERIALIZABLE sessions the same races surface as serialization
  *    failures (SQLSTATE 40001); deadlocks (40P01, e.g. between business hooks) and lock timeouts
  *    (55P03) likewise: the transaction is rolled back and SINTER_EBUSY tells the caller to retry

@@ -527,22 +527,14 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
         set_err("the connection is already inside a transaction");
         return SINTER_ESTATE;
     }
-    uint64_t bid = 0;
-    int rc = res->hooks.register_branch(res->hooks.arg, xid, res->resource_id, &bid);
-    if (rc != SINTER_OK) {
-        set_err("register_branch: %s", sinter_strerror(rc));
-        return rc;
-    }
     br->xid = *xid;
-    br->branch_id = bid;
-    if (bid == 0 || sinter_xa_gid(res->ns, xid, bid, br->gid) == 0) {
-        set_err("register_branch returned branch id 0");
-        br->state = BR_ENDED;
-        report(res, br, SINTER_BS_PHASE1_FAILED, NULL);
-        return SINTER_EINTERNAL;
-    }
-    br->state = BR_ACTIVE;
-    rc = run(conn, res->call_ms, "BEGIN", 0, NULL, "begin", PGRES_COMMAND_OK, NULL, NULL);
+    /* BEGIN first, register second: the coordinator must learn the local transaction id with
+     * the branch itself. A phase-2 delivery can reach a branch that is still only Registered
+     * (a global timeout while the service works); with the id, its 42704 is resolved by
+     * pg_xact_status ('in progress': retryable, the transaction may still prepare) instead of
+     * being answered as an empty rollback that leaves a later PREPARE to the late-prepare
+     * guard alone. */
+    int rc = run(conn, res->call_ms, "BEGIN", 0, NULL, "begin", PGRES_COMMAND_OK, NULL, NULL);
     PGresult *r = NULL;
     if (rc == SINTER_OK) {
         char st[16], lk[16], idle[16];
@@ -576,9 +568,38 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
             br->local_xid = (uint64_t)x;
         }
     }
-    if (rc != SINTER_OK)
+    if (rc != SINTER_OK) {
+        /* Nothing registered yet: roll back, report nothing (br stays "never begun"). */
+        rollback_local(conn, res->call_ms);
+        return rc;
+    }
+    uint64_t bid = 0;
+    rc = res->hooks.register_branch(res->hooks.arg, xid, res->resource_id, br->local_xid, &bid);
+    if (rc != SINTER_OK) {
+        /* Late register (ESTATE) or the coordinator unreachable: nothing to report. Should the
+         * registration have happened after all (a lost reply), the coordinator rolls the branch
+         * back and phase 2 finds local_xid aborted: Rollbacked. */
+        set_err("register_branch: %s", sinter_strerror(rc));
+        rollback_local(conn, res->call_ms);
+        br->local_xid = 0;
+        return rc;
+    }
+    br->branch_id = bid;
+    if (bid == 0 || sinter_xa_gid(res->ns, xid, bid, br->gid) == 0) {
+        set_err("register_branch returned branch id 0");
         fail_branch(res, conn, br);
-    return rc;
+        return SINTER_EINTERNAL;
+    }
+    br->state = BR_ACTIVE;
+    return SINTER_OK;
+}
+
+/* A global in which a just-prepared branch must be rolled back at once: rollback side, or
+ * unknown to the coordinator (Finished: forgotten, nobody would ever finish the branch). */
+static bool refuses_prepare(uint32_t gs)
+{
+    return sinter_global_status_is_rollback_side(gs) || gs == SINTER_GS_FINISHED ||
+           gs == SINTER_GS_UNKNOWN;
 }
 
 /* The late-prepare guard: SINTER_OK when the global may still commit. The coordinator's rollback
@@ -593,8 +614,7 @@ static int guard(const struct sinter_xa_resource *res, const struct sinter_xa_br
                 sinter_strerror(rc), br->gid);
         return rc;
     }
-    if (sinter_global_status_is_rollback_side(gs) || gs == SINTER_GS_FINISHED ||
-        gs == SINTER_GS_UNKNOWN) {
+    if (refuses_prepare(gs)) {
         set_err("late prepare: global is %s, branch %s rolled back at once",
                 sinter_global_status_name(gs), br->gid);
         return SINTER_ESTATE;
@@ -701,15 +721,39 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
     }
     int rrc;
     report(res, br, SINTER_BS_PHASE1_DONE, &rrc);
-    if (rrc == SINTER_ESTATE && guard(res, br) != SINTER_OK) {
-        /* The coordinator refused the report: the rollback decision came in between. */
-        undo_prepared(res, conn, br);
-        return SINTER_ESTATE;
+    if (rrc == SINTER_OK)
+        return SINTER_OK;
+    if (rrc == SINTER_ESTATE) {
+        /* The coordinator refused the report: the global is no longer Begin, a decision came in
+         * between. Ask which one. */
+        uint32_t gs = SINTER_GS_UNKNOWN;
+        int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
+        if (grc == SINTER_OK && refuses_prepare(gs)) {
+            set_err("late prepare: PhaseOne_Done refused, global is %s, branch %s rolled back at "
+                    "once",
+                    sinter_global_status_name(gs), br->gid);
+            undo_prepared(res, conn, br);
+            return SINTER_ESTATE;
+        }
+        /* Commit side: the branch is registered (with its local_xid), so the coordinator's
+         * phase 2 commits it; undoing it would break the global's atomicity. The same when the
+         * side cannot be told: the refusal proves a decision that may be commit, and either
+         * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
+         * "rolled back". */
+        if (grc != SINTER_OK)
+            set_err("PhaseOne_Done refused (the global is no longer Begin) and global_status "
+                    "failed (%s): branch %s stays prepared, outcome decided by the coordinator",
+                    sinter_errname(grc), br->gid);
+        else
+            set_err("PhaseOne_Done refused: global is %s, branch %s stays prepared for the "
+                    "coordinator's phase 2 (outcome decided by the coordinator)",
+                    sinter_global_status_name(gs), br->gid);
+        return SINTER_ETIMEOUT;
     }
-    if (rrc != SINTER_OK)
-        set_err("report PhaseOne_Done failed (%s): branch %s stays prepared for phase 2",
-                sinter_strerror(rrc), br->gid);
-    return rrc;
+    set_err("report PhaseOne_Done failed (%s): branch %s stays prepared, outcome decided by the "
+            "coordinator (phase 2 / recovery)",
+            sinter_errname(rrc), br->gid);
+    return SINTER_ETIMEOUT;
 }
 
 int sinter_xa_abort(const struct sinter_xa_resource *res, PGconn *conn, struct sinter_xa_branch *br)

@@ -19,12 +19,24 @@
  *
  *   call      no row                 TRIED                  COMMITTED      ROLLBACKED/SUSPENDED
  *   try       insert TRIED, run hook EFENCE                 EFENCE         EFENCE
- *   confirm   ESTATE                 run hook -> COMMITTED  OK, no hook    ESTATE
+ *   confirm   EBUSY, nothing written run hook -> COMMITTED  OK, no hook    ESTATE
+ *             (retry: try in flight)
  *   cancel    insert SUSPENDED,      run hook -> ROLLBACKED ESTATE         OK, no hook
  *             no hook (empty rb.)
  *
  * A hook returning non-zero rolls the whole local transaction back (business change and fence
  * change alike) and the call returns the hook's code unchanged; the coordinator retries phase 2.
+ *
+ * Why a confirm without a row is retryable and a cancel without a row is not: the coordinator
+ * can deliver its decision while the branch's try is still running (the try registered the
+ * branch, then the service went on before the try's local transaction committed). On PostgreSQL
+ * the uncommitted TRIED row is invisible to the confirm's connection and SELECT ... FOR UPDATE
+ * does not wait for it, so "no row" may mean "not yet". The confirm then changes nothing and
+ * returns SINTER_EBUSY; the coordinator retries with backoff and the retry after the try's commit
+ * runs the business confirm. If the try never happens, the retries run out and the global ends in
+ * CommitRetryTimeout, visible to an operator: never a silent success. (SQLite behaves the same
+ * for consistency.) A cancel without a row, by contrast, is the empty rollback: it records
+ * SUSPENDED, which also refuses the try should it still come.
  *
  * Backends: SQLite (sqlite3 *) and PostgreSQL (libpq PGconn *). Connections are the caller's:
  * the fence never opens, closes or configures them, and must be given a connection that is not
@@ -36,8 +48,8 @@
  * already inside a transaction, or as in the state table), SINTER_EFENCE (try refused),
  * SINTER_EDB (the database reported an error; sinter_fence_errmsg() has its message),
  * SINTER_EBUSY (retryable: SQLite busy/locked, PostgreSQL serialization failure 40001, deadlock
- * 40P01 or lock timeout 55P03; the local transaction was rolled back, try again), SINTER_ENOMEM,
- * or whatever a hook returned.
+ * 40P01 or lock timeout 55P03, or a confirm that found no fence row; the local transaction was
+ * rolled back, try again), SINTER_ENOMEM, or whatever a hook returned.
  */
 #ifndef SINTER_FENCE_H
 #define SINTER_FENCE_H
@@ -116,9 +128,12 @@ int sinter_fence_try(const struct sinter_fence_db *db, const char *xid, uint64_t
 
 /* Phase two, commit side. In one local transaction, with the row locked: TRIED -> run hook (may
  * be NULL), set COMMITTED, commit; COMMITTED -> nothing, SINTER_OK (duplicate delivery).
- * No row, ROLLBACKED or SUSPENDED -> SINTER_ESTATE: a confirm can never follow a cancel or lack a
- * try (the coordinator confirms only after every try succeeded; Seata's commitFence fails the
- * same way). Ownership: borrows db, xid and arg. Errors: SINTER_ESTATE, the hook's code, common. */
+ * No row -> nothing written, no hook, SINTER_EBUSY: the try has not committed yet (a commit
+ * decision overtook it) or never happened; the coordinator retries, and the retry after the try's
+ * commit confirms it (see "Why" above). ROLLBACKED or SUSPENDED -> SINTER_ESTATE: a confirm can
+ * never follow a cancel. Seata's commitFence fails on a missing row; we do not, because the row
+ * may only be invisible yet. Ownership: borrows db, xid and arg.
+ * Errors: SINTER_EBUSY (also: no row yet), SINTER_ESTATE, the hook's code, common. */
 int sinter_fence_confirm(const struct sinter_fence_db *db, const char *xid, uint64_t branch_id,
                          sinter_fence_hook hook, void *arg);
 
@@ -145,7 +160,8 @@ int sinter_fence_status(const struct sinter_fence_db *db, const char *xid, uint6
  * fence call are skipped, not waited for.
  * The retention (now - older_than_ms) must exceed the coordinator's phase-2 retry deadline and the
  * longest global timeout: a deleted SUSPENDED row no longer refuses a very late try, and a deleted
- * COMMITTED row turns a very late duplicate confirm into SINTER_ESTATE.
+ * COMMITTED row turns a very late duplicate confirm into SINTER_EBUSY (no row) until the
+ * coordinator's retry deadline.
  * Ownership: borrows db; writes *deleted. Errors: common ones. */
 int sinter_fence_cleanup(const struct sinter_fence_db *db, int64_t older_than_ms, uint32_t max_rows,
                          uint32_t *deleted);

@@ -3,9 +3,10 @@
  *
  * Flow (Seata's XA mode on PostgreSQL's two-phase commit):
  *
- *   sinter_xa_begin    register the branch with the coordinator (hook), BEGIN, bound the
- *                      service's statements (SET LOCAL statement_timeout / lock_timeout), record
- *                      the local transaction id pg_current_xact_id() (a 64-bit xid8)
+ *   sinter_xa_begin    BEGIN, bound the service's statements (SET LOCAL statement_timeout /
+ *                      lock_timeout), read the local transaction id pg_current_xact_id() (a
+ *                      64-bit xid8), then register the branch with the coordinator (hook) WITH
+ *                      that id, so every phase-2 delivery can ask pg_xact_status about it
  *   ... the service runs its SQL on the same connection ...
  *   sinter_xa_prepare  PREPARE TRANSACTION '<gid>'; then the late-prepare guard: if the global
  *                      has meanwhile gone to the rollback side, ROLLBACK PREPARED at once; else
@@ -40,7 +41,8 @@
  * Errors, for every function below: SINTER_EINVAL (bad argument), SINTER_ESTATE (connection in
  * the wrong transaction state, or as described), SINTER_EDB (PostgreSQL reported an error;
  * sinter_xa_errmsg() has the message and SQLSTATE), SINTER_EBUSY (retryable contention: SQLSTATE
- * 40001, 40P01, 55P03, 57014, 55000), SINTER_ETIMEOUT (our client-side deadline passed),
+ * 40001, 40P01, 55P03, 57014, 55000), SINTER_ETIMEOUT (our client-side deadline passed; from
+ * sinter_xa_prepare also "outcome decided by the coordinator", see its table),
  * SINTER_ETRANSPORT (connection lost, SQLSTATE class 08 or 57P0x), SINTER_ENOMEM, or a hook's
  * code passed through.
  */
@@ -101,10 +103,19 @@ struct sinter_xa_branch;
  * held, and must not use the branch's connection. */
 struct sinter_xa_hooks {
     /* Required. Registers a branch of global xid for resource_id (BranchType XA) and writes the
-     * branch id (> 0) the coordinator assigned. SINTER_ESTATE: the global is no longer Begin
-     * (late register: nothing was started). */
+     * branch id (> 0) the coordinator assigned. local_xid (> 0) is the branch's local
+     * transaction id, pg_current_xact_id() of the transaction sinter_xa_begin has just started:
+     * the coordinator must keep it with the branch and pass it to every phase-2 delivery
+     * (sinter_xa_commit_prepared / sinter_xa_rollback_prepared), which resolve "no such prepared
+     * transaction" with pg_xact_status(local_xid). That is what makes a rollback delivered
+     * before the branch prepared answer RollbackFailed_Retryable ('in progress') instead of an
+     * empty-rollback "done" that would leave a later PREPARE to the late-prepare guard alone.
+     * It is called while the branch transaction is open on the branch's connection (the time
+     * it takes counts against idle_timeout_ms); on any error that transaction is rolled back
+     * and the error returned, nothing is reported. SINTER_ESTATE: the global is no longer Begin
+     * (late register). */
     int (*register_branch)(void *arg, const struct sinter_xid *xid, const char *resource_id,
-                           uint64_t *branch_id);
+                           uint64_t local_xid, uint64_t *branch_id);
     /* Optional (NULL: no reports). Reports the branch's phase-one result: status is
      * SINTER_BS_PHASE1_DONE (br->gid is prepared; br->local_xid is the id to keep with the
      * branch for phase 2) or SINTER_BS_PHASE1_FAILED (the local transaction was rolled back).
@@ -170,27 +181,54 @@ struct sinter_xa_branch {
     int state;                   /* internal: 0 none, 1 active, 2 ended */
 };
 
-/* Starts a branch of global xid on conn, which must be idle (not inside a transaction):
- * register_branch, then BEGIN and, in one statement, the SET LOCAL bounds and
- * pg_current_xact_id(). On success conn is inside the branch transaction: the service runs its
- * SQL there, then calls sinter_xa_prepare or sinter_xa_abort. On failure after registering, the
- * transaction is rolled back and PhaseOne_Failed reported. Ownership: borrows res, conn and xid;
- * writes *br. Errors: SINTER_ESTATE (conn inside a transaction), the hook's codes, common. */
+/* Starts a branch of global xid on conn, which must be idle (not inside a transaction): BEGIN;
+ * in one statement the SET LOCAL bounds and pg_current_xact_id() (br->local_xid); then
+ * register_branch with that local_xid (br->branch_id, br->gid). On success conn is inside the
+ * branch transaction: the service runs its SQL there, then calls sinter_xa_prepare or
+ * sinter_xa_abort. On every failure conn is idle again (the transaction rolled back):
+ *   - BEGIN / the start statement failed: nothing was registered, nothing reported;
+ *   - register_branch failed: nothing registered (or, after a lost reply, a branch the
+ *     coordinator rolls back: phase 2 finds local_xid aborted, Rollbacked), the hook's code
+ *     returned, nothing reported;
+ *   - register_branch returned branch id 0: PhaseOne_Failed reported, SINTER_EINTERNAL.
+ * Ownership: borrows res, conn and xid; writes *br. Errors: SINTER_ESTATE (conn inside a
+ * transaction), the hook's codes, common. */
 int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
                     const struct sinter_xid *xid, struct sinter_xa_branch *br);
 
 /* Ends phase one successfully: PREPARE TRANSACTION '<br->gid>' on conn, then the late-prepare
  * guard: global_status; if the global is on the rollback side (or unknown to the coordinator),
  * or the guard cannot be asked, ROLLBACK PREPARED at once and report PhaseOne_Failed (a prepared
- * transaction nobody will ever finish would hold its locks forever). Otherwise report
- * PhaseOne_Done; if that report is refused with SINTER_ESTATE the guard runs once more.
- * If the service left the transaction aborted (one of its statements failed) nothing is
- * prepared: ROLLBACK, PhaseOne_Failed, SINTER_EDB. On every return conn is idle (or broken).
- * Ownership: borrows res, conn, br (br->state is updated).
- * Errors: SINTER_ESTATE (the global went to the rollback side: branch rolled back, or br not
- * active, or the service ended the transaction itself), the guard's error (branch rolled back),
- * the report's error other than ESTATE (the branch stays PREPARED: the coordinator's phase 2 or
- * recovery finishes it), common ones (nothing prepared). */
+ * transaction nobody will ever finish would hold its locks forever). Otherwise (Begin or commit
+ * side) report PhaseOne_Done; if that report is refused with SINTER_ESTATE (the global is no
+ * longer Begin) the guard runs once more to learn which side the decision took.
+ * On every return conn is idle (or broken). What each return means for the branch:
+ *
+ *   case                                                 branch                       return
+ *   br not active / the service ended the transaction    nothing prepared             ESTATE
+ *   the service left the transaction aborted             rolled back, Failed reported EDB
+ *   PREPARE failed (SQL error, connection lost, ...)     rolled back, Failed reported common
+ *   PREPARE hit our deadline (call_timeout_ms)           cancelled, rolled back,      ETIMEOUT
+ *                                                        Failed reported (if the
+ *                                                        server never answered: its
+ *                                                        fate is phase 2's/recovery's)
+ *   guard: rollback side, Finished or unknown            ROLLBACK PREPARED, Failed    ESTATE
+ *   guard: global_status failed (before the report)      ROLLBACK PREPARED, Failed    its code
+ *   guard: Begin or commit side, report accepted         prepared, Done recorded      OK
+ *   report refused, guard again: rollback side/unknown   ROLLBACK PREPARED, Failed    ESTATE
+ *   report refused, guard again: commit side (or Begin,  PREPARED; the coordinator    ETIMEOUT
+ *     or global_status failed: the refusal already       commits it (it knows the
+ *     proves a decision that may be commit)              branch and its local_xid)
+ *   report failed with any other code (lost in transit)  PREPARED; phase 2 / recovery ETIMEOUT
+ *
+ * So SINTER_ESTATE always means "this branch is rolled back (or was never prepared)", and
+ * SINTER_ETIMEOUT means "outcome decided by the coordinator; do not assume either side": the
+ * branch is prepared (or, after our own deadline, possibly so) and the coordinator's phase 2 or
+ * the recovery scan finishes it. A service answers its caller as it would for a timed-out call;
+ * it must not undo the branch itself. sinter_xa_errmsg() names the global's status or the
+ * report's own error. Ownership: borrows res, conn, br (br->state is updated).
+ * Errors: as in the table: SINTER_ESTATE, SINTER_ETIMEOUT, SINTER_EDB, the guard's code, common
+ * ones (nothing prepared). */
 int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
                       struct sinter_xa_branch *br);
 

@@ -1,7 +1,8 @@
 /* The TCC fence on a real PostgreSQL server (the ctest fixture "pg", tests/integration/pg):
  * the same scenarios as the SQLite unit test (tests/unit/rm_fence/fence_scenarios.c), then the
  * PostgreSQL-only behaviour: SQLSTATE classification (lock timeout, serialization failure, an
- * aborted transaction inside a hook) and races between connections on many branches:
+ * aborted transaction inside a hook), a cancel and a confirm overtaking a try still in flight,
+ * and races between connections on many branches:
  * try vs cancel, confirm vs confirm, cancel vs cancel, each checked against the fence's
  * invariants (hook runs, final states, balances).
  *
@@ -243,6 +244,56 @@ static void t_pg_cancel_waits_for_inflight_try(void **state)
     pthread_cond_destroy(&t.cv);
     pthread_mutex_destroy(&c.mu);
     pthread_cond_destroy(&c.cv);
+}
+
+/* ---- a confirm that overtakes a try still in flight ---- */
+
+struct early_confirm {
+    struct sinter_fence_db other; /* the coordinator's delivery: another connection */
+    int rc, hook_runs;
+    char msg[512];
+};
+
+static int early_confirm_hook(const struct sinter_fence_db *db, void *p)
+{
+    struct early_confirm *e = p;
+    (void)db;
+    e->hook_runs++;
+    return SINTER_OK;
+}
+
+/* The try's hook runs while its TRIED row is inserted but not committed: from inside it, the
+ * confirm arrives on another connection (same thread: deterministic, no timing). */
+static int early_try_hook(const struct sinter_fence_db *db, void *p)
+{
+    struct early_confirm *e = p;
+    (void)db;
+    e->rc = sinter_fence_confirm(&e->other, "34:1", 1, early_confirm_hook, e);
+    snprintf(e->msg, sizeof e->msg, "%s", sinter_fence_errmsg());
+    return SINTER_OK;
+}
+
+/* A commit decision can reach a branch whose try is still in flight: SELECT ... FOR UPDATE does
+ * not wait for a row it cannot see, so the confirm finds no row. It must be retryable (EBUSY),
+ * leave nothing behind and not block the try; the coordinator's retry after the try committed
+ * runs the confirm once. (SINTER_ESTATE here would fail a branch that is about to be fine.) */
+static void t_pg_confirm_of_inflight_try_is_busy(void **state)
+{
+    struct sinter_fence_db *db = *state;
+    struct early_confirm e = {.other = sinter_fence_db_pg(connect_db()), .rc = -1};
+    assert_int_equal(sinter_fence_try(db, "34:1", 1, "a", early_try_hook, &e), SINTER_OK);
+    assert_int_equal(e.rc, SINTER_EBUSY);
+    assert_non_null(strstr(e.msg, "no fence row"));
+    assert_int_equal(e.hook_runs, 0);
+    assert_int_equal(PQtransactionStatus(e.other.pg), PQTRANS_IDLE);
+    assert_int_equal(status_of(db, "34:1", 1), SINTER_FENCE_TRIED);
+    /* The redelivery, now that the try committed. */
+    assert_int_equal(sinter_fence_confirm(&e.other, "34:1", 1, early_confirm_hook, &e), SINTER_OK);
+    assert_int_equal(e.hook_runs, 1);
+    assert_int_equal(status_of(db, "34:1", 1), SINTER_FENCE_COMMITTED);
+    assert_int_equal(sinter_fence_confirm(db, "34:1", 1, early_confirm_hook, &e), SINTER_OK);
+    assert_int_equal(e.hook_runs, 1);
+    PQfinish(e.other.pg);
 }
 
 /* ---- races between connections ---- */
@@ -511,8 +562,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         FENCE_SCENARIO_LIST(T) T(t_pg_aborted_hook_is_not_success) T(t_pg_lock_timeout_is_busy)
             T(t_pg_serialization_failure_is_busy) T(t_pg_cancel_waits_for_inflight_try)
-                T(t_pg_race_try_vs_cancel) T(t_pg_race_confirm_vs_confirm)
-                    T(t_pg_race_empty_cancel_vs_cancel)};
+                T(t_pg_confirm_of_inflight_try_is_busy) T(t_pg_race_try_vs_cancel)
+                    T(t_pg_race_confirm_vs_confirm) T(t_pg_race_empty_cancel_vs_cancel)};
 #undef T
     return cmocka_run_group_tests_name("fence_pg", tests, NULL, NULL);
 }

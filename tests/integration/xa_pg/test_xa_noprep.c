@@ -18,11 +18,13 @@
 
 static char conninfo[1024];
 
-static int fake_register(void *arg, const struct sinter_xid *xid, const char *rid, uint64_t *b)
+static int fake_register(void *arg, const struct sinter_xid *xid, const char *rid,
+                         uint64_t local_xid, uint64_t *b)
 {
     (void)arg;
     (void)xid;
     (void)rid;
+    (void)local_xid;
     *b = 1;
     return SINTER_OK;
 }

@@ -1,7 +1,8 @@
 /* The XA resource (rm/xa.c, include/sinter/xa.h) on a real PostgreSQL server (the ctest fixture
  * "pg"), with a fake coordinator behind the hooks: gids, commit and rollback paths, duplicate
  * and contradictory phase-2 deliveries resolved by pg_xact_status, empty rollback, a killed RM
- * recovered from another connection, the late-prepare guard, two branches of one global on the
+ * recovered from another connection, the late-prepare guard and its return codes, a rollback of a
+ * registered branch still in progress, two branches of one global on the
  * same row (bounded, no hang), the client-side deadline. After every test no prepared
  * transaction of our database is left (checked, and cleaned up even when a test failed).
  *
@@ -40,16 +41,24 @@ struct fake_tc {
     int register_rc;
     int report_rc;            /* returned by report(PhaseOne_Done) */
     uint32_t gs_after_report; /* non-zero: gs becomes this when a PhaseOne_Done report comes */
+    int gs_rc_after_report;   /* non-zero: gs_rc becomes this when a PhaseOne_Done report comes */
     int registers, guards, done, failed;
     struct sinter_xa_branch last; /* the last reported branch */
+    uint64_t reg_local_xid;       /* what the last register_branch was told */
+    PGconn *watch;                /* if set: the branch connection, checked at register */
+    int reg_in_txn;               /* watch was inside a transaction at the last register */
 };
 
-static int fake_register(void *arg, const struct sinter_xid *xid, const char *rid, uint64_t *b)
+static int fake_register(void *arg, const struct sinter_xid *xid, const char *rid,
+                         uint64_t local_xid, uint64_t *b)
 {
     struct fake_tc *tc = arg;
     (void)xid;
     assert_string_equal(rid, "pg://test/" NS);
     tc->registers++;
+    tc->reg_local_xid = local_xid;
+    /* No I/O on the connection (the hooks must not use it): libpq's local state only. */
+    tc->reg_in_txn = tc->watch != NULL && PQtransactionStatus(tc->watch) == PQTRANS_INTRANS;
     if (tc->register_rc != SINTER_OK)
         return tc->register_rc;
     *b = ++tc->next_branch;
@@ -64,6 +73,8 @@ static int fake_report(void *arg, const struct sinter_xa_branch *br, uint32_t st
         tc->done++;
         if (tc->gs_after_report != 0)
             tc->gs = tc->gs_after_report;
+        if (tc->gs_rc_after_report != 0)
+            tc->gs_rc = tc->gs_rc_after_report;
         return tc->report_rc;
     }
     assert_int_equal(status, SINTER_BS_PHASE1_FAILED);
@@ -470,7 +481,8 @@ static void t_begin_preconditions(void **state)
     assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_ESTATE);
     assert_int_equal(f->tc.registers, 0); /* refused before registering */
     exec_ok(f->c, "ROLLBACK");
-    /* Late register: the coordinator refuses, nothing is started. */
+    /* Late register: the coordinator refuses; the branch transaction it was asked from is
+     * rolled back, nothing is left open and nothing reported. */
     f->tc.register_rc = SINTER_ESTATE;
     assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_ESTATE);
     assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
@@ -830,13 +842,15 @@ static void t_late_prepare_after_rollback(void **state)
     assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_OK);
     exec_ok(f->c, "UPDATE acct SET v = 0 WHERE id = 1");
     /* Meanwhile the global times out; the coordinator's rollback delivery arrives before the
-     * branch prepared. With the recorded id it sees the transaction running: retryable. */
+     * branch prepared. With the recorded id (given at registration) it sees the transaction
+     * running: retryable. */
     f->tc.gs = SINTER_GS_TIMEOUT_ROLLBACKING;
     uint32_t out = 0;
     assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
                      SINTER_EBUSY);
     assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE);
-    /* Without it (the report never came): nothing prepared, an empty rollback. */
+    /* Without it (a coordinator that lost the id; registration always carries it): nothing
+     * prepared, an empty rollback, and only the guard below protects the late PREPARE. */
     assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, 0, &out), SINTER_OK);
     assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACKED);
     /* Now the late PREPARE: the guard sees the rollback and undoes it at once. */
@@ -890,6 +904,141 @@ static void t_guard_failure_and_refused_report(void **state)
     assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
                      SINTER_OK);
     assert_int_equal(acct_v(f->admin, 1), 33);
+}
+
+/* The coordinator knows a branch from its registration on, before any report: the branch
+ * id and, since begin registers after BEGIN, the local transaction id. A rollback delivered to
+ * a Registered branch whose transaction is still running (a global timeout while the service
+ * works) must be retryable: the transaction may still prepare. Once it has ended the retry is
+ * an empty rollback. */
+static void t_rollback_of_registered_branch_in_progress(void **state)
+{
+    struct fx *f = *state;
+    f->tc.watch = f->c;
+    struct sinter_xa_branch br;
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 0 WHERE id = 1");
+    f->tc.gs = SINTER_GS_TIMEOUT_ROLLBACKING;
+    /* Phase 2 with what the coordinator holds: the gid and the id given at registration. */
+    uint32_t out = 0;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            sinter_xa_rollback_prepared(f->res, f->admin, br.gid, f->tc.reg_local_xid, &out),
+            SINTER_EBUSY);
+        assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE);
+        assert_non_null(strstr(sinter_xa_errmsg(), "in progress"));
+    }
+    /* Registered from inside the branch transaction, with its id. */
+    assert_int_equal(f->tc.registers, 1);
+    assert_true(f->tc.reg_in_txn);
+    assert_true(br.local_xid > 0);
+    assert_int_equal(f->tc.reg_local_xid, br.local_xid);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_INTRANS); /* untouched by phase 2 */
+    /* The service gives up: its transaction ends, and the retry is an empty rollback. */
+    assert_int_equal(sinter_xa_abort(f->res, f->c, &br), SINTER_OK);
+    assert_int_equal(
+        sinter_xa_rollback_prepared(f->res, f->admin, br.gid, f->tc.reg_local_xid, &out),
+        SINTER_OK);
+    assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACKED);
+    assert_int_equal(acct_v(f->admin, 1), 100);
+    /* The same when the transaction ends with its session (the RM died mid-branch). */
+    PGconn *doomed = connect_db();
+    struct sinter_xid x2 = {7, 1002};
+    assert_int_equal(sinter_xa_begin(f->res, doomed, &x2, &br), SINTER_OK);
+    exec_ok(doomed, "UPDATE acct SET v = 0 WHERE id = 2");
+    uint64_t lx = f->tc.reg_local_xid;
+    assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, lx, &out), SINTER_EBUSY);
+    PQfinish(doomed);
+    int rc = SINTER_EBUSY;
+    for (int i = 0; i < 100 && rc == SINTER_EBUSY; i++) { /* the backend exits asynchronously */
+        rc = sinter_xa_rollback_prepared(f->res, f->admin, br.gid, lx, &out);
+        if (rc == SINTER_EBUSY) {
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_int_equal(rc, SINTER_OK);
+    assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACKED);
+    assert_int_equal(acct_v(f->admin, 2), 100);
+    /* A register that fails leaves no transaction behind, and nothing is reported. */
+    f->tc.register_rc = SINTER_ETRANSPORT;
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &x2, &br), SINTER_ETRANSPORT);
+    assert_true(f->tc.reg_in_txn);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
+    assert_int_equal(f->tc.failed, 1); /* the abort above, nothing more */
+    assert_int_equal(sinter_xa_abort(f->res, f->c, &br), SINTER_ESTATE); /* never begun */
+}
+
+/* The commit decision overtakes a branch (the TM committed while this service was still in
+ * phase one). The coordinator's first COMMIT PREPARED finds the transaction running: retryable.
+ * Then the branch prepares; the coordinator refuses its PhaseOne_Done (the global is no longer
+ * Begin) and the guard sees the commit side: the branch stays PREPARED for the coordinator to
+ * commit, and prepare says so with SINTER_ETIMEOUT ("outcome decided by the coordinator"), never
+ * with SINTER_ESTATE, which means "rolled back". */
+static void t_refused_report_on_commit_side_stays_prepared(void **state)
+{
+    struct fx *f = *state;
+    struct sinter_xa_branch br;
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 42 WHERE id = 1");
+    f->tc.gs = SINTER_GS_COMMITTING;
+    f->tc.report_rc = SINTER_ESTATE;
+    uint32_t out = 0;
+    assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, f->tc.reg_local_xid, &out),
+                     SINTER_EBUSY);
+    assert_int_equal(out, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE);
+    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ETIMEOUT);
+    assert_non_null(strstr(sinter_xa_errmsg(), "Committing"));
+    assert_non_null(strstr(sinter_xa_errmsg(), "stays prepared"));
+    assert_int_equal(f->tc.done, 1);
+    assert_int_equal(f->tc.failed, 0);
+    assert_int_equal(f->tc.guards, 2);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
+    assert_int_equal(prepared_count(f->admin), 1);
+    /* The coordinator's retry commits it. */
+    assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, f->tc.reg_local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(out, SINTER_BS_PHASE2_COMMITTED);
+    assert_int_equal(acct_v(f->admin, 1), 42);
+
+    /* Commit side and the report accepted: plain success. */
+    f->tc.report_rc = SINTER_OK;
+    struct sinter_xid x2 = {7, 1002};
+    branch_update_prepare(f, f->c, &x2, 2, 7, &br);
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+
+    /* Refused, and the second guard cannot ask: the refusal already proves a decision, which may
+     * be commit, so the branch is not undone; the coordinator decides. */
+    f->tc.report_rc = SINTER_ESTATE;
+    f->tc.gs_rc_after_report = SINTER_ETRANSPORT;
+    struct sinter_xid x3 = {7, 1003};
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &x3, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 3 WHERE id = 2");
+    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ETIMEOUT);
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(f->tc.failed, 0);
+    assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(acct_v(f->admin, 2), 3);
+
+    /* A report that fails otherwise (lost in transit): the same code, the report's in the
+     * message; the branch stays prepared. */
+    f->tc.gs_rc = SINTER_OK;
+    f->tc.gs_rc_after_report = 0;
+    f->tc.gs = SINTER_GS_BEGIN;
+    f->tc.report_rc = SINTER_ETRANSPORT;
+    struct sinter_xid x4 = {7, 1004};
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &x4, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 4 WHERE id = 2");
+    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ETIMEOUT);
+    assert_non_null(strstr(sinter_xa_errmsg(), "SINTER_ETRANSPORT"));
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(f->tc.failed, 0);
+    assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(acct_v(f->admin, 2), 3);
 }
 
 /* ---- hang protection ---- */
@@ -1145,6 +1294,8 @@ int main(int argc, char **argv)
         T(t_commit_without_recorded_id),
         T(t_late_prepare_after_rollback),
         T(t_guard_failure_and_refused_report),
+        T(t_rollback_of_registered_branch_in_progress),
+        T(t_refused_report_on_commit_side_stays_prepared),
         T(t_same_row_two_branches_bounded),
         T(t_statement_timeout_bounds_service_sql),
         T(t_client_deadline_cancels),

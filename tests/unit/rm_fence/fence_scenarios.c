@@ -298,11 +298,29 @@ void t_duplicate_try_is_refused(void **state)
 void t_confirm_without_try(void **state)
 {
     const struct sinter_fence_db *db = *state;
-    struct biz c = {1, 0, 0};
-    assert_int_equal(sinter_fence_confirm(db, "4:1", 1, hook_confirm, &c), SINTER_ESTATE);
+    struct biz t = {1, 0, 0}, c = {1, 0, 0};
+    /* No row: the try has not committed yet (or never ran). Retryable, never a success and
+     * never a refusal: nothing runs, nothing is recorded, so the try can still land. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sinter_fence_confirm(db, "4:1", 1, hook_confirm, &c), SINTER_EBUSY);
+        assert_non_null(strstr(sinter_fence_errmsg(), "no fence row"));
+    }
     assert_int_equal(c.runs, 0);
-    assert_non_null(strstr(sinter_fence_errmsg(), "NONE"));
     assert_int_equal(status_of(db, "4:1", 1), SINTER_FENCE_NONE); /* nothing recorded */
+    assert_int_equal(balance(db, "bob"), 0);
+    /* The slow try lands; the coordinator's next retry of the confirm goes through, once. */
+    assert_int_equal(sinter_fence_try(db, "4:1", 1, ACTION, hook_try, &t), SINTER_OK);
+    assert_int_equal(sinter_fence_confirm(db, "4:1", 1, hook_confirm, &c), SINTER_OK);
+    assert_int_equal(sinter_fence_confirm(db, "4:1", 1, hook_confirm, &c), SINTER_OK);
+    assert_int_equal(c.runs, 1);
+    assert_int_equal(status_of(db, "4:1", 1), SINTER_FENCE_COMMITTED);
+    assert_int_equal(balance(db, "alice"), 99);
+    assert_int_equal(frozen(db, "alice"), 0);
+    assert_int_equal(balance(db, "bob"), 1);
+    /* A cancel without a try is unchanged: an empty rollback. */
+    assert_int_equal(sinter_fence_cancel(db, "4:1", 2, ACTION, hook_cancel, &c), SINTER_OK);
+    assert_int_equal(status_of(db, "4:1", 2), SINTER_FENCE_SUSPENDED);
+    assert_int_equal(c.runs, 1);
 }
 
 void t_opposite_phase2_refused(void **state)
