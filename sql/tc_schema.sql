@@ -61,7 +61,11 @@ CREATE TABLE branches (
 CREATE INDEX branches_xid ON branches (xid_index, branch_id);
 
 -- Client sessions: per client, the highest sequence number seen and the floor below which answers
--- have been forgotten (a retry at or below the floor is refused, never re-applied).
+-- have been forgotten (a retry at or below the floor is refused, never re-applied). A row outlives
+-- its answers by far: GC removes it only once no answer is left, never in the pass that raised its
+-- floor, and only when last_seen_ms is older than the GC command's client cutoff (a client
+-- retention much longer than the session retention), so a retry of a forgotten seq is refused for
+-- as long as the row exists.
 CREATE TABLE clients (
     client_id    TEXT PRIMARY KEY,
     max_seq      INTEGER NOT NULL,

@@ -315,6 +315,12 @@ static int validate(const struct sinter_tc_cmd *c)
         const struct sinter_tc_cmd_gc *g = &c->u.gc;
         TRY(check_ms(g->global_cutoff_ms));
         TRY(check_ms(g->session_cutoff_ms));
+        TRY(check_ms(g->client_cutoff_ms));
+        /* A client row holds the floor that refuses retries of forgotten answers: it must not
+         * be forgotten before the answers are. */
+        if (g->client_cutoff_ms > g->session_cutoff_ms) {
+            return SINTER_EBADVALUE;
+        }
         if (g->max_items == 0 || g->max_items > SINTER_TC_MAX_GC_ITEMS) {
             return SINTER_EBADVALUE;
         }
@@ -372,7 +378,7 @@ size_t sinter_tc_cmd_encoded_size(const struct sinter_tc_cmd *c)
         n += 12 + 8;
         break;
     case SINTER_TC_CMD_GC:
-        n += 8 + 8 + 4;
+        n += 8 + 8 + 8 + 4;
         break;
     case SINTER_TC_CMD_RESOLVE:
         n += 12 + 1;
@@ -454,6 +460,7 @@ int sinter_tc_cmd_encode(const struct sinter_tc_cmd *c, uint8_t *buf, size_t cap
     case SINTER_TC_CMD_GC:
         put_u64(&w, c->u.gc.global_cutoff_ms);
         put_u64(&w, c->u.gc.session_cutoff_ms);
+        put_u64(&w, c->u.gc.client_cutoff_ms);
         put_u32(&w, c->u.gc.max_items);
         break;
     case SINTER_TC_CMD_RESOLVE:
@@ -552,6 +559,7 @@ int sinter_tc_cmd_decode(struct sinter_tc_cmd *c, const uint8_t *buf, size_t len
     case SINTER_TC_CMD_GC:
         c->u.gc.global_cutoff_ms = get_u64(&r);
         c->u.gc.session_cutoff_ms = get_u64(&r);
+        c->u.gc.client_cutoff_ms = get_u64(&r);
         c->u.gc.max_items = get_u32(&r);
         break;
     case SINTER_TC_CMD_RESOLVE:

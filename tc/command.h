@@ -136,6 +136,10 @@ struct sinter_tc_cmd_retry_timeout {
 struct sinter_tc_cmd_gc {
     uint64_t global_cutoff_ms;  /* remove Committed/Rollbacked/TimeoutRollbacked with end < this */
     uint64_t session_cutoff_ms; /* forget client answers created before this */
+    uint64_t client_cutoff_ms;  /* forget clients (and the floor that refuses retries of their
+                                   forgotten answers) silent since before this and holding no
+                                   answer; must be <= session_cutoff_ms (client rows outlive their
+                                   answers); 0 = keep every client. See fsm.h. */
     uint32_t max_items;         /* 1..SINTER_TC_MAX_GC_ITEMS, per kind */
 };
 

@@ -17,6 +17,11 @@
  *                  side. Asking for the other side -> ESTATE with the current status, so the
  *                  commit side never reaches the rollback side. A timeout decision re-checks the
  *                  deadline with the leader's now (Seata's isTimeout(): now - begin > timeout).
+ *                  A commit is refused (ESTATE, the global stays Begin) while any branch reported
+ *                  PhaseOne_Failed: the TM must roll back, so the global keeps one atomic
+ *                  outcome. Seata differs: its commit() accepts and doGlobalCommit drops the
+ *                  PhaseOne_Failed branch and commits the others. Registered branches that never
+ *                  reported do not block a commit (a TCC try need not report).
  *                  If no branch needs phase 2 the global settles at once (Seata ends a global
  *                  with no branches as Committed / Rollbacked in the same call).
  * BRANCH_RESULT    records one phase-2 outcome. Like Seata's doGlobalCommit / doGlobalRollback:
@@ -25,10 +30,17 @@
  *                  *_Unretryable makes the global fail. Unlike Seata, which stops at the first
  *                  unretryable branch, the global keeps being driven until every branch has an
  *                  end, so the other branches still release their resources; it then settles to
- *                  CommitFailed / RollbackFailed / TimeoutRollbackFailed. PhaseOne_Failed branches
- *                  need no phase 2 (Seata removes them before delivering). A result equal to the
- *                  recorded end is accepted as done (deduplicated retry); any other result for a
- *                  branch that already ended is refused.
+ *                  CommitFailed / RollbackFailed / TimeoutRollbackFailed. Every branch without a
+ *                  phase-2 end needs a delivery, PhaseOne_Failed and Registered ones included;
+ *                  on the rollback side the global settles only when each branch has a rollback
+ *                  result. Seata differs: doGlobalRollback removes PhaseOne_Failed branches
+ *                  without delivering. But a "failed" phase one may hide a PREPARE or a try whose
+ *                  commit outcome is unknown (connection lost during COMMIT / PREPARE); the RM
+ *                  makes the extra rollback safe (TCC fence: empty rollback; XA: 42704 resolved
+ *                  with pg_xact_status), while skipping it could leave a prepared transaction
+ *                  or a tried reservation behind. A result equal to the recorded end is accepted
+ *                  as done (deduplicated retry); any other result for a branch that already ended
+ *                  is refused.
  * RETRY_TIMEOUT    the phase-2 deadline counts from the first phase-2 attempt (PHASE2_START or the
  *                  first BRANCH_RESULT); past it the global ends CommitRetryTimeout or
  *                  RollbackRetryTimeout (Seata's MAX_COMMIT_RETRY_TIMEOUT /
@@ -41,12 +53,17 @@
  * answer is returned as is (duplicate), refusals included, so a retry gets its first answer. A seq
  * older than the client's window whose answer is gone is refused with ESTALE instead of being
  * applied again. Sessions expire deterministically: by the GC command's session cutoff (leader time
- * carried in the entry) and by the per-client window (SINTER_TC_SESSION_WINDOW seqs).
+ * carried in the entry) and by the per-client window (SINTER_TC_SESSION_WINDOW seqs). The client
+ * row (highest seq, floor) is what refuses a forgotten seq, so GC keeps it far longer: only past
+ * the GC command's separate client cutoff, only once no answer is left, and never in the pass that
+ * raised its floor.
  */
 #include "tc/fsm.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,9 +141,12 @@ static const char *const st_sql[ST_COUNT] = {
     [ST_B_SET_XA_INFO] = "UPDATE branches SET xa_info = ?2 WHERE branch_id = ?1",
     [ST_B_RESULT] = "UPDATE branches SET status = ?2, phase2_results = phase2_results + 1, "
                     "last_result_ms = ?3 WHERE branch_id = ?1",
-    /* pending: still needs a phase-2 delivery; failed: ended unretryable. */
-    [ST_B_SUMMARY] = "SELECT coalesce(sum(status IN (1, 2, 6, 9)), 0), "
-                     "coalesce(sum(status IN (7, 10)), 0) FROM branches WHERE xid_index = ?1",
+    /* pending: still needs a phase-2 delivery (every status but a phase-2 end: Registered,
+     * PhaseOne_Done, PhaseOne_Failed and the retryable failures; see branch_needs_phase2);
+     * failed: ended unretryable; p1_failed: reported PhaseOne_Failed (a commit is refused). */
+    [ST_B_SUMMARY] = "SELECT coalesce(sum(status IN (1, 2, 3, 6, 9)), 0), "
+                     "coalesce(sum(status IN (7, 10)), 0), coalesce(sum(status = 3), 0) "
+                     "FROM branches WHERE xid_index = ?1",
     [ST_B_REDRIVE] = "UPDATE branches SET status = ?3 WHERE xid_index = ?1 AND status = ?2",
     [ST_B_DELETE_XID] = "DELETE FROM branches WHERE xid_index = ?1",
     [ST_GC_GLOBALS] = "SELECT xid_index FROM globals WHERE status IN (9, 11, 13) AND end_ms < ?1 "
@@ -145,9 +165,12 @@ static const char *const st_sql[ST_COUNT] = {
                     "max_seq = max(max_seq, excluded.max_seq), "
                     "last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
     [ST_C_FLOOR] = "UPDATE clients SET floor_seq = max(floor_seq, ?2) WHERE client_id = ?1",
+    /* Run before the pass removes any answer (do_gc), so a client whose floor this pass raises
+     * still holds that answer here and is never forgotten in the same pass. */
     [ST_GC_CLIENTS] = "DELETE FROM clients WHERE client_id IN (SELECT c.client_id FROM clients c "
                       "WHERE c.last_seen_ms < ?1 AND NOT EXISTS (SELECT 1 FROM sessions s "
-                      "WHERE s.client_id = c.client_id) ORDER BY c.client_id LIMIT ?2)",
+                      "WHERE s.client_id = c.client_id) "
+                      "ORDER BY c.last_seen_ms, c.client_id LIMIT ?2)",
     [ST_Q_GLOBAL] = "SELECT status, decision, app_id, tx_name, client_id, timeout_ms, begin_ms, "
                     "deadline_ms, decided_ms, phase2_first_ms, end_ms, app_data FROM globals "
                     "WHERE xid_index = ?1",
@@ -170,7 +193,25 @@ struct sinter_tc_fsm {
     uint64_t last_applied;
     uint64_t last_term;
     sqlite3_stmt *st[ST_COUNT];
+    char errmsg[512]; /* the last install error (sinter_tc_fsm_errmsg) */
 };
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void
+set_err(struct sinter_tc_fsm *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->errmsg, sizeof f->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+const char *sinter_tc_fsm_errmsg(const struct sinter_tc_fsm *fsm)
+{
+    return fsm != NULL ? fsm->errmsg : "";
+}
 
 /* ---- SQLite helpers ---- */
 
@@ -563,8 +604,13 @@ static int set_phase2_first(struct sinter_tc_fsm *f, struct gstate *g, uint64_t 
     return SINTER_OK;
 }
 
-static int branch_summary(struct sinter_tc_fsm *f, uint64_t xid_index, uint64_t *pending,
-                          uint64_t *failed)
+struct bsummary {
+    uint64_t pending;   /* branches that still need a phase-2 delivery */
+    uint64_t failed;    /* branches that ended unretryable */
+    uint64_t p1_failed; /* branches that reported PhaseOne_Failed */
+};
+
+static int branch_summary(struct sinter_tc_fsm *f, uint64_t xid_index, struct bsummary *sum)
 {
     int rc;
     sqlite3_stmt *s = stmt(f, ST_B_SUMMARY, &rc);
@@ -575,8 +621,9 @@ static int branch_summary(struct sinter_tc_fsm *f, uint64_t xid_index, uint64_t 
     if (next_row(s, &rc) != 1) {
         return rc == SINTER_OK ? SINTER_EINTERNAL : rc;
     }
-    *pending = col_u64(s, 0);
-    *failed = col_u64(s, 1);
+    sum->pending = col_u64(s, 0);
+    sum->failed = col_u64(s, 1);
+    sum->p1_failed = col_u64(s, 2);
     sqlite3_reset(s);
     return SINTER_OK;
 }
@@ -638,12 +685,17 @@ static bool outcome_is_retryable(uint32_t b)
            b == SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE;
 }
 
-/* A branch status that needs no further phase-2 delivery. */
+/* A branch status that needs no further phase-2 delivery: a phase-2 end. PhaseOne_Failed is not
+ * one (see sinter_tc_branch_needs_phase2 in fsm.h); the SQL of ST_B_SUMMARY counts the same set. */
 static bool branch_ended(uint32_t b)
 {
-    return b == SINTER_BS_PHASE1_FAILED || b == SINTER_BS_PHASE2_COMMITTED ||
-           b == SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE || b == SINTER_BS_PHASE2_ROLLBACKED ||
-           b == SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE;
+    return b == SINTER_BS_PHASE2_COMMITTED || b == SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE ||
+           b == SINTER_BS_PHASE2_ROLLBACKED || b == SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE;
+}
+
+bool sinter_tc_branch_needs_phase2(uint32_t branch_status)
+{
+    return sinter_branch_status_valid(branch_status) && !branch_ended(branch_status);
 }
 
 /* If every branch of a global in phase 2 has ended, moves it to its end status (failure if any
@@ -654,15 +706,16 @@ static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bo
     if (!in_phase2(g->status)) {
         return SINTER_OK;
     }
-    uint64_t pending = 0;
-    uint64_t failed = 0;
-    CHECK(branch_summary(f, g->xid_index, &pending, &failed));
-    if (pending > 0) {
+    struct bsummary sum;
+    CHECK(branch_summary(f, g->xid_index, &sum));
+    /* A PhaseOne_Failed branch counts as pending, so a commit-side global holding one (which
+     * DECIDE never lets happen) would stay for an operator rather than end Committed. */
+    if (sum.pending > 0) {
         return SINTER_OK;
     }
     *settled = true;
-    return set_global_status(f, g, failed > 0 ? failure_end(g->decision) : success_end(g->decision),
-                             now_ms);
+    return set_global_status(
+        f, g, sum.failed > 0 ? failure_end(g->decision) : success_end(g->decision), now_ms);
 }
 
 /* ---- command handlers ---- */
@@ -826,6 +879,20 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
     if (d->target == SINTER_GS_TIMEOUT_ROLLBACKING && !(c->now_ms > g.deadline_ms)) {
         res->rc = SINTER_ESTATE; /* not timed out by the leader's clock in this entry */
         return SINTER_OK;
+    }
+    if (d->target == SINTER_GS_COMMITTING) {
+        /* One atomic outcome: a branch that reported PhaseOne_Failed did not do its part, so the
+         * global cannot commit; the TM must roll back (the global stays Begin). Seata instead
+         * commits the others and drops the failed branch (DefaultCore.doGlobalCommit removes
+         * PhaseOne_Failed branches), which DESIGN.md's atomicity rules out. Registered branches
+         * that never reported do not block a commit: a TCC try need not report, and the RM
+         * treats a confirm that finds no fence row as retryable. */
+        struct bsummary sum;
+        CHECK(branch_summary(f, g.xid_index, &sum));
+        if (sum.p1_failed > 0) {
+            res->rc = SINTER_ESTATE;
+            return SINTER_OK;
+        }
     }
     int rc;
     sqlite3_stmt *s = stmt(f, ST_G_DECIDE, &rc);
@@ -1041,6 +1108,29 @@ static int do_gc(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
     }
     res->removed = nx;
 
+    /* Clients silent since the client cutoff with no answers left are forgotten, their floor with
+     * them. This runs before any answer is removed below, so a client whose floor this pass
+     * raises still has that answer now and is kept: its floor refuses a retry of the forgotten
+     * seq (ESTALE) for at least the client retention, which the decoder keeps >= the session
+     * retention. Never forgetting clients would keep that promise forever, but a client row
+     * (id <= 128 bytes and three integers) per client process start would then pile up without
+     * bound in the state and every snapshot; a client retention far longer than any client's
+     * retry horizon bounds it (SINTER_TC_DEFAULT_CLIENT_RETENTION_MS). */
+    s = stmt(f, ST_GC_CLIENTS, &rc);
+    if (s == NULL) {
+        goto out;
+    }
+    if (bind_u64(s, 1, g->client_cutoff_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, g->max_items) != SQLITE_OK) {
+        rc = SINTER_EDB;
+        goto out;
+    }
+    rc = run(s);
+    if (rc != SINTER_OK) {
+        goto out;
+    }
+    res->clients_removed = (uint64_t)sqlite3_changes(f->db);
+
     s = stmt(f, ST_GC_SESSIONS, &rc);
     if (s == NULL) {
         goto out;
@@ -1098,18 +1188,6 @@ static int do_gc(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
         goto out;
     }
     res->sessions_removed = nk;
-    /* Clients silent since the cutoff with no answers left are forgotten too (their floor with
-     * them: a client id is expected to be unique per client process start). */
-    s = stmt(f, ST_GC_CLIENTS, &rc);
-    if (s == NULL) {
-        goto out;
-    }
-    if (bind_u64(s, 1, g->session_cutoff_ms) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 2, g->max_items) != SQLITE_OK) {
-        rc = SINTER_EDB;
-        goto out;
-    }
-    rc = run(s);
 out:
     free(xids);
     free(keys);
@@ -1941,21 +2019,36 @@ out:
     return rc;
 }
 
-/* Checks that path is a state snapshot of this group. */
-static int validate_snapshot(const char *path, uint32_t group)
+/* Checks that path is a state snapshot of this group; on failure a message goes to f->errmsg. */
+static int validate_snapshot(struct sinter_tc_fsm *f, const char *path)
 {
     sqlite3 *db = NULL;
     int s = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (s != SQLITE_OK) {
+        set_err(f, "snapshot %s: cannot open: %s", path,
+                db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(s));
         sqlite3_close(db);
         return SINTER_ECORRUPT;
     }
     int rc = SINTER_OK;
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK ||
-        sqlite3_step(q) != SQLITE_ROW ||
-        strcmp((const char *)sqlite3_column_text(q, 0), "ok") != 0) {
+    s = sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &q, NULL);
+    if (s == SQLITE_OK) {
+        s = sqlite3_step(q);
+    }
+    if (s != SQLITE_ROW) {
+        set_err(f, "snapshot %s: quick_check failed: %s", path, sqlite3_errmsg(db));
         rc = SINTER_ECORRUPT;
+    } else {
+        /* NULL when SQLite could not convert the value (out of memory): not a verdict of "ok". */
+        const char *verdict = (const char *)sqlite3_column_text(q, 0);
+        if (verdict == NULL) {
+            set_err(f, "snapshot %s: quick_check gave no verdict: %s", path, sqlite3_errmsg(db));
+            rc = SINTER_EDB; /* no verdict is not a verdict of corruption either */
+        } else if (strcmp(verdict, "ok") != 0) {
+            set_err(f, "snapshot %s: quick_check: %.200s", path, verdict);
+            rc = SINTER_ECORRUPT;
+        }
     }
     sqlite3_finalize(q);
     uint64_t idx = 0;
@@ -1963,12 +2056,16 @@ static int validate_snapshot(const char *path, uint32_t group)
     uint64_t grp = 0;
     uint64_t ver = 0;
     if (rc == SINTER_OK && read_applied(db, &idx, &trm, &grp, &ver) != SINTER_OK) {
+        set_err(f, "snapshot %s: meta table missing or incomplete", path);
         rc = SINTER_ECORRUPT;
     }
     if (rc == SINTER_OK && ver != SCHEMA_VERSION) {
+        set_err(f, "snapshot %s: schema version %" PRIu64 ", expected %d", path, ver,
+                SCHEMA_VERSION);
         rc = SINTER_ECORRUPT;
     }
-    if (rc == SINTER_OK && grp != group) {
+    if (rc == SINTER_OK && grp != f->group) {
+        set_err(f, "snapshot %s: belongs to group %" PRIu64 ", not %" PRIu32, path, grp, f->group);
         rc = SINTER_ECONFIG;
     }
     sqlite3_close(db);
@@ -2031,7 +2128,8 @@ int sinter_tc_fsm_install_from(struct sinter_tc_fsm *fsm, const char *path)
     if (fsm == NULL || path == NULL) {
         return SINTER_EINVAL;
     }
-    int rc = validate_snapshot(path, fsm->group);
+    fsm->errmsg[0] = '\0';
+    int rc = validate_snapshot(fsm, path);
     if (rc != SINTER_OK) {
         return rc;
     }
@@ -2039,33 +2137,60 @@ int sinter_tc_fsm_install_from(struct sinter_tc_fsm *fsm, const char *path)
     char *wal = path_with(fsm->path, "-wal");
     char *shm = path_with(fsm->path, "-shm");
     if (tmp == NULL || wal == NULL || shm == NULL) {
+        set_err(fsm, "install %s: out of memory", path);
         rc = SINTER_ENOMEM;
         goto out;
     }
     rc = copy_file(path, tmp);
     if (rc != SINTER_OK) {
+        set_err(fsm, "install %s: cannot copy to %s: %s", path, tmp, sinter_strerror(rc));
         unlink(tmp);
         goto out;
     }
     /* Fold the WAL into the old file before closing, so a crash anywhere below leaves either the
-     * complete old state (the host re-installs) or the complete new one. */
+     * complete old state (the host re-installs) or the complete new one. The WAL is only removed
+     * once every frame of it is in the database file: if the checkpoint cannot finish (a reader
+     * still uses the WAL: SQLITE_BUSY after the busy timeout; an I/O error), removing it would
+     * drop committed entries from the old state, which stays in use after a failed install; so the
+     * install stops here and the old database is left as it was. */
     if (fsm->db != NULL) {
-        exec_sql(fsm->db, "PRAGMA wal_checkpoint(TRUNCATE)");
+        int log_frames = -1;
+        int ckpt_frames = -1;
+        int src = sqlite3_wal_checkpoint_v2(fsm->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                            &ckpt_frames);
+        if (src != SQLITE_OK) {
+            set_err(fsm,
+                    "install %s: cannot checkpoint the WAL of %s (%d of %d frames): %s; the old "
+                    "state is kept",
+                    path, fsm->path, ckpt_frames, log_frames, sqlite3_errmsg(fsm->db));
+            rc = SINTER_EDB;
+            unlink(tmp);
+            goto out;
+        }
     }
     close_db(fsm);
     unlink(wal);
     unlink(shm);
     if (rename(tmp, fsm->path) != 0) {
+        set_err(fsm, "install %s: cannot rename %s over %s: %s; the old state is kept", path, tmp,
+                fsm->path, strerror(errno));
         rc = SINTER_EIO;
         unlink(tmp);
-    } else {
-        rc = fsync_parent(fsm->path);
+        /* The old file is still there: reopen it so the fsm stays usable. */
+        if (open_db(fsm) != SINTER_OK) {
+            close_db(fsm);
+        }
+        goto out;
     }
-    if (rc == SINTER_OK) {
-        rc = open_db(fsm);
+    rc = fsync_parent(fsm->path);
+    if (rc != SINTER_OK) {
+        set_err(fsm, "install %s: cannot fsync the directory of %s", path, fsm->path);
     } else {
-        /* Reopen whatever is there so the fsm stays usable when the rename did not happen. */
-        open_db(fsm);
+        rc = open_db(fsm);
+        if (rc != SINTER_OK) {
+            set_err(fsm, "install %s: cannot open the installed %s: %s", path, fsm->path,
+                    sinter_strerror(rc));
+        }
     }
     if (rc != SINTER_OK) {
         close_db(fsm);

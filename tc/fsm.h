@@ -12,7 +12,10 @@
  *     and a batch of entries is one SQLite transaction, so after a crash or restart the host
  *     re-applies from last_applied_index + 1 and entries at or below it are ignored;
  *   - client sessions: (client id, seq) -> the first answer, so a retried request returns that
- *     answer and never begins a second global or registers a second branch.
+ *     answer and never begins a second global or registers a second branch. Once a (client id,
+ *     seq) has been answered, a retry gets that answer or, once the answer is forgotten (window,
+ *     session GC), SINTER_ESTALE — never a second application — for as long as the state holds
+ *     the client's row (its floor and highest seq), which GC keeps far longer than the answers.
  *
  * Transition table (G = global status, B = branch status; the full rules with Seata citations are
  * in fsm.c):
@@ -21,7 +24,8 @@
  *   REGISTER_BRANCH  G Begin    -> B Registered (branch id = entry index)
  *   REPORT_BRANCH    G Begin, B Registered -> B PhaseOne_Done | PhaseOne_Failed
  *   DECIDE           G Begin    -> Committing | Rollbacking | TimeoutRollbacking (timeout only
- *                                  when now > begin + timeout); then settles at once to
+ *                                  when now > begin + timeout; commit only when no branch is
+ *                                  PhaseOne_Failed, see below); then settles at once to
  *                                  Committed / Rollbacked / TimeoutRollbacked if no branch needs
  *                                  phase 2 (Seata's commit of a global without branches)
  *   PHASE2_START     G in phase 2 (*ing, *Retrying): records the first phase-2 attempt time (once)
@@ -33,12 +37,26 @@
  *   RETRY_TIMEOUT    G in phase 2, now > phase2_first + max_retry -> CommitRetryTimeout |
  *                    RollbackRetryTimeout
  *   GC               removes Committed/Rollbacked/TimeoutRollbacked globals with end < cutoff
- *                    (never a failed one) and client answers older than the session cutoff
+ *                    (never a failed one), client answers older than the session cutoff (raising
+ *                    the client's floor past them), and client rows silent since the (earlier)
+ *                    client cutoff that hold no answer (never one whose floor the same GC raised)
  *   REDRIVE (admin)  G failed -> the side's *Retrying, unretryable branches -> retryable
  *   RESOLVE (admin)  G failed -> the side's success end
  *
  * Commit side (Committing, CommitRetrying, Committed, CommitFailed, CommitRetryTimeout) and
  * rollback side never meet: no command moves a global from one to the other.
+ *
+ * Phase one and phase two (one atomic outcome):
+ *   - a commit decision is refused (SINTER_ESTATE, the global stays Begin) while any branch
+ *     reported PhaseOne_Failed: the TM must roll back. Registered branches that never reported
+ *     do not block it (a TCC try need not report; the RM answers a confirm that finds no fence row
+ *     as retryable). A global without branches may commit (Seata). Seata itself accepts the
+ *     commit and drops PhaseOne_Failed branches; we do not (see fsm.c).
+ *   - every branch without a phase-2 end (Registered, PhaseOne_Done, PhaseOne_Failed, *_Retryable)
+ *     needs a phase-2 delivery (sinter_tc_branch_needs_phase2), and a global settles only when
+ *     each branch has a phase-2 end. On the rollback side this includes PhaseOne_Failed: a failed
+ *     phase one may hide a PREPARE or a try whose commit outcome is unknown, and the RM makes a
+ *     rollback of it safe (TCC fence: empty rollback; XA: 42704 resolved). Seata skips them.
  *
  * Thread safety: none; one thread uses an fsm at a time. sinter_tc_fsm_snapshot_to() reads through
  * its own connection and may run on another thread while this one applies.
@@ -67,6 +85,13 @@ extern "C" {
  */
 #define SINTER_TC_SESSION_WINDOW 4096
 
+/* How long the leader's GC keeps a silent client's row (GC client_cutoff = now - this), which
+ * holds the floor that refuses retries of its forgotten answers. Must be >= the session retention
+ * (the decoder refuses a GC whose client cutoff is later than its session cutoff) and should be far
+ * longer than any client's retry horizon: a row is tiny, but client ids are unique per client
+ * process start, so rows of exited clients must go eventually. */
+#define SINTER_TC_DEFAULT_CLIENT_RETENTION_MS (30ull * 24 * 3600 * 1000)
+
 struct sinter_tc_fsm;
 
 /* One committed raft entry. len == 0 marks an entry that is not a command (raft no-op or
@@ -88,6 +113,7 @@ struct sinter_tc_result {
     uint64_t branch_id;        /* REGISTER: the new branch id; branch commands: that branch */
     uint64_t removed;          /* GC: globals removed */
     uint64_t sessions_removed; /* GC: client answers forgotten */
+    uint64_t clients_removed;  /* GC: client rows forgotten */
     bool duplicate;            /* answer replayed from the client session table, nothing applied */
     bool skipped;              /* index <= last applied: ignored (rc SINTER_ESTALE) */
 };
@@ -113,6 +139,16 @@ void sinter_tc_fsm_close(struct sinter_tc_fsm *fsm);
 
 /* The raft group this state machine belongs to. */
 uint32_t sinter_tc_fsm_group(const struct sinter_tc_fsm *fsm);
+
+/* A message describing the last error of sinter_tc_fsm_install_from() ("" when it succeeded or
+ * was never called). Ownership: points into fsm, valid until the next call on fsm. */
+const char *sinter_tc_fsm_errmsg(const struct sinter_tc_fsm *fsm);
+
+/* Whether a branch in branch_status still needs a phase-2 delivery once its global is decided
+ * (either side): every status but a phase-2 end, so Registered, PhaseOne_Done, PhaseOne_Failed
+ * and the *_Retryable failures. The phase-2 worker uses it to pick the branches to deliver to; the
+ * state machine settles a global with the same rule. False for an invalid status. */
+bool sinter_tc_branch_needs_phase2(uint32_t branch_status);
 
 /* Index and term of the last applied entry (0, 0 for a fresh database). */
 uint64_t sinter_tc_fsm_last_applied(const struct sinter_tc_fsm *fsm);
@@ -218,8 +254,11 @@ int sinter_tc_fsm_snapshot_to(struct sinter_tc_fsm *fsm, const char *path, uint6
  * renames the copy over it (atomic), fsyncs the directory and reopens. path is left in place.
  * Afterwards last applied is the snapshot's. Ownership: reads path.
  * Errors: SINTER_ECORRUPT (not a valid state snapshot; state untouched), SINTER_ECONFIG (another
- * group's snapshot), SINTER_EIO, SINTER_EDB. After an error past the rename the fsm is unusable
- * (every call fails with SINTER_EDB) and must be closed. */
+ * group's snapshot), SINTER_EDB (among others: the old database's WAL could not be checkpointed,
+ * e.g. a reader still holds it; or quick_check gave no verdict; state untouched and the fsm still
+ * usable), SINTER_EIO, SINTER_ENOMEM. Every error but SINTER_EINVAL leaves a message in
+ * sinter_tc_fsm_errmsg(). After an error past the rename the fsm is
+ * unusable (every call fails with SINTER_EDB) and must be closed. */
 int sinter_tc_fsm_install_from(struct sinter_tc_fsm *fsm, const char *path);
 
 #ifdef __cplusplus

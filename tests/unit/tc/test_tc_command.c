@@ -79,6 +79,7 @@ static size_t all_commands(struct sinter_tc_cmd *out)
             c->seq = 0;
             c->u.gc.global_cutoff_ms = 5;
             c->u.gc.session_cutoff_ms = 6;
+            c->u.gc.client_cutoff_ms = 4;
             c->u.gc.max_items = 100;
             break;
         case SINTER_TC_CMD_RESOLVE:
@@ -129,6 +130,7 @@ static void assert_same(const struct sinter_tc_cmd *a, const struct sinter_tc_cm
     case SINTER_TC_CMD_GC:
         assert_true(a->u.gc.global_cutoff_ms == b->u.gc.global_cutoff_ms);
         assert_true(a->u.gc.session_cutoff_ms == b->u.gc.session_cutoff_ms);
+        assert_true(a->u.gc.client_cutoff_ms == b->u.gc.client_cutoff_ms);
         assert_int_equal(a->u.gc.max_items, b->u.gc.max_items);
         break;
     default:
@@ -158,6 +160,34 @@ static void roundtrip_every_command(void **state)
         assert_int_equal(sinter_tc_cmd_encode(&cmds[i], buf, len - 1, &len), SINTER_ETOOBIG);
     }
     assert_string_equal(sinter_tc_cmd_name(0), "UNKNOWN");
+}
+
+/* The GC body's layout: three u64 cutoffs (global, session, client) then the u32 limit. */
+static void gc_layout(void **state)
+{
+    (void)state;
+    struct sinter_tc_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = SINTER_TC_CMD_GC;
+    c.now_ms = 9;
+    c.u.gc.global_cutoff_ms = 0x0102;
+    c.u.gc.session_cutoff_ms = 0x0304;
+    c.u.gc.client_cutoff_ms = 0x0203;
+    c.u.gc.max_items = 0x0506;
+    uint8_t buf[64];
+    size_t len;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_OK);
+    static const uint8_t want[] = {1,    9,    0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* hdr */
+                                   0,    0,    0, 0, 0, 0, 0, 0,                   /* seq */
+                                   0x02, 0x01, 0, 0, 0, 0, 0, 0,                   /* global */
+                                   0x04, 0x03, 0, 0, 0, 0, 0, 0,                   /* session */
+                                   0x03, 0x02, 0, 0, 0, 0, 0, 0,                   /* client */
+                                   0x06, 0x05, 0, 0};
+    assert_int_equal(len, sizeof want);
+    assert_memory_equal(buf, want, sizeof want);
+    struct sinter_tc_cmd d;
+    assert_int_equal(sinter_tc_cmd_decode(&d, buf, len), SINTER_OK);
+    assert_true(d.u.gc.client_cutoff_ms == 0x0203);
 }
 
 /* The header layout is explicit little-endian, independent of the host. */
@@ -347,6 +377,21 @@ static void bad_values_are_refused(void **state)
     assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_EBADVALUE);
     c.u.gc.max_items = SINTER_TC_MAX_GC_ITEMS + 1;
     assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    /* Client rows hold the floor that refuses retries of forgotten answers: the client cutoff may
+     * not be later than the session cutoff (equal is the latest allowed; 0 keeps every client). */
+    c = cmds[SINTER_TC_CMD_GC - 1];
+    c.u.gc.client_cutoff_ms = c.u.gc.session_cutoff_ms + 1;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    c.u.gc.client_cutoff_ms = c.u.gc.session_cutoff_ms;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_OK);
+    c.u.gc.client_cutoff_ms = 0;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_OK);
+    c.u.gc.client_cutoff_ms = (uint64_t)INT64_MAX;
+    c.u.gc.session_cutoff_ms = (uint64_t)INT64_MAX;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    /* The decoder refuses the same: GC body = global, session, client cutoff (u64 each), max. */
+    assert_int_equal(decode_poked(&cmds[SINTER_TC_CMD_GC - 1], 22 + 16, 7), SINTER_EBADVALUE);
+    assert_int_equal(decode_poked(&cmds[SINTER_TC_CMD_GC - 1], 22 + 16, 6), SINTER_OK);
     c = cmds[SINTER_TC_CMD_RESOLVE - 1];
     c.u.resolve.target = SINTER_GS_COMMIT_FAILED;
     assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_EBADVALUE);
@@ -426,6 +471,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roundtrip_every_command),
         cmocka_unit_test(header_is_little_endian),
+        cmocka_unit_test(gc_layout),
         cmocka_unit_test(truncated_commands_are_refused),
         cmocka_unit_test(oversized_fields_are_refused),
         cmocka_unit_test(bad_values_are_refused),

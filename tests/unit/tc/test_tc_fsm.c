@@ -204,11 +204,12 @@ static struct sinter_tc_result resolve(struct h *h, uint64_t xid, uint8_t target
 }
 
 static struct sinter_tc_result gc(struct h *h, uint64_t global_cutoff, uint64_t session_cutoff,
-                                  uint32_t max)
+                                  uint64_t client_cutoff, uint32_t max)
 {
     struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_GC, NULL);
     c.u.gc.global_cutoff_ms = global_cutoff;
     c.u.gc.session_cutoff_ms = session_cutoff;
+    c.u.gc.client_cutoff_ms = client_cutoff;
     c.u.gc.max_items = max;
     return apply(h, &c);
 }
@@ -442,7 +443,8 @@ static void rollback_decision_and_repeats(void **state)
 }
 
 /* A decision with nothing to deliver ends at once, as Seata ends a global without branches in the
- * same call; PhaseOne_Failed branches need no phase 2. */
+ * same call. A PhaseOne_Failed branch blocks a commit and still needs a rollback delivery (this
+ * test used to expect the commit to be accepted and end Committed at once: that was the bug). */
 static void decision_without_phase2_settles(void **state)
 {
     struct h *h = *state;
@@ -458,7 +460,9 @@ static void decision_without_phase2_settles(void **state)
     uint64_t z = begin(h, 3000);
     uint64_t b = reg_ok(h, z);
     EXPECT(report(h, z, b, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
-    EXPECT(decide(h, z, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+    EXPECT(decide(h, z, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, z, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, z, b, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
     uint64_t t = begin(h, 10);
     h->now += 11;
     EXPECT(decide(h, t, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKED);
@@ -604,14 +608,16 @@ static void unretryable_waits_for_other_branches(void **state)
     uint64_t x = begin(h, 3000);
     uint64_t b1 = reg_ok(h, x);
     uint64_t b2 = reg_ok(h, x);
+    /* b3 never reports phase one (a TCC try need not): it still gets a commit delivery. (This
+     * test used to report b3 PhaseOne_Failed and commit anyway: that commit is now refused.) */
     uint64_t b3 = reg_ok(h, x);
-    EXPECT(report(h, x, b3, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
     EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
     EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE), SINTER_OK,
            SINTER_GS_COMMITTING);
     EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE), SINTER_OK,
            SINTER_GS_COMMIT_RETRYING);
-    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMIT_FAILED);
+    EXPECT(result(h, x, b2, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMIT_RETRYING);
+    EXPECT(result(h, x, b3, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMIT_FAILED);
     uint64_t list[4];
     size_t n;
     assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, list, 4, &n), SINTER_OK);
@@ -625,8 +631,10 @@ static void branch_result_refusals(void **state)
     uint64_t x = begin(h, 3000);
     uint64_t b1 = reg_ok(h, x);
     uint64_t b2 = reg_ok(h, x);
-    uint64_t b3 = reg_ok(h, x);
-    EXPECT(report(h, x, b3, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    /* (This test used to hold a third, PhaseOne_Failed branch through a commit and expect its
+     * commit result to be refused as "needs no phase 2": such a commit is now refused, and on
+     * the rollback side that branch gets a delivery; see rollback_delivers_to_phase_one_failed.)
+     */
     /* Undecided global. */
     EXPECT(result(h, x, b1, SINTER_BS_PHASE2_COMMITTED), SINTER_ESTATE, SINTER_GS_BEGIN);
     EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
@@ -634,8 +642,6 @@ static void branch_result_refusals(void **state)
     EXPECT(result(h, x, b1, SINTER_BS_PHASE2_ROLLBACKED), SINTER_ESTATE, SINTER_GS_COMMITTING);
     EXPECT(result(h, x, b1, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE), SINTER_ESTATE,
            SINTER_GS_COMMITTING);
-    /* A branch that needs no phase 2. */
-    EXPECT(result(h, x, b3, SINTER_BS_PHASE2_COMMITTED), SINTER_ESTATE, SINTER_GS_COMMITTING);
     /* Unknown branch / xid. */
     EXPECT(result(h, x, 5555, SINTER_BS_PHASE2_COMMITTED), SINTER_ENOTFOUND, SINTER_GS_COMMITTING);
     EXPECT(result(h, 5555, b1, SINTER_BS_PHASE2_COMMITTED), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
@@ -787,6 +793,123 @@ static void redrive_and_resolve(void **state)
     EXPECT(xid_cmd(h, SINTER_TC_CMD_REDRIVE, 8888), SINTER_ENOTFOUND, SINTER_GS_FINISHED);
 }
 
+/* Rollback side: every branch without a phase-2 end gets a rollback delivery, PhaseOne_Failed and
+ * Registered ones included (a failed phase one may hide a PREPARE or a try whose commit outcome
+ * is unknown; the RM makes that rollback safe), and the global settles only once each has a
+ * rollback result. */
+static void rollback_delivers_to_phase_one_failed(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t done = reg_ok(h, x);
+    uint64_t failed = reg_ok(h, x);
+    uint64_t silent = reg_ok(h, x); /* never reports phase one */
+    EXPECT(report(h, x, done, SINTER_BS_PHASE1_DONE), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(report(h, x, failed, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, done, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, silent, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKING);
+    /* Still in the phase-2 queue, and not settled, while the failed branch has no result. */
+    uint64_t list[4];
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, list, 4, &n), SINTER_OK);
+    assert_int_equal(n, 1);
+    assert_true(list[0] == x);
+    EXPECT(xid_cmd(h, SINTER_TC_CMD_END, x), SINTER_ESTATE, SINTER_GS_ROLLBACKING);
+    struct sinter_tc_result r = result(h, x, failed, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE);
+    EXPECT(r, SINTER_OK, SINTER_GS_ROLLBACK_RETRYING);
+    assert_int_equal(r.branch_status, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE);
+    EXPECT(result(h, x, failed, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    assert_int_equal(bstatus(h, x, failed), SINTER_BS_PHASE2_ROLLBACKED);
+    EXPECT(result(h, x, failed, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, list, 4, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+
+    /* A global whose only branch failed phase one does not end at the decision: the rollback is
+     * delivered, and an unretryable answer fails the global like any other branch's. */
+    uint64_t y = begin(h, 3000);
+    uint64_t b = reg_ok(h, y);
+    EXPECT(report(h, y, b, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(decide(h, y, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, y, b, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE), SINTER_OK,
+           SINTER_GS_ROLLBACK_FAILED);
+    /* The same after a timeout rollback. */
+    uint64_t z = begin(h, 10);
+    uint64_t c = reg_ok(h, z);
+    EXPECT(report(h, z, c, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    h->now += 11;
+    EXPECT(decide(h, z, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    EXPECT(result(h, z, c, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKED);
+
+    /* The phase-2 worker's predicate is the same rule. */
+    assert_true(sinter_tc_branch_needs_phase2(SINTER_BS_REGISTERED));
+    assert_true(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE1_DONE));
+    assert_true(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE1_FAILED));
+    assert_true(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE));
+    assert_true(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE));
+    assert_false(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_COMMITTED));
+    assert_false(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE));
+    assert_false(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_ROLLBACKED));
+    assert_false(sinter_tc_branch_needs_phase2(SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE));
+    assert_false(sinter_tc_branch_needs_phase2(0));
+    assert_false(sinter_tc_branch_needs_phase2(4));
+    assert_false(sinter_tc_branch_needs_phase2(99));
+}
+
+/* One atomic outcome: a commit is refused while any branch reported PhaseOne_Failed; the global
+ * stays Begin (no decision recorded) and the TM must roll back. Registered branches that never
+ * reported, and a global without branches, may still commit. */
+static void commit_refused_after_phase_one_failed(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t ok = reg_ok(h, x);
+    uint64_t bad = reg_ok(h, x);
+    EXPECT(report(h, x, ok, SINTER_BS_PHASE1_DONE), SINTER_OK, SINTER_GS_BEGIN);
+    EXPECT(report(h, x, bad, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    struct sinter_tc_cmd dc = client_cmd(h, SINTER_TC_CMD_DECIDE, "tm-1");
+    dc.u.decide.xid = XID(x);
+    dc.u.decide.target = SINTER_GS_COMMITTING;
+    EXPECT(apply(h, &dc), SINTER_ESTATE, SINTER_GS_BEGIN);
+    struct sinter_tc_global g;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, x, &g, NULL, NULL), SINTER_OK);
+    assert_int_equal(g.status, SINTER_GS_BEGIN);
+    assert_int_equal(g.decision, 0);
+    assert_true(g.decided_ms == 0);
+    sinter_tc_global_free(&g);
+    uint64_t list[4];
+    size_t n;
+    assert_int_equal(sinter_tc_fsm_list_phase2(h->f, 0, list, 4, &n), SINTER_OK);
+    assert_int_equal(n, 0);
+    /* The TM's retry gets the same refusal; a fresh commit request too. */
+    struct sinter_tc_result r = apply(h, &dc);
+    EXPECT(r, SINTER_ESTATE, SINTER_GS_BEGIN);
+    assert_true(r.duplicate);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_BEGIN);
+    assert_int_equal(bstatus(h, x, ok), SINTER_BS_PHASE1_DONE);
+    assert_int_equal(bstatus(h, x, bad), SINTER_BS_PHASE1_FAILED);
+    /* Rollback is the way out, and then commit is the other side. */
+    EXPECT(decide(h, x, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, ok, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(result(h, x, bad, SINTER_BS_PHASE2_ROLLBACKED), SINTER_OK, SINTER_GS_ROLLBACKED);
+    /* Nor does it block a timeout rollback. */
+    uint64_t y = begin(h, 10);
+    uint64_t b = reg_ok(h, y);
+    EXPECT(report(h, y, b, SINTER_BS_PHASE1_FAILED), SINTER_OK, SINTER_GS_BEGIN);
+    h->now += 11;
+    EXPECT(decide(h, y, SINTER_GS_COMMITTING), SINTER_ESTATE, SINTER_GS_BEGIN);
+    EXPECT(decide(h, y, SINTER_GS_TIMEOUT_ROLLBACKING), SINTER_OK, SINTER_GS_TIMEOUT_ROLLBACKING);
+    /* Registered but unreported (a TCC try need not report): the commit is taken. */
+    uint64_t z = begin(h, 3000);
+    uint64_t u = reg_ok(h, z);
+    EXPECT(decide(h, z, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, z, u, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    /* No branches at all: commits and ends at once (Seata). */
+    uint64_t w = begin(h, 3000);
+    EXPECT(decide(h, w, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTED);
+}
+
 /* ---- client sessions ---- */
 
 /* A retried request (same client id and seq, re-stamped by another leader) returns its first
@@ -887,17 +1010,71 @@ static void forgotten_sessions_refuse_retries(void **state)
     b.client_id = B("tm-9");
     b.seq = 6;
     EXPECT(apply(h, &b), SINTER_OK, SINTER_GS_BEGIN);
-    struct sinter_tc_result g = gc(h, 0, h->now, 100); /* answers created before now go */
+    /* Answers created before now go; clients silent since now too, but only once they hold no
+     * answer: tm-1's last answer goes in this very pass, so tm-1 is kept (its floor refuses a
+     * retry of seq 10+W). */
+    struct sinter_tc_result g = gc(h, 0, h->now, h->now, 100);
     assert_int_equal(g.rc, SINTER_OK);
     assert_true(g.sessions_removed == 2); /* tm-1 seq 10+W and tm-9 seq 5 */
+    assert_true(g.clients_removed == 0);
     assert_int_equal(apply(h, &a).rc, SINTER_ESTALE);
+    assert_int_equal(apply(h, &newer).rc, SINTER_ESTALE);
     struct sinter_tc_result again = apply(h, &b);
     assert_true(again.duplicate); /* created at h->now: kept */
     assert_true(count_all(h) == 4);
-    /* Silent clients with no answers left are forgotten at the next GC. */
+    /* Silent clients with no answers left are forgotten at the next GC (tm-1); tm-9 loses its
+     * last answer in that pass and is kept until the one after. */
     h->now += 1000;
-    g = gc(h, 0, h->now, 100);
+    g = gc(h, 0, h->now, h->now, 100);
     assert_true(g.sessions_removed == 1);
+    assert_true(g.clients_removed == 1);
+    assert_int_equal(apply(h, &b).rc, SINTER_ESTALE);
+    g = gc(h, 0, h->now, h->now, 100);
+    assert_true(g.sessions_removed == 0);
+    assert_true(g.clients_removed == 1);
+    assert_true(count_all(h) == 4);
+}
+
+/* The reviewer's scenario: a TM's BEGIN (seq 7) is answered, the client goes idle, GC forgets the
+ * answer; a retry of seq 7 (after a leader change) must be refused, never begin a second global.
+ * The client's row (its floor) is kept in the pass that raised the floor, even when the client
+ * cutoff is as late as the decoder allows, and for the whole client retention after that. */
+static void gc_keeps_idle_client_floor(void **state)
+{
+    struct h *h = *state;
+    struct sinter_tc_cmd bc = begin_cmd(h, 3000);
+    bc.client_id = B("tm-idle");
+    bc.seq = 7;
+    EXPECT(apply(h, &bc), SINTER_OK, SINTER_GS_BEGIN);
+    h->now += 60000;
+    struct sinter_tc_result g = gc(h, 0, h->now, h->now, 100);
+    assert_int_equal(g.rc, SINTER_OK);
+    assert_true(g.sessions_removed == 1);
+    struct sinter_tc_result r = apply(h, &bc);
+    assert_true(count_all(h) == 1); /* no second global */
+    assert_int_equal(r.rc, SINTER_ESTALE);
+    assert_false(r.duplicate);
+    assert_true(g.clients_removed == 0);
+    /* With the default retention the row survives GC after GC... */
+    for (int i = 0; i < 3; i++) {
+        h->now += 3600 * 1000;
+        g = gc(h, 0, h->now, h->now - SINTER_TC_DEFAULT_CLIENT_RETENTION_MS, 100);
+        assert_true(g.clients_removed == 0);
+        assert_int_equal(apply(h, &bc).rc, SINTER_ESTALE);
+    }
+    assert_true(count_all(h) == 1);
+    /* ...and goes once the client has been silent for longer than it. */
+    h->now += SINTER_TC_DEFAULT_CLIENT_RETENTION_MS;
+    g = gc(h, 0, h->now, h->now - SINTER_TC_DEFAULT_CLIENT_RETENTION_MS, 100);
+    assert_true(g.clients_removed == 1);
+    /* A client cutoff later than the session cutoff is not a valid command. */
+    struct sinter_tc_cmd bad = client_cmd(h, SINTER_TC_CMD_GC, NULL);
+    bad.u.gc.session_cutoff_ms = h->now - 10;
+    bad.u.gc.client_cutoff_ms = h->now - 9;
+    bad.u.gc.max_items = 10;
+    uint8_t buf[64];
+    size_t len;
+    assert_int_equal(sinter_tc_cmd_encode(&bad, buf, sizeof buf, &len), SINTER_EBADVALUE);
 }
 
 /* ---- retention GC ---- */
@@ -948,20 +1125,20 @@ static void retention_gc_keeps_failed(void **state)
     assert_true(count_all(h) == 10);
 
     /* A cutoff before every end removes nothing. */
-    struct sinter_tc_result r = gc(h, T0, 0, 100);
+    struct sinter_tc_result r = gc(h, T0, 0, 0, 100);
     assert_true(r.removed == 0);
     /* Oldest first, at most max per command. */
     h->now += SINTER_TC_DEFAULT_RETENTION_MS + 10;
     uint64_t cutoff = h->now - SINTER_TC_DEFAULT_RETENTION_MS;
-    r = gc(h, cutoff, 0, 2);
+    r = gc(h, cutoff, 0, 0, 2);
     assert_int_equal(r.rc, SINTER_OK);
     assert_true(r.removed == 2);
     assert_int_equal(gstatus(h, committed), SINTER_GS_FINISHED);
     assert_int_equal(gstatus(h, rollbacked), SINTER_GS_FINISHED);
     assert_int_equal(gstatus(h, tro), SINTER_GS_TIMEOUT_ROLLBACKED);
-    r = gc(h, cutoff, 0, 100);
+    r = gc(h, cutoff, 0, 0, 100);
     assert_true(r.removed == 1);
-    r = gc(h, cutoff, 0, 100);
+    r = gc(h, cutoff, 0, 0, 100);
     assert_true(r.removed == 0);
     assert_true(count_all(h) == 7);
     assert_int_equal(gstatus(h, cf), SINTER_GS_COMMIT_FAILED);
@@ -1270,6 +1447,123 @@ static void snapshot_on_another_thread(void **state)
     sinter_tc_fsm_close(f2);
 }
 
+struct busy_install {
+    struct h *h;
+    const char *snap;
+    int steps;
+    int rc;
+    uint32_t digest_before;
+    uint64_t applied_before;
+    char msg[512];
+};
+
+/* Runs between backup steps, while the snapshot's reader holds a WAL snapshot: an entry committed
+ * now is a WAL frame that no checkpoint can fold into the file until that reader is gone. */
+static void install_while_reader(void *arg)
+{
+    struct busy_install *b = arg;
+    if (++b->steps != 1) {
+        return;
+    }
+    begin(b->h, 3000);
+    b->digest_before = digest(b->h->f);
+    b->applied_before = sinter_tc_fsm_last_applied(b->h->f);
+    b->rc = sinter_tc_fsm_install_from(b->h->f, b->snap);
+    snprintf(b->msg, sizeof b->msg, "%s", sinter_tc_fsm_errmsg(b->h->f));
+}
+
+/* An install whose WAL checkpoint cannot finish must not remove the WAL: it fails with EDB and a
+ * message, and the old state (including what only the WAL held) stays in use. */
+static void install_keeps_old_state_when_checkpoint_fails(void **state)
+{
+    struct h *h = *state;
+    static uint8_t blob[60000];
+    memset(blob, 0x77, sizeof blob);
+    for (int i = 0; i < 40; i++) {
+        struct sinter_tc_cmd c = begin_cmd(h, 3000);
+        c.u.begin.app_data.p = blob;
+        c.u.begin.app_data.len = sizeof blob;
+        assert_int_equal(apply(h, &c).rc, SINTER_OK);
+    }
+    char snap[160];
+    char snap2[160];
+    snprintf(snap, sizeof snap, "%s/snap.db", h->dir);
+    snprintf(snap2, sizeof snap2, "%s/snap2.db", h->dir);
+    uint64_t sidx;
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap, &sidx, NULL, NULL, NULL), SINTER_OK);
+    begin(h, 3000);
+    struct busy_install b = {h, snap, 0, -1, 0, 0, ""};
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap2, NULL, NULL, install_while_reader, &b),
+                     SINTER_OK);
+    assert_true(b.steps >= 1);
+    assert_int_equal(b.rc, SINTER_EDB);
+    assert_non_null(strstr(b.msg, "checkpoint"));
+    assert_int_equal(digest(h->f), b.digest_before);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == b.applied_before);
+    /* Still usable, and everything survives a restart. */
+    uint64_t x = begin(h, 3000);
+    sinter_tc_fsm_close(h->f);
+    assert_int_equal(sinter_tc_fsm_open(&h->f, h->path, GROUP), SINTER_OK);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == x);
+    assert_int_equal(gstatus(h, x), SINTER_GS_BEGIN);
+    /* With the reader gone the same install goes through. */
+    assert_int_equal(sinter_tc_fsm_install_from(h->f, snap), SINTER_OK);
+    assert_string_equal(sinter_tc_fsm_errmsg(h->f), "");
+    assert_true(sinter_tc_fsm_last_applied(h->f) == sidx);
+    assert_int_equal(gstatus(h, x), SINTER_GS_FINISHED);
+}
+
+/* A damaged snapshot (garbage over its pages, or cut short) is refused with ECORRUPT and a
+ * message before anything is touched: the old state survives and stays usable. */
+static void install_refuses_damaged_snapshot(void **state)
+{
+    struct h *h = *state;
+    static uint8_t blob[20000];
+    memset(blob, 0x42, sizeof blob);
+    for (int i = 0; i < 10; i++) {
+        struct sinter_tc_cmd c = begin_cmd(h, 3000);
+        c.u.begin.app_data.p = blob;
+        c.u.begin.app_data.len = sizeof blob;
+        assert_int_equal(apply(h, &c).rc, SINTER_OK);
+    }
+    char snap[160];
+    snprintf(snap, sizeof snap, "%s/snap.db", h->dir);
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap, NULL, NULL, NULL, NULL), SINTER_OK);
+    begin(h, 3000);
+    uint32_t before = digest(h->f);
+    uint64_t applied = sinter_tc_fsm_last_applied(h->f);
+
+    /* Garbage over pages 2..5 (the first tables' b-tree pages); page 1 (the header) intact. */
+    FILE *fp = fopen(snap, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long size = ftell(fp);
+    assert_true(size > 8 * 4096);
+    assert_int_equal(fseek(fp, 4096, SEEK_SET), 0);
+    for (int i = 0; i < 4 * 4096; i++) {
+        fputc((i * 131 + 7) & 0xff, fp);
+    }
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(sinter_tc_fsm_install_from(h->f, snap), SINTER_ECORRUPT);
+    assert_non_null(strstr(sinter_tc_fsm_errmsg(h->f), "snapshot"));
+    assert_int_equal(digest(h->f), before);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == applied);
+
+    /* A snapshot cut short. */
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap, NULL, NULL, NULL, NULL), SINTER_OK);
+    fp = fopen(snap, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    size = ftell(fp);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(truncate(snap, size / 2), 0);
+    assert_int_equal(sinter_tc_fsm_install_from(h->f, snap), SINTER_ECORRUPT);
+    assert_int_not_equal(sinter_tc_fsm_errmsg(h->f)[0], '\0');
+    assert_int_equal(digest(h->f), before);
+    uint64_t x = begin(h, 3000);
+    assert_int_equal(gstatus(h, x), SINTER_GS_BEGIN);
+}
+
 /* ---- randomized: two replicas, same entries ---- */
 
 static uint64_t rnd(uint64_t *s)
@@ -1391,6 +1685,7 @@ static void randomized_replicas_agree(void **state)
                 if (c.type == SINTER_TC_CMD_GC) {
                     c.u.gc.global_cutoff_ms = now - 20000 - rnd(&seed) % 20000;
                     c.u.gc.session_cutoff_ms = now - rnd(&seed) % 5000;
+                    c.u.gc.client_cutoff_ms = c.u.gc.session_cutoff_ms - rnd(&seed) % 5000;
                     c.u.gc.max_items = 1 + (uint32_t)(rnd(&seed) % 5);
                 } else {
                     static const uint8_t t[3] = {SINTER_GS_COMMITTED, SINTER_GS_ROLLBACKED,
@@ -1429,6 +1724,8 @@ static void randomized_replicas_agree(void **state)
             assert_true(r1[i].xid.index == r2[i].xid.index);
             assert_true(r1[i].branch_id == r2[i].branch_id);
             assert_true(r1[i].removed == r2[i].removed);
+            assert_true(r1[i].sessions_removed == r2[i].sessions_removed);
+            assert_true(r1[i].clients_removed == r2[i].clients_removed);
             assert_int_equal(r1[i].duplicate, r2[i].duplicate);
             free(bufs[i]);
             if (r1[i].rc == SINTER_OK && !r1[i].duplicate) {
@@ -1500,14 +1797,19 @@ int main(void)
         T(end_command),
         T(retry_timeout_from_first_attempt),
         T(redrive_and_resolve),
+        T(rollback_delivers_to_phase_one_failed),
+        T(commit_refused_after_phase_one_failed),
         T(client_retry_returns_first_answer),
         T(forgotten_sessions_refuse_retries),
+        T(gc_keeps_idle_client_floor),
         T(retention_gc_keeps_failed),
         T(restart_applies_nothing_twice),
         T(batch_atomicity),
         T(queries),
         T(snapshot_install_roundtrip),
         T(snapshot_on_another_thread),
+        T(install_keeps_old_state_when_checkpoint_fails),
+        T(install_refuses_damaged_snapshot),
         T(randomized_replicas_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
