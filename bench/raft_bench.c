@@ -51,6 +51,9 @@ static int fsm_apply(void *arg, uint32_t group, const struct sinter_raft_host_en
     (void)group;
     struct fsm *f = arg;
     for (size_t i = 0; i < n; i++) {
+        if (e[i].type != SINTER_RAFT_ENTRY_NORMAL) {
+            continue; /* a leader's no-op or a configuration change: nothing to apply */
+        }
         uint64_t key = 0;
         size_t kl = e[i].len < 8 ? e[i].len : 8;
         memcpy(&key, e[i].data, kl);

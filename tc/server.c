@@ -202,6 +202,8 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
         g->res = nr;
         g->cap = n;
     }
+    /* NOOP and CONFIG entries come with len 0 (sinter/raft_host.h), which the fsm counts as
+     * applied without a command: its last applied index is the host's, as a snapshot needs. */
     for (size_t i = 0; i < n; i++) {
         g->ents[i] = (struct sinter_tc_entry){e[i].index, e[i].term, e[i].data, e[i].len};
     }

@@ -50,24 +50,33 @@ struct sinter_raft_host;
 struct sinter_raft_host_snap_writer;
 struct sinter_raft_host_snap_reader;
 
-/* A committed NORMAL entry handed to the state machine. data is owned by the host, valid only
- * during the apply call. */
+/* A committed entry handed to the state machine. Every committed index reaches apply, in order:
+ *   - type SINTER_RAFT_ENTRY_NORMAL: a proposed command, len > 0 (propose refuses empty data);
+ *   - type SINTER_RAFT_ENTRY_NOOP (every new leader appends one) or SINTER_RAFT_ENTRY_CONFIG:
+ *     nothing to apply, data NULL and len 0; the state machine only notes that its state now
+ *     reflects the log up to `index`.
+ * So "len == 0" alone tells a state machine that an entry is not a command. data is owned by the
+ * host, valid only during the apply call. */
 struct sinter_raft_host_entry {
     uint64_t index;
     uint64_t term;
     const uint8_t *data;
     uint32_t len;
+    uint32_t type; /* enum sinter_raft_entry_type */
 };
 
 /* The application's state machine, one instance per group (arg and group tell which).
  * Every member but snapshot_save runs on the loop thread. */
 struct sinter_raft_host_sm {
-    /* Applies n committed entries, in log order. Return SINTER_OK; any error stops the group
-     * (the replicas must stay identical, so a command the state machine cannot apply is fatal to
-     * the group, never skipped). Required. */
+    /* Applies n committed entries, in log order, with no gap: NOOP and CONFIG entries come too
+     * (len 0, see sinter_raft_host_entry), so after the call the state reflects the log up to
+     * e[n-1].index, the index a snapshot of it is taken at. Return SINTER_OK; any error stops the
+     * group (the replicas must stay identical, so a command the state machine cannot apply is
+     * fatal to the group, never skipped). Required. */
     int (*apply)(void *arg, uint32_t group, const struct sinter_raft_host_entry *e, size_t n);
     /* Returns a consistent, immutable copy (or reference-counted view) of the state as of the
-     * last applied entry, index `index`, for snapshot_save to serialise on another thread; NULL on
+     * last applied entry, index `index` (always the index of the last entry passed to apply, or
+     * of the last snapshot loaded), for snapshot_save to serialise on another thread; NULL on
      * failure (the snapshot is skipped). Optional: without it no snapshot is ever taken. */
     void *(*snapshot_prepare)(void *arg, uint32_t group, uint64_t index);
     /* Serialises `copy` with sinter_raft_host_snap_write(). Runs on a helper thread, never the
@@ -117,7 +126,8 @@ struct sinter_raft_host_opts {
     bool bootstrap;              /* a founding member: on a fresh store, bootstrap every group with
                                     {id} + peers as voters */
     uint64_t snapshot_every;     /* take a snapshot every this many applied entries; 0 = never;
-                                    default 8192 */
+                                    default 8192. After a failed snapshot the next automatic one
+                                    waits 2, 4, 8 ... up to 512 ticks (snapshot_now does not) */
     uint64_t snapshot_trailing;  /* entries kept in memory behind a snapshot; default 1024 */
     uint32_t propose_timeout_ms; /* a proposal not resolved by then completes with
                                     SINTER_ETIMEOUT (outcome unknown); default 10000 */

@@ -29,6 +29,12 @@
 #define HOST_MAX_PEERS         (SINTER_RAFT_TRANSPORT_MAX_PEERS + 1)
 #define HOST_SNAP_RX_MAX       (1024ull * 1024ull * 1024ull) /* received snapshots are buffered */
 #define HOST_READIES_PER_ROUND 4
+/* After a failed snapshot the next automatic attempt waits this many ticks, doubled per
+ * consecutive failure up to the max (2 ticks .. 512 ticks = 40 ms .. ~10 s at the default tick):
+ * a failure that persists (ENOSPC, a state machine that cannot copy itself) costs one attempt and
+ * one log line per step, never a full copy of the state per loop pass. */
+#define HOST_SNAP_BACKOFF_MIN 2u
+#define HOST_SNAP_BACKOFF_MAX 512u
 
 enum ev_type {
     EV_RX = 1,
@@ -129,6 +135,8 @@ struct group {
     uint64_t read_ctx;
     uint64_t last_snap; /* newest durable snapshot index */
     struct snap_job *job;
+    uint32_t snap_failures;   /* consecutive failed snapshots (0 after a success) */
+    uint64_t snap_retry_tick; /* no automatic snapshot before this tick round */
     uint32_t role;
     sinter_raft_id leader;
     uint64_t term;
@@ -688,9 +696,39 @@ static void snap_waiters_done(struct group *g, int rc, uint64_t index)
     }
 }
 
+/* The loop's tick round counter. Only the loop writes h->ticks, so the loop reads it unlocked. */
+static uint64_t loop_ticks(const struct sinter_raft_host *h)
+{
+    return h->ticks;
+}
+
+/* A snapshot at `index` failed (a failed snapshot costs nothing but log space: keep going). The
+ * next automatic attempt waits HOST_SNAP_BACKOFF_MIN ticks, doubled per consecutive failure up to
+ * HOST_SNAP_BACKOFF_MAX; one log line per failure, so one per backoff step. Waiters of
+ * snapshot_now get the error. */
+static void snap_failed(struct group *g, uint64_t index, int rc, const char *what)
+{
+    struct sinter_raft_host *h = g->h;
+    uint32_t wait = HOST_SNAP_BACKOFF_MAX;
+    if (g->snap_failures < 16 && (HOST_SNAP_BACKOFF_MIN << g->snap_failures) < wait) {
+        wait = HOST_SNAP_BACKOFF_MIN << g->snap_failures;
+    }
+    if (g->snap_failures < UINT32_MAX) {
+        g->snap_failures++;
+    }
+    g->snap_retry_tick = loop_ticks(h) + wait;
+    hlog(h, 1, g->id,
+         "snapshot at %" PRIu64 " failed (%s): %s; failure %u in a row, next attempt in %u ticks",
+         index, what, sinter_strerror(rc), g->snap_failures, wait);
+    snap_waiters_done(g, rc, 0);
+}
+
 /* Starts a snapshot job when due. The copy is taken here, between readies, so it is exactly the
- * state after `applied` entries; serialising it happens off the loop (dissertation 5.2 suggests
- * copy-on-write for the same reason: clients must not wait while a snapshot is written). */
+ * state after `applied` entries (the state machine has seen every entry up to it, see
+ * apply_committed); serialising it happens off the loop (dissertation 5.2 suggests copy-on-write
+ * for the same reason: clients must not wait while a snapshot is written). After a failure an
+ * automatic snapshot waits out its backoff; an explicit snapshot_now is tried at once (one attempt
+ * per request, so it cannot spin either). */
 static void maybe_snapshot(struct group *g)
 {
     struct sinter_raft_host *h = g->h;
@@ -698,7 +736,8 @@ static void maybe_snapshot(struct group *g)
         return;
     }
     uint64_t applied = sinter_raft_applied_index(g->r);
-    bool due = h->o.snapshot_every != 0 && applied >= g->last_snap + h->o.snapshot_every;
+    bool due = h->o.snapshot_every != 0 && applied >= g->last_snap + h->o.snapshot_every &&
+               loop_ticks(h) >= g->snap_retry_tick;
     if (!due && !g->snap_requested) {
         return;
     }
@@ -711,6 +750,7 @@ static void maybe_snapshot(struct group *g)
     g->snap_requested = false;
     struct snap_job *j = calloc(1, sizeof *j);
     if (j == NULL) {
+        snap_failed(g, applied, SINTER_ENOMEM, "job");
         return;
     }
     j->g = g;
@@ -719,16 +759,15 @@ static void maybe_snapshot(struct group *g)
         rc = sinter_store_snap_begin(g->s, &j->meta, &j->w.w);
     }
     if (rc != SINTER_OK) {
-        hlog(h, 1, g->id, "cannot start snapshot at %" PRIu64 ": %s", applied, sinter_strerror(rc));
-        snap_waiters_done(g, rc, 0);
         free(j);
+        snap_failed(g, applied, rc, "cannot start");
         return;
     }
     j->copy = g->sm.snapshot_prepare(g->sm.arg, g->id, applied);
     if (j->copy == NULL) {
         sinter_store_snap_abort(j->w.w);
-        snap_waiters_done(g, SINTER_ENOMEM, 0);
         free(j);
+        snap_failed(g, applied, SINTER_ENOMEM, "state machine copy");
         return;
     }
     if (pthread_create(&j->th, NULL, job_main, j) != 0) {
@@ -736,8 +775,8 @@ static void maybe_snapshot(struct group *g)
             g->sm.snapshot_release(g->sm.arg, g->id, j->copy);
         }
         sinter_store_snap_abort(j->w.w);
-        snap_waiters_done(g, SINTER_ENOMEM, 0);
         free(j);
+        snap_failed(g, applied, SINTER_ENOMEM, "helper thread");
         return;
     }
     g->job = j;
@@ -763,13 +802,20 @@ static void job_finished(struct group *g, struct snap_job *j)
         }
     }
     uint64_t index = j->meta.index;
+    const char *what = j->rc != SINTER_OK      ? "state machine save"
+                       : g->error != SINTER_OK ? "group stopped"
+                                               : "store";
     free(j);
     if (rc != SINTER_OK) {
-        /* A failed snapshot costs nothing but log space: keep going and retry later. */
-        hlog(h, 1, g->id, "snapshot at %" PRIu64 " failed: %s", index, sinter_strerror(rc));
-        snap_waiters_done(g, rc, 0);
+        snap_failed(g, index, rc, what);
         return;
     }
+    if (g->snap_failures > 0) {
+        hlog(h, 2, g->id, "snapshot at %" PRIu64 " succeeded after %u failed attempt(s)", index,
+             g->snap_failures);
+    }
+    g->snap_failures = 0;
+    g->snap_retry_tick = 0;
     g->last_snap = index;
     g->taken++;
     int crc = sinter_raft_compact(g->r, index, h->o.snapshot_trailing);
@@ -858,17 +904,24 @@ static int apply_committed(struct group *g, const struct sinter_raft_entry *c, s
         g->abuf = nb;
         g->abuf_cap = n;
     }
-    size_t k = 0;
+    /* Every committed index goes to the state machine, NOOP and CONFIG entries too (with no
+     * data): the state machine's own idea of its applied index must be the core's applied index,
+     * because that is the index maybe_snapshot takes a snapshot at (and the index the log replays
+     * from after it). Passing only NORMAL entries left a state machine that records its applied
+     * index (tc/fsm.c) behind the core whenever the last applied entry was a new leader's no-op:
+     * it then rightly refused a copy "for index i" of state at i - 1, and the snapshot failed
+     * until the next command. Asking the state machine for its own index instead would need one
+     * more callback, and would still leave a snapshot (and the replay after a restart) one entry
+     * short of what the core believes is applied. */
     for (size_t i = 0; i < n; i++) {
-        if (c[i].type == SINTER_RAFT_ENTRY_NORMAL) {
-            g->abuf[k++] = (struct sinter_raft_host_entry){
-                .index = c[i].index, .term = c[i].term, .data = c[i].data, .len = c[i].len};
-        }
+        bool cmd = c[i].type == SINTER_RAFT_ENTRY_NORMAL;
+        g->abuf[i] = (struct sinter_raft_host_entry){.index = c[i].index,
+                                                     .term = c[i].term,
+                                                     .data = cmd ? c[i].data : NULL,
+                                                     .len = cmd ? c[i].len : 0,
+                                                     .type = c[i].type};
     }
-    if (k == 0) {
-        return SINTER_OK;
-    }
-    return g->sm.apply(g->sm.arg, g->id, g->abuf, k);
+    return g->sm.apply(g->sm.arg, g->id, g->abuf, n);
 }
 
 /* Resolves proposals against the committed entries (sinter_raft_propose: same index and term =

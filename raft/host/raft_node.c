@@ -25,6 +25,8 @@
  *   REMOVE g id          -> OK <index>
  *   TRANSFER g id        start leadership transfer          -> OK
  *   SNAPSHOT g           snapshot + compact now             -> OK <index>
+ *   FAILSNAP g 0|1       1: this replica's state machine fails every snapshot save from now on
+ *                        (tests the host's backoff); 0: back to normal -> OK
  * Errors: "NOTLEADER <leader id> <leader url or ->" or "ERR <SINTER_E...>".
  * Values and keys are single tokens (no spaces), up to 1024 bytes.
  *
@@ -62,10 +64,13 @@ struct kv {
     pthread_mutex_t mu; /* the loop applies; control workers read LOCAL / KEYS */
     struct kv_item **b;
     size_t nb, n;
+    uint64_t applied; /* index of the last entry applied or snapshot loaded (loop thread only) */
+    bool fail_snap;   /* FAILSNAP: snapshot saves fail (atomic: set by workers, read by helpers) */
 };
 
 static struct kv *g_kv;
 static uint32_t g_groups = 1;
+static sinter_raft_id g_self;
 
 static uint64_t fnv(const char *s)
 {
@@ -159,7 +164,9 @@ static bool kv_get(struct kv *kv, const char *key, char *out, size_t cap)
     return false;
 }
 
-/* Entry: u16 key length (LE), key, value. */
+/* Entry: u16 key length (LE), key, value. The host passes every committed index, NOOP and CONFIG
+ * entries with len 0 (sinter/raft_host.h); we note the index of each, so that sm_prepare can check
+ * the host's contract: a snapshot "at index i" is asked for exactly when the state is at i. */
 static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_entry *e, size_t n)
 {
     (void)arg;
@@ -167,8 +174,9 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
     pthread_mutex_lock(&kv->mu);
     int rc = SINTER_OK;
     for (size_t i = 0; i < n && rc == SINTER_OK; i++) {
+        kv->applied = e[i].index;
         if (e[i].len < 2) {
-            continue; /* not ours: ignore, identically on every replica */
+            continue; /* not a command (len 0), or not ours: ignore, identically on every replica */
         }
         size_t kl = (size_t)e[i].data[0] | (size_t)e[i].data[1] << 8;
         if (kl + 2 > e[i].len) {
@@ -223,8 +231,16 @@ static uint32_t rd32(const uint8_t *b)
 static void *sm_prepare(void *arg, uint32_t group, uint64_t index)
 {
     (void)arg;
-    (void)index;
     struct kv *kv = &g_kv[group];
+    if (index != kv->applied) {
+        /* A copy of state at kv->applied published as a snapshot for `index` would lose (or
+         * double) entries on every node that loads it: refuse, as a real state machine must. */
+        fprintf(stderr,
+                "WARN raft-node[%" PRIu64 "] g%u: snapshot asked for index %" PRIu64
+                ", state at %" PRIu64 ": refused\n",
+                g_self, group, index, kv->applied);
+        return NULL;
+    }
     struct snapbuf *s = calloc(1, sizeof *s);
     if (s == NULL) {
         return NULL;
@@ -259,8 +275,10 @@ static void *sm_prepare(void *arg, uint32_t group, uint64_t index)
 static int sm_save(void *arg, uint32_t group, void *copy, struct sinter_raft_host_snap_writer *w)
 {
     (void)arg;
-    (void)group;
     struct snapbuf *s = copy;
+    if (__atomic_load_n(&g_kv[group].fail_snap, __ATOMIC_ACQUIRE)) {
+        return SINTER_EIO;
+    }
     return sinter_raft_host_snap_write(w, s->p, s->len);
 }
 
@@ -279,7 +297,6 @@ static int sm_load(void *arg, uint32_t group, uint64_t index,
                    struct sinter_raft_host_snap_reader *r)
 {
     (void)arg;
-    (void)index;
     struct snapbuf s = {0};
     uint8_t buf[65536];
     for (;;) {
@@ -317,6 +334,7 @@ static int sm_load(void *arg, uint32_t group, uint64_t index,
         rc = kv_put(kv, (const char *)s.p + off, kl, (const char *)s.p + off + kl, vl);
         off += kl + vl;
     }
+    kv->applied = index;
     pthread_mutex_unlock(&kv->mu);
     free(s.p);
     return rc;
@@ -337,7 +355,6 @@ static void sm_fill(void *arg, uint32_t group, struct sinter_raft_host_sm *out)
 /* ---- control interface ---------------------------------------------------------------------- */
 
 static struct sinter_raft_host *g_host;
-static sinter_raft_id g_self;
 static pthread_mutex_t g_peers_mu = PTHREAD_MUTEX_INITIALIZER;
 static sinter_raft_id g_peer_ids[MAX_PEERS];
 static size_t g_n_peers;
@@ -621,6 +638,10 @@ static void handle(char *in, char *out, size_t cap)
             return;
         }
         req_finish(r, sinter_raft_host_snapshot_now(g_host, g, req_done, r), out, cap, false);
+    } else if (strcmp(cmd, "FAILSNAP") == 0 && parse_group(a1, &g) && a2 != NULL &&
+               (strcmp(a2, "0") == 0 || strcmp(a2, "1") == 0)) {
+        __atomic_store_n(&g_kv[g].fail_snap, a2[0] == '1', __ATOMIC_RELEASE);
+        snprintf(out, cap, "OK");
     } else {
         snprintf(out, cap, "ERR SINTER_EINVAL");
     }
