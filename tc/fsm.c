@@ -728,6 +728,32 @@ static void not_found(struct sinter_tc_result *res)
     res->status = SINTER_GS_FINISHED;
 }
 
+/* Loads the global and one of its branches for a branch-level command and fills res the same
+ * way for every such command: unknown xid -> Finished, unknown branch -> SINTER_ENOTFOUND.
+ * *ok is false when the command stops there (res already holds the answer). */
+static int load_global_branch(struct sinter_tc_fsm *f, const struct sinter_xid *xid,
+                              uint64_t branch_id, struct gstate *g, uint32_t *bs,
+                              struct sinter_tc_result *res, bool *ok)
+{
+    bool found;
+    *ok = false;
+    CHECK(load_global(f, xid, g, &found));
+    if (!found) {
+        not_found(res);
+        return SINTER_OK;
+    }
+    res->status = g->status;
+    res->branch_id = branch_id;
+    CHECK(load_branch(f, g->xid_index, branch_id, bs, &found));
+    if (!found) {
+        res->rc = SINTER_ENOTFOUND;
+        return SINTER_OK;
+    }
+    res->branch_status = *bs;
+    *ok = true;
+    return SINTER_OK;
+}
+
 static int do_begin(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c, uint64_t index,
                     struct sinter_tc_result *res)
 {
@@ -805,21 +831,12 @@ static int do_report(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
 {
     const struct sinter_tc_cmd_report *p = &c->u.report;
     struct gstate g;
-    bool found;
+    bool ok;
     uint32_t bs = 0;
-    CHECK(load_global(f, &p->xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    CHECK(load_global_branch(f, &p->xid, p->branch_id, &g, &bs, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
-    res->branch_id = p->branch_id;
-    CHECK(load_branch(f, g.xid_index, p->branch_id, &bs, &found));
-    if (!found) {
-        res->rc = SINTER_ENOTFOUND;
-        return SINTER_OK;
-    }
-    res->branch_status = bs;
     if (bs == p->status) {
         return SINTER_OK; /* the same report again: already recorded */
     }
@@ -937,21 +954,12 @@ static int do_branch_result(struct sinter_tc_fsm *f, const struct sinter_tc_cmd 
 {
     const struct sinter_tc_cmd_branch_result *b = &c->u.result;
     struct gstate g;
-    bool found;
+    bool ok;
     uint32_t bs = 0;
-    CHECK(load_global(f, &b->xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    CHECK(load_global_branch(f, &b->xid, b->branch_id, &g, &bs, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
-    res->branch_id = b->branch_id;
-    CHECK(load_branch(f, g.xid_index, b->branch_id, &bs, &found));
-    if (!found) {
-        res->rc = SINTER_ENOTFOUND;
-        return SINTER_OK;
-    }
-    res->branch_status = bs;
     bool commit_outcome = outcome_is_commit(b->outcome);
     if (g.decision == 0 || commit_outcome != (g.decision == SINTER_GS_COMMITTING)) {
         res->rc = SINTER_ESTATE; /* undecided, or an outcome of the other side */
