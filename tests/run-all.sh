@@ -32,7 +32,9 @@ section "sanitizer build (ASan + UBSan, -Werror)"
 configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DSINTER_SANITIZE=ON \
   -DSINTER_SIM_SEEDS="${SINTER_SIM_SEEDS_ASAN:-300}"
 section "ctest: sanitizer build"
-ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1} \
+# Not strict_string_checks: it demands NUL-terminated input even from strndup/strnlen, which are
+# defined to stop at n bytes, and so reports valid code.
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
