@@ -396,9 +396,16 @@ int sinter_raft_step(struct sinter_raft *r, const struct sinter_raft_msg *m)
              * term: with pre-vote or check-quorum no one disrupts it with a higher-term vote. */
             struct sinter_raft_msg resp = {.type = SINTER_RAFT_MSG_APPEND_RESP, .to = m->from};
             raft__send(r, &resp, false);
-        } else if (m->type == SINTER_RAFT_MSG_PRE_VOTE) {
-            struct sinter_raft_msg resp = {
-                .type = SINTER_RAFT_MSG_PRE_VOTE_RESP, .to = m->from, .reject = true};
+        } else if (m->type == SINTER_RAFT_MSG_PRE_VOTE || m->type == SINTER_RAFT_MSG_VOTE) {
+            /* Paper figure 2: a stale RequestVote is answered with our term so the candidate
+             * learns it. Dropping it silently (etcd does, relying on pre-vote and check-quorum)
+             * lets a candidate in a lower term campaign forever when both are off, because the
+             * servers in higher terms never talk to it (raft/sim FINDINGS F7). */
+            struct sinter_raft_msg resp = {.type = m->type == SINTER_RAFT_MSG_VOTE
+                                                       ? SINTER_RAFT_MSG_VOTE_RESP
+                                                       : SINTER_RAFT_MSG_PRE_VOTE_RESP,
+                                           .to = m->from,
+                                           .reject = true};
             raft__send(r, &resp, false);
         }
         return SINTER_OK;

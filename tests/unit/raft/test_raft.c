@@ -1618,6 +1618,56 @@ static void rejected_higher_term_vote_does_not_reset_election_timer(void **state
     sinter_raft_close(r);
 }
 
+/* F7: a VOTE from an older term is answered with a rejection carrying our term (paper figure 2),
+ * so a candidate stuck in a lower term learns the newer one even with pre-vote and check-quorum
+ * off, instead of campaigning unanswered forever. */
+static void stale_vote_is_answered_with_current_term(void **state)
+{
+    (void)state;
+    struct sinter_raft_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    for (sinter_raft_id i = 1; i <= 3; i++) {
+        sinter_raft_config_add(&cfg, i, SINTER_RAFT_VOTER);
+    }
+    struct sinter_raft_options o;
+    sinter_raft_options_defaults(&o, 1);
+    o.pre_vote = false;
+    o.check_quorum = false;
+    struct sinter_raft *r = NULL;
+    assert_int_equal(sinter_raft_new(&r, &o), SINTER_OK);
+    assert_int_equal(sinter_raft_bootstrap(r, &cfg), SINTER_OK);
+    drain(r, 0, NULL);
+    struct sinter_raft_msg v = {
+        .type = SINTER_RAFT_MSG_VOTE, .from = 3, .to = 1, .term = 7, .index = 0, .log_term = 0};
+    assert_int_equal(sinter_raft_step(r, &v), SINTER_OK); /* moves us to term 7, rejected */
+    assert_int_equal(sinter_raft_term(r), 7);
+    drain(r, 0, NULL);
+    struct sinter_raft_msg stale = {
+        .type = SINTER_RAFT_MSG_VOTE, .from = 2, .to = 1, .term = 4, .index = 1, .log_term = 1};
+    assert_int_equal(sinter_raft_step(r, &stale), SINTER_OK);
+    assert_int_equal(sinter_raft_term(r), 7);
+    assert_int_equal(sinter_raft_vote(r), 0);
+    bool answered = false;
+    while (sinter_raft_has_ready(r)) {
+        struct sinter_raft_ready rd;
+        assert_int_equal(sinter_raft_ready(r, &rd), SINTER_OK);
+        for (int pass = 0; pass < 2; pass++) {
+            const struct sinter_raft_msg *ms = pass == 0 ? rd.msgs : rd.msgs_after_persist;
+            size_t n = pass == 0 ? rd.n_msgs : rd.n_msgs_after_persist;
+            for (size_t i = 0; i < n; i++) {
+                if (ms[i].type == SINTER_RAFT_MSG_VOTE_RESP && ms[i].to == 2) {
+                    assert_true(ms[i].reject);
+                    assert_int_equal(ms[i].term, 7);
+                    answered = true;
+                }
+            }
+        }
+        sinter_raft_advance(r, &rd);
+    }
+    assert_true(answered);
+    sinter_raft_close(r);
+}
+
 /* ---- randomised faults ---------------------------------------------------------------------- */
 
 #ifndef FZ_SEEDS
@@ -1816,6 +1866,7 @@ int main(void)
         cmocka_unit_test(queued_snapshot_message_names_latest_snapshot),
         cmocka_unit_test(acknowledgements_of_truncated_entries_are_withdrawn),
         cmocka_unit_test(rejected_higher_term_vote_does_not_reset_election_timer),
+        cmocka_unit_test(stale_vote_is_answered_with_current_term),
         cmocka_unit_test_teardown(randomized_faults_keep_cluster_safe_and_live, teardown),
 #else
         cmocka_unit_test_teardown(broken_variant_commits_previous_term_entry_by_counting, teardown),
