@@ -728,12 +728,11 @@ static void not_found(struct sinter_tc_result *res)
     res->status = SINTER_GS_FINISHED;
 }
 
-/* Loads the global and one of its branches for a branch-level command and fills res the same
- * way for every such command: unknown xid -> Finished, unknown branch -> SINTER_ENOTFOUND.
- * *ok is false when the command stops there (res already holds the answer). */
-static int load_global_branch(struct sinter_tc_fsm *f, const struct sinter_xid *xid,
-                              uint64_t branch_id, struct gstate *g, uint32_t *bs,
-                              struct sinter_tc_result *res, bool *ok)
+/* Loads the global a command names and starts its answer the same way for every command:
+ * unknown xid -> Finished (Seata's answer for a forgotten or never-issued xid), otherwise
+ * res->status is the current status. *ok is false when the command stops there. */
+static int load_global_answer(struct sinter_tc_fsm *f, const struct sinter_xid *xid,
+                              struct gstate *g, struct sinter_tc_result *res, bool *ok)
 {
     bool found;
     *ok = false;
@@ -743,6 +742,21 @@ static int load_global_branch(struct sinter_tc_fsm *f, const struct sinter_xid *
         return SINTER_OK;
     }
     res->status = g->status;
+    *ok = true;
+    return SINTER_OK;
+}
+
+/* The same for a branch-level command, adding: unknown branch -> SINTER_ENOTFOUND. */
+static int load_global_branch(struct sinter_tc_fsm *f, const struct sinter_xid *xid,
+                              uint64_t branch_id, struct gstate *g, uint32_t *bs,
+                              struct sinter_tc_result *res, bool *ok)
+{
+    bool found;
+    CHECK(load_global_answer(f, xid, g, res, ok));
+    if (!*ok) {
+        return SINTER_OK;
+    }
+    *ok = false;
     res->branch_id = branch_id;
     CHECK(load_branch(f, g->xid_index, branch_id, bs, &found));
     if (!found) {
@@ -783,13 +797,11 @@ static int do_register(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c, u
 {
     const struct sinter_tc_cmd_register *r = &c->u.reg;
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &r->xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &r->xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (g.status != SINTER_GS_BEGIN) {
         res->rc = SINTER_ESTATE; /* late register: the global was decided */
         return SINTER_OK;
@@ -867,13 +879,11 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
 {
     const struct sinter_tc_cmd_decide *d = &c->u.decide;
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &d->xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &d->xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (g.status != SINTER_GS_BEGIN) {
         /* Already decided: the same way again returns the current status (Seata's repeated
          * commit / rollback); the other way is refused, whatever the status now is. */
@@ -932,13 +942,11 @@ static int do_phase2_start(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *
                            struct sinter_tc_result *res)
 {
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &c->u.x.xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &c->u.x.xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (!in_phase2(g.status)) {
         res->rc = SINTER_ESTATE;
         return SINTER_OK;
@@ -1002,13 +1010,11 @@ static int do_end(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
                   struct sinter_tc_result *res)
 {
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &c->u.x.xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &c->u.x.xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (sinter_global_status_is_final(g.status)) {
         return SINTER_OK; /* already ended: idempotent */
     }
@@ -1028,13 +1034,11 @@ static int do_retry_timeout(struct sinter_tc_fsm *f, const struct sinter_tc_cmd 
 {
     const struct sinter_tc_cmd_retry_timeout *t = &c->u.retry_timeout;
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &t->xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &t->xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (g.status == SINTER_GS_COMMIT_RETRY_TIMEOUT ||
         g.status == SINTER_GS_ROLLBACK_RETRY_TIMEOUT) {
         return SINTER_OK;
@@ -1206,13 +1210,11 @@ static int do_redrive(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
                       struct sinter_tc_result *res)
 {
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &c->u.x.xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &c->u.x.xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (!is_failed(g.status)) {
         res->rc = SINTER_ESTATE;
         return SINTER_OK;
@@ -1243,13 +1245,11 @@ static int do_resolve(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
                       struct sinter_tc_result *res)
 {
     struct gstate g;
-    bool found;
-    CHECK(load_global(f, &c->u.resolve.xid, &g, &found));
-    if (!found) {
-        not_found(res);
+    bool ok;
+    CHECK(load_global_answer(f, &c->u.resolve.xid, &g, res, &ok));
+    if (!ok) {
         return SINTER_OK;
     }
-    res->status = g.status;
     if (g.status == c->u.resolve.target) {
         return SINTER_OK;
     }
