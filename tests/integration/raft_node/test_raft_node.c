@@ -45,6 +45,8 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "testproc.h"
+
 #define MAX_NODES 5
 #define WAIT_MS   20000
 
@@ -61,33 +63,6 @@ static char g_tmp[256];
 static struct node N[MAX_NODES + 1]; /* N[1..4] */
 static unsigned g_groups = 1;
 static unsigned g_snap_every; /* 0: raft-node's default */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* One request to a node's control socket. Returns 0 and the reply in out, or -1 (no answer). */
 static int ctl(const struct node *n, char *out, size_t cap, const char *fmt, ...)
@@ -178,47 +153,32 @@ static void spawn(struct node *n, bool bootstrap, int n_peers)
     n->pid = pid;
     /* Wait until the control socket answers. */
     char out[8192];
-    uint64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         if (ctl(n, out, sizeof out, "STATUS") == 0) {
             return;
         }
-        sleep_ms(50);
+        sinter_test_sleep_ms(50);
     }
     fail_msg("node %" PRIu64 " did not come up", n->id);
 }
 
 static void kill9(struct node *n)
 {
-    if (n->pid > 0) {
-        kill(n->pid, SIGKILL);
-        waitpid(n->pid, NULL, 0);
-        n->pid = 0;
-    }
+    sinter_test_kill9(&n->pid);
 }
 
 static int g_bad_exits; /* graceful stops that did not exit 0 (e.g. sanitizer reports) */
 
+/* A graceful stop must end in exit status 0: anything else (a crash, a sanitizer report, a node
+ * that ignored SIGTERM for 30 s and was killed) counts against the run. */
 static void stop_node(struct node *n)
 {
-    if (n->pid <= 0) {
-        return;
+    int ws = sinter_test_stop(&n->pid, 30000);
+    if (ws != 0) {
+        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
+        g_bad_exits++;
     }
-    kill(n->pid, SIGTERM);
-    uint64_t end = now_ms() + 30000;
-    while (now_ms() < end) {
-        int ws = 0;
-        if (waitpid(n->pid, &ws, WNOHANG) == n->pid) {
-            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
-                fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-                g_bad_exits++;
-            }
-            n->pid = 0;
-            return;
-        }
-        sleep_ms(50);
-    }
-    kill9(n);
 }
 
 struct gst {
@@ -253,8 +213,8 @@ static bool group_status(const struct node *n, unsigned g, struct gst *o)
 /* The leader of group g agreed on by every live node in [1, upto]; 0 on timeout. */
 static int wait_leader(unsigned g, int upto)
 {
-    uint64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         int leader = 0;
         bool agree = true;
         for (int i = 1; i <= upto; i++) {
@@ -281,7 +241,7 @@ static int wait_leader(unsigned g, int upto)
                 return leader;
             }
         }
-        sleep_ms(100);
+        sinter_test_sleep_ms(100);
     }
     return 0;
 }
@@ -289,9 +249,9 @@ static int wait_leader(unsigned g, int upto)
 /* Replicates key=val in group g through whichever live node leads; true once acknowledged. */
 static bool put(unsigned g, int upto, const char *key, const char *val)
 {
-    uint64_t end = now_ms() + WAIT_MS;
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
     char out[512];
-    while (now_ms() < end) {
+    while (sinter_test_now_ms() < end) {
         for (int i = 1; i <= upto; i++) {
             struct gst st;
             if (N[i].pid <= 0 || !group_status(&N[i], g, &st) || strcmp(st.role, "leader") != 0) {
@@ -302,7 +262,7 @@ static bool put(unsigned g, int upto, const char *key, const char *val)
                 return true;
             }
         }
-        sleep_ms(50);
+        sinter_test_sleep_ms(50);
     }
     return false;
 }
@@ -311,12 +271,12 @@ static bool wait_local(const struct node *n, unsigned g, const char *key, const 
 {
     char out[2048], want[1100];
     snprintf(want, sizeof want, "OK %s", val);
-    uint64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         if (ctl(n, out, sizeof out, "LOCAL %u %s", g, key) == 0 && strcmp(out, want) == 0) {
             return true;
         }
-        sleep_ms(50);
+        sinter_test_sleep_ms(50);
     }
     return false;
 }
@@ -334,8 +294,8 @@ static void setup_nodes(int n, const char *tag)
 {
     for (int i = 1; i <= n; i++) {
         N[i].id = (uint64_t)i;
-        N[i].raft_port = free_port();
-        N[i].ctl_port = free_port();
+        N[i].raft_port = sinter_test_free_port();
+        N[i].ctl_port = sinter_test_free_port();
         N[i].pid = 0;
         snprintf(N[i].dir, sizeof N[i].dir, "%s/%s-n%d", g_tmp, tag, i);
         assert_true(N[i].raft_port > 0 && N[i].ctl_port > 0);
@@ -364,7 +324,7 @@ static void *writer_main(void *arg)
         if (put(0, w_upto, key, key)) {
             __atomic_store_n(&w_acked, w_acked + 1, __ATOMIC_RELEASE);
         }
-        sleep_ms(20);
+        sinter_test_sleep_ms(20);
     }
     return NULL;
 }
@@ -449,9 +409,9 @@ static void cluster_one_group(void **state)
     }
     /* The leader's log now starts past the follower's (status is published once per loop round,
      * so poll). */
-    uint64_t end = now_ms() + WAIT_MS;
-    while ((!group_status(&N[l2], 0, &st) || st.snap < 100) && now_ms() < end) {
-        sleep_ms(50);
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while ((!group_status(&N[l2], 0, &st) || st.snap < 100) && sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(50);
     }
     assert_true(st.snap >= 100);
     spawn(&N[f], true, 3);
@@ -474,7 +434,7 @@ static void cluster_one_group(void **state)
     w_upto = 4;
     pthread_t wt;
     assert_int_equal(pthread_create(&wt, NULL, writer_main, NULL), 0);
-    sleep_ms(300);
+    sinter_test_sleep_ms(300);
     l2 = wait_leader(0, 3);
     assert_int_not_equal(l2, 0);
     assert_int_equal(ctl(&N[l2], out, sizeof out, "ADD 0 4 learner"), 0);
@@ -490,7 +450,7 @@ static void cluster_one_group(void **state)
     assert_true(group_status(&N[l2], 0, &st));
     assert_null(strchr(st.voters, (char)('0' + rm)));
     assert_non_null(strchr(st.voters, '4'));
-    sleep_ms(500);
+    sinter_test_sleep_ms(500);
     w_stop = true;
     pthread_join(wt, NULL);
     stop_node(&N[rm]);
@@ -539,10 +499,10 @@ static void multi_group(void **state)
     for (unsigned g = 0; g < 3; g++) {
         int l = wait_leader(g, 3);
         assert_int_not_equal(l, 0);
-        uint64_t end = now_ms() + WAIT_MS;
-        while (l != 1 && now_ms() < end) {
+        uint64_t end = sinter_test_now_ms() + WAIT_MS;
+        while (l != 1 && sinter_test_now_ms() < end) {
             ctl(&N[l], out, sizeof out, "TRANSFER %u 1", g);
-            sleep_ms(300);
+            sinter_test_sleep_ms(300);
             l = wait_leader(g, 3);
         }
         assert_int_equal(l, 1);
@@ -553,7 +513,7 @@ static void multi_group(void **state)
     /* Coalescing: frames node 1 -> node 2 per tick round, and beats per frame. */
     uint64_t t0, f0, b0, t1, f1, b1;
     assert_true(peer_counters(&N[1], 2, &t0, &f0, &b0));
-    sleep_ms(2000);
+    sinter_test_sleep_ms(2000);
     assert_true(peer_counters(&N[1], 2, &t1, &f1, &b1));
     uint64_t ticks = t1 - t0, frames = f1 - f0, beats = b1 - b0;
     fprintf(stderr,
@@ -567,11 +527,11 @@ static void multi_group(void **state)
 
     /* Spread leadership: group g led by node g + 1. */
     for (unsigned g = 1; g < 3; g++) {
-        uint64_t end = now_ms() + WAIT_MS;
+        uint64_t end = sinter_test_now_ms() + WAIT_MS;
         int l = wait_leader(g, 3);
-        while (l != (int)g + 1 && now_ms() < end) {
+        while (l != (int)g + 1 && sinter_test_now_ms() < end) {
             ctl(&N[l], out, sizeof out, "TRANSFER %u %u", g, g + 1);
-            sleep_ms(300);
+            sinter_test_sleep_ms(300);
             l = wait_leader(g, 3);
         }
         assert_int_equal(l, (int)g + 1);
@@ -604,34 +564,15 @@ static long log_size(const struct node *n)
 {
     char path[600];
     node_log_path(n, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fclose(f);
-    return size;
+    return sinter_test_file_size(path);
 }
 
 /* Lines of n's log from byte `from` on that contain both a and b (b may be NULL). */
 static int log_count(const struct node *n, long from, const char *a, const char *b)
 {
-    char path[600], line[2048];
+    char path[600];
     node_log_path(n, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    fseek(f, from, SEEK_SET);
-    int count = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL)) {
-            count++;
-        }
-    }
-    fclose(f);
-    return count;
+    return sinter_test_count_lines(path, from, a, b);
 }
 
 static void snapshot_at_noop_and_backoff(void **state)
@@ -655,16 +596,16 @@ static void snapshot_at_noop_and_backoff(void **state)
     assert_true(group_status(&N[l], 0, &st));
     uint64_t old_term = st.term;
     int t = l % 3 + 1;
-    uint64_t end = now_ms() + WAIT_MS;
-    while (l != t && now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (l != t && sinter_test_now_ms() < end) {
         ctl(&N[l], out, sizeof out, "TRANSFER 0 %d", t);
-        sleep_ms(300);
+        sinter_test_sleep_ms(300);
         l = wait_leader(0, 3);
     }
     assert_int_equal(l, t);
     uint64_t noop = 0;
-    end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         bool caught_up = group_status(&N[l], 0, &st) && st.term > old_term && st.commit == st.last;
         noop = st.last;
         for (int i = 1; i <= 3 && caught_up; i++) {
@@ -674,7 +615,7 @@ static void snapshot_at_noop_and_backoff(void **state)
         if (caught_up) {
             break;
         }
-        sleep_ms(50);
+        sinter_test_sleep_ms(50);
     }
     for (int i = 1; i <= 3; i++) {
         assert_true(group_status(&N[i], 0, &st));
@@ -689,9 +630,9 @@ static void snapshot_at_noop_and_backoff(void **state)
             dump_logs();
         }
         assert_string_equal(out, want);
-        end = now_ms() + WAIT_MS;
-        while ((!group_status(&N[i], 0, &st) || st.snap != noop) && now_ms() < end) {
-            sleep_ms(50);
+        end = sinter_test_now_ms() + WAIT_MS;
+        while ((!group_status(&N[i], 0, &st) || st.snap != noop) && sinter_test_now_ms() < end) {
+            sinter_test_sleep_ms(50);
         }
         assert_int_equal(st.snap, noop);
     }
@@ -706,7 +647,7 @@ static void snapshot_at_noop_and_backoff(void **state)
         assert_true(put(0, 3, key, key));
     }
     assert_true(wait_local(&N[f], 0, "b12", "b12"));
-    sleep_ms(1500);
+    sinter_test_sleep_ms(1500);
     int failures = log_count(&N[f], from, "snapshot at ", " failed");
     fprintf(stderr, "node %d: %d failed snapshot attempts logged while saves failed\n", f,
             failures);

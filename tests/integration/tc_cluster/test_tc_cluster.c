@@ -44,6 +44,8 @@
 
 #include <sqlite3.h>
 
+#include "testproc.h"
+
 #include "sinter/error.h"
 #include "sinter/proto.h"
 #include "sinter/transport.h"
@@ -71,33 +73,6 @@ static uint64_t g_seq;
 static int g_guess = 1; /* node we believe leads */
 static int g_bad_exits;
 static unsigned g_snap_every; /* 0: the config file's */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* ---- processes ------------------------------------------------------------------------------ */
 
@@ -152,33 +127,18 @@ static void spawn(struct node *n)
 
 static void kill9(struct node *n)
 {
-    if (n->pid > 0) {
-        kill(n->pid, SIGKILL);
-        waitpid(n->pid, NULL, 0);
-        n->pid = 0;
-    }
+    sinter_test_kill9(&n->pid);
 }
 
+/* A graceful stop must end in exit status 0: anything else (a crash, a sanitizer report, a node
+ * that ignored SIGTERM for 30 s and was killed) counts against the run. */
 static void stop_node(struct node *n)
 {
-    if (n->pid <= 0) {
-        return;
+    int ws = sinter_test_stop(&n->pid, 30000);
+    if (ws != 0) {
+        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
+        g_bad_exits++;
     }
-    kill(n->pid, SIGTERM);
-    uint64_t end = now_ms() + 30000;
-    while (now_ms() < end) {
-        int ws = 0;
-        if (waitpid(n->pid, &ws, WNOHANG) == n->pid) {
-            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
-                fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-                g_bad_exits++;
-            }
-            n->pid = 0;
-            return;
-        }
-        sleep_ms(50);
-    }
-    kill9(n);
 }
 
 /* ---- calls ---------------------------------------------------------------------------------- */
@@ -234,14 +194,14 @@ static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg 
                                                   struct sinter_transport_reply_msg **out,
                                                   int *served_by)
 {
-    uint64_t end = now_ms() + WAIT_MS;
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
     int i = g_guess;
-    while (now_ms() < end) {
+    while (sinter_test_now_ms() < end) {
         struct sinter_transport_reply_msg *r = NULL;
         int rc = call_node(i, m, &r);
         if (rc != SINTER_OK) {
             i = i % NODES + 1;
-            sleep_ms(50);
+            sinter_test_sleep_ms(50);
             continue;
         }
         const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
@@ -252,7 +212,7 @@ static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg 
                 i = next; /* redirected: go straight there */
             } else {
                 i = i % NODES + 1; /* election in progress: look around */
-                sleep_ms(100);
+                sinter_test_sleep_ms(100);
             }
             continue;
         }
@@ -264,7 +224,7 @@ static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg 
         if (rm->code == SINTER_MSG_ERROR &&
             (rm->rs.result == SINTER_ETIMEOUT || rm->rs.result == SINTER_ESHUTDOWN)) {
             sinter_transport_reply_free(r); /* outcome unknown: retry with the same seq */
-            sleep_ms(100);
+            sinter_test_sleep_ms(100);
             continue;
         }
         g_guess = i;
@@ -363,8 +323,8 @@ static uint32_t global_status(struct sinter_xid x)
  * leader id of group g (0 on timeout). */
 static uint64_t wait_leaders(uint32_t want_group)
 {
-    uint64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         uint64_t leaders[GROUPS] = {0};
         bool ok = true;
         for (int i = 1; i <= NODES && ok; i++) {
@@ -405,7 +365,7 @@ static uint64_t wait_leaders(uint32_t want_group)
         if (ok) {
             return leaders[want_group];
         }
-        sleep_ms(100);
+        sinter_test_sleep_ms(100);
     }
     return 0;
 }
@@ -451,42 +411,23 @@ static long log_size(int i)
 {
     char path[400];
     log_path(i, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fclose(f);
-    return size;
+    return sinter_test_file_size(path);
 }
 
 /* Lines of node i's log from byte `from` on that contain a and b (b may be NULL). */
 static int log_count(int i, long from, const char *a, const char *b)
 {
-    char path[400], line[2048];
+    char path[400];
     log_path(i, path, sizeof path);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    fseek(f, from, SEEK_SET);
-    int count = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL)) {
-            count++;
-        }
-    }
-    fclose(f);
-    return count;
+    return sinter_test_count_lines(path, from, a, b);
 }
 
 /* Waits until every live node logged a snapshot taken for every group in `groups` (bitmask)
  * since from[i]. */
 static bool wait_snapshots(const long *from, unsigned groups)
 {
-    uint64_t end = now_ms() + WAIT_MS;
-    while (now_ms() < end) {
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
         bool all = true;
         for (int i = 1; i <= NODES && all; i++) {
             for (unsigned g = 0; g < GROUPS && all && N[i].pid > 0; g++) {
@@ -498,7 +439,7 @@ static bool wait_snapshots(const long *from, unsigned groups)
         if (all) {
             return true;
         }
-        sleep_ms(100);
+        sinter_test_sleep_ms(100);
     }
     return false;
 }
@@ -519,8 +460,8 @@ static void tc_cluster(void **state)
     fclose(f);
     for (int i = 1; i <= NODES; i++) {
         N[i].id = (uint64_t)i;
-        N[i].raft_port = free_port();
-        N[i].client_port = free_port();
+        N[i].raft_port = sinter_test_free_port();
+        N[i].client_port = sinter_test_free_port();
         snprintf(N[i].client_url, sizeof N[i].client_url, "tcp://127.0.0.1:%d", N[i].client_port);
         snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
         struct sinter_transport_client_opts co;
@@ -628,7 +569,7 @@ static void tc_cluster(void **state)
     struct sinter_xid x4 = begin_seq(++g_seq, NULL);
     begun++;
     (void)x4;
-    sleep_ms(1500);
+    sinter_test_sleep_ms(1500);
     for (int i = 1; i <= NODES; i++) {
         stop_node(&N[i]);
     }
@@ -651,7 +592,7 @@ static void tc_cluster(void **state)
     /* Another election on an idle group: the only new entry is the new leader's no-op. */
     int old = node_of_id(wait_leaders(0));
     assert_true(old != 0);
-    sleep_ms(200); /* the snapshot of the current no-op is not what is tested next */
+    sinter_test_sleep_ms(200); /* the snapshot of the current no-op is not what is tested next */
     for (int i = 1; i <= NODES; i++) {
         from[i] = log_size(i);
     }

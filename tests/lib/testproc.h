@@ -1,0 +1,35 @@
+/*
+ * Helpers for tests that run real processes on loopback: time, free ports, stopping a child by
+ * its PID, and reading the child's log file. Shared by the multi-process integration tests so
+ * each test keeps only what is particular to the program it drives. Library: sinter-testlib.
+ */
+#ifndef SINTER_TESTPROC_H
+#define SINTER_TESTPROC_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Monotonic milliseconds, for bounded waits. */
+uint64_t sinter_test_now_ms(void);
+
+void sinter_test_sleep_ms(unsigned ms);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, released),
+ * or -1. Another process may still take it before the caller does: callers retry on failure. */
+int sinter_test_free_port(void);
+
+/* SIGKILL and reap *pid; sets *pid to 0. Nothing when *pid <= 0. */
+void sinter_test_kill9(pid_t *pid);
+
+/* SIGTERM, then waits up to timeout_ms for *pid to exit, then SIGKILL. Sets *pid to 0.
+ * Returns 0 when it exited with status 0, the wait status when it exited otherwise (a crash, a
+ * sanitizer report), or -1 when it had to be killed. Returns 0 when *pid <= 0. */
+int sinter_test_stop(pid_t *pid, unsigned timeout_ms);
+
+/* Size of the file at path in bytes (0 when it does not exist): a position to count from. */
+long sinter_test_file_size(const char *path);
+
+/* Lines of the file at path, from byte `from` on, that contain a and (unless NULL) b. */
+int sinter_test_count_lines(const char *path, long from, const char *a, const char *b);
+
+#endif /* SINTER_TESTPROC_H */
