@@ -92,6 +92,11 @@ struct sinter_raft_host_sm {
                          struct sinter_raft_host_snap_reader *r);
     /* Role, leader or term changed. Optional. */
     void (*on_role)(void *arg, uint32_t group, uint32_t role, sinter_raft_id leader, uint64_t term);
+    /* Called once per tick round (every tick_ms) for every running group, after the group's
+     * core ticked, on the loop thread: the place for periodic work that must read the state
+     * machine (a leader's timeout scan, phase-2 driver). Must be quick; it may call the
+     * enqueueing API (propose, read, call). Optional. */
+    void (*on_tick)(void *arg, uint32_t group);
     void *arg;
 };
 
@@ -176,6 +181,14 @@ int sinter_raft_host_propose(struct sinter_raft_host *h, uint32_t group, const v
  * inside the callback is linearizable. Other rc: SINTER_ENOTLEADER (with leader), SINTER_ETIMEOUT,
  * SINTER_ESHUTDOWN. Same errors and threading as propose. */
 int sinter_raft_host_read(struct sinter_raft_host *h, uint32_t group, sinter_raft_host_done_fn cb,
+                          void *arg);
+
+/* Runs cb on the loop thread, in order with the other requests to group, with rc SINTER_OK and
+ * index = the group's last applied index: the way for another thread to read the state machine
+ * (which belongs to the loop thread) without a raft round trip. Not linearizable (a follower's
+ * state may lag); use _read for that. rc SINTER_ESHUTDOWN when the host stops first, or the
+ * group's store error. Same errors and threading as propose. */
+int sinter_raft_host_call(struct sinter_raft_host *h, uint32_t group, sinter_raft_host_done_fn cb,
                           void *arg);
 
 /* Single-server membership change (enum sinter_raft_change) on group's leader; cb once the

@@ -46,6 +46,7 @@ enum ev_type {
     EV_SNAP_RX,   /* a snapshot fully received from a leader */
     EV_SNAP_SENT, /* a snapshot stream to a follower ended */
     EV_SNAP_JOB,  /* a helper finished serialising a snapshot */
+    EV_CALL,      /* run a callback on the loop (sinter_raft_host_call) */
 };
 
 struct snap_in {
@@ -1166,6 +1167,10 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
     case EV_SNAP_JOB:
         job_finished(g, e->job);
         break;
+    case EV_CALL:
+        complete(g, e->cb, e->arg, g->error,
+                 g->error == SINTER_OK ? sinter_raft_applied_index(g->r) : 0);
+        break;
     default:
         break;
     }
@@ -1262,6 +1267,9 @@ static void *loop_main(void *arg)
                 if (g->error == SINTER_OK) {
                     sinter_raft_tick(g->r);
                     expire(g, now);
+                    if (g->sm.on_tick != NULL) {
+                        g->sm.on_tick(g->sm.arg, g->id);
+                    }
                 }
             }
             next_tick += h->o.tick_ms;
@@ -1580,6 +1588,7 @@ void sinter_raft_host_stop(struct sinter_raft_host *h)
         case EV_CHANGE:
         case EV_TRANSFER:
         case EV_SNAPNOW:
+        case EV_CALL:
             complete(g, e->cb, e->arg, SINTER_ESHUTDOWN, 0);
             break;
         default:
@@ -1669,6 +1678,12 @@ int sinter_raft_host_snapshot_now(struct sinter_raft_host *h, uint32_t group,
                                   sinter_raft_host_done_fn cb, void *arg)
 {
     return submit(h, EV_SNAPNOW, group, 0, 0, NULL, 0, cb, arg);
+}
+
+int sinter_raft_host_call(struct sinter_raft_host *h, uint32_t group, sinter_raft_host_done_fn cb,
+                          void *arg)
+{
+    return submit(h, EV_CALL, group, 0, 0, NULL, 0, cb, arg);
 }
 
 int sinter_raft_host_add_peer(struct sinter_raft_host *h, sinter_raft_id id, const char *url)
