@@ -42,59 +42,15 @@
 #include "tc/command.h"
 #include "tc/fsm.h"
 #include "tc/log.h"
+#include "tc/metrics.h"
+#include "tc/server_int.h"
 
 #define SERVER_VERSION   "sinter-tc/0.1"
-#define MAX_REGISTERED   100000u /* registered clients remembered per node */
 #define SNAP_CHUNK_BYTES 65536u
 
 /* ---------------------------------------------------------------------------------------------
- * Types
+ * Types (the server's own structures are in tc/server_int.h, shared with its other parts)
  */
-
-struct tc_group {
-    uint32_t id;
-    struct sinter_tc_server *srv;
-    struct sinter_tc_fsm *fsm;
-    char dir[PATH_MAX];
-    /* Loop thread only: the entries and results of the last applied batch. */
-    struct sinter_tc_entry *ents;
-    struct sinter_tc_result *res;
-    size_t n_last, cap;
-    /* Serialises the fsm's snapshot copy (helper thread) with a snapshot install (loop): the
-     * install replaces the database file the copy reads. */
-    pthread_mutex_t snap_mu;
-    /* Role as last reported by the host (on_role, loop thread); read by RPC threads. */
-    pthread_mutex_t role_mu;
-    uint32_t role;
-    sinter_raft_id leader;
-    uint64_t term;
-};
-
-struct reg_entry {
-    struct reg_entry *next;
-    uint64_t client_id;
-    unsigned roles; /* REG_TM | REG_RM */
-};
-#define REG_TM      1u
-#define REG_RM      2u
-#define REG_BUCKETS 4096u
-
-struct sinter_tc_server {
-    const struct sinter_tc_config *cfg;
-    struct tc_group *groups;
-    struct sinter_raft_host *host;
-    struct sinter_transport_server *rpc;
-    /* Handlers hold it for reading while they use the host; stop takes it for writing, so once
-     * `stopping` is set no handler can reach a host that is being stopped. */
-    pthread_rwlock_t stop_lock;
-    bool stopping;
-    /* Clients registered with this node (RegisterTM / RegisterRM with the shared secret). In
-     * memory: after a restart clients get SINTER_EAUTH and register again, as Seata clients
-     * re-register on every new channel. */
-    pthread_mutex_t reg_mu;
-    struct reg_entry *reg[REG_BUCKETS];
-    size_t n_reg;
-};
 
 /* One request waiting for the raft host. */
 struct call {
@@ -402,6 +358,10 @@ static void sm_on_role(void *arg, uint32_t group, uint32_t role, sinter_raft_id 
     g->term = term;
     pthread_mutex_unlock(&g->role_mu);
     if (changed) {
+        if (leader != 0) {
+            atomic_fetch_add_explicit(&g->srv->metrics.leader_changes[group], 1,
+                                      memory_order_relaxed);
+        }
         sinter_tc_log(SINTER_TC_LOG_INFO, group, NULL, "role %s, leader %" PRIu64 ", term %" PRIu64,
                       sinter_raft_role_name(role), leader, term);
     }
@@ -874,6 +834,9 @@ static void on_request(void *arg, struct sinter_transport_request *req)
 {
     struct sinter_tc_server *s = arg;
     const struct sinter_proto_msg *m = sinter_transport_request_msg(req);
+    if (m->code < 256) {
+        atomic_fetch_add_explicit(&s->metrics.requests[m->code], 1, memory_order_relaxed);
+    }
     pthread_rwlock_rdlock(&s->stop_lock);
     if (s->stopping) {
         reply_error(req, SINTER_ESHUTDOWN, "coordinator is stopping");

@@ -1,0 +1,75 @@
+/*
+ * tc/server_int.h — the sinter-tc server's own structures (internal to tc/), shared by the files
+ * that make up the server: server.c (state machine adapter, RPC), and the parts built on it (the
+ * leader-only workers, the HTTP endpoints). Nothing here is a public interface.
+ *
+ * Threads (see server.c): the raft host's loop thread owns every group's fsm and everything marked
+ * "loop thread only"; RPC handlers run on nng callback threads and reach the loop through
+ * sinter_raft_host_propose / _read / _call.
+ */
+#ifndef SINTER_TC_SERVER_INT_H
+#define SINTER_TC_SERVER_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sinter/raft_host.h"
+#include "sinter/transport.h"
+#include "tc/config.h"
+#include "tc/fsm.h"
+#include "tc/metrics.h"
+#include "tc/server.h"
+
+#define MAX_REGISTERED 100000u /* registered clients remembered per node */
+
+struct tc_group {
+    uint32_t id;
+    struct sinter_tc_server *srv;
+    struct sinter_tc_fsm *fsm;
+    char dir[PATH_MAX];
+    /* Loop thread only: the entries and results of the last applied batch. */
+    struct sinter_tc_entry *ents;
+    struct sinter_tc_result *res;
+    size_t n_last, cap;
+    /* Serialises the fsm's snapshot copy (helper thread) with a snapshot install (loop): the
+     * install replaces the database file the copy reads. */
+    pthread_mutex_t snap_mu;
+    /* Role as last reported by the host (on_role, loop thread); read by RPC threads. */
+    pthread_mutex_t role_mu;
+    uint32_t role;
+    sinter_raft_id leader;
+    uint64_t term;
+};
+
+struct reg_entry {
+    struct reg_entry *next;
+    uint64_t client_id;
+    unsigned roles; /* REG_TM | REG_RM */
+};
+#define REG_TM      1u
+#define REG_RM      2u
+#define REG_BUCKETS 4096u
+
+struct sinter_tc_server {
+    const struct sinter_tc_config *cfg;
+    struct tc_group *groups;
+    struct sinter_raft_host *host;
+    struct sinter_transport_server *rpc;
+    /* Handlers hold it for reading while they use the host; stop takes it for writing, so once
+     * `stopping` is set no handler can reach a host that is being stopped. */
+    pthread_rwlock_t stop_lock;
+    bool stopping;
+    /* Clients registered with this node (RegisterTM / RegisterRM with the shared secret). In
+     * memory: after a restart clients get SINTER_EAUTH and register again, as Seata clients
+     * re-register on every new channel. */
+    pthread_mutex_t reg_mu;
+    struct reg_entry *reg[REG_BUCKETS];
+    size_t n_reg;
+    /* Counters for /metrics; any thread (atomics). */
+    struct sinter_tc_metrics metrics;
+};
+
+#endif /* SINTER_TC_SERVER_INT_H */
