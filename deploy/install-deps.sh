@@ -18,6 +18,7 @@ pkgs=(
   clang libclang-rt-14-dev llvm                       # libFuzzer targets, sanitizer runtimes
   clang-format                                        # the committed .clang-format
   procps iproute2                                     # ps/kill/ss used by test scripts
+  openssl                                             # throwaway TLS certificates in tests
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(etcd-server etcd-client libraft-dev libuv1-dev postgresql-contrib)

@@ -22,6 +22,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
 #define DEFAULT_CONTEXTS 64u
 /* Room for the SP request-id header nng REQ/REP put in front of our frame. */
@@ -134,6 +135,7 @@ struct sinter_transport_server {
     struct sinter_transport_server_opts o;
     char *url;
     nng_socket sock;
+    nng_tls_config *tls; /* tls+tcp:// only */
     pthread_mutex_t lst_mu; /* guards lst: the watchdog replaces it */
     nng_listener lst;
     struct sinter_transport_request *slots;
@@ -331,12 +333,59 @@ int sinter_transport_reply_error(struct sinter_transport_request *req, int rc, c
  * Listener and watchdog
  */
 
+static bool is_tls_url(const char *url)
+{
+    return strncmp(url, "tls+", 4) == 0;
+}
+
+/* Builds the TLS configuration of one side (see struct sinter_transport_tls): a server always
+ * presents its certificate and verifies clients only when it has a CA; a client always verifies
+ * the server and presents a certificate when it has one. nng errors become SINTER_ECONFIG: they
+ * come from files that are missing, unreadable or not valid PEM. */
+static int tls_setup(nng_tls_config **out, bool server, const struct sinter_transport_tls *t)
+{
+    if (server ? t->cert_key_file == NULL : t->ca_file == NULL) {
+        return SINTER_ECONFIG;
+    }
+    nng_tls_config *cfg;
+    int rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+    if (rv != 0) {
+        return rv == NNG_ENOMEM ? SINTER_ENOMEM : SINTER_ECONFIG;
+    }
+    if (t->cert_key_file != NULL) {
+        rv = nng_tls_config_cert_key_file(cfg, t->cert_key_file, t->key_password);
+    }
+    if (rv == 0 && t->ca_file != NULL) {
+        rv = nng_tls_config_ca_file(cfg, t->ca_file);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_auth_mode(cfg, t->ca_file != NULL ? NNG_TLS_AUTH_MODE_REQUIRED
+                                                              : NNG_TLS_AUTH_MODE_NONE);
+    }
+    if (rv == 0 && !server && t->server_name != NULL) {
+        rv = nng_tls_config_server_name(cfg, t->server_name);
+    }
+    if (rv != 0) {
+        nng_tls_config_free(cfg);
+        return SINTER_ECONFIG;
+    }
+    *out = cfg;
+    return SINTER_OK;
+}
+
 static int srv_listen(struct sinter_transport_server *s, const char *url)
 {
     nng_listener l;
     int rv = nng_listener_create(&l, s->sock, url);
     if (rv != 0) {
         return rv;
+    }
+    if (s->tls != NULL) {
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, s->tls);
+        if (rv != 0) {
+            nng_listener_close(l);
+            return rv;
+        }
     }
     rv = nng_listener_start(l, 0);
     if (rv != 0) {
@@ -592,12 +641,25 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
             goto fail_close;
         }
     }
+    if (is_tls_url(s->url) != s->o.tls_enable) {
+        rc = SINTER_ECONFIG;
+        goto fail_close;
+    }
+    if (s->o.tls_enable && (rc = tls_setup(&s->tls, true, &opts->tls)) != SINTER_OK) {
+        goto fail_close;
+    }
     if ((rv = srv_listen(s, s->url)) != 0) {
         rc = (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL) ? SINTER_ECONFIG
                                                                              : SINTER_ETRANSPORT;
         goto fail_close;
     }
     srv_watch_setup(s);
+    int bound = 0;
+    if (s->port == 0 && s->tls != NULL &&
+        nng_listener_get_int(s->lst, NNG_OPT_TCP_BOUND_PORT, &bound) == 0 && bound > 0 &&
+        bound <= 65535) {
+        s->port = (uint16_t)bound; /* no watchdog for TLS, but the port is still useful */
+    }
     for (uint32_t i = 0; i < s->n; i++) {
         srv_rearm(&s->slots[i]);
     }
@@ -611,6 +673,9 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
 
 fail_close:
     nng_close(s->sock);
+    if (s->tls != NULL) {
+        nng_tls_config_free(s->tls);
+    }
 fail_free:
     if (s->slots != NULL) {
         for (uint32_t i = 0; i < s->n; i++) {
@@ -662,6 +727,9 @@ void sinter_transport_server_close(struct sinter_transport_server *s)
     }
     for (uint32_t i = 0; i < s->n; i++) {
         nng_aio_free(s->slots[i].aio);
+    }
+    if (s->tls != NULL) {
+        nng_tls_config_free(s->tls);
     }
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->lst_mu);
@@ -818,7 +886,26 @@ int sinter_transport_client_open(struct sinter_transport_client **out,
     }
     /* Non-blocking dial: nng keeps redialing in the background, so a client may start before its
      * server and survives server restarts. */
-    if ((rv = nng_dial(c->sock, opts->url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+    if (is_tls_url(opts->url) != opts->tls_enable) {
+        rc = SINTER_ECONFIG;
+        goto fail_close;
+    }
+    nng_tls_config *tls = NULL;
+    if (opts->tls_enable && (rc = tls_setup(&tls, false, &opts->tls)) != SINTER_OK) {
+        goto fail_close;
+    }
+    nng_dialer d;
+    rv = nng_dialer_create(&d, c->sock, opts->url);
+    if (rv == 0 && tls != NULL) {
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
+    if (tls != NULL) {
+        nng_tls_config_free(tls); /* the dialer holds its own reference */
+    }
+    if (rv != 0) {
         rc = (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL) ? SINTER_ECONFIG
                                                                              : SINTER_ETRANSPORT;
         goto fail_close;

@@ -24,8 +24,10 @@
  * already established are dropped by the restart; REQ clients redial and resend, and the TC
  * deduplicates the resent requests by (client_id, seq).
  *
- * TLS: a later issue adds a `tls` member to both option structs (nng's tls+tcp:// transport with
- * an nng_tls_config); nothing else changes.
+ * TLS: tls+tcp:// URLs with tls_enable and the files below (nng's TLS transport, mbedTLS in
+ * Debian). The server presents its certificate; the client verifies it against its CA file. When
+ * the server is given a CA file too, clients must present a certificate chaining to it (mutual
+ * TLS). The listener watchdog probes tcp:// listeners only.
  */
 #ifndef SINTER_TRANSPORT_H
 #define SINTER_TRANSPORT_H
@@ -38,6 +40,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* TLS files (PEM). Paths are read during open only. */
+struct sinter_transport_tls {
+    const char *cert_key_file; /* certificate + private key; server: required; client: optional,
+                                  presented when the server demands mutual TLS */
+    const char *key_password;  /* NULL if the key is not encrypted */
+    const char *ca_file;       /* client: required, the CA the server's certificate must chain to;
+                                  server: optional, when set clients must present a certificate
+                                  chaining to it */
+    const char *server_name;   /* client: expected name in the server's certificate (NULL: not
+                                  checked beyond the CA chain); server: ignored */
+};
 
 /* ---------------------------------------------------------------------------------------------
  * Server
@@ -61,6 +75,8 @@ struct sinter_transport_server_opts {
     uint32_t watchdog_probe_ms; /* how long one probe waits for its pipe; default 1500. The
                                    listener is restarted after two failed probes in a row */
     bool watchdog_disable;      /* true: no watchdog (tests that observe nng's raw behaviour) */
+    bool tls_enable;            /* required for (and only allowed with) tls+tcp:// URLs */
+    struct sinter_transport_tls tls;
 };
 
 /* Fills defaults: no url, no handler, 64 contexts, default limits, watchdog on.
@@ -69,7 +85,8 @@ void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o
 
 /* Opens the socket, starts listening and arms every context.
  * Ownership: *out is owned by the caller and released with sinter_transport_server_close();
- * opts is copied (url too). Errors: SINTER_EINVAL (missing url/handler), SINTER_ECONFIG (bad url),
+ * opts is copied (url too). Errors: SINTER_EINVAL (missing url/handler), SINTER_ECONFIG (bad url,
+ * tls+tcp:// without tls_enable or the reverse, a TLS file unreadable or invalid),
  * SINTER_ETRANSPORT (listen failed, e.g. address in use), SINTER_ENOMEM. */
 int sinter_transport_server_open(struct sinter_transport_server **out,
                                  const struct sinter_transport_server_opts *opts);
@@ -144,14 +161,17 @@ struct sinter_transport_client_opts {
     const char *url;     /* server to dial; copied */
     uint32_t n_contexts; /* calls in flight; 0 = default 64 */
     struct sinter_proto_limits limits;
+    bool tls_enable; /* required for (and only allowed with) tls+tcp:// URLs */
+    struct sinter_transport_tls tls;
 };
 
 void sinter_transport_client_opts_default(struct sinter_transport_client_opts *o);
 
 /* Creates the socket and starts dialing in the background (nng redials on its own), so opening
  * succeeds while the server is down. Ownership: *out is the caller's, released with
- * sinter_transport_client_close(); opts copied. Errors: SINTER_EINVAL, SINTER_ECONFIG (bad url),
- * SINTER_ETRANSPORT, SINTER_ENOMEM. */
+ * sinter_transport_client_close(); opts copied. Errors: SINTER_EINVAL, SINTER_ECONFIG (bad url,
+ * TLS mismatch or a TLS file unreadable or invalid, as for the server), SINTER_ETRANSPORT,
+ * SINTER_ENOMEM. */
 int sinter_transport_client_open(struct sinter_transport_client **out,
                                  const struct sinter_transport_client_opts *opts);
 

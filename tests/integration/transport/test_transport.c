@@ -605,6 +605,125 @@ static void watchdog_revives_dead_listener(void **state)
     fixture_close(f);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * TLS: a throwaway CA and a server certificate (CN/SAN localhost, 127.0.0.1) made with the openssl
+ * command line, plus a second CA nobody trusts.
+ */
+
+static int make_tls_dir(char dir[64])
+{
+    snprintf(dir, 64, "/tmp/sinter-tx-tls.XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        return -1;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "(cd %s && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+             "-subj /CN=sinter-test-ca && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 "
+             "-subj /CN=other-ca && "
+             "openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost "
+             "&& printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf && "
+             "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-out srv.crt -days 2 -extfile ext.cnf && cat srv.crt srv.key > srv.pem) "
+             ">/dev/null 2>&1",
+             dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void tls_client_server(void **state)
+{
+    (void)state;
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        skip(); /* deploy/install-deps.sh installs openssl; a bare machine may not have it */
+    }
+    char dir[64], cert[96], ca[96], other[96], url[64];
+    assert_int_equal(make_tls_dir(dir), 0);
+    snprintf(cert, sizeof cert, "%s/srv.pem", dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(other, sizeof other, "%s/other.pem", dir);
+
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    struct sinter_transport_server_opts o;
+    sinter_transport_server_opts_default(&o);
+    o.url = "tls+tcp://127.0.0.1:0";
+    o.handler = handler;
+    o.handler_arg = f;
+    /* tls+tcp:// needs tls_enable, and a TLS server needs its certificate. */
+    assert_int_equal(sinter_transport_server_open(&f->srv, &o), SINTER_ECONFIG);
+    o.tls_enable = true;
+    assert_int_equal(sinter_transport_server_open(&f->srv, &o), SINTER_ECONFIG);
+    o.tls.cert_key_file = "/nonexistent/srv.pem";
+    assert_int_equal(sinter_transport_server_open(&f->srv, &o), SINTER_ECONFIG);
+    o.tls.cert_key_file = cert;
+    assert_int_equal(sinter_transport_server_open(&f->srv, &o), SINTER_OK);
+    uint16_t port = sinter_transport_server_port(f->srv);
+    assert_true(port != 0);
+    snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%u", (unsigned)port);
+
+    /* A client that trusts the CA and checks the name is served. */
+    struct sinter_transport_client_opts co;
+    struct sinter_transport_client *c;
+    sinter_transport_client_opts_default(&co);
+    co.url = url;
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_ECONFIG); /* no tls_enable */
+    co.tls_enable = true;
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_ECONFIG); /* no CA */
+    co.tls.ca_file = ca;
+    co.tls.server_name = "localhost";
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_OK);
+    struct sinter_proto_msg m;
+    struct sinter_transport_reply_msg *r = NULL;
+    begin_req(&m, 7, 99);
+    assert_int_equal(sinter_transport_call(c, &m, 10000, &r), SINTER_OK);
+    assert_int_equal(sinter_transport_reply_get(r)->u.global_begin_result.xid.index, 99);
+    sinter_transport_reply_free(r);
+    sinter_transport_client_close(c);
+
+    /* A client trusting another CA never gets an answer (the handshake fails). */
+    co.tls.ca_file = other;
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_OK);
+    assert_int_equal(sinter_transport_call(c, &m, 1500, &r), SINTER_ETIMEOUT);
+    sinter_transport_client_close(c);
+
+    /* Neither does a plain TCP client of the TLS port; the server keeps serving the good one. */
+    char plain[64];
+    snprintf(plain, sizeof plain, "tcp://127.0.0.1:%u", (unsigned)port);
+    sinter_transport_client_opts_default(&co);
+    co.url = plain;
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_OK);
+    assert_int_equal(sinter_transport_call(c, &m, 1500, &r), SINTER_ETIMEOUT);
+    sinter_transport_client_close(c);
+    co.url = url;
+    co.tls_enable = true;
+    co.tls.ca_file = ca;
+    assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_OK);
+    assert_int_equal(sinter_transport_call(c, &m, 10000, &r), SINTER_OK);
+    sinter_transport_reply_free(r);
+    sinter_transport_client_close(c);
+
+    /* tls_enable with a tcp:// URL is refused too. */
+    sinter_transport_server_opts_default(&o);
+    o.url = "tcp://127.0.0.1:0";
+    o.handler = handler;
+    o.tls_enable = true;
+    o.tls.cert_key_file = cert;
+    struct sinter_transport_server *s2 = NULL;
+    assert_int_equal(sinter_transport_server_open(&s2, &o), SINTER_ECONFIG);
+
+    sinter_transport_server_close(f->srv);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    char rm[96];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    (void)system(rm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -614,6 +733,7 @@ int main(void)
         cmocka_unit_test(malformed_frames_get_error_replies),
         cmocka_unit_test(flood_then_well_behaved_client_is_served),
         cmocka_unit_test(watchdog_revives_dead_listener),
+        cmocka_unit_test(tls_client_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
