@@ -15,6 +15,7 @@ pkgs=(
   libpq-dev postgresql                                # XA resource, TCC fence (PostgreSQL), tests
   libcmocka-dev                                       # unit tests
   libinih-dev                                         # sinter-tc configuration file (INI)
+  libjansson-dev                                      # sinter-tc admin API and /health (JSON)
   clang libclang-rt-14-dev llvm                       # libFuzzer targets, sanitizer runtimes
   clang-format                                        # the committed .clang-format
   procps iproute2                                     # ps/kill/ss used by test scripts

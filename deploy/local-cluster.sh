@@ -6,9 +6,11 @@
 #   deploy/local-cluster.sh stop   [DIR]   stop the nodes by their PID files (SIGTERM, then KILL)
 #
 # DIR defaults to build/local-cluster. Environment: SINTER_TC (binary, default build/bin/sinter-tc),
-# SINTER_GROUPS (raft groups, default 2), SINTER_CLIENT_PORT / SINTER_RAFT_PORT (first port of
-# each range, defaults 18091 / 17091; node N uses +N-1). The shared secret is generated on the
-# first start and kept in DIR/secret; clients read it from there. status and stop reuse the
+# SINTER_GROUPS (raft groups, default 2), SINTER_CLIENT_PORT / SINTER_RAFT_PORT / SINTER_HTTP_PORT
+# (first port of each range, defaults 18091 / 17091 / 18081; node N uses +N-1). Each node serves
+# /health, /metrics and the admin API (docs/operations.md) on its HTTP address. The shared secret
+# is generated on the first start and kept in DIR/secret; clients (and admin calls, as
+# "Authorization: Bearer $(cat DIR/secret)") read it from there. status and stop reuse the
 # settings of the start (DIR/cluster.env).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ bin=${SINTER_TC:-$root/build/bin/sinter-tc}
 groups=${SINTER_GROUPS:-2}
 cport=${SINTER_CLIENT_PORT:-18091}
 rport=${SINTER_RAFT_PORT:-17091}
+hport=${SINTER_HTTP_PORT:-18081}
 nodes=(1 2 3)
 # status and stop use the ports and group count the cluster was started with.
 if [[ $cmd != start && -f $dir/cluster.env ]]; then
@@ -28,6 +31,19 @@ fi
 
 client_url() { echo "tcp://127.0.0.1:$((cport + $1 - 1))"; }
 raft_url() { echo "tcp://127.0.0.1:$((rport + $1 - 1))"; }
+http_url() { echo "http://127.0.0.1:$((hport + $1 - 1))"; }
+
+# GET path from node $1's HTTP port with bash's own /dev/tcp (no curl or python on a minimal
+# Debian): HTTP/1.0, so the server closes after its answer. Prints the body; fails when the node
+# does not answer.
+http_get() {
+  local port=$((hport + $1 - 1)) out
+  out=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+          printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 &&
+          timeout 5 cat <&3) 2>/dev/null) || return 1
+  [[ -n $out ]] || return 1
+  printf '%s\n' "${out#*$'\r\n\r\n'}"
+}
 
 # The PID in DIR/nodeN.pid if that process is alive and is a sinter-tc (a recycled PID is not
 # ours to signal).
@@ -63,15 +79,16 @@ groups = $groups
 secret = $(<"$dir/secret")
 EOF
   )
-  printf 'groups=%d\ncport=%d\nrport=%d\n' "$groups" "$cport" "$rport" >"$dir/cluster.env"
+  printf 'groups=%d\ncport=%d\nrport=%d\nhport=%d\n' "$groups" "$cport" "$rport" "$hport" \
+    >"$dir/cluster.env"
   # A port held by anything else (another cluster, a stale process) would make the node exit
   # while the other listener answers in its place: refuse before starting anything.
   for n in "${nodes[@]}"; do
     live_pid "$n" >/dev/null && continue
-    for port in $((cport + n - 1)) $((rport + n - 1)); do
+    for port in $((cport + n - 1)) $((rport + n - 1)) $((hport + n - 1)); do
       if port_open "$port"; then
         echo "local-cluster: port $port (node $n) is already in use; stop whatever holds it" \
-          "or pick other ports with SINTER_CLIENT_PORT / SINTER_RAFT_PORT" >&2
+          "or pick other ports with SINTER_CLIENT_PORT / SINTER_RAFT_PORT / SINTER_HTTP_PORT" >&2
         exit 1
       fi
     done
@@ -82,9 +99,10 @@ EOF
       continue
     fi
     local args=(--config "$dir/cluster.ini" --id "$n" --client-listen "$(client_url "$n")"
-                --raft-listen "$(raft_url "$n")" --data-dir "$dir/node$n")
+                --raft-listen "$(raft_url "$n")" --http-listen "$(http_url "$n")"
+                --data-dir "$dir/node$n")
     for p in "${nodes[@]}"; do
-      [[ $p == "$n" ]] || args+=(--peer "$p=$(raft_url "$p"),$(client_url "$p")")
+      [[ $p == "$n" ]] || args+=(--peer "$p=$(raft_url "$p"),$(client_url "$p"),$(http_url "$p")")
     done
     nohup "$bin" "${args[@]}" >>"$dir/node$n.log" 2>&1 </dev/null &
     echo $! >"$dir/node$n.pid"
@@ -109,44 +127,49 @@ EOF
   done
   echo "sinter-tc cluster running in $dir ($groups raft group(s))"
   for n in "${nodes[@]}"; do
-    echo "  node $n: client $(client_url "$n")  raft $(raft_url "$n")  pid $(live_pid "$n")"
+    printf '  node %d: client %s  http %s  raft %s  pid %s\n' "$n" "$(client_url "$n")" \
+      "$(http_url "$n")" "$(raft_url "$n")" "$(live_pid "$n")"
   done
   echo "  shared secret: $dir/secret"
 }
 
 status() {
-  local any=0
+  local any=0 n
+  declare -A health=()
   for n in "${nodes[@]}"; do
     if pid=$(live_pid "$n"); then
-      echo "node $n: running (pid $pid), client $(client_url "$n")"
+      local h state
+      h=$(http_get "$n" /health) || h=""
+      state=$(grep -o '"status":"[a-z]*"' <<<"$h" | head -n 1 | cut -d'"' -f4) || true
+      health[$n]=$h
+      echo "node $n: running (pid $pid), client $(client_url "$n"), http $(http_url "$n")," \
+        "health ${state:-no answer}"
       any=1
     else
       echo "node $n: stopped"
     fi
   done
   [[ $any == 1 ]] || return 0
-  # Leaders from the nodes' own role-change log lines ("role leader, leader N, term T"): the
-  # newest term seen for a group among running nodes wins. (sinterctl will ask ClusterMeta.)
+  # Each running node's /health names the leader it knows per group, with the term; the newest
+  # term among the nodes wins (a node cut off may still remember an old leader).
   for ((g = 0; g < groups; g++)); do
-    local best_term=-1 best_leader=unknown
-    for n in "${nodes[@]}"; do
-      live_pid "$n" >/dev/null || continue
-      local line
-      line=$(grep -E "group=$g msg=\"role [a-z-]+, leader [0-9]+, term [0-9]+\"" \
-               "$dir/node$n.log" 2>/dev/null | tail -n 1) || true
-      [[ -n $line ]] || continue
-      local leader term
-      leader=$(sed -E 's/.*leader ([0-9]+), term.*/\1/' <<<"$line")
-      term=$(sed -E 's/.*term ([0-9]+)".*/\1/' <<<"$line")
+    local best_term=-1 best_leader=0
+    for n in "${!health[@]}"; do
+      local e leader term
+      e=$(grep -o "{\"group\":$g,\"role\":\"[a-z-]*\",\"leader\":[0-9]*,[^}]*\"term\":[0-9]*" \
+            <<<"${health[$n]}") || continue
+      leader=$(sed -E 's/.*"leader":([0-9]+).*/\1/' <<<"$e")
+      term=$(sed -E 's/.*"term":([0-9]+).*/\1/' <<<"$e")
       if ((term > best_term)); then
         best_term=$term
         best_leader=$leader
       fi
     done
-    if [[ $best_leader == unknown || $best_leader == 0 ]]; then
+    if [[ $best_leader == 0 ]]; then
       echo "group $g: no leader known"
     else
-      echo "group $g: leader node $best_leader (term $best_term), client $(client_url "$best_leader")"
+      echo "group $g: leader node $best_leader (term $best_term), client" \
+        "$(client_url "$best_leader"), http $(http_url "$best_leader")"
     fi
   done
 }

@@ -40,7 +40,7 @@ static const struct key keys[] = {
     KEY("node", "client_listen", "client-listen", K_STR, client_listen),
     KEY("node", "raft_listen", "raft-listen", K_STR, raft_listen),
     KEY("node", "data_dir", "data-dir", K_STR, data_dir),
-    KEY("node", "http_port", "http-port", K_U32, http_port),
+    KEY("node", "http_listen", "http-listen", K_STR, http_listen),
     KEY("node", "log_level", "log-level", K_INT, log_level),
     KEY("raft", "groups", "groups", K_U32, groups),
     KEY("raft", "tick_ms", "tick-ms", K_U32, tick_ms),
@@ -80,6 +80,7 @@ static void peers_clear(struct sinter_tc_config *c)
     for (size_t i = 0; i < c->n_peers; i++) {
         free(c->peers[i].raft_url);
         free(c->peers[i].client_url);
+        free(c->peers[i].http_url);
     }
     c->n_peers = 0;
 }
@@ -158,13 +159,17 @@ static int set_key(struct sinter_tc_config *c, const struct key *k, const char *
     return SINTER_EINTERNAL;
 }
 
-/* "RAFT_URL,CLIENT_URL" for peer id. */
+/* "RAFT_URL,CLIENT_URL[,HTTP_URL]" for peer id. The HTTP URL is optional (the two-URL form
+ * stays valid): a follower's admin API names the leader's HTTP address only when it knows it. */
 static int add_peer(struct sinter_tc_config *c, uint64_t id, const char *v, char *err,
                     size_t errlen)
 {
     const char *comma = strchr(v, ',');
-    if (comma == NULL || comma == v || comma[1] == '\0' || strchr(comma + 1, ',') != NULL) {
-        snprintf(err, errlen, "peers.%" PRIu64 " = '%s': expected RAFT_URL,CLIENT_URL", id, v);
+    const char *comma2 = comma != NULL ? strchr(comma + 1, ',') : NULL;
+    if (comma == NULL || comma == v || comma[1] == '\0' || comma2 == comma + 1 ||
+        (comma2 != NULL && (comma2[1] == '\0' || strchr(comma2 + 1, ',') != NULL))) {
+        snprintf(err, errlen, "peers.%" PRIu64 " = '%s': expected RAFT_URL,CLIENT_URL[,HTTP_URL]",
+                 id, v);
         return SINTER_ECONFIG;
     }
     if (c->n_peers == SINTER_TC_MAX_PEERS) {
@@ -174,19 +179,23 @@ static int add_peer(struct sinter_tc_config *c, uint64_t id, const char *v, char
     struct sinter_tc_peer *p = &c->peers[c->n_peers];
     p->id = id;
     p->raft_url = strndup(v, (size_t)(comma - v));
-    p->client_url = strdup(comma + 1);
+    p->client_url =
+        comma2 != NULL ? strndup(comma + 1, (size_t)(comma2 - comma - 1)) : strdup(comma + 1);
+    p->http_url = comma2 != NULL ? strdup(comma2 + 1) : NULL;
     c->n_peers++;
-    return p->raft_url != NULL && p->client_url != NULL ? SINTER_OK : SINTER_ENOMEM;
+    return p->raft_url != NULL && p->client_url != NULL && (comma2 == NULL || p->http_url != NULL)
+               ? SINTER_OK
+               : SINTER_ENOMEM;
 }
 
-/* "ID=RAFT_URL,CLIENT_URL" from --peer. */
+/* "ID=RAFT_URL,CLIENT_URL[,HTTP_URL]" from --peer. */
 static int add_peer_flag(struct sinter_tc_config *c, const char *v, char *err, size_t errlen)
 {
     const char *eq = strchr(v, '=');
     char idtext[32];
     uint64_t id = 0;
     if (eq == NULL || (size_t)(eq - v) >= sizeof idtext) {
-        snprintf(err, errlen, "--peer '%s': expected ID=RAFT_URL,CLIENT_URL", v);
+        snprintf(err, errlen, "--peer '%s': expected ID=RAFT_URL,CLIENT_URL[,HTTP_URL]", v);
         return SINTER_ECONFIG;
     }
     memcpy(idtext, v, (size_t)(eq - v));
@@ -237,11 +246,12 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 const char *sinter_tc_config_usage(void)
 {
     return "usage: sinter-tc [--config FILE] [--id N] [--client-listen URL] [--raft-listen URL]\n"
-           "                 [--data-dir DIR] [--peer ID=RAFT_URL,CLIENT_URL]... [--groups G]\n"
+           "                 [--data-dir DIR] [--peer ID=RAFT_URL,CLIENT_URL[,HTTP_URL]]...\n"
+           "                 [--groups G] [--http-listen http://HOST:PORT]\n"
            "                 [--tick-ms MS] [--election-ticks N] [--snapshot-every N] [--join]\n"
            "                 [--secret S] [--default-timeout-ms MS] [--retry-initial-ms MS]\n"
            "                 [--retry-max-ms MS] [--max-commit-retry-ms MS]\n"
-           "                 [--max-rollback-retry-ms MS] [--http-port P] [--log-level 0..3]\n"
+           "                 [--max-rollback-retry-ms MS] [--log-level 0..3]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
            "[peers]. --join: not a founding member (no bootstrap on a fresh data dir).\n";
 }
@@ -326,6 +336,20 @@ static bool url_ok(const char *u)
     return u != NULL && strncmp(u, "tcp://", 6) == 0 && u[6] != '\0' && strlen(u) < 200;
 }
 
+/* http://HOST:PORT with an explicit port and no path: nng's HTTP server binds exactly that. */
+static bool http_url_ok(const char *u)
+{
+    if (u == NULL || strncmp(u, "http://", 7) != 0 || strlen(u) >= 200) {
+        return false;
+    }
+    const char *colon = strrchr(u + 7, ':');
+    if (colon == NULL || colon == u + 7 || colon[1] == '\0') {
+        return false;
+    }
+    uint64_t port = 0;
+    return parse_u64(colon + 1, &port) && port >= 1 && port <= 65535;
+}
+
 #define BAD(...)                                                                                   \
     do {                                                                                           \
         snprintf(err, errlen, __VA_ARGS__);                                                        \
@@ -351,8 +375,9 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     if (c->data_dir == NULL || c->data_dir[0] == '\0' || strlen(c->data_dir) > 3000) {
         BAD("node.data_dir: required, a directory path");
     }
-    if (c->http_port > 65535) {
-        BAD("node.http_port = %u: must be 0..65535", c->http_port);
+    if (c->http_listen != NULL && !http_url_ok(c->http_listen)) {
+        BAD("node.http_listen = '%s': http://HOST:PORT (a port, no path), or unset for no HTTP",
+            c->http_listen);
     }
     if (c->log_level < 0 || c->log_level > 3) {
         BAD("node.log_level = %d: must be 0..3", c->log_level);
@@ -373,6 +398,9 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
         }
         if (!url_ok(p->raft_url) || !url_ok(p->client_url)) {
             BAD("peers.%" PRIu64 ": both URLs must be tcp://HOST:PORT", p->id);
+        }
+        if (p->http_url != NULL && !http_url_ok(p->http_url)) {
+            BAD("peers.%" PRIu64 ": the third URL (HTTP) must be http://HOST:PORT", p->id);
         }
         for (size_t j = 0; j < i; j++) {
             if (c->peers[j].id == p->id) {

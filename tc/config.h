@@ -13,7 +13,8 @@
  *   client_listen = tcp://127.0.0.1:8091    [--client-listen]  TM/RM RPC (sinter transport)
  *   raft_listen = tcp://127.0.0.1:7091      [--raft-listen]    node-to-node raft traffic
  *   data_dir = /var/lib/sinter              [--data-dir]       DIR/group-N/{raft log, tc.sqlite}
- *   http_port = 0                           [--http-port]      0 = off (HTTP comes later)
+ *   http_listen = http://127.0.0.1:8081     [--http-listen]    /health, /metrics, admin API
+ *                                                              (tc/http.h); unset = no HTTP
  *   log_level = 2                           [--log-level]      0 error .. 3 debug
  *   [raft]
  *   groups = 1                              [--groups]         1..256
@@ -22,7 +23,9 @@
  *   snapshot_every = 8192                   [--snapshot-every] 0 = never
  *   bootstrap = true                        [--join sets false] founding member of the cluster
  *   [peers]
- *   2 = tcp://10.0.0.2:7091,tcp://10.0.0.2:8091   [--peer 2=RAFT_URL,CLIENT_URL] (repeatable)
+ *   2 = tcp://10.0.0.2:7091,tcp://10.0.0.2:8091[,http://10.0.0.2:8081]
+ *                          [--peer 2=RAFT_URL,CLIENT_URL[,HTTP_URL]] (repeatable); the optional
+ *                          HTTP URL lets a follower's admin API name the leader's HTTP address
  *   [tc]
  *   secret = ...                            [--secret]         shared secret, required
  *   default_timeout_ms = 60000              [--default-timeout-ms]
@@ -45,6 +48,7 @@ struct sinter_tc_peer {
     uint64_t id;
     char *raft_url;   /* malloc'ed */
     char *client_url; /* malloc'ed */
+    char *http_url;   /* malloc'ed; NULL when the peer's entry gives no HTTP URL */
 };
 
 struct sinter_tc_config {
@@ -52,7 +56,7 @@ struct sinter_tc_config {
     char *client_listen; /* malloc'ed strings; NULL = not set */
     char *raft_listen;
     char *data_dir;
-    uint32_t http_port;
+    char *http_listen; /* NULL = no HTTP endpoint */
     int log_level;
     uint32_t groups;
     uint32_t tick_ms;

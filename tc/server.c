@@ -41,6 +41,7 @@
 #include "sinter/types.h"
 #include "tc/command.h"
 #include "tc/fsm.h"
+#include "tc/http.h"
 #include "tc/log.h"
 #include "tc/metrics.h"
 #include "tc/server_int.h"
@@ -879,6 +880,8 @@ static void free_server(struct sinter_tc_server *s)
     free(s);
 }
 
+static void stop_started(struct sinter_tc_server *s);
+
 int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc_config *cfg)
 {
     struct sinter_tc_server *s = calloc(1, sizeof *s);
@@ -974,6 +977,11 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
         free_server(s);
         return rc;
     }
+    rc = sinter_tc_http_start(s);
+    if (rc != SINTER_OK) {
+        stop_started(s);
+        return rc;
+    }
     sinter_tc_log(SINTER_TC_LOG_INFO, SINTER_TC_NO_GROUP, NULL,
                   "serving clients on %s, raft on %s, %u group(s), %zu peer(s)", cfg->client_listen,
                   cfg->raft_listen, cfg->groups, cfg->n_peers);
@@ -981,11 +989,10 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     return SINTER_OK;
 }
 
-void sinter_tc_server_stop(struct sinter_tc_server *s)
+/* Stops what sinter_tc_server_start() started (everything up to the client listener) and frees
+ * s: the stop path, and start's cleanup when the HTTP endpoint cannot start. */
+static void stop_started(struct sinter_tc_server *s)
 {
-    if (s == NULL) {
-        return;
-    }
     pthread_rwlock_wrlock(&s->stop_lock); /* waits for handlers inside the host API */
     s->stopping = true;
     pthread_rwlock_unlock(&s->stop_lock);
@@ -993,6 +1000,16 @@ void sinter_tc_server_stop(struct sinter_tc_server *s)
      * their clients; after it no callback can run, so the transport's close does not wait. */
     sinter_raft_host_stop(s->host);
     sinter_transport_server_close(s->rpc);
+    /* After the host: HTTP requests waiting on it have been answered by now (tc/http.h). */
+    sinter_tc_http_stop(s);
     free_server(s);
+}
+
+void sinter_tc_server_stop(struct sinter_tc_server *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    stop_started(s);
     sinter_tc_log(SINTER_TC_LOG_INFO, SINTER_TC_NO_GROUP, NULL, "stopped");
 }

@@ -70,6 +70,8 @@ struct sinter_tc_server {
     size_t n_reg;
     /* Counters for /metrics; any thread (atomics). */
     struct sinter_tc_metrics metrics;
+    /* HTTP endpoints (tc/http.c); NULL when node.http_listen is unset. */
+    struct sinter_tc_http *http;
 };
 
 #endif /* SINTER_TC_SERVER_INT_H */

@@ -1,0 +1,793 @@
+/*
+ * sinter-tc's HTTP endpoints (tc/http.c) on a real 3-node cluster on loopback, checked with real
+ * HTTP/1.0 requests over plain sockets:
+ *
+ *   - /health answers 200 on every node once each group has a leader, every node names the same
+ *     leader per group with its HTTP address, and the leader itself reports role "leader";
+ *   - transactions are driven through the client wire protocol (begin / register / report /
+ *     commit / rollback) into five statuses; /metrics on every node then passes a strict reader
+ *     of the Prometheus text format (tests/lib/promtext.h) and its sinter_globals series add up
+ *     to exactly the globals created, per status;
+ *   - the admin listing, paged two at a time across groups, returns exactly those globals with
+ *     their status; filters by status name, code and group; bad parameters are 400;
+ *   - a global shows every field and its branch (resource, status, app data in base64); an
+ *     unknown xid is 404 with status Finished; a malformed xid is 400;
+ *   - redrive / resolve: no or a wrong bearer secret -> 401; on the leader with the secret, on a
+ *     global that is not failed -> 409; resolve without or with a bad target -> 400; a follower
+ *     answers 421 naming the leader's id and HTTP address; GET on them -> 405.
+ *     (A successful redrive / resolve needs a really failed global, which only the phase-2 driver
+ *     produces; the fsm's unit tests cover those transitions. Here the HTTP paths around them.)
+ *   - with two of three nodes stopped, /health on the last one turns 503.
+ *
+ * Processes are stopped by PID; every wait is bounded and polls.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "promtext.h"
+#include "testproc.h"
+
+#include "sinter/error.h"
+#include "sinter/proto.h"
+#include "sinter/transport.h"
+#include "sinter/types.h"
+#include "sinter/xid.h"
+
+#define NODES   3
+#define GROUPS  2
+#define WAIT_MS 30000
+#define SECRET  "http-test-secret"
+
+struct node {
+    uint64_t id;
+    int raft_port, client_port, http_port;
+    char client_url[64], http_url[64];
+    pid_t pid;
+    char dir[400];
+    struct sinter_transport_client *cl;
+};
+
+static const char *g_bin;
+static char g_tmp[256];
+static struct node N[NODES + 1];
+static uint64_t g_client, g_seq;
+static int g_guess = 1;
+static int g_bad_exits;
+
+/* ---- processes ------------------------------------------------------------------------------ */
+
+static void spawn(struct node *n)
+{
+    char *argv[64];
+    char bufs[40][300];
+    int a = 0, b = 0;
+    argv[a++] = (char *)g_bin;
+#define ARG(...)                                                                                   \
+    do {                                                                                           \
+        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
+        argv[a++] = bufs[b++];                                                                     \
+    } while (0)
+    ARG("--config");
+    ARG("%s/cluster.ini", g_tmp);
+    ARG("--id");
+    ARG("%" PRIu64, n->id);
+    ARG("--raft-listen");
+    ARG("tcp://127.0.0.1:%d", n->raft_port);
+    ARG("--client-listen");
+    ARG("%s", n->client_url);
+    ARG("--http-listen");
+    ARG("%s", n->http_url);
+    ARG("--data-dir");
+    ARG("%s", n->dir);
+    for (int i = 1; i <= NODES; i++) {
+        if (&N[i] != n) {
+            ARG("--peer");
+            ARG("%" PRIu64 "=tcp://127.0.0.1:%d,%s,%s", N[i].id, N[i].raft_port, N[i].client_url,
+                N[i].http_url);
+        }
+    }
+    argv[a] = NULL;
+#undef ARG
+    char logp[400];
+    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+        }
+        execv(g_bin, argv);
+        _exit(127);
+    }
+    n->pid = pid;
+}
+
+static void stop_node(struct node *n)
+{
+    int ws = sinter_test_stop(&n->pid, 30000);
+    if (ws != 0) {
+        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
+        g_bad_exits++;
+    }
+}
+
+/* ---- HTTP ----------------------------------------------------------------------------------- */
+
+struct http_res {
+    int status;
+    char *body; /* malloc'ed, NUL terminated */
+};
+
+/* One HTTP/1.0 request to node i (the server closes after the answer). 0, or -1 when the node
+ * could not be reached or answered nothing parseable. */
+static int http(int i, const char *method, const char *path, const char *auth, const char *body,
+                struct http_res *out)
+{
+    out->status = 0;
+    out->body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)N[i].http_port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[2048];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s%s%sContent-Length: %zu\r\n\r\n%s",
+                     method, path, auth ? "Authorization: " : "", auth ? auth : "",
+                     auth ? "\r\n" : "", body ? strlen(body) : 0, body ? body : "");
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r <= 0) {
+            break;
+        }
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sep == NULL || sscanf(buf, "HTTP/1.%*c %d", &out->status) != 1) {
+        free(buf);
+        return -1;
+    }
+    out->body = strdup(sep + 4);
+    free(buf);
+    return 0;
+}
+
+/* Request that must be answered; returns the parsed JSON body (caller decrefs), *status set. */
+static json_t *http_json(int i, const char *method, const char *path, const char *auth,
+                         const char *body, int *status)
+{
+    struct http_res r;
+    if (http(i, method, path, auth, body, &r) != 0) {
+        fail_msg("node %d: %s %s: no answer", i, method, path);
+    }
+    json_error_t e;
+    json_t *j = json_loads(r.body, 0, &e);
+    if (j == NULL) {
+        fail_msg("node %d: %s %s: %d, not JSON: %s", i, method, path, r.status, r.body);
+    }
+    *status = r.status;
+    free(r.body);
+    return j;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    if (s == NULL) {
+        fail_msg("no string member '%s'", key);
+    }
+    return s;
+}
+
+/* An error answer: expected HTTP status and "code". */
+static json_t *expect_error(int i, const char *method, const char *path, const char *auth,
+                            const char *body, int want_status, const char *want_code)
+{
+    int st = 0;
+    json_t *j = http_json(i, method, path, auth, body, &st);
+    if (st != want_status || strcmp(jstr(j, "code"), want_code) != 0) {
+        char *d = json_dumps(j, 0);
+        fail_msg("node %d: %s %s: got %d %s, want %d %s", i, method, path, st, d, want_status,
+                 want_code);
+    }
+    assert_non_null(json_string_value(json_object_get(j, "error")));
+    return j;
+}
+
+/* ---- /health -------------------------------------------------------------------------------- */
+
+/* Polls /health on every live node until all answer 200 and agree on each group's leader, and
+ * that leader reports role "leader". Fills leaders[g] with node indexes. */
+static void wait_health(int leaders[GROUPS])
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (sinter_test_now_ms() < end) {
+        bool ok = true;
+        uint64_t lid[GROUPS] = {0};
+        int leader_role[GROUPS] = {0};
+        for (int i = 1; i <= NODES && ok; i++) {
+            if (N[i].pid <= 0) {
+                continue;
+            }
+            struct http_res r;
+            if (http(i, "GET", "/health", NULL, NULL, &r) != 0 || r.status != 200) {
+                ok = false;
+                free(r.body);
+                break;
+            }
+            json_t *j = json_loads(r.body, 0, NULL);
+            free(r.body);
+            assert_non_null(j);
+            assert_int_equal(json_integer_value(json_object_get(j, "node")), N[i].id);
+            assert_string_equal(jstr(j, "status"), "ok");
+            assert_string_equal(jstr(j, "http"), N[i].http_url);
+            json_t *gs = json_object_get(j, "groups");
+            assert_int_equal(json_array_size(gs), GROUPS);
+            for (size_t g = 0; g < GROUPS; g++) {
+                json_t *e = json_array_get(gs, g);
+                assert_int_equal(json_integer_value(json_object_get(e, "group")), g);
+                assert_true(json_is_null(json_object_get(e, "error")));
+                uint64_t l = (uint64_t)json_integer_value(json_object_get(e, "leader"));
+                assert_true(json_integer_value(json_object_get(e, "term")) > 0);
+                assert_true(json_integer_value(json_object_get(e, "applied")) <=
+                            json_integer_value(json_object_get(e, "commit")));
+                if (lid[g] != 0 && lid[g] != l) {
+                    ok = false; /* nodes still disagree: an election is settling */
+                }
+                lid[g] = l;
+                if (l == N[i].id) {
+                    ok = ok && strcmp(jstr(e, "role"), "leader") == 0;
+                    leader_role[g] = i;
+                }
+                assert_string_equal(jstr(e, "leader_http"), N[l].http_url);
+            }
+            json_decref(j);
+        }
+        for (int g = 0; g < GROUPS && ok; g++) {
+            ok = leader_role[g] != 0;
+            leaders[g] = leader_role[g];
+        }
+        if (ok) {
+            return;
+        }
+        sinter_test_sleep_ms(100);
+    }
+    fail_msg("/health did not answer 200 with agreeing leaders on every node in %d ms", WAIT_MS);
+}
+
+/* ---- client wire protocol (as tests/integration/tc_cluster) --------------------------------- */
+
+static void req_init(struct sinter_proto_msg *m, uint16_t code, uint64_t seq)
+{
+    memset(m, 0, sizeof *m);
+    m->code = code;
+    m->rq.client_id = g_client;
+    m->rq.seq = seq;
+}
+
+static int register_with(int i)
+{
+    struct sinter_proto_msg m;
+    req_init(&m, SINTER_MSG_REGISTER_TM, 0);
+    m.u.reg.client_version = sinter_proto_str_c("test/1");
+    m.u.reg.application_id = sinter_proto_str_c("tc-http-test");
+    m.u.reg.credential = sinter_proto_str_c(SECRET);
+    struct sinter_transport_reply_msg *r = NULL;
+    int rc = sinter_transport_call(N[i].cl, &m, 2000, &r);
+    if (rc == SINTER_OK) {
+        rc = sinter_transport_reply_get(r)->rs.result;
+        sinter_transport_reply_free(r);
+    }
+    return rc;
+}
+
+static int node_by_url(struct sinter_proto_str url)
+{
+    for (int i = 1; i <= NODES; i++) {
+        if (sinter_proto_str_eq(url, N[i].client_url)) {
+            return i;
+        }
+    }
+    return 0;
+}
+
+static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg *m,
+                                                  struct sinter_transport_reply_msg **out)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    int i = g_guess;
+    while (sinter_test_now_ms() < end) {
+        struct sinter_transport_reply_msg *r = NULL;
+        if (N[i].pid <= 0 || sinter_transport_call(N[i].cl, m, 2000, &r) != SINTER_OK) {
+            i = i % NODES + 1;
+            sinter_test_sleep_ms(50);
+            continue;
+        }
+        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
+        if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_ENOTLEADER) {
+            int next = node_by_url(rm->u.error.leader_addr);
+            sinter_transport_reply_free(r);
+            i = next != 0 && next != i ? next : i % NODES + 1;
+            sinter_test_sleep_ms(next != 0 ? 0 : 100);
+            continue;
+        }
+        if (rm->code == SINTER_MSG_ERROR &&
+            (rm->rs.result == SINTER_ETIMEOUT || rm->rs.result == SINTER_ESHUTDOWN)) {
+            sinter_transport_reply_free(r);
+            sinter_test_sleep_ms(100);
+            continue;
+        }
+        g_guess = i;
+        *out = r;
+        return rm;
+    }
+    fail_msg("no leader answered %s within %d ms", sinter_proto_code_name(m->code), WAIT_MS);
+    return NULL;
+}
+
+static struct sinter_xid begin(void)
+{
+    struct sinter_proto_msg m;
+    req_init(&m, SINTER_MSG_GLOBAL_BEGIN, ++g_seq);
+    m.u.global_begin.application_id = sinter_proto_str_c("tc-http-test");
+    m.u.global_begin.transaction_name = sinter_proto_str_c("transfer");
+    m.u.global_begin.timeout_ms = 600000;
+    struct sinter_transport_reply_msg *r;
+    const struct sinter_proto_msg *rm = call_leader(&m, &r);
+    assert_int_equal(rm->rs.result, SINTER_OK);
+    struct sinter_xid x = rm->u.global_begin_result.xid;
+    sinter_transport_reply_free(r);
+    return x;
+}
+
+static uint64_t branch(struct sinter_xid x, const char *res)
+{
+    struct sinter_proto_msg m;
+    req_init(&m, SINTER_MSG_BRANCH_REGISTER, ++g_seq);
+    m.u.branch_register.xid = x;
+    m.u.branch_register.branch_type = SINTER_BT_TCC;
+    m.u.branch_register.resource_id = sinter_proto_str_c(res);
+    m.u.branch_register.application_data = (struct sinter_proto_bytes){(const uint8_t *)"{}", 2};
+    struct sinter_transport_reply_msg *r;
+    const struct sinter_proto_msg *rm = call_leader(&m, &r);
+    assert_int_equal(rm->rs.result, SINTER_OK);
+    uint64_t b = rm->u.branch_register_result.branch_id;
+    sinter_transport_reply_free(r);
+
+    req_init(&m, SINTER_MSG_BRANCH_REPORT, ++g_seq);
+    m.u.branch_report.xid = x;
+    m.u.branch_report.branch_id = b;
+    m.u.branch_report.branch_type = SINTER_BT_TCC;
+    m.u.branch_report.branch_status = SINTER_BS_PHASE1_DONE;
+    m.u.branch_report.resource_id = sinter_proto_str_c(res);
+    rm = call_leader(&m, &r);
+    assert_int_equal(rm->rs.result, SINTER_OK);
+    sinter_transport_reply_free(r);
+    return b;
+}
+
+static uint32_t end_global(struct sinter_xid x, bool commit)
+{
+    struct sinter_proto_msg m;
+    req_init(&m, commit ? SINTER_MSG_GLOBAL_COMMIT : SINTER_MSG_GLOBAL_ROLLBACK, ++g_seq);
+    m.u.global_end.xid = x;
+    struct sinter_transport_reply_msg *r;
+    const struct sinter_proto_msg *rm = call_leader(&m, &r);
+    assert_int_equal(rm->rs.result, SINTER_OK);
+    uint32_t st = rm->u.global_status_result.global_status;
+    sinter_transport_reply_free(r);
+    return st;
+}
+
+/* ---- the scenario --------------------------------------------------------------------------- */
+
+#define NX 5
+static struct sinter_xid X[NX];
+static uint32_t XS[NX]; /* expected status */
+static char XT[NX][SINTER_XID_STRLEN];
+
+/* Every node's /metrics is valid and its sinter_globals add up to the globals created. */
+static void check_metrics(void)
+{
+    double begins = 0;
+    for (int i = 1; i <= NODES; i++) {
+        uint64_t end = sinter_test_now_ms() + WAIT_MS;
+        for (;;) {
+            struct http_res r;
+            assert_int_equal(http(i, "GET", "/metrics", NULL, NULL, &r), 0);
+            assert_int_equal(r.status, 200);
+            char err[300];
+            if (prom_check(r.body, err, sizeof err) != 0) {
+                fail_msg("node %d /metrics: %s", i, err);
+            }
+            bool match = true;
+            for (uint32_t s = 1; s <= SINTER_GS_MAX; s++) {
+                if (!sinter_global_status_valid(s) || s == SINTER_GS_FINISHED) {
+                    continue;
+                }
+                double sum = 0;
+                for (int g = 0; g < GROUPS; g++) {
+                    char series[128];
+                    snprintf(series, sizeof series, "sinter_globals{group=\"%d\",status=\"%s\"}", g,
+                             sinter_global_status_name(s));
+                    double v = -1;
+                    assert_int_equal(prom_value(r.body, series, &v), 0);
+                    sum += v;
+                }
+                double want = 0;
+                for (int k = 0; k < NX; k++) {
+                    want += XS[k] == s;
+                }
+                match = match && sum == want;
+            }
+            double v = 0;
+            assert_int_equal(prom_value(r.body, "sinter_requests_total{type=\"GlobalBegin\"}", &v),
+                             0);
+            for (int g = 0; g < GROUPS; g++) {
+                char series[96];
+                snprintf(series, sizeof series, "sinter_raft_leader_changes_total{group=\"%d\"}",
+                         g);
+                double lc = 0;
+                assert_int_equal(prom_value(r.body, series, &lc), 0);
+                assert_true(lc >= 1); /* every node saw at least the first leader */
+            }
+            free(r.body);
+            if (match) {
+                begins += v;
+                break;
+            }
+            /* A follower applies a moment after the leader: poll. */
+            if (sinter_test_now_ms() > end) {
+                fail_msg("node %d: sinter_globals never matched the globals created", i);
+            }
+            sinter_test_sleep_ms(100);
+        }
+    }
+    assert_true(begins >= NX); /* each begin counted by the node that served it */
+}
+
+/* Pages through the listing on node i two at a time; true when it is exactly X with XS. */
+static bool listing_matches(int i)
+{
+    bool seen[NX] = {false};
+    int total = 0;
+    char after[64] = "";
+    for (int page = 0; page < 10; page++) {
+        char path[160];
+        snprintf(path, sizeof path, "/api/v1/globals?limit=2%s%s", after[0] ? "&after=" : "",
+                 after);
+        int st = 0;
+        json_t *j = http_json(i, "GET", path, NULL, NULL, &st);
+        assert_int_equal(st, 200);
+        json_t *a = json_object_get(j, "globals");
+        assert_true(json_array_size(a) <= 2);
+        for (size_t k = 0; k < json_array_size(a); k++) {
+            json_t *e = json_array_get(a, k);
+            total++;
+            for (int x = 0; x < NX; x++) {
+                if (strcmp(jstr(e, "xid"), XT[x]) == 0) {
+                    seen[x] = json_integer_value(json_object_get(e, "status_code")) == XS[x] &&
+                              strcmp(jstr(e, "status"), sinter_global_status_name(XS[x])) == 0;
+                }
+            }
+        }
+        json_t *next = json_object_get(j, "next_after");
+        bool more = json_is_string(next);
+        if (more) {
+            snprintf(after, sizeof after, "%s", json_string_value(next));
+        }
+        json_decref(j);
+        if (!more) {
+            break;
+        }
+    }
+    bool all = total == NX;
+    for (int x = 0; x < NX; x++) {
+        all = all && seen[x];
+    }
+    return all;
+}
+
+/* xids in a listing answer (space separated), for exact comparisons. */
+static void list_xids(int i, const char *query, char *out, size_t cap)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/api/v1/globals?%s", query);
+    int st = 0;
+    json_t *j = http_json(i, "GET", path, NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    out[0] = '\0';
+    json_t *a = json_object_get(j, "globals");
+    for (size_t k = 0; k < json_array_size(a); k++) {
+        size_t n = strlen(out);
+        snprintf(out + n, cap - n, "%s%s", n ? " " : "", jstr(json_array_get(a, k), "xid"));
+    }
+    json_decref(j);
+}
+
+static void tc_http(void **state)
+{
+    (void)state;
+    char ini[400];
+    snprintf(ini, sizeof ini, "%s/cluster.ini", g_tmp);
+    FILE *f = fopen(ini, "w");
+    assert_non_null(f);
+    fprintf(f, "[raft]\ngroups = %d\ntick_ms = 20\n[tc]\nsecret = " SECRET "\n", GROUPS);
+    fclose(f);
+    for (int i = 1; i <= NODES; i++) {
+        N[i].id = (uint64_t)i;
+        N[i].raft_port = sinter_test_free_port();
+        N[i].client_port = sinter_test_free_port();
+        N[i].http_port = sinter_test_free_port();
+        snprintf(N[i].client_url, sizeof N[i].client_url, "tcp://127.0.0.1:%d", N[i].client_port);
+        snprintf(N[i].http_url, sizeof N[i].http_url, "http://127.0.0.1:%d", N[i].http_port);
+        snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
+        struct sinter_transport_client_opts co;
+        sinter_transport_client_opts_default(&co);
+        co.url = N[i].client_url;
+        assert_int_equal(sinter_transport_client_open(&N[i].cl, &co), SINTER_OK);
+    }
+    for (int i = 1; i <= NODES; i++) {
+        spawn(&N[i]);
+    }
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    g_client = ((uint64_t)rand() << 32 | (uint64_t)rand()) | 1u;
+
+    int leaders[GROUPS];
+    wait_health(leaders);
+    for (int i = 1; i <= NODES; i++) {
+        assert_int_equal(register_with(i), SINTER_OK);
+    }
+
+    /* Five globals in five statuses. */
+    X[0] = begin();
+    branch(X[0], "account-a");
+    XS[0] = end_global(X[0], true);
+    assert_int_equal(XS[0], SINTER_GS_COMMITTING); /* a branch waits for phase 2 */
+    X[1] = begin();
+    XS[1] = end_global(X[1], true);
+    assert_int_equal(XS[1], SINTER_GS_COMMITTED); /* no branch: settles at once */
+    X[2] = begin();
+    XS[2] = end_global(X[2], false);
+    assert_int_equal(XS[2], SINTER_GS_ROLLBACKED);
+    X[3] = begin();
+    XS[3] = SINTER_GS_BEGIN;
+    X[4] = begin();
+    branch(X[4], "account-b");
+    XS[4] = end_global(X[4], false);
+    assert_int_equal(XS[4], SINTER_GS_ROLLBACKING);
+    for (int k = 0; k < NX; k++) {
+        sinter_xid_format(&X[k], XT[k]);
+    }
+
+    check_metrics();
+
+    /* Listing: every node, paged, exactly our globals (polled: a follower may lag). */
+    for (int i = 1; i <= NODES; i++) {
+        uint64_t end = sinter_test_now_ms() + WAIT_MS;
+        while (!listing_matches(i)) {
+            if (sinter_test_now_ms() > end) {
+                fail_msg("node %d never listed exactly the globals created", i);
+            }
+            sinter_test_sleep_ms(100);
+        }
+    }
+    char got[256], q[64];
+    list_xids(1, "status=Committing", got, sizeof got);
+    assert_string_equal(got, XT[0]);
+    list_xids(2, "status=2", got, sizeof got);
+    assert_string_equal(got, XT[0]);
+    snprintf(q, sizeof q, "status=rollbacking&group=%u", X[4].group);
+    list_xids(3, q, got, sizeof got);
+    assert_string_equal(got, XT[4]);
+    snprintf(q, sizeof q, "status=Rollbacking&group=%u", 1 - X[4].group);
+    list_xids(3, q, got, sizeof got);
+    assert_string_equal(got, "");
+    json_decref(
+        expect_error(1, "GET", "/api/v1/globals?status=Nope", NULL, NULL, 400, "SINTER_EINVAL"));
+    json_decref(
+        expect_error(1, "GET", "/api/v1/globals?limit=0", NULL, NULL, 400, "SINTER_EINVAL"));
+    json_decref(
+        expect_error(1, "GET", "/api/v1/globals?group=9", NULL, NULL, 400, "SINTER_EINVAL"));
+    json_decref(
+        expect_error(1, "GET", "/api/v1/globals?colour=1", NULL, NULL, 400, "SINTER_EINVAL"));
+
+    /* Show: every field and the branch; the ':' may come percent-encoded. */
+    int L = leaders[X[0].group];
+    char path[160];
+    snprintf(path, sizeof path, "/api/v1/globals/%u%%3A%" PRIu64, X[0].group, X[0].index);
+    int st = 0;
+    json_t *g = http_json(L, "GET", path, NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(g, "xid"), XT[0]);
+    assert_string_equal(jstr(g, "status"), "Committing");
+    assert_int_equal(json_integer_value(json_object_get(g, "status_code")), 2);
+    assert_string_equal(jstr(g, "decision"), "Committing");
+    assert_string_equal(jstr(g, "app_id"), "tc-http-test");
+    assert_string_equal(jstr(g, "tx_name"), "transfer");
+    assert_int_equal(json_integer_value(json_object_get(g, "timeout_ms")), 600000);
+    assert_true(json_integer_value(json_object_get(g, "begin_ms")) > 0);
+    assert_true(json_integer_value(json_object_get(g, "decided_ms")) >=
+                json_integer_value(json_object_get(g, "begin_ms")));
+    assert_int_equal(json_integer_value(json_object_get(g, "end_ms")), 0);
+    assert_string_equal(jstr(g, "app_data_base64"), "");
+    assert_int_equal(json_integer_value(json_object_get(g, "node")), N[L].id);
+    json_t *brs = json_object_get(g, "branches");
+    assert_int_equal(json_array_size(brs), 1);
+    json_t *b0 = json_array_get(brs, 0);
+    assert_true(json_integer_value(json_object_get(b0, "branch_id")) > (json_int_t)X[0].index);
+    assert_string_equal(jstr(b0, "branch_type"), "TCC");
+    assert_string_equal(jstr(b0, "status"), "PhaseOne_Done");
+    assert_string_equal(jstr(b0, "resource_id"), "account-a");
+    assert_string_equal(jstr(b0, "app_data_base64"), "e30="); /* "{}" */
+    json_decref(g);
+
+    /* Unknown and malformed xids. */
+    snprintf(path, sizeof path, "/api/v1/globals/%u:%" PRIu64, X[0].group, X[0].index + 1000000);
+    g = expect_error(1, "GET", path, NULL, NULL, 404, "SINTER_ENOTFOUND");
+    assert_string_equal(jstr(g, "status"), "Finished");
+    json_decref(g);
+    json_decref(expect_error(2, "GET", "/api/v1/globals/9:1", NULL, NULL, 404, "SINTER_ENOTFOUND"));
+    json_decref(expect_error(2, "GET", "/api/v1/globals/abc", NULL, NULL, 400, "SINTER_EINVAL"));
+    json_decref(expect_error(2, "GET", "/api/v1/globals/0:0", NULL, NULL, 400, "SINTER_EINVAL"));
+
+    /* Admin calls: secret, state, target, leader. */
+    char redrive[160], resolve[160];
+    snprintf(redrive, sizeof redrive, "/api/v1/globals/%s/redrive", XT[0]);
+    snprintf(resolve, sizeof resolve, "/api/v1/globals/%s/resolve", XT[0]);
+    const char *bearer = "Bearer " SECRET;
+    json_decref(expect_error(L, "POST", redrive, NULL, NULL, 401, "SINTER_EAUTH"));
+    json_decref(expect_error(L, "POST", redrive, "Bearer wrong", NULL, 401, "SINTER_EAUTH"));
+    json_decref(expect_error(L, "POST", resolve, "Basic " SECRET, "{\"target\":\"committed\"}", 401,
+                             "SINTER_EAUTH"));
+    g = expect_error(L, "POST", redrive, bearer, NULL, 409, "SINTER_ESTATE");
+    assert_string_equal(jstr(g, "status"), "Committing"); /* unchanged */
+    json_decref(g);
+    g = expect_error(L, "POST", resolve, bearer, "{\"target\":\"committed\"}", 409,
+                     "SINTER_ESTATE");
+    assert_string_equal(jstr(g, "status"), "Committing");
+    json_decref(g);
+    char rq[200];
+    snprintf(rq, sizeof rq, "%s?target=rollbacked", resolve);
+    json_decref(expect_error(L, "POST", rq, bearer, NULL, 409, "SINTER_ESTATE"));
+    json_decref(expect_error(L, "POST", resolve, bearer, "target=committed", 409, "SINTER_ESTATE"));
+    json_decref(expect_error(L, "POST", resolve, bearer, NULL, 400, "SINTER_EINVAL"));
+    json_decref(expect_error(L, "POST", resolve, bearer, "{\"target\":\"committing\"}", 400,
+                             "SINTER_EINVAL"));
+    snprintf(path, sizeof path, "/api/v1/globals/%u:%" PRIu64 "/redrive", X[0].group,
+             X[0].index + 1000000);
+    json_decref(expect_error(L, "POST", path, bearer, NULL, 404, "SINTER_ENOTFOUND"));
+    json_decref(expect_error(L, "GET", redrive, bearer, NULL, 405, "SINTER_EINVAL"));
+    json_decref(expect_error(L, "POST", "/api/v1/globals", bearer, NULL, 405, "SINTER_EINVAL"));
+    snprintf(path, sizeof path, "/api/v1/globals/%s/delete", XT[0]);
+    json_decref(expect_error(L, "POST", path, bearer, NULL, 404, "SINTER_ENOTFOUND"));
+    int F = L % NODES + 1; /* a follower of the group */
+    g = expect_error(F, "POST", redrive, bearer, NULL, 421, "SINTER_ENOTLEADER");
+    assert_int_equal(json_integer_value(json_object_get(g, "leader")), N[L].id);
+    assert_string_equal(jstr(g, "leader_http"), N[L].http_url);
+    assert_string_equal(jstr(g, "leader_client"), N[L].client_url);
+    json_decref(g);
+    json_decref(expect_error(F, "POST", redrive, NULL, NULL, 401, "SINTER_EAUTH"));
+    /* Nothing of the above changed the global. */
+    snprintf(path, sizeof path, "/api/v1/globals/%s", XT[0]);
+    g = http_json(L, "GET", path, NULL, NULL, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(jstr(g, "status"), "Committing");
+    json_decref(g);
+
+    /* Paths outside the API. */
+    struct http_res r;
+    assert_int_equal(http(1, "GET", "/nope", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 404);
+    free(r.body);
+
+    /* Two of three stopped: the last node loses its quorum, and /health says so. */
+    int last = 1;
+    for (int i = 2; i <= NODES; i++) {
+        stop_node(&N[i]);
+    }
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    for (;;) {
+        assert_int_equal(http(last, "GET", "/health", NULL, NULL, &r), 0);
+        int status = r.status;
+        bool unavailable = strstr(r.body, "\"status\":\"unavailable\"") != NULL;
+        free(r.body);
+        if (status == 503 && unavailable) {
+            break;
+        }
+        assert_int_equal(status, 200);
+        if (sinter_test_now_ms() > end) {
+            fail_msg("/health stayed 200 without a quorum");
+        }
+        sinter_test_sleep_ms(100);
+    }
+    stop_node(&N[last]);
+    assert_int_equal(g_bad_exits, 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 1; i <= NODES; i++) {
+        stop_node(&N[i]);
+        sinter_transport_client_close(N[i].cl);
+        N[i].cl = NULL;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s path/to/sinter-tc\n", argv[0]);
+        return 2;
+    }
+    g_bin = argv[1];
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-tc-http-XXXXXX");
+    if (mkdtemp(g_tmp) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(tc_http, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
+    if (system(cmd) == 0) {
+        fprintf(stderr, "a node log holds a sanitizer report\n");
+        rc = 1;
+    }
+    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    } else {
+        snprintf(cmd, sizeof cmd, "tail -n 30 %s/node*.log 1>&2; echo 'kept %s' 1>&2", g_tmp,
+                 g_tmp);
+    }
+    if (system(cmd) != 0) {
+        fprintf(stderr, "could not run: %s\n", cmd);
+    }
+    return rc;
+}
