@@ -172,12 +172,25 @@ static void heap_set(struct sinter_p2_sched *s, size_t i, struct sinter_p2_branc
     b->heap_idx = i;
 }
 
+/* Ordered by time, then xid and branch: equal times pop in one deterministic order (oldest global
+ * first), whatever order they were pushed in. */
+static bool before(const struct sinter_p2_branch *a, const struct sinter_p2_branch *b)
+{
+    if (a->when != b->when) {
+        return a->when < b->when;
+    }
+    if (a->xid.index != b->xid.index) {
+        return a->xid.index < b->xid.index;
+    }
+    return a->branch_id < b->branch_id;
+}
+
 static void heap_up(struct sinter_p2_sched *s, size_t i)
 {
     struct sinter_p2_branch *b = s->heap[i];
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (s->heap[p]->when <= b->when) {
+        if (!before(b, s->heap[p])) {
             break;
         }
         heap_set(s, i, s->heap[p]);
@@ -191,12 +204,12 @@ static void heap_down(struct sinter_p2_sched *s, size_t i)
     struct sinter_p2_branch *b = s->heap[i];
     for (;;) {
         size_t l = 2 * i + 1, m = i;
-        uint64_t w = b->when;
-        if (l < s->heap_n && s->heap[l]->when < w) {
+        const struct sinter_p2_branch *w = b;
+        if (l < s->heap_n && before(s->heap[l], w)) {
             m = l;
-            w = s->heap[l]->when;
+            w = s->heap[l];
         }
-        if (l + 1 < s->heap_n && s->heap[l + 1]->when < w) {
+        if (l + 1 < s->heap_n && before(s->heap[l + 1], w)) {
             m = l + 1;
         }
         if (m == i) {
@@ -507,7 +520,7 @@ void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, struct sinter_p2
             schedule_retry(s, b, now);
             continue;
         }
-        if (g->first_ms != 0 && now > g->first_ms + deadline_of(s, g)) {
+        if (g->start_sent && now > g->first_ms + deadline_of(s, g)) {
             /* Past the deadline: no more deliveries; ask for RETRY_TIMEOUT (at most once per
              * retry_initial) and look again later in case the state machine refuses it (its
              * first-attempt time may be later than this leader's estimate). */
