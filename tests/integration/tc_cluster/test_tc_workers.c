@@ -419,6 +419,7 @@ static size_t g_n_deliv;
 static uint64_t g_rm;          /* the RM's client id */
 static atomic_int g_rm_paused; /* 1: no polls (work piles up at the leader) */
 static atomic_int g_rm_stop;
+static atomic_int g_rm_busy;      /* RM threads inside a poll (or handling its items) */
 static atomic_uint g_report_fail; /* reports not answered OK (other than not-leader) */
 static struct sinter_transport_client *g_rm_cl[NODES + 1];
 
@@ -490,7 +491,9 @@ static void *rm_thread(void *arg)
 {
     int i = (int)(intptr_t)arg;
     while (!atomic_load(&g_rm_stop)) {
+        atomic_fetch_add(&g_rm_busy, 1);
         if (atomic_load(&g_rm_paused) || !atomic_load(&g_alive[i])) {
+            atomic_fetch_sub(&g_rm_busy, 1);
             sinter_test_sleep_ms(20);
             continue;
         }
@@ -504,6 +507,7 @@ static void *rm_thread(void *arg)
         m.u.phase2_poll.wait_ms = 500;
         struct sinter_transport_reply_msg *r = NULL;
         if (rm_call(i, &m, 5000, &r) != SINTER_OK) {
+            atomic_fetch_sub(&g_rm_busy, 1);
             sinter_test_sleep_ms(50);
             continue;
         }
@@ -511,10 +515,12 @@ static void *rm_thread(void *arg)
         if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_EAUTH) {
             sinter_transport_reply_free(r);
             rm_register(i); /* the node restarted or forgot us */
+            atomic_fetch_sub(&g_rm_busy, 1);
             continue;
         }
         if (rm->code != SINTER_MSG_PHASE2_POLL_RESULT || rm->rs.result != SINTER_OK) {
             sinter_transport_reply_free(r);
+            atomic_fetch_sub(&g_rm_busy, 1);
             sinter_test_sleep_ms(50);
             continue;
         }
@@ -544,6 +550,7 @@ static void *rm_thread(void *arg)
             }
         }
         sinter_transport_reply_free(r);
+        atomic_fetch_sub(&g_rm_busy, 1);
     }
     return NULL;
 }
@@ -775,7 +782,11 @@ static void tc_workers(void **state)
     /* 9. kill -9 the leader between the decision and phase 2 (the RM is not polling): the new
      * leader delivers every branch. */
     atomic_store(&g_rm_paused, 1);
-    sinter_test_sleep_ms(600); /* polls in flight end (wait_ms 500) */
+    uint64_t quiet = sinter_test_now_ms() + WAIT_MS;
+    while (atomic_load(&g_rm_busy) > 0 && sinter_test_now_ms() < quiet) {
+        sinter_test_sleep_ms(20); /* polls in flight end (wait_ms 500) */
+    }
+    assert_int_equal(atomic_load(&g_rm_busy), 0);
     struct sinter_xid xk2 = tx("ok-a", "ok-b", &b1, &b2);
     assert_int_equal(end_global(xk2, true, &st), SINTER_OK);
     assert_int_equal(st, SINTER_GS_COMMITTING);
