@@ -19,6 +19,7 @@
 
 #include "sinter/error.h"
 #include "tc/command.h"
+#include "tc/fsm.h"
 
 enum ktype { K_U64, K_U32, K_INT, K_STR, K_BOOL };
 
@@ -53,6 +54,12 @@ static const struct key keys[] = {
     KEY("tc", "retry_max_ms", "retry-max-ms", K_U64, retry_max_ms),
     KEY("tc", "max_commit_retry_ms", "max-commit-retry-ms", K_U64, max_commit_retry_ms),
     KEY("tc", "max_rollback_retry_ms", "max-rollback-retry-ms", K_U64, max_rollback_retry_ms),
+    KEY("tc", "phase2_lease_ms", "phase2-lease-ms", K_U64, phase2_lease_ms),
+    KEY("tc", "max_clock_skew_ms", "max-clock-skew-ms", K_U64, max_clock_skew_ms),
+    KEY("tc", "retention_ms", "retention-ms", K_U64, retention_ms),
+    KEY("tc", "client_retention_ms", "client-retention-ms", K_U64, client_retention_ms),
+    KEY("tc", "gc_interval_ms", "gc-interval-ms", K_U64, gc_interval_ms),
+    KEY("tc", "client_idle_ms", "client-idle-ms", K_U64, client_idle_ms),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -73,6 +80,12 @@ void sinter_tc_config_init(struct sinter_tc_config *c)
     c->retry_max_ms = 60000;
     c->max_commit_retry_ms = 24ull * 3600 * 1000;
     c->max_rollback_retry_ms = 24ull * 3600 * 1000;
+    c->phase2_lease_ms = 10000;
+    c->max_clock_skew_ms = 1000;
+    c->retention_ms = SINTER_TC_DEFAULT_RETENTION_MS;
+    c->client_retention_ms = SINTER_TC_DEFAULT_CLIENT_RETENTION_MS;
+    c->gc_interval_ms = 60000;
+    c->client_idle_ms = 3600000;
 }
 
 static void peers_clear(struct sinter_tc_config *c)
@@ -251,7 +264,10 @@ const char *sinter_tc_config_usage(void)
            "                 [--tick-ms MS] [--election-ticks N] [--snapshot-every N] [--join]\n"
            "                 [--secret S] [--default-timeout-ms MS] [--retry-initial-ms MS]\n"
            "                 [--retry-max-ms MS] [--max-commit-retry-ms MS]\n"
-           "                 [--max-rollback-retry-ms MS] [--log-level 0..3]\n"
+           "                 [--max-rollback-retry-ms MS] [--phase2-lease-ms MS]\n"
+           "                 [--max-clock-skew-ms MS] [--retention-ms MS]\n"
+           "                 [--client-retention-ms MS] [--gc-interval-ms MS]\n"
+           "                 [--client-idle-ms MS] [--http-listen URL] [--log-level 0..3]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
            "[peers]. --join: not a founding member (no bootstrap on a fresh data dir).\n";
 }
@@ -350,6 +366,9 @@ static bool http_url_ok(const char *u)
     return parse_u64(colon + 1, &port) && port >= 1 && port <= 65535;
 }
 
+/* 10 years: beyond that a cutoff is meaningless and now - retention could wrap. */
+#define SINTER_TC_MAX_RETENTION_MS (3650ull * 24 * 3600 * 1000)
+
 #define BAD(...)                                                                                   \
     do {                                                                                           \
         snprintf(err, errlen, __VA_ARGS__);                                                        \
@@ -432,6 +451,29 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     if (c->max_rollback_retry_ms < c->retry_initial_ms) {
         BAD("tc.max_rollback_retry_ms = %" PRIu64 ": must be at least tc.retry_initial_ms",
             c->max_rollback_retry_ms);
+    }
+    if (c->phase2_lease_ms < 1 || c->phase2_lease_ms > 3600ull * 1000) {
+        BAD("tc.phase2_lease_ms = %" PRIu64 ": must be 1..3600000", c->phase2_lease_ms);
+    }
+    if (c->max_clock_skew_ms > 60000) {
+        BAD("tc.max_clock_skew_ms = %" PRIu64 ": must be 0..60000 (keep clocks in sync with NTP)",
+            c->max_clock_skew_ms);
+    }
+    if (c->retention_ms < 1 || c->retention_ms > SINTER_TC_MAX_RETENTION_MS) {
+        BAD("tc.retention_ms = %" PRIu64 ": must be 1..%llu", c->retention_ms,
+            (unsigned long long)SINTER_TC_MAX_RETENTION_MS);
+    }
+    if (c->client_retention_ms < c->retention_ms ||
+        c->client_retention_ms > SINTER_TC_MAX_RETENTION_MS) {
+        BAD("tc.client_retention_ms = %" PRIu64 ": must be tc.retention_ms (%" PRIu64 ")..%llu",
+            c->client_retention_ms, c->retention_ms,
+            (unsigned long long)SINTER_TC_MAX_RETENTION_MS);
+    }
+    if (c->gc_interval_ms < 1 || c->gc_interval_ms > 24ull * 3600 * 1000) {
+        BAD("tc.gc_interval_ms = %" PRIu64 ": must be 1..86400000", c->gc_interval_ms);
+    }
+    if (c->client_idle_ms < 1000) {
+        BAD("tc.client_idle_ms = %" PRIu64 ": must be at least 1000", c->client_idle_ms);
     }
     return SINTER_OK;
 }

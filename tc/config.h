@@ -33,6 +33,16 @@
  *   retry_max_ms = 60000                    [--retry-max-ms]      phase-2 backoff cap
  *   max_commit_retry_ms = 86400000          [--max-commit-retry-ms]   phase-2 deadline, commit
  *   max_rollback_retry_ms = 86400000        [--max-rollback-retry-ms] phase-2 deadline, rollback
+ *   phase2_lease_ms = 10000                 [--phase2-lease-ms]   a delivery's lease at the RM
+ *   max_clock_skew_ms = 1000                [--max-clock-skew-ms] bound on node clock differences
+ *                                           (NTP); timeout rollback waits this much extra
+ *   retention_ms = 86400000                 [--retention-ms]      finished globals and client
+ *                                           answers kept this long, then removed by GC
+ *   client_retention_ms = 2592000000        [--client-retention-ms] silent clients' rows (>=
+ *                                           retention_ms)
+ *   gc_interval_ms = 60000                  [--gc-interval-ms]    between two retention GC runs
+ *   client_idle_ms = 3600000                [--client-idle-ms]    a registered client idle this
+ *                                           long is forgotten by the node (it re-registers)
  */
 #ifndef SINTER_TC_CONFIG_H
 #define SINTER_TC_CONFIG_H
@@ -71,6 +81,12 @@ struct sinter_tc_config {
     uint64_t retry_max_ms;
     uint64_t max_commit_retry_ms;
     uint64_t max_rollback_retry_ms;
+    uint64_t phase2_lease_ms;
+    uint64_t max_clock_skew_ms;
+    uint64_t retention_ms;
+    uint64_t client_retention_ms;
+    uint64_t gc_interval_ms;
+    uint64_t client_idle_ms;
 };
 
 /* Fills defaults (no id, URLs, data dir or secret). Ownership: writes *c only. */

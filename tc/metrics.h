@@ -35,15 +35,16 @@ struct sinter_tc_metrics {
     /* Requests answered with an error, by result code. */
     _Atomic uint64_t errors[SINTER_ERROR_COUNT];
     /* Phase 2 (leader's driver): work items handed to RMs, retries scheduled (retryable outcome
-     * or expired lease), leases that expired, reports by BranchStatus (index = status). */
+     * or expired lease), leases that expired, Phase2Reports received by BranchStatus (index =
+     * status, counted on the node that received them, before they are applied). */
     _Atomic uint64_t phase2_deliveries;
     _Atomic uint64_t phase2_retries;
     _Atomic uint64_t phase2_lease_expired;
     _Atomic uint64_t phase2_reports[SINTER_BS_MAX + 1];
     /* From the decision applied to the global's final status, per global (leader's view). */
     struct sinter_tc_hist phase2_latency;
-    /* Leader-only workers: timeout decisions proposed, *RetryTimeout proposed, globals removed by
-     * retention GC. */
+    /* Leader-only workers: timeout decisions applied (Begin -> TimeoutRollbacking), globals ended
+     * in *RetryTimeout, globals removed by retention GC (counted by the leader that proposed). */
     _Atomic uint64_t timeouts;
     _Atomic uint64_t retry_timeouts;
     _Atomic uint64_t gc_removed;

@@ -45,6 +45,7 @@
 #include "tc/log.h"
 #include "tc/metrics.h"
 #include "tc/server_int.h"
+#include "tc/worker.h"
 
 #define SERVER_VERSION   "sinter-tc/0.1"
 #define SNAP_CHUNK_BYTES 65536u
@@ -59,19 +60,14 @@ struct call {
     struct sinter_transport_request *req;
     uint16_t code; /* request code */
     uint32_t group;
-    struct sinter_xid xid; /* GlobalStatus: the xid to read */
+    struct sinter_xid xid; /* GlobalStatus: the xid to read; commit / rollback: the global */
+    bool wait_phase2;      /* SINTER_PROTO_END_WAIT_PHASE2: park the reply until the global ends */
+    uint32_t wait_ms;
 };
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
  */
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint64_t mix64(uint64_t x)
 {
@@ -177,6 +173,9 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
         return rc;
     }
     g->n_last = n;
+    /* Every replica: parked WAIT_PHASE2 replies; the leader: its phase-2 driver, so work reaches
+     * a waiting poller in the same loop pass as the decision is applied. */
+    sinter_tc_worker_applied(g, g->ents, g->res, n);
     if (sinter_tc_log_enabled(SINTER_TC_LOG_DEBUG)) {
         for (size_t i = 0; i < n; i++) {
             const struct sinter_tc_result *r = &g->res[i];
@@ -192,8 +191,7 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
     return SINTER_OK;
 }
 
-/* The result of the entry at index in the last applied batch, or NULL. */
-static const struct sinter_tc_result *last_result(const struct tc_group *g, uint64_t index)
+const struct sinter_tc_result *sinter_tc_last_result(const struct tc_group *g, uint64_t index)
 {
     size_t lo = 0, hi = g->n_last;
     while (lo < hi) {
@@ -358,6 +356,9 @@ static void sm_on_role(void *arg, uint32_t group, uint32_t role, sinter_raft_id 
     g->leader = leader;
     g->term = term;
     pthread_mutex_unlock(&g->role_mu);
+    /* Leader-only workers start on every new leader and stop when it steps down; a new leader
+     * continues from the replicated state (tc/worker.h). */
+    sinter_tc_worker_role(g, role, term);
     if (changed) {
         if (leader != 0) {
             atomic_fetch_add_explicit(&g->srv->metrics.leader_changes[group], 1,
@@ -366,6 +367,11 @@ static void sm_on_role(void *arg, uint32_t group, uint32_t role, sinter_raft_id 
         sinter_tc_log(SINTER_TC_LOG_INFO, group, NULL, "role %s, leader %" PRIu64 ", term %" PRIu64,
                       sinter_raft_role_name(role), leader, term);
     }
+}
+
+static void sm_tick(void *arg, uint32_t group)
+{
+    sinter_tc_worker_tick(&((struct sinter_tc_server *)arg)->groups[group]);
 }
 
 static void sm_fill(void *arg, uint32_t group, struct sinter_raft_host_sm *out)
@@ -378,6 +384,7 @@ static void sm_fill(void *arg, uint32_t group, struct sinter_raft_host_sm *out)
     out->snapshot_release = sm_snapshot_release;
     out->snapshot_load = sm_snapshot_load;
     out->on_role = sm_on_role;
+    out->on_tick = sm_tick;
     out->arg = arg;
 }
 
@@ -415,8 +422,17 @@ static void reply_result(struct call *c, const struct sinter_tc_result *r)
         break;
     case SINTER_MSG_BRANCH_REPORT:
         break;
+    case SINTER_MSG_PHASE2_REPORT:
+        if (r->rc == SINTER_ESTATE && r->branch_status >= SINTER_BS_PHASE2_COMMITTED &&
+            !sinter_tc_branch_needs_phase2(r->branch_status)) {
+            /* The branch already has a phase-2 end: a repeated delivery's report (a retry after
+             * a lease expiry or a leader change) is done, as docs/phase2-protocol.md says. */
+            m.rs.result = SINTER_OK;
+        }
+        break;
     case SINTER_MSG_GLOBAL_COMMIT:
     case SINTER_MSG_GLOBAL_ROLLBACK:
+    case SINTER_MSG_GLOBAL_REPORT:
         m.u.global_status_result.global_status = r->status;
         if (r->rc == SINTER_ESTATE) {
             text = "global transaction already decided the other way";
@@ -427,7 +443,8 @@ static void reply_result(struct call *c, const struct sinter_tc_result *r)
     }
     if (r->rc == SINTER_ENOTFOUND) {
         text = "unknown xid or branch";
-        if (c->code == SINTER_MSG_GLOBAL_COMMIT || c->code == SINTER_MSG_GLOBAL_ROLLBACK) {
+        if (c->code == SINTER_MSG_GLOBAL_COMMIT || c->code == SINTER_MSG_GLOBAL_ROLLBACK ||
+            c->code == SINTER_MSG_GLOBAL_REPORT) {
             m.u.global_status_result.global_status = SINTER_GS_FINISHED;
         }
     } else if (r->rc == SINTER_ESTALE) {
@@ -446,7 +463,7 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
     struct call *c = arg;
     struct tc_group *g = &c->s->groups[c->group];
     if (rc == SINTER_OK) {
-        const struct sinter_tc_result *r = last_result(g, index);
+        const struct sinter_tc_result *r = sinter_tc_last_result(g, index);
         if (r != NULL) {
             if (r->rc == SINTER_OK && !r->duplicate &&
                 (c->code == SINTER_MSG_GLOBAL_BEGIN || c->code == SINTER_MSG_GLOBAL_COMMIT ||
@@ -455,7 +472,12 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
                               sinter_proto_code_name(c->code),
                               sinter_global_status_name(r->status));
             }
-            reply_result(c, r);
+            if (c->wait_phase2 && r->rc == SINTER_OK) {
+                /* The decision is durable; the caller asked to wait for phase 2 as well. */
+                sinter_tc_end_wait(g, c->req, c->code, c->xid, c->wait_ms);
+            } else {
+                reply_result(c, r);
+            }
         } else {
             /* Cannot happen with the host's apply-then-resolve order; if it ever does, the
              * outcome is durable and a retry with the same seq returns it. */
@@ -505,15 +527,46 @@ static void on_read(void *arg, int rc, uint64_t index, sinter_raft_id leader,
  * RPC handlers (nng callback threads, stop_lock held for reading)
  */
 
-static bool reg_lookup(struct sinter_tc_server *s, uint64_t client_id)
+/* The roles client_id registered with on this node (0: not registered), and marks it active. */
+static unsigned reg_lookup(struct sinter_tc_server *s, uint64_t client_id)
 {
+    uint64_t now = sinter_tc_wall_ms();
     pthread_mutex_lock(&s->reg_mu);
-    const struct reg_entry *e = s->reg[mix64(client_id) % REG_BUCKETS];
+    struct reg_entry *e = s->reg[mix64(client_id) % REG_BUCKETS];
     while (e != NULL && e->client_id != client_id) {
         e = e->next;
     }
+    unsigned roles = 0;
+    if (e != NULL) {
+        e->last_ms = now;
+        roles = e->roles;
+    }
     pthread_mutex_unlock(&s->reg_mu);
-    return e != NULL;
+    return roles;
+}
+
+void sinter_tc_reg_sweep(struct sinter_tc_server *s, uint64_t now_ms)
+{
+    /* The registry would otherwise only grow (up to MAX_REGISTERED, then refuse everyone new):
+     * client ids are unique per process start. An evicted client that comes back gets
+     * SINTER_EAUTH and registers again, as after a node restart. A slice per tick keeps the lock
+     * short; the whole table is swept every REG_BUCKETS / 64 ticks. */
+    pthread_mutex_lock(&s->reg_mu);
+    for (unsigned k = 0; k < 64; k++) {
+        struct reg_entry **pp = &s->reg[s->reg_sweep];
+        s->reg_sweep = (s->reg_sweep + 1) % REG_BUCKETS;
+        while (*pp != NULL) {
+            struct reg_entry *e = *pp;
+            if (now_ms > e->last_ms && now_ms - e->last_ms > s->cfg->client_idle_ms) {
+                *pp = e->next;
+                s->n_reg--;
+                free(e);
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->reg_mu);
 }
 
 static int reg_add(struct sinter_tc_server *s, uint64_t client_id, unsigned role)
@@ -527,6 +580,7 @@ static int reg_add(struct sinter_tc_server *s, uint64_t client_id, unsigned role
     }
     if (e != NULL) {
         e->roles |= role;
+        e->last_ms = sinter_tc_wall_ms();
     } else if (s->n_reg >= MAX_REGISTERED) {
         rc = SINTER_EBUSY;
     } else if ((e = calloc(1, sizeof *e)) == NULL) {
@@ -534,6 +588,7 @@ static int reg_add(struct sinter_tc_server *s, uint64_t client_id, unsigned role
     } else {
         e->client_id = client_id;
         e->roles = role;
+        e->last_ms = sinter_tc_wall_ms();
         e->next = *b;
         *b = e;
         s->n_reg++;
@@ -652,7 +707,13 @@ static void propose(struct sinter_tc_server *s, struct sinter_transport_request 
         reply_error(req, rc, "request field out of range for the coordinator");
         return;
     }
-    *c = (struct call){s, req, code, group, {0, 0}};
+    *c = (struct call){s, req, code, group, {0, 0}, false, 0};
+    if (code == SINTER_MSG_GLOBAL_COMMIT || code == SINTER_MSG_GLOBAL_ROLLBACK) {
+        const struct sinter_proto_msg *m = sinter_transport_request_msg(req);
+        c->xid = m->u.global_end.xid;
+        c->wait_phase2 = (m->u.global_end.flags & SINTER_PROTO_END_WAIT_PHASE2) != 0;
+        c->wait_ms = m->u.global_end.wait_ms;
+    }
     rc = sinter_raft_host_propose(s->host, group, buf, (uint32_t)len, on_proposed, c);
     free(buf);
     if (rc != SINTER_OK) {
@@ -679,7 +740,8 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
     struct sinter_tc_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
     cmd.version = SINTER_TC_CMD_VERSION;
-    cmd.now_ms = wall_ms(); /* the leader's clock travels in the entry: replicas never read one */
+    cmd.now_ms =
+        sinter_tc_wall_ms(); /* the leader's clock travels in the entry: replicas never read one */
     cmd.client_id = (struct sinter_tc_bytes){(const uint8_t *)client, 16};
     cmd.seq = m->rq.seq;
     uint32_t group = 0;
@@ -735,14 +797,33 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
     case SINTER_MSG_GLOBAL_ROLLBACK:
         /* The reply goes out once the decision is applied, i.e. committed on a majority: the
          * outcome is then guaranteed (DESIGN.md "TM commit returns once the decision is durable
-         * on a majority"). SINTER_PROTO_END_WAIT_PHASE2 needs the phase-2 driver (leader-only
-         * worker) and is honoured once it exists; until then the reply is the durable status. */
+         * on a majority"). With SINTER_PROTO_END_WAIT_PHASE2 it is parked until the global ends
+         * or wait_ms passes (on_proposed, tc/worker.c). */
         xid = &m->u.global_end.xid;
         cmd.type = SINTER_TC_CMD_DECIDE;
         cmd.u.decide.xid = m->u.global_end.xid;
         cmd.u.decide.target =
             m->code == SINTER_MSG_GLOBAL_COMMIT ? SINTER_GS_COMMITTING : SINTER_GS_ROLLBACKING;
         break;
+    case SINTER_MSG_GLOBAL_REPORT: {
+        /* Seata's GlobalReportRequest (a TM that ran phase two itself, SAGA-style): a reported
+         * commit is a commit decision, a reported rollback a rollback decision, under the same
+         * compare-and-set as GlobalCommit / GlobalRollback; the reply is the current status. */
+        uint32_t gs = m->u.global_report.global_status;
+        xid = &m->u.global_report.xid;
+        cmd.type = SINTER_TC_CMD_DECIDE;
+        cmd.u.decide.xid = m->u.global_report.xid;
+        if (gs == SINTER_GS_COMMITTED || gs == SINTER_GS_COMMITTING) {
+            cmd.u.decide.target = SINTER_GS_COMMITTING;
+        } else if (gs == SINTER_GS_ROLLBACKED || gs == SINTER_GS_ROLLBACKING) {
+            cmd.u.decide.target = SINTER_GS_ROLLBACKING;
+        } else {
+            reply_error(req, SINTER_EINVAL,
+                        "GlobalReport: only Committed/Committing or Rollbacked/Rollbacking");
+            return;
+        }
+        break;
+    }
     default:
         reply_error(req, SINTER_EINTERNAL, "not a command");
         return;
@@ -750,13 +831,49 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
     if (xid != NULL) {
         if (!group_ok(s, xid)) {
             struct sinter_tc_result nf = {.rc = SINTER_ENOTFOUND, .status = SINTER_GS_FINISHED};
-            struct call c = {s, req, m->code, 0, *xid};
+            struct call c = {s, req, m->code, 0, *xid, false, 0};
             reply_result(&c, &nf);
             return;
         }
         group = xid->group;
     }
     propose(s, req, m->code, group, &cmd);
+}
+
+/* Phase2Report (docs/phase2-protocol.md): the RM's outcome of one delivery becomes a
+ * BRANCH_RESULT; the reply goes out once it is applied (durable), from on_proposed. A worker-style
+ * command (no client session): the state machine itself deduplicates a repeated outcome. */
+static void handle_phase2_report(struct sinter_tc_server *s, struct sinter_transport_request *req,
+                                 const struct sinter_proto_msg *m)
+{
+    const struct sinter_proto_phase2_report *p = &m->u.phase2_report;
+    uint32_t bs = p->outcome.branch_status;
+    bool side_ok = (p->phase == SINTER_MSG_BRANCH_COMMIT && bs >= SINTER_BS_PHASE2_COMMITTED &&
+                    bs <= SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE) ||
+                   (p->phase == SINTER_MSG_BRANCH_ROLLBACK && bs >= SINTER_BS_PHASE2_ROLLBACKED &&
+                    bs <= SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE);
+    if (!side_ok) {
+        reply_error(req, SINTER_EINVAL, "Phase2Report: branch status not a result of that phase");
+        return;
+    }
+    atomic_fetch_add_explicit(&s->metrics.phase2_reports[bs], 1, memory_order_relaxed);
+    const struct sinter_xid *x = &p->outcome.xid;
+    if (!group_ok(s, x)) {
+        struct sinter_tc_result nf = {.rc = SINTER_ENOTFOUND, .status = SINTER_GS_FINISHED};
+        struct call c = {s, req, m->code, 0, *x, false, 0};
+        reply_result(&c, &nf);
+        return;
+    }
+    struct sinter_tc_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.version = SINTER_TC_CMD_VERSION;
+    cmd.type = SINTER_TC_CMD_BRANCH_RESULT;
+    cmd.now_ms = sinter_tc_wall_ms();
+    cmd.u.result.xid = *x;
+    cmd.u.result.branch_id = p->outcome.branch_id;
+    cmd.u.result.outcome = (uint8_t)bs;
+    cmd.u.result.first_attempt_ms = 0; /* PHASE2_START recorded it at the first delivery */
+    propose(s, req, m->code, x->group, &cmd);
 }
 
 static void handle_status(struct sinter_tc_server *s, struct sinter_transport_request *req,
@@ -776,7 +893,7 @@ static void handle_status(struct sinter_tc_server *s, struct sinter_transport_re
         reply_error(req, SINTER_ENOMEM, NULL);
         return;
     }
-    *c = (struct call){s, req, m->code, x->group, *x};
+    *c = (struct call){s, req, m->code, x->group, *x, false, 0};
     int rc = sinter_raft_host_read(s->host, x->group, on_read, c);
     if (rc != SINTER_OK) {
         free(c);
@@ -800,7 +917,8 @@ static void dispatch(struct sinter_tc_server *s, struct sinter_transport_request
     default:
         break;
     }
-    if (!reg_lookup(s, m->rq.client_id)) {
+    unsigned roles = reg_lookup(s, m->rq.client_id);
+    if (roles == 0) {
         /* Also what a client sees after this node restarted: register again, then retry. */
         reply_error(req, SINTER_EAUTH, "client not registered with this node: RegisterTM/RM first");
         return;
@@ -818,14 +936,27 @@ static void dispatch(struct sinter_tc_server *s, struct sinter_transport_request
     case SINTER_MSG_BRANCH_REPORT:
     case SINTER_MSG_GLOBAL_COMMIT:
     case SINTER_MSG_GLOBAL_ROLLBACK:
+    case SINTER_MSG_GLOBAL_REPORT:
         handle_command(s, req, m);
         return;
     case SINTER_MSG_GLOBAL_STATUS:
         handle_status(s, req, m);
         return;
+    case SINTER_MSG_PHASE2_POLL:
+    case SINTER_MSG_PHASE2_REPORT:
+        if ((roles & REG_RM) == 0) {
+            reply_error(req, SINTER_EAUTH, "phase-2 messages need RegisterRM with this node");
+            return;
+        }
+        if (m->code == SINTER_MSG_PHASE2_POLL) {
+            sinter_tc_poll_submit(s, req, m);
+        } else {
+            handle_phase2_report(s, req, m);
+        }
+        return;
     default:
-        /* GlobalReport and the phase-2 messages (Phase2Poll / Phase2Report, BranchCommit /
-         * BranchRollback results) belong to the leader-only workers, not served by this build. */
+        /* BranchCommit / BranchRollback travel inside Phase2PollResult (the TC never dials an
+         * RM, docs/phase2-protocol.md); as requests to the TC they mean nothing. */
         reply_error(req, SINTER_EUNKNOWNMSG, "message not served by this coordinator version");
         return;
     }
@@ -968,6 +1099,9 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     to.url = cfg->client_listen;
     to.handler = on_request;
     to.handler_arg = s;
+    /* Parked requests (Phase2Polls, one per RM process per node, and WAIT_PHASE2 commits) hold
+     * a context each until answered: room for them beside the ordinary traffic. */
+    to.n_contexts = 1024;
     rc = sinter_transport_server_open(&s->rpc, &to);
     if (rc != SINTER_OK) {
         sinter_tc_log(SINTER_TC_LOG_ERROR, SINTER_TC_NO_GROUP, NULL,
@@ -999,6 +1133,8 @@ static void stop_started(struct sinter_tc_server *s)
     /* Completes every pending proposal and read (ESHUTDOWN) on this thread, which replies to
      * their clients; after it no callback can run, so the transport's close does not wait. */
     sinter_raft_host_stop(s->host);
+    /* The loop is gone: parked polls and WAIT_PHASE2 replies are answered here. */
+    sinter_tc_workers_shutdown(s);
     sinter_transport_server_close(s->rpc);
     /* After the host: HTTP requests waiting on it have been answered by now (tc/http.h). */
     sinter_tc_http_stop(s);

@@ -2,15 +2,17 @@
  * tc/server.h — the sinter-tc server (internal to tc/): raft groups whose state machines are the
  * transaction state machine (tc/fsm.h), and the client RPC service on top.
  *
- * Layers, each usable by the next session's leader-only workers (timeout rollback, phase-2
- * driver, RM long-poll) without change:
+ * Layers (the leader-only workers, the phase-2 service and parked replies are in tc/worker.h):
  *   - state machine adapter: group g's state is a sinter_tc_fsm in DATA/group-g/tc.sqlite; the
  *     raft host applies committed entries to it in batches; snapshots stream the fsm's SQLite copy
  *     through the host's chunked writer / reader;
  *   - proposals: a command is proposed to a group and its per-entry result (tc/fsm.h) comes back
  *     to the proposer's completion, on the raft loop thread;
  *   - RPC: the sinter transport (nng REQ/REP contexts); handlers only enqueue, replies are sent
- *     from the raft host's completions.
+ *     from the raft host's completions; Phase2Poll and WAIT_PHASE2 commits are parked on the loop
+ *     thread (tc/worker.c) and answered when work or the end arrives, or their wait passes;
+ *   - the host's on_role starts / drops a group's leader-only workers, on_tick drives their
+ *     timers, and every applied batch feeds them (tc/worker.h).
  */
 #ifndef SINTER_TC_SERVER_H
 #define SINTER_TC_SERVER_H

@@ -1,0 +1,191 @@
+/*
+ * tc/phase2_sched.h — the phase-2 driver's scheduling decisions (internal to tc/), as a pure,
+ * deterministic module: no clock (every call takes `now`), no I/O, randomness only from the
+ * injected source. tc/worker.c feeds it from the replicated state and from RM polls; the unit tests
+ * drive it with a fake clock and a scripted random source.
+ *
+ * What it decides (docs/phase2-protocol.md is the contract):
+ *   - which branch is due for delivery: a branch is WAITING (in a time heap until `when`), READY
+ *     (queued under its resource id for the next poller) or LEASED (handed to a poller; no other
+ *     poller gets it until the lease ends): at most one delivery in flight per branch;
+ *   - backoff with full jitter after a retryable outcome or an expired lease:
+ *     delay = max(retry_initial / 2, random(0, min(retry_max, retry_initial * 2^(attempt-1))))
+ *     (AWS architecture blog, "Exponential Backoff and Jitter"; Seata retries on a fixed period);
+ *   - the first delivery of a global asks for PHASE2_START (deadline base, replicated);
+ *   - the phase-2 deadline: a branch that comes due after first_attempt + max_retry is not
+ *     delivered; its global is reported for RETRY_TIMEOUT instead (the state machine re-checks it
+ *     against the replicated first-attempt time, so a refused proposal is simply asked again).
+ * Everything here is leader memory: a new leader builds a new scheduler from the replicated state
+ * and every pending branch is due at once.
+ *
+ * Thread safety: none (the raft loop thread owns each group's scheduler).
+ */
+#ifndef SINTER_TC_PHASE2_SCHED_H
+#define SINTER_TC_PHASE2_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sinter/xid.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sinter_p2_cfg {
+    uint64_t retry_initial_ms;      /* >= 1 */
+    uint64_t retry_max_ms;          /* >= retry_initial_ms */
+    uint64_t lease_ms;              /* >= 1 */
+    uint64_t max_commit_retry_ms;   /* phase-2 deadline of the commit side */
+    uint64_t max_rollback_retry_ms; /* and of the rollback side */
+};
+
+/* Random source: any 64-bit value, uniformly distributed. */
+typedef uint64_t (*sinter_p2_rand_fn)(void *arg);
+
+enum sinter_p2_state {
+    SINTER_P2_WAITING = 1, /* in the time heap until `when` */
+    SINTER_P2_READY = 2,   /* queued for a poller of its resource */
+    SINTER_P2_LEASED = 3,  /* delivered; lease ends at `when` */
+};
+
+struct sinter_p2_global;
+
+/* A branch that still needs phase 2. Read-only for callers. */
+struct sinter_p2_branch {
+    struct sinter_xid xid;
+    uint64_t branch_id;
+    bool commit; /* the global's decision side */
+    uint32_t branch_type;
+    char *resource_id; /* NUL-terminated copy */
+    uint8_t *app_data; /* copy, app_data_len bytes (NULL when 0) */
+    uint32_t app_data_len;
+    uint64_t xa_local_xid;
+    uint32_t attempt; /* deliveries so far (the last delivery's attempt number) */
+    enum sinter_p2_state state;
+    uint64_t when; /* WAITING: due time; LEASED: lease end */
+    /* internal */
+    struct sinter_p2_global *g;
+    struct sinter_p2_branch *hnext;         /* branch hash chain */
+    struct sinter_p2_branch *gnext;         /* the global's branch list */
+    struct sinter_p2_branch *qprev, *qnext; /* ready queue */
+    struct sinter_p2_rqueue *q;
+    size_t heap_idx; /* SIZE_MAX when not in the heap */
+};
+
+struct sinter_p2_branch_info {
+    struct sinter_xid xid;
+    uint64_t branch_id;
+    bool commit;
+    uint32_t branch_type;
+    const char *resource_id; /* NUL-terminated; copied */
+    const uint8_t *app_data; /* copied */
+    uint32_t app_data_len;
+    uint64_t xa_local_xid;
+    uint32_t attempts_done;   /* phase-2 results recorded in the replicated state */
+    uint64_t phase2_first_ms; /* the global's replicated first-attempt time, 0 = none yet */
+    uint64_t decided_ms;      /* the global's decision time (latency metric) */
+};
+
+/* One delivery handed out by sinter_p2_take(). */
+struct sinter_p2_take_item {
+    const struct sinter_p2_branch *b;
+    bool start; /* first delivery of this global with no first-attempt time: propose PHASE2_START */
+};
+
+/* A global whose phase-2 deadline passed, and its side (which deadline applies). */
+struct sinter_p2_deadline {
+    struct sinter_xid xid;
+    bool commit;
+};
+
+/* What sinter_p2_advance() did. deadline[] lists globals whose phase-2 deadline passed (propose
+ * RETRY_TIMEOUT); each global at most once per retry_initial_ms. */
+struct sinter_p2_events {
+    uint64_t lease_expired; /* leases that ended without a report */
+    uint64_t retries;       /* retries scheduled (lease expiry; retryable reports count in
+                               sinter_p2_retry's return) */
+    uint64_t ready;         /* branches that became ready */
+    struct sinter_p2_deadline *deadline; /* caller's array of deadline_cap entries */
+    size_t deadline_cap;
+    size_t n_deadline;
+};
+
+struct sinter_p2_sched;
+
+/* The backoff before retry number `attempt` + 1 (attempt >= 1 deliveries done), with full jitter
+ * from r: a value in [retry_initial / 2, min(retry_max, retry_initial * 2^(attempt-1))]. Pure. */
+uint64_t sinter_p2_backoff_ms(const struct sinter_p2_cfg *cfg, uint32_t attempt, uint64_t r);
+
+/* Whether a Begin global (begin_ms + timeout_ms from the replicated entry) may be rolled back by
+ * a leader whose clock reads now and that leads since leader_since_ms, with max_skew_ms the
+ * bound on clock differences between nodes: only when now > begin + timeout + max_skew and the
+ * leader has led for at least max_skew (see docs/architecture.md "Time"). Pure. */
+bool sinter_p2_timeout_due(uint64_t begin_ms, uint64_t timeout_ms, uint64_t max_skew_ms,
+                           uint64_t leader_since_ms, uint64_t now);
+
+/* Creates an empty scheduler. cfg is copied; rnd(rnd_arg) is the random source.
+ * Ownership: *out is the caller's, released with sinter_p2_sched_free().
+ * Errors: SINTER_EINVAL (NULL, a zero interval, retry_max < retry_initial), SINTER_ENOMEM. */
+int sinter_p2_sched_new(struct sinter_p2_sched **out, const struct sinter_p2_cfg *cfg,
+                        sinter_p2_rand_fn rnd, void *rnd_arg);
+
+/* Frees everything. NULL is ok. */
+void sinter_p2_sched_free(struct sinter_p2_sched *s);
+
+/* Adds a branch that needs phase 2 (WAITING, due at now: the next advance makes it ready or
+ * reports the global's deadline). A branch already known is left as it is (SINTER_OK, *added
+ * false). Ownership: copies what info points to. Errors: SINTER_EINVAL, SINTER_ENOMEM. */
+int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info *info, uint64_t now,
+                  bool *added);
+
+/* Moves time to now: expired leases become retries (backoff), due branches become ready or, past
+ * the global's deadline, report it in ev->deadline. Errors: none (void). */
+void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, struct sinter_p2_events *ev);
+
+/* Hands out up to max ready branches whose resource id is one of resources[0..n) (lengths in
+ * lens), oldest first per resource, and leases each (attempt + 1, lease until now + lease_ms).
+ * *bytes accumulates sinter_p2_item_bytes() of what is handed out; a branch that would take it
+ * past max_bytes stays queued unless nothing was handed out yet (one reply frame must hold the
+ * batch; a poll may span several schedulers, hence the running total).
+ * Ownership: the returned branch pointers stay valid until the branch is removed (report, end,
+ * global end) or the scheduler is freed. Returns the number written to out. */
+size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const *resources,
+                      const uint32_t *lens, size_t n, struct sinter_p2_take_item *out, size_t max,
+                      size_t *bytes, size_t max_bytes);
+
+/* Bytes a branch adds to a Phase2PollResult (an upper bound of its encoding). */
+size_t sinter_p2_item_bytes(const struct sinter_p2_branch *b);
+
+/* A retryable outcome was recorded for the branch: schedule it again after the backoff.
+ * Errors: SINTER_ENOTFOUND (branch not tracked). */
+int sinter_p2_retry(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id,
+                    uint64_t now);
+
+/* The branch has a phase-2 end: forget it (and its global once no branch is left). */
+void sinter_p2_branch_ended(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id);
+
+/* The global ended (final status or removed): forget it and its branches. */
+void sinter_p2_global_ended(struct sinter_p2_sched *s, uint64_t xid_index);
+
+/* Records the replicated first-attempt time of a global (from the state), so the deadline counts
+ * from it rather than from this leader's estimate. No-op for an unknown global. */
+void sinter_p2_set_first(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t phase2_first_ms);
+
+/* Lookups. */
+bool sinter_p2_has_global(const struct sinter_p2_sched *s, uint64_t xid_index);
+const struct sinter_p2_branch *sinter_p2_find(const struct sinter_p2_sched *s, uint64_t xid_index,
+                                              uint64_t branch_id);
+/* Decision time of a tracked global (0 if unknown). */
+uint64_t sinter_p2_decided_ms(const struct sinter_p2_sched *s, uint64_t xid_index);
+/* Branches tracked, and how many of them are ready. */
+size_t sinter_p2_count(const struct sinter_p2_sched *s);
+size_t sinter_p2_ready_count(const struct sinter_p2_sched *s);
+/* Earliest `when` of a waiting or leased branch, UINT64_MAX if none. */
+uint64_t sinter_p2_next_when(const struct sinter_p2_sched *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SINTER_TC_PHASE2_SCHED_H */
