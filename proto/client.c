@@ -42,6 +42,7 @@ struct waiter {
     bool done;
     int rc;
     struct sinter_transport_reply_msg *reply;
+    const atomic_bool *cancel;  /* the caller's own stop flag, or NULL */
     struct waiter *prev, *next; /* c->waiters, under c->mu */
 };
 
@@ -78,6 +79,14 @@ static void detail(const char *fmt, ...)
 const char *sinter_client_errmsg(void)
 {
     return t_detail;
+}
+
+void sinter_client_set_errmsg(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_detail, sizeof t_detail, fmt, ap);
+    va_end(ap);
 }
 
 uint64_t sinter_client_now_ms(void)
@@ -289,19 +298,30 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
     return SINTER_OK;
 }
 
-void sinter_client_interrupt(struct sinter_client *c)
+static void wake_all(struct sinter_client *c)
 {
-    if (c == NULL) {
-        return;
-    }
     pthread_mutex_lock(&c->mu);
-    atomic_store(&c->interrupted, true);
     for (struct waiter *w = c->waiters; w != NULL; w = w->next) {
         pthread_mutex_lock(&w->mu);
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+void sinter_client_interrupt(struct sinter_client *c)
+{
+    if (c != NULL) {
+        atomic_store(&c->interrupted, true);
+        wake_all(c);
+    }
+}
+
+void sinter_client_wake(struct sinter_client *c)
+{
+    if (c != NULL) {
+        wake_all(c);
+    }
 }
 
 void sinter_client_close(struct sinter_client *c)
@@ -353,11 +373,17 @@ static void on_done(void *arg, int rc, struct sinter_transport_reply_msg *reply)
     waiter_put(w);
 }
 
+static bool cancelled(const struct sinter_client *c, const atomic_bool *cancel)
+{
+    return atomic_load(&c->interrupted) || (cancel != NULL && atomic_load(cancel));
+}
+
 static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinter_proto_msg *req,
-                    uint32_t timeout_ms, struct sinter_transport_reply_msg **reply)
+                    uint32_t timeout_ms, struct sinter_transport_reply_msg **reply,
+                    const atomic_bool *cancel)
 {
     *reply = NULL;
-    if (atomic_load(&c->interrupted)) {
+    if (cancelled(c, cancel)) {
         return SINTER_ESHUTDOWN;
     }
     struct waiter *w = calloc(1, sizeof *w);
@@ -367,6 +393,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->refs = 2;
+    w->cancel = cancel;
     pthread_mutex_lock(&c->mu);
     w->next = c->waiters;
     if (c->waiters != NULL) {
@@ -385,7 +412,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     } else {
         /* The transport's aio timeout bounds this wait; interrupt() cuts it short. */
         pthread_mutex_lock(&w->mu);
-        while (!w->done && !atomic_load(&c->interrupted)) {
+        while (!w->done && !cancelled(c, cancel)) {
             pthread_cond_wait(&w->cv, &w->mu);
         }
         if (w->done) {
@@ -418,7 +445,8 @@ static bool is_error(const struct sinter_transport_reply_msg *r, int code)
 }
 
 /* RegisterTM/RM on node n. SINTER_EAUTH means the node refused the secret. */
-static int do_register(struct sinter_client *c, struct cnode *n, uint32_t timeout_ms)
+static int do_register(struct sinter_client *c, struct cnode *n, uint32_t timeout_ms,
+                       const atomic_bool *cancel)
 {
     pthread_mutex_lock(&n->reg_mu);
     if (atomic_load(&n->registered)) {
@@ -442,7 +470,7 @@ static int do_register(struct sinter_client *c, struct cnode *n, uint32_t timeou
     }
     struct sinter_transport_reply_msg *r = NULL;
     uint16_t code = m->code;
-    int rc = raw_call(c, n, m, timeout_ms, &r);
+    int rc = raw_call(c, n, m, timeout_ms, &r, cancel);
     free(m);
     if (rc == SINTER_OK) {
         const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
@@ -470,6 +498,13 @@ static struct cnode *node_at(struct sinter_client *c, size_t i)
 int sinter_client_call_node(struct sinter_client *c, size_t i, const struct sinter_proto_msg *req,
                             uint32_t timeout_ms, struct sinter_transport_reply_msg **reply)
 {
+    return sinter_client_call_node_ex(c, i, req, timeout_ms, reply, NULL);
+}
+
+int sinter_client_call_node_ex(struct sinter_client *c, size_t i,
+                               const struct sinter_proto_msg *req, uint32_t timeout_ms,
+                               struct sinter_transport_reply_msg **reply, const atomic_bool *cancel)
+{
     if (c == NULL || req == NULL || reply == NULL) {
         return SINTER_EINVAL;
     }
@@ -481,7 +516,7 @@ int sinter_client_call_node(struct sinter_client *c, size_t i, const struct sint
     uint64_t end = sinter_client_now_ms() + timeout_ms;
     for (int round = 0; round < 2; round++) {
         if (!atomic_load(&n->registered)) {
-            int rc = do_register(c, n, timeout_ms);
+            int rc = do_register(c, n, timeout_ms, cancel);
             if (rc != SINTER_OK) {
                 return rc;
             }
@@ -489,7 +524,7 @@ int sinter_client_call_node(struct sinter_client *c, size_t i, const struct sint
         uint64_t now = sinter_client_now_ms();
         uint32_t left = end > now ? (uint32_t)(end - now) : 1u;
         struct sinter_transport_reply_msg *r = NULL;
-        int rc = raw_call(c, n, req, left, &r);
+        int rc = raw_call(c, n, req, left, &r, cancel);
         if (rc != SINTER_OK) {
             detail("no answer from %s: %s", n->url, sinter_strerror(rc));
             return rc;
@@ -709,7 +744,7 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
         req.rq.client_id = c->client_id;
         struct sinter_transport_reply_msg *r = NULL;
         /* ClusterMeta needs no registration: a raw call. */
-        rc = raw_call(c, c->nodes[i], &req, (uint32_t)(end - now), &r);
+        rc = raw_call(c, c->nodes[i], &req, (uint32_t)(end - now), &r, NULL);
         if (rc == SINTER_ESHUTDOWN && atomic_load(&c->interrupted)) {
             return rc;
         }

@@ -25,6 +25,7 @@
 #ifndef SINTER_CLIENT_H
 #define SINTER_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -123,6 +124,18 @@ const char *sinter_client_node_url(struct sinter_client *c, size_t i);
 int sinter_client_call_node(struct sinter_client *c, size_t i, const struct sinter_proto_msg *req,
                             uint32_t timeout_ms, struct sinter_transport_reply_msg **reply);
 
+/* sinter_client_call_node with a cancel flag: the call returns SINTER_ESHUTDOWN as soon as
+ * *cancel is true and sinter_client_wake() was called (or the handle was interrupted); other
+ * calls on the handle go on. For an owner that stops its long polls but still sends reports.
+ * cancel may be NULL. Ownership: borrows cancel for the call. */
+int sinter_client_call_node_ex(struct sinter_client *c, size_t i,
+                               const struct sinter_proto_msg *req, uint32_t timeout_ms,
+                               struct sinter_transport_reply_msg **reply,
+                               const atomic_bool *cancel);
+
+/* Wakes every call waiting in this handle so it re-checks its cancel flag. Thread-safe. */
+void sinter_client_wake(struct sinter_client *c);
+
 /* Asks the known nodes, in turn, for ClusterMeta until one answers within timeout_ms; adds the
  * members it lists and records each group's leader. Errors: SINTER_ETIMEOUT (nobody answered),
  * SINTER_ESHUTDOWN. */
@@ -136,6 +149,10 @@ int sinter_client_leader(struct sinter_client *c, uint32_t group);
  * Ownership: thread-local buffer owned by the library, valid until the thread's next call;
  * never NULL. */
 const char *sinter_client_errmsg(void);
+
+/* Sets the calling thread's sinter_client_errmsg() (printf format), for the layers on top
+ * (TM, RM, TCC) that fail before or after a call. Ownership: copies the text. */
+void sinter_client_set_errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Monotonic milliseconds (the clock every deadline here uses). */
 uint64_t sinter_client_now_ms(void);
