@@ -63,6 +63,7 @@ struct sinter_client {
     unsigned rr;                         /* round-robin cursor */
     struct waiter *waiters;
     atomic_bool interrupted;
+    atomic_bool meta_known; /* a ClusterMeta answer was read once */
 };
 
 static _Thread_local char t_detail[512];
@@ -249,6 +250,7 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
     atomic_init(&c->seq, 0);
     atomic_init(&c->n_nodes, 0);
     atomic_init(&c->interrupted, false);
+    atomic_init(&c->meta_known, false);
     c->hint = -1;
     for (size_t g = 0; g < SINTER_PROTO_MAX_GROUPS; g++) {
         c->leader[g] = -1;
@@ -631,6 +633,12 @@ int sinter_client_call(struct sinter_client *c, struct sinter_proto_msg *req, ui
         req->rq.seq = sinter_client_next_seq(c);
     }
     uint64_t deadline = sinter_client_now_ms() + (deadline_ms != 0 ? deadline_ms : c->deadline_ms);
+    if (!atomic_load(&c->meta_known)) {
+        /* Learn the members once, so a handle given one address survives losing that node. */
+        uint64_t now = sinter_client_now_ms();
+        uint32_t t = deadline - now < c->attempt_ms ? (uint32_t)(deadline - now) : c->attempt_ms;
+        (void)sinter_client_refresh(c, t / 2 > 0 ? t / 2 : 1);
+    }
     uint32_t step = BACKOFF_MIN_MS;
     int target = pick(c, group);
     int hops = 0; /* redirects followed without a pause */
@@ -784,6 +792,7 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
         }
         pthread_mutex_unlock(&c->mu);
         sinter_transport_reply_free(r);
+        atomic_store(&c->meta_known, true);
         return SINTER_OK;
     }
     return rc;
