@@ -3,8 +3,10 @@
  * implementation, in libsinter-proto: proto/client.c).
  *
  * What it does for a caller that has one request to make:
- *   - knows the cluster's nodes: the URLs it was given plus the members ClusterMeta lists and the
- *     leader URLs that not-leader redirects name (so any subset of the addresses is enough);
+ *   - knows the cluster's nodes: the URLs it was given plus the members ClusterMeta lists (asked
+ *     once, before the first routed call, until one answer arrived) and the leader URLs that
+ *     not-leader redirects name, so any subset of the addresses is enough, even after the given
+ *     node dies;
  *   - keeps one transport client (nng REQ socket with contexts) per node;
  *   - registers with a node (RegisterTM or RegisterRM with application id, shared secret and
  *     resource ids) before the first request to it, and again when the node answers SINTER_EAUTH
