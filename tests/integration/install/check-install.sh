@@ -19,5 +19,6 @@ echo "pkg-config modules: ${mods[*]}"
 for m in "${mods[@]}"; do pkg-config --exists --print-errors "$m"; done
 # shellcheck disable=SC2046
 # shellcheck disable=SC2086
-"$cc" -std=c11 -Wall -Werror $extra -o "$prefix/consumer" "$src" $(pkg-config --cflags --libs sinter-proto)
+"$cc" -std=c11 -Wall -Werror $extra -o "$prefix/consumer" "$src" \
+  $(pkg-config --cflags --libs sinter-tm sinter-rm sinter-proto)
 "$prefix/consumer"

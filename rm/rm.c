@@ -1,0 +1,716 @@
+/*
+ * libsinter-rm: the resource manager client (sinter/rm.h). Phase one goes through the shared
+ * client core (sinter/client.h); phase 2 follows docs/phase2-protocol.md with these threads:
+ *
+ *   pollers      one per known node: Phase2Poll there, queue the items (stamped with the node
+ *                that delivered them), poll again; they ask for no more items than the queue
+ *                has room for, so a slow service is never handed more leases than it can serve
+ *   workers      take an item, call the handler, send one Phase2Report to the delivering node
+ *   maintenance  ClusterMeta refresh (a new member gets a poller) and the TCC fence cleanup
+ *
+ * Close: `stopping` is set and the core woken, so pollers parked in a long poll return at once
+ * (their cancel flag is `stopping`; reports use no cancel flag and still go out); workers finish
+ * the handler they are running and its report, queued items are dropped (lease expiry makes the
+ * coordinator deliver them again, docs/phase2-protocol.md "Leases").
+ */
+#include "rm_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sinter/proto.h"
+
+#define DEFAULT_WORKERS        4u
+#define DEFAULT_QUEUE          256u
+#define DEFAULT_POLL_WAIT      10000u
+#define DEFAULT_POLL_ITEMS     16u
+#define DEFAULT_REPORT_TIMEOUT 10000u
+#define DEFAULT_META_REFRESH   10000u
+#define DEFAULT_CLEANUP_EVERY  60000u
+#define DEFAULT_RETENTION_MS   (7ull * 24 * 3600 * 1000)
+#define DEFAULT_CLEANUP_BATCH  1000u
+#define POLL_MARGIN_MS         5000u /* the poll's call timeout exceeds its wait_ms by this */
+#define POLL_BACKOFF_MAX_MS    2000u
+
+struct rm_item {
+    struct rm_item *next;
+    size_t node;
+    uint16_t code;
+    struct sinter_xid xid;
+    uint64_t branch_id;
+    uint32_t type;
+    uint64_t xa_local_xid;
+    uint32_t attempt;
+    uint32_t data_len;
+    char *resource; /* points into the same allocation */
+    uint8_t *data;  /* idem */
+};
+
+struct poller_arg {
+    struct sinter_rm *rm;
+    size_t node;
+};
+
+void sinter_rm_opts_default(struct sinter_rm_opts *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+const char *sinter_rm_errmsg(void)
+{
+    return sinter_client_errmsg();
+}
+
+uint64_t sinter_rm_client_id(const struct sinter_rm *rm)
+{
+    return sinter_client_id(rm->cl);
+}
+
+static void cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* Sleeps ms unless the handle starts stopping. */
+static void rm_sleep(struct sinter_rm *rm, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000u);
+    ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&rm->mu);
+    while (!atomic_load(&rm->stopping)) {
+        if (pthread_cond_timedwait(&rm->stop_cv, &rm->mu, &ts) != 0) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rm->mu);
+}
+
+int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts)
+{
+    if (out == NULL || opts == NULL || opts->n_resources > SINTER_PROTO_MAX_RESOURCES ||
+        (opts->n_resources > 0 && opts->resources == NULL)) {
+        return SINTER_EINVAL;
+    }
+    struct sinter_rm *rm = calloc(1, sizeof *rm);
+    if (rm == NULL) {
+        return SINTER_ENOMEM;
+    }
+    rm->o = *opts;
+    struct sinter_rm_opts *o = &rm->o;
+    o->workers = o->workers ? o->workers : DEFAULT_WORKERS;
+    o->queue_capacity = o->queue_capacity ? o->queue_capacity : DEFAULT_QUEUE;
+    o->poll_wait_ms = o->poll_wait_ms ? o->poll_wait_ms : DEFAULT_POLL_WAIT;
+    o->poll_max_items = o->poll_max_items ? o->poll_max_items : DEFAULT_POLL_ITEMS;
+    if (o->poll_max_items > SINTER_PROTO_MAX_BATCH) {
+        o->poll_max_items = SINTER_PROTO_MAX_BATCH;
+    }
+    o->report_timeout_ms = o->report_timeout_ms ? o->report_timeout_ms : DEFAULT_REPORT_TIMEOUT;
+    o->meta_refresh_ms = o->meta_refresh_ms ? o->meta_refresh_ms : DEFAULT_META_REFRESH;
+    o->fence_cleanup_interval_ms =
+        o->fence_cleanup_interval_ms ? o->fence_cleanup_interval_ms : DEFAULT_CLEANUP_EVERY;
+    o->fence_retention_ms = o->fence_retention_ms ? o->fence_retention_ms : DEFAULT_RETENTION_MS;
+    o->fence_cleanup_batch =
+        o->fence_cleanup_batch ? o->fence_cleanup_batch : DEFAULT_CLEANUP_BATCH;
+    pthread_mutex_init(&rm->mu, NULL);
+    cond_init_mono(&rm->work_cv);
+    cond_init_mono(&rm->space_cv);
+    cond_init_mono(&rm->stop_cv);
+    pthread_rwlock_init(&rm->hlock, NULL);
+    atomic_init(&rm->stopping, false);
+    rm->app_id = strdup(opts->application_id != NULL ? opts->application_id : "unknown");
+    int rc = rm->app_id != NULL ? SINTER_OK : SINTER_ENOMEM;
+    if (rc == SINTER_OK && opts->n_resources > 0) {
+        rm->resources = calloc(opts->n_resources, sizeof *rm->resources);
+        rc = rm->resources != NULL ? SINTER_OK : SINTER_ENOMEM;
+        for (uint32_t i = 0; rc == SINTER_OK && i < opts->n_resources; i++) {
+            if (opts->resources[i] == NULL || opts->resources[i][0] == '\0') {
+                rc = SINTER_EINVAL;
+                break;
+            }
+            rm->resources[i] = strdup(opts->resources[i]);
+            rm->n_resources = i + 1;
+            rc = rm->resources[i] != NULL ? SINTER_OK : SINTER_ENOMEM;
+        }
+    }
+    o->application_id = rm->app_id;
+    o->resources = (const char *const *)rm->resources;
+    o->addresses = NULL; /* copied by the core */
+    if (rc == SINTER_OK) {
+        struct sinter_client_opts co;
+        sinter_client_opts_default(&co);
+        co.urls = opts->addresses;
+        co.n_urls = opts->n_addresses;
+        co.secret = opts->secret;
+        co.application_id = rm->app_id;
+        co.client_version = "sinter-rm/0.1";
+        co.rm = true;
+        co.resources = (const char *const *)rm->resources;
+        co.n_resources = rm->n_resources;
+        co.deadline_ms = opts->deadline_ms;
+        co.attempt_timeout_ms = opts->attempt_timeout_ms;
+        rc = sinter_client_open(&rm->cl, &co);
+    }
+    o->secret = NULL; /* the core keeps its own copy */
+    if (rc != SINTER_OK) {
+        sinter_rm_close(rm);
+        return rc;
+    }
+    *out = rm;
+    return SINTER_OK;
+}
+
+/* ---- phase one ------------------------------------------------------------------------------- */
+
+static int parse_xid(const char *text, struct sinter_xid *x)
+{
+    return text != NULL ? sinter_xid_parse(x, text, strnlen(text, SINTER_XID_STRLEN))
+                        : SINTER_EINVAL;
+}
+
+static int call_result(struct sinter_rm *rm, struct sinter_proto_msg *m, uint32_t group,
+                       struct sinter_transport_reply_msg **r)
+{
+    int rc = sinter_client_call(rm->cl, m, group, 0, r);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    rc = sinter_client_result(*r);
+    if (rc != SINTER_OK) {
+        sinter_transport_reply_free(*r);
+        *r = NULL;
+    }
+    return rc;
+}
+
+int sinter_rm_branch_register(struct sinter_rm *rm, const char *xid, uint32_t branch_type,
+                              const char *resource_id, const void *app_data, size_t len,
+                              uint64_t xa_local_xid, uint64_t *branch_id)
+{
+    struct sinter_xid x;
+    if (rm == NULL || branch_id == NULL || parse_xid(xid, &x) != SINTER_OK ||
+        !sinter_branch_type_valid(branch_type) || resource_id == NULL || resource_id[0] == '\0' ||
+        (app_data == NULL && len > 0) || len > UINT32_MAX) {
+        return SINTER_EINVAL;
+    }
+    struct sinter_proto_msg m;
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_BRANCH_REGISTER;
+    m.u.branch_register.xid = x;
+    m.u.branch_register.branch_type = branch_type;
+    m.u.branch_register.resource_id = sinter_proto_str_c(resource_id);
+    m.u.branch_register.application_data = (struct sinter_proto_bytes){app_data, (uint32_t)len};
+    m.u.branch_register.xa_local_xid = xa_local_xid;
+    struct sinter_transport_reply_msg *r = NULL;
+    int rc = call_result(rm, &m, x.group, &r);
+    if (rc == SINTER_OK) {
+        uint64_t b = sinter_transport_reply_get(r)->u.branch_register_result.branch_id;
+        sinter_transport_reply_free(r);
+        if (b == 0) {
+            return SINTER_EINTERNAL;
+        }
+        *branch_id = b;
+    }
+    return rc;
+}
+
+int sinter_rm_branch_report(struct sinter_rm *rm, const char *xid, uint64_t branch_id,
+                            uint32_t branch_type, const char *resource_id, uint32_t status,
+                            uint64_t xa_local_xid)
+{
+    struct sinter_xid x;
+    if (rm == NULL || parse_xid(xid, &x) != SINTER_OK || branch_id == 0 ||
+        !sinter_branch_type_valid(branch_type) ||
+        (status != SINTER_BS_PHASE1_DONE && status != SINTER_BS_PHASE1_FAILED)) {
+        return SINTER_EINVAL;
+    }
+    struct sinter_proto_msg m;
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_BRANCH_REPORT;
+    m.u.branch_report.xid = x;
+    m.u.branch_report.branch_id = branch_id;
+    m.u.branch_report.branch_type = branch_type;
+    m.u.branch_report.branch_status = status;
+    m.u.branch_report.resource_id = sinter_proto_str_c(resource_id);
+    m.u.branch_report.xa_local_xid = xa_local_xid;
+    struct sinter_transport_reply_msg *r = NULL;
+    int rc = call_result(rm, &m, x.group, &r);
+    sinter_transport_reply_free(r);
+    return rc;
+}
+
+int sinter_rm_global_status(struct sinter_rm *rm, const char *xid, uint32_t *status)
+{
+    struct sinter_xid x;
+    if (rm == NULL || status == NULL || parse_xid(xid, &x) != SINTER_OK) {
+        return SINTER_EINVAL;
+    }
+    struct sinter_proto_msg m;
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_GLOBAL_STATUS;
+    m.u.global_status.xid = x;
+    struct sinter_transport_reply_msg *r = NULL;
+    int rc = call_result(rm, &m, x.group, &r);
+    if (rc == SINTER_OK) {
+        *status = sinter_transport_reply_get(r)->u.global_status_result.global_status;
+        sinter_transport_reply_free(r);
+    }
+    return rc;
+}
+
+/* ---- handlers -------------------------------------------------------------------------------- */
+
+int sinter_rm_set_handler(struct sinter_rm *rm, const char *resource_id, uint32_t branch_type,
+                          sinter_rm_phase2_fn fn, void *arg)
+{
+    if (rm == NULL || !sinter_branch_type_valid(branch_type) ||
+        (resource_id != NULL && resource_id[0] == '\0')) {
+        return SINTER_EINVAL;
+    }
+    int rc = SINTER_OK;
+    pthread_rwlock_wrlock(&rm->hlock);
+    uint32_t i = 0;
+    for (; i < rm->n_handlers; i++) {
+        struct rm_handler *h = &rm->handlers[i];
+        if (h->type == branch_type && ((h->resource == NULL && resource_id == NULL) ||
+                                       (h->resource != NULL && resource_id != NULL &&
+                                        strcmp(h->resource, resource_id) == 0))) {
+            break;
+        }
+    }
+    if (fn == NULL) {
+        if (i < rm->n_handlers) {
+            free(rm->handlers[i].resource);
+            rm->handlers[i] = rm->handlers[--rm->n_handlers];
+        }
+    } else if (i < rm->n_handlers) {
+        rm->handlers[i].fn = fn;
+        rm->handlers[i].arg = arg;
+    } else if (rm->n_handlers >= RM_MAX_HANDLERS) {
+        rc = SINTER_EBUSY;
+    } else {
+        char *res = resource_id != NULL ? strdup(resource_id) : NULL;
+        if (resource_id != NULL && res == NULL) {
+            rc = SINTER_ENOMEM;
+        } else {
+            rm->handlers[rm->n_handlers++] = (struct rm_handler){res, branch_type, fn, arg};
+        }
+    }
+    pthread_rwlock_unlock(&rm->hlock);
+    return rc;
+}
+
+uint32_t sinter_rm_phase2_status(bool commit, int rc, uint32_t status)
+{
+    if (commit && (status == SINTER_BS_PHASE2_COMMITTED ||
+                   status == SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE ||
+                   status == SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE)) {
+        return status;
+    }
+    if (!commit && (status == SINTER_BS_PHASE2_ROLLBACKED ||
+                    status == SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE ||
+                    status == SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE)) {
+        return status;
+    }
+    if (rc == SINTER_OK) {
+        return commit ? SINTER_BS_PHASE2_COMMITTED : SINTER_BS_PHASE2_ROLLBACKED;
+    }
+    if (rc == SINTER_ESTATE || rc == SINTER_EFENCE) {
+        return commit ? SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE
+                      : SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE;
+    }
+    return commit ? SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE
+                  : SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE;
+}
+
+/* ---- workers --------------------------------------------------------------------------------- */
+
+static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t status)
+{
+    struct sinter_proto_msg m;
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_PHASE2_REPORT;
+    m.rq.client_id = sinter_client_id(rm->cl);
+    m.rq.seq = sinter_client_next_seq(rm->cl); /* one seq for the report and its resends */
+    m.u.phase2_report.phase = it->code;
+    m.u.phase2_report.outcome.xid = it->xid;
+    m.u.phase2_report.outcome.branch_id = it->branch_id;
+    m.u.phase2_report.outcome.branch_status = status;
+    uint64_t end = sinter_client_now_ms() + rm->o.report_timeout_ms;
+    uint32_t pause = 50;
+    bool ok = false;
+    for (;;) {
+        uint64_t now = sinter_client_now_ms();
+        if (now >= end) {
+            break;
+        }
+        uint32_t t = (uint32_t)(end - now);
+        struct sinter_transport_reply_msg *r = NULL;
+        /* To the node that delivered the item: it holds the lease (docs/phase2-protocol.md). */
+        int rc = sinter_client_call_node(rm->cl, it->node, &m, t, &r);
+        if (rc == SINTER_OK) {
+            int res = sinter_transport_reply_get(r)->rs.result;
+            sinter_transport_reply_free(r);
+            if (res == SINTER_OK) {
+                ok = true;
+                break;
+            }
+            if (res != SINTER_ETIMEOUT && res != SINTER_EBUSY) {
+                /* ENOTLEADER: the new leader redelivers; ENOTFOUND, EINVAL: nothing to
+                 * record. Either way the report is dropped, and a redelivery is harmless. */
+                break;
+            }
+        } else if (rc == SINTER_EAUTH || rc == SINTER_EINVAL || rc == SINTER_ENOMEM) {
+            break;
+        }
+        struct timespec ts = {0, (long)pause * 1000000L};
+        nanosleep(&ts, NULL);
+        pause = pause * 2 > 1000 ? 1000 : pause * 2;
+    }
+    pthread_mutex_lock(&rm->mu);
+    if (ok) {
+        rm->st.reports_ok++;
+    } else {
+        rm->st.reports_failed++;
+    }
+    pthread_mutex_unlock(&rm->mu);
+}
+
+static bool find_handler(struct sinter_rm *rm, const struct rm_item *it, struct rm_handler *out)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&rm->hlock);
+    for (uint32_t i = 0; i < rm->n_handlers; i++) {
+        const struct rm_handler *h = &rm->handlers[i];
+        if (h->type != it->type) {
+            continue;
+        }
+        if (h->resource != NULL && strcmp(h->resource, it->resource) == 0) {
+            *out = *h;
+            found = true;
+            break;
+        }
+        if (h->resource == NULL && !found) {
+            *out = *h;
+            found = true; /* keep looking for an exact match */
+        }
+    }
+    pthread_rwlock_unlock(&rm->hlock);
+    return found;
+}
+
+static void run_item(struct sinter_rm *rm, struct rm_item *it)
+{
+    struct sinter_rm_work w;
+    memset(&w, 0, sizeof w);
+    w.commit = it->code == SINTER_MSG_BRANCH_COMMIT;
+    w.xid = it->xid;
+    sinter_xid_format(&it->xid, w.xid_text);
+    w.branch_id = it->branch_id;
+    w.branch_type = it->type;
+    w.resource_id = it->resource;
+    w.app_data = it->data_len > 0 ? it->data : NULL;
+    w.app_data_len = it->data_len;
+    w.xa_local_xid = it->xa_local_xid;
+    w.attempt = it->attempt;
+    w.node_url = sinter_client_node_url(rm->cl, it->node);
+    struct rm_handler h = {NULL, 0, NULL, NULL};
+    uint32_t status = 0;
+    int rc = SINTER_ENOTFOUND;
+    if (find_handler(rm, it, &h)) {
+        rc = h.fn(h.arg, &w, &status);
+    }
+    report(rm, it, sinter_rm_phase2_status(w.commit, rc, status));
+}
+
+static void *worker_main(void *arg)
+{
+    struct sinter_rm *rm = arg;
+    pthread_mutex_lock(&rm->mu);
+    for (;;) {
+        while (rm->head == NULL && !atomic_load(&rm->stopping)) {
+            pthread_cond_wait(&rm->work_cv, &rm->mu);
+        }
+        if (atomic_load(&rm->stopping)) {
+            break;
+        }
+        struct rm_item *it = rm->head;
+        rm->head = it->next;
+        if (rm->head == NULL) {
+            rm->tail = NULL;
+        }
+        rm->queued--;
+        rm->running++;
+        pthread_mutex_unlock(&rm->mu);
+        run_item(rm, it);
+        free(it);
+        pthread_mutex_lock(&rm->mu);
+        rm->running--;
+        rm->st.handled++;
+        pthread_cond_broadcast(&rm->space_cv);
+    }
+    pthread_mutex_unlock(&rm->mu);
+    return NULL;
+}
+
+/* ---- pollers --------------------------------------------------------------------------------- */
+
+static struct rm_item *item_copy(const struct sinter_proto_phase2_item *pi, size_t node)
+{
+    const struct sinter_proto_branch_work *bw = &pi->work;
+    struct rm_item *it =
+        malloc(sizeof *it + (size_t)bw->resource_id.len + 1 + (size_t)bw->application_data.len);
+    if (it == NULL) {
+        return NULL;
+    }
+    memset(it, 0, sizeof *it);
+    it->node = node;
+    it->code = pi->code;
+    it->xid = bw->xid;
+    it->branch_id = bw->branch_id;
+    it->type = bw->branch_type;
+    it->xa_local_xid = bw->xa_local_xid;
+    it->attempt = bw->attempt;
+    it->resource = (char *)(it + 1);
+    if (bw->resource_id.len > 0) {
+        memcpy(it->resource, bw->resource_id.ptr, bw->resource_id.len);
+    }
+    it->resource[bw->resource_id.len] = '\0';
+    it->data = (uint8_t *)it->resource + bw->resource_id.len + 1;
+    it->data_len = bw->application_data.len;
+    if (it->data_len > 0) {
+        memcpy(it->data, bw->application_data.ptr, it->data_len);
+    }
+    return it;
+}
+
+static void *poller_main(void *arg)
+{
+    struct poller_arg pa = *(struct poller_arg *)arg;
+    free(arg);
+    struct sinter_rm *rm = pa.rm;
+    struct sinter_proto_msg *m = calloc(1, sizeof *m); /* ~12 KiB, off the stack */
+    if (m == NULL) {
+        return NULL;
+    }
+    uint32_t pause = 100;
+    while (!atomic_load(&rm->stopping)) {
+        /* Back-pressure: ask only for what the queue can take. */
+        pthread_mutex_lock(&rm->mu);
+        while (rm->queued + rm->running >= rm->o.queue_capacity && !atomic_load(&rm->stopping)) {
+            pthread_cond_wait(&rm->space_cv, &rm->mu);
+        }
+        uint32_t room = rm->o.queue_capacity - (rm->queued + rm->running);
+        pthread_mutex_unlock(&rm->mu);
+        if (atomic_load(&rm->stopping)) {
+            break;
+        }
+        memset(m, 0, sizeof *m);
+        m->code = SINTER_MSG_PHASE2_POLL;
+        m->rq.client_id = sinter_client_id(rm->cl);
+        m->rq.seq = sinter_client_next_seq(rm->cl);
+        m->u.phase2_poll.n_resources = rm->n_resources;
+        for (uint32_t i = 0; i < rm->n_resources; i++) {
+            m->u.phase2_poll.resource_ids[i] = sinter_proto_str_c(rm->resources[i]);
+        }
+        m->u.phase2_poll.max_items = room < rm->o.poll_max_items ? room : rm->o.poll_max_items;
+        m->u.phase2_poll.wait_ms = rm->o.poll_wait_ms;
+        struct sinter_transport_reply_msg *r = NULL;
+        int rc = sinter_client_call_node_ex(rm->cl, pa.node, m, rm->o.poll_wait_ms + POLL_MARGIN_MS,
+                                            &r, &rm->stopping);
+        if (atomic_load(&rm->stopping)) {
+            sinter_transport_reply_free(r); /* items in it: their leases expire, redelivered */
+            break;
+        }
+        const struct sinter_proto_msg *rm_msg =
+            rc == SINTER_OK ? sinter_transport_reply_get(r) : NULL;
+        if (rm_msg == NULL || rm_msg->code != SINTER_MSG_PHASE2_POLL_RESULT ||
+            rm_msg->rs.result != SINTER_OK) {
+            /* Node down, not serving polls (yet), or refusing us: try again later. */
+            sinter_transport_reply_free(r);
+            rm_sleep(rm, pause);
+            pause = pause * 2 > POLL_BACKOFF_MAX_MS ? POLL_BACKOFF_MAX_MS : pause * 2;
+            continue;
+        }
+        pause = 100;
+        const struct sinter_proto_phase2_poll_result *pr = &rm_msg->u.phase2_poll_result;
+        pthread_mutex_lock(&rm->mu);
+        rm->st.polls++;
+        for (uint32_t i = 0; i < pr->n_items; i++) {
+            struct rm_item *it = item_copy(&pr->items[i], pa.node);
+            if (it == NULL) {
+                continue; /* out of memory: the lease expires and the item comes back */
+            }
+            if (rm->tail != NULL) {
+                rm->tail->next = it;
+            } else {
+                rm->head = it;
+            }
+            rm->tail = it;
+            rm->queued++;
+            rm->st.items++;
+        }
+        pthread_cond_broadcast(&rm->work_cv);
+        pthread_mutex_unlock(&rm->mu);
+        sinter_transport_reply_free(r);
+    }
+    free(m);
+    return NULL;
+}
+
+/* Starts a poller for every node that has none yet. rm->mu held. */
+static int spawn_pollers_locked(struct sinter_rm *rm)
+{
+    size_t n = sinter_client_node_count(rm->cl);
+    while (rm->n_pollers < n && !atomic_load(&rm->stopping)) {
+        struct poller_arg *pa = malloc(sizeof *pa);
+        if (pa == NULL) {
+            return SINTER_ENOMEM;
+        }
+        *pa = (struct poller_arg){rm, rm->n_pollers};
+        if (pthread_create(&rm->pollers[rm->n_pollers], NULL, poller_main, pa) != 0) {
+            free(pa);
+            return SINTER_EINTERNAL;
+        }
+        rm->n_pollers++;
+        rm->st.pollers = (uint32_t)rm->n_pollers;
+    }
+    return SINTER_OK;
+}
+
+static void *maint_main(void *arg)
+{
+    struct sinter_rm *rm = arg;
+    uint64_t next_meta = 0, next_clean = 0;
+    while (!atomic_load(&rm->stopping)) {
+        uint64_t now = sinter_client_now_ms();
+        if (now >= next_meta) {
+            /* New members (a grown cluster, or nodes we were not given) get a poller. */
+            if (sinter_client_refresh(rm->cl, rm->o.attempt_timeout_ms ? rm->o.attempt_timeout_ms
+                                                                       : 3000u) == SINTER_OK &&
+                rm->n_resources > 0) {
+                pthread_mutex_lock(&rm->mu);
+                spawn_pollers_locked(rm);
+                pthread_mutex_unlock(&rm->mu);
+            }
+            next_meta = sinter_client_now_ms() + rm->o.meta_refresh_ms;
+        }
+        if (rm->o.fence_cleanup_interval_ms != UINT32_MAX && now >= next_clean) {
+            if (next_clean != 0) { /* not at start: the service is still warming up */
+                sinter_rm_tcc_cleanup_all(rm);
+            }
+            next_clean = sinter_client_now_ms() + rm->o.fence_cleanup_interval_ms;
+        }
+        uint64_t wake = next_meta;
+        if (rm->o.fence_cleanup_interval_ms != UINT32_MAX && next_clean < wake) {
+            wake = next_clean;
+        }
+        now = sinter_client_now_ms();
+        rm_sleep(rm, wake > now ? (uint32_t)(wake - now) : 1u);
+    }
+    return NULL;
+}
+
+int sinter_rm_start(struct sinter_rm *rm)
+{
+    if (rm == NULL) {
+        return SINTER_EINVAL;
+    }
+    pthread_mutex_lock(&rm->mu);
+    if (rm->started || atomic_load(&rm->stopping)) {
+        pthread_mutex_unlock(&rm->mu);
+        return SINTER_ESTATE;
+    }
+    rm->started = true;
+    int rc = SINTER_OK;
+    rm->workers = calloc(rm->o.workers, sizeof *rm->workers);
+    if (rm->workers == NULL) {
+        rc = SINTER_ENOMEM;
+    }
+    for (uint32_t i = 0; rc == SINTER_OK && i < rm->o.workers; i++) {
+        if (pthread_create(&rm->workers[i], NULL, worker_main, rm) != 0) {
+            rc = SINTER_EINTERNAL;
+            break;
+        }
+        rm->n_workers = i + 1;
+    }
+    if (rc == SINTER_OK && rm->n_resources > 0) {
+        rc = spawn_pollers_locked(rm);
+    }
+    if (rc == SINTER_OK) {
+        if (pthread_create(&rm->maint, NULL, maint_main, rm) != 0) {
+            rc = SINTER_EINTERNAL;
+        } else {
+            rm->maint_started = true;
+        }
+    }
+    pthread_mutex_unlock(&rm->mu);
+    return rc; /* on failure the threads started so far are stopped by sinter_rm_close */
+}
+
+void sinter_rm_stats(struct sinter_rm *rm, struct sinter_rm_stats *st)
+{
+    pthread_mutex_lock(&rm->mu);
+    *st = rm->st;
+    pthread_mutex_unlock(&rm->mu);
+}
+
+void sinter_rm_close(struct sinter_rm *rm)
+{
+    if (rm == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&rm->mu);
+    atomic_store(&rm->stopping, true);
+    pthread_cond_broadcast(&rm->work_cv);
+    pthread_cond_broadcast(&rm->space_cv);
+    pthread_cond_broadcast(&rm->stop_cv);
+    pthread_mutex_unlock(&rm->mu);
+    sinter_client_wake(rm->cl); /* pollers parked in Phase2Poll return now */
+    if (rm->maint_started) {
+        pthread_join(rm->maint, NULL);
+    }
+    /* No new poller can start now (the maintenance thread is gone, stopping is set). */
+    for (size_t i = 0; i < rm->n_pollers; i++) {
+        pthread_join(rm->pollers[i], NULL);
+    }
+    /* Workers finish the handler they run and its report, then see `stopping`. */
+    for (uint32_t i = 0; i < rm->n_workers; i++) {
+        pthread_join(rm->workers[i], NULL);
+    }
+    free(rm->workers);
+    while (rm->head != NULL) {
+        struct rm_item *it = rm->head;
+        rm->head = it->next;
+        rm->st.dropped++;
+        free(it);
+    }
+    sinter_rm_tcc_free_all(rm);
+    sinter_client_close(rm->cl);
+    for (uint32_t i = 0; i < rm->n_handlers; i++) {
+        free(rm->handlers[i].resource);
+    }
+    for (uint32_t i = 0; i < rm->n_resources; i++) {
+        free(rm->resources[i]);
+    }
+    free(rm->resources);
+    free(rm->app_id);
+    pthread_rwlock_destroy(&rm->hlock);
+    pthread_cond_destroy(&rm->work_cv);
+    pthread_cond_destroy(&rm->space_cv);
+    pthread_cond_destroy(&rm->stop_cv);
+    pthread_mutex_destroy(&rm->mu);
+    free(rm);
+}

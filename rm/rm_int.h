@@ -1,0 +1,65 @@
+/*
+ * rm/rm_int.h — the RM handle's internals shared by rm/rm.c (phase one, pollers, workers) and
+ * rm/tcc.c (the TCC layer). Not a public interface.
+ */
+#ifndef SINTER_RM_INT_H
+#define SINTER_RM_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sinter/client.h"
+#include "sinter/rm.h"
+
+#define RM_MAX_HANDLERS 128u
+
+struct rm_handler {
+    char *resource; /* NULL: any resource */
+    uint32_t type;
+    sinter_rm_phase2_fn fn;
+    void *arg;
+};
+
+struct rm_item;    /* one queued work item (rm.c) */
+struct tcc_action; /* rm/tcc.c */
+
+struct sinter_rm {
+    struct sinter_client *cl;
+    struct sinter_rm_opts o; /* copy; the strings below are the handle's */
+    char *app_id;
+    char **resources;
+    uint32_t n_resources;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* queue not empty, or stopping */
+    pthread_cond_t space_cv; /* queue has room, or stopping */
+    pthread_cond_t stop_cv;  /* stopping (interruptible sleeps) */
+    struct rm_item *head, *tail;
+    uint32_t queued, running;
+    bool started;
+    atomic_bool stopping;
+
+    pthread_t *workers;
+    uint32_t n_workers;
+    pthread_t pollers[SINTER_CLIENT_MAX_NODES];
+    size_t n_pollers;
+    pthread_t maint;
+    bool maint_started;
+
+    pthread_rwlock_t hlock;
+    struct rm_handler handlers[RM_MAX_HANDLERS];
+    uint32_t n_handlers;
+
+    struct tcc_action *actions; /* guarded by hlock */
+
+    struct sinter_rm_stats st; /* counters, under mu */
+};
+
+/* rm/tcc.c: one cleanup pass over every action's fence (maintenance thread), and freeing the
+ * actions at close (after every worker has been joined). */
+void sinter_rm_tcc_cleanup_all(struct sinter_rm *rm);
+void sinter_rm_tcc_free_all(struct sinter_rm *rm);
+
+#endif /* SINTER_RM_INT_H */
