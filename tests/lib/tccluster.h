@@ -1,0 +1,75 @@
+/*
+ * tests/lib/tccluster.h — a loopback cluster of real sinter-tc processes for integration tests,
+ * examples' tests and benchmarks' smoke runs: one place that picks free ports, writes the shared
+ * configuration file, starts, kills and stops the nodes by PID, and checks their logs.
+ *
+ * Layout under a fresh temp dir (kept on failure or with SINTER_TEST_KEEP=1):
+ *   DIR/cluster.ini      the cluster-wide settings (groups, secret, extra INI text)
+ *   DIR/n<i>/            node i's data dir
+ *   DIR/node<i>.log      node i's stderr (structured log lines)
+ * Node i (1-based) listens on 127.0.0.1 only: client tcp://127.0.0.1:<client_port>, raft
+ * tcp://127.0.0.1:<raft_port>, HTTP http://127.0.0.1:<http_port>. Every wait is bounded; a
+ * node is stopped with SIGTERM then SIGKILL after a bound, never by name.
+ */
+#ifndef SINTER_TEST_TCCLUSTER_H
+#define SINTER_TEST_TCCLUSTER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SINTER_TCC_MAX_NODES 5
+
+struct sinter_tcc_node {
+    uint64_t id; /* 1..n */
+    int raft_port, client_port, http_port;
+    char client_url[64];
+    char http_url[64];
+    char dir[400];
+    pid_t pid; /* 0 while not running */
+};
+
+struct sinter_tcc {
+    const char *bin; /* path of sinter-tc */
+    char tmp[256];
+    int n;
+    struct sinter_tcc_node node[SINTER_TCC_MAX_NODES + 1]; /* 1..n */
+    int bad_exits; /* graceful stops that did not end in exit status 0 */
+};
+
+/* Creates the temp dir (prefix names it, e.g. "tcc-e2e"), picks ports for n nodes (1..5) and
+ * writes DIR/cluster.ini with [raft] groups, tick_ms = 20, [tc] secret, followed by extra_ini
+ * (may be NULL: INI text appended verbatim, e.g. "[tc]\nretry_initial_ms = 50\n" — a section may
+ * repeat; later keys win). Starts nothing. Returns 0, or -1 with a message on stderr. */
+int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, int n,
+                    unsigned groups, const char *secret, const char *extra_ini);
+
+/* Starts node i (1..n) in the background with the per-node flags (id, listeners, data dir,
+ * peers). Returns 0 or -1. */
+int sinter_tcc_start(struct sinter_tcc *c, int i);
+int sinter_tcc_start_all(struct sinter_tcc *c);
+
+/* kill -9 of node i (waits for it to be gone). */
+void sinter_tcc_kill9(struct sinter_tcc *c, int i);
+
+/* SIGTERM, then SIGKILL after timeout_ms; counts an unclean exit in bad_exits. */
+void sinter_tcc_stop(struct sinter_tcc *c, int i);
+void sinter_tcc_stop_all(struct sinter_tcc *c);
+
+/* Writes the n client URLs into urls[0..n) (pointers into c) for a client library's address
+ * list; returns n. */
+int sinter_tcc_client_urls(const struct sinter_tcc *c, const char *urls[SINTER_TCC_MAX_NODES]);
+
+/* Node i's log path, written into buf. */
+const char *sinter_tcc_log_path(const struct sinter_tcc *c, int i, char *buf, size_t cap);
+
+/* Waits until, for every group 0..groups-1, some running node's log says it became that group's
+ * leader (its "role leader" line), bounded by timeout_ms. A cheap readiness check before the first
+ * client call; clients still follow redirects. Returns 0 or -1. */
+int sinter_tcc_wait_leaders(struct sinter_tcc *c, unsigned groups, unsigned timeout_ms);
+
+/* Stops every node still running, then: returns rc unchanged unless a node log holds a sanitizer
+ * report or a node exited uncleanly (then 1). Removes the temp dir when the result is 0 and
+ * SINTER_TEST_KEEP is unset; otherwise prints the tail of each log and keeps it. */
+int sinter_tcc_finish(struct sinter_tcc *c, int rc);
+
+#endif /* SINTER_TEST_TCCLUSTER_H */
