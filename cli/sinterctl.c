@@ -160,7 +160,6 @@ static int transact(const struct opts *o, const char *base, const char *method, 
     int ret = EXIT_USAGE;
     if (rv == 0) {
         ret = EXIT_CONNECT;
-        what = "no answer";
         nng_aio_set_timeout(aio, (nng_duration)o->timeout_ms);
         nng_http_client_transact(cl, req, res, aio);
         nng_aio_wait(aio);
@@ -183,7 +182,13 @@ static int transact(const struct opts *o, const char *base, const char *method, 
             ret = 0;
         }
     }
-    if (ret != 0) {
+    if (ret == EXIT_CONNECT && rv == NNG_ETIMEDOUT) {
+        fprintf(stderr, "sinterctl: %s: no answer within %u ms\n", url, o->timeout_ms);
+    } else if (ret == EXIT_CONNECT) {
+        /* Refused, unreachable, or a TLS handshake that failed (wrong CA, plain HTTP to an
+         * https:// port and the reverse): all mean "this client cannot talk to that node". */
+        fprintf(stderr, "sinterctl: %s: cannot connect: %s\n", url, nng_strerror(rv));
+    } else if (ret != 0) {
         fprintf(stderr, "sinterctl: %s: %s: %s\n", url, what, nng_strerror(rv));
     }
     nng_aio_free(aio);
