@@ -11,7 +11,8 @@
 # /health, /metrics and the admin API (docs/operations.md) on its HTTP address. The shared secret
 # is generated on the first start and kept in DIR/secret; clients (and admin calls, as
 # "Authorization: Bearer $(cat DIR/secret)") read it from there. status and stop reuse the
-# settings of the start (DIR/cluster.env).
+# settings of the start (DIR/cluster.env). status asks each node's /health with build/bin/sinterctl
+# when it is built (SINTERCTL overrides the path), else with bash's /dev/tcp.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,9 +34,25 @@ client_url() { echo "tcp://127.0.0.1:$((cport + $1 - 1))"; }
 raft_url() { echo "tcp://127.0.0.1:$((rport + $1 - 1))"; }
 http_url() { echo "http://127.0.0.1:$((hport + $1 - 1))"; }
 
-# GET path from node $1's HTTP port with bash's own /dev/tcp (no curl or python on a minimal
-# Debian): HTTP/1.0, so the server closes after its answer. Prints the body; fails when the node
-# does not answer.
+ctl=${SINTERCTL:-$root/build/bin/sinterctl}
+
+# /health of node $1, printed as the node's JSON; fails when the node does not answer. With
+# sinterctl built it asks (exit 1 is a 503, whose body is still the health document); otherwise
+# bash's own /dev/tcp does (no curl or python on a minimal Debian), HTTP/1.0, so the server closes
+# after its answer.
+http_health() {
+  if [[ -x $ctl ]]; then
+    local out rc=0
+    out=$("$ctl" --http "$(http_url "$1")" --timeout 5000 --json health 2>/dev/null) || rc=$?
+    [[ ($rc == 0 || $rc == 1) && -n $out ]] || return 1
+    printf '%s\n' "$out"
+    return 0
+  fi
+  http_get "$1" /health
+}
+
+# GET path from node $1's HTTP port with /dev/tcp. Prints the body; fails when the node does not
+# answer.
 http_get() {
   local port=$((hport + $1 - 1)) out
   out=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" &&
@@ -139,7 +156,7 @@ status() {
   for n in "${nodes[@]}"; do
     if pid=$(live_pid "$n"); then
       local h state
-      h=$(http_get "$n" /health) || h=""
+      h=$(http_health "$n") || h=""
       state=$(grep -o '"status":"[a-z]*"' <<<"$h" | head -n 1 | cut -d'"' -f4) || true
       health[$n]=$h
       echo "node $n: running (pid $pid), client $(client_url "$n"), http $(http_url "$n")," \
@@ -172,6 +189,9 @@ status() {
         "$(client_url "$best_leader"), http $(http_url "$best_leader")"
     fi
   done
+  if [[ -x $ctl ]]; then
+    echo "more: $ctl --http $(http_url 1) health | list | show XID (SINTER_SECRET=\$(cat $dir/secret) for redrive / resolve)"
+  fi
 }
 
 stop() {

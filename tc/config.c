@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include <ini.h>
+#include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "sinter/error.h"
 #include "tc/command.h"
@@ -60,6 +62,11 @@ static const struct key keys[] = {
     KEY("tc", "client_retention_ms", "client-retention-ms", K_U64, client_retention_ms),
     KEY("tc", "gc_interval_ms", "gc-interval-ms", K_U64, gc_interval_ms),
     KEY("tc", "client_idle_ms", "client-idle-ms", K_U64, client_idle_ms),
+    KEY("tls", "cert_key_file", "tls-cert-key-file", K_STR, tls_cert_key_file),
+    KEY("tls", "key_password", "tls-key-password", K_STR, tls_key_password),
+    KEY("tls", "ca_file", "tls-ca-file", K_STR, tls_ca_file),
+    KEY("tls", "server_name", "tls-server-name", K_STR, tls_server_name),
+    KEY("tls", "client_verify", "tls-client-verify", K_BOOL, tls_client_verify),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -268,6 +275,8 @@ const char *sinter_tc_config_usage(void)
            "                 [--max-clock-skew-ms MS] [--retention-ms MS]\n"
            "                 [--client-retention-ms MS] [--gc-interval-ms MS]\n"
            "                 [--client-idle-ms MS] [--http-listen URL] [--log-level 0..3]\n"
+           "                 [--tls-cert-key-file PEM] [--tls-key-password P] [--tls-ca-file PEM]\n"
+           "                 [--tls-server-name NAME] [--tls-client-verify true|false]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
            "[peers]. --join: not a founding member (no bootstrap on a fresh data dir).\n";
 }
@@ -346,20 +355,54 @@ int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, boo
     return SINTER_OK;
 }
 
-static bool url_ok(const char *u)
+static bool is_tls_url(const char *u)
 {
-    /* TLS (tls+tcp://) arrives with its own config switch; until then plain TCP only. */
-    return u != NULL && strncmp(u, "tcp://", 6) == 0 && u[6] != '\0' && strlen(u) < 200;
+    return u != NULL && strncmp(u, "tls+tcp://", 10) == 0;
 }
 
-/* http://HOST:PORT with an explicit port and no path: nng's HTTP server binds exactly that. */
-static bool http_url_ok(const char *u)
+static bool is_https_url(const char *u)
 {
-    if (u == NULL || strncmp(u, "http://", 7) != 0 || strlen(u) >= 200) {
+    return u != NULL && strncmp(u, "https://", 8) == 0;
+}
+
+bool sinter_tc_config_client_tls(const struct sinter_tc_config *c)
+{
+    return is_tls_url(c->client_listen);
+}
+
+bool sinter_tc_config_raft_tls(const struct sinter_tc_config *c)
+{
+    return is_tls_url(c->raft_listen);
+}
+
+bool sinter_tc_config_http_tls(const struct sinter_tc_config *c)
+{
+    return is_https_url(c->http_listen);
+}
+
+/* tcp://HOST:PORT or tls+tcp://HOST:PORT (TLS is switched on by the scheme, DESIGN.md "TLS
+ * through nng's TLS transport is a config switch"). */
+static bool url_ok(const char *u)
+{
+    if (u == NULL || strlen(u) >= 200) {
         return false;
     }
-    const char *colon = strrchr(u + 7, ':');
-    if (colon == NULL || colon == u + 7 || colon[1] == '\0') {
+    size_t pre = is_tls_url(u) ? 10 : strncmp(u, "tcp://", 6) == 0 ? 6 : 0;
+    return pre != 0 && u[pre] != '\0';
+}
+
+/* http(s)://HOST:PORT with an explicit port and no path: nng's HTTP server binds exactly that. */
+static bool http_url_ok(const char *u)
+{
+    if (u == NULL || strlen(u) >= 200) {
+        return false;
+    }
+    size_t pre = is_https_url(u) ? 8 : strncmp(u, "http://", 7) == 0 ? 7 : 0;
+    if (pre == 0) {
+        return false;
+    }
+    const char *colon = strrchr(u + pre, ':');
+    if (colon == NULL || colon == u + pre || colon[1] == '\0') {
         return false;
     }
     uint64_t port = 0;
@@ -375,17 +418,88 @@ static bool http_url_ok(const char *u)
         return SINTER_ECONFIG;                                                                     \
     } while (0)
 
+/* The file must be readable by this process now: nng reports a missing file only as "invalid
+ * configuration", so the operator would not learn which key or why. */
+static int check_readable(const char *key, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        BAD("%s = '%s': cannot read: %s", key, path, strerror(errno));
+    }
+    fclose(f);
+    return SINTER_OK;
+}
+
+/* Loads the files into a throwaway nng TLS configuration, as the listeners will, so a file that
+ * is readable but not what mbedTLS accepts (wrong PEM, wrong key password) stops the node here
+ * with the key named instead of later with "cannot start". */
+static int check_tls_load(const struct sinter_tc_config *c, char *err, size_t errlen)
+{
+    nng_tls_config *t = NULL;
+    if (nng_tls_config_alloc(&t, NNG_TLS_MODE_SERVER) != 0) {
+        BAD("tls: nng has no TLS support (libnng built without mbedTLS)");
+    }
+    int rv = nng_tls_config_cert_key_file(t, c->tls_cert_key_file, c->tls_key_password);
+    if (rv != 0) {
+        nng_tls_config_free(t);
+        BAD("tls.cert_key_file = '%s': not a PEM certificate with its private key (or "
+            "tls.key_password does not open the key): %s",
+            c->tls_cert_key_file, nng_strerror(rv));
+    }
+    if (c->tls_ca_file != NULL && (rv = nng_tls_config_ca_file(t, c->tls_ca_file)) != 0) {
+        nng_tls_config_free(t);
+        BAD("tls.ca_file = '%s': not a PEM CA certificate: %s", c->tls_ca_file, nng_strerror(rv));
+    }
+    nng_tls_config_free(t);
+    return SINTER_OK;
+}
+
+static int validate_tls(const struct sinter_tc_config *c, char *err, size_t errlen)
+{
+    bool rtls = sinter_tc_config_raft_tls(c), ctls = sinter_tc_config_client_tls(c);
+    bool htls = sinter_tc_config_http_tls(c);
+    const char *why = rtls   ? "node.raft_listen is tls+tcp://"
+                      : ctls ? "node.client_listen is tls+tcp://"
+                             : "node.http_listen is https://";
+    if (!rtls && !ctls && !htls) {
+        /* Files given but no TLS listener: the operator believes traffic is encrypted. */
+        if (c->tls_cert_key_file != NULL || c->tls_ca_file != NULL || c->tls_client_verify) {
+            BAD("tls: keys are set but no listener uses TLS: use tls+tcp:// for "
+                "node.client_listen / node.raft_listen or https:// for node.http_listen");
+        }
+        return SINTER_OK;
+    }
+    if (c->tls_cert_key_file == NULL || c->tls_cert_key_file[0] == '\0') {
+        BAD("tls.cert_key_file: required: %s", why);
+    }
+    int rc = check_readable("tls.cert_key_file", c->tls_cert_key_file, err, errlen);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    if (rtls && (c->tls_ca_file == NULL || c->tls_ca_file[0] == '\0')) {
+        BAD("tls.ca_file: required: node.raft_listen is tls+tcp:// and nodes verify each other");
+    }
+    if (c->tls_client_verify && (!ctls || c->tls_ca_file == NULL)) {
+        BAD("tls.client_verify: needs a tls+tcp:// node.client_listen and tls.ca_file");
+    }
+    if (c->tls_ca_file != NULL &&
+        (rc = check_readable("tls.ca_file", c->tls_ca_file, err, errlen)) != SINTER_OK) {
+        return rc;
+    }
+    return check_tls_load(c, err, errlen);
+}
+
 int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_t errlen)
 {
     if (c->node_id == 0) {
         BAD("node.id: required, a non-zero integer unique in the cluster");
     }
     if (!url_ok(c->client_listen)) {
-        BAD("node.client_listen = '%s': required, tcp://HOST:PORT",
+        BAD("node.client_listen = '%s': required, tcp://HOST:PORT or tls+tcp://HOST:PORT",
             c->client_listen ? c->client_listen : "");
     }
     if (!url_ok(c->raft_listen)) {
-        BAD("node.raft_listen = '%s': required, tcp://HOST:PORT",
+        BAD("node.raft_listen = '%s': required, tcp://HOST:PORT or tls+tcp://HOST:PORT",
             c->raft_listen ? c->raft_listen : "");
     }
     if (strcmp(c->client_listen, c->raft_listen) == 0) {
@@ -395,7 +509,8 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
         BAD("node.data_dir: required, a directory path");
     }
     if (c->http_listen != NULL && !http_url_ok(c->http_listen)) {
-        BAD("node.http_listen = '%s': http://HOST:PORT (a port, no path), or unset for no HTTP",
+        BAD("node.http_listen = '%s': http://HOST:PORT or https://HOST:PORT (a port, no path), "
+            "or unset for no HTTP",
             c->http_listen);
     }
     if (c->log_level < 0 || c->log_level > 3) {
@@ -416,10 +531,26 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
             BAD("peers.%" PRIu64 ": a peer id must be non-zero and differ from node.id", p->id);
         }
         if (!url_ok(p->raft_url) || !url_ok(p->client_url)) {
-            BAD("peers.%" PRIu64 ": both URLs must be tcp://HOST:PORT", p->id);
+            BAD("peers.%" PRIu64 ": both URLs must be tcp://HOST:PORT or tls+tcp://HOST:PORT",
+                p->id);
         }
         if (p->http_url != NULL && !http_url_ok(p->http_url)) {
-            BAD("peers.%" PRIu64 ": the third URL (HTTP) must be http://HOST:PORT", p->id);
+            BAD("peers.%" PRIu64 ": the third URL (HTTP) must be http(s)://HOST:PORT", p->id);
+        }
+        /* One cluster, one scheme per kind of listener: a TLS node cannot talk to a plain peer,
+         * and a redirect must not send a TLS client to a plain address (or the reverse). */
+        if (is_tls_url(p->raft_url) != sinter_tc_config_raft_tls(c)) {
+            BAD("peers.%" PRIu64 ": raft URL '%s' must use the scheme of node.raft_listen (%s)",
+                p->id, p->raft_url, sinter_tc_config_raft_tls(c) ? "tls+tcp://" : "tcp://");
+        }
+        if (is_tls_url(p->client_url) != sinter_tc_config_client_tls(c)) {
+            BAD("peers.%" PRIu64 ": client URL '%s' must use the scheme of node.client_listen (%s)",
+                p->id, p->client_url, sinter_tc_config_client_tls(c) ? "tls+tcp://" : "tcp://");
+        }
+        if (p->http_url != NULL && c->http_listen != NULL &&
+            is_https_url(p->http_url) != sinter_tc_config_http_tls(c)) {
+            BAD("peers.%" PRIu64 ": HTTP URL '%s' must use the scheme of node.http_listen (%s)",
+                p->id, p->http_url, sinter_tc_config_http_tls(c) ? "https://" : "http://");
         }
         for (size_t j = 0; j < i; j++) {
             if (c->peers[j].id == p->id) {
@@ -475,5 +606,5 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     if (c->client_idle_ms < 1000) {
         BAD("tc.client_idle_ms = %" PRIu64 ": must be at least 1000", c->client_idle_ms);
     }
-    return SINTER_OK;
+    return validate_tls(c, err, errlen);
 }

@@ -10,11 +10,14 @@
  *
  *   [node]
  *   id = 1                                  [--id]             non-zero, unique in the cluster
- *   client_listen = tcp://127.0.0.1:8091    [--client-listen]  TM/RM RPC (sinter transport)
- *   raft_listen = tcp://127.0.0.1:7091      [--raft-listen]    node-to-node raft traffic
+ *   client_listen = tcp://127.0.0.1:8091    [--client-listen]  TM/RM RPC (sinter transport);
+ *                                                              tls+tcp:// = TLS (see [tls])
+ *   raft_listen = tcp://127.0.0.1:7091      [--raft-listen]    node-to-node raft traffic;
+ *                                                              tls+tcp:// = mutual TLS
  *   data_dir = /var/lib/sinter              [--data-dir]       DIR/group-N/{raft log, tc.sqlite}
  *   http_listen = http://127.0.0.1:8081     [--http-listen]    /health, /metrics, admin API
- *                                                              (tc/http.h); unset = no HTTP
+ *                                                              (tc/http.h); unset = no HTTP;
+ *                                                              https:// = TLS
  *   log_level = 2                           [--log-level]      0 error .. 3 debug
  *   [raft]
  *   groups = 1                              [--groups]         1..256
@@ -43,6 +46,21 @@
  *   gc_interval_ms = 60000                  [--gc-interval-ms]    between two retention GC runs
  *   client_idle_ms = 3600000                [--client-idle-ms]    a registered client idle this
  *                                           long is forgotten by the node (it re-registers)
+ *   [tls]   (used by every listener whose URL is tls+tcp:// or https://; peers' URLs then use
+ *            the same scheme as this node's listener of that kind)
+ *   cert_key_file = /etc/sinter/node.pem    [--tls-cert-key-file] PEM certificate + private key
+ *                                           this node presents; required when a listener is TLS
+ *   key_password = ...                      [--tls-key-password]  when the key is encrypted
+ *   ca_file = /etc/sinter/ca.pem            [--tls-ca-file]    CA peers' certificates chain to;
+ *                                           required with a tls+tcp:// raft_listen (nodes verify
+ *                                           each other)
+ *   server_name = sinter-tc                 [--tls-server-name] name expected in the peers'
+ *                                           certificates on raft links; unset = CA chain only
+ *   client_verify = false                   [--tls-client-verify] true: TM/RM clients must
+ *                                           present a certificate chaining to ca_file (mutual
+ *                                           TLS on client_listen); false: the shared secret
+ *                                           authenticates them, TLS only encrypts and proves
+ *                                           the server
  */
 #ifndef SINTER_TC_CONFIG_H
 #define SINTER_TC_CONFIG_H
@@ -87,7 +105,18 @@ struct sinter_tc_config {
     uint64_t client_retention_ms;
     uint64_t gc_interval_ms;
     uint64_t client_idle_ms;
+    char *tls_cert_key_file; /* [tls]; malloc'ed, NULL = not set */
+    char *tls_key_password;
+    char *tls_ca_file;
+    char *tls_server_name;
+    bool tls_client_verify;
 };
+
+/* Which listeners of c use TLS: tls+tcp:// client_listen / raft_listen, https:// http_listen.
+ * Pure; c need not be validated (a NULL URL is plain). */
+bool sinter_tc_config_client_tls(const struct sinter_tc_config *c);
+bool sinter_tc_config_raft_tls(const struct sinter_tc_config *c);
+bool sinter_tc_config_http_tls(const struct sinter_tc_config *c);
 
 /* Fills defaults (no id, URLs, data dir or secret). Ownership: writes *c only. */
 void sinter_tc_config_init(struct sinter_tc_config *c);
@@ -103,8 +132,10 @@ void sinter_tc_config_free(struct sinter_tc_config *c);
 int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, bool *help, char *err,
                           size_t errlen);
 
-/* Checks every value and the relations between them. Errors: SINTER_ECONFIG with err naming the
- * key, e.g. "raft.groups = 0: must be 1..256". */
+/* Checks every value and the relations between them, and loads the TLS files once (through nng's
+ * TLS, as the listeners will) so an unreadable or invalid file stops the node at start. Errors:
+ * SINTER_ECONFIG with err naming the key, e.g. "raft.groups = 0: must be 1..256" or
+ * "tls.cert_key_file: required: node.raft_listen is tls+tcp://". */
 int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_t errlen);
 
 /* The usage text for --help and for a flag error. Static string. */

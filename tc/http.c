@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "sinter/error.h"
 #include "sinter/raft.h"
@@ -917,6 +918,27 @@ static int add(struct sinter_tc_server *s, const char *path, const char *method,
     return rv;
 }
 
+/* https://: the node's certificate (tls.cert_key_file). Operators' clients are not asked for a
+ * certificate: reads are open by design (docs/operations.md) and admin calls carry the secret. */
+static int set_tls(struct sinter_tc_server *s)
+{
+    nng_tls_config *t = NULL;
+    int rv = nng_tls_config_alloc(&t, NNG_TLS_MODE_SERVER);
+    if (rv == 0) {
+        rv = nng_tls_config_cert_key_file(t, s->cfg->tls_cert_key_file, s->cfg->tls_key_password);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_auth_mode(t, NNG_TLS_AUTH_MODE_NONE);
+    }
+    if (rv == 0) {
+        rv = nng_http_server_set_tls(s->http->srv, t); /* takes its own reference */
+    }
+    if (t != NULL) {
+        nng_tls_config_free(t);
+    }
+    return rv;
+}
+
 int sinter_tc_http_start(struct sinter_tc_server *s)
 {
     const char *u = s->cfg->http_listen;
@@ -933,7 +955,12 @@ int sinter_tc_http_start(struct sinter_tc_server *s)
         rv = nng_http_server_hold(&s->http->srv, s->http->url);
         rc = SINTER_ENOMEM;
     }
+    if (rv == 0 && sinter_tc_config_http_tls(s->cfg)) {
+        rc = SINTER_ECONFIG;
+        rv = set_tls(s);
+    }
     if (rv == 0) {
+        rc = SINTER_ENOMEM;
         rv = add(s, "/health", "GET", false, h_health);
     }
     if (rv == 0) {

@@ -1086,6 +1086,11 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     ho.log = host_log;
     ho.log_arg = s;
     ho.log_level = cfg->log_level;
+    /* Node-to-node TLS is mutual: every node presents its certificate and verifies the other's
+     * against the cluster CA (config validation made both files required). */
+    ho.tls_enable = sinter_tc_config_raft_tls(cfg);
+    ho.tls = (struct sinter_raft_transport_tls){cfg->tls_cert_key_file, cfg->tls_key_password,
+                                                cfg->tls_ca_file, cfg->tls_server_name};
     rc = sinter_raft_host_start(&s->host, &ho);
     if (rc != SINTER_OK) {
         sinter_tc_log(SINTER_TC_LOG_ERROR, SINTER_TC_NO_GROUP, NULL,
@@ -1102,6 +1107,12 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     /* Parked requests (Phase2Polls, one per RM process per node, and WAIT_PHASE2 commits) hold
      * a context each until answered: room for them beside the ordinary traffic. */
     to.n_contexts = 1024;
+    /* Client TLS proves the server and encrypts; clients authenticate with the shared secret at
+     * registration, and present a certificate too only when tls.client_verify asks for it (the
+     * transport demands one exactly when it is given a CA file). */
+    to.tls_enable = sinter_tc_config_client_tls(cfg);
+    to.tls = (struct sinter_transport_tls){cfg->tls_cert_key_file, cfg->tls_key_password,
+                                           cfg->tls_client_verify ? cfg->tls_ca_file : NULL, NULL};
     rc = sinter_transport_server_open(&s->rpc, &to);
     if (rc != SINTER_OK) {
         sinter_tc_log(SINTER_TC_LOG_ERROR, SINTER_TC_NO_GROUP, NULL,

@@ -144,6 +144,11 @@ struct sinter_raft_host_opts {
     sinter_raft_host_log_fn log; /* NULL: stderr */
     void *log_arg;
     int log_level; /* lines above this level are dropped; default 2 (info) */
+    /* Node-to-node TLS, handed to the transport as is (sinter/raft_transport.h): required for
+     * (and only allowed with) a tls+tcp:// listen_url and peer URLs. The paths are read while
+     * sinter_raft_host_start() runs (the transport loads them then); not kept. */
+    bool tls_enable;
+    struct sinter_raft_transport_tls tls;
 };
 
 /* Fills defaults. Ownership: writes *o only. */

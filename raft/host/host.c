@@ -1518,6 +1518,8 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
     to.n_peers = opts->n_peers;
     to.on_recv = on_recv;
     to.on_recv_arg = h;
+    to.tls_enable = opts->tls_enable;
+    to.tls = opts->tls;
     to.sink = (struct sinter_raft_snapshot_sink){.begin = sink_begin,
                                                  .write = sink_write,
                                                  .finish = sink_finish,

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -98,4 +99,95 @@ int sinter_test_count_lines(const char *path, long from, const char *a, const ch
     }
     fclose(f);
     return count;
+}
+
+/* Reads what is left in fd into a malloc'ed string. */
+static char *slurp(int fd)
+{
+    size_t cap = 4096, len = 0;
+    char *b = malloc(cap);
+    if (b == NULL) {
+        return NULL;
+    }
+    lseek(fd, 0, SEEK_SET);
+    for (;;) {
+        if (len + 1 == cap) {
+            char *nb = realloc(b, cap * 2);
+            if (nb == NULL) {
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, b + len, cap - len - 1);
+        if (r <= 0) {
+            break;
+        }
+        len += (size_t)r;
+    }
+    b[len] = '\0';
+    return b;
+}
+
+extern char **environ;
+
+int sinter_test_run(char *const argv[], const char *const *unset, const char *const *set,
+                    unsigned timeout_ms, struct sinter_test_output *o)
+{
+    o->exit_code = -1;
+    o->out = o->err = NULL;
+    /* Temporary files, not pipes: the child never blocks on a full pipe while we wait. */
+    FILE *fo = tmpfile(), *fe = tmpfile();
+    if (fo == NULL || fe == NULL) {
+        if (fo != NULL) {
+            fclose(fo);
+        }
+        if (fe != NULL) {
+            fclose(fe);
+        }
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fclose(fo);
+        fclose(fe);
+        return -1;
+    }
+    if (pid == 0) {
+        for (const char *const *u = unset; u != NULL && *u != NULL; u++) {
+            unsetenv(*u);
+        }
+        for (const char *const *v = set; v != NULL && *v != NULL; v++) {
+            putenv((char *)*v);
+        }
+        dup2(fileno(fo), 1);
+        dup2(fileno(fe), 2);
+        execve(argv[0], argv, environ);
+        _exit(127);
+    }
+    uint64_t end = sinter_test_now_ms() + timeout_ms;
+    int ws = 0;
+    for (;;) {
+        if (waitpid(pid, &ws, WNOHANG) == pid) {
+            o->exit_code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+            break;
+        }
+        if (sinter_test_now_ms() > end) {
+            sinter_test_kill9(&pid);
+            break;
+        }
+        sinter_test_sleep_ms(10);
+    }
+    o->out = slurp(fileno(fo));
+    o->err = slurp(fileno(fe));
+    fclose(fo);
+    fclose(fe);
+    return o->out != NULL && o->err != NULL ? 0 : -1;
+}
+
+void sinter_test_output_free(struct sinter_test_output *o)
+{
+    free(o->out);
+    free(o->err);
+    o->out = o->err = NULL;
 }

@@ -32,4 +32,20 @@ long sinter_test_file_size(const char *path);
 /* Lines of the file at path, from byte `from` on, that contain a and (unless NULL) b. */
 int sinter_test_count_lines(const char *path, long from, const char *a, const char *b);
 
+/* The output of a program run by sinter_test_run(). */
+struct sinter_test_output {
+    int exit_code; /* exit status, or 128 + signal, or -1 when it had to be killed */
+    char *out;     /* stdout, malloc'ed and NUL terminated (never NULL after a run) */
+    char *err;     /* stderr, likewise */
+};
+
+/* Runs argv[0] (a path) with argv, the current environment minus every variable named in unset
+ * (NULL-terminated list of names, may be NULL) plus set (NULL-terminated "NAME=value" list, may
+ * be NULL), waits up to timeout_ms (then SIGKILL), and captures stdout and stderr in *o (free
+ * them with sinter_test_output_free). Returns 0, or -1 when the program could not be started. */
+int sinter_test_run(char *const argv[], const char *const *unset, const char *const *set,
+                    unsigned timeout_ms, struct sinter_test_output *o);
+
+void sinter_test_output_free(struct sinter_test_output *o);
+
 #endif /* SINTER_TESTPROC_H */

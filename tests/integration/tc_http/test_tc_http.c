@@ -18,6 +18,10 @@
  *     (A successful redrive / resolve needs a really failed global, which only the phase-2 driver
  *     produces; the fsm's unit tests cover those transitions. Here the HTTP paths around them.)
  *   - with two of three nodes stopped, /health on the last one turns 503.
+ *   - sinterctl (cli/sinterctl.c), the real binary: health, metrics, list (filtered), show (table
+ *     and --json), an unknown xid (exit 1, the server's 404), redrive without a secret (exit 2),
+ *     with a wrong one (exit 1, 401), at a follower (follows the 421 to the leader, whose 409
+ *     comes back), a node that does not listen (exit 3), and health without a quorum (exit 1).
  *
  * Processes are stopped by PID; every wait is bounded and polls.
  */
@@ -68,6 +72,7 @@ struct node {
 };
 
 static const char *g_bin;
+static const char *g_ctl; /* sinterctl */
 static char g_tmp[256];
 static struct node N[NODES + 1];
 static uint64_t g_client, g_seq;
@@ -79,7 +84,7 @@ static int g_bad_exits;
 static void spawn(struct node *n)
 {
     char *argv[64];
-    char bufs[40][300];
+    char bufs[40][420];
     int a = 0, b = 0;
     argv[a++] = (char *)g_bin;
 #define ARG(...)                                                                                   \
@@ -233,6 +238,56 @@ static json_t *expect_error(int i, const char *method, const char *path, const c
     }
     assert_non_null(json_string_value(json_object_get(j, "error")));
     return j;
+}
+
+/* ---- sinterctl ------------------------------------------------------------------------------ */
+
+/* Runs sinterctl --http <node i's URL> ARGS... with SINTER_SECRET set to secret (NULL: unset)
+ * and SINTER_HTTP unset; checks its exit code and that stdout contains every string of want_out
+ * (NULL-terminated) and stderr contains want_err (NULL: anything). Returns the output. */
+static struct sinter_test_output ctl(int i, const char *secret, int want_exit,
+                                     const char *const *want_out, const char *want_err, ...)
+{
+    char *argv[20];
+    int a = 0;
+    argv[a++] = (char *)g_ctl;
+    argv[a++] = "--http";
+    char url[80];
+    if (i > 0) {
+        snprintf(url, sizeof url, "%s", N[i].http_url);
+    } else {
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", -i); /* a port nobody listens on */
+    }
+    argv[a++] = url;
+    va_list ap;
+    va_start(ap, want_err);
+    for (char *x; (x = va_arg(ap, char *)) != NULL && a < 19;) {
+        argv[a++] = x;
+    }
+    va_end(ap);
+    argv[a] = NULL;
+    static const char *const unset[] = {"SINTER_SECRET", "SINTER_HTTP", NULL};
+    char env[128];
+    snprintf(env, sizeof env, "SINTER_SECRET=%s", secret ? secret : "");
+    const char *const set[] = {env, NULL};
+    struct sinter_test_output o;
+    assert_int_equal(sinter_test_run(argv, unset, secret ? set : NULL, 60000, &o), 0);
+    bool ok = o.exit_code == want_exit && (want_err == NULL || strstr(o.err, want_err) != NULL);
+    for (const char *const *w = want_out; w != NULL && *w != NULL; w++) {
+        ok = ok && strstr(o.out, *w) != NULL;
+    }
+    if (!ok) {
+        fail_msg("sinterctl %s ...: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", argv[3],
+                 o.exit_code, want_exit, o.out, o.err);
+    }
+    return o;
+}
+
+#define OUT(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void ctl_free(struct sinter_test_output o)
+{
+    sinter_test_output_free(&o);
 }
 
 /* ---- /health -------------------------------------------------------------------------------- */
@@ -716,6 +771,54 @@ static void tc_http(void **state)
     assert_string_equal(jstr(g, "status"), "Committing");
     json_decref(g);
 
+    /* sinterctl against the same cluster. */
+    char nid[16];
+    snprintf(nid, sizeof nid, "node %d", L);
+    ctl_free(ctl(L, NULL, 0, OUT(nid, "status ok", "leader", N[L].http_url), NULL, "health", NULL));
+    ctl_free(ctl(1, NULL, 0, OUT("sinter_node_info{node=\"1\"} 1", "sinter_globals{"), NULL,
+                 "metrics", NULL));
+    ctl_free(ctl(2, NULL, 0,
+                 OUT(XT[0], XT[1], XT[2], XT[3], XT[4], "5 global(s)", "Committing", "Rollbacked",
+                     "tc-http-test", "transfer"),
+                 NULL, "list", NULL));
+    struct sinter_test_output o =
+        ctl(3, NULL, 0, OUT(XT[0], "1 global(s)"), NULL, "list", "--status", "Committing", NULL);
+    assert_null(strstr(o.out, XT[1]));
+    ctl_free(o);
+    o = ctl(1, NULL, 0, OUT("2 global(s); more after"), NULL, "list", "--limit", "2", NULL);
+    ctl_free(o);
+    ctl_free(ctl(2, NULL, 2, NULL, "belong to list", "show", XT[0], "--limit", "2", NULL));
+    ctl_free(ctl(L, NULL, 0,
+                 OUT(XT[0], "Committing (2)", "tc-http-test", "1 branch(es)", "account-a",
+                     "PhaseOne_Done (2)", "TCC"),
+                 NULL, "show", XT[0], NULL));
+    o = ctl(L, NULL, 0, NULL, NULL, "--json", "show", XT[0], NULL);
+    g = json_loads(o.out, 0, NULL);
+    assert_non_null(g);
+    assert_string_equal(jstr(g, "xid"), XT[0]);
+    assert_string_equal(jstr(g, "status"), "Committing");
+    json_decref(g);
+    ctl_free(o);
+    char unknown[64];
+    snprintf(unknown, sizeof unknown, "%u:%" PRIu64, X[0].group, X[0].index + 1000000);
+    ctl_free(ctl(1, NULL, 1, NULL, "HTTP 404", "show", unknown, NULL));
+    ctl_free(ctl(1, NULL, 2, NULL, "secret", "redrive", XT[0], NULL));
+    ctl_free(ctl(L, "wrong", 1, NULL, "HTTP 401", "redrive", XT[0], NULL));
+    ctl_free(ctl(L, NULL, 2, NULL, "--target", "resolve", XT[0], "--secret", SECRET, NULL));
+    /* At a follower: the 421 names the leader, sinterctl asks it, and the leader's 409 (the
+     * global is not failed) is the answer. */
+    o = ctl(F, SECRET, 1, NULL, "HTTP 409", "redrive", XT[0], NULL);
+    assert_non_null(strstr(o.err, N[L].http_url));
+    assert_non_null(strstr(o.err, "Committing"));
+    ctl_free(o);
+    o = ctl(F, NULL, 1, NULL, "HTTP 409", "resolve", XT[0], "--target", "committed", "--secret",
+            SECRET, NULL);
+    assert_non_null(strstr(o.err, N[L].http_url));
+    ctl_free(o);
+    int closed = sinter_test_free_port();
+    ctl_free(ctl(-closed, NULL, 3, NULL, "cannot connect", "health", NULL));
+    ctl_free(ctl(1, NULL, 2, NULL, "unknown command", "frobnicate", NULL));
+
     /* Paths outside the API. */
     struct http_res r;
     assert_int_equal(http(1, "GET", "/nope", NULL, NULL, &r), 0);
@@ -742,6 +845,7 @@ static void tc_http(void **state)
         }
         sinter_test_sleep_ms(100);
     }
+    ctl_free(ctl(last, NULL, 1, OUT("status unavailable"), NULL, "health", NULL));
     stop_node(&N[last]);
     assert_int_equal(g_bad_exits, 0);
 }
@@ -759,11 +863,12 @@ static int teardown(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s path/to/sinter-tc\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s path/to/sinter-tc path/to/sinterctl\n", argv[0]);
         return 2;
     }
     g_bin = argv[1];
+    g_ctl = argv[2];
     snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-tc-http-XXXXXX");
     if (mkdtemp(g_tmp) == NULL) {
         perror("mkdtemp");
