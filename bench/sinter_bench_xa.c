@@ -87,12 +87,15 @@ static bool one_global(struct xa_bench *b, PGconn **c, unsigned idx)
                  idx * b->branches + k + 1);
         PGresult *r = PQexec(c[k], sql);
         bool sql_ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!sql_ok) {
+            note_error(b, "update", SINTER_EDB, PQresultErrorMessage(r));
+        }
         PQclear(r);
         rc = sinter_rm_xa_end(b->xa, c[k], &br, sql_ok);
-        if (!sql_ok || rc != SINTER_OK) {
+        if (sql_ok && rc != SINTER_OK) {
             note_error(b, "branch end", rc, sinter_xa_errmsg());
-            ok = false;
         }
+        ok = ok && sql_ok && rc == SINTER_OK;
     }
     uint32_t st = 0;
     rc = ok ? sinter_tm_commit(b->tm, xid, b->async ? 0 : 30000, &st)
@@ -294,6 +297,7 @@ int sinter_bench_xa(int argc, char **argv)
         pthread_mutex_lock(&b.mu);
         b.done = 0;
         b.errors = 0;
+        b.first_err[0] = '\0';
         bench_lat_reset(&b.lat);
         pthread_mutex_unlock(&b.mu);
         uint64_t t0 = bench_now_ns();
