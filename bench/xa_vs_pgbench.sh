@@ -2,8 +2,8 @@
 # XA through the coordinator vs. the bare two-phase work, on the same PostgreSQL server and at the
 # same concurrency:
 #   sinter-bench xa --branches 2   TM begin, two XA branches (BEGIN, UPDATE, PREPARE TRANSACTION
-#                                  via the RM), TM commit; counted when phase 2 (COMMIT PREPARED
-#                                  of both, by the RM's workers) finished
+#                                  via the RM), TM commit; each row's time runs until phase 2
+#                                  (COMMIT PREPARED of both, by the RM's workers) has drained
 #   pgbench                        per transaction: two BEGIN; UPDATE; PREPARE TRANSACTION, then
 #                                  COMMIT PREPARED of both (bench/xa_pgbench.sql), no coordinator
 # Both update the client's own two rows of table bench_xa. Prints both throughputs and
