@@ -374,7 +374,7 @@ static void test_timeout_rollback(void **state)
     (void)state;
     long long a0 = bal("xa_e2e_a"), b0 = bal("xa_e2e_b");
     char xid[SINTER_XID_STRLEN];
-    assert_int_equal(sinter_tm_begin(g_tm, "timeout", 1500, xid), SINTER_OK);
+    assert_int_equal(sinter_tm_begin(g_tm, "timeout", 4000, xid), SINTER_OK);
     PGconn *ca = db("xa_e2e_a"), *cb = db("xa_e2e_b");
     struct sinter_xa_branch ba, bb;
     assert_int_equal(branch(g_xa, ca, xid, DEBIT, true, &ba), SINTER_OK);
@@ -396,13 +396,13 @@ static void test_same_row(void **state)
     (void)state;
     long long a0 = bal("xa_e2e_a"), b0 = bal("xa_e2e_b");
     char xid[SINTER_XID_STRLEN];
-    assert_int_equal(sinter_tm_begin(g_tm, "same-row", 2000, xid), SINTER_OK);
+    assert_int_equal(sinter_tm_begin(g_tm, "same-row", 4000, xid), SINTER_OK);
     PGconn *c1 = db("xa_e2e_a"), *c2 = db("xa_e2e_a");
     struct sinter_xa_branch b1, b2;
     assert_int_equal(branch(g_xa, c1, xid, DEBIT, true, &b1), SINTER_OK);
     /* Branch 2 of the same global on the same row: its UPDATE waits for branch 1's prepared
      * transaction, a wait no deadlock detector sees. lock_timeout is 120 s: the coordinator's
-     * timeout (2 s) must end it, by rolling branch 1 back. */
+     * timeout (4 s) must end it, by rolling branch 1 back. */
     assert_int_equal(sinter_rm_xa_begin(g_xa, c2, xid, &b2), SINTER_OK);
     uint64_t t0 = sinter_test_now_ms();
     PGresult *r = PQexec(c2, DEBIT);
