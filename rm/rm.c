@@ -698,6 +698,7 @@ void sinter_rm_close(struct sinter_rm *rm)
         free(it);
     }
     sinter_rm_tcc_free_all(rm);
+    sinter_rm_xa_free_all(rm);
     sinter_client_close(rm->cl);
     for (uint32_t i = 0; i < rm->n_handlers; i++) {
         free(rm->handlers[i].resource);

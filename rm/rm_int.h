@@ -22,8 +22,9 @@ struct rm_handler {
     void *arg;
 };
 
-struct rm_item;    /* one queued work item (rm.c) */
-struct tcc_action; /* rm/tcc.c */
+struct rm_item;      /* one queued work item (rm.c) */
+struct tcc_action;   /* rm/tcc.c */
+struct sinter_rm_xa; /* rm/rm_xa.c */
 
 struct sinter_rm {
     struct sinter_client *cl;
@@ -53,6 +54,7 @@ struct sinter_rm {
     uint32_t n_handlers;
 
     struct tcc_action *actions; /* guarded by hlock */
+    struct sinter_rm_xa *xas;   /* XA resources (rm/rm_xa.c); guarded by hlock */
 
     struct sinter_rm_stats st; /* counters, under mu */
 };
@@ -61,5 +63,9 @@ struct sinter_rm {
  * actions at close (after every worker has been joined). */
 void sinter_rm_tcc_cleanup_all(struct sinter_rm *rm);
 void sinter_rm_tcc_free_all(struct sinter_rm *rm);
+
+/* rm/rm_xa.c: frees the XA resources and their pooled connections at close (after every worker
+ * has been joined). */
+void sinter_rm_xa_free_all(struct sinter_rm *rm);
 
 #endif /* SINTER_RM_INT_H */

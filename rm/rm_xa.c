@@ -1,0 +1,323 @@
+/*
+ * XA on the RM client (sinter/rm_xa.h): the libpq layer's coordinator hooks on the network
+ * client, the phase-2 handler on a small connection pool, and the start-up recovery scan.
+ *
+ * Pool: a mutex-guarded stack of idle connections. A worker takes one (or opens a new one when
+ * none is idle, so phase 2 never waits for another worker's connection) and gives it back; a
+ * connection that broke, is not idle, or whose call hit the client-side deadline (its state is
+ * unknown: sinter/xa.h "Hang protection") is closed instead, so the next delivery reconnects.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rm_int.h"
+#include "sinter/rm_xa.h"
+
+#define XA_POOL_DEFAULT 4u
+
+struct sinter_rm_xa {
+    struct sinter_rm_xa *next; /* rm->xas */
+    struct sinter_rm *rm;
+    struct sinter_xa_resource *res;
+    char *resource_id, *ns, *conninfo;
+    bool leave_unknown;
+    pthread_mutex_t mu;
+    PGconn **idle;
+    uint32_t n_idle, cap;
+};
+
+/* ---- hooks: the libpq layer's coordinator calls on the RM client ---- */
+
+static int hook_register(void *arg, const struct sinter_xid *xid, const char *resource_id,
+                         uint64_t local_xid, uint64_t *branch_id)
+{
+    struct sinter_rm_xa *x = arg;
+    char t[SINTER_XID_STRLEN];
+    sinter_xid_format(xid, t);
+    /* The local xid goes with the registration (not only with the report): a rollback that
+     * reaches the branch before it prepared is then answered "in progress, retry" by
+     * pg_xact_status instead of an empty rollback (sinter/xa.h register_branch). */
+    return sinter_rm_branch_register(x->rm, t, SINTER_BT_XA, resource_id, NULL, 0, local_xid,
+                                     branch_id);
+}
+
+static int hook_report(void *arg, const struct sinter_xa_branch *br, uint32_t status)
+{
+    struct sinter_rm_xa *x = arg;
+    char t[SINTER_XID_STRLEN];
+    sinter_xid_format(&br->xid, t);
+    return sinter_rm_branch_report(x->rm, t, br->branch_id, SINTER_BT_XA, x->resource_id, status,
+                                   br->local_xid);
+}
+
+static int hook_status(void *arg, const struct sinter_xid *xid, uint32_t *status)
+{
+    struct sinter_rm_xa *x = arg;
+    char t[SINTER_XID_STRLEN];
+    sinter_xid_format(xid, t);
+    return sinter_rm_global_status(x->rm, t, status);
+}
+
+/* ---- pool ---- */
+
+static int pool_get(struct sinter_rm_xa *x, PGconn **out)
+{
+    pthread_mutex_lock(&x->mu);
+    PGconn *c = x->n_idle > 0 ? x->idle[--x->n_idle] : NULL;
+    pthread_mutex_unlock(&x->mu);
+    if (c != NULL) {
+        *out = c;
+        return SINTER_OK;
+    }
+    c = PQconnectdb(x->conninfo);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        sinter_client_set_errmsg("xa resource '%s': cannot connect to PostgreSQL: %s",
+                                 x->resource_id, c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return c == NULL ? SINTER_ENOMEM : SINTER_ETRANSPORT;
+    }
+    *out = c;
+    return SINTER_OK;
+}
+
+/* rc: the last call's result on c. */
+static void pool_put(struct sinter_rm_xa *x, PGconn *c, int rc)
+{
+    bool keep = rc != SINTER_ETIMEOUT && rc != SINTER_ETRANSPORT && PQstatus(c) == CONNECTION_OK &&
+                PQtransactionStatus(c) == PQTRANS_IDLE;
+    if (keep) {
+        pthread_mutex_lock(&x->mu);
+        if (x->n_idle < x->cap) {
+            x->idle[x->n_idle++] = c;
+            c = NULL;
+        }
+        pthread_mutex_unlock(&x->mu);
+    }
+    PQfinish(c);
+}
+
+/* ---- phase 2 ---- */
+
+static int xa_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *status)
+{
+    struct sinter_rm_xa *x = arg;
+    char gid[SINTER_XA_GID_LEN];
+    if (sinter_xa_gid(x->ns, &w->xid, w->branch_id, gid) == 0) {
+        return SINTER_ESTATE; /* cannot name the branch: never retryable into success */
+    }
+    PGconn *c = NULL;
+    int rc = pool_get(x, &c);
+    if (rc != SINTER_OK) {
+        return rc; /* database down: *_Retryable, delivered again with backoff */
+    }
+    uint32_t outcome = 0;
+    rc = w->commit ? sinter_xa_commit_prepared(x->res, c, gid, w->xa_local_xid, &outcome)
+                   : sinter_xa_rollback_prepared(x->res, c, gid, w->xa_local_xid, &outcome);
+    pool_put(x, c, rc);
+    *status = outcome; /* the layer's BranchStatus is the report (rm/README.md tables) */
+    return rc;
+}
+
+/* ---- recovery ---- */
+
+struct rec_ctx {
+    struct sinter_rm_xa *x;
+    struct sinter_rm_xa_recovery r;
+};
+
+static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
+{
+    struct rec_ctx *rc_ = arg;
+    struct sinter_rm_xa *x = rc_->x;
+    rc_->r.found++;
+    char t[SINTER_XID_STRLEN];
+    sinter_xid_format(&p->xid, t);
+    uint32_t gs = 0;
+    if (sinter_rm_global_status(x->rm, t, &gs) != SINTER_OK) {
+        rc_->r.failed++; /* the coordinator drives it, or the next scan settles it */
+        return 0;
+    }
+    uint32_t outcome = 0;
+    int rc;
+    if (gs == SINTER_GS_FINISHED) {
+        if (x->leave_unknown) {
+            rc_->r.left++;
+            return 0;
+        }
+        /* The coordinator no longer knows the global. A commit-side global ends only after
+         * every branch reported PhaseTwo_Committed (and a CommitRetryTimeout global is kept for
+         * an operator: DESIGN.md "Nothing failed is ever silently deleted"), so a branch still
+         * prepared cannot belong to a committed global: it is the leftover of a rollback (e.g.
+         * a PREPARE that the RM's crash kept from its late-prepare guard), and keeping it would
+         * hold its locks forever. Seata's XA RM rolls such branches back likewise. */
+        rc = sinter_xa_rollback_prepared(x->res, conn, p->gid, p->local_xid, &outcome);
+    } else {
+        rc = sinter_xa_resolve(x->res, conn, p, gs, &outcome);
+    }
+    if (rc != SINTER_OK) {
+        rc_->r.failed++;
+    } else if (outcome == SINTER_BS_PHASE2_COMMITTED) {
+        rc_->r.committed++;
+    } else if (outcome == SINTER_BS_PHASE2_ROLLBACKED) {
+        rc_->r.rolled_back++;
+    } else {
+        rc_->r.left++;
+    }
+    return 0;
+}
+
+int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec)
+{
+    if (x == NULL) {
+        return SINTER_EINVAL;
+    }
+    struct rec_ctx ctx = {.x = x};
+    PGconn *c = NULL;
+    int rc = pool_get(x, &c);
+    if (rc == SINTER_OK) {
+        rc = sinter_xa_recover(x->res, c, rec_one, &ctx);
+        if (rc != SINTER_OK) {
+            sinter_client_set_errmsg("xa resource '%s': recovery scan: %s", x->resource_id,
+                                     sinter_xa_errmsg());
+        }
+        pool_put(x, c, rc);
+    }
+    if (rec != NULL) {
+        *rec = ctx.r;
+    }
+    return rc;
+}
+
+/* ---- registration ---- */
+
+static void xa_free(struct sinter_rm_xa *x)
+{
+    if (x == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < x->n_idle; i++) {
+        PQfinish(x->idle[i]);
+    }
+    free(x->idle);
+    sinter_xa_resource_close(x->res);
+    pthread_mutex_destroy(&x->mu);
+    free(x->resource_id);
+    free(x->ns);
+    free(x->conninfo);
+    free(x);
+}
+
+void sinter_rm_xa_free_all(struct sinter_rm *rm)
+{
+    while (rm->xas != NULL) {
+        struct sinter_rm_xa *x = rm->xas;
+        rm->xas = x->next;
+        xa_free(x);
+    }
+}
+
+int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *o,
+                          struct sinter_rm_xa **out, struct sinter_rm_xa_recovery *rec)
+{
+    if (rec != NULL) {
+        memset(rec, 0, sizeof *rec);
+    }
+    if (rm == NULL || o == NULL || out == NULL || o->resource_id == NULL || o->ns == NULL ||
+        o->conninfo == NULL || o->resource_id[0] == '\0' || strlen(o->resource_id) > 255) {
+        sinter_client_set_errmsg("xa resource: resource_id, ns and conninfo are required");
+        return SINTER_EINVAL;
+    }
+    struct sinter_rm_xa *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        return SINTER_ENOMEM;
+    }
+    pthread_mutex_init(&x->mu, NULL);
+    x->rm = rm;
+    x->leave_unknown = o->leave_unknown;
+    x->cap = o->pool_size != 0 ? o->pool_size : XA_POOL_DEFAULT;
+    x->resource_id = strdup(o->resource_id);
+    x->ns = strdup(o->ns);
+    x->conninfo = strdup(o->conninfo);
+    x->idle = calloc(x->cap, sizeof *x->idle);
+    if (x->resource_id == NULL || x->ns == NULL || x->conninfo == NULL || x->idle == NULL) {
+        xa_free(x);
+        return SINTER_ENOMEM;
+    }
+    PGconn *c = NULL;
+    int rc = pool_get(x, &c);
+    if (rc != SINTER_OK) {
+        xa_free(x);
+        return rc == SINTER_ETRANSPORT ? SINTER_EDB : rc;
+    }
+    struct sinter_xa_config cfg = {
+        .ns = x->ns,
+        .resource_id = x->resource_id,
+        .statement_timeout_ms = o->statement_timeout_ms,
+        .lock_timeout_ms = o->lock_timeout_ms,
+        .idle_timeout_ms = o->idle_timeout_ms,
+        .call_timeout_ms = o->call_timeout_ms,
+        .hooks = {.register_branch = hook_register,
+                  .report = hook_report,
+                  .global_status = hook_status,
+                  .arg = x},
+    };
+    char err[512] = "";
+    /* The server check runs here (sinter_xa_resource_open), so max_prepared_transactions = 0
+     * is refused at registration with the setting's name, not by the first PREPARE. */
+    rc = sinter_xa_resource_open(&cfg, c, &x->res, err, sizeof err);
+    pool_put(x, c, rc);
+    if (rc != SINTER_OK) {
+        sinter_client_set_errmsg("xa resource '%s': %s", o->resource_id,
+                                 err[0] != '\0' ? err : sinter_strerror(rc));
+        xa_free(x);
+        return rc;
+    }
+    rc = sinter_rm_set_handler(rm, x->resource_id, SINTER_BT_XA, xa_phase2, x);
+    if (rc != SINTER_OK) {
+        xa_free(x);
+        return rc;
+    }
+    pthread_rwlock_wrlock(&rm->hlock);
+    x->next = rm->xas;
+    rm->xas = x;
+    pthread_rwlock_unlock(&rm->hlock);
+    *out = x;
+    if (!o->skip_recovery) {
+        rc = sinter_rm_xa_recover(x, rec);
+        if (rc != SINTER_OK) {
+            /* The handler stays registered with x (owned by rm now); the caller sees the
+             * scan's failure and may retry it with sinter_rm_xa_recover. */
+            return rc;
+        }
+    }
+    return SINTER_OK;
+}
+
+/* ---- phase one convenience ---- */
+
+int sinter_rm_xa_begin(struct sinter_rm_xa *x, PGconn *conn, const char *xid,
+                       struct sinter_xa_branch *br)
+{
+    struct sinter_xid id;
+    if (x == NULL || xid == NULL || sinter_xid_parse(&id, xid, strlen(xid)) != SINTER_OK) {
+        sinter_client_set_errmsg("xa begin: invalid xid");
+        return SINTER_EINVAL;
+    }
+    return sinter_xa_begin(x->res, conn, &id, br);
+}
+
+int sinter_rm_xa_end(struct sinter_rm_xa *x, PGconn *conn, struct sinter_xa_branch *br, bool ok)
+{
+    if (x == NULL) {
+        return SINTER_EINVAL;
+    }
+    return ok ? sinter_xa_prepare(x->res, conn, br) : sinter_xa_abort(x->res, conn, br);
+}
+
+const struct sinter_xa_resource *sinter_rm_xa_resource(const struct sinter_rm_xa *x)
+{
+    return x->res;
+}
