@@ -28,9 +28,11 @@ int sinter_acct_open(struct sinter_acct_client **out, const char *url)
         free(c);
         return SINTER_ETRANSPORT;
     }
-    /* Resend a request whose answer did not come within 2 s (a restarted service): the service
-     * answers a duplicate try from its fence, never by freezing twice. */
-    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, 2000);
+    /* Never resend: REQ's default resends a request unanswered for a minute, and a "try" sent
+     * twice registers two branches (a new branch id each, so the fence cannot tell them apart)
+     * and moves the money twice. An unanswered call is reported as such; the client then rolls
+     * the global back, which cancels every branch the service did register. */
+    nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     int rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_close(c->sock);

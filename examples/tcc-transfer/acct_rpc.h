@@ -31,8 +31,8 @@ int sinter_acct_open(struct sinter_acct_client **out, const char *url);
 void sinter_acct_close(struct sinter_acct_client *c);
 
 /* Sends request line req and writes the answer line (NUL-terminated, truncated to cap) into
- * resp. Waits up to timeout_ms for the answer; nng's REQ resends the request if the connection
- * was lost meanwhile (a "try" the service then sees twice is refused by the fence).
+ * resp. Waits up to timeout_ms for the answer; the request is sent once (a resent "try" would
+ * register a second branch and move the money twice: see acct_rpc.c).
  * Ownership: borrows req, writes resp. Errors: SINTER_EINVAL, SINTER_ETIMEOUT (no answer: the
  * outcome is unknown), SINTER_ETRANSPORT, SINTER_ENOMEM. */
 int sinter_acct_call(struct sinter_acct_client *c, const char *req, char *resp, size_t cap,
