@@ -238,6 +238,9 @@ int sinter_bench_row(const struct sinter_bench_opts *o, unsigned conc,
            bench_lat_pct(&all, 0.50), bench_lat_pct(&all, 0.99), bench_lat_pct(&all, 0.999), errors,
            p2rate, p2done);
     fflush(stdout);
+    if (h->row_done != NULL) {
+        h->row_done(h->arg);
+    }
     bench_lat_free(&all);
     return started == conc ? 0 : -1;
 }

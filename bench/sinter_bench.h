@@ -46,6 +46,8 @@ struct sinter_bench_row_hooks {
     void *arg;
     /* Phase-2 completions so far, in transactions (e.g. confirms / branches); may be NULL. */
     uint64_t (*phase2_done)(void *arg);
+    /* Called after the row's line was printed (e.g. to print a '#' breakdown); may be NULL. */
+    void (*row_done)(void *arg);
 };
 
 /* Parses the common flags at argv[i]: returns how many entries it consumed (0: not a common

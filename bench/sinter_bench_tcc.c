@@ -36,10 +36,14 @@
 
 #define MAX_BRANCHES 8
 #define MAX_THREADS  1024
+#define MAX_CLIENTS  16
 
 struct tcc_bench {
-    struct sinter_tm *tm;
-    struct sinter_rm *rm;
+    /* --clients N: N TM + RM handle pairs (N client ids, N connections per node); client
+     * thread t uses pair t % N. Every RM serves every action. */
+    struct sinter_tm *tm[MAX_CLIENTS];
+    struct sinter_rm *rm[MAX_CLIENTS];
+    unsigned n_clients;
     unsigned branches;
     char dir[512];
     char names[MAX_BRANCHES][32];
@@ -47,6 +51,9 @@ struct tcc_bench {
     sqlite3 *conn[MAX_THREADS][MAX_BRANCHES]; /* the tries' connections, opened lazily */
     atomic_uint_fast64_t confirms, cancels;
     atomic_uint_fast64_t err_begin, err_try, err_commit;
+    /* Time spent per step (ns) and transactions that got that far, for the per-row breakdown
+     * (reset after each row; includes the warm-up). */
+    atomic_uint_fast64_t ns_begin, ns_try, ns_commit, n_begin, n_try, n_commit;
 };
 
 static int hook_confirm(const struct sinter_tcc_ctx *c)
@@ -96,8 +103,14 @@ static void worker_disconnect(void *arg, struct sinter_fence_db *db)
 static int tcc_tx(void *arg, unsigned thread)
 {
     struct tcc_bench *b = arg;
+    struct sinter_tm *tm = b->tm[thread % b->n_clients];
+    struct sinter_rm *rm = b->rm[thread % b->n_clients];
     char xid[SINTER_XID_STRLEN];
-    int rc = sinter_tm_begin(b->tm, "bench", 60000, xid);
+    uint64_t t0 = sinter_bench_now_ns();
+    int rc = sinter_tm_begin(tm, "bench", 60000, xid);
+    uint64_t t1 = sinter_bench_now_ns();
+    atomic_fetch_add(&b->ns_begin, t1 - t0);
+    atomic_fetch_add(&b->n_begin, 1);
     if (rc != SINTER_OK) {
         atomic_fetch_add(&b->err_begin, 1);
         return rc;
@@ -107,17 +120,22 @@ static int tcc_tx(void *arg, unsigned thread)
             rc = SINTER_EDB;
         } else {
             struct sinter_fence_db db = sinter_fence_db_sqlite(b->conn[thread][i]);
-            rc = sinter_tcc_try(b->rm, b->names[i], xid, "x", 1, &db, NULL);
+            rc = sinter_tcc_try(rm, b->names[i], xid, "x", 1, &db, NULL);
         }
         if (rc != SINTER_OK) {
             atomic_fetch_add(&b->err_try, 1);
             uint32_t st;
-            (void)sinter_tm_rollback(b->tm, xid, 0, &st);
+            (void)sinter_tm_rollback(tm, xid, 0, &st);
             return rc;
         }
     }
+    uint64_t t2 = sinter_bench_now_ns();
+    atomic_fetch_add(&b->ns_try, t2 - t1);
+    atomic_fetch_add(&b->n_try, 1);
     uint32_t st = 0;
-    rc = sinter_tm_commit(b->tm, xid, 0, &st);
+    rc = sinter_tm_commit(tm, xid, 0, &st);
+    atomic_fetch_add(&b->ns_commit, sinter_bench_now_ns() - t2);
+    atomic_fetch_add(&b->n_commit, 1);
     if (rc != SINTER_OK) {
         atomic_fetch_add(&b->err_commit, 1);
     }
@@ -130,11 +148,30 @@ static uint64_t tcc_phase2_done(void *arg)
     return atomic_load(&b->confirms) / b->branches;
 }
 
+static double mean_ms(atomic_uint_fast64_t *ns, atomic_uint_fast64_t *n)
+{
+    uint64_t c = atomic_exchange(n, 0), t = atomic_exchange(ns, 0);
+    return c ? (double)t / (double)c / 1e6 : 0;
+}
+
+/* Where a transaction's time goes: mean ms of the begin, of all N tries together (each is a
+ * BranchRegister at the coordinator plus the local fence transaction), and of the commit. */
+static void tcc_row_done(void *arg)
+{
+    struct tcc_bench *b = arg;
+    double mb = mean_ms(&b->ns_begin, &b->n_begin), mt = mean_ms(&b->ns_try, &b->n_try);
+    double mc = mean_ms(&b->ns_commit, &b->n_commit);
+    printf("#   mean ms per step: begin %.2f, %u tries %.2f, commit %.2f\n", mb, b->branches, mt,
+           mc);
+    fflush(stdout);
+}
+
 static void usage(void)
 {
     fputs("usage: sinter-bench tcc [--branches N] [common options]\n"
           "  --branches N   TCC branches per global transaction, 1..8 (default 2)\n"
-          "  --rm-workers N phase-2 worker threads of the RM (default 8)\n",
+          "  --rm-workers N phase-2 worker threads of each RM handle (default 8)\n"
+          "  --clients N    TM + RM handle pairs, thread t uses pair t mod N (default 1)\n",
           stderr);
     fputs(sinter_bench_common_usage, stderr);
 }
@@ -143,7 +180,7 @@ static int tcc_main(int argc, char **argv)
 {
     struct sinter_bench_opts o;
     sinter_bench_opts_default(&o);
-    unsigned branches = 2, rm_workers = 8;
+    unsigned branches = 2, rm_workers = 8, clients = 1;
     for (int i = 1; i < argc;) {
         int n = sinter_bench_parse_common(&o, argc, argv, i);
         if (n < 0) {
@@ -156,6 +193,9 @@ static int tcc_main(int argc, char **argv)
         if (strcmp(argv[i], "--branches") == 0 && i + 1 < argc) {
             branches = (unsigned)strtoul(argv[i + 1], NULL, 10);
             i += 2;
+        } else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
+            clients = (unsigned)strtoul(argv[i + 1], NULL, 10);
+            i += 2;
         } else if (strcmp(argv[i], "--rm-workers") == 0 && i + 1 < argc) {
             rm_workers = (unsigned)strtoul(argv[i + 1], NULL, 10);
             i += 2;
@@ -165,7 +205,7 @@ static int tcc_main(int argc, char **argv)
         }
     }
     if (branches < 1 || branches > MAX_BRANCHES || rm_workers < 1 || rm_workers > 256 ||
-        sinter_bench_check(&o) != 0) {
+        clients < 1 || clients > MAX_CLIENTS || sinter_bench_check(&o) != 0) {
         usage();
         return 2;
     }
@@ -182,6 +222,7 @@ static int tcc_main(int argc, char **argv)
         return 1;
     }
     b->branches = branches;
+    b->n_clients = clients;
     snprintf(b->dir, sizeof b->dir, "%s", dir);
     free(dir);
     const char *resources[MAX_BRANCHES];
@@ -208,24 +249,27 @@ static int tcc_main(int argc, char **argv)
     ro.workers = rm_workers;
     ro.queue_capacity = 4096;
     ro.poll_max_items = 256;
-    int rc = sinter_tm_open(&b->tm, &to);
-    if (rc == SINTER_OK) {
-        rc = sinter_rm_open(&b->rm, &ro);
-    }
-    for (unsigned i = 0; rc == SINTER_OK && i < branches; i++) {
-        struct sinter_tcc_action a;
-        memset(&a, 0, sizeof a);
-        a.name = b->names[i];
-        a.confirm_fn = hook_confirm;
-        a.cancel_fn = hook_cancel;
-        a.user = b;
-        a.connect = worker_connect;
-        a.disconnect = worker_disconnect;
-        a.connect_arg = b->paths[i];
-        rc = sinter_tcc_register(b->rm, &a);
-    }
-    if (rc == SINTER_OK) {
-        rc = sinter_rm_start(b->rm);
+    int rc = SINTER_OK;
+    for (unsigned k = 0; rc == SINTER_OK && k < clients; k++) {
+        rc = sinter_tm_open(&b->tm[k], &to);
+        if (rc == SINTER_OK) {
+            rc = sinter_rm_open(&b->rm[k], &ro);
+        }
+        for (unsigned i = 0; rc == SINTER_OK && i < branches; i++) {
+            struct sinter_tcc_action a;
+            memset(&a, 0, sizeof a);
+            a.name = b->names[i];
+            a.confirm_fn = hook_confirm;
+            a.cancel_fn = hook_cancel;
+            a.user = b;
+            a.connect = worker_connect;
+            a.disconnect = worker_disconnect;
+            a.connect_arg = b->paths[i];
+            rc = sinter_tcc_register(b->rm[k], &a);
+        }
+        if (rc == SINTER_OK) {
+            rc = sinter_rm_start(b->rm[k]);
+        }
     }
     if (rc != SINTER_OK) {
         fprintf(stderr, "sinter-bench tcc: %s (%s)\n", sinter_strerror(rc), sinter_rm_errmsg());
@@ -234,12 +278,13 @@ static int tcc_main(int argc, char **argv)
     printf("# sinter-bench tcc: %u branch(es) per global, %zu node address(es), window %.1f s "
            "after %.1f s warm-up; latency = begin -> commit returned (decision durable)\n",
            branches, o.n_addrs, o.seconds, o.warmup);
+    printf("# %u TM + RM handle pair(s), %u phase-2 worker(s) each\n", clients, rm_workers);
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) == 3) {
         printf("# load average before: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
     }
     sinter_bench_header();
-    struct sinter_bench_row_hooks h = {tcc_tx, b, tcc_phase2_done};
+    struct sinter_bench_row_hooks h = {tcc_tx, b, tcc_phase2_done, tcc_row_done};
     int ret = 0;
     for (size_t i = 0; i < o.n_conc && ret == 0; i++) {
         ret = sinter_bench_row(&o, o.conc[i], &h);
@@ -247,16 +292,24 @@ static int tcc_main(int argc, char **argv)
     if (getloadavg(load, 3) == 3) {
         printf("# load average after: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
     }
-    struct sinter_rm_stats st;
-    sinter_rm_stats(b->rm, &st);
+    struct sinter_rm_stats st, sk;
+    memset(&st, 0, sizeof st);
+    for (unsigned k = 0; k < clients; k++) {
+        sinter_rm_stats(b->rm[k], &sk);
+        st.items += sk.items;
+        st.reports_ok += sk.reports_ok;
+        st.reports_failed += sk.reports_failed;
+    }
     printf("# errors by step: begin %" PRIuFAST64 ", try %" PRIuFAST64 ", commit %" PRIuFAST64
            "; phase 2: %" PRIuFAST64 " confirms, %" PRIuFAST64 " cancels, %" PRIu64
            " deliveries, %" PRIu64 " reports accepted, %" PRIu64 " dropped\n",
            atomic_load(&b->err_begin), atomic_load(&b->err_try), atomic_load(&b->err_commit),
            atomic_load(&b->confirms), atomic_load(&b->cancels), st.items, st.reports_ok,
            st.reports_failed);
-    sinter_rm_close(b->rm);
-    sinter_tm_close(b->tm);
+    for (unsigned k = 0; k < clients; k++) {
+        sinter_rm_close(b->rm[k]);
+        sinter_tm_close(b->tm[k]);
+    }
     for (unsigned t = 0; t < MAX_THREADS; t++) {
         for (unsigned i = 0; i < branches; i++) {
             sqlite3_close(b->conn[t][i]);
