@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The README's first command: build everything and run the main job.
 #   1. build (build/);
-#   2. start a local 3-node sinter-tc cluster (deploy/local-cluster.sh) and walk through what the
-#      coordinator does today: registration with the shared secret, a committed and a rolled-back
-#      global transaction, a refused late registration, an idempotent retry; then stop it;
-#   3. run the deterministic Raft simulator over seeded fault schedules.
-# The TCC transfer demo replaces step 2's walkthrough once the client libraries land.
+#   2. the TCC transfer demo (examples/tcc-transfer/run.sh): a local 3-node sinter-tc cluster
+#      (deploy/local-cluster.sh), two account services with their own SQLite databases, and a
+#      client moving money between them: a commit, a cancel after a failed try, a timeout
+#      rollback; then everything is stopped;
+#   3. the coordinator walkthrough over the raw wire protocol (examples/tc-walkthrough/run.sh):
+#      registration with the shared secret, a refused late registration, an idempotent retry;
+#   4. run the deterministic Raft simulator over seeded fault schedules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${JOBS:-$(nproc)}
@@ -16,8 +18,12 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >build.configure.
 cmake --build build -j "$jobs"
 
 echo
-echo "== a local 3-node coordinator cluster and a walkthrough against it"
-examples/tc-walkthrough/run.sh build/quickstart-cluster
+echo "== the TCC transfer demo: a local 3-node cluster, two account services, three transfers"
+examples/tcc-transfer/run.sh build/quickstart-cluster
+
+echo
+echo "== a local 3-node coordinator cluster and a walkthrough of its wire protocol"
+examples/tc-walkthrough/run.sh build/quickstart-walkthrough
 
 for n in 3 5; do
   echo
