@@ -470,7 +470,8 @@ static uint32_t rm_outcome(const struct sinter_proto_phase2_item *it)
     return done;
 }
 
-static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch, uint32_t status)
+static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch, uint32_t status,
+                     uint32_t attempt)
 {
     struct sinter_proto_msg m;
     req_init(&m, SINTER_MSG_PHASE2_REPORT, g_rm, 0);
@@ -478,6 +479,7 @@ static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch
     m.u.phase2_report.outcome.xid = x;
     m.u.phase2_report.outcome.branch_id = branch;
     m.u.phase2_report.outcome.branch_status = status;
+    m.u.phase2_report.attempt = attempt; /* the answered delivery (docs/phase2-protocol.md) */
     struct sinter_transport_reply_msg *r = NULL;
     int rc = rm_call(i, &m, 5000, &r);
     if (rc == SINTER_OK) {
@@ -539,7 +541,8 @@ static void *rm_thread(void *arg)
             if (out == 0) {
                 continue;
             }
-            int rc = rm_report(i, it->code, it->work.xid, it->work.branch_id, out);
+            int rc =
+                rm_report(i, it->code, it->work.xid, it->work.branch_id, out, it->work.attempt);
             /* Not-leader: dropped, the new leader redelivers (the contract). */
             if (rc != SINTER_OK && rc != SINTER_ENOTLEADER && rc != SINTER_ETIMEOUT &&
                 rc != SINTER_ETRANSPORT && rc != SINTER_ESHUTDOWN) {
@@ -699,13 +702,14 @@ static void tc_workers(void **state)
     /* Duplicate report of a recorded end: OK; wrong side for the phase: EINVAL. */
     int ld = leader_of(xc);
     rm_register(ld);
-    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_COMMITTED),
+    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_COMMITTED, 1),
                      SINTER_OK);
-    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_ROLLBACKED),
-                     SINTER_EINVAL);
+    assert_int_equal(
+        rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_ROLLBACKED, 1),
+        SINTER_EINVAL);
     assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT,
                                (struct sinter_xid){xc.group, xc.index + 99999}, 1,
-                               SINTER_BS_PHASE2_COMMITTED),
+                               SINTER_BS_PHASE2_COMMITTED, 1),
                      SINTER_ENOTFOUND);
 
     /* 2. Rollback with two branches: Rollbacked, only rollback deliveries. */
