@@ -853,6 +853,44 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Review item 6: a retry deadline so large that first attempt + deadline would wrap is refused at
+ * start, with the key named (exit 2, nothing served). */
+static void huge_retry_deadline_refused(void **state)
+{
+    (void)state;
+    const char *keys[] = {"max_commit_retry_ms", "max_rollback_retry_ms"};
+    for (int k = 0; k < 2; k++) {
+        char ini[300], dir[300];
+        snprintf(ini, sizeof ini, "%s/huge.ini", g_tmp);
+        snprintf(dir, sizeof dir, "%s/huge", g_tmp);
+        FILE *f = fopen(ini, "w");
+        assert_non_null(f);
+        fprintf(f, "[tc]\nsecret = s3cret-s3cret-s3cret\n%s = 18446744073709551615\n", keys[k]);
+        fclose(f);
+        char *argv[] = {(char *)g_bin,
+                        "--config",
+                        ini,
+                        "--id",
+                        "1",
+                        "--raft-listen",
+                        "tcp://127.0.0.1:1",
+                        "--client-listen",
+                        "tcp://127.0.0.1:4",
+                        "--data-dir",
+                        dir,
+                        "--peer",
+                        "2=tcp://127.0.0.1:2,tcp://127.0.0.1:3",
+                        NULL};
+        struct sinter_test_output o;
+        assert_int_equal(sinter_test_run(argv, NULL, NULL, 30000, &o), 0);
+        if (o.exit_code != 2 || strstr(o.err, keys[k]) == NULL) {
+            fail_msg("%s = UINT64_MAX: exit %d (want 2), stderr should name the key:\n%s", keys[k],
+                     o.exit_code, o.err);
+        }
+        sinter_test_output_free(&o);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -867,6 +905,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(huge_retry_deadline_refused),
         cmocka_unit_test_teardown(tc_workers, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
