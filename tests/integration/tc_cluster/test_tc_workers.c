@@ -766,8 +766,20 @@ static void tc_workers(void **state)
 
     /* 7. Timeout rollback: a Begin global past its timeout is rolled back (its branch gets a
      * rollback delivery) and a late register is refused. */
+    uint64_t t_begin = sinter_test_now_ms();
     struct sinter_xid xt = begin_timeout(++g_seq, 1500, NULL);
     assert_int_equal(register_branch_seq(xt, "ok-a", ++g_seq, &b1), SINTER_OK);
+    /* Lower bound: begin_ms >= t_begin, and the leader decides only past begin + timeout + skew
+     * (1500 + 200): any status read that completed before t_begin + 1700 must still be Begin. */
+    for (;;) {
+        uint32_t early = global_status(xt);
+        uint64_t t_after = sinter_test_now_ms();
+        if (t_after >= t_begin + 1500 + 200) {
+            break;
+        }
+        assert_int_equal(early, SINTER_GS_BEGIN);
+        sinter_test_sleep_ms(50);
+    }
     assert_int_equal(wait_status(xt, SINTER_GS_TIMEOUT_ROLLBACKED), SINTER_GS_TIMEOUT_ROLLBACKED);
     assert_int_equal(register_branch_seq(xt, "ok-b", ++g_seq, &bx), SINTER_ESTATE);
     deliveries(xt, b1, &att, &codes, NULL);
