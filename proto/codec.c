@@ -522,7 +522,8 @@ static int w_phase2_report(struct cur *c, struct sinter_proto_msg *m)
     struct sinter_proto_phase2_report *r = &m->u.phase2_report;
     CHECK(c_u16(c, &r->phase));
     CHECK(check(phase2_code_valid(r->phase)));
-    return c_branch_outcome(c, &r->outcome);
+    CHECK(c_branch_outcome(c, &r->outcome));
+    return c_u32(c, &r->attempt); /* any value: 0 = not tied to a delivery */
 }
 
 static int w_cluster_meta_result(struct cur *c, struct sinter_proto_msg *m)

@@ -348,6 +348,7 @@ static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t stat
     m.u.phase2_report.outcome.xid = it->xid;
     m.u.phase2_report.outcome.branch_id = it->branch_id;
     m.u.phase2_report.outcome.branch_status = status;
+    m.u.phase2_report.attempt = it->attempt;
     uint64_t end = sinter_client_now_ms() + rm->o.report_timeout_ms;
     uint32_t pause = 50;
     bool ok = false;

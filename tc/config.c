@@ -575,13 +575,17 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     if (c->retry_max_ms > 3600ull * 1000) {
         BAD("tc.retry_max_ms = %" PRIu64 ": must be at most 3600000", c->retry_max_ms);
     }
-    if (c->max_commit_retry_ms < c->retry_initial_ms) {
-        BAD("tc.max_commit_retry_ms = %" PRIu64 ": must be at least tc.retry_initial_ms",
-            c->max_commit_retry_ms);
+    /* Capped at the longest retention (10 years): first attempt + the deadline must not wrap
+     * (a wrapped deadline would end every global in *RetryTimeout at its first delivery). */
+    if (c->max_commit_retry_ms < c->retry_initial_ms ||
+        c->max_commit_retry_ms > SINTER_TC_MAX_RETENTION_MS) {
+        BAD("tc.max_commit_retry_ms = %" PRIu64 ": must be tc.retry_initial_ms..%llu",
+            c->max_commit_retry_ms, (unsigned long long)SINTER_TC_MAX_RETENTION_MS);
     }
-    if (c->max_rollback_retry_ms < c->retry_initial_ms) {
-        BAD("tc.max_rollback_retry_ms = %" PRIu64 ": must be at least tc.retry_initial_ms",
-            c->max_rollback_retry_ms);
+    if (c->max_rollback_retry_ms < c->retry_initial_ms ||
+        c->max_rollback_retry_ms > SINTER_TC_MAX_RETENTION_MS) {
+        BAD("tc.max_rollback_retry_ms = %" PRIu64 ": must be tc.retry_initial_ms..%llu",
+            c->max_rollback_retry_ms, (unsigned long long)SINTER_TC_MAX_RETENTION_MS);
     }
     if (c->phase2_lease_ms < 1 || c->phase2_lease_ms > 3600ull * 1000) {
         BAD("tc.phase2_lease_ms = %" PRIu64 ": must be 1..3600000", c->phase2_lease_ms);

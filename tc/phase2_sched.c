@@ -14,18 +14,26 @@
 struct sinter_p2_global {
     uint64_t xid_index;
     bool commit;
-    uint64_t first_ms; /* replicated first attempt, or this leader's estimate */
+    uint64_t first_ms; /* replicated first attempt, or this leader's estimate (wall clock) */
     bool start_sent;   /* PHASE2_START asked for (or the state already had a time) */
     uint64_t decided_ms;
-    uint64_t deadline_asked; /* when RETRY_TIMEOUT was last asked for; 0 never */
+    uint64_t deadline;       /* wall: first_ms + max retry, saturated; valid when start_sent */
+    uint64_t deadline_asked; /* when RETRY_TIMEOUT was last asked for (monotonic); 0 never */
+    size_t dl_idx;           /* index in the deadline heap, SIZE_MAX when not in it */
+    bool expired;            /* in the expired list (deadline passed, not ended yet) */
+    struct sinter_p2_global *xprev, *xnext; /* expired list */
     size_t n_branches;
     struct sinter_p2_branch *branches;
     struct sinter_p2_global *hnext;
 };
 
+/* One per distinct resource id of the tracked branches, referenced by each of them and freed with
+ * the last one: a client names resource ids freely, so the table must not keep every id ever
+ * seen. */
 struct sinter_p2_rqueue {
     char *id;
     uint32_t len;
+    size_t refs; /* branches whose b->q is this queue */
     struct sinter_p2_branch *head, *tail;
     struct sinter_p2_rqueue *hnext;
 };
@@ -38,10 +46,14 @@ struct sinter_p2_sched {
     size_t bh_cap, n_branches;
     struct sinter_p2_global **gh; /* global hash */
     size_t gh_cap, n_globals;
-    struct sinter_p2_rqueue *rq[256]; /* resource queues (few resources) */
+    struct sinter_p2_rqueue **rq; /* resource queue hash, grown with the number of queues */
+    size_t rq_cap, n_rq;
     struct sinter_p2_branch **heap;
     size_t heap_n, heap_cap;
     size_t n_ready;
+    struct sinter_p2_global **dheap; /* globals with a first attempt, on `deadline` (wall) */
+    size_t dheap_n, dheap_cap;
+    struct sinter_p2_global *expired; /* past the deadline, RETRY_TIMEOUT being asked for */
 };
 
 static uint64_t mix(uint64_t x)
@@ -62,13 +74,18 @@ static size_t gkey(uint64_t xid, size_t cap)
     return (size_t)(mix(xid) & (cap - 1));
 }
 
-static uint32_t skey(const char *p, uint32_t n)
+static size_t skey(const char *p, uint32_t n, size_t cap)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
     for (uint32_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)p[i]) * 16777619u;
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
     }
-    return h & 255u;
+    return (size_t)(mix(h) & (cap - 1));
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
 uint64_t sinter_p2_backoff_ms(const struct sinter_p2_cfg *cfg, uint32_t attempt, uint64_t r)
@@ -86,16 +103,17 @@ uint64_t sinter_p2_backoff_ms(const struct sinter_p2_cfg *cfg, uint32_t attempt,
 }
 
 bool sinter_p2_timeout_due(uint64_t begin_ms, uint64_t timeout_ms, uint64_t max_skew_ms,
-                           uint64_t leader_since_ms, uint64_t now)
+                           uint64_t led_ms, uint64_t wall)
 {
     /* The deadline was stamped by whichever leader ran the BEGIN; this leader's clock may be
      * ahead of it by up to max_skew, so only a time past deadline + skew is surely past the
-     * deadline on the begin's clock. A leader that just took over waits max_skew first: a clock
-     * that jumped forward on restart is then caught by NTP before it decides anything. */
-    if (now < leader_since_ms + max_skew_ms) {
+     * deadline on the begin's clock. A leader that just took over waits max_skew first (measured
+     * on the monotonic clock, so a wall-clock step cannot shorten it): a clock that jumped
+     * forward on restart is then caught by NTP before it decides anything. */
+    if (led_ms < max_skew_ms) {
         return false;
     }
-    return now > begin_ms + timeout_ms + max_skew_ms;
+    return wall > sat_add(sat_add(begin_ms, timeout_ms), max_skew_ms);
 }
 
 int sinter_p2_sched_new(struct sinter_p2_sched **out, const struct sinter_p2_cfg *cfg,
@@ -114,9 +132,11 @@ int sinter_p2_sched_new(struct sinter_p2_sched **out, const struct sinter_p2_cfg
     s->rnd_arg = rnd_arg;
     s->bh_cap = 64;
     s->gh_cap = 64;
+    s->rq_cap = 16;
     s->bh = calloc(s->bh_cap, sizeof *s->bh);
     s->gh = calloc(s->gh_cap, sizeof *s->gh);
-    if (s->bh == NULL || s->gh == NULL) {
+    s->rq = calloc(s->rq_cap, sizeof *s->rq);
+    if (s->bh == NULL || s->gh == NULL || s->rq == NULL) {
         sinter_p2_sched_free(s);
         return SINTER_ENOMEM;
     }
@@ -150,7 +170,7 @@ void sinter_p2_sched_free(struct sinter_p2_sched *s)
             free(g);
         }
     }
-    for (size_t i = 0; i < 256; i++) {
+    for (size_t i = 0; s->rq != NULL && i < s->rq_cap; i++) {
         while (s->rq[i] != NULL) {
             struct sinter_p2_rqueue *q = s->rq[i];
             s->rq[i] = q->hnext;
@@ -160,7 +180,9 @@ void sinter_p2_sched_free(struct sinter_p2_sched *s)
     }
     free(s->bh);
     free(s->gh);
+    free(s->rq);
     free(s->heap);
+    free(s->dheap);
     free(s);
 }
 
@@ -249,7 +271,7 @@ static void heap_push_reserved(struct sinter_p2_sched *s, struct sinter_p2_branc
 static struct sinter_p2_rqueue *rq_find(const struct sinter_p2_sched *s, const char *id,
                                         uint32_t len)
 {
-    for (struct sinter_p2_rqueue *q = s->rq[skey(id, len)]; q != NULL; q = q->hnext) {
+    for (struct sinter_p2_rqueue *q = s->rq[skey(id, len, s->rq_cap)]; q != NULL; q = q->hnext) {
         if (q->len == len && memcmp(q->id, id, len) == 0) {
             return q;
         }
@@ -284,6 +306,153 @@ static void rq_remove(struct sinter_p2_branch *b)
         q->tail = b->qprev;
     }
     b->qprev = b->qnext = NULL;
+}
+
+static int grow_rq(struct sinter_p2_sched *s)
+{
+    size_t nc = s->rq_cap * 2;
+    struct sinter_p2_rqueue **nh = calloc(nc, sizeof *nh);
+    if (nh == NULL) {
+        return SINTER_ENOMEM;
+    }
+    for (size_t i = 0; i < s->rq_cap; i++) {
+        while (s->rq[i] != NULL) {
+            struct sinter_p2_rqueue *q = s->rq[i];
+            s->rq[i] = q->hnext;
+            size_t k = skey(q->id, q->len, nc);
+            q->hnext = nh[k];
+            nh[k] = q;
+        }
+    }
+    free(s->rq);
+    s->rq = nh;
+    s->rq_cap = nc;
+    return SINTER_OK;
+}
+
+/* Drops one branch's reference to its queue; the last one frees the queue. */
+static void rq_unref(struct sinter_p2_sched *s, struct sinter_p2_rqueue *q)
+{
+    if (--q->refs > 0) {
+        return;
+    }
+    struct sinter_p2_rqueue **pp = &s->rq[skey(q->id, q->len, s->rq_cap)];
+    while (*pp != q) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = q->hnext;
+    s->n_rq--;
+    free(q->id);
+    free(q);
+}
+
+/* ---- the deadline heap of globals (wall clock: the deadline is replicated time) ---- */
+
+static void dheap_set(struct sinter_p2_sched *s, size_t i, struct sinter_p2_global *g)
+{
+    s->dheap[i] = g;
+    g->dl_idx = i;
+}
+
+static bool dbefore(const struct sinter_p2_global *a, const struct sinter_p2_global *b)
+{
+    return a->deadline != b->deadline ? a->deadline < b->deadline : a->xid_index < b->xid_index;
+}
+
+static void dheap_up(struct sinter_p2_sched *s, size_t i)
+{
+    struct sinter_p2_global *g = s->dheap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!dbefore(g, s->dheap[p])) {
+            break;
+        }
+        dheap_set(s, i, s->dheap[p]);
+        i = p;
+    }
+    dheap_set(s, i, g);
+}
+
+static void dheap_down(struct sinter_p2_sched *s, size_t i)
+{
+    struct sinter_p2_global *g = s->dheap[i];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        const struct sinter_p2_global *w = g;
+        if (l < s->dheap_n && dbefore(s->dheap[l], w)) {
+            m = l;
+            w = s->dheap[l];
+        }
+        if (l + 1 < s->dheap_n && dbefore(s->dheap[l + 1], w)) {
+            m = l + 1;
+        }
+        if (m == i) {
+            break;
+        }
+        dheap_set(s, i, s->dheap[m]);
+        i = m;
+    }
+    dheap_set(s, i, g);
+}
+
+static void dheap_remove(struct sinter_p2_sched *s, struct sinter_p2_global *g)
+{
+    size_t i = g->dl_idx;
+    if (i == SIZE_MAX) {
+        return;
+    }
+    g->dl_idx = SIZE_MAX;
+    s->dheap_n--;
+    if (i == s->dheap_n) {
+        return;
+    }
+    dheap_set(s, i, s->dheap[s->dheap_n]);
+    dheap_down(s, i);
+    dheap_up(s, s->dheap[i]->dl_idx);
+}
+
+static void expired_unlink(struct sinter_p2_sched *s, struct sinter_p2_global *g)
+{
+    if (!g->expired) {
+        return;
+    }
+    if (g->xprev != NULL) {
+        g->xprev->xnext = g->xnext;
+    } else {
+        s->expired = g->xnext;
+    }
+    if (g->xnext != NULL) {
+        g->xnext->xprev = g->xprev;
+    }
+    g->xprev = g->xnext = NULL;
+    g->expired = false;
+}
+
+static uint64_t deadline_of(const struct sinter_p2_sched *s, const struct sinter_p2_global *g)
+{
+    return g->commit ? s->cfg.max_commit_retry_ms : s->cfg.max_rollback_retry_ms;
+}
+
+/* (Re)arms g's deadline timer from its first-attempt time: a timer per global, independent of
+ * where its branches are (waiting, queued for a poller that never comes, leased), so a global
+ * whose RMs are all gone still reaches RETRY_TIMEOUT (docs/phase2-protocol.md). Capacity for
+ * every global is reserved at add, so this cannot fail. */
+static void deadline_arm(struct sinter_p2_sched *s, struct sinter_p2_global *g)
+{
+    g->deadline = sat_add(g->first_ms, deadline_of(s, g));
+    expired_unlink(s, g);
+    if (g->dl_idx != SIZE_MAX) {
+        dheap_up(s, g->dl_idx);
+        dheap_down(s, g->dl_idx);
+        return;
+    }
+    dheap_set(s, s->dheap_n++, g);
+    dheap_up(s, s->dheap_n - 1);
+}
+
+static bool past_deadline(const struct sinter_p2_global *g, uint64_t wall)
+{
+    return g->start_sent && wall > g->deadline;
 }
 
 /* Takes b out of whatever structure its state puts it in. */
@@ -381,6 +550,7 @@ static void remove_branch(struct sinter_p2_sched *s, struct sinter_p2_branch *b)
     }
     *pp = b->gnext;
     g->n_branches--;
+    rq_unref(s, b->q);
     branch_free(b);
 }
 
@@ -395,6 +565,8 @@ static void remove_global(struct sinter_p2_sched *s, struct sinter_p2_global *g)
     }
     *pp = g->hnext;
     s->n_globals--;
+    dheap_remove(s, g);
+    expired_unlink(s, g);
     free(g);
 }
 
@@ -424,6 +596,19 @@ int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info 
         s->heap = nh;
         s->heap_cap = nc;
     }
+    if (s->n_globals + 1 > s->dheap_cap) {
+        /* Room for every global in the deadline heap, so arming its timer never fails. */
+        size_t nc = s->dheap_cap ? s->dheap_cap * 2 : 64;
+        struct sinter_p2_global **nh = realloc(s->dheap, nc * sizeof *nh);
+        if (nh == NULL) {
+            return SINTER_ENOMEM;
+        }
+        s->dheap = nh;
+        s->dheap_cap = nc;
+    }
+    if (s->n_rq + 1 > s->rq_cap && grow_rq(s) != SINTER_OK) {
+        return SINTER_ENOMEM;
+    }
     uint32_t rlen = (uint32_t)strlen(info->resource_id);
     struct sinter_p2_rqueue *q = rq_find(s, info->resource_id, rlen);
     if (q == NULL) {
@@ -434,18 +619,22 @@ int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info 
         }
         memcpy(q->id, info->resource_id, rlen + 1u);
         q->len = rlen;
-        uint32_t k = skey(q->id, rlen);
+        size_t k = skey(q->id, rlen, s->rq_cap);
         q->hnext = s->rq[k];
         s->rq[k] = q;
+        s->n_rq++;
     }
+    q->refs++; /* held by the branch below; dropped again on failure */
     struct sinter_p2_branch *b = calloc(1, sizeof *b);
     if (b == NULL) {
+        rq_unref(s, q);
         return SINTER_ENOMEM;
     }
     b->resource_id = malloc(rlen + 1u);
     b->app_data = info->app_data_len > 0 ? malloc(info->app_data_len) : NULL;
     if (b->resource_id == NULL || (info->app_data_len > 0 && b->app_data == NULL)) {
         branch_free(b);
+        rq_unref(s, q);
         return SINTER_ENOMEM;
     }
     struct sinter_p2_global *g = g_find(s, info->xid.index);
@@ -453,6 +642,7 @@ int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info 
         g = calloc(1, sizeof *g);
         if (g == NULL) {
             branch_free(b);
+            rq_unref(s, q);
             return SINTER_ENOMEM;
         }
         g->xid_index = info->xid.index;
@@ -460,10 +650,14 @@ int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info 
         g->first_ms = info->phase2_first_ms;
         g->start_sent = info->phase2_first_ms != 0;
         g->decided_ms = info->decided_ms;
+        g->dl_idx = SIZE_MAX;
         size_t k = gkey(g->xid_index, s->gh_cap);
         g->hnext = s->gh[k];
         s->gh[k] = g;
         s->n_globals++;
+        if (g->start_sent) {
+            deadline_arm(s, g);
+        }
     }
     memcpy(b->resource_id, info->resource_id, rlen + 1u);
     if (info->app_data_len > 0) {
@@ -493,21 +687,65 @@ int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info 
     return SINTER_OK;
 }
 
-static uint64_t deadline_of(const struct sinter_p2_sched *s, const struct sinter_p2_global *g)
-{
-    return g->commit ? s->cfg.max_commit_retry_ms : s->cfg.max_rollback_retry_ms;
-}
-
 static void schedule_retry(struct sinter_p2_sched *s, struct sinter_p2_branch *b, uint64_t now)
 {
     b->state = SINTER_P2_WAITING;
-    b->when =
-        now + sinter_p2_backoff_ms(&s->cfg, b->attempt > 0 ? b->attempt : 1, s->rnd(s->rnd_arg));
+    b->when = sat_add(
+        now, sinter_p2_backoff_ms(&s->cfg, b->attempt > 0 ? b->attempt : 1, s->rnd(s->rnd_arg)));
     heap_push_reserved(s, b);
 }
 
-void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, struct sinter_p2_events *ev)
+/* A branch of a global past its deadline is not delivered: it waits (looked at again every
+ * retry_initial) until the state machine ends the global or a later replicated first-attempt time
+ * moves the deadline. */
+static void park_past_deadline(struct sinter_p2_sched *s, struct sinter_p2_branch *b, uint64_t now)
 {
+    b->state = SINTER_P2_WAITING;
+    b->when = sat_add(now, s->cfg.retry_initial_ms);
+    heap_push_reserved(s, b);
+}
+
+/* Asks for RETRY_TIMEOUT of g (at most once per retry_initial, monotonic) if there is room. */
+static void ask_deadline(struct sinter_p2_sched *s, struct sinter_p2_global *g, uint64_t now,
+                         struct sinter_p2_events *ev)
+{
+    if (g->deadline_asked != 0 && now < sat_add(g->deadline_asked, s->cfg.retry_initial_ms)) {
+        return;
+    }
+    if (ev->n_deadline < ev->deadline_cap) {
+        g->deadline_asked = now > 0 ? now : 1;
+        struct sinter_xid x =
+            g->branches != NULL ? g->branches->xid : (struct sinter_xid){0, g->xid_index};
+        ev->deadline[ev->n_deadline++] = (struct sinter_p2_deadline){x, g->commit};
+    }
+    /* no room: asked on a later advance (deadline_asked unchanged) */
+}
+
+void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
+                       struct sinter_p2_events *ev)
+{
+    /* Deadlines first (wall clock: first_ms is replicated wall time, and the state machine
+     * re-checks RETRY_TIMEOUT against it): a global whose deadline passed moves to the expired
+     * list, whatever its branches are doing. */
+    while (s->dheap_n > 0 && wall > s->dheap[0]->deadline) {
+        struct sinter_p2_global *g = s->dheap[0];
+        dheap_remove(s, g);
+        g->expired = true;
+        g->xprev = NULL;
+        g->xnext = s->expired;
+        if (s->expired != NULL) {
+            s->expired->xprev = g;
+        }
+        s->expired = g;
+    }
+    for (struct sinter_p2_global *g = s->expired, *next; g != NULL; g = next) {
+        next = g->xnext;
+        if (!past_deadline(g, wall)) {
+            deadline_arm(s, g); /* a later first attempt (set_first) or the clock stepped back */
+            continue;
+        }
+        ask_deadline(s, g, now, ev);
+    }
     while (s->heap_n > 0 && s->heap[0]->when <= now) {
         struct sinter_p2_branch *b = s->heap[0];
         heap_remove(s, b);
@@ -520,20 +758,8 @@ void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, struct sinter_p2
             schedule_retry(s, b, now);
             continue;
         }
-        if (g->start_sent && now > g->first_ms + deadline_of(s, g)) {
-            /* Past the deadline: no more deliveries; ask for RETRY_TIMEOUT (at most once per
-             * retry_initial) and look again later in case the state machine refuses it (its
-             * first-attempt time may be later than this leader's estimate). */
-            if (g->deadline_asked == 0 || now >= g->deadline_asked + s->cfg.retry_initial_ms) {
-                g->deadline_asked = now;
-                if (ev->n_deadline < ev->deadline_cap) {
-                    ev->deadline[ev->n_deadline++] = (struct sinter_p2_deadline){b->xid, g->commit};
-                } else {
-                    g->deadline_asked = 0; /* no room: ask on the next advance */
-                }
-            }
-            b->when = now + s->cfg.retry_initial_ms;
-            heap_push_reserved(s, b);
+        if (past_deadline(g, wall)) {
+            park_past_deadline(s, b, now);
             continue;
         }
         b->state = SINTER_P2_READY;
@@ -548,15 +774,23 @@ size_t sinter_p2_item_bytes(const struct sinter_p2_branch *b)
     return 64u + strlen(b->resource_id) + b->app_data_len;
 }
 
-size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const *resources,
-                      const uint32_t *lens, size_t n, struct sinter_p2_take_item *out, size_t max,
-                      size_t *bytes, size_t max_bytes)
+size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
+                      const char *const *resources, const uint32_t *lens, size_t n,
+                      struct sinter_p2_take_item *out, size_t max, size_t *bytes, size_t max_bytes)
 {
     size_t k = 0;
     for (size_t i = 0; i < n && k < max; i++) {
         struct sinter_p2_rqueue *q = rq_find(s, resources[i], lens[i]);
         while (q != NULL && q->head != NULL && k < max) {
             struct sinter_p2_branch *b = q->head;
+            if (past_deadline(b->g, wall)) {
+                /* Queued before the deadline, its poller came after it: not delivered (the next
+                 * advance asks for RETRY_TIMEOUT from the global's timer). */
+                rq_remove(b);
+                s->n_ready--;
+                park_past_deadline(s, b, now);
+                continue;
+            }
             size_t cost = sinter_p2_item_bytes(b);
             if (*bytes > 0 && *bytes + cost > max_bytes) {
                 return k; /* the reply frame is full; the branch stays first in line */
@@ -566,7 +800,7 @@ size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const
             s->n_ready--;
             b->state = SINTER_P2_LEASED;
             b->attempt++;
-            b->when = now + s->cfg.lease_ms;
+            b->when = sat_add(now, s->cfg.lease_ms);
             heap_push_reserved(s, b);
             out[k].b = b;
             out[k].start = false;
@@ -575,7 +809,8 @@ size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const
                  * MAX_COMMIT_RETRY_TIMEOUT counts from the session's begin; we count from phase
                  * 2 so a long phase one does not eat the retry budget). */
                 b->g->start_sent = true;
-                b->g->first_ms = now;
+                b->g->first_ms = wall;
+                deadline_arm(s, b->g);
                 out[k].start = true;
             }
             k++;
@@ -584,15 +819,48 @@ size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const
     return k;
 }
 
-int sinter_p2_retry(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id, uint64_t now)
+int sinter_p2_retry(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id,
+                    uint32_t attempt, uint64_t now)
 {
     struct sinter_p2_branch *b = b_find(s, xid_index, branch_id);
     if (b == NULL) {
         return SINTER_ENOTFOUND;
     }
+    if (b->state != SINTER_P2_LEASED || b->attempt != attempt) {
+        /* A late report of an earlier delivery (its lease expired and the branch moved on) or a
+         * duplicate: the delivery in flight, or the backoff already running, stays as it is. */
+        return SINTER_ESTALE;
+    }
+    heap_remove(s, b);
+    schedule_retry(s, b, now);
+    return SINTER_OK;
+}
+
+int sinter_p2_defer(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id, uint64_t now)
+{
+    struct sinter_p2_branch *b = b_find(s, xid_index, branch_id);
+    if (b == NULL) {
+        return SINTER_ENOTFOUND;
+    }
+    if (b->state == SINTER_P2_LEASED) {
+        return SINTER_ESTALE;
+    }
     unlink_state(s, b);
     schedule_retry(s, b, now);
     return SINTER_OK;
+}
+
+void sinter_p2_start_failed(struct sinter_p2_sched *s, uint64_t xid_index)
+{
+    struct sinter_p2_global *g = g_find(s, xid_index);
+    if (g == NULL || !g->start_sent) {
+        return;
+    }
+    g->start_sent = false;
+    g->first_ms = 0;
+    g->deadline_asked = 0;
+    dheap_remove(s, g);
+    expired_unlink(s, g);
 }
 
 void sinter_p2_branch_ended(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id)
@@ -622,6 +890,7 @@ void sinter_p2_set_first(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t
     if (g != NULL && phase2_first_ms != 0) {
         g->first_ms = phase2_first_ms;
         g->start_sent = true;
+        deadline_arm(s, g);
     }
 }
 
@@ -655,4 +924,9 @@ size_t sinter_p2_ready_count(const struct sinter_p2_sched *s)
 uint64_t sinter_p2_next_when(const struct sinter_p2_sched *s)
 {
     return s->heap_n > 0 ? s->heap[0]->when : UINT64_MAX;
+}
+
+size_t sinter_p2_resource_count(const struct sinter_p2_sched *s)
+{
+    return s->n_rq;
 }

@@ -12,11 +12,22 @@
  *     delay = max(retry_initial / 2, random(0, min(retry_max, retry_initial * 2^(attempt-1))))
  *     (AWS architecture blog, "Exponential Backoff and Jitter"; Seata retries on a fixed period);
  *   - the first delivery of a global asks for PHASE2_START (deadline base, replicated);
- *   - the phase-2 deadline: a branch that comes due after first_attempt + max_retry is not
- *     delivered; its global is reported for RETRY_TIMEOUT instead (the state machine re-checks it
- *     against the replicated first-attempt time, so a refused proposal is simply asked again).
+ *   - the phase-2 deadline: every global with a first-attempt time has its own timer at
+ *     first_attempt + max_retry (saturating), whatever its branches are doing (waiting, queued
+ *     for a poller that never comes, leased); past it no branch of it is delivered and the
+ *     global is reported for RETRY_TIMEOUT (the state machine re-checks it against the
+ *     replicated first-attempt time, so a refused proposal is simply asked again);
+ *   - a retryable report reschedules its branch only if it answers the delivery in flight (the
+ *     branch is LEASED with that attempt number): a late report of an expired lease or a
+ *     duplicate must not start a second delivery while another RM holds the lease.
  * Everything here is leader memory: a new leader builds a new scheduler from the replicated state
  * and every pending branch is due at once.
+ *
+ * Two clocks. `now` is the leader's monotonic clock (CLOCK_MONOTONIC, ms): leases, backoff and the
+ * RETRY_TIMEOUT re-ask interval are in-memory timers, and an NTP step of the wall clock must
+ * neither expire every lease at once nor freeze retries. `wall` is the wall clock
+ * (CLOCK_REALTIME, ms): only the deadline compares with it, because first_attempt is replicated
+ * wall time stamped by whichever leader ran PHASE2_START.
  *
  * Thread safety: none (the raft loop thread owns each group's scheduler).
  */
@@ -64,7 +75,7 @@ struct sinter_p2_branch {
     uint64_t xa_local_xid;
     uint32_t attempt; /* deliveries so far (the last delivery's attempt number) */
     enum sinter_p2_state state;
-    uint64_t when; /* WAITING: due time; LEASED: lease end */
+    uint64_t when; /* WAITING: due time; LEASED: lease end (monotonic) */
     /* internal */
     struct sinter_p2_global *g;
     struct sinter_p2_branch *hnext;         /* branch hash chain */
@@ -118,12 +129,13 @@ struct sinter_p2_sched;
  * from r: a value in [retry_initial / 2, min(retry_max, retry_initial * 2^(attempt-1))]. Pure. */
 uint64_t sinter_p2_backoff_ms(const struct sinter_p2_cfg *cfg, uint32_t attempt, uint64_t r);
 
-/* Whether a Begin global (begin_ms + timeout_ms from the replicated entry) may be rolled back by
- * a leader whose clock reads now and that leads since leader_since_ms, with max_skew_ms the
- * bound on clock differences between nodes: only when now > begin + timeout + max_skew and the
- * leader has led for at least max_skew (see docs/architecture.md "Time"). Pure. */
+/* Whether a Begin global (begin_ms + timeout_ms from the replicated entry, wall clock) may be
+ * rolled back by a leader whose wall clock reads `wall` and that has led for led_ms (measured on
+ * the monotonic clock), with max_skew_ms the bound on clock differences between nodes: only when
+ * wall > begin + timeout + max_skew (saturating) and led_ms >= max_skew (see
+ * docs/architecture.md "Time"). Pure. */
 bool sinter_p2_timeout_due(uint64_t begin_ms, uint64_t timeout_ms, uint64_t max_skew_ms,
-                           uint64_t leader_since_ms, uint64_t now);
+                           uint64_t led_ms, uint64_t wall);
 
 /* Creates an empty scheduler. cfg is copied; rnd(rnd_arg) is the random source.
  * Ownership: *out is the caller's, released with sinter_p2_sched_free().
@@ -140,28 +152,48 @@ void sinter_p2_sched_free(struct sinter_p2_sched *s);
 int sinter_p2_add(struct sinter_p2_sched *s, const struct sinter_p2_branch_info *info, uint64_t now,
                   bool *added);
 
-/* Moves time to now: expired leases become retries (backoff), due branches become ready or, past
- * the global's deadline, report it in ev->deadline. Errors: none (void). */
-void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, struct sinter_p2_events *ev);
+/* Moves time to now (monotonic) / wall: globals whose deadline passed (wall > first + max) are
+ * reported in ev->deadline (again every retry_initial while they are not ended), expired leases
+ * become retries (backoff), due branches become ready unless their global is past its deadline.
+ * Errors: none (void). */
+void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
+                       struct sinter_p2_events *ev);
 
 /* Hands out up to max ready branches whose resource id is one of resources[0..n) (lengths in
  * lens), oldest first per resource, and leases each (attempt + 1, lease until now + lease_ms).
+ * A queued branch whose global is past its deadline at `wall` is not handed out (it waits for
+ * RETRY_TIMEOUT). The first delivery of a global records first_attempt = wall and arms the
+ * global's deadline timer.
  * *bytes accumulates sinter_p2_item_bytes() of what is handed out; a branch that would take it
  * past max_bytes stays queued unless nothing was handed out yet (one reply frame must hold the
  * batch; a poll may span several schedulers, hence the running total).
  * Ownership: the returned branch pointers stay valid until the branch is removed (report, end,
  * global end) or the scheduler is freed. Returns the number written to out. */
-size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, const char *const *resources,
-                      const uint32_t *lens, size_t n, struct sinter_p2_take_item *out, size_t max,
-                      size_t *bytes, size_t max_bytes);
+size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
+                      const char *const *resources, const uint32_t *lens, size_t n,
+                      struct sinter_p2_take_item *out, size_t max, size_t *bytes, size_t max_bytes);
 
 /* Bytes a branch adds to a Phase2PollResult (an upper bound of its encoding). */
 size_t sinter_p2_item_bytes(const struct sinter_p2_branch *b);
 
-/* A retryable outcome was recorded for the branch: schedule it again after the backoff.
- * Errors: SINTER_ENOTFOUND (branch not tracked). */
+/* A retryable outcome of delivery number `attempt` was recorded for the branch: if that delivery
+ * is the one in flight (the branch is LEASED with this attempt number), schedule the branch again
+ * after the backoff. Errors: SINTER_ENOTFOUND (branch not tracked), SINTER_ESTALE (not leased, or
+ * leased with another attempt: a late or repeated report; nothing changes). */
 int sinter_p2_retry(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id,
+                    uint32_t attempt, uint64_t now);
+
+/* The replicated state recorded a retryable outcome for a branch this leader did not deliver (a
+ * report proposed by a previous leader): a WAITING or READY branch waits the backoff before its
+ * next delivery instead of going out at once. Errors: SINTER_ENOTFOUND, SINTER_ESTALE (LEASED:
+ * this leader's delivery is in flight; left alone). */
+int sinter_p2_defer(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id,
                     uint64_t now);
+
+/* The PHASE2_START asked for by a take (item .start) was not applied (the proposal failed or was
+ * lost in a leader change): forget the estimated first attempt and its deadline timer, so the
+ * next delivery of the global asks for PHASE2_START again. No-op for an unknown global. */
+void sinter_p2_start_failed(struct sinter_p2_sched *s, uint64_t xid_index);
 
 /* The branch has a phase-2 end: forget it (and its global once no branch is left). */
 void sinter_p2_branch_ended(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id);
@@ -184,6 +216,8 @@ size_t sinter_p2_count(const struct sinter_p2_sched *s);
 size_t sinter_p2_ready_count(const struct sinter_p2_sched *s);
 /* Earliest `when` of a waiting or leased branch, UINT64_MAX if none. */
 uint64_t sinter_p2_next_when(const struct sinter_p2_sched *s);
+/* Distinct resource ids of the tracked branches (queues are freed with their last branch). */
+size_t sinter_p2_resource_count(const struct sinter_p2_sched *s);
 
 #ifdef __cplusplus
 }

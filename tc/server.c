@@ -472,6 +472,12 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
                               sinter_proto_code_name(c->code),
                               sinter_global_status_name(r->status));
             }
+            if (c->code == SINTER_MSG_PHASE2_REPORT && r->rc == SINTER_OK) {
+                /* Durable: a retryable outcome may now reschedule its branch, if it answers the
+                 * delivery in flight (docs/phase2-protocol.md; the request is valid until the
+                 * reply below). */
+                sinter_tc_worker_reported(g, &sinter_transport_request_msg(c->req)->u.phase2_report);
+            }
             if (c->wait_phase2 && r->rc == SINTER_OK) {
                 /* The decision is durable; the caller asked to wait for phase 2 as well. */
                 sinter_tc_end_wait(g, c->req, c->code, c->xid, c->wait_ms);
@@ -530,7 +536,7 @@ static void on_read(void *arg, int rc, uint64_t index, sinter_raft_id leader,
 /* The roles client_id registered with on this node (0: not registered), and marks it active. */
 static unsigned reg_lookup(struct sinter_tc_server *s, uint64_t client_id)
 {
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms(); /* idle sweep: an in-memory timer */
     pthread_mutex_lock(&s->reg_mu);
     struct reg_entry *e = s->reg[mix64(client_id) % REG_BUCKETS];
     while (e != NULL && e->client_id != client_id) {
@@ -580,7 +586,7 @@ static int reg_add(struct sinter_tc_server *s, uint64_t client_id, unsigned role
     }
     if (e != NULL) {
         e->roles |= role;
-        e->last_ms = sinter_tc_wall_ms();
+        e->last_ms = sinter_tc_mono_ms();
     } else if (s->n_reg >= MAX_REGISTERED) {
         rc = SINTER_EBUSY;
     } else if ((e = calloc(1, sizeof *e)) == NULL) {
@@ -588,7 +594,7 @@ static int reg_add(struct sinter_tc_server *s, uint64_t client_id, unsigned role
     } else {
         e->client_id = client_id;
         e->roles = role;
-        e->last_ms = sinter_tc_wall_ms();
+        e->last_ms = sinter_tc_mono_ms();
         e->next = *b;
         *b = e;
         s->n_reg++;

@@ -40,7 +40,7 @@ struct tc_worker {
     struct sinter_p2_sched *sched;
     uint64_t gen;
     uint64_t term;
-    uint64_t since_ms; /* leader since (this node's wall clock) */
+    uint64_t since_ms; /* leader since (this node's monotonic clock) */
     uint64_t rng;
     bool scanning;
     uint64_t scan_after;
@@ -87,6 +87,14 @@ uint64_t sinter_tc_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t sinter_tc_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* + 1: 0 means "never" in several timers; the monotonic clock may start near 0. */
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
+}
+
 static bool in_phase2(uint32_t st)
 {
     return st >= SINTER_GS_COMMITTING && st <= SINTER_GS_TIMEOUT_ROLLBACK_RETRYING;
@@ -109,6 +117,42 @@ static void reply_error(struct sinter_transport_request *req, int rc, const char
 
 /* ---- worker proposals ------------------------------------------------------------------------ */
 
+static bool wpropose(struct tc_worker *w, enum wkind kind, struct sinter_tc_cmd *cmd,
+                     struct sinter_xid xid);
+
+/* The replicated first-attempt time of a global still in phase 2 (false: gone or not in phase 2).
+ */
+static bool phase2_first(struct tc_worker *w, uint64_t xid_index, uint64_t *first)
+{
+    struct sinter_tc_global gl;
+    if (sinter_tc_fsm_get_global(w->g->fsm, xid_index, &gl, NULL, NULL) != SINTER_OK) {
+        return false;
+    }
+    bool ok = in_phase2(gl.status);
+    *first = gl.phase2_first_ms;
+    sinter_tc_global_free(&gl);
+    return ok;
+}
+
+static void w_restart_or_set_first(struct tc_worker *w, struct sinter_xid xid)
+{
+    uint64_t first = 0;
+    if (!phase2_first(w, xid.index, &first) || !sinter_p2_has_global(w->sched, xid.index)) {
+        return;
+    }
+    if (first != 0) {
+        sinter_p2_set_first(w->sched, xid.index, first);
+        return;
+    }
+    sinter_tc_log(SINTER_TC_LOG_WARN, w->g->id, &xid,
+                  "RETRY_TIMEOUT refused: no first-attempt time recorded, proposing PHASE2_START");
+    struct sinter_tc_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = SINTER_TC_CMD_PHASE2_START;
+    c.u.x.xid = xid;
+    wpropose(w, WK_START, &c, xid);
+}
+
 static void wprop_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
                        const char *leader_url)
 {
@@ -120,7 +164,7 @@ static void wprop_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
     const struct sinter_tc_result *r = rc == SINTER_OK ? sinter_tc_last_result(g, index) : NULL;
     struct tc_worker *w = g->worker != NULL && g->worker->gen == p->gen ? g->worker : NULL;
     bool applied = r != NULL && r->rc == SINTER_OK;
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms();
     switch (p->kind) {
     case WK_TIMEOUT:
         if (w != NULL && w->timeouts_inflight > 0) {
@@ -139,6 +183,12 @@ static void wprop_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
             sinter_tc_log(SINTER_TC_LOG_WARN, p->group, &p->xid,
                           "phase-2 deadline passed: %s (kept for an operator)",
                           sinter_global_status_name(r->status));
+        } else if (w != NULL) {
+            /* Refused: the state machine's first-attempt time differs from this leader's
+             * estimate. 0 means the PHASE2_START was lost (the state machine refuses every
+             * RETRY_TIMEOUT until it has one): ask for it again; otherwise count the deadline from
+             * the replicated time. */
+            w_restart_or_set_first(w, p->xid);
         }
         break;
     case WK_GC:
@@ -161,6 +211,23 @@ static void wprop_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
         }
         break;
     case WK_START:
+        if (w != NULL) {
+            uint64_t first = 0;
+            if (phase2_first(w, p->xid.index, &first) && first != 0) {
+                /* The deadline counts from the replicated time, not this leader's estimate. */
+                sinter_p2_set_first(w->sched, p->xid.index, first);
+            } else if (!applied) {
+                /* Not durable (proposal failed, lost in a leader change, refused): forget the
+                 * estimate so the next delivery asks again; otherwise the global would have no
+                 * deadline at all (RETRY_TIMEOUT is refused while the state has no time). */
+                sinter_tc_log(SINTER_TC_LOG_WARN, p->group, &p->xid,
+                              "PHASE2_START not applied (%s): asked again at the next delivery",
+                              sinter_errname(rc != SINTER_OK ? rc
+                                             : r != NULL     ? r->rc
+                                                             : rc));
+                sinter_p2_start_failed(w->sched, p->xid.index);
+            }
+        }
         break;
     }
     free(p);
@@ -227,7 +294,7 @@ void sinter_tc_end_wait(struct tc_group *g, struct sinter_transport_request *req
     } else if (wait_ms > SINTER_TC_END_WAIT_MAX_MS) {
         wait_ms = SINTER_TC_END_WAIT_MAX_MS;
     }
-    ew->deadline = sinter_tc_wall_ms() + wait_ms;
+    ew->deadline = sinter_tc_mono_ms() + wait_ms;
     size_t b = (size_t)(xid.index % END_BUCKETS);
     ew->next = g->end_waiters[b];
     g->end_waiters[b] = ew;
@@ -327,8 +394,8 @@ static bool poll_try(struct sinter_tc_server *s, struct tc_poll_waiter *pw, uint
         if (w == NULL || sinter_p2_ready_count(w->sched) == 0) {
             continue;
         }
-        size_t got = sinter_p2_take(w->sched, now, res, lens, p->n_resources, items + k,
-                                    pw->max_items - k, &bytes, POLL_MAX_BYTES);
+        size_t got = sinter_p2_take(w->sched, now, sinter_tc_wall_ms(), res, lens, p->n_resources,
+                                    items + k, pw->max_items - k, &bytes, POLL_MAX_BYTES);
         for (size_t j = k; j < k + got; j++) {
             const struct sinter_p2_branch *b = items[j].b;
             struct sinter_proto_phase2_item *it = &r->u.phase2_poll_result.items[j];
@@ -395,7 +462,7 @@ static void poll_on_loop(void *arg, int rc, uint64_t index, sinter_raft_id leade
         return;
     }
     /* Any other rc (group 0's store failed) still runs on the loop: serve from the others. */
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms();
     pw->deadline = now + pw->wait_ms;
     if (poll_try(s, pw, now, false)) {
         free(pw);
@@ -510,7 +577,7 @@ static void advance(struct tc_worker *w, uint64_t now)
     memset(&ev, 0, sizeof ev);
     ev.deadline = dl;
     ev.deadline_cap = DEADLINE_CAP;
-    sinter_p2_advance(w->sched, now, &ev);
+    sinter_p2_advance(w->sched, now, sinter_tc_wall_ms(), &ev);
     if (ev.lease_expired > 0) {
         atomic_fetch_add_explicit(&s->metrics.phase2_lease_expired, ev.lease_expired,
                                   memory_order_relaxed);
@@ -540,7 +607,7 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
     if (w == NULL && g->n_end_waiters == 0) {
         return;
     }
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms();
     bool touched = false;
     for (size_t i = 0; i < n; i++) {
         const struct sinter_tc_result *ri = &r[i];
@@ -555,7 +622,9 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
             if (w != NULL && sinter_p2_has_global(w->sched, ri->xid.index)) {
                 uint64_t d = sinter_p2_decided_ms(w->sched, ri->xid.index);
                 if (d != 0) {
-                    sinter_tc_hist_observe(&g->srv->metrics.phase2_latency, now > d ? now - d : 0);
+                    uint64_t wall = sinter_tc_wall_ms(); /* decided_ms is replicated wall time */
+                    sinter_tc_hist_observe(&g->srv->metrics.phase2_latency,
+                                           wall > d ? wall - d : 0);
                 }
                 sinter_p2_global_ended(w->sched, ri->xid.index);
             }
@@ -570,14 +639,19 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
         }
         switch (c.type) {
         case SINTER_TC_CMD_BRANCH_RESULT:
-            if (!sinter_p2_has_global(w->sched, ri->xid.index)) {
-                touched = track_global(w, ri->xid.index, now) || touched;
-            } else if (!sinter_tc_branch_needs_phase2(c.u.result.outcome)) {
+            if (!sinter_tc_branch_needs_phase2(c.u.result.outcome)) {
+                /* A terminal outcome ends the branch whichever delivery it answers. */
                 sinter_p2_branch_ended(w->sched, ri->xid.index, c.u.result.branch_id);
-            } else if (sinter_p2_retry(w->sched, ri->xid.index, c.u.result.branch_id, now) ==
-                       SINTER_OK) {
-                atomic_fetch_add_explicit(&g->srv->metrics.phase2_retries, 1, memory_order_relaxed);
+            } else if (!sinter_p2_has_global(w->sched, ri->xid.index)) {
+                /* A retryable outcome of a previous leader's delivery for a global this leader
+                 * has not loaded yet: load it, and let the branch wait the backoff rather than go
+                 * out again at once. */
+                touched = track_global(w, ri->xid.index, now) || touched;
+                sinter_p2_defer(w->sched, ri->xid.index, c.u.result.branch_id, now);
             }
+            /* A retryable outcome of a tracked branch only reschedules it if it answers the
+             * delivery in flight: sinter_tc_worker_reported, with the report's attempt number,
+             * once the proposal completes on this node. */
             break;
         case SINTER_TC_CMD_DECIDE:
         case SINTER_TC_CMD_REDRIVE:
@@ -590,6 +664,24 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
     }
     if (touched) {
         advance(w, now);
+    }
+}
+
+void sinter_tc_worker_reported(struct tc_group *g, const struct sinter_proto_phase2_report *p)
+{
+    struct tc_worker *w = g->worker;
+    if (w == NULL || !sinter_tc_branch_needs_phase2(p->outcome.branch_status)) {
+        return; /* terminal outcomes ended the branch when applied */
+    }
+    uint64_t now = sinter_tc_mono_ms();
+    int rc = sinter_p2_retry(w->sched, p->outcome.xid.index, p->outcome.branch_id, p->attempt, now);
+    if (rc == SINTER_OK) {
+        atomic_fetch_add_explicit(&g->srv->metrics.phase2_retries, 1, memory_order_relaxed);
+    } else if (rc == SINTER_ESTALE) {
+        sinter_tc_log(SINTER_TC_LOG_DEBUG, g->id, &p->outcome.xid,
+                      "retryable report of branch %" PRIu64
+                      " attempt %u is not the delivery in flight: recorded only",
+                      p->outcome.branch_id, p->attempt);
     }
 }
 
@@ -617,12 +709,13 @@ static void worker_start(struct tc_group *g, uint64_t term)
     if (w == NULL) {
         return;
     }
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms();
     w->g = g;
     w->gen = ++g->worker_gen;
     w->term = term;
     w->since_ms = now;
-    w->rng = (now ^ (cfg->node_id << 32) ^ ((uint64_t)g->id << 16) ^ w->gen) | 1u;
+    w->rng =
+        (sinter_tc_wall_ms() ^ now ^ (cfg->node_id << 32) ^ ((uint64_t)g->id << 16) ^ w->gen) | 1u;
     w->scanning = true; /* rebuild from the replicated state: every pending branch due now */
     w->next_gc_ms = now + cfg->gc_interval_ms;
     struct sinter_p2_cfg pc = {cfg->retry_initial_ms, cfg->retry_max_ms, cfg->phase2_lease_ms,
@@ -638,10 +731,44 @@ static void worker_start(struct tc_group *g, uint64_t term)
                   term, cfg->max_clock_skew_ms);
 }
 
+/* Answers g's parked WAIT_PHASE2 replies with rc (the group stopped: nothing will end them). */
+static void end_fail_all(struct tc_group *g, int rc)
+{
+    for (size_t b = 0; b < END_BUCKETS && g->n_end_waiters > 0; b++) {
+        while (g->end_waiters[b] != NULL) {
+            struct tc_end_waiter *ew = g->end_waiters[b];
+            g->end_waiters[b] = ew->next;
+            g->n_end_waiters--;
+            reply_error(ew->req, rc, "raft group stopped on this node");
+            free(ew);
+        }
+    }
+}
+
+/* Completion of the probe sent when g stopped leading: a failed group completes every request
+ * with its store error (sinter/raft_host.h), a healthy one with SINTER_OK (nothing to do: its
+ * waiters wake on apply, as on any follower). */
+static void group_probe_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
+                             const char *leader_url)
+{
+    (void)index;
+    (void)leader;
+    (void)leader_url;
+    struct tc_group *g = arg;
+    if (rc != SINTER_OK && rc != SINTER_ESHUTDOWN) {
+        worker_drop(g);
+        end_fail_all(g, rc);
+    }
+}
+
 void sinter_tc_worker_role(struct tc_group *g, uint32_t role, uint64_t term)
 {
     if (role != SINTER_RAFT_LEADER) {
         worker_drop(g);
+        if (g->n_end_waiters > 0 &&
+            sinter_raft_host_call(g->srv->host, g->id, group_probe_done, g) != SINTER_OK) {
+            /* Stopping: sinter_tc_workers_shutdown answers them. */
+        }
         return;
     }
     if (g->worker != NULL && g->worker->term == term) {
@@ -686,14 +813,16 @@ static void timeout_step(struct tc_worker *w, uint64_t now)
 {
     const struct sinter_tc_config *cfg = w->g->srv->cfg;
     uint64_t skew = cfg->max_clock_skew_ms;
+    uint64_t led = now - w->since_ms;    /* monotonic: a wall-clock step cannot shorten it */
+    uint64_t wall = sinter_tc_wall_ms(); /* compared with replicated begin times */
     if (w->timeouts_inflight > 0 || now < w->next_timeout_ms ||
-        !sinter_p2_timeout_due(0, 0, skew, w->since_ms, now)) {
+        !sinter_p2_timeout_due(0, 0, skew, led, wall)) {
         return;
     }
     uint64_t ids[TIMEOUT_PAGE];
     size_t n = 0;
-    if (now <= skew ||
-        sinter_tc_fsm_list_timed_out(w->g->fsm, now - skew, ids, TIMEOUT_PAGE, &n) != SINTER_OK) {
+    if (wall <= skew ||
+        sinter_tc_fsm_list_timed_out(w->g->fsm, wall - skew, ids, TIMEOUT_PAGE, &n) != SINTER_OK) {
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -702,7 +831,7 @@ static void timeout_step(struct tc_worker *w, uint64_t now)
             continue;
         }
         bool due = gl.status == SINTER_GS_BEGIN &&
-                   sinter_p2_timeout_due(gl.begin_ms, gl.timeout_ms, skew, w->since_ms, now);
+                   sinter_p2_timeout_due(gl.begin_ms, gl.timeout_ms, skew, led, wall);
         struct sinter_xid x = gl.xid;
         sinter_tc_global_free(&gl);
         if (!due) {
@@ -726,17 +855,18 @@ static void gc_step(struct tc_worker *w, uint64_t now)
     if (w->gc_inflight || now < w->next_gc_ms) {
         return;
     }
-    if (now <= cfg->retention_ms) {
+    uint64_t wall = sinter_tc_wall_ms(); /* cutoffs compare with replicated times */
+    if (wall <= cfg->retention_ms) {
         w->next_gc_ms = now + cfg->gc_interval_ms;
         return;
     }
     struct sinter_tc_cmd c;
     memset(&c, 0, sizeof c);
     c.type = SINTER_TC_CMD_GC;
-    c.u.gc.global_cutoff_ms = now - cfg->retention_ms;
-    c.u.gc.session_cutoff_ms = now - cfg->retention_ms;
+    c.u.gc.global_cutoff_ms = wall - cfg->retention_ms;
+    c.u.gc.session_cutoff_ms = wall - cfg->retention_ms;
     /* Client rows outlive their answers (the decoder insists): client_retention >= retention. */
-    c.u.gc.client_cutoff_ms = now > cfg->client_retention_ms ? now - cfg->client_retention_ms : 0;
+    c.u.gc.client_cutoff_ms = wall > cfg->client_retention_ms ? wall - cfg->client_retention_ms : 0;
     c.u.gc.max_items = GC_BATCH;
     if (wpropose(w, WK_GC, &c, (struct sinter_xid){0, 0})) {
         w->gc_inflight = true;
@@ -747,6 +877,13 @@ static void gc_step(struct tc_worker *w, uint64_t now)
 
 static void server_tick(struct sinter_tc_server *s, uint64_t now)
 {
+    /* WAIT_PHASE2 expiry for every group here, not in the group's own tick: a group whose store
+     * failed gets no more ticks, and its waiters must still be answered. */
+    for (uint32_t i = 0; i < s->cfg->groups; i++) {
+        if (s->groups[i].n_end_waiters > 0) {
+            end_expire(&s->groups[i], now);
+        }
+    }
     struct tc_poll_waiter *pw = s->polls;
     while (pw != NULL) {
         struct tc_poll_waiter *next = pw->next;
@@ -762,15 +899,12 @@ static void server_tick(struct sinter_tc_server *s, uint64_t now)
 void sinter_tc_worker_tick(struct tc_group *g)
 {
     struct sinter_tc_server *s = g->srv;
-    uint64_t now = sinter_tc_wall_ms();
+    uint64_t now = sinter_tc_mono_ms();
     /* on_tick runs per group; the node-wide part once per tick round (whichever group's tick
      * comes first, so a failed group 0 does not stop it). */
     if (now >= s->last_server_tick_ms + s->cfg->tick_ms / 2 || now < s->last_server_tick_ms) {
         s->last_server_tick_ms = now;
         server_tick(s, now);
-    }
-    if (g->n_end_waiters > 0) {
-        end_expire(g, now);
     }
     if (g->worker == NULL) {
         if (g->role == SINTER_RAFT_LEADER) {

@@ -35,13 +35,28 @@
 /* Phase2Poll wait_ms is clamped to 1..this (docs/phase2-protocol.md). */
 #define SINTER_TC_POLL_WAIT_MAX_MS 30000u
 
-/* Wall clock in ms (CLOCK_REALTIME): what the leader stamps into commands. Any thread. */
+/* Wall clock in ms (CLOCK_REALTIME): what the leader stamps into commands, and what is compared
+ * with replicated times (timeouts, retention cutoffs, the phase-2 deadline). Any thread. */
 uint64_t sinter_tc_wall_ms(void);
+
+/* Monotonic clock in ms (CLOCK_MONOTONIC, never 0): every in-memory timer (leases, backoff,
+ * Phase2Poll and WAIT_PHASE2 deadlines, "led for max_clock_skew_ms", GC and scan periods, the
+ * registry's idle sweep), so an NTP step neither expires them all at once nor freezes them.
+ * Any thread. */
+uint64_t sinter_tc_mono_ms(void);
 
 /* The host reported a role for g (loop thread): starts g's workers when this node became leader
  * (or leader of a new term), drops them otherwise. Failure to start (ENOMEM) is logged and
- * retried on the next tick. */
+ * retried on the next tick. A group whose store or apply failed is reported as a follower
+ * (sinter/raft_host.h): its workers stop, and its parked WAIT_PHASE2 replies are answered with
+ * the group's error (found with a sinter_raft_host_call, which fails with it). */
 void sinter_tc_worker_role(struct tc_group *g, uint32_t role, uint64_t term);
+
+/* A Phase2Report proposed on this node was applied (loop thread, from the proposal's
+ * completion): a retryable outcome reschedules its branch only when it answers the delivery in
+ * flight (attempt matches the leased branch's); a late or repeated report changes nothing here
+ * (the state machine recorded it). Reads p. */
+void sinter_tc_worker_reported(struct tc_group *g, const struct sinter_proto_phase2_report *p);
 
 /* The fsm applied entries e[0..n) with results r[0..n) (loop thread, every replica): wakes parked
  * WAIT_PHASE2 replies whose global ended, and on the leader feeds the phase-2 scheduler and hands

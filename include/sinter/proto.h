@@ -282,6 +282,10 @@ struct sinter_proto_phase2_poll_result {
 struct sinter_proto_phase2_report {
     uint16_t phase; /* SINTER_MSG_BRANCH_COMMIT or SINTER_MSG_BRANCH_ROLLBACK */
     struct sinter_proto_branch_outcome outcome;
+    /* The answered item's work.attempt (1, 2, ...): the leader reschedules a retryable outcome
+     * only if it answers the delivery in flight, so a late report of an expired lease cannot
+     * start a second delivery. 0 = not tied to a delivery (the outcome is recorded only). */
+    uint32_t attempt;
 };
 
 /* 206 ClusterMetaResult */

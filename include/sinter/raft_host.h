@@ -90,7 +90,10 @@ struct sinter_raft_host_sm {
      * leader is installed. An error stops the group. Required if snapshots are used. */
     int (*snapshot_load)(void *arg, uint32_t group, uint64_t index,
                          struct sinter_raft_host_snap_reader *r);
-    /* Role, leader or term changed. Optional. */
+    /* Role, leader or term changed. Optional. Also called once with SINTER_RAFT_FOLLOWER and
+     * leader 0 when the group stops on a store or apply error (it does nothing as a replica from
+     * then on, so nothing leader-only may go on above it); every request to the group completes
+     * with that error afterwards (sinter_raft_host_call is the way to learn it). */
     void (*on_role)(void *arg, uint32_t group, uint32_t role, sinter_raft_id leader, uint64_t term);
     /* Called once per tick round (every tick_ms) for every running group, after the group's
      * core ticked, on the loop thread: the place for periodic work that must read the state

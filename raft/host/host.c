@@ -313,6 +313,12 @@ static void group_fail(struct group *g, int rc, const char *what)
     snprintf(g->errmsg, sizeof g->errmsg, "%s: %s", what, sinter_strerror(rc));
     hlog(g->h, 0, g->id, "group stopped: %s (%s)", g->errmsg, sinter_errname(rc));
     fail_pending(g, rc);
+    /* Leader-only work above this host (delivery, timers) must stop too (raft_host.h on_role). */
+    g->role = SINTER_RAFT_FOLLOWER;
+    g->leader = 0;
+    if (g->sm.on_role != NULL) {
+        g->sm.on_role(g->sm.arg, g->id, SINTER_RAFT_FOLLOWER, 0, g->term);
+    }
 }
 
 static void pending_add(struct group *g, uint64_t index, uint64_t term, uint64_t deadline,

@@ -253,6 +253,7 @@ void proto_sample(size_t i, struct sinter_proto_msg *m)
         m->u.phase2_report.outcome.xid = (struct sinter_xid){5, 6};
         m->u.phase2_report.outcome.branch_id = 7;
         m->u.phase2_report.outcome.branch_status = SINTER_BS_PHASE2_ROLLBACKED;
+        m->u.phase2_report.attempt = 3;
         break;
     case 36:
         rep(m, SINTER_MSG_PHASE2_REPORT_RESULT, rid, SINTER_OK, "");

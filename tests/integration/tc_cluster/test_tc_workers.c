@@ -470,7 +470,8 @@ static uint32_t rm_outcome(const struct sinter_proto_phase2_item *it)
     return done;
 }
 
-static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch, uint32_t status)
+static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch, uint32_t status,
+                     uint32_t attempt)
 {
     struct sinter_proto_msg m;
     req_init(&m, SINTER_MSG_PHASE2_REPORT, g_rm, 0);
@@ -478,6 +479,7 @@ static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch
     m.u.phase2_report.outcome.xid = x;
     m.u.phase2_report.outcome.branch_id = branch;
     m.u.phase2_report.outcome.branch_status = status;
+    m.u.phase2_report.attempt = attempt; /* the answered delivery (docs/phase2-protocol.md) */
     struct sinter_transport_reply_msg *r = NULL;
     int rc = rm_call(i, &m, 5000, &r);
     if (rc == SINTER_OK) {
@@ -539,7 +541,8 @@ static void *rm_thread(void *arg)
             if (out == 0) {
                 continue;
             }
-            int rc = rm_report(i, it->code, it->work.xid, it->work.branch_id, out);
+            int rc =
+                rm_report(i, it->code, it->work.xid, it->work.branch_id, out, it->work.attempt);
             /* Not-leader: dropped, the new leader redelivers (the contract). */
             if (rc != SINTER_OK && rc != SINTER_ENOTLEADER && rc != SINTER_ETIMEOUT &&
                 rc != SINTER_ETRANSPORT && rc != SINTER_ESHUTDOWN) {
@@ -699,13 +702,14 @@ static void tc_workers(void **state)
     /* Duplicate report of a recorded end: OK; wrong side for the phase: EINVAL. */
     int ld = leader_of(xc);
     rm_register(ld);
-    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_COMMITTED),
+    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_COMMITTED, 1),
                      SINTER_OK);
-    assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_ROLLBACKED),
-                     SINTER_EINVAL);
+    assert_int_equal(
+        rm_report(ld, SINTER_MSG_BRANCH_COMMIT, xc, b1, SINTER_BS_PHASE2_ROLLBACKED, 1),
+        SINTER_EINVAL);
     assert_int_equal(rm_report(ld, SINTER_MSG_BRANCH_COMMIT,
                                (struct sinter_xid){xc.group, xc.index + 99999}, 1,
-                               SINTER_BS_PHASE2_COMMITTED),
+                               SINTER_BS_PHASE2_COMMITTED, 1),
                      SINTER_ENOTFOUND);
 
     /* 2. Rollback with two branches: Rollbacked, only rollback deliveries. */
@@ -762,8 +766,20 @@ static void tc_workers(void **state)
 
     /* 7. Timeout rollback: a Begin global past its timeout is rolled back (its branch gets a
      * rollback delivery) and a late register is refused. */
+    uint64_t t_begin = sinter_test_now_ms();
     struct sinter_xid xt = begin_timeout(++g_seq, 1500, NULL);
     assert_int_equal(register_branch_seq(xt, "ok-a", ++g_seq, &b1), SINTER_OK);
+    /* Lower bound: begin_ms >= t_begin, and the leader decides only past begin + timeout + skew
+     * (1500 + 200): any status read that completed before t_begin + 1700 must still be Begin. */
+    for (;;) {
+        uint32_t early = global_status(xt);
+        uint64_t t_after = sinter_test_now_ms();
+        if (t_after >= t_begin + 1500 + 200) {
+            break;
+        }
+        assert_int_equal(early, SINTER_GS_BEGIN);
+        sinter_test_sleep_ms(50);
+    }
     assert_int_equal(wait_status(xt, SINTER_GS_TIMEOUT_ROLLBACKED), SINTER_GS_TIMEOUT_ROLLBACKED);
     assert_int_equal(register_branch_seq(xt, "ok-b", ++g_seq, &bx), SINTER_ESTATE);
     deliveries(xt, b1, &att, &codes, NULL);
@@ -849,6 +865,44 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Review item 6: a retry deadline so large that first attempt + deadline would wrap is refused at
+ * start, with the key named (exit 2, nothing served). */
+static void huge_retry_deadline_refused(void **state)
+{
+    (void)state;
+    const char *keys[] = {"max_commit_retry_ms", "max_rollback_retry_ms"};
+    for (int k = 0; k < 2; k++) {
+        char ini[300], dir[300];
+        snprintf(ini, sizeof ini, "%s/huge.ini", g_tmp);
+        snprintf(dir, sizeof dir, "%s/huge", g_tmp);
+        FILE *f = fopen(ini, "w");
+        assert_non_null(f);
+        fprintf(f, "[tc]\nsecret = s3cret-s3cret-s3cret\n%s = 18446744073709551615\n", keys[k]);
+        fclose(f);
+        char *argv[] = {(char *)g_bin,
+                        "--config",
+                        ini,
+                        "--id",
+                        "1",
+                        "--raft-listen",
+                        "tcp://127.0.0.1:1",
+                        "--client-listen",
+                        "tcp://127.0.0.1:4",
+                        "--data-dir",
+                        dir,
+                        "--peer",
+                        "2=tcp://127.0.0.1:2,tcp://127.0.0.1:3",
+                        NULL};
+        struct sinter_test_output o;
+        assert_int_equal(sinter_test_run(argv, NULL, NULL, 30000, &o), 0);
+        if (o.exit_code != 2 || strstr(o.err, keys[k]) == NULL) {
+            fail_msg("%s = UINT64_MAX: exit %d (want 2), stderr should name the key:\n%s", keys[k],
+                     o.exit_code, o.err);
+        }
+        sinter_test_output_free(&o);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -863,6 +917,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(huge_retry_deadline_refused),
         cmocka_unit_test_teardown(tc_workers, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

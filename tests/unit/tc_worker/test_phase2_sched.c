@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,7 +76,7 @@ static struct sinter_p2_events advance(struct sinter_p2_sched *s, uint64_t now,
     memset(&ev, 0, sizeof ev);
     ev.deadline = dl;
     ev.deadline_cap = cap;
-    sinter_p2_advance(s, now, &ev);
+    sinter_p2_advance(s, now, now, &ev); /* both clocks at the same reading */
     return ev;
 }
 
@@ -85,7 +86,7 @@ static size_t take1(struct sinter_p2_sched *s, uint64_t now, const char *res,
     const char *r[1] = {res};
     uint32_t l[1] = {(uint32_t)strlen(res)};
     size_t bytes = 0;
-    return sinter_p2_take(s, now, r, l, 1, out, max, &bytes, 1u << 20);
+    return sinter_p2_take(s, now, now, r, l, 1, out, max, &bytes, 1u << 20);
 }
 
 static void backoff_bounds(void **state)
@@ -115,14 +116,17 @@ static void backoff_bounds(void **state)
 static void timeout_skew_rule(void **state)
 {
     (void)state;
-    /* begin 10000, timeout 1000, skew 500: due only after 11500, and only for a leader that has
-     * led for 500 ms. */
-    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 0, 11001));
-    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 0, 11500));
-    assert_true(sinter_p2_timeout_due(10000, 1000, 500, 0, 11501));
-    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 11200, 11600)); /* new leader waits */
-    assert_true(sinter_p2_timeout_due(10000, 1000, 500, 11200, 11700));
-    assert_true(sinter_p2_timeout_due(10000, 1000, 0, 11000, 11001)); /* no skew: plain rule */
+    /* begin 10000, timeout 1000, skew 500: due only after 11500 (wall), and only for a leader
+     * that has led for 500 ms (monotonic). */
+    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 5000, 11001));
+    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 5000, 11500));
+    assert_true(sinter_p2_timeout_due(10000, 1000, 500, 5000, 11501));
+    assert_false(sinter_p2_timeout_due(10000, 1000, 500, 400, 11600)); /* new leader waits */
+    assert_true(sinter_p2_timeout_due(10000, 1000, 500, 500, 11700));
+    assert_true(sinter_p2_timeout_due(10000, 1000, 0, 1, 11001)); /* no skew: plain rule */
+    /* Huge configured values saturate instead of wrapping to "due now". */
+    assert_false(sinter_p2_timeout_due(10000, UINT64_MAX - 5000, 500, 5000, UINT64_MAX - 1));
+    assert_false(sinter_p2_timeout_due(10000, 1000, UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - 1));
 }
 
 static void one_delivery_in_flight(void **state)
@@ -204,14 +208,14 @@ static void retryable_outcome_backs_off(void **state)
     advance(s, 0, NULL, 0);
     struct sinter_p2_take_item it[2];
     assert_int_equal(take1(s, 0, "acct-a", it, 2), 1);
-    assert_int_equal(sinter_p2_retry(s, 30, 99, 10), SINTER_ENOTFOUND);
-    assert_int_equal(sinter_p2_retry(s, 30, 31, 10), SINTER_OK); /* draw 0 -> floor 50 */
+    assert_int_equal(sinter_p2_retry(s, 30, 99, 1, 10), SINTER_ENOTFOUND);
+    assert_int_equal(sinter_p2_retry(s, 30, 31, 1, 10), SINTER_OK); /* draw 0 -> floor 50 */
     assert_int_equal(sinter_p2_next_when(s), 60);
     advance(s, 60, NULL, 0);
     assert_int_equal(take1(s, 60, "acct-a", it, 2), 1);
     assert_int_equal(it[0].b->attempt, 2);
     /* attempt 2: cap 200; the draw (1000000 % 201 = 25) is raised to the floor 50 */
-    assert_int_equal(sinter_p2_retry(s, 30, 31, 100), SINTER_OK);
+    assert_int_equal(sinter_p2_retry(s, 30, 31, 2, 100), SINTER_OK);
     uint64_t when = sinter_p2_next_when(s);
     assert_true(when >= 150 && when <= 300);
     sinter_p2_sched_free(s);
@@ -312,17 +316,17 @@ static void byte_budget_and_order(void **state)
     struct sinter_p2_take_item it[8];
     size_t bytes = 0;
     /* Room for two items: acct-b's first (the poll's order), then acct-a's oldest. */
-    assert_int_equal(sinter_p2_take(s, 0, r, l, 2, it, 8, &bytes, 2 * one), 2);
+    assert_int_equal(sinter_p2_take(s, 0, 0, r, l, 2, it, 8, &bytes, 2 * one), 2);
     assert_int_equal(it[0].b->xid.index, 300);
     assert_int_equal(it[1].b->xid.index, 101);
     assert_int_equal(bytes, 2 * one);
     /* A budget smaller than one item still hands out one (a frame always holds one). */
     bytes = 0;
-    assert_int_equal(sinter_p2_take(s, 0, r, l, 2, it, 8, &bytes, 1), 1);
+    assert_int_equal(sinter_p2_take(s, 0, 0, r, l, 2, it, 8, &bytes, 1), 1);
     assert_int_equal(it[0].b->xid.index, 102);
     assert_int_equal(sinter_p2_ready_count(s), 3);
     bytes = 0;
-    assert_int_equal(sinter_p2_take(s, 0, r, l, 2, it, 2, &bytes, 1u << 20), 2); /* max */
+    assert_int_equal(sinter_p2_take(s, 0, 0, r, l, 2, it, 2, &bytes, 1u << 20), 2); /* max */
     sinter_p2_sched_free(s);
 }
 
@@ -358,7 +362,7 @@ static void many_branches(void **state)
     size_t total = 0, starts = 0;
     for (;;) {
         size_t bytes = 0;
-        size_t n = sinter_p2_take(s, 3000, r, l, 3, it, 64, &bytes, 1u << 20);
+        size_t n = sinter_p2_take(s, 3000, 3000, r, l, 3, it, 64, &bytes, 1u << 20);
         if (n == 0) {
             break;
         }
@@ -377,6 +381,248 @@ static void many_branches(void **state)
     sinter_p2_sched_free(s);
 }
 
+/* Review item 1: RM A hangs, its lease expires, RM B gets attempt 2; A's late retryable report
+ * (attempt 1) must not put the branch back in the queue while B's lease runs, and a duplicate of
+ * B's report must not restart the backoff. */
+static void stale_report_keeps_the_lease(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_cfg cfg = CFG;
+    cfg.lease_ms = 10000;
+    cfg.max_commit_retry_ms = 3600000;
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &cfg, script_rand, &sc), SINTER_OK);
+    add(s, info(10, 11, "acct-a", true), 0);
+    advance(s, 0, NULL, 0);
+    struct sinter_p2_take_item it[2];
+    assert_int_equal(take1(s, 0, "acct-a", it, 2), 1); /* A: attempt 1 */
+    advance(s, 10000, NULL, 0);                        /* lease expired: backoff 50 */
+    advance(s, 10050, NULL, 0);
+    assert_int_equal(take1(s, 10050, "acct-a", it, 2), 1); /* B: attempt 2, lease to 20050 */
+    assert_int_equal(it[0].b->attempt, 2);
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 1, 12000), SINTER_ESTALE); /* A, late */
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 0, 12000), SINTER_ESTALE); /* no attempt */
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 3, 12000), SINTER_ESTALE); /* not handed out */
+    const struct sinter_p2_branch *b = sinter_p2_find(s, 10, 11);
+    assert_int_equal(b->state, SINTER_P2_LEASED);
+    assert_int_equal(b->when, 20050);
+    for (uint64_t t = 12000; t < 20050; t += 50) {
+        advance(s, t, NULL, 0);
+        assert_int_equal(take1(s, t, "acct-a", it, 2), 0); /* no C while B holds the lease */
+    }
+    /* B's own retryable report reschedules; its duplicate changes nothing. */
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 2, 20000), SINTER_OK);
+    assert_int_equal(b->state, SINTER_P2_WAITING);
+    uint64_t when = b->when;
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 2, 20040), SINTER_ESTALE);
+    assert_int_equal(b->when, when);
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 2: the RM dies after the first delivery and no poller ever comes back: the global
+ * still reaches its deadline (asked within retry_initial of it), and a poller that returns later
+ * gets nothing of it. */
+static void deadline_without_pollers(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
+    add(s, info(10, 11, "acct-a", true), 0);
+    add(s, info(10, 12, "acct-b", true), 0); /* never polled for at all */
+    advance(s, 0, NULL, 0);
+    struct sinter_p2_take_item it[2];
+    assert_int_equal(take1(s, 0, "acct-a", it, 2), 1);
+    assert_true(it[0].start);
+    struct sinter_p2_deadline dl[4];
+    uint64_t first_ask = 0;
+    size_t asks = 0;
+    for (uint64_t t = 0; t <= 100000; t += 20) {
+        struct sinter_p2_events ev = advance(s, t, dl, 4);
+        if (ev.n_deadline > 0) {
+            assert_int_equal(ev.n_deadline, 1); /* once per global, not per branch */
+            assert_int_equal(dl[0].xid.index, 10);
+            assert_true(dl[0].commit);
+            first_ask = first_ask ? first_ask : t;
+            asks++;
+        }
+    }
+    assert_true(first_ask > 5000 && first_ask <= 5000 + 20);
+    assert_true(asks >= 2 && asks <= (100000 - 5000) / 100 + 1); /* re-asked, rate-limited */
+    assert_int_equal(take1(s, 100000, "acct-a", it, 2), 0);
+    assert_int_equal(take1(s, 100000, "acct-b", it, 2), 0);
+    /* A branch queued before the deadline is not handed out after it either. */
+    add(s, info(20, 21, "acct-c", true), 100000);
+    advance(s, 100000, NULL, 0);
+    assert_int_equal(take1(s, 100000, "acct-c", it, 2), 1); /* first attempt of 20 at 100000 */
+    advance(s, 100500, NULL, 0);                            /* lease expiry */
+    advance(s, 100550, NULL, 0);                            /* ready again */
+    assert_int_equal(sinter_p2_ready_count(s), 1);
+    assert_int_equal(take1(s, 105001, "acct-c", it, 2), 0); /* past 100000 + 5000 */
+    assert_int_equal(sinter_p2_ready_count(s), 0);
+    struct sinter_p2_events ev = advance(s, 105002, dl, 4);
+    assert_true(ev.n_deadline >= 1);
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 4: a PHASE2_START that was not applied is asked for again by the next delivery,
+ * and until then the global has no deadline of its own. */
+static void lost_start_is_asked_again(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
+    add(s, info(10, 11, "acct-a", true), 0);
+    advance(s, 0, NULL, 0);
+    struct sinter_p2_take_item it[2];
+    assert_int_equal(take1(s, 0, "acct-a", it, 2), 1);
+    assert_true(it[0].start);
+    sinter_p2_start_failed(s, 10);
+    assert_int_equal(sinter_p2_retry(s, 10, 11, 1, 100), SINTER_OK);
+    advance(s, 150, NULL, 0);
+    assert_int_equal(take1(s, 150, "acct-a", it, 2), 1);
+    assert_true(it[0].start); /* asked again */
+    assert_int_equal(it[0].b->attempt, 2);
+    /* The deadline now counts from 150; the replicated time (set_first) overrides it. */
+    sinter_p2_set_first(s, 10, 1000);
+    struct sinter_p2_deadline dl[2];
+    assert_int_equal(advance(s, 5200, dl, 2).n_deadline, 0);
+    assert_int_equal(advance(s, 6001, dl, 2).n_deadline, 1);
+    sinter_p2_start_failed(s, 99); /* unknown: no-op */
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 5: leases and backoff run on `now` (monotonic); only the deadline reads `wall`. A
+ * wall-clock step forward expires no lease; a step back does not freeze redelivery. */
+static void clocks_are_split(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
+    add(s, info(10, 11, "acct-a", true), 0);
+    struct sinter_p2_events ev;
+    memset(&ev, 0, sizeof ev);
+    sinter_p2_advance(s, 0, 1000000, &ev);
+    const char *r[1] = {"acct-a"};
+    uint32_t l[1] = {6};
+    struct sinter_p2_take_item it[1];
+    size_t bytes = 0;
+    assert_int_equal(sinter_p2_take(s, 0, 1000000, r, l, 1, it, 1, &bytes, 1u << 20), 1);
+    /* Wall jumps an hour ahead (past this config's 5 s deadline) while monotonic time stands
+     * still: the lease is intact, only the deadline notices. */
+    struct sinter_p2_deadline dl[1];
+    memset(&ev, 0, sizeof ev);
+    ev.deadline = dl;
+    ev.deadline_cap = 1;
+    sinter_p2_advance(s, 10, 1000000 + 3600000, &ev);
+    assert_int_equal(ev.lease_expired, 0);
+    assert_int_equal(ev.n_deadline, 1);
+    assert_int_equal(sinter_p2_find(s, 10, 11)->state, SINTER_P2_LEASED);
+    sinter_p2_global_ended(s, 10);
+    /* Wall steps back a day: the lease still expires on monotonic time and the retry comes. */
+    add(s, info(20, 21, "acct-a", true), 100);
+    memset(&ev, 0, sizeof ev);
+    sinter_p2_advance(s, 100, 200000000, &ev);
+    bytes = 0;
+    assert_int_equal(sinter_p2_take(s, 100, 200000000, r, l, 1, it, 1, &bytes, 1u << 20), 1);
+    memset(&ev, 0, sizeof ev);
+    sinter_p2_advance(s, 600, 200000000 - 86400000, &ev);
+    assert_int_equal(ev.lease_expired, 1);
+    memset(&ev, 0, sizeof ev);
+    sinter_p2_advance(s, 650, 200000000 - 86400000, &ev);
+    assert_int_equal(ev.ready, 1);
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 6: a huge max retry neither wraps the deadline to "passed" nor overflows a lease. */
+static void huge_config_saturates(void **state)
+{
+    (void)state;
+    struct script sc = {{UINT64_MAX - 3}, 1, 0};
+    struct sinter_p2_cfg cfg = {1, UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &cfg, script_rand, &sc), SINTER_OK);
+    struct sinter_p2_branch_info i = info(10, 11, "acct-a", true);
+    i.phase2_first_ms = 1700000000000ull;
+    add(s, i, 5);
+    struct sinter_p2_deadline dl[1];
+    struct sinter_p2_events ev;
+    memset(&ev, 0, sizeof ev);
+    ev.deadline = dl;
+    ev.deadline_cap = 1;
+    sinter_p2_advance(s, 5, UINT64_MAX - 1, &ev);
+    assert_int_equal(ev.n_deadline, 0);
+    assert_int_equal(ev.ready, 1);
+    struct sinter_p2_take_item it[1];
+    assert_int_equal(take1(s, 5, "acct-a", it, 1), 1);
+    assert_int_equal(sinter_p2_next_when(s), UINT64_MAX); /* lease end saturated */
+    assert_int_equal(sinter_p2_retry(s, 10, 11, it[0].b->attempt, 7), SINTER_OK);
+    assert_true(sinter_p2_next_when(s) >= 7); /* backoff saturated, not wrapped */
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 7: resource queues are freed with their last branch; many distinct ids work. */
+static void resource_queues_are_freed(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
+    char name[32];
+    for (uint64_t x = 1; x <= 5000; x++) {
+        snprintf(name, sizeof name, "res-%llu", (unsigned long long)x);
+        add(s, info(x, 1, name, true), 0);
+        add(s, info(x, 2, name, true), 0); /* two branches share the queue */
+    }
+    assert_int_equal(sinter_p2_resource_count(s), 5000);
+    advance(s, 0, NULL, 0);
+    struct sinter_p2_take_item it[4];
+    assert_int_equal(take1(s, 0, "res-4321", it, 4), 2);
+    assert_int_equal(it[0].b->xid.index, 4321);
+    for (uint64_t x = 1; x <= 5000; x++) {
+        sinter_p2_branch_ended(s, x, 1);
+    }
+    assert_int_equal(sinter_p2_resource_count(s), 5000); /* branch 2 still holds each */
+    for (uint64_t x = 1; x <= 2500; x++) {
+        sinter_p2_branch_ended(s, x, 2);
+    }
+    for (uint64_t x = 2501; x <= 5000; x++) {
+        sinter_p2_global_ended(s, x);
+    }
+    assert_int_equal(sinter_p2_resource_count(s), 0);
+    assert_int_equal(take1(s, 0, "res-4321", it, 4), 0);
+    add(s, info(9000, 1, "res-1", true), 0); /* a freed id comes back as a new queue */
+    assert_int_equal(sinter_p2_resource_count(s), 1);
+    sinter_p2_sched_free(s);
+}
+
+/* Review item 8: a retryable outcome recorded by a previous leader's delivery waits the backoff
+ * at the new leader instead of going out at once; a branch this leader leased is left alone. */
+static void defer_applies_backoff(void **state)
+{
+    (void)state;
+    struct script sc = {{0}, 1, 0};
+    struct sinter_p2_sched *s = NULL;
+    assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
+    struct sinter_p2_branch_info i = info(10, 11, "acct-a", true);
+    i.attempts_done = 3;
+    i.phase2_first_ms = 1;
+    add(s, i, 1000);
+    assert_int_equal(sinter_p2_defer(s, 10, 11, 1000), SINTER_OK);
+    assert_int_equal(sinter_p2_defer(s, 10, 99, 1000), SINTER_ENOTFOUND);
+    assert_int_equal(advance(s, 1000, NULL, 0).ready, 0);
+    assert_int_equal(sinter_p2_next_when(s), 1050); /* backoff floor */
+    assert_int_equal(advance(s, 1050, NULL, 0).ready, 1);
+    struct sinter_p2_take_item it[1];
+    assert_int_equal(take1(s, 1050, "acct-a", it, 1), 1);
+    assert_int_equal(sinter_p2_defer(s, 10, 11, 1060), SINTER_ESTALE);
+    assert_int_equal(sinter_p2_find(s, 10, 11)->state, SINTER_P2_LEASED);
+    sinter_p2_sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +636,13 @@ int main(void)
         cmocka_unit_test(byte_budget_and_order),
         cmocka_unit_test(bad_config),
         cmocka_unit_test(many_branches),
+        cmocka_unit_test(stale_report_keeps_the_lease),
+        cmocka_unit_test(deadline_without_pollers),
+        cmocka_unit_test(lost_start_is_asked_again),
+        cmocka_unit_test(clocks_are_split),
+        cmocka_unit_test(huge_config_saturates),
+        cmocka_unit_test(resource_queues_are_freed),
+        cmocka_unit_test(defer_applies_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
