@@ -114,11 +114,24 @@ static int worker_conn(struct tcc_action *t, struct tconn **out)
     return SINTER_OK;
 }
 
-/* A PostgreSQL connection that broke is dropped, so the next delivery reconnects. */
+/* After every delivery: a connection that is not idle is rolled back or dropped, so the next
+ * delivery on this worker (maybe for another global) starts from a clean connection. A
+ * connection left inside a transaction (a hook that misbehaved, a COMMIT that failed half-way,
+ * a PostgreSQL query still ACTIVE) would otherwise make every later fence call on this worker
+ * refuse with "not idle", for unrelated branches too. PostgreSQL: anything but an OK, IDLE
+ * connection is closed (reconnect is cheap next to a stuck worker); SQLite: a ROLLBACK, and the
+ * connection is reopened if that does not bring it back to autocommit. */
 static void worker_conn_check(struct tcc_action *t, struct tconn *tc)
 {
-    if (tc->db.kind == SINTER_FENCE_POSTGRES && t->a.connect == NULL &&
-        PQstatus(tc->db.pg) != CONNECTION_OK) {
+    bool drop = false;
+    if (tc->db.kind == SINTER_FENCE_POSTGRES) {
+        drop = PQstatus(tc->db.pg) != CONNECTION_OK ||
+               PQtransactionStatus(tc->db.pg) != PQTRANS_IDLE;
+    } else if (tc->db.kind == SINTER_FENCE_SQLITE && !sqlite3_get_autocommit(tc->db.sqlite)) {
+        (void)sqlite3_exec(tc->db.sqlite, "ROLLBACK", NULL, NULL, NULL);
+        drop = !sqlite3_get_autocommit(tc->db.sqlite);
+    }
+    if (drop) {
         pthread_setspecific(t->key, NULL);
         tconn_destroy(tc);
     }
@@ -165,9 +178,7 @@ static int tcc_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *statu
     } else {
         rc = sinter_fence_cancel(&tc->db, w->xid_text, w->branch_id, t->name, fence_hook, &hc);
     }
-    if (rc != SINTER_OK) {
-        worker_conn_check(t, tc);
-    }
+    worker_conn_check(t, tc);
     return rc;
 }
 
