@@ -3,10 +3,12 @@
  * per-worker-thread connection the library opens (or the caller's factory hands out), each
  * inside the fence (sinter/fence.h).
  *
- * Per-thread connections: a pthread key per action holds the worker thread's connection; the
- * key's destructor closes it when the worker exits (sinter_rm_close joins the workers before
+ * Per-thread connections (sqlite_path, pg_conninfo): a pthread key per action holds the worker
+ * thread's connection; the key's destructor closes it when the worker exits (sinter_rm_close joins the workers before
  * the actions are freed, so every destructor has run by then). One connection per worker and
- * action keeps the fence's rule "one thread per connection" without a pool.
+ * action keeps the fence's rule "one thread per connection" without a pool. The caller's factory
+ * (connect + disconnect) is called once per delivery instead: the connection goes back to the
+ * caller's pool at the end of each delivery.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -159,7 +161,18 @@ static int tcc_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *statu
     (void)status; /* the fence's codes map through sinter_rm_phase2_status */
     struct tcc_action *t = arg;
     struct tconn *tc = NULL;
-    int rc = worker_conn(t, &tc);
+    struct tconn lent; /* the caller's factory: one connection per delivery */
+    int rc;
+    if (t->a.connect != NULL) {
+        /* A pool's connection is borrowed for this delivery only and given back after it,
+         * whatever the outcome, so the pool can check, repair or replace it (sinter/tcc.h). */
+        memset(&lent, 0, sizeof lent);
+        lent.act = t;
+        rc = conn_open(t, &lent.db);
+        tc = &lent;
+    } else {
+        rc = worker_conn(t, &tc);
+    }
     if (rc != SINTER_OK) {
         return rc; /* retryable: the database may be back by the next delivery */
     }
@@ -178,7 +191,11 @@ static int tcc_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *statu
     } else {
         rc = sinter_fence_cancel(&tc->db, w->xid_text, w->branch_id, t->name, fence_hook, &hc);
     }
-    worker_conn_check(t, tc);
+    if (tc == &lent) {
+        conn_close(t, &lent.db);
+    } else {
+        worker_conn_check(t, tc);
+    }
     return rc;
 }
 

@@ -68,9 +68,14 @@ struct sinter_tcc_action {
     void *user;                 /* passed in ctx->user */
     /* Phase 2's database, the one the service runs its tries on (same fence table). Exactly one
      * of: sqlite_path (opened by the library, one connection per worker thread, busy timeout
-     * 5 s), pg_conninfo (libpq, one connection per worker thread, reopened after it broke), or
-     * connect + disconnect (the caller's factory, e.g. a pool; connect fills *db with an idle
-     * connection, disconnect gives it back, both called on the worker thread). */
+     * 5 s), pg_conninfo (libpq, one connection per worker thread, closed and reopened when it
+     * broke or was left inside a transaction), or connect + disconnect (the caller's factory,
+     * e.g. a pool: connect is called on the worker thread at the start of EVERY phase-2
+     * delivery and fills *db with an idle connection; disconnect gets it back at the end of that
+     * delivery, whatever its outcome, possibly inside a failed transaction: the pool checks or
+     * replaces it. connect returning non-zero, or a connection handed out inside a transaction
+     * (SINTER_EBUSY), makes the delivery retryable. Both are also called once by
+     * sinter_tcc_register and per fence-cleanup round). */
     const char *sqlite_path;
     const char *pg_conninfo;
     int (*connect)(void *arg, struct sinter_fence_db *db);
