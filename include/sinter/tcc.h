@@ -84,6 +84,16 @@ struct sinter_tcc_action {
     /* true: report PhaseOne_Done after a successful try (one more replicated write; Seata's TCC
      * does not report by default and neither do we). */
     bool report_phase1_done;
+    /* pg_conninfo only: bounds on every wait of the library's own PostgreSQL connections, so a
+     * stuck database or a row lock held by the service never parks a phase-2 worker past the
+     * coordinator's lease (phase2_lease_ms, default 10 s). 0 = the default, UINT32_MAX = no
+     * bound. A lock or statement timeout fails the fence call with SINTER_EBUSY (SQLSTATE 55P03
+     * / 57014): reported retryable, the coordinator delivers again with backoff. */
+    uint32_t pg_connect_timeout_ms;   /* libpq connect_timeout, whole seconds rounded up (libpq
+                                         waits at least 2 s); 0 = 5000. A connect_timeout in
+                                         pg_conninfo wins. */
+    uint32_t pg_lock_timeout_ms;      /* SET lock_timeout on connect; 0 = 5000 */
+    uint32_t pg_statement_timeout_ms; /* SET statement_timeout on connect; 0 = 8000 */
 };
 
 /* Registers an action with rm: opens one connection to check the database and create the fence
