@@ -136,12 +136,25 @@ static void handle(void *arg, struct sinter_transport_request *req)
         case SINTER_MSG_GLOBAL_ROLLBACK: {
             struct sinter_proto_msg r;
             memset(&r, 0, sizeof r);
+            if (f->end_error != 0) {
+                /* An ERROR reply: its union holds the error fields, not a status. */
+                r.code = SINTER_MSG_ERROR;
+                r.rs.result = f->end_error;
+                r.u.error.leader_id = 7;
+                r.u.error.group = 3;
+                sinter_transport_reply(req, &r);
+                break;
+            }
             r.code = sinter_proto_reply_code(m->code);
             r.u.global_status_result.global_status = f->end_status;
             sinter_transport_reply(req, &r);
             break;
         }
         case SINTER_MSG_GLOBAL_STATUS: {
+            if (f->status_error != 0) {
+                sinter_transport_reply_error(req, f->status_error, "status refused by the fake");
+                break;
+            }
             struct sinter_proto_msg r;
             memset(&r, 0, sizeof r);
             r.code = SINTER_MSG_GLOBAL_STATUS_RESULT;

@@ -91,6 +91,8 @@ struct fake_tc {
     int status_until;      /* ... after this many more status calls it becomes status_final */
     uint32_t status_final;
     int report_result; /* Phase2Report result code (SINTER_OK normally) */
+    int end_error;     /* non-zero: GlobalCommit / GlobalRollback answer an ERROR of this code */
+    int status_error;  /* non-zero: GlobalStatus answers an ERROR of this code */
 
     struct sinter_transport_request *held[FAKE_HELD_MAX];
     int n_held;

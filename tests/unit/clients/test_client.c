@@ -9,7 +9,9 @@
  *     request resent with the same seq;
  *   - a wrong secret: SINTER_EAUTH to the caller, no retry loop;
  *   - nobody listening: SINTER_ETIMEOUT once the deadline passed;
- *   - commit with a phase-2 wait: polls the status until it is final;
+ *   - commit with a phase-2 wait: polls the status until it is final; a status read that fails
+ *     after the decision was acknowledged returns SINTER_OK with the last status (the outcome is
+ *     guaranteed); an ERROR reply to a commit yields status 0, not its error fields;
  *   - many threads on one handle: every seq distinct.
  */
 #include <pthread.h>
@@ -173,6 +175,32 @@ static void commit_waits_for_phase2(void **state)
     fake_tc_stop(&f);
 }
 
+/* Once the decision reply was OK the outcome is guaranteed: a status read that fails during the
+ * phase-2 wait must not turn that into an error ("outcome unknown"). */
+static void commit_ok_despite_failed_status_read(void **state)
+{
+    (void)state;
+    struct fake_tc f;
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
+    f.end_status = SINTER_GS_COMMITTING;
+    f.status_error = SINTER_EDB;
+    struct sinter_tm *tm = open_tm(f.url, 2000, 20000, SECRET);
+    uint32_t st = 0;
+    assert_int_equal(sinter_tm_commit(tm, "0:6", 5000, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_COMMITTING); /* the last status known */
+    assert_true(fake_tc_count(&f, SINTER_MSG_GLOBAL_STATUS) >= 1);
+    /* sinter_tm_status itself still reports the failure. */
+    assert_int_equal(sinter_tm_status(tm, "0:6", 0, &st), SINTER_EDB);
+    /* An ERROR reply to the commit carries no status: *status is 0, not the error's fields. */
+    f.status_error = 0;
+    f.end_error = SINTER_ESTATE;
+    st = 99;
+    assert_int_equal(sinter_tm_commit(tm, "0:6", 0, &st), SINTER_ESTATE);
+    assert_int_equal(st, 0);
+    sinter_tm_close(tm);
+    fake_tc_stop(&f);
+}
+
 struct thr {
     struct sinter_tm *tm;
     int ok;
@@ -225,6 +253,7 @@ int main(void)
         cmocka_unit_test(wrong_secret),
         cmocka_unit_test(deadline_without_cluster),
         cmocka_unit_test(commit_waits_for_phase2),
+        cmocka_unit_test(commit_ok_despite_failed_status_read),
         cmocka_unit_test(threads_share_a_handle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
