@@ -21,8 +21,8 @@
  * back itself; returning non-zero rolls the business change and the fence row back together.
  *
  * Phase-2 results (sinter/rm.h table): the fence's SINTER_ESTATE (confirm after cancel, cancel
- * after confirm) is reported *_Unretryable; SINTER_EBUSY (confirm before the try committed, or
- * database contention) and a hook's own error codes are *_Retryable (the coordinator retries
+ * after confirm) is reported *_Unretryable; SINTER_EBUSY (confirm before the try committed, a
+ * connection that is not idle, database contention, a PostgreSQL lock or statement timeout) and a hook's own error codes are *_Retryable (the coordinator retries
  * with backoff); a hook returning SINTER_ESTATE or SINTER_EFENCE says "never" (Unretryable).
  *
  * Fence cleanup: the RM's maintenance thread deletes ended fence rows older than
