@@ -22,8 +22,9 @@
  *
  * Phase-2 results (sinter/rm.h table): the fence's SINTER_ESTATE (confirm after cancel, cancel
  * after confirm) is reported *_Unretryable; SINTER_EBUSY (confirm before the try committed, a
- * connection that is not idle, database contention, a PostgreSQL lock or statement timeout) and a hook's own error codes are *_Retryable (the coordinator retries
- * with backoff); a hook returning SINTER_ESTATE or SINTER_EFENCE says "never" (Unretryable).
+ * connection that is not idle, database contention, a PostgreSQL lock or statement timeout) and a
+ * hook's own error codes are *_Retryable (the coordinator retries with backoff); a hook returning
+ * SINTER_ESTATE or SINTER_EFENCE says "never" (Unretryable).
  *
  * Fence cleanup: the RM's maintenance thread deletes ended fence rows older than
  * sinter_rm_opts.fence_retention_ms (see there: it must exceed the coordinator's phase-2 retry
