@@ -24,9 +24,10 @@
  *    without writing anything, so the try is not blocked and the redelivery confirms it.
  *  - Under REPEATABLE READ or SERIALIZABLE sessions the same races surface as serialization
  *    failures (SQLSTATE 40001); deadlocks (40P01, e.g. between business hooks), lock timeouts
- *    (55P03) and statement timeouts (57014) likewise: the transaction is rolled back and SINTER_EBUSY tells the caller to retry
- *    (the coordinator redelivers phase 2). Classification is by SQLSTATE only, never by message
- *    text, which is translated (lc_messages).
+ *    (55P03) and statement timeouts (57014) likewise: the transaction is rolled back and
+ *    SINTER_EBUSY tells the caller to retry (the coordinator redelivers phase 2).
+ *    Classification is by SQLSTATE only, never by message text, which is translated
+ *    (lc_messages).
  *
  * Parameters are always bound (PQexecParams, text format); no data is ever spliced into SQL.
  * Times are the server's now() (the transaction's start).
