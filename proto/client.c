@@ -26,6 +26,7 @@
 #define BACKOFF_MIN_MS      20u
 #define BACKOFF_MAX_MS      500u
 #define URL_MAX             256u
+#define REFRESH_RETRY_MS    1000u /* after a ClusterMeta round nobody answered */
 
 struct cnode {
     char url[URL_MAX];
@@ -64,6 +65,9 @@ struct sinter_client {
     struct waiter *waiters;
     atomic_bool interrupted;
     atomic_bool meta_known; /* a ClusterMeta answer was read once */
+    /* Earliest time (sinter_client_now_ms) the next automatic ClusterMeta round may start; a
+     * call that claims it (compare-and-swap) runs the round, the others go on without. */
+    atomic_uint_fast64_t next_refresh;
 };
 
 static _Thread_local char t_detail[512];
@@ -251,6 +255,7 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
     atomic_init(&c->n_nodes, 0);
     atomic_init(&c->interrupted, false);
     atomic_init(&c->meta_known, false);
+    atomic_init(&c->next_refresh, 0);
     c->hint = -1;
     for (size_t g = 0; g < SINTER_PROTO_MAX_GROUPS; g++) {
         c->leader[g] = -1;
@@ -404,11 +409,10 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     c->waiters = w;
     pthread_mutex_unlock(&c->mu);
 
+    /* SINTER_EBUSY here is local: every context of this node's transport client is in flight.
+     * It is returned as is, not as a timeout: nothing was sent and the node may be fine
+     * (sinter_client_call retries the same node after a pause). */
     int rc = sinter_transport_call_async(n->tc, req, timeout_ms, on_done, w);
-    if (rc == SINTER_EBUSY) {
-        /* Every context of this node is in flight: as good as no answer in time. */
-        rc = SINTER_ETIMEOUT;
-    }
     if (rc != SINTER_OK) {
         w->refs = 1; /* the callback will not run */
     } else {
@@ -516,9 +520,14 @@ int sinter_client_call_node_ex(struct sinter_client *c, size_t i,
         return SINTER_EINVAL;
     }
     uint64_t end = sinter_client_now_ms() + timeout_ms;
-    for (int round = 0; round < 2; round++) {
+    /* Round 0 sends; round 1 only follows an EAUTH (the node forgot us) and always returns. */
+    for (int round = 0;; round++) {
         if (!atomic_load(&n->registered)) {
-            int rc = do_register(c, n, timeout_ms, cancel);
+            /* At most half of what is left: a slow registration must not leave the request
+             * itself a millisecond. */
+            uint64_t now = sinter_client_now_ms();
+            uint32_t left = end > now ? (uint32_t)(end - now) : 1u;
+            int rc = do_register(c, n, left / 2 > 0 ? left / 2 : 1u, cancel);
             if (rc != SINTER_OK) {
                 return rc;
             }
@@ -540,8 +549,6 @@ int sinter_client_call_node_ex(struct sinter_client *c, size_t i,
         *reply = r;
         return SINTER_OK;
     }
-    detail("%s keeps refusing this client after registration", n->url);
-    return SINTER_EAUTH;
 }
 
 int sinter_client_result(const struct sinter_transport_reply_msg *reply)
@@ -634,10 +641,17 @@ int sinter_client_call(struct sinter_client *c, struct sinter_proto_msg *req, ui
     }
     uint64_t deadline = sinter_client_now_ms() + (deadline_ms != 0 ? deadline_ms : c->deadline_ms);
     if (!atomic_load(&c->meta_known)) {
-        /* Learn the members once, so a handle given one address survives losing that node. */
+        /* Learn the members once, so a handle given one address survives losing that node.
+         * Rate-limited: one thread runs a round, and after a round nobody answered the next
+         * waits REFRESH_RETRY_MS, so a cluster that is down does not cost every call a round. */
         uint64_t now = sinter_client_now_ms();
-        uint32_t t = deadline - now < c->attempt_ms ? (uint32_t)(deadline - now) : c->attempt_ms;
-        (void)sinter_client_refresh(c, t / 2 > 0 ? t / 2 : 1);
+        uint_fast64_t due = atomic_load(&c->next_refresh);
+        if (now >= due &&
+            atomic_compare_exchange_strong(&c->next_refresh, &due, now + REFRESH_RETRY_MS)) {
+            uint32_t t =
+                deadline - now < c->attempt_ms ? (uint32_t)(deadline - now) : c->attempt_ms;
+            (void)sinter_client_refresh(c, t / 2 > 0 ? t / 2 : 1);
+        }
     }
     uint32_t step = BACKOFF_MIN_MS;
     int target = pick(c, group);
@@ -664,6 +678,14 @@ int sinter_client_call(struct sinter_client *c, struct sinter_proto_msg *req, ui
         if (rc == SINTER_EAUTH || rc == SINTER_ENOMEM || rc == SINTER_EINVAL ||
             rc == SINTER_ETOOBIG || rc == SINTER_EBADVALUE) {
             return rc; /* secret refused, or a request that can never be sent */
+        }
+        if (rc == SINTER_EBUSY) {
+            /* Local saturation: every context to this node is in flight, nothing was sent.
+             * The node is not suspect: keep it as leader, wait for a context, try it again. */
+            detail("all requests to %s in flight (local limit)", c->nodes[target]->url);
+            last = rc;
+            backoff(c, &step, deadline);
+            continue;
         }
         if (rc != SINTER_OK) {
             /* No answer, node down or stopping: the outcome is unknown, so the retry elsewhere
@@ -740,19 +762,27 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
     }
     uint64_t end = sinter_client_now_ms() + timeout_ms;
     size_t n = atomic_load(&c->n_nodes);
+    /* Start at the node that answered last (or the round-robin cursor), and give each node an
+     * equal share of what is left: a dead first node must not eat the whole budget, or the
+     * members would never be learnt while it stays down. */
+    pthread_mutex_lock(&c->mu);
+    size_t start = c->hint >= 0 ? (size_t)c->hint : (size_t)(c->rr % n);
+    pthread_mutex_unlock(&c->mu);
     int rc = SINTER_ETIMEOUT;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t tried = 0; tried < n; tried++) {
+        size_t i = (start + tried) % n;
         uint64_t now = sinter_client_now_ms();
         if (now >= end) {
             break;
         }
+        uint32_t share = (uint32_t)((end - now) / (n - tried));
         struct sinter_proto_msg req;
         memset(&req, 0, sizeof req);
         req.code = SINTER_MSG_CLUSTER_META;
         req.rq.client_id = c->client_id;
         struct sinter_transport_reply_msg *r = NULL;
         /* ClusterMeta needs no registration: a raw call. */
-        rc = raw_call(c, c->nodes[i], &req, (uint32_t)(end - now), &r, NULL);
+        rc = raw_call(c, c->nodes[i], &req, share > 0 ? share : 1u, &r, NULL);
         if (rc == SINTER_ESHUTDOWN && atomic_load(&c->interrupted)) {
             return rc;
         }
@@ -769,6 +799,9 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
         int idx_of[SINTER_PROTO_MAX_MEMBERS];
         pthread_mutex_lock(&c->mu);
         c->nodes[i]->id = cm->node_id;
+        if (c->hint < 0) {
+            c->hint = (int)i; /* it answers: a good first try for calls without a leader */
+        }
         for (uint32_t k = 0; k < cm->n_members; k++) {
             idx_of[k] = -1;
             if (cm->members[k].addr.len > 0) {

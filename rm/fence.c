@@ -114,7 +114,9 @@ static int text_ok(const char *s, size_t max)
 /* Common entry: clears the thread's message, validates, and refuses a connection that is already
  * inside a transaction: our BEGIN would fail (SQLite) or be ignored with a warning (PostgreSQL,
  * and then our COMMIT would commit the caller's half-done work), so the fence's all-or-nothing
- * promise could not hold. */
+ * promise could not hold. The refusal is SINTER_EBUSY, not SINTER_ESTATE: it says nothing about
+ * the branch (the RM reports ESTATE as "can never succeed"), only that this connection is not
+ * idle; the same call on an idle connection may succeed. */
 static int enter(const struct sinter_fence_db *db, const char *xid, uint64_t branch_id,
                  const char *action, const struct sinter_fence_ops **ops)
 {
@@ -127,7 +129,7 @@ static int enter(const struct sinter_fence_db *db, const char *xid, uint64_t bra
     }
     if ((*ops)->in_txn(db)) {
         sinter_fence_set_errmsg("the connection is already inside a transaction");
-        return SINTER_ESTATE;
+        return SINTER_EBUSY;
     }
     return SINTER_OK;
 }
@@ -162,7 +164,7 @@ int sinter_fence_init(const struct sinter_fence_db *db)
     }
     if (ops->in_txn(db)) {
         sinter_fence_set_errmsg("the connection is already inside a transaction");
-        return SINTER_ESTATE;
+        return SINTER_EBUSY;
     }
     unsigned found = 0;
     int rc = ops->columns(db, &found);
@@ -336,7 +338,7 @@ int sinter_fence_cleanup(const struct sinter_fence_db *db, int64_t older_than_ms
     }
     if (ops->in_txn(db)) {
         sinter_fence_set_errmsg("the connection is already inside a transaction");
-        return SINTER_ESTATE;
+        return SINTER_EBUSY;
     }
     uint32_t n = 0;
     int rc = ops->cleanup(db, older_than_ms, max_rows, &n);

@@ -23,10 +23,11 @@
  *    TRIED insert is still uncommitted finds no row, and fence.c answers SINTER_EBUSY (retry)
  *    without writing anything, so the try is not blocked and the redelivery confirms it.
  *  - Under REPEATABLE READ or SERIALIZABLE sessions the same races surface as serialization
- *    failures (SQLSTATE 40001); deadlocks (40P01, e.g. between business hooks) and lock timeouts
- *    (55P03) likewise: the transaction is rolled back and SINTER_EBUSY tells the caller to retry
- *    (the coordinator redelivers phase 2). Classification is by SQLSTATE only, never by message
- *    text, which is translated (lc_messages).
+ *    failures (SQLSTATE 40001); deadlocks (40P01, e.g. between business hooks), lock timeouts
+ *    (55P03) and statement timeouts (57014) likewise: the transaction is rolled back and
+ *    SINTER_EBUSY tells the caller to retry (the coordinator redelivers phase 2).
+ *    Classification is by SQLSTATE only, never by message text, which is translated
+ *    (lc_messages).
  *
  * Parameters are always bound (PQexecParams, text format); no data is ever spliced into SQL.
  * Times are the server's now() (the transaction's start).
@@ -56,7 +57,8 @@ static int fail(PGconn *c, PGresult *r, const char *what)
     int rc = SINTER_EDB;
     if (state != NULL && (strcmp(state, "40001") == 0 || /* serialization_failure */
                           strcmp(state, "40P01") == 0 || /* deadlock_detected */
-                          strcmp(state, "55P03") == 0))  /* lock_not_available */
+                          strcmp(state, "55P03") == 0 || /* lock_not_available */
+                          strcmp(state, "57014") == 0))  /* query_canceled: statement_timeout */
         rc = SINTER_EBUSY;
     PQclear(r);
     return rc;
@@ -97,7 +99,9 @@ static int pg_txn_ok(const struct sinter_fence_db *d)
     case PQTRANS_IDLE:
         sinter_fence_set_errmsg("the hook ended the fence's transaction (it must not commit or "
                                 "roll back)");
-        return SINTER_ESTATE;
+        /* EDB, not ESTATE: a broken hook is no verdict on the branch's fence row, and the
+         * row's state is unknown here; a retry reads it again (sinter/fence.h). */
+        return SINTER_EDB;
     default:
         sinter_fence_set_errmsg("postgres: connection not usable after the hook: %s",
                                 PQerrorMessage(d->pg));

@@ -81,7 +81,9 @@ static int sq_txn_ok(const struct sinter_fence_db *d)
     if (sqlite3_get_autocommit(d->sqlite)) {
         sinter_fence_set_errmsg("the hook ended the fence's transaction (it must not commit or "
                                 "roll back)");
-        return SINTER_ESTATE;
+        /* EDB, not ESTATE: a broken hook is no verdict on the branch's fence row, and the
+         * row's state is unknown here; a retry reads it again (sinter/fence.h). */
+        return SINTER_EDB;
     }
     return SINTER_OK;
 }

@@ -3,10 +3,12 @@
  * per-worker-thread connection the library opens (or the caller's factory hands out), each
  * inside the fence (sinter/fence.h).
  *
- * Per-thread connections: a pthread key per action holds the worker thread's connection; the
- * key's destructor closes it when the worker exits (sinter_rm_close joins the workers before
- * the actions are freed, so every destructor has run by then). One connection per worker and
- * action keeps the fence's rule "one thread per connection" without a pool.
+ * Per-thread connections (sqlite_path, pg_conninfo): a pthread key per action holds the worker
+ * thread's connection; the key's destructor closes it when the worker exits (sinter_rm_close joins
+ * the workers before the actions are freed, so every destructor has run by then). One connection
+ * per worker and action keeps the fence's rule "one thread per connection" without a pool. The
+ * caller's factory (connect + disconnect) is called once per delivery instead: the connection goes
+ * back to the caller's pool at the end of each delivery.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -20,6 +22,11 @@
 #include "sinter/tcc.h"
 
 #define SQLITE_BUSY_MS 5000
+/* PostgreSQL defaults (sinter/tcc.h): the lock wait matches SQLite's busy timeout; a statement
+ * ends before the coordinator's default 10 s lease would redeliver the branch meanwhile. */
+#define PG_CONNECT_TIMEOUT_MS   5000u
+#define PG_LOCK_TIMEOUT_MS      5000u
+#define PG_STATEMENT_TIMEOUT_MS 8000u
 
 struct tcc_action {
     struct tcc_action *next;
@@ -63,12 +70,44 @@ static int conn_open(struct tcc_action *t, struct sinter_fence_db *db)
         *db = sinter_fence_db_sqlite(s);
         return SINTER_OK;
     }
-    PGconn *pg = PQconnectdb(t->pg_conninfo);
+    /* libpq waits forever for a connection by default; connect_timeout bounds it. It goes
+     * BEFORE the expanded conninfo, so a connect_timeout there wins (libpq keeps the last value
+     * of a repeated keyword). */
+    uint32_t cto = t->a.pg_connect_timeout_ms ? t->a.pg_connect_timeout_ms : PG_CONNECT_TIMEOUT_MS;
+    char cts[16];
+    snprintf(cts, sizeof cts, "%u", cto / 1000u + (cto % 1000u != 0));
+    const char *kw[] = {"connect_timeout", "dbname", NULL};
+    const char *val[] = {cts, t->pg_conninfo, NULL};
+    size_t skip = cto == UINT32_MAX ? 1 : 0;
+    PGconn *pg = PQconnectdbParams(kw + skip, val + skip, 1);
     if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
         sinter_client_set_errmsg("tcc action '%s': cannot connect to PostgreSQL: %s", t->name,
                                  pg ? PQerrorMessage(pg) : "out of memory");
         PQfinish(pg);
         return SINTER_EDB;
+    }
+    /* Session bounds on lock and statement waits (0 = default, UINT32_MAX = leave the server's). */
+    uint32_t lto = t->a.pg_lock_timeout_ms ? t->a.pg_lock_timeout_ms : PG_LOCK_TIMEOUT_MS;
+    uint32_t sto =
+        t->a.pg_statement_timeout_ms ? t->a.pg_statement_timeout_ms : PG_STATEMENT_TIMEOUT_MS;
+    char set[128] = "";
+    size_t n = 0;
+    if (lto != UINT32_MAX) {
+        n += (size_t)snprintf(set + n, sizeof set - n, "SET lock_timeout = %u;", lto);
+    }
+    if (sto != UINT32_MAX) {
+        n += (size_t)snprintf(set + n, sizeof set - n, "SET statement_timeout = %u;", sto);
+    }
+    if (n > 0) {
+        PGresult *r = PQexec(pg, set);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            sinter_client_set_errmsg("tcc action '%s': %s failed: %s", t->name, set,
+                                     PQerrorMessage(pg));
+            PQfinish(pg);
+            return SINTER_EDB;
+        }
     }
     *db = sinter_fence_db_pg(pg);
     return SINTER_OK;
@@ -114,11 +153,24 @@ static int worker_conn(struct tcc_action *t, struct tconn **out)
     return SINTER_OK;
 }
 
-/* A PostgreSQL connection that broke is dropped, so the next delivery reconnects. */
+/* After every delivery: a connection that is not idle is rolled back or dropped, so the next
+ * delivery on this worker (maybe for another global) starts from a clean connection. A
+ * connection left inside a transaction (a hook that misbehaved, a COMMIT that failed half-way,
+ * a PostgreSQL query still ACTIVE) would otherwise make every later fence call on this worker
+ * refuse with "not idle", for unrelated branches too. PostgreSQL: anything but an OK, IDLE
+ * connection is closed (reconnect is cheap next to a stuck worker); SQLite: a ROLLBACK, and the
+ * connection is reopened if that does not bring it back to autocommit. */
 static void worker_conn_check(struct tcc_action *t, struct tconn *tc)
 {
-    if (tc->db.kind == SINTER_FENCE_POSTGRES && t->a.connect == NULL &&
-        PQstatus(tc->db.pg) != CONNECTION_OK) {
+    bool drop = false;
+    if (tc->db.kind == SINTER_FENCE_POSTGRES) {
+        drop =
+            PQstatus(tc->db.pg) != CONNECTION_OK || PQtransactionStatus(tc->db.pg) != PQTRANS_IDLE;
+    } else if (tc->db.kind == SINTER_FENCE_SQLITE && !sqlite3_get_autocommit(tc->db.sqlite)) {
+        (void)sqlite3_exec(tc->db.sqlite, "ROLLBACK", NULL, NULL, NULL);
+        drop = !sqlite3_get_autocommit(tc->db.sqlite);
+    }
+    if (drop) {
         pthread_setspecific(t->key, NULL);
         tconn_destroy(tc);
     }
@@ -146,7 +198,18 @@ static int tcc_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *statu
     (void)status; /* the fence's codes map through sinter_rm_phase2_status */
     struct tcc_action *t = arg;
     struct tconn *tc = NULL;
-    int rc = worker_conn(t, &tc);
+    struct tconn lent; /* the caller's factory: one connection per delivery */
+    int rc;
+    if (t->a.connect != NULL) {
+        /* A pool's connection is borrowed for this delivery only and given back after it,
+         * whatever the outcome, so the pool can check, repair or replace it (sinter/tcc.h). */
+        memset(&lent, 0, sizeof lent);
+        lent.act = t;
+        rc = conn_open(t, &lent.db);
+        tc = &lent;
+    } else {
+        rc = worker_conn(t, &tc);
+    }
     if (rc != SINTER_OK) {
         return rc; /* retryable: the database may be back by the next delivery */
     }
@@ -165,7 +228,9 @@ static int tcc_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *statu
     } else {
         rc = sinter_fence_cancel(&tc->db, w->xid_text, w->branch_id, t->name, fence_hook, &hc);
     }
-    if (rc != SINTER_OK) {
+    if (tc == &lent) {
+        conn_close(t, &lent.db);
+    } else {
         worker_conn_check(t, tc);
     }
     return rc;

@@ -136,9 +136,12 @@ static int read_status(struct sinter_tm *tm, const struct sinter_xid *x, uint32_
     return rc;
 }
 
-/* Polls the status until it is final or wait_ms passed (phase 2 runs at the coordinator). */
+/* Polls the status until it is final or wait_ms passed (phase 2 runs at the coordinator).
+ * after_decision: the caller's commit / rollback was answered OK, so the outcome is already
+ * guaranteed (durable on a majority); a status read that fails then ends the wait with SINTER_OK
+ * and the last status read, never with an error that would read as "outcome unknown". */
 static int wait_final(struct sinter_tm *tm, const struct sinter_xid *x, uint32_t wait_ms,
-                      uint32_t *status)
+                      bool after_decision, uint32_t *status)
 {
     uint64_t end = sinter_client_now_ms() + wait_ms;
     for (;;) {
@@ -155,7 +158,7 @@ static int wait_final(struct sinter_tm *tm, const struct sinter_xid *x, uint32_t
         uint32_t st = 0;
         int rc = read_status(tm, x, &st);
         if (rc != SINTER_OK) {
-            return rc;
+            return after_decision ? SINTER_OK : rc;
         }
         *status = st;
     }
@@ -182,10 +185,15 @@ static int end_global(struct sinter_tm *tm, bool commit, const char *xid, uint32
         return rc;
     }
     rc = sinter_client_result(r);
-    st = sinter_transport_reply_get(r)->u.global_status_result.global_status;
+    /* Only a GlobalCommitResult / GlobalRollbackResult carries a status (also with ESTATE); an
+     * ERROR reply's union holds the error fields: the status is then unknown (0). */
+    const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
+    if (rm->code == sinter_proto_reply_code(m.code)) {
+        st = rm->u.global_status_result.global_status;
+    }
     sinter_transport_reply_free(r);
     if (rc == SINTER_OK && wait_ms > 0) {
-        rc = wait_final(tm, &x, wait_ms, &st);
+        rc = wait_final(tm, &x, wait_ms, true, &st);
     }
     if (status != NULL) {
         *status = st;
@@ -214,7 +222,7 @@ int sinter_tm_status(struct sinter_tm *tm, const char *xid, uint32_t wait_ms, ui
     uint32_t st = 0;
     int rc = read_status(tm, &x, &st);
     if (rc == SINTER_OK && wait_ms > 0) {
-        rc = wait_final(tm, &x, wait_ms, &st);
+        rc = wait_final(tm, &x, wait_ms, false, &st);
     }
     if (rc == SINTER_OK) {
         *status = st;

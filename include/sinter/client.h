@@ -4,7 +4,8 @@
  *
  * What it does for a caller that has one request to make:
  *   - knows the cluster's nodes: the URLs it was given plus the members ClusterMeta lists (asked
- *     once, before the first routed call, until one answer arrived) and the leader URLs that
+ *     before a routed call until one answer arrived, each node in turn with an equal share of
+ *     the round's budget, at most one round per second) and the leader URLs that
  *     not-leader redirects name, so any subset of the addresses is enough, even after the given
  *     node dies;
  *   - keeps one transport client (nng REQ socket with contexts) per node;
@@ -19,7 +20,9 @@
  *     first answer (DESIGN.md "Idempotent requests"): a retried begin never begins twice;
  *   - retries on not-leader, on no answer in time, on transport failure and on a node that is
  *     stopping, on the next candidate node, with a short exponential backoff, until the caller's
- *     deadline; then SINTER_ETIMEOUT, which means "outcome unknown".
+ *     deadline; then SINTER_ETIMEOUT, which means "outcome unknown";
+ *   - on local saturation (every one of the node's transport contexts in flight, nothing sent)
+ *     waits and retries the same node, which stays the presumed leader.
  *
  * Thread-safe: any number of threads may call concurrently on one handle. Blocking: every call
  * waits at most about its deadline (plus one backoff step).
@@ -112,7 +115,8 @@ int sinter_client_result(const struct sinter_transport_reply_msg *reply);
 /* Number of nodes known now (grows as members are learnt, never shrinks). Thread-safe. */
 size_t sinter_client_node_count(struct sinter_client *c);
 
-/* The client URL of node i (< sinter_client_node_count). Ownership: owned by c, valid until
+/* The client URL of node i, or NULL when i >= sinter_client_node_count (nodes are never removed,
+ * so an index below a count read earlier stays valid). Ownership: owned by c, valid until
  * sinter_client_close. */
 const char *sinter_client_node_url(struct sinter_client *c, size_t i);
 
@@ -122,7 +126,9 @@ const char *sinter_client_node_url(struct sinter_client *c, size_t i);
  * deduplicate). Used for what must reach one particular node: Phase2Poll and Phase2Report
  * (docs/phase2-protocol.md). Returns like sinter_client_call, except that any answer is
  * returned (also not-leader errors), and transport errors are returned as they are
- * (SINTER_ETIMEOUT, SINTER_ETRANSPORT, SINTER_ESHUTDOWN). Ownership: as sinter_client_call. */
+ * (SINTER_ETIMEOUT, SINTER_ETRANSPORT, SINTER_ESHUTDOWN, and SINTER_EBUSY when every transport
+ * context to the node is in flight: nothing was sent, try again shortly). A registration this
+ * call has to make first gets at most half of timeout_ms. Ownership: as sinter_client_call. */
 int sinter_client_call_node(struct sinter_client *c, size_t i, const struct sinter_proto_msg *req,
                             uint32_t timeout_ms, struct sinter_transport_reply_msg **reply);
 
@@ -138,9 +144,10 @@ int sinter_client_call_node_ex(struct sinter_client *c, size_t i,
 /* Wakes every call waiting in this handle so it re-checks its cancel flag. Thread-safe. */
 void sinter_client_wake(struct sinter_client *c);
 
-/* Asks the known nodes, in turn, for ClusterMeta until one answers within timeout_ms; adds the
- * members it lists and records each group's leader. Errors: SINTER_ETIMEOUT (nobody answered),
- * SINTER_ESHUTDOWN. */
+/* Asks the known nodes, in turn, for ClusterMeta until one answers within timeout_ms, starting at
+ * the node that answered last, each node getting an equal share of the time left; adds the
+ * members it lists and records each group's leader (and the answering node as the first to try).
+ * Errors: SINTER_ETIMEOUT (nobody answered), SINTER_ESHUTDOWN. */
 int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms);
 
 /* Node index believed to lead `group`, or -1. Thread-safe. For tests and diagnostics. */

@@ -44,12 +44,15 @@
  * rule); different connections may run fence calls concurrently, and on PostgreSQL concurrent
  * calls for the same branch from different connections are safe (see rm/fence_pg.c).
  *
- * Errors, for every function below: SINTER_EINVAL (bad argument), SINTER_ESTATE (connection
- * already inside a transaction, or as in the state table), SINTER_EFENCE (try refused),
- * SINTER_EDB (the database reported an error; sinter_fence_errmsg() has its message),
- * SINTER_EBUSY (retryable: SQLite busy/locked, PostgreSQL serialization failure 40001, deadlock
- * 40P01 or lock timeout 55P03, or a confirm that found no fence row; the local transaction was
- * rolled back, try again), SINTER_ENOMEM, or whatever a hook returned.
+ * Errors, for every function below: SINTER_EINVAL (bad argument), SINTER_ESTATE (ONLY as in the
+ * state table: the fence row's state refuses the call for good), SINTER_EFENCE (try refused),
+ * SINTER_EDB (the database reported an error, or a hook ended the fence's transaction itself;
+ * sinter_fence_errmsg() has the message), SINTER_EBUSY (retryable: the connection is not idle
+ * (already inside a transaction: nothing was done, hand over an idle connection), SQLite
+ * busy/locked, PostgreSQL serialization failure 40001, deadlock 40P01, lock timeout 55P03 or
+ * statement timeout / cancel 57014, or a confirm that found no fence row; the local transaction
+ * was rolled back, try again), SINTER_ENOMEM, or whatever a hook returned. None of these but
+ * SINTER_ESTATE and SINTER_EFENCE is a verdict on the branch: phase 2 reports them retryable.
  */
 #ifndef SINTER_FENCE_H
 #define SINTER_FENCE_H
@@ -110,9 +113,9 @@ typedef int (*sinter_fence_hook)(const struct sinter_fence_db *db, void *arg);
 /* Creates table sinter_tcc_fence and its index if missing (in one local transaction), then checks
  * that the table has every column the fence uses. Call once per database at service start;
  * calling it again is harmless. On PostgreSQL the table goes into the connection's current schema.
- * Ownership: borrows db. Errors: SINTER_EINVAL, SINTER_ESTATE (connection inside a transaction),
- * SINTER_ECONFIG (a table of that name exists without the expected columns), SINTER_EDB,
- * SINTER_EBUSY. */
+ * Ownership: borrows db. Errors: SINTER_EINVAL, SINTER_EBUSY (connection inside a transaction,
+ * or database contention), SINTER_ECONFIG (a table of that name exists without the expected
+ * columns), SINTER_EDB. */
 int sinter_fence_init(const struct sinter_fence_db *db);
 
 /* Phase one. In one local transaction: insert the row (xid, branch_id) as TRIED, run hook (may be

@@ -17,20 +17,23 @@
  * fails is reported *_Retryable and the coordinator delivers the branch again later, with
  * backoff (possibly to another instance serving the same resource).
  *
- * Handler result -> reported BranchStatus (Seata's):
- *
- *   handler                                      commit delivery               rollback delivery
- *   sets *status to a phase-2 status of the      that status                   that status
- *     delivery's side (e.g. from sinter_xa_*)
- *   returns SINTER_OK                            PhaseTwo_Committed (5)        PhaseTwo_Rollbacked
- * (8) returns SINTER_ESTATE or SINTER_EFENCE       CommitFailed_Unretryable (7)
- * RollbackFailed_Unretryable (10)
- *     ("can never succeed": e.g. a confirm
- *     after a cancel, sinter/fence.h)
- *   returns anything else (SINTER_EBUSY, EDB,    CommitFailed_Retryable (6)
- * RollbackFailed_Retryable (9) ETIMEOUT, ...) no handler for the item CommitFailed_Retryable (6)
- * RollbackFailed_Retryable (9)
- *
+ * Handler result -> reported BranchStatus (Seata's): the table after this comment.
+ */
+/* clang-format off */
+/*
+ *  handler                                  commit delivery            rollback delivery
+ *  sets *status to a phase-2 status of the  that status                that status
+ *    delivery's side (e.g. from sinter_xa_*)
+ *  returns SINTER_OK                        PhaseTwo_Committed (5)     PhaseTwo_Rollbacked (8)
+ *  returns SINTER_ESTATE or SINTER_EFENCE   CommitFailed_Unretryable   RollbackFailed_Unretryable
+ *    ("can never succeed": e.g. a confirm   (7)                        (10)
+ *    after a cancel, sinter/fence.h)
+ *  returns anything else (SINTER_EBUSY,     CommitFailed_Retryable (6) RollbackFailed_Retryable (9)
+ *    EDB, ETIMEOUT, ...)
+ *  no handler for the item                  CommitFailed_Retryable (6) RollbackFailed_Retryable (9)
+ */
+/* clang-format on */
+/*
  * A handler runs at least once per decided branch and may run more than once (a lost report, a
  * lease that expired, an overlap across a leader change): it must be idempotent. The TCC layer
  * (sinter/tcc.h) gets that from the fence; XA from pg_xact_status (sinter/xa.h).
@@ -101,7 +104,10 @@ int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts);
 /* Starts phase-2 delivery: the maintenance thread, the workers, and a poller per known node
  * (when the process serves at least one resource). Register handlers first: an item with no
  * handler is reported retryable. Errors: SINTER_ESTATE (already started or closing),
- * SINTER_ENOMEM, SINTER_EINTERNAL (a thread could not be created). */
+ * SINTER_ENOMEM, SINTER_EINTERNAL (a thread could not be created). After a failure the handle
+ * counts as started (a second sinter_rm_start answers SINTER_ESTATE) and some threads may run:
+ * phase-one calls still work, and sinter_rm_close stops whatever did start and frees everything
+ * cleanly; to retry delivery, close the handle and open a new one. */
 int sinter_rm_start(struct sinter_rm *rm);
 
 /* Stops the pollers, waits for the handlers that are running and for their reports, stops the

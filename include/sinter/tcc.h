@@ -21,9 +21,10 @@
  * back itself; returning non-zero rolls the business change and the fence row back together.
  *
  * Phase-2 results (sinter/rm.h table): the fence's SINTER_ESTATE (confirm after cancel, cancel
- * after confirm) is reported *_Unretryable; SINTER_EBUSY (confirm before the try committed, or
- * database contention) and a hook's own error codes are *_Retryable (the coordinator retries
- * with backoff); a hook returning SINTER_ESTATE or SINTER_EFENCE says "never" (Unretryable).
+ * after confirm) is reported *_Unretryable; SINTER_EBUSY (confirm before the try committed, a
+ * connection that is not idle, database contention, a PostgreSQL lock or statement timeout) and a
+ * hook's own error codes are *_Retryable (the coordinator retries with backoff); a hook returning
+ * SINTER_ESTATE or SINTER_EFENCE says "never" (Unretryable).
  *
  * Fence cleanup: the RM's maintenance thread deletes ended fence rows older than
  * sinter_rm_opts.fence_retention_ms (see there: it must exceed the coordinator's phase-2 retry
@@ -68,9 +69,14 @@ struct sinter_tcc_action {
     void *user;                 /* passed in ctx->user */
     /* Phase 2's database, the one the service runs its tries on (same fence table). Exactly one
      * of: sqlite_path (opened by the library, one connection per worker thread, busy timeout
-     * 5 s), pg_conninfo (libpq, one connection per worker thread, reopened after it broke), or
-     * connect + disconnect (the caller's factory, e.g. a pool; connect fills *db with an idle
-     * connection, disconnect gives it back, both called on the worker thread). */
+     * 5 s), pg_conninfo (libpq, one connection per worker thread, closed and reopened when it
+     * broke or was left inside a transaction), or connect + disconnect (the caller's factory,
+     * e.g. a pool: connect is called on the worker thread at the start of EVERY phase-2
+     * delivery and fills *db with an idle connection; disconnect gets it back at the end of that
+     * delivery, whatever its outcome, possibly inside a failed transaction: the pool checks or
+     * replaces it. connect returning non-zero, or a connection handed out inside a transaction
+     * (SINTER_EBUSY), makes the delivery retryable. Both are also called once by
+     * sinter_tcc_register and per fence-cleanup round). */
     const char *sqlite_path;
     const char *pg_conninfo;
     int (*connect)(void *arg, struct sinter_fence_db *db);
@@ -79,6 +85,16 @@ struct sinter_tcc_action {
     /* true: report PhaseOne_Done after a successful try (one more replicated write; Seata's TCC
      * does not report by default and neither do we). */
     bool report_phase1_done;
+    /* pg_conninfo only: bounds on every wait of the library's own PostgreSQL connections, so a
+     * stuck database or a row lock held by the service never parks a phase-2 worker past the
+     * coordinator's lease (phase2_lease_ms, default 10 s). 0 = the default, UINT32_MAX = no
+     * bound. A lock or statement timeout fails the fence call with SINTER_EBUSY (SQLSTATE 55P03
+     * / 57014): reported retryable, the coordinator delivers again with backoff. */
+    uint32_t pg_connect_timeout_ms;   /* libpq connect_timeout, whole seconds rounded up (libpq
+                                         waits at least 2 s); 0 = 5000. A connect_timeout in
+                                         pg_conninfo wins. */
+    uint32_t pg_lock_timeout_ms;      /* SET lock_timeout on connect; 0 = 5000 */
+    uint32_t pg_statement_timeout_ms; /* SET statement_timeout on connect; 0 = 8000 */
 };
 
 /* Registers an action with rm: opens one connection to check the database and create the fence

@@ -74,11 +74,18 @@ int sinter_tm_begin(struct sinter_tm *tm, const char *name, uint32_t timeout_ms,
  * Committing while phase 2 runs, Committed when every branch already finished. A repeated
  * commit returns the current status. wait_phase2_ms > 0: also wait up to that long for phase 2
  * to finish (*status then final, e.g. Committed, or still Committing / CommitRetrying when the
- * wait ran out: not an error).
- * Ownership: borrows xid; writes *status.
+ * wait ran out: not an error). Once the decision was acknowledged, the call returns SINTER_OK
+ * whatever happens during that wait: a status read that fails (no answer, leader change) ends
+ * the wait early with the last status read in *status (the decision's own status at least),
+ * never with SINTER_ETIMEOUT, because the outcome is already guaranteed.
+ * Ownership: borrows xid; writes *status (0 when the coordinator's answer was an error reply
+ * that carries no status).
  * Errors: SINTER_EINVAL (xid not in text form), SINTER_ESTATE (the global was already decided
  * the other way, or timed out: *status says where it is), SINTER_ENOTFOUND (unknown xid:
  * *status is Finished), SINTER_ETIMEOUT (outcome unknown: ask sinter_tm_status), SINTER_EAUTH,
+ * SINTER_EBUSY (the coordinator's back-pressure outlasted the retries: ask sinter_tm_status),
+ * SINTER_ESTALE (a retry so late that the coordinator has forgotten the first answer, tc/fsm.c
+ * client window: the decision may or may not have been taken, ask sinter_tm_status),
  * SINTER_ENOMEM. */
 int sinter_tm_commit(struct sinter_tm *tm, const char *xid, uint32_t wait_phase2_ms,
                      uint32_t *status);
@@ -93,7 +100,9 @@ int sinter_tm_rollback(struct sinter_tm *tm, const char *xid, uint32_t wait_phas
  * past its retention: Seata's answer). wait_ms > 0: poll until the status is final
  * (sinter_global_status_is_final) or wait_ms passed; the last status read is returned either way.
  * Ownership: borrows xid; writes *status on success. Errors: SINTER_EINVAL, SINTER_ETIMEOUT,
- * SINTER_EAUTH, SINTER_ENOMEM. */
+ * SINTER_EAUTH, SINTER_EBUSY (the coordinator's back-pressure outlasted the retries; ask
+ * again), SINTER_ESTALE (refused as a stale retry; ask again), SINTER_ENOMEM, or another code
+ * the coordinator answered. */
 int sinter_tm_status(struct sinter_tm *tm, const char *xid, uint32_t wait_ms, uint32_t *status);
 
 /* The handle's client id (random, non-zero): the coordinator logs it with this TM's requests. */

@@ -136,12 +136,25 @@ static void handle(void *arg, struct sinter_transport_request *req)
         case SINTER_MSG_GLOBAL_ROLLBACK: {
             struct sinter_proto_msg r;
             memset(&r, 0, sizeof r);
+            if (f->end_error != 0) {
+                /* An ERROR reply: its union holds the error fields, not a status. */
+                r.code = SINTER_MSG_ERROR;
+                r.rs.result = f->end_error;
+                r.u.error.leader_id = 7;
+                r.u.error.group = 3;
+                sinter_transport_reply(req, &r);
+                break;
+            }
             r.code = sinter_proto_reply_code(m->code);
             r.u.global_status_result.global_status = f->end_status;
             sinter_transport_reply(req, &r);
             break;
         }
         case SINTER_MSG_GLOBAL_STATUS: {
+            if (f->status_error != 0) {
+                sinter_transport_reply_error(req, f->status_error, "status refused by the fake");
+                break;
+            }
             struct sinter_proto_msg r;
             memset(&r, 0, sizeof r);
             r.code = SINTER_MSG_GLOBAL_STATUS_RESULT;
@@ -251,6 +264,7 @@ int fake_tc_start(struct fake_tc *f, const char *secret)
     o.url = "tcp://127.0.0.1:0";
     o.handler = handle;
     o.handler_arg = f;
+    o.n_contexts = 2 * FAKE_HELD_MAX; /* room beside the held requests */
     int rc = sinter_transport_server_open(&f->srv, &o);
     if (rc != SINTER_OK) {
         return rc;
@@ -280,6 +294,20 @@ void fake_tc_stop(struct fake_tc *f)
     pthread_mutex_unlock(&f->mu);
     sinter_transport_server_close(f->srv);
     pthread_mutex_destroy(&f->mu);
+}
+
+void fake_tc_release(struct fake_tc *f)
+{
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->n_held; i++) {
+        struct sinter_proto_msg r;
+        memset(&r, 0, sizeof r);
+        r.code = SINTER_MSG_GLOBAL_BEGIN_RESULT;
+        r.u.global_begin_result.xid = (struct sinter_xid){f->begin_group, f->next_index++};
+        sinter_transport_reply(f->held[i], &r);
+    }
+    f->n_held = 0;
+    pthread_mutex_unlock(&f->mu);
 }
 
 void fake_tc_forget(struct fake_tc *f)

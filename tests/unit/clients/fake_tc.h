@@ -21,7 +21,7 @@
 #define FAKE_ITEMS_MAX   64
 #define FAKE_BRANCH_MAX  64
 #define FAKE_REPORTS_MAX 256
-#define FAKE_HELD_MAX    16
+#define FAKE_HELD_MAX    80
 #define FAKE_REG_MAX     64
 
 struct fake_req {
@@ -91,6 +91,8 @@ struct fake_tc {
     int status_until;      /* ... after this many more status calls it becomes status_final */
     uint32_t status_final;
     int report_result; /* Phase2Report result code (SINTER_OK normally) */
+    int end_error;     /* non-zero: GlobalCommit / GlobalRollback answer an ERROR of this code */
+    int status_error;  /* non-zero: GlobalStatus answers an ERROR of this code */
 
     struct sinter_transport_request *held[FAKE_HELD_MAX];
     int n_held;
@@ -116,6 +118,8 @@ void fake_tc_stop(struct fake_tc *f);
 
 /* Makes the node forget every registration (as a restarted node would). */
 void fake_tc_forget(struct fake_tc *f);
+/* Answers every held GlobalBegin now, with a fresh xid each. */
+void fake_tc_release(struct fake_tc *f);
 /* Queues a phase-2 work item for the next poll. */
 void fake_tc_push(struct fake_tc *f, const struct fake_item *it);
 /* Number of logged requests of code (0: all), and the i-th of them (-1: the last). */

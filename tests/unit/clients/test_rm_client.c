@@ -10,7 +10,11 @@
  *   - TCC on the real SQLite fence: try registers the branch with its arguments, the confirm
  *     runs in ANOTHER RM instance from the arguments the coordinator delivered; a duplicate
  *     delivery runs the confirm hook once; a cancel before the try is an empty rollback and the
- *     later try is refused (SINTER_EFENCE) and reported PhaseOne_Failed.
+ *     later try is refused (SINTER_EFENCE) and reported PhaseOne_Failed;
+ *   - TCC with the caller's connection factory (a pool): connect / disconnect once per delivery;
+ *     a confirm without a fence row and a pooled connection handed out inside a transaction are
+ *     reported *_Retryable (never Unretryable), the redelivery confirms; a try whose hook fails
+ *     returns the hook's code and reports PhaseOne_Failed.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -415,12 +419,146 @@ static void tcc_on_sqlite(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- TCC with the caller's connection factory ----------------------------------------------- */
+
+struct pool {
+    sqlite3 *conn; /* the one pooled connection */
+    atomic_int connects, disconnects, repaired;
+};
+
+static int pool_connect(void *arg, struct sinter_fence_db *db)
+{
+    struct pool *p = arg;
+    atomic_fetch_add(&p->connects, 1);
+    *db = sinter_fence_db_sqlite(p->conn);
+    return SINTER_OK;
+}
+
+/* A pool checks what it gets back: a connection left inside a transaction is rolled back. */
+static void pool_disconnect(void *arg, struct sinter_fence_db *db)
+{
+    struct pool *p = arg;
+    if (!sqlite3_get_autocommit(db->sqlite)) {
+        sqlite3_exec(db->sqlite, "ROLLBACK", NULL, NULL, NULL);
+        atomic_fetch_add(&p->repaired, 1);
+    }
+    atomic_fetch_add(&p->disconnects, 1);
+}
+
+static int failing_try(const struct sinter_tcc_ctx *ctx)
+{
+    (void)ctx;
+    return SINTER_EDB;
+}
+
+static void tcc_pool_and_retryable_results(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sinter-rm-pool-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/service.db", dir);
+    sqlite3 *db = NULL, *pooled = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(path, &pooled), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_busy_timeout(pooled, 5000);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE ledger(entry TEXT);", NULL, NULL, NULL),
+                     SQLITE_OK);
+
+    struct fake_tc f;
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
+    const char *res[] = {"pay"};
+    struct bank b;
+    memset(&b, 0, sizeof b);
+    struct pool p;
+    memset(&p, 0, sizeof p);
+    p.conn = pooled;
+    struct sinter_tcc_action a;
+    memset(&a, 0, sizeof a);
+    a.name = "pay";
+    a.confirm_fn = bank_confirm;
+    a.cancel_fn = bank_cancel;
+    a.user = &b;
+    a.connect = pool_connect;
+    a.disconnect = pool_disconnect;
+    a.connect_arg = &p;
+    struct sinter_rm *rm = open_rm(&f, res, 1);
+    assert_int_equal(sinter_tcc_register(rm, &a), SINTER_OK);
+    assert_int_equal(atomic_load(&p.connects), 1); /* the fence table check */
+    assert_int_equal(atomic_load(&p.disconnects), 1);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    struct sinter_fence_db fdb = sinter_fence_db_sqlite(db);
+
+    /* A confirm with no fence row (the try has not committed, or never ran): retryable, the
+     * confirm hook does not run, and the pooled connection goes back after the delivery. */
+    struct fake_item it = item(SINTER_MSG_BRANCH_COMMIT, 21, 100, SINTER_BT_TCC, "pay", "x:1");
+    fake_tc_push(&f, &it);
+    assert_int_equal(fake_tc_wait_reports(&f, 1, WAIT_MS), 1);
+    assert_int_equal(f.reports[0].status, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE);
+    assert_int_equal(atomic_load(&b.confirms), 0);
+    assert_int_equal(atomic_load(&p.connects), 2);
+    assert_int_equal(atomic_load(&p.disconnects), 2);
+
+    /* Now the try: the branch registered is 100 (the fake's first id). */
+    uint64_t br = 0;
+    assert_int_equal(sinter_tcc_try(rm, "pay", "0:21", "x:1", 3, &fdb, &br), SINTER_OK);
+    assert_int_equal(br, 100);
+
+    /* The pool hands out a connection left inside a transaction: the delivery is retryable
+     * (the connection is not idle; nothing is wrong with the branch), never Unretryable. */
+    assert_int_equal(sqlite3_exec(pooled, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    it.attempt = 2;
+    fake_tc_push(&f, &it);
+    assert_int_equal(fake_tc_wait_reports(&f, 2, WAIT_MS), 2);
+    assert_int_equal(f.reports[1].status, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE);
+    assert_int_equal(atomic_load(&b.confirms), 0);
+    /* ... and given back at once, so the pool repaired it. */
+    assert_int_equal(atomic_load(&p.disconnects), atomic_load(&p.connects));
+    assert_int_equal(atomic_load(&p.repaired), 1);
+
+    /* The redelivery gets a clean connection and confirms. */
+    it.attempt = 3;
+    fake_tc_push(&f, &it);
+    assert_int_equal(fake_tc_wait_reports(&f, 3, WAIT_MS), 3);
+    assert_int_equal(f.reports[2].status, SINTER_BS_PHASE2_COMMITTED);
+    assert_int_equal(atomic_load(&b.confirms), 1);
+    assert_int_equal(atomic_load(&p.disconnects), atomic_load(&p.connects));
+    assert_int_equal(
+        count_rows(db, "SELECT count(*) FROM ledger WHERE entry = 'confirm 0:21 100 x:1'"), 1);
+
+    /* A try whose hook fails: the hook's code comes back, nothing is left in the fence, and the
+     * branch is reported PhaseOne_Failed so the global cannot commit. */
+    struct sinter_tcc_action a2 = a;
+    a2.name = "pay-fails";
+    a2.try_fn = failing_try;
+    assert_int_equal(sinter_tcc_register(rm, &a2), SINTER_OK);
+    assert_int_equal(sinter_tcc_try(rm, "pay-fails", "0:22", "y:2", 3, &fdb, &br), SINTER_EDB);
+    assert_int_equal(br, 101);
+    struct fake_branch fb;
+    assert_true(fake_tc_branch(&f, 101, &fb));
+    assert_int_equal(fb.phase1, SINTER_BS_PHASE1_FAILED);
+    int fs = -1;
+    assert_int_equal(sinter_fence_status(&fdb, "0:22", 101, &fs), SINTER_OK);
+    assert_int_equal(fs, SINTER_FENCE_NONE);
+
+    sinter_rm_close(rm);
+    assert_int_equal(atomic_load(&p.disconnects), atomic_load(&p.connects));
+    fake_tc_stop(&f);
+    sqlite3_close(pooled);
+    sqlite3_close(db);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(phase2_mapping),
         cmocka_unit_test(close_waits_for_running_handler),
         cmocka_unit_test(tcc_on_sqlite),
+        cmocka_unit_test(tcc_pool_and_retryable_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
