@@ -88,6 +88,12 @@ struct sinter_store_io {
     int (*listdir)(void *ctx, const char *path, int (*fn)(void *arg, const char *name), void *arg);
     /* Makes the directory's entries (creations, renames, unlinks) durable. */
     int (*syncdir)(void *ctx, const char *path);
+    /* Optional (NULL: never called): starts writing back [off, off + len) without waiting and
+     * without any durability promise (Linux sync_file_range(SYNC_FILE_RANGE_WRITE)). The snapshot
+     * writer calls it every few MiB so the final fsync has little left to flush; one big flush
+     * at the end holds up the log's fdatasync behind it on a shared disk (RocksDB's bytes_per_sync
+     * does the same). Errors are ignored. */
+    int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
@@ -182,6 +188,22 @@ void sinter_store_hard_state(const struct sinter_store *s, struct sinter_raft_ha
  * the store stays usable), SINTER_EIO / SINTER_ENOSPC from a write or sync (the store turns
  * failed; entries already durable stay), SINTER_ENOMEM. */
 int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *entries, size_t n);
+
+/* Compaction in two steps, so that the slow part (unlinking whole segment files: freeing the
+ * extents of a 64 MiB preallocated file took up to 70 ms under load) runs off the store's thread:
+ * _detach removes from the store every whole segment whose entries are all <= upto (the rule of
+ * sinter_store_compact) and closes them, leaving the files; *garbage lists them (NULL if none).
+ * Crash safety: until they are unlinked the files are an older, valid log prefix that the snapshot
+ * covers, which open() accepts. Store's thread. Errors: as sinter_store_compact.
+ * sinter_store_garbage_collect() unlinks them (oldest first, stopping at a failure, so neither a
+ * crash nor an error midway leaves a gap),
+ * syncs the directory and frees garbage: any thread, it touches nothing of the store (which may
+ * even be closed by then). NULL is ok. Errors: SINTER_EIO (a file could not be removed: harmless,
+ * an old prefix; the next open keeps it until a later compaction). */
+struct sinter_store_garbage;
+int sinter_store_compact_detach(struct sinter_store *s, uint64_t upto,
+                                struct sinter_store_garbage **garbage);
+int sinter_store_garbage_collect(struct sinter_store_garbage *garbage);
 
 /* Removes every entry with index >= from (a conflicting suffix, Raft paper 5.3), durably: later
  * segments are unlinked (newest first) and the directory synced, then the segment holding `from`

@@ -67,15 +67,16 @@
 
 #include "sinter/raft_store.h"
 
-#define STORE_SEG_HDR     32u
-#define STORE_REC_HDR     32u
-#define STORE_META_SIZE   512u
-#define STORE_META_REC    48u
-#define STORE_SNAP_HDR    256u
-#define STORE_CFG_MAX     (2u + SINTER_RAFT_MAX_SERVERS * 9u)
-#define STORE_VERSION     1u
-#define STORE_PATH_MAX    4096
-#define STORE_ERRMSG_SIZE 512
+#define STORE_SEG_HDR        32u
+#define STORE_REC_HDR        32u
+#define STORE_META_SIZE      512u
+#define STORE_META_REC       48u
+#define STORE_SNAP_HDR       256u
+#define STORE_SNAP_WRITEBACK (4u << 20) /* snapshot bytes between writeback hints */
+#define STORE_CFG_MAX        (2u + SINTER_RAFT_MAX_SERVERS * 9u)
+#define STORE_VERSION        1u
+#define STORE_PATH_MAX       4096
+#define STORE_ERRMSG_SIZE    512
 
 /* One record in the in-memory index. */
 struct store_rec {

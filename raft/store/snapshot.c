@@ -30,6 +30,7 @@ struct sinter_store_snap_writer {
     struct sinter_raft_snapshot_meta meta;
     int fd;
     uint64_t len;
+    uint64_t written_back; /* data bytes handed to io->writeback so far */
     uint32_t crc;
     int err;      /* first error: sync / publish refuse */
     bool synced;  /* header written, fsync'd, renamed and the directory synced */
@@ -318,6 +319,12 @@ int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data
     }
     w->crc = sinter_crc32c(w->crc, data, len);
     w->len += len;
+    if (s->io->writeback != NULL && w->len - w->written_back >= STORE_SNAP_WRITEBACK) {
+        /* Start writeback of what is written so far (see sinter_store_io.writeback). */
+        (void)s->io->writeback(s->ctx, w->fd, STORE_SNAP_HDR + w->written_back,
+                               w->len - w->written_back);
+        w->written_back = w->len;
+    }
     return SINTER_OK;
 }
 
