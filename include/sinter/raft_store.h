@@ -109,6 +109,15 @@ struct sinter_store_options {
     const struct sinter_store_io *io; /* NULL: sinter_store_io_posix() */
     uint32_t segment_size;            /* bytes per segment file, [MIN, MAX]; multiple of 8 */
     uint32_t snapshots_keep;          /* newest valid snapshots kept; >= 1, default 2 */
+    /* Files the store no longer needs (segments removed by sinter_store_compact, snapshots beyond
+     * snapshots_keep) are not unlinked on the store's thread but queued: the owner takes them with
+     * sinter_store_garbage_take() and removes them on any thread (sinter_store_garbage_collect()).
+     * Freeing a large file can take tens of ms on a busy disk (70 ms for a 64 MiB preallocated
+     * segment measured by raft-bench), which the store's thread (a raft loop) should not wait for.
+     * Until collected the files are harmless: an older log prefix or snapshot that the newest
+     * snapshot covers, which open() accepts (and compacts / retires again). close() collects what
+     * was not taken. Default false: unlinked at once, as before. */
+    bool defer_unlink;
     /* Called for recoverable events worth an operator's attention (torn tail cut off, superseded
      * log discarded, corrupt snapshot skipped). NULL: the message goes to stderr. The message is
      * only valid during the call. */
@@ -189,28 +198,23 @@ void sinter_store_hard_state(const struct sinter_store *s, struct sinter_raft_ha
  * failed; entries already durable stay), SINTER_ENOMEM. */
 int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *entries, size_t n);
 
-/* Compaction in two steps, so that the slow part (unlinking whole segment files: freeing the
- * extents of a 64 MiB preallocated file took up to 70 ms under load) runs off the store's thread:
- * _detach removes from the store every whole segment whose entries are all <= upto (the rule of
- * sinter_store_compact) and closes them, leaving the files; *garbage lists them (NULL if none).
- * Crash safety: until they are unlinked the files are an older, valid log prefix that the snapshot
- * covers, which open() accepts. Store's thread. Errors: as sinter_store_compact.
- * sinter_store_garbage_collect() unlinks them (oldest first, stopping at a failure, so neither a
- * crash nor an error midway leaves a gap),
- * syncs the directory and frees garbage: any thread, it touches nothing of the store (which may
- * even be closed by then). NULL is ok. Errors: SINTER_EIO (a file could not be removed: harmless,
- * an old prefix; the next open keeps it until a later compaction). */
-struct sinter_store_garbage;
-int sinter_store_compact_detach(struct sinter_store *s, uint64_t upto,
-                                struct sinter_store_garbage **garbage);
-int sinter_store_garbage_collect(struct sinter_store_garbage *garbage);
-
 /* Removes every entry with index >= from (a conflicting suffix, Raft paper 5.3), durably: later
  * segments are unlinked (newest first) and the directory synced, then the segment holding `from`
  * is cut at that record and re-extended with zeros, and synced. from > last index is a no-op.
  * Errors: SINTER_ECOMPACTED (from < first index: those entries are in a snapshot and committed),
  * SINTER_EIO / SINTER_ENOSPC (the store turns failed). */
 int sinter_store_truncate(struct sinter_store *s, uint64_t from);
+
+/* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the
+ * caller's, released by sinter_store_garbage_collect(). Store's thread. */
+struct sinter_store_garbage;
+struct sinter_store_garbage *sinter_store_garbage_take(struct sinter_store *s);
+
+/* Unlinks the files (in order, stopping at the first failure so that no gap appears in the log),
+ * syncs the directory and frees g. Any thread: touches nothing of the store, which may even be
+ * closed. NULL is ok. Errors: SINTER_EIO / SINTER_ENOSPC (some files stay: harmless, see
+ * options.defer_unlink). */
+int sinter_store_garbage_collect(struct sinter_store_garbage *g);
 
 /* Discards the log prefix covered by a durable snapshot: unlinks, oldest first, every whole
  * segment whose entries are all <= upto. The last segment is never removed, so entries after upto

@@ -847,8 +847,9 @@ static void maybe_snapshot(struct group *g)
     g->job = j;
 }
 
-/* Unlinks compacted segment files (sinter_store_compact_detach). A failure leaves an old log
- * prefix that the next open keeps and a later compaction removes: nothing to report to the loop. */
+/* Removes files the store queued (compacted segments, retired snapshots; defer_unlink). A failure
+ * leaves an old log prefix or snapshot that the next open keeps and a later compaction or snapshot
+ * removes: nothing to report to the loop. */
 static void *gc_main(void *arg)
 {
     (void)sinter_store_garbage_collect(arg);
@@ -906,18 +907,18 @@ static void job_finished(struct group *g, struct snap_job *j)
     if (crc != SINTER_OK) {
         hlog(h, 1, g->id, "core compaction at %" PRIu64 ": %s", index, sinter_strerror(crc));
     }
-    /* Only whole segments at or below the durable snapshot go (the store enforces it). Their
-     * files are unlinked by a helper: freeing a 64 MiB preallocated file took up to 70 ms on the
-     * loop under load (raft-bench's max_gap at 256 in flight). If the previous helper is still
-     * busy, compaction waits for the next snapshot (it covers everything up to its index). */
+    /* Only whole segments at or below the durable snapshot go (the store enforces it). */
+    crc = sinter_store_compact(g->s, index);
+    if (crc != SINTER_OK) {
+        hlog(h, 1, g->id, "store compaction at %" PRIu64 ": %s", index, sinter_store_errmsg(g->s));
+    }
+    /* The files of compacted segments and retired snapshots are unlinked by a helper: freeing a
+     * 64 MiB segment or an old snapshot took 10-70 ms on the loop under load (raft-bench's
+     * max_gap). If the previous helper is still busy they wait in the store for the next time. */
     if (!g->gc_running || pthread_tryjoin_np(g->gc_th, NULL) == 0) {
         g->gc_running = false;
-        struct sinter_store_garbage *gb = NULL;
-        crc = sinter_store_compact_detach(g->s, index, &gb);
-        if (crc != SINTER_OK) {
-            hlog(h, 1, g->id, "store compaction at %" PRIu64 ": %s", index,
-                 sinter_store_errmsg(g->s));
-        } else if (gb != NULL) {
+        struct sinter_store_garbage *gb = sinter_store_garbage_take(g->s);
+        if (gb != NULL) {
             if (pthread_create(&g->gc_th, NULL, gc_main, gb) == 0) {
                 g->gc_running = true;
             } else {
@@ -1544,6 +1545,7 @@ static void group_open(struct sinter_raft_host *h, struct group *g)
         so.segment_size = h->o.segment_size;
     }
     so.report = store_report;
+    so.defer_unlink = true; /* removed by a helper (gc_main), not on the loop */
     if (h->o.store_io != NULL) {
         so.io = h->o.store_io;
     }

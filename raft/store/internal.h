@@ -135,6 +135,9 @@ struct sinter_store {
     size_t nsnaps;
     size_t capsnaps;
     struct sinter_store_snap_writer *writer;
+
+    /* Files to remove later (options.defer_unlink), oldest first. */
+    struct sinter_store_garbage *garbage;
 };
 
 /* Little-endian codec. */
@@ -188,6 +191,8 @@ int sinter_rs_check_failed(struct sinter_store *s);
 void sinter_rs_report(struct sinter_store *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sinter_rs_path(const struct sinter_store *s, char *buf, const char *name);
+/* Queues path for sinter_store_garbage_collect (store.c). SINTER_OK or SINTER_ENOMEM. */
+int sinter_rs_garbage_add(struct sinter_store *s, const char *path);
 
 /* I/O helpers (store.c): full-length pwrite / pread loops. sinter_rs_pread_full reports a short
  * file as *got < len. */

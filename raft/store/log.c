@@ -821,6 +821,15 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
     }
     bool removed = false;
     while (s->nsegs > 1 && s->segs[1].first <= upto + 1) {
+        char path[STORE_PATH_MAX];
+        sinter_rs_path(s, path, s->segs[0].name);
+        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
+            /* Detached: the file, an old prefix the snapshot covers, goes later (options). */
+            seg_release(s, &s->segs[0]);
+            memmove(&s->segs[0], &s->segs[1], (s->nsegs - 1) * sizeof *s->segs);
+            s->nsegs--;
+            continue;
+        }
         rc = seg_remove(s, 0);
         removed = true;
         if (rc != SINTER_OK) {
@@ -834,81 +843,6 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
         }
     }
     return rc;
-}
-
-struct sinter_store_garbage {
-    const struct sinter_store_io *io;
-    void *ctx;
-    char dir[STORE_PATH_MAX];
-    size_t n;
-    char (*paths)[STORE_PATH_MAX]; /* oldest first */
-};
-
-int sinter_store_compact_detach(struct sinter_store *s, uint64_t upto,
-                                struct sinter_store_garbage **out)
-{
-    *out = NULL;
-    int rc = sinter_rs_check_failed(s);
-    if (rc != SINTER_OK) {
-        return rc;
-    }
-    const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
-    if (sn == NULL || upto > sn->meta.index) {
-        return sinter_rs_err(s, SINTER_EINVAL,
-                             "raft store %s: compact up to %" PRIu64
-                             " beyond the newest durable snapshot (%" PRIu64 ")",
-                             s->dir, upto, sn ? sn->meta.index : 0);
-    }
-    size_t k = 0;
-    while (s->nsegs - k > 1 && s->segs[k + 1].first <= upto + 1) {
-        k++;
-    }
-    if (k == 0) {
-        return SINTER_OK;
-    }
-    struct sinter_store_garbage *g = calloc(1, sizeof *g);
-    if (g != NULL) {
-        g->paths = calloc(k, sizeof *g->paths);
-    }
-    if (g == NULL || g->paths == NULL) {
-        free(g);
-        return sinter_store_compact(s, upto); /* no memory to defer: do it here */
-    }
-    g->io = s->io;
-    g->ctx = s->ctx;
-    snprintf(g->dir, sizeof g->dir, "%s", s->dir);
-    g->n = k;
-    for (size_t i = 0; i < k; i++) {
-        sinter_rs_path(s, g->paths[i], s->segs[i].name);
-        seg_release(s, &s->segs[i]);
-    }
-    memmove(&s->segs[0], &s->segs[k], (s->nsegs - k) * sizeof *s->segs);
-    s->nsegs -= k;
-    *out = g;
-    return SINTER_OK;
-}
-
-int sinter_store_garbage_collect(struct sinter_store_garbage *g)
-{
-    if (g == NULL) {
-        return SINTER_OK;
-    }
-    int err = 0;
-    for (size_t i = 0; i < g->n && err == 0; i++) {
-        /* Stop at the first failure: removing a newer file past an older one that stays would
-         * leave a gap in the log, which open() rightly calls corruption. */
-        int e = g->io->unlink(g->ctx, g->paths[i]);
-        if (e != 0 && e != ENOENT) {
-            err = e;
-        }
-    }
-    int e = g->io->syncdir(g->ctx, g->dir);
-    if (e != 0 && err == 0) {
-        err = e;
-    }
-    free(g->paths);
-    free(g);
-    return err == 0 ? SINTER_OK : err == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
 }
 
 int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index)

@@ -361,6 +361,9 @@ static void retire_old(struct sinter_store *s)
     }
     for (size_t i = 0; i < drop; i++) {
         sinter_rs_path(s, path, s->snaps[i].name);
+        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
+            continue; /* removed later, off this thread (options.defer_unlink) */
+        }
         int e = s->io->unlink(s->ctx, path);
         if (e != 0 && e != ENOENT) {
             sinter_rs_report(s, "could not delete old snapshot %s: errno %d", path, e);

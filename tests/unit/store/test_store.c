@@ -1630,15 +1630,15 @@ static void snapshot_helper_errors_stay_in_the_writer(void **state)
     rmtree(dir);
 }
 
-/* Compaction whose file removal runs on another thread: detached segments leave the store at
- * once; their files, until collected, are a valid old prefix that open() accepts; a removal that
- * fails stops there, so no gap ever appears. */
+/* With defer_unlink, compaction and snapshot retirement leave their files for another thread:
+ * the segments leave the store at once; until collected the files are a valid old prefix (and an
+ * old snapshot) that open() accepts; a removal that fails stops there, so no gap ever appears. */
 static void *collect_main(void *arg)
 {
     return (void *)(intptr_t)sinter_store_garbage_collect(arg);
 }
 
-static void compaction_detached_then_collected(void **state)
+static void deferred_unlink_collected_elsewhere(void **state)
 {
     (void)state;
     char *dir = mktmp();
@@ -1647,6 +1647,7 @@ static void compaction_detached_then_collected(void **state)
     faultio_init(&fio, sinter_store_io_posix());
     struct sinter_store_options o;
     opts_init(&o, &fio.io, 4096, &rp);
+    o.defer_unlink = true;
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     struct model m = {0};
@@ -1655,27 +1656,31 @@ static void compaction_detached_then_collected(void **state)
         assert_int_equal(append_range(s, i, 20, 1 + i / 100), SINTER_OK);
         model_set(&m, i, 20, 1 + i / 100);
     }
-    size_t files = count_files(dir, "seg-", "");
     size_t before = sinter_store_segment_count(s);
     assert_true(before >= 4);
-    struct sinter_store_garbage *gb = NULL;
-    assert_int_equal(sinter_store_compact_detach(s, 100, &gb), SINTER_EINVAL); /* no snapshot */
-    assert_null(gb);
+    assert_null(sinter_store_garbage_take(s));
+    assert_int_equal(write_snapshot(s, 50, m.terms[50], 100, 100), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 100, m.terms[100], 100, 100), SINTER_OK);
     assert_int_equal(write_snapshot(s, 150, m.terms[150], 5000, 1000), SINTER_OK);
-    assert_int_equal(sinter_store_compact_detach(s, 150, &gb), SINTER_OK);
-    assert_non_null(gb);
+    long unlinks = fio.calls[FOP_UNLINK];
+    assert_int_equal(sinter_store_compact(s, 150), SINTER_OK);
+    assert_int_equal(fio.calls[FOP_UNLINK], unlinks); /* nothing removed on this thread */
     uint64_t first = sinter_store_first_index(s);
     assert_true(first > 1 && first <= 151);
     size_t detached = before - sinter_store_segment_count(s);
     assert_true(detached >= 1);
-    assert_int_equal(count_files(dir, "seg-", ""), files); /* still on disk */
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 3); /* snapshot 50 retired, still there */
     struct sinter_raft_entry *e;
     size_t n;
     assert_int_equal(sinter_store_read(s, 1, 10, 0, &e, &n), SINTER_ECOMPACTED);
     assert_int_equal(append_range(s, 301, 20, 5), SINTER_OK); /* the store goes on */
     model_set(&m, 301, 20, 5);
+    struct sinter_store_garbage *gb = sinter_store_garbage_take(s);
+    assert_non_null(gb);
+    assert_null(sinter_store_garbage_take(s));
     sinter_store_close(s);
-    /* A crash before the files are gone: they are an old prefix the snapshot covers. */
+    /* A crash before the files are gone: an old prefix and an old snapshot, both covered. */
+    size_t files = count_files(dir, "seg-", "");
     assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
     assert_int_equal(rec.snapshot.index, 150);
     assert_int_equal(rec.n_entries, 170);
@@ -1683,25 +1688,26 @@ static void compaction_detached_then_collected(void **state)
     assert_int_equal(sinter_store_first_index(s), 1);
     sinter_store_recovered_free(&rec);
     sinter_store_close(s);
-    files = count_files(dir, "seg-", ""); /* the appends may have added one */
-    /* The helper removes them (even after the store that detached them closed). */
+    /* The helper removes them (even after the store that queued them closed). */
     pthread_t th;
     void *res = NULL;
     assert_int_equal(pthread_create(&th, NULL, collect_main, gb), 0);
     assert_int_equal(pthread_join(th, &res), 0);
     assert_int_equal((int)(intptr_t)res, SINTER_OK);
     assert_int_equal(count_files(dir, "seg-", ""), files - detached);
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 2);
 
     /* A removal that fails stops there: the oldest remaining file is the one that failed, and
-     * the log has no gap (open succeeds, first index is that file's). */
+     * the log has no gap (open succeeds and returns the same entries). */
     assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
     sinter_store_recovered_free(&rec);
     assert_int_equal(write_snapshot(s, 300, m.terms[300], 10, 10), SINTER_OK);
     size_t segs = sinter_store_segment_count(s);
-    assert_int_equal(sinter_store_compact_detach(s, 300, &gb), SINTER_OK);
-    assert_non_null(gb);
+    assert_int_equal(sinter_store_compact(s, 300), SINTER_OK);
     assert_true(segs - sinter_store_segment_count(s) >= 2);
     uint64_t kept_first = sinter_store_first_index(s);
+    gb = sinter_store_garbage_take(s);
+    assert_non_null(gb);
     sinter_store_close(s);
     faultio_fail(&fio, FOP_BIT(FOP_UNLINK), EIO, 1, false); /* the 2nd unlink fails */
     assert_int_equal(sinter_store_garbage_collect(gb), SINTER_EIO);
@@ -1714,6 +1720,7 @@ static void compaction_detached_then_collected(void **state)
     /* A later compaction removes them. */
     assert_int_equal(sinter_store_compact(s, 300), SINTER_OK);
     assert_int_equal(sinter_store_first_index(s), kept_first);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
     assert_int_equal(sinter_store_garbage_collect(NULL), SINTER_OK);
     sinter_store_close(s);
     rmtree(dir);
@@ -1746,7 +1753,7 @@ int main(void)
         cmocka_unit_test(snapshot_enospc_keeps_old),
         cmocka_unit_test(snapshot_sync_on_helper_publish_on_store_thread),
         cmocka_unit_test(snapshot_helper_errors_stay_in_the_writer),
-        cmocka_unit_test(compaction_detached_then_collected),
+        cmocka_unit_test(deferred_unlink_collected_elsewhere),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
