@@ -7,15 +7,18 @@
  *     enqueue an event or copy bytes into memory owned by one stream;
  *   - API callers only enqueue an event;
  *   - one helper thread per running snapshot job serialises a state-machine copy into the store's
- *     snapshot writer (the writer touches only its own file, so this is safe alongside the loop's
- *     use of the store; finish and compaction run back on the loop).
+ *     snapshot writer and makes it durable (sinter_store_snap_sync: the writer touches only its
+ *     own file, so this is safe alongside the loop's use of the store); publishing it and
+ *     compaction run back on the loop;
+ *   - one helper per group at a time removes the files the store queued (defer_unlink: compacted
+ *     segments, retired snapshots), which touches nothing of the store.
  * The inbox is a lock-free LIFO (a Treiber stack) that producers push onto with one
  * compare-and-swap and the loop empties with one exchange; the loop sleeps in poll() on an eventfd
  * that a producer writes only when its push made the inbox non-empty (and never from the loop
  * thread itself, which looks at the inbox before it sleeps). So a burst of proposals or received
  * frames costs one wake-up, and producers never contend for a lock with the loop (bench/FINDINGS.md
- * F1, F2: a mutex
- * + condvar signal per event made the futex calls and the thread hand-offs dominate the profile).
+ * F1, F2: a mutex + condvar signal per event made the futex calls and the thread hand-offs
+ * dominate the profile).
  */
 #include "sinter/raft_host.h"
 
