@@ -12,10 +12,14 @@
  * flight at the leader (each completion re-proposes from the completion callback), for --seconds.
  * Latency is propose -> completion callback (committed on a majority and applied on the leader).
  * Printed per row: entries/s, p50/p99/p99.9/max latency, the longest gap between consecutive
- * commits (a snapshot stall shows up there), snapshots taken (leader/all nodes) and errors.
+ * commits (a snapshot stall shows up there), snapshots taken (leader/all nodes) and errors; then a
+ * "# host" line per node with the host's loop counters for the row (sinter_raft_host_stats: loop
+ * iterations and busy time, longest iteration, store appends and their mean / max time, apply
+ * time, snapshot fsync time on the helper and publish time on the loop), to attribute the tail.
  *
  *   raft-bench [--concurrency 1,16,64,256] [--seconds 5] [--warmup 1] [--entry-size 128]
- *              [--snapshot-every N | --no-snapshots] [--fsm-slots 4096] [--log-level 1]
+ *              [--snapshot-every N | --no-snapshots] [--fsm-slots 4096 | --state-kib K]
+ *              [--log-level 1]
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -233,13 +237,40 @@ static void host_log(void *arg, int level, uint32_t group, const char *msg)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: raft-bench [options]\n%s"
-            "  --snapshot-every N   snapshot every N applied entries (default: the host's, 8192)\n"
-            "  --no-snapshots       never snapshot\n"
-            "  --fsm-slots N        state machine table slots (default 4096)\n"
-            "  --log-level L        host log level 0..3 (default 1)\n",
-            bench_opts_usage);
+    fprintf(
+        stderr,
+        "usage: raft-bench [options]\n%s"
+        "  --snapshot-every N   snapshot every N applied entries (default: the host's, 8192)\n"
+        "  --no-snapshots       never snapshot\n"
+        "  --fsm-slots N        state machine table slots (default 4096)\n"
+        "  --state-kib K        state machine size in KiB (sets the slots from the entry size)\n"
+        "  --log-level L        host log level 0..3 (default 1)\n",
+        bench_opts_usage);
+}
+
+static double ms_of(uint64_t ns)
+{
+    return (double)ns / 1e6;
+}
+
+/* One line per node with its loop counters for the row just run (reset before the row). */
+static void print_host_stats(struct sinter_raft_host *const *h, int li)
+{
+    for (int i = 0; i < NODES; i++) {
+        struct sinter_raft_host_stats s;
+        sinter_raft_host_stats(h[i], &s, true);
+        double busy = s.loop_iterations ? ms_of(s.loop_busy_ns) : 0;
+        printf("# host n%d%s: iters %" PRIu64 " busy %.0f ms max_iter %.2f ms wakeups %" PRIu64
+               " events %" PRIu64 " | appends %" PRIu64 " (%.1f entries) mean %.3f max %.2f ms | "
+               "apply %.2f us/entry max %.2f ms | snap sync %.1f ms (helper) publish max %.2f ms\n",
+               i + 1, i == li ? "*" : "", s.loop_iterations, busy, ms_of(s.loop_max_iter_ns),
+               s.loop_wakeups, s.events, s.store_appends,
+               s.store_appends ? (double)s.store_append_entries / (double)s.store_appends : 0.0,
+               s.store_appends ? ms_of(s.store_append_ns) / (double)s.store_appends : 0.0,
+               ms_of(s.store_append_max_ns),
+               s.apply_entries ? (double)s.apply_ns / 1e3 / (double)s.apply_entries : 0.0,
+               ms_of(s.apply_max_ns), ms_of(s.snapshot_sync_ns), ms_of(s.snapshot_publish_max_ns));
+    }
 }
 
 static void status_all(struct sinter_raft_host *const *h, struct sinter_raft_host_status *st)
@@ -316,6 +347,7 @@ int main(int argc, char **argv)
     uint64_t snap_every = 0;
     bool snap_set = false, no_snap = false;
     size_t fsm_slots = 4096;
+    uint64_t state_kib = 0;
     for (int i = 1; i < argc;) {
         int n = bench_opts_parse(&bo, argc, argv, i);
         if (n < 0) {
@@ -337,6 +369,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--fsm-slots") == 0 && v != NULL) {
             fsm_slots = strtoul(v, NULL, 10);
             i += 2;
+        } else if (strcmp(a, "--state-kib") == 0 && v != NULL) {
+            state_kib = strtoull(v, NULL, 10);
+            i += 2;
         } else if (strcmp(a, "--log-level") == 0 && v != NULL) {
             g_log_level = (int)strtol(v, NULL, 10);
             i += 2;
@@ -344,6 +379,9 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
+    }
+    if (state_kib > 0) {
+        fsm_slots = (size_t)(state_kib * 1024u / bo.entry_size);
     }
     if (fsm_slots == 0 || fsm_slots > (1u << 24)) {
         usage();
@@ -473,6 +511,10 @@ int main(int argc, char **argv)
         for (size_t r = 0; r < bo.n_conc; r++) {
             struct sinter_raft_host_status before[NODES], after[NODES];
             status_all(hosts, before);
+            for (int i = 0; i < NODES; i++) {
+                struct sinter_raft_host_stats s;
+                sinter_raft_host_stats(hosts[i], &s, true); /* the row's counters start at 0 */
+            }
             bool ok = run_row(&b, slots, bo.conc[r], bo.seconds, &win);
             status_all(hosts, after);
             struct bench_row row = {
@@ -484,6 +526,7 @@ int main(int argc, char **argv)
             }
             row.max_gap_ms = (double)b.max_gap_ns / 1e6;
             bench_print_row(&row, &b.lat);
+            print_host_stats(hosts, li);
             if (b.errors > 0) {
                 printf("# row %u: %" PRIu64 " errors, last %s\n", bo.conc[r], b.errors,
                        sinter_errname(b.last_err));

@@ -5,8 +5,8 @@
  * directory per group: DIR/group-N/) and the node-to-node transport (sinter/raft_transport.h):
  *
  *   - One event-loop thread owns every group's core and store. nng callback threads and API callers
- *     only enqueue an event (mutex + condvar) and return: they never block on the loop, the disk or
- *     the network.
+ *     only enqueue an event (a lock-free push; the push that makes the inbox non-empty wakes the
+ *     loop through an eventfd) and return: they never block on the loop, the disk or the network.
  *   - Each loop iteration: drain the inbox (received messages, proposals, reads, admin calls), tick
  *     every group when the tick interval has elapsed, then handle each group's ready in the order
  *     sinter/raft.h prescribes (send msgs; persist snapshot, hard state and entries with one store
@@ -18,11 +18,11 @@
  *     a tick costs one heartbeat frame per peer, not G (as CockroachDB and dragonboat do).
  *   - Snapshots: every snapshot_every applied entries a group takes a snapshot without stalling the
  *     loop: the state machine hands over a consistent copy on the loop thread (snapshot_prepare),
- *     a helper thread serialises it into the store's snapshot writer (snapshot_save), the loop
- *     finishes it, compacts the core (keeping snapshot_trailing entries for slightly lagging
- *     followers) and the store. Followers too far behind get the newest snapshot streamed by the
- *     transport; the receiver persists it, steps it into the core, and loads it into the state
- *     machine when the core installs it.
+ *     a helper thread serialises it into the store's snapshot writer (snapshot_save) and makes it
+ *     durable (fsync, rename: sinter_store_snap_sync), the loop publishes it, compacts the core
+ * (keeping snapshot_trailing entries for slightly lagging followers) and the store. Followers too
+ * far behind get the newest snapshot streamed by the transport; the receiver persists it, steps it
+ * into the core, and loads it into the state machine when the core installs it.
  *   - A store error (EIO, ENOSPC, ...) stops only that group: it is logged, every pending request
  *     of the group fails with the error, and status reports it. The process stays up.
  *
@@ -47,6 +47,7 @@ extern "C" {
 #define SINTER_RAFT_HOST_MAX_GROUPS 1024
 
 struct sinter_raft_host;
+struct sinter_store_io;
 struct sinter_raft_host_snap_writer;
 struct sinter_raft_host_snap_reader;
 
@@ -144,6 +145,10 @@ struct sinter_raft_host_opts {
     /* state machine of group g: sm(sm_arg, g, &out) fills *out. Required. */
     void (*sm)(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out);
     void *sm_arg;
+    /* I/O table of every group's store (sinter/raft_store.h); NULL: POSIX. The hook through which
+     * tests inject ENOSPC / EIO into one group's store (always compiled in, off unless set).
+     * Must stay valid until stop. */
+    const struct sinter_store_io *store_io;
     sinter_raft_host_log_fn log; /* NULL: stderr */
     void *log_arg;
     int log_level; /* lines above this level are dropped; default 2 (info) */
@@ -239,6 +244,34 @@ struct sinter_raft_host_status {
  * Errors: SINTER_EINVAL (bad group). */
 int sinter_raft_host_status(struct sinter_raft_host *h, uint32_t group,
                             struct sinter_raft_host_status *st);
+
+/* Host-wide counters of the loop thread (bench/FINDINGS.md F4: where the time of a commit goes),
+ * accumulated since start or the last reset, published once per loop iteration. Times in ns. */
+struct sinter_raft_host_stats {
+    uint64_t loop_iterations;
+    uint64_t loop_wakeups;     /* sleeps ended by the inbox's eventfd (not by the tick) */
+    uint64_t events;           /* inbox events handled (proposals, received frames, ...) */
+    uint64_t readies;          /* readies handled, all groups */
+    uint64_t loop_busy_ns;     /* time in iterations, i.e. not sleeping */
+    uint64_t loop_max_iter_ns; /* longest single iteration */
+    uint64_t store_appends;    /* sinter_store_append calls (each one pwrite + fdatasync) */
+    uint64_t store_append_entries;
+    uint64_t store_append_ns;
+    uint64_t store_append_max_ns;
+    uint64_t hard_state_saves; /* term / vote / commit hint saved (fsync'd if term or vote moved) */
+    uint64_t hard_state_ns;
+    uint64_t apply_entries; /* entries handed to the state machines */
+    uint64_t apply_ns;      /* time in the state machines' apply */
+    uint64_t apply_max_ns;
+    uint64_t snapshot_sync_ns;    /* helper threads: snapshot header + fsync + rename */
+    uint64_t snapshot_publish_ns; /* loop: publishing taken snapshots + compaction */
+    uint64_t snapshot_publish_max_ns;
+};
+
+/* Copies the counters into *st; reset zeroes them afterwards (so *_max_ns cover the interval
+ * since the previous reset). Any thread. Errors: SINTER_EINVAL (NULL h or st). */
+int sinter_raft_host_stats(struct sinter_raft_host *h, struct sinter_raft_host_stats *st,
+                           bool reset);
 
 /* Transport counters towards / from peer (heartbeat frames, beats, ...). Any thread.
  * Errors: SINTER_ENOTFOUND. */

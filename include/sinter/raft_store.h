@@ -19,7 +19,8 @@
  *   - sinter_store_append() returns SINTER_OK only once its entries are durable (one pwrite and one
  *     fdatasync per segment touched: group commit, Raft dissertation 10.2.1);
  *   - sinter_store_save_hard_state() returns only once a changed term or vote is durable;
- *   - sinter_store_snap_finish() returns only once the snapshot file and its name are durable.
+ *   - sinter_store_snap_finish() (or snap_sync + snap_publish) returns only once the snapshot file
+ *     and its name are durable.
  *
  * Crash recovery (sinter_store_open()): the log ends at its last valid record. Records are
  * written in batches, one unsynced batch at most; a torn or corrupt tail (a bad record that no
@@ -38,7 +39,9 @@
  * segment that cannot be allocated (disk full) is not such a failure: nothing was written, the
  * append returns SINTER_ENOSPC and may be retried.
  *
- * Thread safety: none. One store is used by one thread at a time.
+ * Thread safety: none. One store is used by one thread at a time. One exception: a snapshot
+ * writer's sinter_store_snap_write() and sinter_store_snap_sync() touch only the writer and its
+ * file, so one other thread may run them while the store's thread keeps using the store.
  */
 #ifndef SINTER_RAFT_STORE_H
 #define SINTER_RAFT_STORE_H
@@ -85,6 +88,12 @@ struct sinter_store_io {
     int (*listdir)(void *ctx, const char *path, int (*fn)(void *arg, const char *name), void *arg);
     /* Makes the directory's entries (creations, renames, unlinks) durable. */
     int (*syncdir)(void *ctx, const char *path);
+    /* Optional (NULL: never called): starts writing back [off, off + len) without waiting and
+     * without any durability promise (Linux sync_file_range(SYNC_FILE_RANGE_WRITE)). The snapshot
+     * writer calls it every few MiB so the final fsync has little left to flush; one big flush
+     * at the end holds up the log's fdatasync behind it on a shared disk (RocksDB's bytes_per_sync
+     * does the same). Errors are ignored. */
+    int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
@@ -100,6 +109,15 @@ struct sinter_store_options {
     const struct sinter_store_io *io; /* NULL: sinter_store_io_posix() */
     uint32_t segment_size;            /* bytes per segment file, [MIN, MAX]; multiple of 8 */
     uint32_t snapshots_keep;          /* newest valid snapshots kept; >= 1, default 2 */
+    /* Files the store no longer needs (segments removed by sinter_store_compact, snapshots beyond
+     * snapshots_keep) are not unlinked on the store's thread but queued: the owner takes them with
+     * sinter_store_garbage_take() and removes them on any thread (sinter_store_garbage_collect()).
+     * Freeing a large file can take tens of ms on a busy disk (70 ms for a 64 MiB preallocated
+     * segment measured by raft-bench), which the store's thread (a raft loop) should not wait for.
+     * Until collected the files are harmless: an older log prefix or snapshot that the newest
+     * snapshot covers, which open() accepts (and compacts / retires again). close() collects what
+     * was not taken. Default false: unlinked at once, as before. */
+    bool defer_unlink;
     /* Called for recoverable events worth an operator's attention (torn tail cut off, superseded
      * log discarded, corrupt snapshot skipped). NULL: the message goes to stderr. The message is
      * only valid during the call. */
@@ -187,6 +205,17 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
  * SINTER_EIO / SINTER_ENOSPC (the store turns failed). */
 int sinter_store_truncate(struct sinter_store *s, uint64_t from);
 
+/* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the
+ * caller's, released by sinter_store_garbage_collect(). Store's thread. */
+struct sinter_store_garbage;
+struct sinter_store_garbage *sinter_store_garbage_take(struct sinter_store *s);
+
+/* Unlinks the files (in order, stopping at the first failure so that no gap appears in the log),
+ * syncs the directory and frees g. Any thread: touches nothing of the store, which may even be
+ * closed. NULL is ok. Errors: SINTER_EIO / SINTER_ENOSPC (some files stay: harmless, see
+ * options.defer_unlink). */
+int sinter_store_garbage_collect(struct sinter_store_garbage *g);
+
 /* Discards the log prefix covered by a durable snapshot: unlinks, oldest first, every whole
  * segment whose entries are all <= upto. The last segment is never removed, so entries after upto
  * are never lost, and some entries <= upto may remain (first index tells). upto must not exceed
@@ -222,25 +251,47 @@ struct sinter_store_snap_reader;
 
 /* Starts writing a snapshot described by *meta (streamed in chunks, e.g. while receiving an
  * install-snapshot, or while the application serialises its state). The data goes to a temporary
- * file; nothing is visible until sinter_store_snap_finish(). At most one writer at a time.
- * Ownership: *w is owned by the caller until finish or abort, which free it; *meta is copied.
- * Errors: SINTER_EINVAL (meta->index == 0, invalid config), SINTER_EBUSY (a writer is open),
- * SINTER_EIO, SINTER_ENOSPC, SINTER_ENOMEM. */
+ * file; nothing is visible until sinter_store_snap_publish() / _finish(). At most one writer at a
+ * time. Ownership: *w is owned by the caller until publish, finish or abort, which free it; *meta
+ * is copied. Errors: SINTER_EINVAL (meta->index == 0, invalid config), SINTER_EBUSY (a writer is
+ * open), SINTER_EIO, SINTER_ENOSPC, SINTER_ENOMEM. */
 int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
                             struct sinter_store_snap_writer **w);
 
-/* Appends len bytes to the snapshot being written. Ownership: reads data.
- * Errors: SINTER_EIO, SINTER_ENOSPC (the writer is then unusable: abort it). */
+/* Appends len bytes to the snapshot being written. Ownership: reads data. Any one thread (see
+ * "Thread safety"); an error's message is kept in the writer (sinter_store_snap_errmsg).
+ * Errors: SINTER_EIO, SINTER_ENOSPC (the first error sticks: later calls return it),
+ * SINTER_EINVAL (after snap_sync). */
 int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data, size_t len);
 
-/* Writes the header (meta, data length, CRC32C), fsyncs, renames the temporary file to its final
- * name and fsyncs the directory: once this returns SINTER_OK the snapshot survives any crash, and
- * a crash at any earlier point leaves the previous snapshots as they were. Then deletes snapshots
- * beyond the newest snapshots_keep. Frees w in every case.
- * Errors: SINTER_EIO, SINTER_ENOSPC (the temporary file is removed). */
+/* Makes the snapshot durable under its final name: writes the header, fsyncs the file, renames it
+ * and fsyncs the directory. Any one thread (it touches only the writer and its file): this is the
+ * expensive part, which a host runs off its store thread. It does not make the snapshot visible to
+ * the store (sinter_store_snap_publish does). Idempotent once it succeeded. Does not free w.
+ * Errors: SINTER_EIO, SINTER_ENOSPC (message in sinter_store_snap_errmsg); then only publish
+ * (which returns the error) or abort may follow. */
+int sinter_store_snap_sync(struct sinter_store_snap_writer *w);
+
+/* The message of the writer's first error ("" if none). Ownership: the writer's, valid until it is
+ * freed. Any thread that may use w. */
+const char *sinter_store_snap_errmsg(const struct sinter_store_snap_writer *w);
+
+/* Publishes the snapshot on the store's thread: runs sinter_store_snap_sync() first if it was not
+ * (so publish alone is the whole job), then adds the snapshot to the store (snap_open, compaction
+ * may use it) and deletes snapshots beyond the newest snapshots_keep (without a directory sync: a
+ * deletion undone by a crash is redone later). Once this returns SINTER_OK the snapshot survives
+ * any crash, and a crash at any earlier point leaves the previous snapshots as they were. Frees w
+ * in every case; on an error the message is copied to sinter_store_errmsg(). A snapshot that was
+ * already renamed (complete and fsync'd) is left on disk even on an error.
+ * Errors: the writer's first error (SINTER_EIO, SINTER_ENOSPC), SINTER_ENOMEM. */
+int sinter_store_snap_publish(struct sinter_store_snap_writer *w);
+
+/* sinter_store_snap_sync() then sinter_store_snap_publish(), on the store's thread.
+ * Same errors as publish. */
 int sinter_store_snap_finish(struct sinter_store_snap_writer *w);
 
-/* Abandons the snapshot: removes the temporary file and frees w. NULL is ok. */
+/* Abandons the snapshot: removes the temporary file (a file sinter_store_snap_sync already
+ * renamed is complete and stays) and frees w. NULL is ok. Store's thread. */
 void sinter_store_snap_abort(struct sinter_store_snap_writer *w);
 
 /* The newest durable snapshot's meta. Errors: SINTER_ENOTFOUND (none). */

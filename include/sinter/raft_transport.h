@@ -34,7 +34,9 @@
  * that peer fail with SINTER_EBUSY at once (back-pressure; the host then calls
  * sinter_raft_report_unreachable() for that peer in the group, and the leader drops to probing as
  * in etcd's raft). Frames in flight when a connection breaks are dropped (Raft tolerates loss);
- * frames still queued are sent after reconnecting.
+ * frames still queued are sent after reconnecting, except coalesced heartbeat frames: those are
+ * dropped when the connection breaks, and while the peer is not connected each new heartbeat frame
+ * replaces the queued one of its kind, so a peer coming back gets one fresh round, not a backlog.
  *
  * Heartbeats. sinter_raft_transport_send_heartbeats() sends the beats of all groups for one peer
  * as ONE coalesced frame; the receiver expands it into per-group HEARTBEAT(_RESP) messages. The
@@ -227,8 +229,10 @@ struct sinter_raft_transport_stats {
     uint64_t tx_heartbeat_frames; /* coalesced heartbeat frames written (both directions' kinds) */
     uint64_t tx_beats;            /* beats in them */
     uint64_t tx_bytes;
-    uint64_t tx_busy;           /* sends refused with SINTER_EBUSY */
-    uint64_t tx_dropped_frames; /* frames lost when a connection broke mid-write */
+    uint64_t tx_busy;              /* sends refused with SINTER_EBUSY */
+    uint64_t tx_dropped_frames;    /* frames lost when a connection broke mid-write */
+    uint64_t tx_stale_beat_frames; /* queued heartbeat frames dropped: the peer was not connected
+                                      (a fresher round replaced them, or the connection broke) */
     uint64_t tx_snapshot_chunks;
     uint64_t connects; /* successful dials */
     uint64_t disconnects;

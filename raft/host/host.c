@@ -7,22 +7,35 @@
  *     enqueue an event or copy bytes into memory owned by one stream;
  *   - API callers only enqueue an event;
  *   - one helper thread per running snapshot job serialises a state-machine copy into the store's
- *     snapshot writer (the writer touches only its own file, so this is safe alongside the loop's
- *     use of the store; finish and compaction run back on the loop).
- * The inbox is a mutex + condvar; the loop waits on it with a deadline at the next tick.
+ *     snapshot writer and makes it durable (sinter_store_snap_sync: the writer touches only its
+ *     own file, so this is safe alongside the loop's use of the store); publishing it and
+ *     compaction run back on the loop;
+ *   - one helper per group at a time removes the files the store queued (defer_unlink: compacted
+ *     segments, retired snapshots), which touches nothing of the store.
+ * The inbox is a lock-free LIFO (a Treiber stack) that producers push onto with one
+ * compare-and-swap and the loop empties with one exchange; the loop sleeps in poll() on an eventfd
+ * that a producer writes only when its push made the inbox non-empty (and never from the loop
+ * thread itself, which looks at the inbox before it sleeps). So a burst of proposals or received
+ * frames costs one wake-up, and producers never contend for a lock with the loop (bench/FINDINGS.md
+ * F1, F2: a mutex + condvar signal per event made the futex calls and the thread hand-offs
+ * dominate the profile).
  */
 #include "sinter/raft_host.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sinter/raft_store.h"
 
@@ -110,7 +123,9 @@ struct snap_job {
     struct sinter_raft_host_snap_writer w;
     struct sinter_raft_snapshot_meta meta;
     int rc;
-    bool done; /* the helper's event arrived */
+    bool sync_failed; /* rc came from sinter_store_snap_sync, not from the state machine */
+    uint64_t sync_ns; /* helper: time in sinter_store_snap_sync */
+    bool done;        /* the helper's event arrived */
 };
 
 struct snap_out {
@@ -136,6 +151,8 @@ struct group {
     uint64_t read_ctx;
     uint64_t last_snap; /* newest durable snapshot index */
     struct snap_job *job;
+    pthread_t gc_th;          /* unlinks compacted segments off the loop */
+    bool gc_running;          /* gc_th started and not joined yet */
     uint32_t snap_failures;   /* consecutive failed snapshots (0 after a success) */
     uint64_t snap_retry_tick; /* no automatic snapshot before this tick round */
     uint32_t role;
@@ -144,7 +161,8 @@ struct group {
     uint64_t taken, installed, sent;
     struct sinter_raft_host_entry *abuf;
     size_t abuf_cap;
-    struct sinter_raft_host_status st; /* published under h->mu */
+    bool dirty;                        /* loop only: st is stale */
+    struct sinter_raft_host_status st; /* published under h->st_mu */
 };
 
 struct beatvec {
@@ -167,11 +185,15 @@ struct sinter_raft_host {
     pthread_t loop;
     bool loop_started;
 
-    pthread_mutex_t mu; /* inbox, stopping, published status, ticks */
-    pthread_cond_t cv;
-    struct event *inbox;
-    bool stopping;
-    uint64_t ticks;
+    _Atomic(struct event *) inbox; /* LIFO; see the top of this file */
+    int wake_fd;                   /* eventfd the loop polls */
+    atomic_bool stopping;
+    _Atomic uint64_t ticks;
+
+    pthread_mutex_t st_mu;                /* published status and stats */
+    struct sinter_raft_host_stats lstats; /* loop only: accumulated since the last publish */
+    struct sinter_raft_host_stats pstats; /* under st_mu */
+    bool unflushed;                       /* loop only: messages queued since the last flush */
 
     pthread_mutex_t peer_mu; /* peer table */
     size_t n_peers;
@@ -191,6 +213,20 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void stat_max(uint64_t *m, uint64_t v)
+{
+    if (v > *m) {
+        *m = v;
+    }
 }
 
 static void hlog(struct sinter_raft_host *h, int level, uint32_t group, const char *fmt, ...)
@@ -310,6 +346,7 @@ static void group_fail(struct group *g, int rc, const char *what)
         return;
     }
     g->error = rc;
+    g->dirty = true;
     snprintf(g->errmsg, sizeof g->errmsg, "%s: %s", what, sinter_strerror(rc));
     hlog(g->h, 0, g->id, "group stopped: %s (%s)", g->errmsg, sinter_errname(rc));
     fail_pending(g, rc);
@@ -355,17 +392,37 @@ static void pending_add(struct group *g, uint64_t index, uint64_t term, uint64_t
  * Inbox
  */
 
+/* The host whose loop runs on this thread (NULL elsewhere): its own callbacks enqueue without a
+ * wake-up, since the loop looks at the inbox before it sleeps. */
+static _Thread_local const struct sinter_raft_host *tl_loop;
+
+static void wake(struct sinter_raft_host *h)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+        n = write(h->wake_fd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    /* EAGAIN: the counter is saturated, so the loop has a wake-up pending anyway. */
+}
+
 static int enqueue(struct sinter_raft_host *h, struct event *e)
 {
-    pthread_mutex_lock(&h->mu);
-    if (h->stopping && e->type != EV_SNAP_SENT && e->type != EV_SNAP_JOB) {
-        pthread_mutex_unlock(&h->mu);
+    /* Snapshot completions still arrive while stop() tears down: it drains them. A producer racing
+     * with stop() is only an API caller using the host while stopping it, which the contract
+     * forbids (transport callbacks and helpers are finished before stop() drains the inbox). */
+    if (atomic_load_explicit(&h->stopping, memory_order_acquire) && e->type != EV_SNAP_SENT &&
+        e->type != EV_SNAP_JOB) {
         return SINTER_ESHUTDOWN;
     }
-    e->next = h->inbox;
-    h->inbox = e;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    struct event *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
+    do {
+        e->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, e, memory_order_release,
+                                                    memory_order_relaxed));
+    if (head == NULL && tl_loop != h) {
+        wake(h); /* only the push that made the inbox non-empty wakes the loop */
+    }
     return SINTER_OK;
 }
 
@@ -608,7 +665,9 @@ static void send_msgs(struct group *g, const struct sinter_raft_msg *msgs, size_
             continue;
         }
         int rc = sinter_raft_transport_send(h->t, g->id, m);
-        if (rc == SINTER_EBUSY) {
+        if (rc == SINTER_OK) {
+            h->unflushed = true;
+        } else if (rc == SINTER_EBUSY) {
             sinter_raft_report_unreachable(g->r, m->to);
         } else if (rc != SINTER_OK && rc != SINTER_ENOTFOUND) {
             hlog(h, 3, g->id, "send %s to %" PRIu64 ": %s", sinter_raft_msg_name(m->type), m->to,
@@ -671,6 +730,14 @@ static void *job_main(void *arg)
     struct snap_job *j = arg;
     struct group *g = j->g;
     j->rc = g->sm.snapshot_save(g->sm.arg, g->id, j->copy, &j->w);
+    if (j->rc == SINTER_OK) {
+        /* The fsync of the whole file runs here, off the loop (raft/host/FINDINGS.md S1): the
+         * loop only publishes the durable file (sinter_store_snap_publish). */
+        uint64_t t0 = now_ns();
+        j->rc = sinter_store_snap_sync(j->w.w);
+        j->sync_ns = now_ns() - t0;
+        j->sync_failed = j->rc != SINTER_OK;
+    }
     struct event *e = event_new(EV_SNAP_JOB, g->id, 0);
     if (e != NULL) {
         e->job = j;
@@ -704,9 +771,9 @@ static void snap_waiters_done(struct group *g, int rc, uint64_t index)
 }
 
 /* The loop's tick round counter. Only the loop writes h->ticks, so the loop reads it unlocked. */
-static uint64_t loop_ticks(const struct sinter_raft_host *h)
+static uint64_t loop_ticks(struct sinter_raft_host *h)
 {
-    return h->ticks;
+    return atomic_load_explicit(&h->ticks, memory_order_relaxed);
 }
 
 /* A snapshot at `index` failed (a failed snapshot costs nothing but log space: keep going). The
@@ -789,6 +856,15 @@ static void maybe_snapshot(struct group *g)
     g->job = j;
 }
 
+/* Removes files the store queued (compacted segments, retired snapshots; defer_unlink). A failure
+ * leaves an old log prefix or snapshot that the next open keeps and a later compaction or snapshot
+ * removes: nothing to report to the loop. */
+static void *gc_main(void *arg)
+{
+    (void)sinter_store_garbage_collect(arg);
+    return NULL;
+}
+
 static void job_finished(struct group *g, struct snap_job *j)
 {
     struct sinter_raft_host *h = g->h;
@@ -800,8 +876,14 @@ static void job_finished(struct group *g, struct snap_job *j)
     int rc = j->rc;
     struct sinter_store_snap_writer *w = j->w.w;
     j->w.w = NULL;
+    h->lstats.snapshot_sync_ns += j->sync_ns;
+    if (j->sync_failed) {
+        /* The helper's message stayed in the writer (S2: the helper never writes the store). */
+        hlog(h, 1, g->id, "snapshot store error: %s", sinter_store_snap_errmsg(w));
+    }
+    uint64_t t0 = now_ns();
     if (rc == SINTER_OK && g->error == SINTER_OK) {
-        rc = sinter_store_snap_finish(w);
+        rc = sinter_store_snap_publish(w);
     } else {
         sinter_store_snap_abort(w);
         if (rc == SINTER_OK) {
@@ -809,11 +891,16 @@ static void job_finished(struct group *g, struct snap_job *j)
         }
     }
     uint64_t index = j->meta.index;
-    const char *what = j->rc != SINTER_OK      ? "state machine save"
+    bool publish_failed = j->rc == SINTER_OK && g->error == SINTER_OK && rc != SINTER_OK;
+    const char *what = j->sync_failed          ? "store sync"
+                       : j->rc != SINTER_OK    ? "state machine save"
                        : g->error != SINTER_OK ? "group stopped"
                                                : "store";
     free(j);
     if (rc != SINTER_OK) {
+        if (publish_failed) {
+            hlog(h, 1, g->id, "snapshot store error: %s", sinter_store_errmsg(g->s));
+        }
         snap_failed(g, index, rc, what);
         return;
     }
@@ -834,6 +921,23 @@ static void job_finished(struct group *g, struct snap_job *j)
     if (crc != SINTER_OK) {
         hlog(h, 1, g->id, "store compaction at %" PRIu64 ": %s", index, sinter_store_errmsg(g->s));
     }
+    /* The files of compacted segments and retired snapshots are unlinked by a helper: freeing a
+     * 64 MiB segment or an old snapshot took 10-70 ms on the loop under load (raft-bench's
+     * max_gap). If the previous helper is still busy they wait in the store for the next time. */
+    if (!g->gc_running || pthread_tryjoin_np(g->gc_th, NULL) == 0) {
+        g->gc_running = false;
+        struct sinter_store_garbage *gb = sinter_store_garbage_take(g->s);
+        if (gb != NULL) {
+            if (pthread_create(&g->gc_th, NULL, gc_main, gb) == 0) {
+                g->gc_running = true;
+            } else {
+                (void)sinter_store_garbage_collect(gb); /* no thread: do it here */
+            }
+        }
+    }
+    uint64_t dt = now_ns() - t0;
+    h->lstats.snapshot_publish_ns += dt;
+    stat_max(&h->lstats.snapshot_publish_max_ns, dt);
     hlog(h, 2, g->id, "snapshot taken at %" PRIu64, index);
     snap_waiters_done(g, SINTER_OK, index);
 }
@@ -903,6 +1007,7 @@ static int install_snapshot(struct group *g, const struct sinter_raft_snapshot_m
 
 static int apply_committed(struct group *g, const struct sinter_raft_entry *c, size_t n)
 {
+    struct sinter_raft_host *h = g->h;
     if (n > g->abuf_cap) {
         struct sinter_raft_host_entry *nb = realloc(g->abuf, n * sizeof *nb);
         if (nb == NULL) {
@@ -928,7 +1033,13 @@ static int apply_committed(struct group *g, const struct sinter_raft_entry *c, s
                                                      .len = cmd ? c[i].len : 0,
                                                      .type = c[i].type};
     }
-    return g->sm.apply(g->sm.arg, g->id, g->abuf, n);
+    uint64_t t0 = now_ns();
+    int rc = g->sm.apply(g->sm.arg, g->id, g->abuf, n);
+    uint64_t dt = now_ns() - t0;
+    h->lstats.apply_entries += n;
+    h->lstats.apply_ns += dt;
+    stat_max(&h->lstats.apply_max_ns, dt);
+    return rc;
 }
 
 /* Resolves proposals against the committed entries (sinter_raft_propose: same index and term =
@@ -1001,6 +1112,8 @@ static bool handle_ready(struct group *g)
     if (sinter_raft_ready(g->r, &rd) != SINTER_OK) {
         return false;
     }
+    g->dirty = true;
+    h->lstats.readies++;
     if (rd.role != g->role || rd.leader != g->leader || rd.term != g->term) {
         if (rd.role != g->role || rd.leader != g->leader) {
             hlog(h, 2, g->id, "%s, term %" PRIu64 ", leader %" PRIu64,
@@ -1015,20 +1128,37 @@ static bool handle_ready(struct group *g)
     }
     /* 1. Messages that need nothing durable go out at once (dissertation 10.2.1). */
     send_msgs(g, rd.msgs, rd.n_msgs);
+    /* ... and really leave before our own fsync: the leader writes its log in parallel with
+     * replicating it (dissertation 10.2.1), so a follower's append is not delayed by the leader's
+     * disk. Batching the frame until the end of the iteration put the leader's fdatasync on the
+     * critical path of every commit. */
+    if (h->unflushed && (rd.hard_state_dirty || rd.n_entries > 0)) {
+        sinter_raft_transport_flush(h->t, 0);
+        h->unflushed = false;
+    }
     /* 2. Persist: snapshot, then term/vote (fsync'd by the store before it returns: paper figure
      * 2), then the new entries with one append (group commit). */
     if (rd.snapshot_dirty && install_snapshot(g, &rd.snapshot) != SINTER_OK) {
         return false;
     }
     if (rd.hard_state_dirty) {
+        uint64_t t0 = now_ns();
         int rc = sinter_store_save_hard_state(g->s, &rd.hard_state);
+        h->lstats.hard_state_saves++;
+        h->lstats.hard_state_ns += now_ns() - t0;
         if (rc != SINTER_OK) {
             group_fail(g, rc, sinter_store_errmsg(g->s));
             return false;
         }
     }
     if (rd.n_entries > 0) {
+        uint64_t t0 = now_ns();
         int rc = sinter_store_append(g->s, rd.entries, rd.n_entries);
+        uint64_t dt = now_ns() - t0;
+        h->lstats.store_appends++;
+        h->lstats.store_append_entries += rd.n_entries;
+        h->lstats.store_append_ns += dt;
+        stat_max(&h->lstats.store_append_max_ns, dt);
         if (rc != SINTER_OK) {
             group_fail(g, rc, sinter_store_errmsg(g->s));
             return false;
@@ -1059,6 +1189,9 @@ static bool handle_ready(struct group *g)
 static void handle_event(struct sinter_raft_host *h, struct event *e)
 {
     struct group *g = e->group < h->n_groups ? &h->groups[e->group] : NULL;
+    if (g != NULL && e->type != EV_RX) {
+        g->dirty = true;
+    }
     switch (e->type) {
     case EV_RX: {
         const struct sinter_raft_transport_rx *rx = e->rx;
@@ -1070,6 +1203,7 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
             if (mg->error != SINTER_OK) {
                 continue;
             }
+            mg->dirty = true;
             int rc = sinter_raft_step(mg->r, &rx->msgs[i]);
             if (rc != SINTER_OK) {
                 hlog(h, 3, mg->id, "step %s from %" PRIu64 ": %s",
@@ -1199,11 +1333,40 @@ static void expire(struct group *g, uint64_t now)
     }
 }
 
-static void publish(struct sinter_raft_host *h)
+static void stats_add(struct sinter_raft_host_stats *to, const struct sinter_raft_host_stats *d)
 {
-    pthread_mutex_lock(&h->mu);
+    to->loop_iterations += d->loop_iterations;
+    to->loop_wakeups += d->loop_wakeups;
+    to->events += d->events;
+    to->readies += d->readies;
+    to->loop_busy_ns += d->loop_busy_ns;
+    stat_max(&to->loop_max_iter_ns, d->loop_max_iter_ns);
+    to->store_appends += d->store_appends;
+    to->store_append_entries += d->store_append_entries;
+    to->store_append_ns += d->store_append_ns;
+    stat_max(&to->store_append_max_ns, d->store_append_max_ns);
+    to->hard_state_saves += d->hard_state_saves;
+    to->hard_state_ns += d->hard_state_ns;
+    to->apply_entries += d->apply_entries;
+    to->apply_ns += d->apply_ns;
+    stat_max(&to->apply_max_ns, d->apply_max_ns);
+    to->snapshot_sync_ns += d->snapshot_sync_ns;
+    to->snapshot_publish_ns += d->snapshot_publish_ns;
+    stat_max(&to->snapshot_publish_max_ns, d->snapshot_publish_max_ns);
+}
+
+/* Publishes the status of the groups that changed (or of all, once per tick round and at start)
+ * and the counters, under st_mu, which only status readers share with the loop: the inbox has no
+ * lock, so publishing no longer holds up producers (F1). */
+static void publish(struct sinter_raft_host *h, bool all)
+{
+    pthread_mutex_lock(&h->st_mu);
     for (uint32_t i = 0; i < h->n_groups; i++) {
         struct group *g = &h->groups[i];
+        if (!g->dirty && !all) {
+            continue;
+        }
+        g->dirty = false;
         struct sinter_raft_host_status *st = &g->st;
         if (g->r != NULL) {
             struct sinter_raft_snapshot_meta sm;
@@ -1223,35 +1386,57 @@ static void publish(struct sinter_raft_host *h)
         st->error = g->error;
         snprintf(st->error_msg, sizeof st->error_msg, "%s", g->errmsg);
     }
-    pthread_mutex_unlock(&h->mu);
+    stats_add(&h->pstats, &h->lstats);
+    pthread_mutex_unlock(&h->st_mu);
+    memset(&h->lstats, 0, sizeof h->lstats);
+}
+
+/* Sleeps until the inbox is signalled or the deadline (ms, monotonic) passes; returns what the
+ * inbox holds then (LIFO order). */
+static struct event *loop_wait(struct sinter_raft_host *h, uint64_t deadline)
+{
+    uint64_t now = now_ms();
+    if (now >= deadline) {
+        return NULL;
+    }
+    struct pollfd pfd = {.fd = h->wake_fd, .events = POLLIN};
+    uint64_t wait = deadline - now;
+    int n = poll(&pfd, 1, wait > 1000u ? 1000 : (int)wait);
+    if (n > 0 && (pfd.revents & POLLIN) != 0) {
+        uint64_t cnt;
+        ssize_t rd = read(h->wake_fd, &cnt, sizeof cnt); /* resets the eventfd counter */
+        (void)rd;
+        h->lstats.loop_wakeups++;
+    }
+    return atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
 }
 
 static void *loop_main(void *arg)
 {
     struct sinter_raft_host *h = arg;
+    tl_loop = h;
     uint64_t next_tick = now_ms() + h->o.tick_ms;
     for (;;) {
-        pthread_mutex_lock(&h->mu);
-        while (h->inbox == NULL && !h->stopping && now_ms() < next_tick) {
-            uint64_t wait = next_tick - now_ms();
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += (time_t)(wait / 1000u);
-            ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        /* A push that lands after this exchange finds the inbox empty and writes the eventfd, so
+         * the poll in loop_wait cannot sleep through it. */
+        struct event *list = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
+        if (list == NULL && !atomic_load_explicit(&h->stopping, memory_order_acquire)) {
+            list = loop_wait(h, next_tick);
         }
-        if (h->stopping) {
-            pthread_mutex_unlock(&h->mu);
+        if (atomic_load_explicit(&h->stopping, memory_order_acquire)) {
+            /* Put back what was taken: stop() completes it. */
+            while (list != NULL) {
+                struct event *e = list;
+                list = e->next;
+                struct event *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
+                do {
+                    e->next = head;
+                } while (!atomic_compare_exchange_weak_explicit(
+                    &h->inbox, &head, e, memory_order_release, memory_order_relaxed));
+            }
             break;
         }
-        struct event *list = h->inbox;
-        h->inbox = NULL;
-        pthread_mutex_unlock(&h->mu);
-
+        uint64_t t0 = now_ns();
         struct event *fifo = NULL; /* the inbox is LIFO: restore arrival order */
         while (list != NULL) {
             struct event *e = list;
@@ -1264,8 +1449,10 @@ static void *loop_main(void *arg)
             fifo = e->next;
             handle_event(h, e);
             free(e);
+            h->lstats.events++;
         }
         uint64_t now = now_ms();
+        bool ticked = false;
         if (now >= next_tick) {
             /* Every group ticks in the same round, so their heartbeats leave together. */
             for (uint32_t i = 0; i < h->n_groups; i++) {
@@ -1282,9 +1469,8 @@ static void *loop_main(void *arg)
             if (next_tick <= now) {
                 next_tick = now + h->o.tick_ms; /* we fell behind: do not burst */
             }
-            pthread_mutex_lock(&h->mu);
-            h->ticks++;
-            pthread_mutex_unlock(&h->mu);
+            atomic_fetch_add_explicit(&h->ticks, 1, memory_order_relaxed);
+            ticked = true;
         }
         for (uint32_t i = 0; i < h->n_groups; i++) {
             struct group *g = &h->groups[i];
@@ -1293,7 +1479,12 @@ static void *loop_main(void *arg)
             maybe_snapshot(g);
         }
         flush_beats(h);
-        publish(h);
+        h->unflushed = false;
+        uint64_t dt = now_ns() - t0;
+        h->lstats.loop_iterations++;
+        h->lstats.loop_busy_ns += dt;
+        stat_max(&h->lstats.loop_max_iter_ns, dt);
+        publish(h, ticked);
     }
     return NULL;
 }
@@ -1363,6 +1554,10 @@ static void group_open(struct sinter_raft_host *h, struct group *g)
         so.segment_size = h->o.segment_size;
     }
     so.report = store_report;
+    so.defer_unlink = true; /* removed by a helper (gc_main), not on the loop */
+    if (h->o.store_io != NULL) {
+        so.io = h->o.store_io;
+    }
     so.report_arg = g;
     struct sinter_store_recovered rec;
     memset(&rec, 0, sizeof rec);
@@ -1427,6 +1622,10 @@ static void group_close(struct group *g)
         job_free(g, g->job);
         g->job = NULL;
     }
+    if (g->gc_running) {
+        pthread_join(g->gc_th, NULL);
+        g->gc_running = false;
+    }
     fail_pending(g, SINTER_ESHUTDOWN);
     sinter_raft_close(g->r);
     sinter_store_close(g->s);
@@ -1445,9 +1644,11 @@ static void host_free(struct sinter_raft_host *h)
     free(h->groups);
     free(h->listen_url);
     free(h->data_dir);
-    pthread_mutex_destroy(&h->mu);
+    if (h->wake_fd >= 0) {
+        close(h->wake_fd);
+    }
+    pthread_mutex_destroy(&h->st_mu);
     pthread_mutex_destroy(&h->peer_mu);
-    pthread_cond_destroy(&h->cv);
     free(h);
 }
 
@@ -1467,17 +1668,19 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
     h->o = *opts;
     h->o.peers = NULL; /* copied into the peer table */
     pthread_mutex_init(&h->peer_mu, NULL);
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&h->st_mu, NULL);
+    atomic_init(&h->inbox, NULL);
+    atomic_init(&h->stopping, false);
+    atomic_init(&h->ticks, 0);
+    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     h->listen_url = strdup(opts->listen_url);
     h->data_dir = strdup(opts->data_dir);
     h->n_groups = opts->groups;
     h->groups = calloc(opts->groups, sizeof *h->groups);
     int rc = h->listen_url && h->data_dir && h->groups ? SINTER_OK : SINTER_ENOMEM;
+    if (rc == SINTER_OK && h->wake_fd < 0) {
+        rc = SINTER_ENOMEM; /* EMFILE / ENOMEM: no descriptor for the loop's wake-up */
+    }
     if (rc == SINTER_OK) {
         rc = peer_table_add(h, opts->id, opts->listen_url);
     }
@@ -1540,7 +1743,7 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
         host_free(h);
         return rc;
     }
-    publish(h);
+    publish(h, true);
     if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
         sinter_raft_transport_close(h->t);
         for (uint32_t i = 0; i < h->n_groups; i++) {
@@ -1560,10 +1763,8 @@ void sinter_raft_host_stop(struct sinter_raft_host *h)
     if (h == NULL) {
         return;
     }
-    pthread_mutex_lock(&h->mu);
-    h->stopping = true;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    atomic_store_explicit(&h->stopping, true, memory_order_release);
+    wake(h);
     if (h->loop_started) {
         pthread_join(h->loop, NULL);
     }
@@ -1576,10 +1777,7 @@ void sinter_raft_host_stop(struct sinter_raft_host *h)
             pthread_join(h->groups[i].job->th, NULL);
         }
     }
-    pthread_mutex_lock(&h->mu);
-    struct event *list = h->inbox;
-    h->inbox = NULL;
-    pthread_mutex_unlock(&h->mu);
+    struct event *list = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
     while (list != NULL) {
         struct event *e = list;
         list = e->next;
@@ -1712,9 +1910,24 @@ int sinter_raft_host_status(struct sinter_raft_host *h, uint32_t group,
     if (h == NULL || group >= h->n_groups || st == NULL) {
         return SINTER_EINVAL;
     }
-    pthread_mutex_lock(&h->mu);
+    pthread_mutex_lock(&h->st_mu);
     *st = h->groups[group].st;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->st_mu);
+    return SINTER_OK;
+}
+
+int sinter_raft_host_stats(struct sinter_raft_host *h, struct sinter_raft_host_stats *st,
+                           bool reset)
+{
+    if (h == NULL || st == NULL) {
+        return SINTER_EINVAL;
+    }
+    pthread_mutex_lock(&h->st_mu);
+    *st = h->pstats;
+    if (reset) {
+        memset(&h->pstats, 0, sizeof h->pstats);
+    }
+    pthread_mutex_unlock(&h->st_mu);
     return SINTER_OK;
 }
 
@@ -1729,10 +1942,7 @@ int sinter_raft_host_peer_stats(struct sinter_raft_host *h, sinter_raft_id peer,
 
 uint64_t sinter_raft_host_ticks(struct sinter_raft_host *h)
 {
-    pthread_mutex_lock(&h->mu);
-    uint64_t t = h->ticks;
-    pthread_mutex_unlock(&h->mu);
-    return t;
+    return atomic_load_explicit(&h->ticks, memory_order_relaxed);
 }
 
 int sinter_raft_host_snap_write(struct sinter_raft_host_snap_writer *w, const void *data,

@@ -67,15 +67,16 @@
 
 #include "sinter/raft_store.h"
 
-#define STORE_SEG_HDR     32u
-#define STORE_REC_HDR     32u
-#define STORE_META_SIZE   512u
-#define STORE_META_REC    48u
-#define STORE_SNAP_HDR    256u
-#define STORE_CFG_MAX     (2u + SINTER_RAFT_MAX_SERVERS * 9u)
-#define STORE_VERSION     1u
-#define STORE_PATH_MAX    4096
-#define STORE_ERRMSG_SIZE 512
+#define STORE_SEG_HDR        32u
+#define STORE_REC_HDR        32u
+#define STORE_META_SIZE      512u
+#define STORE_META_REC       48u
+#define STORE_SNAP_HDR       256u
+#define STORE_SNAP_WRITEBACK (4u << 20) /* snapshot bytes between writeback hints */
+#define STORE_CFG_MAX        (2u + SINTER_RAFT_MAX_SERVERS * 9u)
+#define STORE_VERSION        1u
+#define STORE_PATH_MAX       4096
+#define STORE_ERRMSG_SIZE    512
 
 /* One record in the in-memory index. */
 struct store_rec {
@@ -134,6 +135,9 @@ struct sinter_store {
     size_t nsnaps;
     size_t capsnaps;
     struct sinter_store_snap_writer *writer;
+
+    /* Files to remove later (options.defer_unlink), oldest first. */
+    struct sinter_store_garbage *garbage;
 };
 
 /* Little-endian codec. */
@@ -187,6 +191,8 @@ int sinter_rs_check_failed(struct sinter_store *s);
 void sinter_rs_report(struct sinter_store *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sinter_rs_path(const struct sinter_store *s, char *buf, const char *name);
+/* Queues path for sinter_store_garbage_collect (store.c). SINTER_OK or SINTER_ENOMEM. */
+int sinter_rs_garbage_add(struct sinter_store *s, const char *path);
 
 /* I/O helpers (store.c): full-length pwrite / pread loops. sinter_rs_pread_full reports a short
  * file as *got < len. */

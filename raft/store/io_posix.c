@@ -163,6 +163,19 @@ static int px_syncdir(void *ctx, const char *path)
     return rc;
 }
 
+static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+#ifdef SYNC_FILE_RANGE_WRITE
+    return sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : errno;
+#else
+    (void)fd;
+    (void)off;
+    (void)len;
+    return 0;
+#endif
+}
+
 static const struct sinter_store_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -179,6 +192,7 @@ static const struct sinter_store_io posix_io = {
     .mkdir = px_mkdir,
     .listdir = px_listdir,
     .syncdir = px_syncdir,
+    .writeback = px_writeback,
 };
 
 const struct sinter_store_io *sinter_store_io_posix(void)

@@ -821,6 +821,15 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
     }
     bool removed = false;
     while (s->nsegs > 1 && s->segs[1].first <= upto + 1) {
+        char path[STORE_PATH_MAX];
+        sinter_rs_path(s, path, s->segs[0].name);
+        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
+            /* Detached: the file, an old prefix the snapshot covers, goes later (options). */
+            seg_release(s, &s->segs[0]);
+            memmove(&s->segs[0], &s->segs[1], (s->nsegs - 1) * sizeof *s->segs);
+            s->nsegs--;
+            continue;
+        }
         rc = seg_remove(s, 0);
         removed = true;
         if (rc != SINTER_OK) {

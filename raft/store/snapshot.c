@@ -5,6 +5,12 @@
  * rename leaves the previous snapshots untouched (the temporary file is deleted on open). Only
  * then are snapshots beyond the newest `snapshots_keep` deleted. Format: internal.h.
  *
+ * Threads: the writer's data, header, fsync, rename and directory sync (snap_write, snap_sync)
+ * touch only the writer and its own file, never the store's mutable state, so a helper thread can
+ * run them while the store's thread keeps appending (the fsync of a large snapshot would otherwise
+ * stall the log: raft/host/FINDINGS.md S1). Their error messages stay in the writer (S2) and reach
+ * the store's errmsg only in snap_publish / snap_finish, on the store's thread.
+ *
  * The configuration is encoded here, with its own version byte, rather than with
  * sinter_raft_config_encode(): the store must not depend on the core library, and a snapshot file
  * must stay readable whatever the core's encoding becomes.
@@ -12,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,10 +30,15 @@ struct sinter_store_snap_writer {
     struct sinter_raft_snapshot_meta meta;
     int fd;
     uint64_t len;
+    uint64_t written_back; /* data bytes handed to io->writeback so far */
     uint32_t crc;
-    int err; /* first write error: finish refuses */
+    int err;      /* first error: sync / publish refuse */
+    bool synced;  /* header written, fsync'd, renamed and the directory synced */
+    bool renamed; /* the file carries its final name (a complete, fsync'd snapshot) */
     char tmp[STORE_PATH_MAX];
+    char path[STORE_PATH_MAX]; /* final name */
     char name[64];
+    char errmsg[STORE_ERRMSG_SIZE];
 };
 
 struct sinter_store_snap_reader {
@@ -258,6 +270,7 @@ int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_sna
     snap_name(tname, sizeof tname, meta->index, meta->term, "tmp");
     snap_name(w->name, sizeof w->name, meta->index, meta->term, "snap");
     sinter_rs_path(s, w->tmp, tname);
+    sinter_rs_path(s, w->path, w->name);
     int e = s->io->open(s->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &w->fd);
     if (e != 0) {
         int rc = sinter_rs_ioerr(s, e, "create %s", w->tmp);
@@ -269,20 +282,49 @@ int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_sna
     return SINTER_OK;
 }
 
+/* Like sinter_rs_ioerr, but the message goes to the writer (any thread may hold it). Records the
+ * first error only: later calls return it unchanged. */
+static int w_ioerr(struct sinter_store_snap_writer *w, int e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int w_ioerr(struct sinter_store_snap_writer *w, int e, const char *fmt, ...)
+{
+    if (w->err != 0) {
+        return w->err;
+    }
+    char what[STORE_ERRMSG_SIZE - 96];
+    char ebuf[80];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *es = strerror_r(e, ebuf, sizeof ebuf);
+    snprintf(w->errmsg, sizeof w->errmsg, "%s: %s (errno %d)", what, es, e);
+    w->err = e == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
+    return w->err;
+}
+
 int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data, size_t len)
 {
     struct sinter_store *s = w->s;
     if (w->err != 0) {
         return w->err;
     }
+    if (w->synced) {
+        return SINTER_EINVAL; /* the header is written: the snapshot is complete */
+    }
     int e = sinter_rs_pwrite_full(s, w->fd, data, len, STORE_SNAP_HDR + w->len);
     if (e != 0) {
-        w->err =
-            sinter_rs_ioerr(s, e, "write %s at offset %" PRIu64, w->tmp, STORE_SNAP_HDR + w->len);
-        return w->err;
+        return w_ioerr(w, e, "write %s at offset %" PRIu64, w->tmp, STORE_SNAP_HDR + w->len);
     }
     w->crc = sinter_crc32c(w->crc, data, len);
     w->len += len;
+    if (s->io->writeback != NULL && w->len - w->written_back >= STORE_SNAP_WRITEBACK) {
+        /* Start writeback of what is written so far (see sinter_store_io.writeback). */
+        (void)s->io->writeback(s->ctx, w->fd, STORE_SNAP_HDR + w->written_back,
+                               w->len - w->written_back);
+        w->written_back = w->len;
+    }
     return SINTER_OK;
 }
 
@@ -304,7 +346,7 @@ static void writer_free(struct sinter_store_snap_writer *w, bool unlink_tmp)
 void sinter_store_snap_abort(struct sinter_store_snap_writer *w)
 {
     if (w != NULL) {
-        writer_free(w, true);
+        writer_free(w, !w->renamed);
     }
 }
 
@@ -319,6 +361,9 @@ static void retire_old(struct sinter_store *s)
     }
     for (size_t i = 0; i < drop; i++) {
         sinter_rs_path(s, path, s->snaps[i].name);
+        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
+            continue; /* removed later, off this thread (options.defer_unlink) */
+        }
         int e = s->io->unlink(s->ctx, path);
         if (e != 0 && e != ENOENT) {
             sinter_rs_report(s, "could not delete old snapshot %s: errno %d", path, e);
@@ -326,45 +371,60 @@ static void retire_old(struct sinter_store *s)
     }
     memmove(&s->snaps[0], &s->snaps[drop], (s->nsnaps - drop) * sizeof *s->snaps);
     s->nsnaps -= drop;
-    int e = s->io->syncdir(s->ctx, s->dir);
-    if (e != 0) {
-        sinter_rs_report(s, "could not sync directory after deleting old snapshots: errno %d", e);
-    }
+    /* No directory sync here: this runs on the store's thread, and a deletion needs none. If a
+     * crash undoes it, the old snapshot (complete, older than the newest) is loaded and retired
+     * again on the next publish; the next directory sync (a new segment or snapshot) makes it
+     * durable anyway. */
 }
 
-int sinter_store_snap_finish(struct sinter_store_snap_writer *w)
+int sinter_store_snap_sync(struct sinter_store_snap_writer *w)
 {
-    struct sinter_store *s = w->s;
-    char path[STORE_PATH_MAX];
+    struct sinter_store *s = w->s; /* only its immutable io, ctx and dir are used */
     if (w->err != 0) {
-        int rc = w->err;
-        writer_free(w, true);
-        return rc;
+        return w->err;
+    }
+    if (w->synced) {
+        return SINTER_OK;
     }
     uint8_t h[STORE_SNAP_HDR];
     header_encode(h, &w->meta, w->len, w->crc);
-    const char *what = "write header of";
     int e = sinter_rs_pwrite_full(s, w->fd, h, sizeof h, 0);
-    if (e == 0) {
-        what = "fsync";
-        e = s->io->fsync(s->ctx, w->fd);
-    }
-    sinter_rs_path(s, path, w->name);
-    if (e == 0) {
-        what = "rename";
-        e = s->io->rename(s->ctx, w->tmp, path);
-    }
     if (e != 0) {
-        int rc = sinter_rs_ioerr(s, e, "%s snapshot %s", what, w->tmp);
-        writer_free(w, true);
-        return rc;
+        return w_ioerr(w, e, "write header of snapshot %s", w->tmp);
     }
+    e = s->io->fsync(s->ctx, w->fd);
+    if (e != 0) {
+        return w_ioerr(w, e, "fsync snapshot %s", w->tmp);
+    }
+    e = s->io->rename(s->ctx, w->tmp, w->path);
+    if (e != 0) {
+        return w_ioerr(w, e, "rename snapshot %s", w->tmp);
+    }
+    w->renamed = true;
     e = s->io->syncdir(s->ctx, s->dir);
     if (e != 0) {
-        /* The file is complete under its final name but the name may not be durable: do not
-         * count it (no compaction may rely on it); a later open will find it if it survived. */
-        int rc = sinter_rs_ioerr(s, e, "sync directory %s after renaming %s", s->dir, w->name);
-        writer_free(w, false);
+        /* The file is complete under its final name but the name may not be durable: publish
+         * refuses (no compaction may rely on it); a later open finds it if it survived. */
+        return w_ioerr(w, e, "sync directory %s after renaming %s", s->dir, w->name);
+    }
+    w->synced = true;
+    return SINTER_OK;
+}
+
+const char *sinter_store_snap_errmsg(const struct sinter_store_snap_writer *w)
+{
+    return w->errmsg;
+}
+
+int sinter_store_snap_publish(struct sinter_store_snap_writer *w)
+{
+    struct sinter_store *s = w->s;
+    int rc = sinter_store_snap_sync(w); /* no-op when a helper already ran it */
+    if (rc != SINTER_OK) {
+        snprintf(s->err, sizeof s->err, "%s", w->errmsg);
+        /* A renamed file is complete and fsync'd: leave it (it may even equal a snapshot already
+         * listed under the same name). Only a temporary file is garbage. */
+        writer_free(w, !w->renamed);
         return rc;
     }
     struct store_snapinfo si;
@@ -378,6 +438,11 @@ int sinter_store_snap_finish(struct sinter_store_snap_writer *w)
     }
     retire_old(s);
     return SINTER_OK;
+}
+
+int sinter_store_snap_finish(struct sinter_store_snap_writer *w)
+{
+    return sinter_store_snap_publish(w);
 }
 
 /* ---- reader --------------------------------------------------------------------------------- */

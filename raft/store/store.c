@@ -445,11 +445,81 @@ fail:
     return rc;
 }
 
+/* ---- deferred removal ------------------------------------------------------------------------ */
+
+struct sinter_store_garbage {
+    const struct sinter_store_io *io;
+    void *ctx;
+    char dir[STORE_PATH_MAX];
+    size_t n, cap;
+    char (*paths)[STORE_PATH_MAX]; /* in the order they were queued: oldest first */
+};
+
+int sinter_rs_garbage_add(struct sinter_store *s, const char *path)
+{
+    struct sinter_store_garbage *g = s->garbage;
+    if (g == NULL) {
+        g = calloc(1, sizeof *g);
+        if (g == NULL) {
+            return SINTER_ENOMEM;
+        }
+        g->io = s->io;
+        g->ctx = s->ctx;
+        snprintf(g->dir, sizeof g->dir, "%s", s->dir);
+        s->garbage = g;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4;
+        char(*np)[STORE_PATH_MAX] = realloc(g->paths, cap * sizeof *np);
+        if (np == NULL) {
+            return SINTER_ENOMEM;
+        }
+        g->paths = np;
+        g->cap = cap;
+    }
+    snprintf(g->paths[g->n++], STORE_PATH_MAX, "%s", path);
+    return SINTER_OK;
+}
+
+struct sinter_store_garbage *sinter_store_garbage_take(struct sinter_store *s)
+{
+    struct sinter_store_garbage *g = s->garbage;
+    s->garbage = NULL;
+    return g;
+}
+
+int sinter_store_garbage_collect(struct sinter_store_garbage *g)
+{
+    if (g == NULL) {
+        return SINTER_OK;
+    }
+    int err = 0;
+    for (size_t i = 0; i < g->n && err == 0; i++) {
+        /* Stop at the first failure: removing a newer segment past an older one that stays would
+         * leave a gap in the log, which open() rightly calls corruption. */
+        int e = g->io->unlink(g->ctx, g->paths[i]);
+        if (e != 0 && e != ENOENT) {
+            err = e;
+        }
+    }
+    if (g->n > 0) {
+        int e = g->io->syncdir(g->ctx, g->dir);
+        if (e != 0 && err == 0) {
+            err = e;
+        }
+    }
+    free(g->paths);
+    free(g);
+    return err == 0 ? SINTER_OK : err == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
+}
+
 void sinter_store_close(struct sinter_store *s)
 {
     if (s == NULL) {
         return;
     }
+    /* Queued files nobody took: remove them now, on the closing thread. */
+    (void)sinter_store_garbage_collect(sinter_store_garbage_take(s));
     if (s->writer != NULL) {
         sinter_store_snap_abort(s->writer);
     }

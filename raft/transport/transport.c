@@ -286,11 +286,39 @@ static void schedule_redial(struct peer *p) /* locked */
     p->backoff_ms = next > p->t->o.reconnect_max_ms ? p->t->o.reconnect_max_ms : next;
 }
 
+/* Drops the queued (not in-flight) coalesced heartbeat frames of kind `type`
+ * (SINTER_RAFT_WIRE_HEARTBEAT or _HEARTBEAT_RESP; 0: both). A beat only says "the leader of term T
+ * is alive, commit is C" at the time it was sent; the next tick's round says it again, fresher. So
+ * beats queued for a peer that is not connected are worth nothing by the time it is, and
+ * delivering hundreds of them in a burst on reconnect (raft/host/FINDINGS.md T1) only costs the
+ * catching-up node CPU. */
+static void drop_queued_beats(struct peer *p, uint8_t type) /* locked */
+{
+    struct txframe **pp = &p->qh, *last = NULL;
+    while (*pp != NULL) {
+        struct txframe *f = *pp;
+        bool beat =
+            f->b.type == SINTER_RAFT_WIRE_HEARTBEAT || f->b.type == SINTER_RAFT_WIRE_HEARTBEAT_RESP;
+        if (beat && (type == 0 || f->b.type == type)) {
+            *pp = f->next;
+            p->q_frames--;
+            p->q_bytes -= f->b.len;
+            p->st.tx_stale_beat_frames++;
+            frame_put(p, f);
+        } else {
+            last = f;
+            pp = &f->next;
+        }
+    }
+    p->qt = last;
+}
+
 static void conn_broken(struct peer *p) /* locked */
 {
     if (p->conn == NULL) {
         return;
     }
+    drop_queued_beats(p, 0);
     /* Close fails the pending read/write with NNG_ECLOSED (their callbacks see a stale gen);
      * free is deferred by nng to its reaper, so it is safe from a callback. */
     nng_stream_close(p->conn);
@@ -699,6 +727,10 @@ int sinter_raft_transport_send_heartbeats(struct sinter_raft_transport *t, sinte
     size_t sz = SINTER_RAFT_WIRE_HEADER_SIZE + 4 + n * SINTER_RAFT_WIRE_BEAT_SIZE;
     int rc;
     nng_mtx_lock(p->mtx);
+    if (p->conn == NULL && !p->closing) {
+        /* Not connected: this round replaces the previous one waiting in the queue (T1). */
+        drop_queued_beats(p, resp ? SINTER_RAFT_WIRE_HEARTBEAT_RESP : SINTER_RAFT_WIRE_HEARTBEAT);
+    }
     if (p->closing) {
         rc = SINTER_ESHUTDOWN;
     } else if (p->q_frames >= t->o.max_queue_frames || p->q_bytes + sz > t->o.max_queue_bytes) {

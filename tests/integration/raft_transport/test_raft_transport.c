@@ -372,6 +372,9 @@ static void heartbeats_coalesced_across_groups(void **state)
     for (uint32_t g = 0; g < GROUPS; g++) {
         beats[g] = (struct sinter_raft_wire_beat){.group = g, .term = 4, .commit = 1000u + g};
     }
+    /* Links up first: while a peer is not connected each round replaces the queued one (see
+     * stale_heartbeats_not_delivered_on_reconnect), and this test counts every round. */
+    WAIT_FOR(stats(a, b->id).connected && stats(a, c->id).connected && stats(b, a->id).connected);
     for (int r = 0; r < ROUNDS; r++) {
         assert_int_equal(sinter_raft_transport_send_heartbeats(a->t, b->id, false, beats, GROUPS),
                          SINTER_OK);
@@ -478,6 +481,62 @@ static void dead_peer_backpressure_then_reconnect(void **state)
     assert_int_equal(node_get(c, &c->bad), 0);
     printf("# restarted peer received %llu messages (queued ones included)\n",
            (unsigned long long)node_get(c, &c->msgs));
+}
+
+/* Heartbeats sent while a peer is down are not queued up for it (raft/host/FINDINGS.md T1): each
+ * round replaces the one waiting, so the peer, once back, receives one fresh coalesced frame and
+ * not the backlog of every round it missed. */
+static void stale_heartbeats_not_delivered_on_reconnect(void **state)
+{
+    (void)state;
+    struct node *a = &g_nodes[0], *c = &g_nodes[2];
+    enum { GROUPS = 10, ROUNDS = 60 };
+    WAIT_FOR(stats(a, c->id).connected);
+    uint16_t c_port = c->port;
+    sinter_raft_transport_close(c->t);
+    c->t = NULL;
+    WAIT_FOR(!stats(a, c->id).connected); /* a noticed the close */
+    struct sinter_raft_wire_beat beats[GROUPS];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (uint32_t g = 0; g < GROUPS; g++) {
+            beats[g] = (struct sinter_raft_wire_beat){
+                .group = g, .term = 4, .commit = 1000u + g, .context = (uint64_t)r};
+        }
+        /* Never EBUSY: the queue holds at most one beat frame of each kind (its bound is 16). */
+        assert_int_equal(sinter_raft_transport_send_heartbeats(a->t, c->id, false, beats, GROUPS),
+                         SINTER_OK);
+        nng_msleep(1);
+    }
+    struct sinter_raft_transport_stats sac = stats(a, c->id);
+    assert_true(sac.queued_frames <= 1);
+    assert_true(sac.tx_stale_beat_frames >= ROUNDS - 1);
+    assert_int_equal(sac.tx_busy, 0);
+
+    /* c comes back on its port: exactly one coalesced frame (the last round) reaches it. */
+    nng_mtx_lock(c->mtx);
+    c->beats = 0;
+    c->frames = 0;
+    nng_mtx_unlock(c->mtx);
+    assert_int_equal(node_open(c, c_port, 16), SINTER_OK);
+    add_peers(c);
+    WAIT_FOR(stats(a, c->id).connected && stats(a, c->id).queued_frames == 0);
+    WAIT_FOR(node_get(c, &c->beats) == GROUPS);
+    nng_msleep(200); /* nothing else arrives later */
+    assert_int_equal(node_get(c, &c->beats), GROUPS);
+    assert_int_equal(stats(c, a->id).rx_heartbeat_frames, 1);
+    assert_int_equal(node_get(c, &c->bad), 0);
+
+    /* Connected again: every round is delivered, none replaced. */
+    uint64_t stale = stats(a, c->id).tx_stale_beat_frames;
+    for (int r = 0; r < 5; r++) {
+        assert_int_equal(sinter_raft_transport_send_heartbeats(a->t, c->id, false, beats, GROUPS),
+                         SINTER_OK);
+    }
+    WAIT_FOR(node_get(c, &c->beats) == 6 * GROUPS);
+    assert_int_equal(stats(a, c->id).tx_stale_beat_frames, stale);
+    printf("# peer down for %d heartbeat rounds: %llu stale frames dropped, 1 delivered on "
+           "reconnect\n",
+           ROUNDS, (unsigned long long)sac.tx_stale_beat_frames);
 }
 
 /* A snapshot of a few MiB streamed in 256 KiB chunks, one in flight, reassembled exactly. */
@@ -889,6 +948,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(heartbeats_coalesced_across_groups, cluster_up,
                                         cluster_down),
         cmocka_unit_test_setup_teardown(dead_peer_backpressure_then_reconnect, cluster_up,
+                                        cluster_down),
+        cmocka_unit_test_setup_teardown(stale_heartbeats_not_delivered_on_reconnect, cluster_up,
                                         cluster_down),
         cmocka_unit_test_setup_teardown(snapshot_streamed_in_chunks, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(garbage_does_not_stop_the_listener, cluster_up,

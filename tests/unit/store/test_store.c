@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1496,6 +1497,235 @@ static void snapshot_enospc_keeps_old(void **state)
     rmtree(dir);
 }
 
+/* ---- snapshot sync on a helper thread, publish on the store's thread ---------------------------
+ */
+
+struct snap_job {
+    struct sinter_store_snap_writer *w;
+    uint64_t index;
+    size_t size;
+    int write_rc, sync_rc;
+};
+
+/* What a host's helper does (raft/host/FINDINGS.md S1): write the data, then sync. */
+static void *snap_job_main(void *arg)
+{
+    struct snap_job *j = arg;
+    uint8_t buf[4096];
+    j->write_rc = SINTER_OK;
+    for (size_t off = 0; off < j->size && j->write_rc == SINTER_OK; off += sizeof buf) {
+        size_t n = j->size - off < sizeof buf ? j->size - off : sizeof buf;
+        for (size_t i = 0; i < n; i++) {
+            buf[i] = snap_byte(j->index, off + i);
+        }
+        j->write_rc = sinter_store_snap_write(j->w, buf, n);
+    }
+    j->sync_rc = j->write_rc == SINTER_OK ? sinter_store_snap_sync(j->w) : j->write_rc;
+    return NULL;
+}
+
+/* The store keeps appending while a helper writes and fsyncs a snapshot; the snapshot becomes
+ * visible (and usable for compaction) only when published on the store's thread. */
+static void snapshot_sync_on_helper_publish_on_store_thread(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 20, 1), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 5, 1, 1000, 100), SINTER_OK);
+
+    struct sinter_raft_snapshot_meta m = snap_meta(15, 1);
+    struct snap_job j = {.index = 15, .size = 300 * 1024};
+    assert_int_equal(sinter_store_snap_begin(s, &m, &j.w), SINTER_OK);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, snap_job_main, &j), 0);
+    /* Meanwhile the store's thread appends (what the loop does while the helper fsyncs). */
+    for (uint64_t i = 21; i < 221; i += 10) {
+        assert_int_equal(append_range(s, i, 10, 1), SINTER_OK);
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(j.write_rc, SINTER_OK);
+    assert_int_equal(j.sync_rc, SINTER_OK);
+    assert_int_equal(sinter_store_snap_sync(j.w), SINTER_OK);              /* idempotent */
+    assert_int_equal(sinter_store_snap_write(j.w, "x", 1), SINTER_EINVAL); /* complete */
+    /* Durable under its final name, but not published yet: the store still offers snapshot 5. */
+    assert_true(file_exists(dir, "snap-00000000000000000015-00000000000000000001.snap"));
+    assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+    struct sinter_raft_snapshot_meta cur;
+    assert_int_equal(sinter_store_snap_meta(s, &cur), SINTER_OK);
+    assert_int_equal(cur.index, 5);
+    assert_int_equal(sinter_store_compact(s, 15), SINTER_EINVAL); /* nothing relies on it */
+    assert_int_equal(sinter_store_snap_publish(j.w), SINTER_OK);
+    assert_int_equal(sinter_store_snap_meta(s, &cur), SINTER_OK);
+    assert_int_equal(cur.index, 15);
+    assert_int_equal(verify_snapshot(s, 15, 1, j.size), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, 15), SINTER_OK);
+    sinter_store_close(s);
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_true(rec.has_snapshot);
+    assert_int_equal(rec.snapshot.index, 15);
+    assert_int_equal(rec.entries[rec.n_entries - 1].index, 220);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* Errors on the helper thread stay in the writer (raft/host/FINDINGS.md S2): the store's message,
+ * which its own thread may be writing at that moment, is untouched until publish reports them. */
+static void snapshot_helper_errors_stay_in_the_writer(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, 4096, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 20, 1), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 5, 1, 1000, 100), SINTER_OK);
+    for (int k = 0; k < 3; k++) {
+        /* k 0: the data write fails (ENOSPC); 1: the fsync (EIO); 2: the directory sync (EIO,
+         * after the rename: the complete file stays, unpublished). */
+        struct sinter_raft_snapshot_meta m = snap_meta(15, 1);
+        struct snap_job j = {.index = 15, .size = 20000};
+        assert_int_equal(sinter_store_snap_begin(s, &m, &j.w), SINTER_OK);
+        if (k == 0) {
+            faultio_fail(&fio, FOP_BIT(FOP_PWRITE), ENOSPC, 2, false);
+        } else if (k == 1) {
+            faultio_fail(&fio, FOP_BIT(FOP_FSYNC), EIO, 0, false);
+        } else {
+            faultio_fail(&fio, FOP_BIT(FOP_SYNCDIR), EIO, 0, false);
+        }
+        char before[600];
+        snprintf(before, sizeof before, "%s", sinter_store_errmsg(s));
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, snap_job_main, &j), 0);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        int want = k == 0 ? SINTER_ENOSPC : SINTER_EIO;
+        assert_int_equal(j.sync_rc, want);
+        const char *wmsg = sinter_store_snap_errmsg(j.w);
+        assert_non_null(strstr(wmsg, k == 0 ? "write" : k == 1 ? "fsync" : "sync directory"));
+        assert_string_equal(sinter_store_errmsg(s), before); /* the store was not touched */
+        assert_int_equal(sinter_store_snap_sync(j.w), want); /* the first error sticks */
+        assert_int_equal(sinter_store_snap_publish(j.w), want);
+        assert_non_null(strstr(sinter_store_errmsg(s), k == 0 ? "No space left" : "Input/output"));
+        assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+        struct sinter_raft_snapshot_meta cur;
+        assert_int_equal(sinter_store_snap_meta(s, &cur), SINTER_OK);
+        assert_int_equal(cur.index, 5); /* the old snapshot is still the newest published */
+        assert_int_equal(verify_snapshot(s, 5, 1, 1000), SINTER_OK);
+    }
+    /* The log is unaffected, and the next snapshot succeeds. */
+    assert_int_equal(append_range(s, 21, 5, 1), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 22, 1, 5000, 1000), SINTER_OK);
+    assert_int_equal(verify_snapshot(s, 22, 1, 5000), SINTER_OK);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* With defer_unlink, compaction and snapshot retirement leave their files for another thread:
+ * the segments leave the store at once; until collected the files are a valid old prefix (and an
+ * old snapshot) that open() accepts; a removal that fails stops there, so no gap ever appears. */
+static void *collect_main(void *arg)
+{
+    return (void *)(intptr_t)sinter_store_garbage_collect(arg);
+}
+
+static void deferred_unlink_collected_elsewhere(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, 4096, &rp);
+    o.defer_unlink = true;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    for (uint64_t i = 1; i <= 300; i += 20) {
+        assert_int_equal(append_range(s, i, 20, 1 + i / 100), SINTER_OK);
+        model_set(&m, i, 20, 1 + i / 100);
+    }
+    size_t before = sinter_store_segment_count(s);
+    assert_true(before >= 4);
+    assert_null(sinter_store_garbage_take(s));
+    assert_int_equal(write_snapshot(s, 50, m.terms[50], 100, 100), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 100, m.terms[100], 100, 100), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 150, m.terms[150], 5000, 1000), SINTER_OK);
+    long unlinks = fio.calls[FOP_UNLINK];
+    assert_int_equal(sinter_store_compact(s, 150), SINTER_OK);
+    assert_int_equal(fio.calls[FOP_UNLINK], unlinks); /* nothing removed on this thread */
+    uint64_t first = sinter_store_first_index(s);
+    assert_true(first > 1 && first <= 151);
+    size_t detached = before - sinter_store_segment_count(s);
+    assert_true(detached >= 1);
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 3); /* snapshot 50 retired, still there */
+    struct sinter_raft_entry *e;
+    size_t n;
+    assert_int_equal(sinter_store_read(s, 1, 10, 0, &e, &n), SINTER_ECOMPACTED);
+    assert_int_equal(append_range(s, 301, 20, 5), SINTER_OK); /* the store goes on */
+    model_set(&m, 301, 20, 5);
+    struct sinter_store_garbage *gb = sinter_store_garbage_take(s);
+    assert_non_null(gb);
+    assert_null(sinter_store_garbage_take(s));
+    sinter_store_close(s);
+    /* A crash before the files are gone: an old prefix and an old snapshot, both covered. */
+    size_t files = count_files(dir, "seg-", "");
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 150);
+    assert_int_equal(rec.n_entries, 170);
+    check_entries(rec.entries, rec.n_entries, 151, &m);
+    assert_int_equal(sinter_store_first_index(s), 1);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    /* The helper removes them (even after the store that queued them closed). */
+    pthread_t th;
+    void *res = NULL;
+    assert_int_equal(pthread_create(&th, NULL, collect_main, gb), 0);
+    assert_int_equal(pthread_join(th, &res), 0);
+    assert_int_equal((int)(intptr_t)res, SINTER_OK);
+    assert_int_equal(count_files(dir, "seg-", ""), files - detached);
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 2);
+
+    /* A removal that fails stops there: the oldest remaining file is the one that failed, and
+     * the log has no gap (open succeeds and returns the same entries). */
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(write_snapshot(s, 300, m.terms[300], 10, 10), SINTER_OK);
+    size_t segs = sinter_store_segment_count(s);
+    assert_int_equal(sinter_store_compact(s, 300), SINTER_OK);
+    assert_true(segs - sinter_store_segment_count(s) >= 2);
+    uint64_t kept_first = sinter_store_first_index(s);
+    gb = sinter_store_garbage_take(s);
+    assert_non_null(gb);
+    sinter_store_close(s);
+    faultio_fail(&fio, FOP_BIT(FOP_UNLINK), EIO, 1, false); /* the 2nd unlink fails */
+    assert_int_equal(sinter_store_garbage_collect(gb), SINTER_EIO);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, 300);
+    assert_int_equal(rec.n_entries, 20);
+    check_entries(rec.entries, rec.n_entries, 301, &m);
+    assert_true(sinter_store_first_index(s) < kept_first); /* old files kept, contiguous */
+    sinter_store_recovered_free(&rec);
+    /* A later compaction removes them. */
+    assert_int_equal(sinter_store_compact(s, 300), SINTER_OK);
+    assert_int_equal(sinter_store_first_index(s), kept_first);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_int_equal(sinter_store_garbage_collect(NULL), SINTER_OK);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1521,6 +1751,9 @@ int main(void)
         cmocka_unit_test(enospc_on_new_segment_is_retryable),
         cmocka_unit_test(write_and_sync_errors_fail_the_store),
         cmocka_unit_test(snapshot_enospc_keeps_old),
+        cmocka_unit_test(snapshot_sync_on_helper_publish_on_store_thread),
+        cmocka_unit_test(snapshot_helper_errors_stay_in_the_writer),
+        cmocka_unit_test(deferred_unlink_collected_elsewhere),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
