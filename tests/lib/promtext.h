@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Error messages are cut to the caller's buffer on purpose. */
+/* Error messages are cut to the caller's buffer on purpose (gcc's warning; clang has none). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #define PROM_MAX_FAMILIES 128
 #define PROM_MAX_SERIES   4096
@@ -247,6 +249,8 @@ static inline int prom_value(const char *text, const char *series, double *v)
     return -1;
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #endif /* SINTER_PROMTEXT_H */
