@@ -1,15 +1,28 @@
 /* A loopback cluster of sinter-tc processes for tests (see tccluster.h). */
 #include "tccluster.h"
 
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "testproc.h"
+
+/* Writes (mode "w") or appends ("a") text and a newline to DIR/cluster.ini. */
+static int ini_put(const struct sinter_tcc *c, const char *mode, const char *text)
+{
+    char ini[400];
+    snprintf(ini, sizeof ini, "%s/cluster.ini", c->tmp);
+    FILE *f = fopen(ini, mode);
+    if (f == NULL) {
+        perror("tccluster: cluster.ini");
+        return -1;
+    }
+    fputs(text, f);
+    fputc('\n', f);
+    return fclose(f) == 0 ? 0 : -1;
+}
 
 int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, int n,
                     unsigned groups, const char *secret, const char *extra_ini)
@@ -27,22 +40,12 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
         perror("tccluster: mkdtemp");
         return -1;
     }
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", c->tmp);
-    FILE *f = fopen(ini, "w");
-    if (f == NULL) {
-        perror("tccluster: cluster.ini");
-        return -1;
-    }
-    fprintf(f,
-            "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n[tc]\nsecret = "
-            "%s\n",
-            groups, secret);
-    if (extra_ini != NULL) {
-        fputs(extra_ini, f);
-        fputc('\n', f);
-    }
-    if (fclose(f) != 0) {
+    char head[600];
+    snprintf(head, sizeof head,
+             "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n"
+             "[tc]\nsecret = %s",
+             groups, secret);
+    if (ini_put(c, "w", head) != 0 || (extra_ini != NULL && ini_put(c, "a", extra_ini) != 0)) {
         return -1;
     }
     for (int i = 1; i <= n; i++) {
@@ -65,16 +68,7 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
 
 int sinter_tcc_append_ini(struct sinter_tcc *c, const char *text)
 {
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", c->tmp);
-    FILE *f = fopen(ini, "a");
-    if (f == NULL) {
-        perror("tccluster: cluster.ini");
-        return -1;
-    }
-    fputs(text, f);
-    fputc('\n', f);
-    return fclose(f) == 0 ? 0 : -1;
+    return ini_put(c, "a", text);
 }
 
 void sinter_tcc_use_tls(struct sinter_tcc *c)
