@@ -1,15 +1,28 @@
 /* A loopback cluster of sinter-tc processes for tests (see tccluster.h). */
 #include "tccluster.h"
 
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "testproc.h"
+
+/* Writes (mode "w") or appends ("a") text and a newline to DIR/cluster.ini. */
+static int ini_put(const struct sinter_tcc *c, const char *mode, const char *text)
+{
+    char ini[400];
+    snprintf(ini, sizeof ini, "%s/cluster.ini", c->tmp);
+    FILE *f = fopen(ini, mode);
+    if (f == NULL) {
+        perror("tccluster: cluster.ini");
+        return -1;
+    }
+    fputs(text, f);
+    fputc('\n', f);
+    return fclose(f) == 0 ? 0 : -1;
+}
 
 int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, int n,
                     unsigned groups, const char *secret, const char *extra_ini)
@@ -21,25 +34,18 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
     }
     c->bin = bin;
     c->n = n;
+    c->groups = groups;
     snprintf(c->tmp, sizeof c->tmp, "/tmp/sinter-%s-XXXXXX", prefix);
     if (mkdtemp(c->tmp) == NULL) {
         perror("tccluster: mkdtemp");
         return -1;
     }
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", c->tmp);
-    FILE *f = fopen(ini, "w");
-    if (f == NULL) {
-        perror("tccluster: cluster.ini");
-        return -1;
-    }
-    fprintf(f, "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n[tc]\nsecret = %s\n",
-            groups, secret);
-    if (extra_ini != NULL) {
-        fputs(extra_ini, f);
-        fputc('\n', f);
-    }
-    if (fclose(f) != 0) {
+    char head[600];
+    snprintf(head, sizeof head,
+             "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n"
+             "[tc]\nsecret = %s",
+             groups, secret);
+    if (ini_put(c, "w", head) != 0 || (extra_ini != NULL && ini_put(c, "a", extra_ini) != 0)) {
         return -1;
     }
     for (int i = 1; i <= n; i++) {
@@ -52,9 +58,36 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
             fprintf(stderr, "tccluster: no free port\n");
             return -1;
         }
+        snprintf(d->raft_url, sizeof d->raft_url, "tcp://127.0.0.1:%d", d->raft_port);
         snprintf(d->client_url, sizeof d->client_url, "tcp://127.0.0.1:%d", d->client_port);
         snprintf(d->http_url, sizeof d->http_url, "http://127.0.0.1:%d", d->http_port);
         snprintf(d->dir, sizeof d->dir, "%s/n%d", c->tmp, i);
+    }
+    return 0;
+}
+
+int sinter_tcc_append_ini(struct sinter_tcc *c, const char *text)
+{
+    return ini_put(c, "a", text);
+}
+
+void sinter_tcc_use_tls(struct sinter_tcc *c)
+{
+    for (int i = 1; i <= c->n; i++) {
+        struct sinter_tcc_node *d = &c->node[i];
+        snprintf(d->raft_url, sizeof d->raft_url, "tls+tcp://127.0.0.1:%d", d->raft_port);
+        snprintf(d->client_url, sizeof d->client_url, "tls+tcp://127.0.0.1:%d", d->client_port);
+        snprintf(d->http_url, sizeof d->http_url, "https://127.0.0.1:%d", d->http_port);
+    }
+}
+
+int sinter_tcc_node_by_url(const struct sinter_tcc *c, const char *url, size_t len)
+{
+    for (int i = 1; i <= c->n && url != NULL; i++) {
+        const char *u = c->node[i].client_url;
+        if (strlen(u) == len && memcmp(u, url, len) == 0) {
+            return i;
+        }
     }
     return 0;
 }
@@ -65,7 +98,7 @@ int sinter_tcc_start(struct sinter_tcc *c, int i)
     if (n->pid > 0) {
         return 0;
     }
-    char *argv[48];
+    char *argv[64];
     char bufs[40][600];
     int a = 0, b = 0;
     argv[a++] = (char *)c->bin;
@@ -80,7 +113,7 @@ int sinter_tcc_start(struct sinter_tcc *c, int i)
     ARG("--id");
     ARG("%" PRIu64, n->id);
     ARG("--raft-listen");
-    ARG("tcp://127.0.0.1:%d", n->raft_port);
+    ARG("%s", n->raft_url);
     ARG("--client-listen");
     ARG("%s", n->client_url);
     ARG("--http-listen");
@@ -91,28 +124,22 @@ int sinter_tcc_start(struct sinter_tcc *c, int i)
         if (k != i) {
             const struct sinter_tcc_node *p = &c->node[k];
             ARG("--peer");
-            ARG("%" PRIu64 "=tcp://127.0.0.1:%d,%s,%s", p->id, p->raft_port, p->client_url,
-                p->http_url);
+            ARG("%" PRIu64 "=%s,%s,%s", p->id, p->raft_url, p->client_url, p->http_url);
         }
+    }
+#undef ARG
+    for (const char *const *x = n->extra_args; x != NULL && *x != NULL; x++) {
+        if (a >= (int)(sizeof argv / sizeof argv[0]) - 1) {
+            fprintf(stderr, "tccluster: too many extra_args\n");
+            return -1;
+        }
+        argv[a++] = (char *)*x;
     }
     argv[a] = NULL;
-#undef ARG
     char logp[400];
-    sinter_tcc_log_path(c, i, logp, sizeof logp);
-    fflush(NULL);
-    pid_t pid = fork();
+    pid_t pid = sinter_test_spawn(argv, sinter_tcc_log_path(c, i, logp, sizeof logp));
     if (pid < 0) {
-        perror("tccluster: fork");
         return -1;
-    }
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(c->bin, argv);
-        _exit(127);
     }
     n->pid = pid;
     return 0;
@@ -135,16 +162,9 @@ void sinter_tcc_kill9(struct sinter_tcc *c, int i)
 
 void sinter_tcc_stop(struct sinter_tcc *c, int i)
 {
-    struct sinter_tcc_node *n = &c->node[i];
-    if (n->pid <= 0) {
-        return;
-    }
-    int ws = sinter_test_stop(&n->pid, 30000);
-    if (ws != 0) {
-        fprintf(stderr, "tccluster: node %" PRIu64 " did not exit cleanly (status %d)\n", n->id,
-                ws);
-        c->bad_exits++;
-    }
+    char what[48];
+    snprintf(what, sizeof what, "tccluster: node %d", i);
+    c->bad_exits += sinter_test_stop_clean(&c->node[i].pid, what);
 }
 
 void sinter_tcc_stop_all(struct sinter_tcc *c)
@@ -200,23 +220,5 @@ int sinter_tcc_finish(struct sinter_tcc *c, int rc)
     if (c->bad_exits != 0) {
         rc = 1;
     }
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log 2>/dev/null",
-             c->tmp);
-    if (system(cmd) == 0) {
-        fprintf(stderr, "tccluster: a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->tmp);
-    } else if (rc == 0) {
-        snprintf(cmd, sizeof cmd, "echo 'kept %s' 1>&2", c->tmp);
-    } else {
-        snprintf(cmd, sizeof cmd, "tail -n 40 %s/node*.log 1>&2; echo 'kept %s' 1>&2", c->tmp,
-                 c->tmp);
-    }
-    if (system(cmd) != 0) {
-        fprintf(stderr, "tccluster: could not run: %s\n", cmd);
-    }
-    return rc;
+    return c->tmp[0] != '\0' ? sinter_test_finish_dir(c->tmp, rc) : rc;
 }

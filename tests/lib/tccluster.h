@@ -8,12 +8,14 @@
  *   DIR/n<i>/            node i's data dir
  *   DIR/node<i>.log      node i's stderr (structured log lines)
  * Node i (1-based) listens on 127.0.0.1 only: client tcp://127.0.0.1:<client_port>, raft
- * tcp://127.0.0.1:<raft_port>, HTTP http://127.0.0.1:<http_port>. Every wait is bounded; a
- * node is stopped with SIGTERM then SIGKILL after a bound, never by name.
+ * tcp://127.0.0.1:<raft_port>, HTTP http://127.0.0.1:<http_port> (tls+tcp:// and https:// after
+ * sinter_tcc_use_tls). Every wait is bounded; a node is stopped with SIGTERM then SIGKILL after a
+ * bound, never by name. Raw wire-protocol clients of such a cluster: tcproto.h.
  */
 #ifndef SINTER_TEST_TCCLUSTER_H
 #define SINTER_TEST_TCCLUSTER_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -22,16 +24,22 @@
 struct sinter_tcc_node {
     uint64_t id; /* 1..n */
     int raft_port, client_port, http_port;
+    char raft_url[64];
     char client_url[64];
     char http_url[64];
     char dir[400];
     pid_t pid; /* 0 while not running */
+    /* NULL-terminated flags appended to this node's command line at every start, after the
+     * generated ones (sinter-tc lets a later flag win), e.g. {"--snapshot-every", "1", NULL}.
+     * NULL (the default) for none; the caller keeps the array alive while the node may start. */
+    const char *const *extra_args;
 };
 
 struct sinter_tcc {
     const char *bin; /* path of sinter-tc */
     char tmp[256];
     int n;
+    unsigned groups; /* raft groups, as given to sinter_tcc_init */
     struct sinter_tcc_node node[SINTER_TCC_MAX_NODES + 1]; /* 1..n */
     int bad_exits; /* graceful stops that did not end in exit status 0 */
 };
@@ -43,8 +51,22 @@ struct sinter_tcc {
 int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, int n,
                     unsigned groups, const char *secret, const char *extra_ini);
 
+/* Appends text verbatim to DIR/cluster.ini, for settings that need the temp dir to exist first
+ * (e.g. a [tls] section naming certificates made in c->tmp). Before the nodes start (or between a
+ * stop and a start). Returns 0 or -1. */
+int sinter_tcc_append_ini(struct sinter_tcc *c, const char *text);
+
+/* Switches every node's URLs to TLS: raft and client tls+tcp://, HTTP https:// (same ports).
+ * sinter-tc then wants a [tls] section with cert_key_file and ca_file (sinter_tcc_append_ini).
+ * Call after sinter_tcc_init, before the first start. */
+void sinter_tcc_use_tls(struct sinter_tcc *c);
+
+/* The node (1..n) whose client URL is url[0..len), or 0. For not-leader redirects and
+ * ClusterMeta member lists, which name nodes by client URL. */
+int sinter_tcc_node_by_url(const struct sinter_tcc *c, const char *url, size_t len);
+
 /* Starts node i (1..n) in the background with the per-node flags (id, listeners, data dir,
- * peers). Returns 0 or -1. */
+ * peers, then extra_args); nothing when it runs already. Returns 0 or -1. */
 int sinter_tcc_start(struct sinter_tcc *c, int i);
 int sinter_tcc_start_all(struct sinter_tcc *c);
 

@@ -2,6 +2,7 @@
 #include "testproc.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,6 +70,58 @@ int sinter_test_stop(pid_t *pid, unsigned timeout_ms)
     }
     sinter_test_kill9(pid);
     return -1;
+}
+
+pid_t sinter_test_spawn(char *const argv[], const char *log_path)
+{
+    fflush(NULL); /* or the child's exit could flush the parent's buffered output a second time */
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int sinter_test_stop_clean(pid_t *pid, const char *what)
+{
+    int ws = sinter_test_stop(pid, 30000);
+    if (ws != 0) {
+        fprintf(stderr, "%s did not exit cleanly (status %d)\n", what, ws);
+        return 1;
+    }
+    return 0;
+}
+
+int sinter_test_finish_dir(const char *dir, int rc)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log 2>/dev/null",
+             dir);
+    if (system(cmd) == 0) {
+        fprintf(stderr, "a node log holds a sanitizer report\n");
+        rc = 1;
+    }
+    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    } else if (rc == 0) {
+        snprintf(cmd, sizeof cmd, "echo 'kept %s' 1>&2", dir);
+    } else {
+        snprintf(cmd, sizeof cmd, "tail -n 40 %s/node*.log 1>&2; echo 'kept %s' 1>&2", dir, dir);
+    }
+    if (system(cmd) != 0) {
+        fprintf(stderr, "could not run: %s\n", cmd);
+    }
+    return rc;
 }
 
 long sinter_test_file_size(const char *path)

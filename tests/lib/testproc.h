@@ -26,6 +26,23 @@ void sinter_test_kill9(pid_t *pid);
  * sanitizer report), or -1 when it had to be killed. Returns 0 when *pid <= 0. */
 int sinter_test_stop(pid_t *pid, unsigned timeout_ms);
 
+/* Starts argv[0] (a path) with argv in the background, its stderr appended to log_path (created
+ * 0644 when missing; stdout stays the caller's). Returns the child's pid (the caller stops it with
+ * sinter_test_stop / _kill9), or -1 when fork failed (message on stderr). A child that cannot
+ * exec exits with status 127. */
+pid_t sinter_test_spawn(char *const argv[], const char *log_path);
+
+/* sinter_test_stop(pid, 30 s) for a child that must end cleanly: a crash, a sanitizer report or a
+ * child that ignored SIGTERM and was killed is said on stderr (naming `what`) and returns 1, a
+ * clean exit (or nothing running) 0, so callers add the result to a bad-exit count. */
+int sinter_test_stop_clean(pid_t *pid, const char *what);
+
+/* The end of a run whose children logged to dir/node*.log: rc becomes 1 when a log holds a
+ * sanitizer report (ASan/UBSan write to stderr, which the child's exit status may not show).
+ * With rc 0 the dir is removed (kept, and said so, with SINTER_TEST_KEEP=1); otherwise the tail
+ * of every log is printed and the dir kept for a post-mortem. Returns rc. */
+int sinter_test_finish_dir(const char *dir, int rc);
+
 /* Size of the file at path in bytes (0 when it does not exist): a position to count from. */
 long sinter_test_file_size(const char *path);
 

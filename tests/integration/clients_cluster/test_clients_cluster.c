@@ -14,10 +14,9 @@
  *     surviving replicas' state no transaction name occurs twice — a begin retried across the
  *     failover (same client id and seq) never became a second global.
  *
- * Nodes are stopped by PID; every wait is bounded and polls. Node logs stay in the temp dir and
- * are printed on failure.
+ * The cluster comes from tests/lib/tccluster.h. Nodes are stopped by PID; every wait is bounded
+ * and polls. Node logs stay in the temp dir and are printed on failure.
  */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,8 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +34,7 @@
 
 #include <sqlite3.h>
 
+#include "tccluster.h"
 #include "testproc.h"
 
 #include "sinter/client.h"
@@ -52,80 +50,12 @@
 #define LOOP_N  60
 #define KILL_AT 15
 
-struct node {
-    uint64_t id;
-    int raft_port, client_port;
-    char client_url[64];
-    pid_t pid;
-    char dir[400];
-};
-
 static const char *g_bin;
-static char g_tmp[256];
-static struct node N[NODES + 1];
-static int g_bad_exits;
-
-static void spawn(struct node *n)
-{
-    char *argv[64];
-    char bufs[40][700];
-    int a = 0, b = 0;
-    argv[a++] = (char *)g_bin;
-#define ARG(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
-        argv[a++] = bufs[b++];                                                                     \
-    } while (0)
-    ARG("--config");
-    ARG("%s/cluster.ini", g_tmp);
-    ARG("--id");
-    ARG("%" PRIu64, n->id);
-    ARG("--raft-listen");
-    ARG("tcp://127.0.0.1:%d", n->raft_port);
-    ARG("--client-listen");
-    ARG("%s", n->client_url);
-    ARG("--data-dir");
-    ARG("%s", n->dir);
-    for (int i = 1; i <= NODES; i++) {
-        if (&N[i] != n) {
-            ARG("--peer");
-            ARG("%" PRIu64 "=tcp://127.0.0.1:%d,%s", N[i].id, N[i].raft_port, N[i].client_url);
-        }
-    }
-    argv[a] = NULL;
-#undef ARG
-    char logp[400];
-    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-        }
-        execv(g_bin, argv);
-        _exit(127);
-    }
-    n->pid = pid;
-}
-
-static void stop_node(struct node *n)
-{
-    int ws = sinter_test_stop(&n->pid, 30000);
-    if (ws != 0) {
-        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-        g_bad_exits++;
-    }
-}
+static struct sinter_tcc C;
 
 static int node_by_url(const char *url)
 {
-    for (int i = 1; i <= NODES; i++) {
-        if (url != NULL && strcmp(url, N[i].client_url) == 0) {
-            return i;
-        }
-    }
-    return 0;
+    return url != NULL ? sinter_tcc_node_by_url(&C, url, strlen(url)) : 0;
 }
 
 /* Waits until ClusterMeta names a live leader for every group; returns the node (1..NODES)
@@ -135,8 +65,8 @@ static int wait_leader(uint32_t group)
     const char *urls[NODES];
     int n = 0;
     for (int i = 1; i <= NODES; i++) {
-        if (N[i].pid > 0) {
-            urls[n++] = N[i].client_url;
+        if (C.node[i].pid > 0) {
+            urls[n++] = C.node[i].client_url;
         }
     }
     struct sinter_client_opts o;
@@ -155,7 +85,7 @@ static int wait_leader(uint32_t group)
             for (uint32_t g = 0; g < GROUPS; g++) {
                 int l = sinter_client_leader(c, g);
                 int node = l >= 0 ? node_by_url(sinter_client_node_url(c, (size_t)l)) : 0;
-                all = all && node != 0 && N[node].pid > 0;
+                all = all && node != 0 && C.node[node].pid > 0;
                 if (g == group) {
                     want = node;
                 }
@@ -202,7 +132,7 @@ static long loop_globals(int i, long *dups)
     *dups = 0;
     for (int g = 0; g < GROUPS; g++) {
         char path[512];
-        snprintf(path, sizeof path, "%s/group-%d/tc.sqlite", N[i].dir, g);
+        snprintf(path, sizeof path, "%s/group-%d/tc.sqlite", C.node[i].dir, g);
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
         sqlite3_stmt *st = NULL;
@@ -226,31 +156,16 @@ static long loop_globals(int i, long *dups)
 static void clients_cluster(void **state)
 {
     (void)state;
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", g_tmp);
-    FILE *f = fopen(ini, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[raft]\ngroups = %d\ntick_ms = 20\n[tc]\nsecret = " SECRET
-            "\ndefault_timeout_ms = 600000\n",
-            GROUPS);
-    fclose(f);
-    for (int i = 1; i <= NODES; i++) {
-        N[i].id = (uint64_t)i;
-        N[i].raft_port = sinter_test_free_port();
-        N[i].client_port = sinter_test_free_port();
-        snprintf(N[i].client_url, sizeof N[i].client_url, "tcp://127.0.0.1:%d", N[i].client_port);
-        snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
-    }
-    for (int i = 1; i <= NODES; i++) {
-        spawn(&N[i]);
-    }
+    assert_int_equal(sinter_tcc_init(&C, g_bin, "clients", NODES, GROUPS, SECRET,
+                                     "[tc]\ndefault_timeout_ms = 600000\n"),
+                     0);
+    assert_int_equal(sinter_tcc_start_all(&C), 0);
     int first = wait_leader(0);
     assert_true(first != 0);
 
     /* The TM knows only the node that leads group 0 now (the one killed below, so the TM must
      * have learnt the others from ClusterMeta), the RM only another node. */
-    const char *tm_addr[1] = {N[first].client_url};
+    const char *tm_addr[1] = {C.node[first].client_url};
     struct sinter_tm_opts to;
     sinter_tm_opts_default(&to);
     to.addresses = tm_addr;
@@ -262,7 +177,7 @@ static void clients_cluster(void **state)
     struct sinter_tm *tm = NULL;
     assert_int_equal(sinter_tm_open(&tm, &to), SINTER_OK);
 
-    const char *rm_addr[1] = {N[first % NODES + 1].client_url};
+    const char *rm_addr[1] = {C.node[first % NODES + 1].client_url};
     const char *res[1] = {"acct"};
     struct sinter_rm_opts ro;
     sinter_rm_opts_default(&ro);
@@ -329,7 +244,7 @@ static void clients_cluster(void **state)
     }
     int victim = wait_leader(0);
     assert_true(victim != 0);
-    sinter_test_kill9(&N[victim].pid);
+    sinter_tcc_kill9(&C, victim);
     fprintf(stderr, "killed node %d (leader of group 0) after %d begins\n", victim,
             atomic_load(&l->done));
     pthread_join(th, NULL);
@@ -354,10 +269,8 @@ static void clients_cluster(void **state)
 
     /* No logical begin became two globals, on any surviving replica. */
     sinter_test_sleep_ms(1000); /* followers apply the last commits */
-    for (int i = 1; i <= NODES; i++) {
-        stop_node(&N[i]);
-    }
-    assert_int_equal(g_bad_exits, 0);
+    sinter_tcc_stop_all(&C);
+    assert_int_equal(C.bad_exits, 0);
     long most = 0;
     for (int i = 1; i <= NODES; i++) {
         if (i == victim) {
@@ -376,9 +289,7 @@ static void clients_cluster(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 1; i <= NODES; i++) {
-        stop_node(&N[i]);
-    }
+    sinter_tcc_stop_all(&C);
     return 0;
 }
 
@@ -389,30 +300,9 @@ int main(int argc, char **argv)
         return 2;
     }
     g_bin = argv[1];
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-clients-XXXXXX");
-    if (mkdtemp(g_tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(clients_cluster, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
-    if (system(cmd) == 0) {
-        fprintf(stderr, "a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    } else {
-        snprintf(cmd, sizeof cmd, "tail -n 40 %s/node*.log 1>&2; echo 'kept %s' 1>&2", g_tmp,
-                 g_tmp);
-    }
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not run: %s\n", cmd);
-    }
-    return rc;
+    return sinter_tcc_finish(&C, cmocka_run_group_tests(tests, NULL, NULL));
 }

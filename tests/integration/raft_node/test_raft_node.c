@@ -140,17 +140,8 @@ static void spawn(struct node *n, bool bootstrap, int n_peers)
 #undef ARG
     char logp[600];
     snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-        }
-        execv(g_bin, argv);
-        _exit(127);
-    }
-    n->pid = pid;
+    n->pid = sinter_test_spawn(argv, logp);
+    assert_true(n->pid > 0);
     /* Wait until the control socket answers. */
     char out[8192];
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
@@ -174,11 +165,9 @@ static int g_bad_exits; /* graceful stops that did not exit 0 (e.g. sanitizer re
  * that ignored SIGTERM for 30 s and was killed) counts against the run. */
 static void stop_node(struct node *n)
 {
-    int ws = sinter_test_stop(&n->pid, 30000);
-    if (ws != 0) {
-        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-        g_bad_exits++;
-    }
+    char what[40];
+    snprintf(what, sizeof what, "node %" PRIu64, n->id);
+    g_bad_exits += sinter_test_stop_clean(&n->pid, what);
 }
 
 struct gst {
@@ -705,22 +694,5 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(multi_group, teardown),
         cmocka_unit_test_teardown(snapshot_at_noop_and_backoff, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char grep[400];
-    snprintf(grep, sizeof grep, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
-    if (system(grep) == 0) {
-        fprintf(stderr, "a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "could not remove %s\n", g_tmp);
-        }
-    } else {
-        dump_logs();
-        fprintf(stderr, "node logs and data kept in %s\n", g_tmp);
-    }
-    return rc;
+    return sinter_test_finish_dir(g_tmp, cmocka_run_group_tests(tests, NULL, NULL));
 }

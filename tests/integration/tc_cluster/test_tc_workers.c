@@ -16,22 +16,15 @@
  * removes a finished global (status then Finished) but never the failed one.
  *
  * Small timings from the config file (lease 1 s, backoff 100..400 ms, commit deadline 4 s,
- * retention 3 s): every wait polls for its condition with a generous bound.
+ * retention 3 s): every wait polls for its condition with a generous bound. The cluster and the
+ * raw protocol clients (the TM's and the fake RM's) come from tests/lib (tccluster.h, tcproto.h).
  */
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,11 +34,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "tccluster.h"
+#include "tcproto.h"
 #include "testproc.h"
 
 #include "sinter/error.h"
-#include "sinter/proto.h"
-#include "sinter/transport.h"
 #include "sinter/types.h"
 
 #define NODES   3
@@ -53,270 +46,63 @@
 #define WAIT_MS 30000
 #define SECRET  "s3cret-for-tests"
 
-struct node {
-    uint64_t id;
-    int raft_port, client_port;
-    char client_url[64];
-    pid_t pid;
-    char dir[400];
-    struct sinter_transport_client *cl;
-};
-
 static const char *g_bin;
-static char g_tmp[256];
-static struct node N[NODES + 1]; /* 1..NODES */
-static uint64_t g_client;        /* our client id */
-static uint64_t g_seq;
-static int g_guess = 1; /* node we believe leads */
-static int g_bad_exits;
-static atomic_int g_alive[NODES + 1]; /* read by the fake RM's threads */
+static struct sinter_tcc C;
+static struct sinter_raw P;           /* the TM */
+static struct sinter_raw R;           /* the fake RM (its threads call it concurrently) */
+static atomic_int g_alive[NODES + 1]; /* read by the fake RM's threads (not C's pids) */
 
 /* ---- processes ------------------------------------------------------------------------------ */
 
-static void spawn(struct node *n)
+static void start_node(int i)
 {
-    char *argv[64];
-    char bufs[40][700];
-    int a = 0, b = 0;
-    argv[a++] = (char *)g_bin;
-#define ARG(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
-        argv[a++] = bufs[b++];                                                                     \
-    } while (0)
-    /* The file carries the cluster-wide part, flags the per-node part (flags override). */
-    ARG("--config");
-    ARG("%s/cluster.ini", g_tmp);
-    ARG("--id");
-    ARG("%" PRIu64, n->id);
-    ARG("--raft-listen");
-    ARG("tcp://127.0.0.1:%d", n->raft_port);
-    ARG("--client-listen");
-    ARG("%s", n->client_url);
-    ARG("--data-dir");
-    ARG("%s", n->dir);
-    for (int i = 1; i <= NODES; i++) {
-        if (&N[i] != n) {
-            ARG("--peer");
-            ARG("%" PRIu64 "=tcp://127.0.0.1:%d,%s", N[i].id, N[i].raft_port, N[i].client_url);
-        }
-    }
-    argv[a] = NULL;
-#undef ARG
-    char logp[400];
-    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-        }
-        execv(g_bin, argv);
-        _exit(127);
-    }
-    n->pid = pid;
-    atomic_store(&g_alive[n - N], 1);
+    assert_int_equal(sinter_tcc_start(&C, i), 0);
+    atomic_store(&g_alive[i], 1);
 }
 
-static void kill9(struct node *n)
+static void kill9(int i)
 {
-    atomic_store(&g_alive[n - N], 0);
-    sinter_test_kill9(&n->pid);
+    atomic_store(&g_alive[i], 0);
+    sinter_tcc_kill9(&C, i);
 }
 
-/* A graceful stop must end in exit status 0: anything else (a crash, a sanitizer report, a node
- * that ignored SIGTERM for 30 s and was killed) counts against the run. */
-static void stop_node(struct node *n)
+static void stop_node(int i)
 {
-    atomic_store(&g_alive[n - N], 0);
-    int ws = sinter_test_stop(&n->pid, 30000);
-    if (ws != 0) {
-        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-        g_bad_exits++;
-    }
+    atomic_store(&g_alive[i], 0);
+    sinter_tcc_stop(&C, i);
 }
 
-/* ---- calls ---------------------------------------------------------------------------------- */
+/* ---- calls (asserting wrappers of tcproto.h) ------------------------------------------------ */
 
-static void req_init(struct sinter_proto_msg *m, uint16_t code, uint64_t client, uint64_t seq)
+static struct sinter_xid begin_timeout(uint32_t timeout_ms)
 {
-    memset(m, 0, sizeof *m);
-    m->code = code;
-    m->rq.client_id = client;
-    m->rq.seq = seq;
-}
-
-/* One call to node i; rc of the transport, reply owned by the caller. */
-static int call_node(int i, const struct sinter_proto_msg *m,
-                     struct sinter_transport_reply_msg **out)
-{
-    *out = NULL;
-    if (N[i].pid <= 0) {
-        return SINTER_ETRANSPORT;
-    }
-    /* A WAIT_PHASE2 commit may be held up to its wait_ms (the tests use at most 20 s). */
-    return sinter_transport_call(N[i].cl, m, 25000, out);
-}
-
-static int register_as(int i, uint64_t client, const char *secret, uint16_t code)
-{
-    struct sinter_proto_msg m;
-    req_init(&m, code, client, 0);
-    if (code == SINTER_MSG_REGISTER_RM) {
-        m.u.reg.n_resources = 1;
-        m.u.reg.resource_ids[0] = sinter_proto_str_c("ok-a");
-    }
-    m.u.reg.client_version = sinter_proto_str_c("test/1");
-    m.u.reg.application_id = sinter_proto_str_c("tc-cluster-test");
-    m.u.reg.credential = sinter_proto_str_c(secret);
-    struct sinter_transport_reply_msg *r = NULL;
-    int rc = call_node(i, &m, &r);
-    if (rc == SINTER_OK) {
-        rc = sinter_transport_reply_get(r)->rs.result;
-        sinter_transport_reply_free(r);
-    }
-    return rc;
-}
-
-static int register_with(int i, uint64_t client, const char *secret)
-{
-    return register_as(i, client, secret, SINTER_MSG_REGISTER_TM);
-}
-
-static int node_by_url(struct sinter_proto_str url)
-{
-    for (int i = 1; i <= NODES; i++) {
-        if (sinter_proto_str_eq(url, N[i].client_url)) {
-            return i;
-        }
-    }
-    return 0;
-}
-
-/* Sends m where it must go: follows not-leader redirects, moves on from dead nodes, registers
- * again with a node that forgot us (restart). Returns the final reply (never a not-leader). */
-static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg *m,
-                                                  struct sinter_transport_reply_msg **out,
-                                                  int *served_by)
-{
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    int i = g_guess;
-    while (sinter_test_now_ms() < end) {
-        struct sinter_transport_reply_msg *r = NULL;
-        int rc = call_node(i, m, &r);
-        if (rc != SINTER_OK) {
-            i = i % NODES + 1;
-            sinter_test_sleep_ms(50);
-            continue;
-        }
-        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
-        if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_ENOTLEADER) {
-            int next = node_by_url(rm->u.error.leader_addr);
-            sinter_transport_reply_free(r);
-            if (next != 0 && next != i && N[next].pid > 0) {
-                i = next; /* redirected: go straight there */
-            } else {
-                i = i % NODES + 1; /* election in progress: look around */
-                sinter_test_sleep_ms(100);
-            }
-            continue;
-        }
-        if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_EAUTH) {
-            sinter_transport_reply_free(r);
-            assert_int_equal(register_with(i, g_client, SECRET), SINTER_OK);
-            continue;
-        }
-        if (rm->code == SINTER_MSG_ERROR &&
-            (rm->rs.result == SINTER_ETIMEOUT || rm->rs.result == SINTER_ESHUTDOWN)) {
-            sinter_transport_reply_free(r); /* outcome unknown: retry with the same seq */
-            sinter_test_sleep_ms(100);
-            continue;
-        }
-        g_guess = i;
-        if (served_by != NULL) {
-            *served_by = i;
-        }
-        *out = r;
-        return rm;
-    }
-    fail_msg("no leader answered %s within %d ms", sinter_proto_code_name(m->code), WAIT_MS);
-    return NULL;
-}
-
-static struct sinter_xid begin_timeout(uint64_t seq, uint32_t timeout_ms, int *served_by)
-{
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_GLOBAL_BEGIN, g_client, seq);
-    m.u.global_begin.application_id = sinter_proto_str_c("tc-workers-test");
-    m.u.global_begin.transaction_name = sinter_proto_str_c("transfer");
-    m.u.global_begin.timeout_ms = timeout_ms;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r, served_by);
-    assert_int_equal(rm->code, SINTER_MSG_GLOBAL_BEGIN_RESULT);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    struct sinter_xid x = rm->u.global_begin_result.xid;
+    struct sinter_xid x = {0, 0};
+    assert_int_equal(sinter_raw_begin(&P, 0, timeout_ms, &x, NULL), SINTER_OK);
     assert_true(x.index > 0);
-    sinter_transport_reply_free(r);
     return x;
 }
 
-/* BranchRegister: returns the result code, *branch the id. */
-static int register_branch_seq(struct sinter_xid x, const char *res, uint64_t seq, uint64_t *branch)
+static struct sinter_xid begin(void)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_BRANCH_REGISTER, g_client, seq);
-    m.u.branch_register.xid = x;
-    m.u.branch_register.branch_type = SINTER_BT_TCC;
-    m.u.branch_register.resource_id = sinter_proto_str_c(res);
-    m.u.branch_register.application_data = (struct sinter_proto_bytes){(const uint8_t *)"{}", 2};
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r, NULL);
-    assert_int_equal(rm->code, SINTER_MSG_BRANCH_REGISTER_RESULT);
-    int rc = rm->rs.result;
-    *branch = rm->u.branch_register_result.branch_id;
-    sinter_transport_reply_free(r);
-    return rc;
+    return begin_timeout(600000);
+}
+
+static int register_branch(struct sinter_xid x, const char *res, uint64_t *branch)
+{
+    return sinter_raw_branch_register(&P, x, res, 0, branch);
 }
 
 static void report_done(struct sinter_xid x, uint64_t branch, const char *res)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_BRANCH_REPORT, g_client, ++g_seq);
-    m.u.branch_report.xid = x;
-    m.u.branch_report.branch_id = branch;
-    m.u.branch_report.branch_type = SINTER_BT_TCC;
-    m.u.branch_report.branch_status = SINTER_BS_PHASE1_DONE;
-    m.u.branch_report.resource_id = sinter_proto_str_c(res);
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r, NULL);
-    assert_int_equal(rm->code, SINTER_MSG_BRANCH_REPORT_RESULT);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    sinter_transport_reply_free(r);
-}
-
-static struct sinter_xid begin_seq(uint64_t seq, int *served_by)
-{
-    return begin_timeout(seq, 600000, served_by);
+    assert_int_equal(sinter_raw_branch_report(&P, x, branch, res, SINTER_BS_PHASE1_DONE, 0),
+                     SINTER_OK);
 }
 
 /* GlobalCommit / GlobalRollback with flags: result code, *status the global's status. */
 static int end_global_f(struct sinter_xid x, bool commit, uint32_t flags, uint32_t wait_ms,
                         uint32_t *status)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, commit ? SINTER_MSG_GLOBAL_COMMIT : SINTER_MSG_GLOBAL_ROLLBACK, g_client, ++g_seq);
-    m.u.global_end.xid = x;
-    m.u.global_end.flags = flags;
-    m.u.global_end.wait_ms = wait_ms;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r, NULL);
-    assert_int_equal(rm->code,
-                     commit ? SINTER_MSG_GLOBAL_COMMIT_RESULT : SINTER_MSG_GLOBAL_ROLLBACK_RESULT);
-    int rc = rm->rs.result;
-    *status = rm->u.global_status_result.global_status;
-    sinter_transport_reply_free(r);
-    return rc;
+    return sinter_raw_end(&P, x, commit, flags, wait_ms, 0, status);
 }
 
 static int end_global(struct sinter_xid x, bool commit, uint32_t *status)
@@ -326,77 +112,15 @@ static int end_global(struct sinter_xid x, bool commit, uint32_t *status)
 
 static uint32_t global_status(struct sinter_xid x)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_GLOBAL_STATUS, g_client, ++g_seq);
-    m.u.global_status.xid = x;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r, NULL);
-    assert_int_equal(rm->code, SINTER_MSG_GLOBAL_STATUS_RESULT);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    uint32_t st = rm->u.global_status_result.global_status;
-    sinter_transport_reply_free(r);
+    uint32_t st = 0;
+    assert_int_equal(sinter_raw_status(&P, x, 0, &st), SINTER_OK);
     return st;
 }
 
-/* ClusterMeta from node i until every group has a leader all live nodes agree on; returns the
- * leader id of group g (0 on timeout). */
-static uint64_t wait_leaders(uint32_t want_group)
+/* Every group has an agreed live leader. */
+static void wait_leaders(void)
 {
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    while (sinter_test_now_ms() < end) {
-        uint64_t leaders[GROUPS] = {0};
-        bool ok = true;
-        for (int i = 1; i <= NODES && ok; i++) {
-            if (N[i].pid <= 0) {
-                continue;
-            }
-            struct sinter_proto_msg m;
-            req_init(&m, SINTER_MSG_CLUSTER_META, g_client, 0);
-            struct sinter_transport_reply_msg *r = NULL;
-            if (call_node(i, &m, &r) != SINTER_OK) {
-                ok = false;
-                break;
-            }
-            const struct sinter_proto_cluster_meta_result *cm =
-                &sinter_transport_reply_get(r)->u.cluster_meta_result;
-            assert_int_equal(sinter_transport_reply_get(r)->code, SINTER_MSG_CLUSTER_META_RESULT);
-            assert_int_equal(cm->node_id, N[i].id);
-            assert_int_equal(cm->n_members, NODES);
-            assert_int_equal(cm->n_groups, GROUPS);
-            for (uint32_t k = 0; k < cm->n_members; k++) {
-                int j = node_by_url(cm->members[k].addr);
-                assert_true(j != 0);
-                assert_int_equal(cm->members[k].id, N[j].id);
-            }
-            for (uint32_t g = 0; g < GROUPS; g++) {
-                uint64_t l = cm->groups[g].leader_id;
-                bool live = false;
-                for (int j = 1; j <= NODES; j++) {
-                    live = live || (N[j].id == l && N[j].pid > 0);
-                }
-                if (!live || (leaders[g] != 0 && leaders[g] != l)) {
-                    ok = false;
-                }
-                leaders[g] = l;
-            }
-            sinter_transport_reply_free(r);
-        }
-        if (ok) {
-            return leaders[want_group];
-        }
-        sinter_test_sleep_ms(100);
-    }
-    return 0;
-}
-
-static int node_of_id(uint64_t id)
-{
-    for (int i = 1; i <= NODES; i++) {
-        if (N[i].id == id) {
-            return i;
-        }
-    }
-    return 0;
+    assert_true(sinter_raw_leader_of(&P, 0) != 0 && sinter_raw_leader_of(&P, 1) != 0);
 }
 
 /* ---- the fake RM ----------------------------------------------------------------------------- */
@@ -416,38 +140,19 @@ struct delivery {
 static pthread_mutex_t g_rm_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct delivery g_deliv[MAX_DELIV];
 static size_t g_n_deliv;
-static uint64_t g_rm;          /* the RM's client id */
 static atomic_int g_rm_paused; /* 1: no polls (work piles up at the leader) */
 static atomic_int g_rm_stop;
 static atomic_int g_rm_busy;      /* RM threads inside a poll (or handling its items) */
 static atomic_uint g_report_fail; /* reports not answered OK (other than not-leader) */
-static struct sinter_transport_client *g_rm_cl[NODES + 1];
 
 static const char *const RESOURCES[] = {"ok-a", "ok-b", "flaky", "hang", "dead"};
 #define N_RESOURCES (sizeof RESOURCES / sizeof RESOURCES[0])
 
-static int rm_call(int i, const struct sinter_proto_msg *m, uint32_t timeout,
-                   struct sinter_transport_reply_msg **out)
-{
-    *out = NULL;
-    return sinter_transport_call(g_rm_cl[i], m, timeout, out);
-}
-
+/* RegisterRM with node i for every resource (R's reg_code and resources); failures are left to
+ * the next poll's SINTER_EAUTH. */
 static void rm_register(int i)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_REGISTER_RM, g_rm, 0);
-    m.u.reg.client_version = sinter_proto_str_c("fake-rm/1");
-    m.u.reg.application_id = sinter_proto_str_c("tc-workers-test");
-    m.u.reg.credential = sinter_proto_str_c(SECRET);
-    m.u.reg.n_resources = (uint32_t)N_RESOURCES;
-    for (size_t k = 0; k < N_RESOURCES; k++) {
-        m.u.reg.resource_ids[k] = sinter_proto_str_c(RESOURCES[k]);
-    }
-    struct sinter_transport_reply_msg *r = NULL;
-    if (rm_call(i, &m, 3000, &r) == SINTER_OK) {
-        sinter_transport_reply_free(r);
-    }
+    (void)sinter_raw_register(&R, i, 0);
 }
 
 /* The outcome the fake RM reports for an item, 0 for none (silent). */
@@ -474,19 +179,13 @@ static int rm_report(int i, uint16_t phase, struct sinter_xid x, uint64_t branch
                      uint32_t attempt)
 {
     struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_PHASE2_REPORT, g_rm, 0);
+    sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT, 0);
     m.u.phase2_report.phase = phase;
     m.u.phase2_report.outcome.xid = x;
     m.u.phase2_report.outcome.branch_id = branch;
     m.u.phase2_report.outcome.branch_status = status;
     m.u.phase2_report.attempt = attempt; /* the answered delivery (docs/phase2-protocol.md) */
-    struct sinter_transport_reply_msg *r = NULL;
-    int rc = rm_call(i, &m, 5000, &r);
-    if (rc == SINTER_OK) {
-        rc = sinter_transport_reply_get(r)->rs.result;
-        sinter_transport_reply_free(r);
-    }
-    return rc;
+    return sinter_raw_result(&R, i, &m);
 }
 
 static void *rm_thread(void *arg)
@@ -500,7 +199,7 @@ static void *rm_thread(void *arg)
             continue;
         }
         struct sinter_proto_msg m;
-        req_init(&m, SINTER_MSG_PHASE2_POLL, g_rm, 0);
+        sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_POLL, 0);
         m.u.phase2_poll.n_resources = (uint32_t)N_RESOURCES;
         for (size_t k = 0; k < N_RESOURCES; k++) {
             m.u.phase2_poll.resource_ids[k] = sinter_proto_str_c(RESOURCES[k]);
@@ -508,7 +207,7 @@ static void *rm_thread(void *arg)
         m.u.phase2_poll.max_items = 16;
         m.u.phase2_poll.wait_ms = 500;
         struct sinter_transport_reply_msg *r = NULL;
-        if (rm_call(i, &m, 5000, &r) != SINTER_OK) {
+        if (sinter_raw_call(&R, i, &m, &r) != SINTER_OK) {
             atomic_fetch_sub(&g_rm_busy, 1);
             sinter_test_sleep_ms(50);
             continue;
@@ -604,20 +303,20 @@ static uint32_t wait_status(struct sinter_xid x, uint32_t want)
 /* Begin + branches on the given resources (phase one done). */
 static struct sinter_xid tx(const char *r1, const char *r2, uint64_t *b1, uint64_t *b2)
 {
-    struct sinter_xid x = begin_seq(++g_seq, NULL);
-    assert_int_equal(register_branch_seq(x, r1, ++g_seq, b1), SINTER_OK);
+    struct sinter_xid x = begin();
+    assert_int_equal(register_branch(x, r1, b1), SINTER_OK);
     report_done(x, *b1, r1);
     if (r2 != NULL) {
-        assert_int_equal(register_branch_seq(x, r2, ++g_seq, b2), SINTER_OK);
+        assert_int_equal(register_branch(x, r2, b2), SINTER_OK);
         report_done(x, *b2, r2);
     }
     return x;
 }
 
-/* The node that leads xid's group (registered TM there too). */
+/* The node that leads xid's group. */
 static int leader_of(struct sinter_xid x)
 {
-    int i = node_of_id(wait_leaders(x.group));
+    int i = sinter_raw_leader_of(&P, x.group);
     assert_true(i != 0);
     return i;
 }
@@ -627,53 +326,31 @@ static int leader_of(struct sinter_xid x)
 static void tc_workers(void **state)
 {
     (void)state;
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", g_tmp);
-    FILE *f = fopen(ini, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "; shared by the three test nodes\n[raft]\ngroups = %d\ntick_ms = 20\n"
-            "[tc]\nsecret = " SECRET "\ndefault_timeout_ms = 600000\nretry_initial_ms = 100\n"
-            "retry_max_ms = 400\nphase2_lease_ms = 1000\nmax_commit_retry_ms = 4000\n"
-            "max_rollback_retry_ms = 600000\nmax_clock_skew_ms = 200\nretention_ms = 3000\n"
-            "client_retention_ms = 6000\ngc_interval_ms = 300\n",
-            GROUPS);
-    fclose(f);
+    /* The TM: a WAIT_PHASE2 commit may be held up to its wait_ms (the tests use at most 20 s). */
+    assert_int_equal(sinter_raw_open(&P, &C, SECRET, "tc-workers-test", NULL), SINTER_OK);
+    P.call_ms = 25000;
+    assert_int_equal(sinter_raw_open(&R, &C, SECRET, "tc-workers-test", NULL), SINTER_OK);
+    R.reg_code = SINTER_MSG_REGISTER_RM;
+    R.resources = RESOURCES;
+    R.n_resources = (uint32_t)N_RESOURCES;
+    R.call_ms = 5000;
     for (int i = 1; i <= NODES; i++) {
-        N[i].id = (uint64_t)i;
-        N[i].raft_port = sinter_test_free_port();
-        N[i].client_port = sinter_test_free_port();
-        snprintf(N[i].client_url, sizeof N[i].client_url, "tcp://127.0.0.1:%d", N[i].client_port);
-        snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
-        struct sinter_transport_client_opts co;
-        sinter_transport_client_opts_default(&co);
-        co.url = N[i].client_url;
-        assert_int_equal(sinter_transport_client_open(&N[i].cl, &co), SINTER_OK);
-        assert_int_equal(sinter_transport_client_open(&g_rm_cl[i], &co), SINTER_OK);
+        start_node(i);
     }
+    wait_leaders();
     for (int i = 1; i <= NODES; i++) {
-        spawn(&N[i]);
-    }
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    g_client = ((uint64_t)rand() << 32 | (uint64_t)rand()) | 1u;
-    g_rm = g_client ^ 0x0f0f0f0f0f0f0f0full;
-    assert_true(wait_leaders(0) != 0 && wait_leaders(1) != 0);
-    for (int i = 1; i <= NODES; i++) {
-        assert_int_equal(register_with(i, g_client, SECRET), SINTER_OK);
+        assert_int_equal(sinter_raw_register(&P, i, 0), SINTER_OK);
     }
 
     /* Phase-2 messages need RegisterRM on that node: the TM client is refused. */
     {
         struct sinter_proto_msg m;
-        req_init(&m, SINTER_MSG_PHASE2_POLL, g_client, 0);
+        sinter_raw_req(&P, &m, SINTER_MSG_PHASE2_POLL, 0);
         m.u.phase2_poll.n_resources = 1;
         m.u.phase2_poll.resource_ids[0] = sinter_proto_str_c("ok-a");
         m.u.phase2_poll.max_items = 1;
         m.u.phase2_poll.wait_ms = 10;
-        struct sinter_transport_reply_msg *r = NULL;
-        assert_int_equal(call_node(1, &m, &r), SINTER_OK);
-        assert_int_equal(sinter_transport_reply_get(r)->rs.result, SINTER_EAUTH);
-        sinter_transport_reply_free(r);
+        assert_int_equal(sinter_raw_result(&P, 1, &m), SINTER_EAUTH);
     }
 
     pthread_t th[NODES + 1];
@@ -738,19 +415,21 @@ static void tc_workers(void **state)
 
     /* 5. GlobalReport: a reported commit is a commit decision; anything else is refused. */
     {
-        struct sinter_xid xg = begin_seq(++g_seq, NULL);
+        struct sinter_xid xg = begin();
         struct sinter_proto_msg m;
-        req_init(&m, SINTER_MSG_GLOBAL_REPORT, g_client, ++g_seq);
+        sinter_raw_req(&P, &m, SINTER_MSG_GLOBAL_REPORT, ++P.seq);
         m.u.global_report.xid = xg;
         m.u.global_report.global_status = SINTER_GS_BEGIN;
         struct sinter_transport_reply_msg *r;
-        const struct sinter_proto_msg *rm = call_leader(&m, &r, NULL);
+        assert_int_equal(sinter_raw_leader(&P, &m, &r, NULL), SINTER_OK);
+        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
         assert_int_equal(rm->rs.result, SINTER_EINVAL);
         sinter_transport_reply_free(r);
-        req_init(&m, SINTER_MSG_GLOBAL_REPORT, g_client, ++g_seq);
+        sinter_raw_req(&P, &m, SINTER_MSG_GLOBAL_REPORT, ++P.seq);
         m.u.global_report.xid = xg;
         m.u.global_report.global_status = SINTER_GS_COMMITTED;
-        rm = call_leader(&m, &r, NULL);
+        assert_int_equal(sinter_raw_leader(&P, &m, &r, NULL), SINTER_OK);
+        rm = sinter_transport_reply_get(r);
         assert_int_equal(rm->code, SINTER_MSG_GLOBAL_REPORT_RESULT);
         assert_int_equal(rm->rs.result, SINTER_OK);
         assert_int_equal(rm->u.global_status_result.global_status, SINTER_GS_COMMITTED);
@@ -767,8 +446,8 @@ static void tc_workers(void **state)
     /* 7. Timeout rollback: a Begin global past its timeout is rolled back (its branch gets a
      * rollback delivery) and a late register is refused. */
     uint64_t t_begin = sinter_test_now_ms();
-    struct sinter_xid xt = begin_timeout(++g_seq, 1500, NULL);
-    assert_int_equal(register_branch_seq(xt, "ok-a", ++g_seq, &b1), SINTER_OK);
+    struct sinter_xid xt = begin_timeout(1500);
+    assert_int_equal(register_branch(xt, "ok-a", &b1), SINTER_OK);
     /* Lower bound: begin_ms >= t_begin, and the leader decides only past begin + timeout + skew
      * (1500 + 200): any status read that completed before t_begin + 1700 must still be Begin. */
     for (;;) {
@@ -781,19 +460,19 @@ static void tc_workers(void **state)
         sinter_test_sleep_ms(50);
     }
     assert_int_equal(wait_status(xt, SINTER_GS_TIMEOUT_ROLLBACKED), SINTER_GS_TIMEOUT_ROLLBACKED);
-    assert_int_equal(register_branch_seq(xt, "ok-b", ++g_seq, &bx), SINTER_ESTATE);
+    assert_int_equal(register_branch(xt, "ok-b", &bx), SINTER_ESTATE);
     deliveries(xt, b1, &att, &codes, NULL);
     assert_int_equal(codes, 2u);
 
     /* 8. kill -9 the leader between begin and commit: the new leader commits and finishes. */
     struct sinter_xid xk1 = tx("ok-a", "ok-b", &b1, &b2);
     int victim = leader_of(xk1);
-    kill9(&N[victim]);
+    kill9(victim);
     assert_int_equal(end_global(xk1, true, &st), SINTER_OK);
     assert_int_equal(wait_status(xk1, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
-    spawn(&N[victim]);
-    assert_true(wait_leaders(0) != 0 && wait_leaders(1) != 0);
-    assert_int_equal(register_with(victim, g_client, SECRET), SINTER_OK);
+    start_node(victim);
+    wait_leaders();
+    assert_int_equal(sinter_raw_register(&P, victim, 0), SINTER_OK);
 
     /* 9. kill -9 the leader between the decision and phase 2 (the RM is not polling): the new
      * leader delivers every branch. */
@@ -808,13 +487,13 @@ static void tc_workers(void **state)
     assert_int_equal(st, SINTER_GS_COMMITTING);
     assert_int_equal(deliveries(xk2, 0, &att, &codes, NULL), 0);
     victim = leader_of(xk2);
-    kill9(&N[victim]);
+    kill9(victim);
     atomic_store(&g_rm_paused, 0);
     assert_int_equal(wait_status(xk2, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
     assert_true(deliveries(xk2, b1, &att, &codes, NULL) >= 1);
     assert_true(deliveries(xk2, b2, &att, &codes, NULL) >= 1);
-    spawn(&N[victim]);
-    assert_true(wait_leaders(0) != 0 && wait_leaders(1) != 0);
+    start_node(victim);
+    wait_leaders();
 
     /* 10. Retention: finished globals go (Finished), the failed one stays. */
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
@@ -846,9 +525,9 @@ static void tc_workers(void **state)
     pthread_mutex_unlock(&g_rm_mu);
     assert_int_equal(atomic_load(&g_report_fail), 0);
     for (int i = 1; i <= NODES; i++) {
-        stop_node(&N[i]);
+        stop_node(i);
     }
-    assert_int_equal(g_bad_exits, 0);
+    assert_int_equal(C.bad_exits, 0);
 }
 
 static int teardown(void **state)
@@ -856,12 +535,10 @@ static int teardown(void **state)
     (void)state;
     atomic_store(&g_rm_stop, 1);
     for (int i = 1; i <= NODES; i++) {
-        stop_node(&N[i]);
-        sinter_transport_client_close(N[i].cl);
-        N[i].cl = NULL;
-        sinter_transport_client_close(g_rm_cl[i]);
-        g_rm_cl[i] = NULL;
+        stop_node(i);
     }
+    sinter_raw_close(&P);
+    sinter_raw_close(&R);
     return 0;
 }
 
@@ -873,8 +550,8 @@ static void huge_retry_deadline_refused(void **state)
     const char *keys[] = {"max_commit_retry_ms", "max_rollback_retry_ms"};
     for (int k = 0; k < 2; k++) {
         char ini[300], dir[300];
-        snprintf(ini, sizeof ini, "%s/huge.ini", g_tmp);
-        snprintf(dir, sizeof dir, "%s/huge", g_tmp);
+        snprintf(ini, sizeof ini, "%s/huge.ini", C.tmp);
+        snprintf(dir, sizeof dir, "%s/huge", C.tmp);
         FILE *f = fopen(ini, "w");
         assert_non_null(f);
         fprintf(f, "[tc]\nsecret = s3cret-s3cret-s3cret\n%s = 18446744073709551615\n", keys[k]);
@@ -903,6 +580,18 @@ static void huge_retry_deadline_refused(void **state)
     }
 }
 
+/* The cluster's temp dir and config exist before the first test (which writes into the dir). */
+static int setup(void **state)
+{
+    (void)state;
+    return sinter_tcc_init(
+        &C, g_bin, "tc-workers", NODES, GROUPS, SECRET,
+        "[tc]\ndefault_timeout_ms = 600000\nretry_initial_ms = 100\n"
+        "retry_max_ms = 400\nphase2_lease_ms = 1000\nmax_commit_retry_ms = 4000\n"
+        "max_rollback_retry_ms = 600000\nmax_clock_skew_ms = 200\n"
+        "retention_ms = 3000\nclient_retention_ms = 6000\ngc_interval_ms = 300\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -910,33 +599,10 @@ int main(int argc, char **argv)
         return 2;
     }
     g_bin = argv[1];
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-tc-workers-XXXXXX");
-    if (mkdtemp(g_tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(huge_retry_deadline_refused),
         cmocka_unit_test_teardown(tc_workers, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
-    if (system(cmd) == 0) {
-        fprintf(stderr, "a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    } else if (rc == 0) {
-        snprintf(cmd, sizeof cmd, "echo 'kept %s' 1>&2", g_tmp);
-    } else {
-        snprintf(cmd, sizeof cmd, "tail -n 40 %s/node*.log 1>&2; echo 'kept %s' 1>&2", g_tmp,
-                 g_tmp);
-    }
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not run: %s\n", cmd);
-    }
-    return rc;
+    return sinter_tcc_finish(&C, cmocka_run_group_tests(tests, setup, NULL));
 }

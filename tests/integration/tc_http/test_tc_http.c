@@ -23,10 +23,10 @@
  *     with a wrong one (exit 1, 401), at a follower (follows the 421 to the leader, whose 409
  *     comes back), a node that does not listen (exit 3), and health without a quorum (exit 1).
  *
+ * The cluster and the raw protocol client come from tests/lib (tccluster.h, tcproto.h).
  * Processes are stopped by PID; every wait is bounded and polls.
  */
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -37,8 +37,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -49,11 +47,11 @@
 #include <jansson.h>
 
 #include "promtext.h"
+#include "tccluster.h"
+#include "tcproto.h"
 #include "testproc.h"
 
 #include "sinter/error.h"
-#include "sinter/proto.h"
-#include "sinter/transport.h"
 #include "sinter/types.h"
 #include "sinter/xid.h"
 
@@ -62,80 +60,11 @@
 #define WAIT_MS 30000
 #define SECRET  "http-test-secret"
 
-struct node {
-    uint64_t id;
-    int raft_port, client_port, http_port;
-    char client_url[64], http_url[64];
-    pid_t pid;
-    char dir[400];
-    struct sinter_transport_client *cl;
-};
-
-static const char *g_bin;
+static const char *g_bin; /* sinter-tc */
 static const char *g_ctl; /* sinterctl */
-static char g_tmp[256];
-static struct node N[NODES + 1];
-static uint64_t g_client, g_seq;
-static int g_guess = 1;
-static int g_bad_exits;
-
-/* ---- processes ------------------------------------------------------------------------------ */
-
-static void spawn(struct node *n)
-{
-    char *argv[64];
-    char bufs[40][420];
-    int a = 0, b = 0;
-    argv[a++] = (char *)g_bin;
-#define ARG(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
-        argv[a++] = bufs[b++];                                                                     \
-    } while (0)
-    ARG("--config");
-    ARG("%s/cluster.ini", g_tmp);
-    ARG("--id");
-    ARG("%" PRIu64, n->id);
-    ARG("--raft-listen");
-    ARG("tcp://127.0.0.1:%d", n->raft_port);
-    ARG("--client-listen");
-    ARG("%s", n->client_url);
-    ARG("--http-listen");
-    ARG("%s", n->http_url);
-    ARG("--data-dir");
-    ARG("%s", n->dir);
-    for (int i = 1; i <= NODES; i++) {
-        if (&N[i] != n) {
-            ARG("--peer");
-            ARG("%" PRIu64 "=tcp://127.0.0.1:%d,%s,%s", N[i].id, N[i].raft_port, N[i].client_url,
-                N[i].http_url);
-        }
-    }
-    argv[a] = NULL;
-#undef ARG
-    char logp[400];
-    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-        }
-        execv(g_bin, argv);
-        _exit(127);
-    }
-    n->pid = pid;
-}
-
-static void stop_node(struct node *n)
-{
-    int ws = sinter_test_stop(&n->pid, 30000);
-    if (ws != 0) {
-        fprintf(stderr, "node %" PRIu64 " did not exit cleanly (status %d)\n", n->id, ws);
-        g_bad_exits++;
-    }
-}
+static struct sinter_tcc C;
+static struct sinter_tcc_node *const N = C.node; /* N[1..NODES] */
+static struct sinter_raw P;
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
 
@@ -351,127 +280,28 @@ static void wait_health(int leaders[GROUPS])
     fail_msg("/health did not answer 200 with agreeing leaders on every node in %d ms", WAIT_MS);
 }
 
-/* ---- client wire protocol (as tests/integration/tc_cluster) --------------------------------- */
-
-static void req_init(struct sinter_proto_msg *m, uint16_t code, uint64_t seq)
-{
-    memset(m, 0, sizeof *m);
-    m->code = code;
-    m->rq.client_id = g_client;
-    m->rq.seq = seq;
-}
-
-static int register_with(int i)
-{
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_REGISTER_TM, 0);
-    m.u.reg.client_version = sinter_proto_str_c("test/1");
-    m.u.reg.application_id = sinter_proto_str_c("tc-http-test");
-    m.u.reg.credential = sinter_proto_str_c(SECRET);
-    struct sinter_transport_reply_msg *r = NULL;
-    int rc = sinter_transport_call(N[i].cl, &m, 2000, &r);
-    if (rc == SINTER_OK) {
-        rc = sinter_transport_reply_get(r)->rs.result;
-        sinter_transport_reply_free(r);
-    }
-    return rc;
-}
-
-static int node_by_url(struct sinter_proto_str url)
-{
-    for (int i = 1; i <= NODES; i++) {
-        if (sinter_proto_str_eq(url, N[i].client_url)) {
-            return i;
-        }
-    }
-    return 0;
-}
-
-static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg *m,
-                                                  struct sinter_transport_reply_msg **out)
-{
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    int i = g_guess;
-    while (sinter_test_now_ms() < end) {
-        struct sinter_transport_reply_msg *r = NULL;
-        if (N[i].pid <= 0 || sinter_transport_call(N[i].cl, m, 2000, &r) != SINTER_OK) {
-            i = i % NODES + 1;
-            sinter_test_sleep_ms(50);
-            continue;
-        }
-        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
-        if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_ENOTLEADER) {
-            int next = node_by_url(rm->u.error.leader_addr);
-            sinter_transport_reply_free(r);
-            i = next != 0 && next != i ? next : i % NODES + 1;
-            sinter_test_sleep_ms(next != 0 ? 0 : 100);
-            continue;
-        }
-        if (rm->code == SINTER_MSG_ERROR &&
-            (rm->rs.result == SINTER_ETIMEOUT || rm->rs.result == SINTER_ESHUTDOWN)) {
-            sinter_transport_reply_free(r);
-            sinter_test_sleep_ms(100);
-            continue;
-        }
-        g_guess = i;
-        *out = r;
-        return rm;
-    }
-    fail_msg("no leader answered %s within %d ms", sinter_proto_code_name(m->code), WAIT_MS);
-    return NULL;
-}
+/* ---- client wire protocol (asserting wrappers of tcproto.h) -------------------------------- */
 
 static struct sinter_xid begin(void)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_GLOBAL_BEGIN, ++g_seq);
-    m.u.global_begin.application_id = sinter_proto_str_c("tc-http-test");
-    m.u.global_begin.transaction_name = sinter_proto_str_c("transfer");
-    m.u.global_begin.timeout_ms = 600000;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    struct sinter_xid x = rm->u.global_begin_result.xid;
-    sinter_transport_reply_free(r);
+    struct sinter_xid x = {0, 0};
+    assert_int_equal(sinter_raw_begin(&P, 0, 600000, &x, NULL), SINTER_OK);
     return x;
 }
 
+/* A branch on res, registered and reported done in phase one. */
 static uint64_t branch(struct sinter_xid x, const char *res)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, SINTER_MSG_BRANCH_REGISTER, ++g_seq);
-    m.u.branch_register.xid = x;
-    m.u.branch_register.branch_type = SINTER_BT_TCC;
-    m.u.branch_register.resource_id = sinter_proto_str_c(res);
-    m.u.branch_register.application_data = (struct sinter_proto_bytes){(const uint8_t *)"{}", 2};
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    uint64_t b = rm->u.branch_register_result.branch_id;
-    sinter_transport_reply_free(r);
-
-    req_init(&m, SINTER_MSG_BRANCH_REPORT, ++g_seq);
-    m.u.branch_report.xid = x;
-    m.u.branch_report.branch_id = b;
-    m.u.branch_report.branch_type = SINTER_BT_TCC;
-    m.u.branch_report.branch_status = SINTER_BS_PHASE1_DONE;
-    m.u.branch_report.resource_id = sinter_proto_str_c(res);
-    rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    sinter_transport_reply_free(r);
+    uint64_t b = 0;
+    assert_int_equal(sinter_raw_branch_register(&P, x, res, 0, &b), SINTER_OK);
+    assert_int_equal(sinter_raw_branch_report(&P, x, b, res, SINTER_BS_PHASE1_DONE, 0), SINTER_OK);
     return b;
 }
 
 static uint32_t end_global(struct sinter_xid x, bool commit)
 {
-    struct sinter_proto_msg m;
-    req_init(&m, commit ? SINTER_MSG_GLOBAL_COMMIT : SINTER_MSG_GLOBAL_ROLLBACK, ++g_seq);
-    m.u.global_end.xid = x;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    uint32_t st = rm->u.global_status_result.global_status;
-    sinter_transport_reply_free(r);
+    uint32_t st = 0;
+    assert_int_equal(sinter_raw_end(&P, x, commit, 0, 0, 0, &st), SINTER_OK);
     return st;
 }
 
@@ -604,35 +434,14 @@ static void list_xids(int i, const char *query, char *out, size_t cap)
 static void tc_http(void **state)
 {
     (void)state;
-    char ini[400];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", g_tmp);
-    FILE *f = fopen(ini, "w");
-    assert_non_null(f);
-    fprintf(f, "[raft]\ngroups = %d\ntick_ms = 20\n[tc]\nsecret = " SECRET "\n", GROUPS);
-    fclose(f);
-    for (int i = 1; i <= NODES; i++) {
-        N[i].id = (uint64_t)i;
-        N[i].raft_port = sinter_test_free_port();
-        N[i].client_port = sinter_test_free_port();
-        N[i].http_port = sinter_test_free_port();
-        snprintf(N[i].client_url, sizeof N[i].client_url, "tcp://127.0.0.1:%d", N[i].client_port);
-        snprintf(N[i].http_url, sizeof N[i].http_url, "http://127.0.0.1:%d", N[i].http_port);
-        snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
-        struct sinter_transport_client_opts co;
-        sinter_transport_client_opts_default(&co);
-        co.url = N[i].client_url;
-        assert_int_equal(sinter_transport_client_open(&N[i].cl, &co), SINTER_OK);
-    }
-    for (int i = 1; i <= NODES; i++) {
-        spawn(&N[i]);
-    }
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    g_client = ((uint64_t)rand() << 32 | (uint64_t)rand()) | 1u;
+    assert_int_equal(sinter_tcc_init(&C, g_bin, "tc-http", NODES, GROUPS, SECRET, NULL), 0);
+    assert_int_equal(sinter_raw_open(&P, &C, SECRET, "tc-http-test", NULL), SINTER_OK);
+    assert_int_equal(sinter_tcc_start_all(&C), 0);
 
     int leaders[GROUPS];
     wait_health(leaders);
     for (int i = 1; i <= NODES; i++) {
-        assert_int_equal(register_with(i), SINTER_OK);
+        assert_int_equal(sinter_raw_register(&P, i, 0), SINTER_OK);
     }
 
     /* Five globals in five statuses. */
@@ -828,7 +637,7 @@ static void tc_http(void **state)
     /* Two of three stopped: the last node loses its quorum, and /health says so. */
     int last = 1;
     for (int i = 2; i <= NODES; i++) {
-        stop_node(&N[i]);
+        sinter_tcc_stop(&C, i);
     }
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
     for (;;) {
@@ -846,18 +655,15 @@ static void tc_http(void **state)
         sinter_test_sleep_ms(100);
     }
     ctl_free(ctl(last, NULL, 1, OUT("status unavailable"), NULL, "health", NULL));
-    stop_node(&N[last]);
-    assert_int_equal(g_bad_exits, 0);
+    sinter_tcc_stop(&C, last);
+    assert_int_equal(C.bad_exits, 0);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 1; i <= NODES; i++) {
-        stop_node(&N[i]);
-        sinter_transport_client_close(N[i].cl);
-        N[i].cl = NULL;
-    }
+    sinter_tcc_stop_all(&C);
+    sinter_raw_close(&P);
     return 0;
 }
 
@@ -869,30 +675,9 @@ int main(int argc, char **argv)
     }
     g_bin = argv[1];
     g_ctl = argv[2];
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-tc-http-XXXXXX");
-    if (mkdtemp(g_tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(tc_http, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
-    if (system(cmd) == 0) {
-        fprintf(stderr, "a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    } else {
-        snprintf(cmd, sizeof cmd, "tail -n 30 %s/node*.log 1>&2; echo 'kept %s' 1>&2", g_tmp,
-                 g_tmp);
-    }
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not run: %s\n", cmd);
-    }
-    return rc;
+    return sinter_tcc_finish(&C, cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -15,31 +15,27 @@
  *   - sinterctl over https:// with --ca reads /health and shows the committed global; without
  *     the CA (system CAs only) or over plain http:// it cannot connect (exit 3).
  *
- * Processes are stopped by PID; every wait is bounded and polls.
+ * The cluster (tccluster.h, switched to TLS URLs) and the raw protocol client (tcproto.h, dialing
+ * over TLS with the CA) come from tests/lib. Processes are stopped by PID; every wait is bounded
+ * and polls.
  */
-#include <fcntl.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tccluster.h"
+#include "tcproto.h"
 #include "testproc.h"
 
 #include "sinter/error.h"
-#include "sinter/proto.h"
-#include "sinter/transport.h"
 #include "sinter/types.h"
 #include "sinter/xid.h"
 
@@ -47,21 +43,11 @@
 #define WAIT_MS 60000
 #define SECRET  "tls-test-secret"
 
-struct node {
-    uint64_t id;
-    int raft_port, client_port, http_port;
-    char raft_url[64], client_url[64], http_url[64];
-    pid_t pid;
-    char dir[300];
-    struct sinter_transport_client *cl;
-};
-
 static const char *g_bin, *g_ctl;
-static char g_tmp[128];
+static char g_tmp[128]; /* the cluster's temp dir */
 static char g_cert[200], g_ca[200], g_other[200];
-static struct node N[NODES + 1];
-static uint64_t g_client, g_seq;
-static int g_guess = 1;
+static struct sinter_tcc C;
+static struct sinter_raw P;
 
 /* ---- certificates --------------------------------------------------------------------------- */
 
@@ -155,72 +141,9 @@ static void config_errors(void)
                         "2=tcp://127.0.0.1:2,tcp://127.0.0.1:3", "tls:", "no listener uses TLS");
 }
 
-/* ---- processes ------------------------------------------------------------------------------ */
-
-static void spawn(struct node *n)
-{
-    char *argv[40];
-    char bufs[30][300];
-    int a = 0, b = 0;
-    argv[a++] = (char *)g_bin;
-#define ARG(...)                                                                                   \
-    do {                                                                                           \
-        snprintf(bufs[b], sizeof bufs[b], __VA_ARGS__);                                            \
-        argv[a++] = bufs[b++];                                                                     \
-    } while (0)
-    ARG("--config");
-    ARG("%s/cluster.ini", g_tmp);
-    ARG("--id");
-    ARG("%" PRIu64, n->id);
-    ARG("--raft-listen");
-    ARG("%s", n->raft_url);
-    ARG("--client-listen");
-    ARG("%s", n->client_url);
-    ARG("--http-listen");
-    ARG("%s", n->http_url);
-    ARG("--data-dir");
-    ARG("%s", n->dir);
-    for (int i = 1; i <= NODES; i++) {
-        if (&N[i] != n) {
-            ARG("--peer");
-            ARG("%" PRIu64 "=%s,%s,%s", N[i].id, N[i].raft_url, N[i].client_url, N[i].http_url);
-        }
-    }
-    argv[a] = NULL;
-#undef ARG
-    char logp[300];
-    snprintf(logp, sizeof logp, "%s/node%" PRIu64 ".log", g_tmp, n->id);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-        }
-        execv(g_bin, argv);
-        _exit(127);
-    }
-    n->pid = pid;
-}
-
 /* ---- client protocol ------------------------------------------------------------------------ */
 
-static void req_init(struct sinter_proto_msg *m, uint16_t code, uint64_t seq)
-{
-    memset(m, 0, sizeof *m);
-    m->code = code;
-    m->rq.client_id = g_client;
-    m->rq.seq = seq;
-}
-
-static void register_req(struct sinter_proto_msg *m)
-{
-    req_init(m, SINTER_MSG_REGISTER_TM, 0);
-    m->u.reg.client_version = sinter_proto_str_c("test/1");
-    m->u.reg.application_id = sinter_proto_str_c("tc-tls-test");
-    m->u.reg.credential = sinter_proto_str_c(SECRET);
-}
-
+/* A transport client of url of its own (not P's), over TLS trusting ca when url is tls+. */
 static struct sinter_transport_client *tls_client(const char *url, const char *ca)
 {
     struct sinter_transport_client_opts co;
@@ -232,52 +155,6 @@ static struct sinter_transport_client *tls_client(const char *url, const char *c
     struct sinter_transport_client *c = NULL;
     assert_int_equal(sinter_transport_client_open(&c, &co), SINTER_OK);
     return c;
-}
-
-static int node_by_url(struct sinter_proto_str url)
-{
-    for (int i = 1; i <= NODES; i++) {
-        if (sinter_proto_str_eq(url, N[i].client_url)) {
-            return i;
-        }
-    }
-    return 0;
-}
-
-/* Sends m to the leader of its group, following ENOTLEADER redirects (which name tls+tcp://
- * client URLs) and waiting out elections. */
-static const struct sinter_proto_msg *call_leader(const struct sinter_proto_msg *m,
-                                                  struct sinter_transport_reply_msg **out)
-{
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    int i = g_guess;
-    while (sinter_test_now_ms() < end) {
-        struct sinter_transport_reply_msg *r = NULL;
-        if (sinter_transport_call(N[i].cl, m, 3000, &r) != SINTER_OK) {
-            i = i % NODES + 1;
-            sinter_test_sleep_ms(50);
-            continue;
-        }
-        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
-        if (rm->code == SINTER_MSG_ERROR && rm->rs.result == SINTER_ENOTLEADER) {
-            int next = node_by_url(rm->u.error.leader_addr);
-            sinter_transport_reply_free(r);
-            i = next != 0 && next != i ? next : i % NODES + 1;
-            sinter_test_sleep_ms(next != 0 ? 0 : 100);
-            continue;
-        }
-        if (rm->code == SINTER_MSG_ERROR &&
-            (rm->rs.result == SINTER_ETIMEOUT || rm->rs.result == SINTER_ESHUTDOWN)) {
-            sinter_transport_reply_free(r);
-            sinter_test_sleep_ms(100);
-            continue;
-        }
-        g_guess = i;
-        *out = r;
-        return rm;
-    }
-    fail_msg("no leader answered %s within %d ms", sinter_proto_code_name(m->code), WAIT_MS);
-    return NULL;
 }
 
 /* ---- sinterctl ------------------------------------------------------------------------------ */
@@ -318,97 +195,57 @@ static void tc_tls(void **state)
     assert_int_equal(make_certs(), 0);
     config_errors();
 
-    char ini[200];
-    snprintf(ini, sizeof ini, "%s/cluster.ini", g_tmp);
-    FILE *f = fopen(ini, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[raft]\ngroups = 1\ntick_ms = 20\n[tc]\nsecret = " SECRET "\n"
-            "[tls]\ncert_key_file = %s\nca_file = %s\nserver_name = localhost\n",
-            g_cert, g_ca);
-    fclose(f);
-    for (int i = 1; i <= NODES; i++) {
-        N[i].id = (uint64_t)i;
-        N[i].raft_port = sinter_test_free_port();
-        N[i].client_port = sinter_test_free_port();
-        N[i].http_port = sinter_test_free_port();
-        snprintf(N[i].raft_url, sizeof N[i].raft_url, "tls+tcp://127.0.0.1:%d", N[i].raft_port);
-        snprintf(N[i].client_url, sizeof N[i].client_url, "tls+tcp://127.0.0.1:%d",
-                 N[i].client_port);
-        snprintf(N[i].http_url, sizeof N[i].http_url, "https://127.0.0.1:%d", N[i].http_port);
-        snprintf(N[i].dir, sizeof N[i].dir, "%s/n%d", g_tmp, i);
-        N[i].cl = tls_client(N[i].client_url, g_ca);
-    }
-    for (int i = 1; i <= NODES; i++) {
-        spawn(&N[i]);
-    }
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    g_client = ((uint64_t)rand() << 32 | (uint64_t)rand()) | 1u;
+    /* Every listener and peer URL on TLS; the [tls] section names the certificates made above. */
+    sinter_tcc_use_tls(&C);
+    char tls[600];
+    snprintf(tls, sizeof tls, "[tls]\ncert_key_file = %s\nca_file = %s\nserver_name = localhost\n",
+             g_cert, g_ca);
+    assert_int_equal(sinter_tcc_append_ini(&C, tls), 0);
+    assert_int_equal(sinter_raw_open(&P, &C, SECRET, "tc-tls-test", g_ca), SINTER_OK);
+    P.call_ms = 3000;
+    P.wait_ms = WAIT_MS;
+    assert_int_equal(sinter_tcc_start_all(&C), 0);
 
     /* Every node accepts the registration over TLS (polled: the nodes are starting). */
-    struct sinter_proto_msg m;
-    register_req(&m);
     for (int i = 1; i <= NODES; i++) {
-        uint64_t end = sinter_test_now_ms() + WAIT_MS;
-        for (;;) {
-            struct sinter_transport_reply_msg *r = NULL;
-            int rc = sinter_transport_call(N[i].cl, &m, 3000, &r);
-            if (rc == SINTER_OK) {
-                rc = sinter_transport_reply_get(r)->rs.result;
-                sinter_transport_reply_free(r);
-                assert_int_equal(rc, SINTER_OK);
-                break;
-            }
-            if (sinter_test_now_ms() > end) {
-                fail_msg("node %d: no RegisterTM answer over TLS in %d ms", i, WAIT_MS);
-            }
-            sinter_test_sleep_ms(100);
+        int rc = sinter_raw_register(&P, i, WAIT_MS);
+        if (rc != SINTER_OK) {
+            fail_msg("node %d: RegisterTM over TLS: %s", i, sinter_errname(rc));
         }
     }
 
     /* Begin and commit: both need a leader elected and a majority reached over TLS raft. */
-    req_init(&m, SINTER_MSG_GLOBAL_BEGIN, ++g_seq);
-    m.u.global_begin.application_id = sinter_proto_str_c("tc-tls-test");
-    m.u.global_begin.transaction_name = sinter_proto_str_c("transfer");
-    m.u.global_begin.timeout_ms = 600000;
-    struct sinter_transport_reply_msg *r;
-    const struct sinter_proto_msg *rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    struct sinter_xid x = rm->u.global_begin_result.xid;
-    sinter_transport_reply_free(r);
-    req_init(&m, SINTER_MSG_GLOBAL_COMMIT, ++g_seq);
-    m.u.global_end.xid = x;
-    rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    assert_int_equal(rm->u.global_status_result.global_status, SINTER_GS_COMMITTED);
-    sinter_transport_reply_free(r);
+    struct sinter_xid x = {0, 0};
+    assert_int_equal(sinter_raw_begin(&P, 0, 600000, &x, NULL), SINTER_OK);
+    uint32_t st = 0;
+    assert_int_equal(sinter_raw_end(&P, x, true, 0, 0, 0, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_COMMITTED);
     char xt[SINTER_XID_STRLEN];
     sinter_xid_format(&x, xt);
 
     /* A plain tcp:// client of a TLS port gets nothing; neither does a client trusting another
      * CA. The good client is still served afterwards. */
+    int L = P.guess; /* the leader that answered */
+    const struct sinter_tcc_node *nl = &C.node[L];
     char plain[64];
-    snprintf(plain, sizeof plain, "tcp://127.0.0.1:%d", N[g_guess].client_port);
+    snprintf(plain, sizeof plain, "tcp://127.0.0.1:%d", nl->client_port);
     struct sinter_transport_client *bad = tls_client(plain, NULL);
-    register_req(&m);
+    struct sinter_proto_msg m;
+    sinter_raw_register_req(&P, &m);
+    struct sinter_transport_reply_msg *r = NULL;
     assert_int_equal(sinter_transport_call(bad, &m, 2000, &r), SINTER_ETIMEOUT);
     sinter_transport_client_close(bad);
-    bad = tls_client(N[g_guess].client_url, g_other);
+    bad = tls_client(nl->client_url, g_other);
     assert_int_equal(sinter_transport_call(bad, &m, 2000, &r), SINTER_ETIMEOUT);
     sinter_transport_client_close(bad);
-    req_init(&m, SINTER_MSG_GLOBAL_STATUS, ++g_seq);
-    m.u.global_status.xid = x;
-    rm = call_leader(&m, &r);
-    assert_int_equal(rm->rs.result, SINTER_OK);
-    assert_int_equal(rm->u.global_status_result.global_status, SINTER_GS_COMMITTED);
-    sinter_transport_reply_free(r);
+    assert_int_equal(sinter_raw_status(&P, x, 0, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_COMMITTED);
 
     /* HTTPS: sinterctl with the CA reads /health and the global; without it, or over plain
      * http://, it cannot connect. */
-    int L = g_guess;
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
     for (;;) {
-        struct sinter_test_output o = ctl(N[L].http_url, g_ca, "health", NULL);
+        struct sinter_test_output o = ctl(nl->http_url, g_ca, "health", NULL);
         bool ok = o.exit_code == 0 && strstr(o.out, "status ok") != NULL &&
                   strstr(o.out, "leader") != NULL;
         if (!ok && sinter_test_now_ms() > end) {
@@ -420,34 +257,45 @@ static void tc_tls(void **state)
         }
         sinter_test_sleep_ms(200);
     }
-    struct sinter_test_output o = ctl(N[L].http_url, g_ca, "show", xt);
+    struct sinter_test_output o = ctl(nl->http_url, g_ca, "show", xt);
     if (o.exit_code != 0 || strstr(o.out, "Committed (9)") == NULL) {
         fail_msg("sinterctl show over https: exit %d\n%s\n%s", o.exit_code, o.out, o.err);
     }
     sinter_test_output_free(&o);
-    o = ctl(N[L].http_url, g_other, "health", NULL);
+    o = ctl(nl->http_url, g_other, "health", NULL);
     assert_int_equal(o.exit_code, 3);
     assert_non_null(strstr(o.err, "cannot connect"));
     sinter_test_output_free(&o);
     char http_plain[64];
-    snprintf(http_plain, sizeof http_plain, "http://127.0.0.1:%d", N[L].http_port);
+    snprintf(http_plain, sizeof http_plain, "http://127.0.0.1:%d", nl->http_port);
     o = ctl(http_plain, NULL, "health", NULL);
     assert_int_equal(o.exit_code, 3);
     sinter_test_output_free(&o);
 
-    for (int i = 1; i <= NODES; i++) {
-        assert_int_equal(sinter_test_stop(&N[i].pid, 30000), 0);
-    }
+    sinter_tcc_stop_all(&C);
+    assert_int_equal(C.bad_exits, 0);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 1; i <= NODES; i++) {
-        sinter_test_stop(&N[i].pid, 30000);
-        sinter_transport_client_close(N[i].cl);
-        N[i].cl = NULL;
+    sinter_tcc_stop_all(&C);
+    sinter_raw_close(&P);
+    return 0;
+}
+
+/* The cluster's temp dir exists first: the certificates and the bad configurations go there. */
+static int setup(void **state)
+{
+    (void)state;
+    if (sinter_tcc_init(&C, g_bin, "tc-tls", NODES, 1, SECRET, NULL) != 0) {
+        return -1;
     }
+    size_t n = strlen(C.tmp);
+    if (n >= sizeof g_tmp) {
+        return -1;
+    }
+    memcpy(g_tmp, C.tmp, n + 1);
     return 0;
 }
 
@@ -459,30 +307,9 @@ int main(int argc, char **argv)
     }
     g_bin = argv[1];
     g_ctl = argv[2];
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/sinter-tc-tls-XXXXXX");
-    if (mkdtemp(g_tmp) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(tc_tls, teardown),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "grep -q -e 'Sanitizer' -e 'runtime error:' %s/node*.log", g_tmp);
-    if (system(cmd) == 0) {
-        fprintf(stderr, "a node log holds a sanitizer report\n");
-        rc = 1;
-    }
-    if (rc == 0 && getenv("SINTER_TEST_KEEP") == NULL) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    } else {
-        snprintf(cmd, sizeof cmd, "tail -n 30 %s/node*.log 1>&2; echo 'kept %s' 1>&2", g_tmp,
-                 g_tmp);
-    }
-    if (system(cmd) != 0) {
-        fprintf(stderr, "could not run: %s\n", cmd);
-    }
-    return rc;
+    return sinter_tcc_finish(&C, cmocka_run_group_tests(tests, setup, NULL));
 }
