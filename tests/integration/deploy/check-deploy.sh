@@ -9,7 +9,7 @@ set -euo pipefail
 
 part=$1
 src=$2
-tc=$3
+tc=$(readlink -f "$3") # absolute: systemd-analyze verify wants an absolute ExecStart
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sinter-deploy-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
