@@ -37,11 +37,22 @@ enum sinter_sim_scenario {
                                while the current-term entry cannot; needs 3 nodes */
 };
 
+/* How the random scenario draws its faults. */
+enum sinter_sim_profile {
+    SINTER_SIM_PROFILE_DEFAULT = 0, /* the broad fault mix (sim.c fault()) */
+    SINTER_SIM_PROFILE_LAGGARD = 1, /* Figure 8 hunting: in every fault phase a minority of
+                                       "laggard" followers only ever receives entries of terms
+                                       older than the APPEND's own, and the current leader is
+                                       isolated or crashed over and over (sim.c fault_laggard()) */
+};
+
 struct sinter_sim_config {
     uint64_t seed;  /* the run's seed: determines everything */
     uint32_t nodes; /* founding voters, 1..12 */
     uint64_t steps; /* simulated steps (5 steps make one Raft tick) */
     int scenario;   /* enum sinter_sim_scenario */
+    int profile;    /* enum sinter_sim_profile (random scenario only) */
+    uint32_t max_msg_entries; /* 0 = drawn per seed; else forces the cores' max_msg_entries */
     FILE *out;      /* violations, traces and verbose lines go here; NULL = stdout */
     bool trace;     /* print every event as it happens */
     bool verbose;   /* print one summary line per run */
@@ -67,7 +78,7 @@ struct sinter_sim_result {
     uint64_t msgs;         /* messages delivered */
 };
 
-/* Fills *cfg with defaults (3 nodes, 10000 steps, random scenario, stdout). Ownership: writes *cfg
+/* Fills *cfg with defaults (3 nodes, 10000 steps, random scenario, default profile, stdout). Ownership: writes *cfg
  * only. */
 void sinter_sim_config_defaults(struct sinter_sim_config *cfg);
 
