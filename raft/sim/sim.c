@@ -13,7 +13,8 @@
  * the leader, of a node in the middle of an fsync --, loss, duplication, slow links, term-selective
  * loss, slow disks, clock faults, membership changes, transfers) with heal phases (network healed,
  * every node restarted). A heal phase ends only when liveness is shown: a leader within
- * 10 election timeouts and a proposal made after the heal committed within 20.
+ * 10 election timeouts and a proposal made after the heal committed within 20. The laggard
+ * profile (fault_laggard) changes the fault mix to hunt Raft paper Figure 8 with random seeds.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -794,7 +795,8 @@ int sinter_sim_run(const struct sinter_sim_config *cfg, struct sinter_sim_result
     if (!cfg || cfg->nodes < 1 || cfg->nodes + SIM_SPARES > SIM_MAX_NODES || cfg->steps == 0 ||
         (cfg->scenario != SINTER_SIM_RANDOM && cfg->scenario != SINTER_SIM_FIGURE8) ||
         (cfg->scenario == SINTER_SIM_FIGURE8 && cfg->nodes != 3) ||
-        (cfg->profile != SINTER_SIM_PROFILE_DEFAULT && cfg->profile != SINTER_SIM_PROFILE_LAGGARD) ||
+        (cfg->profile != SINTER_SIM_PROFILE_DEFAULT &&
+         cfg->profile != SINTER_SIM_PROFILE_LAGGARD) ||
         (cfg->scenario == SINTER_SIM_FIGURE8 && cfg->profile != SINTER_SIM_PROFILE_DEFAULT))
         return SINTER_EINVAL;
     struct sim *s = calloc(1, sizeof(*s));
@@ -830,9 +832,9 @@ int sinter_sim_run(const struct sinter_sim_config *cfg, struct sinter_sim_result
                 "seed=%llu nodes=%u%s: snap_every=%u trailing=%u max_msg_entries=%u "
                 "max_inflight=%u pre_vote=%d check_quorum=%d\n",
                 (unsigned long long)cfg->seed, cfg->nodes,
-                cfg->profile == SINTER_SIM_PROFILE_LAGGARD ? " profile=laggard" : "",
-                s->snap_every, s->snap_trailing,
-                s->max_msg_entries, s->max_inflight, s->pre_vote, s->check_quorum);
+                cfg->profile == SINTER_SIM_PROFILE_LAGGARD ? " profile=laggard" : "", s->snap_every,
+                s->snap_trailing, s->max_msg_entries, s->max_inflight, s->pre_vote,
+                s->check_quorum);
     start_heal(s);
     for (s->now = 1; s->now <= cfg->steps && !s->failed; s->now++)
         step(s);
