@@ -2,7 +2,11 @@
  * raft-sim: runs seeded schedules of the deterministic cluster simulator (sim.h).
  *
  *   raft-sim --seeds N --nodes K [--steps S] [--seed X] [--scenario random|figure8]
- *            [--verbose] [--trace] [--tail N]
+ *            [--profile default|laggard] [--max-msg-entries N] [--verbose] [--trace] [--tail N]
+ *
+ * --profile laggard hunts Figure 8 (sim.c fault_laggard); --max-msg-entries N forces the cores'
+ * batch size instead of drawing it per seed. Both are part of a seed's identity: the replay line
+ * printed with a failure repeats them.
  *
  * Runs seeds 1..N (or X..X+N-1 with --seed X; --seed X alone runs just X). Every violation is
  * printed with its seed, step, the tail of the trace and the command that replays it. The last
@@ -19,7 +23,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: raft-sim --seeds N --nodes K [--steps S] [--seed X]\n"
-               "                [--scenario random|figure8] [--verbose] [--trace] [--tail N]\n");
+               "                [--scenario random|figure8] [--profile default|laggard]\n"
+               "                [--max-msg-entries N] [--verbose] [--trace] [--tail N]\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -62,6 +67,15 @@ int main(int argc, char **argv)
                    (!strcmp(val, "random") || !strcmp(val, "figure8"))) {
             cfg.scenario = !strcmp(val, "figure8") ? SINTER_SIM_FIGURE8 : SINTER_SIM_RANDOM;
             i++;
+        } else if (!strcmp(a, "--profile") && val &&
+                   (!strcmp(val, "default") || !strcmp(val, "laggard"))) {
+            cfg.profile =
+                !strcmp(val, "laggard") ? SINTER_SIM_PROFILE_LAGGARD : SINTER_SIM_PROFILE_DEFAULT;
+            i++;
+        } else if (!strcmp(a, "--max-msg-entries") && parse_u64(val, &v) == 0 && v >= 1 &&
+                   v <= 4096) {
+            cfg.max_msg_entries = (uint32_t)v;
+            i++;
         } else if (!strcmp(a, "--verbose")) {
             cfg.verbose = true;
         } else if (!strcmp(a, "--trace")) {
@@ -79,6 +93,10 @@ int main(int argc, char **argv)
         seeds = have_seed ? 1 : 100;
     if (cfg.scenario == SINTER_SIM_FIGURE8 && cfg.nodes != 3) {
         fprintf(stderr, "raft-sim: --scenario figure8 needs --nodes 3\n");
+        return 2;
+    }
+    if (cfg.scenario == SINTER_SIM_FIGURE8 && cfg.profile != SINTER_SIM_PROFILE_DEFAULT) {
+        fprintf(stderr, "raft-sim: --profile applies to the random scenario only\n");
         return 2;
     }
     cfg.out = stdout;

@@ -263,10 +263,24 @@ void sinter_sim_net_send(struct sim *s, struct sim_node *from, const struct sint
 static bool filter_strip(const struct sim *s, struct sim_netmsg *c)
 {
     const struct sim_filter *f = &s->filter;
-    if (!f->on || c->from != f->from || c->to != f->to || c->m.type != SINTER_RAFT_MSG_APPEND)
+    if (c->m.type != SINTER_RAFT_MSG_APPEND)
         return false;
+    uint64_t above;
+    if (s->laggards >> c->to & 1u) {
+        /* The laggard profile's adversary: whoever leads, a laggard gets the entries its leader
+         * inherited from older terms but never the leader's own ones. That is Figure 8's follower
+         * S3 (paper 5.4.2): it takes (2, term 2) from the term-4 leader S1 without S1's term-4
+         * entry, so a leader counting replicas of an old-term entry commits it on a majority that
+         * a later leader (S5, last term 3) can still win without it. The term is read from the
+         * message, not fixed at install time, so it holds across the elections Figure 8 needs. */
+        above = c->m.term - 1;
+    } else if (f->on && c->from == f->from && c->to == f->to) {
+        above = f->above;
+    } else {
+        return false;
+    }
     uint32_t keep = 0;
-    while (keep < c->m.n_entries && c->m.entries[keep].term <= f->above)
+    while (keep < c->m.n_entries && c->m.entries[keep].term <= above)
         keep++;
     if (keep == c->m.n_entries)
         return false;
@@ -333,6 +347,7 @@ void sinter_sim_net_heal(struct sim *s)
             l->dmax = 3;
         }
     s->filter.on = false;
+    s->laggards = 0;
 }
 
 void sinter_sim_net_free(struct sim *s)

@@ -10,7 +10,8 @@
  * with heal phases.
  *
  * Everything random comes from one PRNG seeded by the run's seed, so the seed (with the node count,
- * step count and scenario) fully determines the run: `raft-sim --seed X` replays it byte for byte.
+ * step count, scenario, profile and max_msg_entries override) fully determines the run:
+ * `raft-sim --seed X` replays it byte for byte.
  *
  * After every step a checker verifies the Raft paper's Figure 3 properties (election safety,
  * leader append-only, log matching, leader completeness, state machine safety) plus linearizable
@@ -37,15 +38,26 @@ enum sinter_sim_scenario {
                                while the current-term entry cannot; needs 3 nodes */
 };
 
+/* How the random scenario draws its faults. */
+enum sinter_sim_profile {
+    SINTER_SIM_PROFILE_DEFAULT = 0, /* the broad fault mix (sim.c fault()) */
+    SINTER_SIM_PROFILE_LAGGARD = 1, /* Figure 8 hunting: in every fault phase a minority of
+                                       "laggard" followers only ever receives entries of terms
+                                       older than the APPEND's own, and the current leader is
+                                       isolated or crashed over and over (sim.c fault_laggard()) */
+};
+
 struct sinter_sim_config {
-    uint64_t seed;  /* the run's seed: determines everything */
-    uint32_t nodes; /* founding voters, 1..12 */
-    uint64_t steps; /* simulated steps (5 steps make one Raft tick) */
-    int scenario;   /* enum sinter_sim_scenario */
-    FILE *out;      /* violations, traces and verbose lines go here; NULL = stdout */
-    bool trace;     /* print every event as it happens */
-    bool verbose;   /* print one summary line per run */
-    uint32_t tail;  /* trace events printed after a violation; 0 = default (40) */
+    uint64_t seed;            /* the run's seed: determines everything */
+    uint32_t nodes;           /* founding voters, 1..12 */
+    uint64_t steps;           /* simulated steps (5 steps make one Raft tick) */
+    int scenario;             /* enum sinter_sim_scenario */
+    int profile;              /* enum sinter_sim_profile (random scenario only) */
+    uint32_t max_msg_entries; /* 0 = drawn per seed; else forces the cores' max_msg_entries */
+    FILE *out;                /* violations, traces and verbose lines go here; NULL = stdout */
+    bool trace;               /* print every event as it happens */
+    bool verbose;             /* print one summary line per run */
+    uint32_t tail;            /* trace events printed after a violation; 0 = default (40) */
 };
 
 /* What one run did. Counters are for the summary line and to show the schedule's coverage. */
@@ -67,8 +79,8 @@ struct sinter_sim_result {
     uint64_t msgs;         /* messages delivered */
 };
 
-/* Fills *cfg with defaults (3 nodes, 10000 steps, random scenario, stdout). Ownership: writes *cfg
- * only. */
+/* Fills *cfg with defaults (3 nodes, 10000 steps, random scenario, default profile, stdout).
+ * Ownership: writes *cfg only. */
 void sinter_sim_config_defaults(struct sinter_sim_config *cfg);
 
 /* Runs one seeded simulation. Ownership: cfg is read only; *res is written; cfg->out is borrowed

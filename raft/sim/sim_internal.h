@@ -259,6 +259,9 @@ struct sim {
     size_t n_heap, cap_heap;
     uint64_t msg_seq;
     struct sim_filter filter;
+    /* Laggard profile: slots (bit i = slot i) whose incoming APPENDs lose every entry of the
+     * APPEND's own term, whoever sends it; cleared by every heal. */
+    uint32_t laggards;
 
     /* clients */
     uint64_t next_write;

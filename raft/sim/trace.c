@@ -174,6 +174,14 @@ void sinter_sim_print_ev(struct sim *s, const struct sim_ev *e)
         fprintf(o, "phase %s until step %llu\n", e->x ? "FAULT" : "HEAL", a);
         break;
     case EV_LINK:
+        if (e->x == 2) {
+            fprintf(o, "laggards [");
+            for (int i = 0; i < SIM_MAX_NODES; i++)
+                if (a >> i & 1u)
+                    fprintf(o, " n%d", i + 1);
+            fprintf(o, " ]: APPENDs to them lose the entries of the APPEND's own term\n");
+            break;
+        }
         if (e->x) {
             fprintf(o, "APPENDs to n%llu lose entries of the sender's term\n", a >> 32);
             break;

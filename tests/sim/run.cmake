@@ -7,6 +7,8 @@
 #          replay   one seed (SEED) run twice with --trace: byte-identical output, 0 violations
 #   SEEDS  number of seeds; the environment variable SINTER_SIM_SEEDS overrides it (pass mode)
 #   SEED   the seed for replay mode
+#   EXPECT (caught mode, optional) a regex every VIOLATION line must match, so the run proves the
+#          checker found the planted bug and not something else
 #   ARGS   other raft-sim arguments, a ;-list (e.g. --nodes;3;--steps;20000)
 cmake_minimum_required(VERSION 3.25)
 
@@ -49,6 +51,14 @@ elseif(MODE STREQUAL "caught")
     message(FATAL_ERROR "no safety VIOLATION line in the output:\n${out}")
   endif()
   set(x ${CMAKE_MATCH_1})
+  if(EXPECT)
+    string(REGEX MATCHALL "VIOLATION seed=[^\n]*" all "${out}")
+    foreach(line IN LISTS all)
+      if(NOT line MATCHES "${EXPECT}")
+        message(FATAL_ERROR "a violation other than the expected '${EXPECT}':\n${line}\n${out}")
+      endif()
+    endforeach()
+  endif()
   run_sim(a rca --seed ${x} --trace ${ARGS})
   run_sim(b rcb --seed ${x} --trace ${ARGS})
   if(NOT a STREQUAL b OR NOT rca EQUAL rcb)
