@@ -85,17 +85,15 @@ start() {
   if [[ ! -s $dir/secret ]]; then
     (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/secret")
   fi
-  # Written under umask 077 so the secret is never readable by others, not even briefly.
-  (
-    umask 077
-    cat >"$dir/cluster.ini" <<EOF
+  # The INI names the secret's file (tc.secret_file) instead of holding it: only DIR/secret,
+  # written under umask 077, ever contains the secret.
+  cat >"$dir/cluster.ini" <<EOF
 ; written by deploy/local-cluster.sh
 [raft]
 groups = $groups
 [tc]
-secret = $(<"$dir/secret")
+secret_file = $dir/secret
 EOF
-  )
   printf 'groups=%d\ncport=%d\nrport=%d\nhport=%d\n' "$groups" "$cport" "$rport" "$hport" \
     >"$dir/cluster.env"
   # A port held by anything else (another cluster, a stale process) would make the node exit

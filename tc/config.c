@@ -51,6 +51,7 @@ static const struct key keys[] = {
     KEY("raft", "snapshot_every", "snapshot-every", K_U64, snapshot_every),
     KEY("raft", "bootstrap", NULL, K_BOOL, bootstrap),
     KEY("tc", "secret", "secret", K_STR, secret),
+    KEY("tc", "secret_file", "secret-file", K_STR, secret_file),
     KEY("tc", "default_timeout_ms", "default-timeout-ms", K_U64, default_timeout_ms),
     KEY("tc", "retry_initial_ms", "retry-initial-ms", K_U64, retry_initial_ms),
     KEY("tc", "retry_max_ms", "retry-max-ms", K_U64, retry_max_ms),
@@ -269,7 +270,7 @@ const char *sinter_tc_config_usage(void)
            "                 [--data-dir DIR] [--peer ID=RAFT_URL,CLIENT_URL[,HTTP_URL]]...\n"
            "                 [--groups G] [--http-listen http://HOST:PORT]\n"
            "                 [--tick-ms MS] [--election-ticks N] [--snapshot-every N] [--join]\n"
-           "                 [--secret S] [--default-timeout-ms MS] [--retry-initial-ms MS]\n"
+           "                 [--secret S | --secret-file F] [--default-timeout-ms MS] [--retry-initial-ms MS]\n"
            "                 [--retry-max-ms MS] [--max-commit-retry-ms MS]\n"
            "                 [--max-rollback-retry-ms MS] [--phase2-lease-ms MS]\n"
            "                 [--max-clock-skew-ms MS] [--retention-ms MS]\n"
@@ -279,6 +280,44 @@ const char *sinter_tc_config_usage(void)
            "                 [--tls-server-name NAME] [--tls-client-verify true|false]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
            "[peers]. --join: not a founding member (no bootstrap on a fresh data dir).\n";
+}
+
+/* tc.secret_file: the secret's own file (mode 0600, a Kubernetes Secret mount), so the secret is
+ * neither in the INI that operators share nor in `ps` output. One line; a final "\n" or "\r\n"
+ * is dropped; anything longer than the wire's credential limit is refused by validation. */
+static int read_secret_file(struct sinter_tc_config *c, char *err, size_t errlen)
+{
+    if (c->secret_file == NULL) {
+        return SINTER_OK;
+    }
+    if (c->secret != NULL) {
+        snprintf(err, errlen, "tc.secret and tc.secret_file: give one of them, not both");
+        return SINTER_ECONFIG;
+    }
+    FILE *f = fopen(c->secret_file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "tc.secret_file = %s: cannot open: %s", c->secret_file,
+                 strerror(errno));
+        return SINTER_ECONFIG;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    buf[n] = '\0';
+    if (n > 0 && buf[n - 1] == '\n') {
+        buf[--n] = '\0';
+        if (n > 0 && buf[n - 1] == '\r') {
+            buf[--n] = '\0';
+        }
+    }
+    if (more || strchr(buf, '\n') != NULL || strlen(buf) != n) {
+        snprintf(err, errlen, "tc.secret_file = %s: must hold one line of at most 256 bytes",
+                 c->secret_file);
+        return SINTER_ECONFIG;
+    }
+    c->secret = strdup(buf);
+    return c->secret != NULL ? SINTER_OK : SINTER_ENOMEM;
 }
 
 int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, bool *help, char *err,
@@ -352,7 +391,7 @@ int sinter_tc_config_load(struct sinter_tc_config *c, int argc, char **argv, boo
             return rc;
         }
     }
-    return SINTER_OK;
+    return read_secret_file(c, err, errlen);
 }
 
 static bool is_tls_url(const char *u)

@@ -30,7 +30,10 @@
  *                          [--peer 2=RAFT_URL,CLIENT_URL[,HTTP_URL]] (repeatable); the optional
  *                          HTTP URL lets a follower's admin API name the leader's HTTP address
  *   [tc]
- *   secret = ...                            [--secret]         shared secret, required
+ *   secret = ...                            [--secret]         shared secret, required (or:)
+ *   secret_file = /etc/sinter/secret        [--secret-file]    read the secret from this file
+ *                                           (one line; a final newline is dropped), so it stays
+ *                                           out of the INI and of ps; give secret or secret_file
  *   default_timeout_ms = 60000              [--default-timeout-ms]
  *   retry_initial_ms = 1000                 [--retry-initial-ms]  phase-2 backoff start
  *   retry_max_ms = 60000                    [--retry-max-ms]      phase-2 backoff cap
@@ -94,6 +97,7 @@ struct sinter_tc_config {
     struct sinter_tc_peer peers[SINTER_TC_MAX_PEERS];
     size_t n_peers;
     char *secret;
+    char *secret_file; /* [tc] secret_file: read into secret by sinter_tc_config_load */
     uint64_t default_timeout_ms;
     uint64_t retry_initial_ms;
     uint64_t retry_max_ms;

@@ -85,6 +85,21 @@ part_config() {
   expect_broken "$dir/node2.ini" 's/^retry_max_ms = .*/retry_max_ms = 500/' tc.retry_initial_ms \
     bad-retry
   expect_broken "$dir/node2.ini" 's/^secret = .*/secret =/' tc.secret no-secret
+  # The secret from its own file (the INI's comment): accepted; both at once, or a missing or
+  # multi-line file, refused naming tc.secret_file.
+  printf '%s\n' 0123456789abcdef0123456789abcdef >"$tmp/secret"
+  sed -e 's/^secret = .*//' -e "s#^;secret_file = .*#secret_file = $tmp/secret#" \
+    "$dir/node2.ini" >"$tmp/secret-file.ini"
+  check --config "$tmp/secret-file.ini"
+  [[ $rc == 0 ]] || fail "node2.ini with secret_file: exit $rc: $errout"
+  expect_broken "$dir/node2.ini" "s#^;secret_file = .*#secret_file = $tmp/secret#" \
+    tc.secret_file secret-and-file
+  expect_broken "$dir/node2.ini" "s/^secret = .*//; s#^;secret_file = .*#secret_file = $tmp/none#" \
+    tc.secret_file secret-file-missing
+  printf 'one\ntwo\n' >"$tmp/secret2"
+  expect_broken "$dir/node2.ini" "s/^secret = .*//; s#^;secret_file = .*#secret_file = $tmp/secret2#" \
+    tc.secret_file secret-file-two-lines
+  ok "tc.secret_file: read from its file; with secret, missing or multi-line refused"
   expect_broken "$dir/node2.ini" 's/^gc_interval_ms = /gc_intreval_ms = /' tc.gc_intreval_ms typo
   expect_broken "$dir/node2.ini" 's/^1 = tcp:\/\/10.0.0.1:7091/1 = tls+tcp:\/\/10.0.0.1:7091/' \
     peers.1 mixed-scheme
