@@ -2,8 +2,9 @@
  * The phase-2 driver's scheduling decisions (tc/phase2_sched.c), driven with a fake clock and a
  * scripted random source: backoff bounds and jitter range, the timeout-rollback skew rule, one
  * delivery in flight per branch, lease expiry -> redelivery with attempt + 1, retryable outcome ->
- * backoff, deadline -> RETRY_TIMEOUT asked (and asked again if refused), PHASE2_START once per
- * global, resource filters and the reply byte budget, and a rebuild after a leader change.
+ * backoff, deadline -> RETRY_TIMEOUT asked (and asked again if refused), PHASE2_START only for an
+ * unanswered delivery of a global without a replicated base (once), resource filters and the
+ * reply byte budget, and a rebuild after a leader change.
  */
 #include <setjmp.h>
 #include <stdarg.h>
