@@ -13,7 +13,7 @@
  * committed in the window / (window + stop + drain). (Phase 2 cannot fall behind unboundedly
  * anyway: max_prepared_transactions caps the backlog, PREPARE would fail.)
  * --wait-phase2: each commit also waits for phase 2 with sinter_tm_commit's wait (libsinter-tm
- * polls the status every 100 ms, so latency is quantised to that poll, tm/tm.c).
+ * polls the status after 2, 4, 8, ... ms, at most every 100 ms, tm/tm.c).
  *
  * Each client (thread) has its own rows (no lock waits between clients, as in the pgbench
  * script) and one connection per branch. Rows are printed per concurrency:

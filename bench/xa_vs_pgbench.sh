@@ -14,7 +14,8 @@
 # Starts its own PostgreSQL (tests/lib/pg-server.sh in a temp dir, max_prepared_transactions 256)
 # and a local 3-node cluster (deploy/local-cluster.sh, 1 raft group, temp dir, ports from
 # SINTER_CLIENT_PORT etc.), stops both by PID at the end. Environment: SINTER_BIN (default
-# build/bin), SINTER_BENCH_CONC (default "8 32").
+# build/bin), SINTER_BENCH_CONC (default "8 32"), SINTER_XA_BENCH_ARGS (extra sinter-bench xa
+# flags, e.g. "--wait-phase2" for commits that wait for phase 2).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,8 +55,9 @@ as_pg=()
 cargs=()
 for c in $concs; do cargs+=(--concurrency "$c"); done
 echo "# sinter-bench xa --branches 2, $secs s per row"
+read -r -a xargs_extra <<<"${SINTER_XA_BENCH_ARGS:-}"
 "$bin/sinter-bench" xa --branches 2 --seconds "$secs" --conninfo "$ci" \
-  --secret-file "$tmp/cluster/secret" "${addrs[@]}" "${cargs[@]}" | tee "$tmp/xa.out"
+  --secret-file "$tmp/cluster/secret" "${addrs[@]}" "${cargs[@]}" "${xargs_extra[@]}" | tee "$tmp/xa.out"
 
 printf '\n%6s %14s %14s %8s\n' conc sinter_xa_tx_s pgbench_tx_s ratio
 for c in $concs; do

@@ -65,6 +65,7 @@ struct sinter_client {
     struct waiter *waiters;
     atomic_bool interrupted;
     atomic_bool meta_known; /* a ClusterMeta answer was read once */
+    atomic_uint n_groups;   /* the cluster's raft groups from ClusterMeta (0: not known yet) */
     /* Earliest time (sinter_client_now_ms) the next automatic ClusterMeta round may start; a
      * call that claims it (compare-and-swap) runs the round, the others go on without. */
     atomic_uint_fast64_t next_refresh;
@@ -255,6 +256,7 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
     atomic_init(&c->n_nodes, 0);
     atomic_init(&c->interrupted, false);
     atomic_init(&c->meta_known, false);
+    atomic_init(&c->n_groups, 0);
     atomic_init(&c->next_refresh, 0);
     c->hint = -1;
     for (size_t g = 0; g < SINTER_PROTO_MAX_GROUPS; g++) {
@@ -654,7 +656,16 @@ int sinter_client_call(struct sinter_client *c, struct sinter_proto_msg *req, ui
         }
     }
     uint32_t step = BACKOFF_MIN_MS;
-    int target = pick(c, group);
+    uint32_t route = group;
+    unsigned ng = atomic_load(&c->n_groups);
+    if (group == SINTER_CLIENT_ANY_GROUP && req->code == SINTER_MSG_GLOBAL_BEGIN && ng > 0) {
+        /* The coordinator puts a begin in a group that is a function of (client id, seq):
+         * sent to that group's presumed leader, it needs no redirect (one round trip less for
+         * every begin whose group another node leads). Only a routing hint: the node that
+         * receives it decides, and redirects as before if the hint is wrong. */
+        route = sinter_proto_begin_group(c->client_id, req->rq.seq, ng);
+    }
+    int target = pick(c, route);
     int hops = 0; /* redirects followed without a pause */
     int last = SINTER_ETIMEOUT;
     for (;;) {
@@ -811,6 +822,9 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
                     c->nodes[idx_of[k]]->id = cm->members[k].id;
                 }
             }
+        }
+        if (cm->n_groups > 0 && cm->n_groups <= SINTER_PROTO_MAX_GROUPS) {
+            atomic_store(&c->n_groups, cm->n_groups);
         }
         for (uint32_t g = 0; g < cm->n_groups; g++) {
             uint32_t grp = cm->groups[g].group;

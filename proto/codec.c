@@ -621,6 +621,23 @@ uint16_t sinter_proto_reply_code(uint32_t code)
     return d == NULL ? 0 : d->reply;
 }
 
+/* splitmix64's finaliser: spreads consecutive seqs over the groups evenly. */
+static uint64_t begin_mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+uint32_t sinter_proto_begin_group(uint64_t client_id, uint64_t seq, uint32_t n_groups)
+{
+    if (n_groups <= 1) {
+        return 0;
+    }
+    return (uint32_t)(begin_mix64(client_id ^ begin_mix64(seq)) % n_groups);
+}
+
 const char *sinter_proto_code_name(uint32_t code)
 {
     const struct codedesc *d = find_code(code);

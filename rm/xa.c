@@ -710,36 +710,47 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
         return rc;
     }
     br->state = BR_ENDED;
-    rc = guard(res, br);
-    if (rc != SINTER_OK) {
-        /* Rolled back (ESTATE), or the coordinator could not be asked: then rolling back is the
-         * safe side too, since without our PhaseOne_Done the service fails its phase one and the
-         * TM rolls the global back; if a commit still came, phase 2 would answer
-         * CommitFailed_Unretryable (pg_xact_status 'aborted'), never a false success. */
-        undo_prepared(res, conn, br);
+    if (res->hooks.report == NULL) {
+        /* No reports: the guard is the only thing that can catch a decision taken while we
+         * prepared. */
+        rc = guard(res, br);
+        if (rc != SINTER_OK) {
+            /* Rolled back (ESTATE), or the coordinator could not be asked: then rolling back is
+             * the safe side too, since without our PhaseOne_Done the service fails its phase one
+             * and the TM rolls the global back; if a commit still came, phase 2 would answer
+             * CommitFailed_Unretryable (pg_xact_status 'aborted'), never a false success. */
+            undo_prepared(res, conn, br);
+        }
         return rc;
     }
+    /* The report is the guard. The coordinator accepts PhaseOne_Done only while the global is
+     * Begin (compare-and-set in tc/fsm.c), so an accepted report proves no decision was taken
+     * before it; any later rollback decision delivers ROLLBACK PREPARED to this prepared branch.
+     * Only when the report is not accepted do we ask which side was decided: one coordinator
+     * round trip (a linearizable read) less per branch on the common path. */
     int rrc;
     report(res, br, SINTER_BS_PHASE1_DONE, &rrc);
     if (rrc == SINTER_OK)
         return SINTER_OK;
+    /* Refused (ESTATE: the global is no longer Begin, a decision came in between) or lost (the
+     * report may or may not have been recorded). Ask which side the global is on. */
+    uint32_t gs = SINTER_GS_UNKNOWN;
+    int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
+    if (grc == SINTER_OK && refuses_prepare(gs)) {
+        set_err("late prepare: PhaseOne_Done %s (%s), global is %s, branch %s rolled back at "
+                "once",
+                rrc == SINTER_ESTATE ? "refused" : "not answered", sinter_errname(rrc),
+                sinter_global_status_name(gs), br->gid);
+        undo_prepared(res, conn, br);
+        return SINTER_ESTATE;
+    }
+    /* Commit side (or still Begin after a lost report): the branch is registered (with its
+     * local_xid), so the coordinator's phase 2 commits it, or the TM's decision does; undoing it
+     * would break the global's atomicity. The same when the side cannot be told: a refusal
+     * proves a decision that may be commit, a lost report may have been recorded, and either
+     * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
+     * "rolled back". */
     if (rrc == SINTER_ESTATE) {
-        /* The coordinator refused the report: the global is no longer Begin, a decision came in
-         * between. Ask which one. */
-        uint32_t gs = SINTER_GS_UNKNOWN;
-        int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
-        if (grc == SINTER_OK && refuses_prepare(gs)) {
-            set_err("late prepare: PhaseOne_Done refused, global is %s, branch %s rolled back at "
-                    "once",
-                    sinter_global_status_name(gs), br->gid);
-            undo_prepared(res, conn, br);
-            return SINTER_ESTATE;
-        }
-        /* Commit side: the branch is registered (with its local_xid), so the coordinator's
-         * phase 2 commits it; undoing it would break the global's atomicity. The same when the
-         * side cannot be told: the refusal proves a decision that may be commit, and either
-         * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
-         * "rolled back". */
         if (grc != SINTER_OK)
             set_err("PhaseOne_Done refused (the global is no longer Begin) and global_status "
                     "failed (%s): branch %s stays prepared, outcome decided by the coordinator",
@@ -748,11 +759,11 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
             set_err("PhaseOne_Done refused: global is %s, branch %s stays prepared for the "
                     "coordinator's phase 2 (outcome decided by the coordinator)",
                     sinter_global_status_name(gs), br->gid);
-        return SINTER_ETIMEOUT;
+    } else {
+        set_err("report PhaseOne_Done failed (%s): branch %s stays prepared, outcome decided by "
+                "the coordinator (phase 2 / recovery)",
+                sinter_errname(rrc), br->gid);
     }
-    set_err("report PhaseOne_Done failed (%s): branch %s stays prepared, outcome decided by the "
-            "coordinator (phase 2 / recovery)",
-            sinter_errname(rrc), br->gid);
     return SINTER_ETIMEOUT;
 }
 

@@ -63,7 +63,8 @@ enum sinter_tc_cmd_type {
     SINTER_TC_CMD_REGISTER_BRANCH = 2, /* client (RM): add a branch, only while Begin */
     SINTER_TC_CMD_REPORT_BRANCH = 3,   /* client (RM): phase-one result */
     SINTER_TC_CMD_DECIDE = 4,          /* client (TM) commit/rollback, or the timeout worker */
-    SINTER_TC_CMD_PHASE2_START = 5,    /* phase-2 worker: first attempt time (deadline base) */
+    SINTER_TC_CMD_PHASE2_START = 5,    /* phase-2 worker: deadline base, when no BRANCH_RESULT
+                                          recorded one before a delivery's lease expired */
     SINTER_TC_CMD_BRANCH_RESULT = 6,   /* phase-2 worker: a branch's phase-2 outcome */
     SINTER_TC_CMD_END = 7,             /* settle: derive the final status from the branches */
     SINTER_TC_CMD_RETRY_TIMEOUT = 8,   /* phase-2 worker: deadline passed -> *RetryTimeout */

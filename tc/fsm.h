@@ -28,7 +28,10 @@
  *                                  PhaseOne_Failed, see below); then settles at once to
  *                                  Committed / Rollbacked / TimeoutRollbacked if no branch needs
  *                                  phase 2 (Seata's commit of a global without branches)
- *   PHASE2_START     G in phase 2 (*ing, *Retrying): records the first phase-2 attempt time (once)
+ *   PHASE2_START     G in phase 2 (*ing, *Retrying): records the first phase-2 attempt time (once;
+ *                    the first BRANCH_RESULT records it too, with the same "once": the leader
+ *                    proposes PHASE2_START only when a delivery's lease expires before any
+ *                    BRANCH_RESULT, docs/phase2-protocol.md)
  *   BRANCH_RESULT    G on the decided side: B -> PhaseTwo_* outcome; a retryable outcome moves
  *                    G *ing -> *Retrying; when every branch is terminal G settles:
  *                    all done -> Committed | Rollbacked | TimeoutRollbacked,

@@ -14,8 +14,10 @@
 struct sinter_p2_global {
     uint64_t xid_index;
     bool commit;
-    uint64_t first_ms; /* replicated first attempt, or this leader's estimate (wall clock) */
-    bool start_sent;   /* PHASE2_START asked for (or the state already had a time) */
+    uint64_t first_ms;   /* replicated first attempt, or this leader's estimate (wall clock) */
+    bool start_sent;     /* first_ms is set: replicated, asked for, or estimated at a delivery */
+    bool start_deferred; /* first_ms is this leader's estimate only: PHASE2_START at the next
+                            lease expiry unless a BRANCH_RESULT records a base first */
     uint64_t decided_ms;
     uint64_t deadline;       /* wall: first_ms + max retry, saturated; valid when start_sent */
     uint64_t deadline_asked; /* when RETRY_TIMEOUT was last asked for (monotonic); 0 never */
@@ -755,6 +757,13 @@ void sinter_p2_advance(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
              * "retried like a retryable failure"). */
             ev->lease_expired++;
             ev->retries++;
+            if (g->start_deferred && ev->n_start < ev->start_cap) {
+                /* The delivery went unanswered, and with it the BRANCH_RESULT that would have
+                 * recorded the deadline base: record it now (lease_ms after the first attempt at
+                 * most), so a later leader counts the deadline from it too. */
+                g->start_deferred = false;
+                ev->start[ev->n_start++] = b->xid;
+            }
             schedule_retry(s, b, now);
             continue;
         }
@@ -803,15 +812,15 @@ size_t sinter_p2_take(struct sinter_p2_sched *s, uint64_t now, uint64_t wall,
             b->when = sat_add(now, s->cfg.lease_ms);
             heap_push_reserved(s, b);
             out[k].b = b;
-            out[k].start = false;
             if (!b->g->start_sent) {
                 /* The deadline counts from the first attempt of the global (Seata's
                  * MAX_COMMIT_RETRY_TIMEOUT counts from the session's begin; we count from phase
-                 * 2 so a long phase one does not eat the retry budget). */
+                 * 2 so a long phase one does not eat the retry budget). Replicated lazily: see
+                 * sinter_p2_advance's start[] and sinter_p2_base_recorded. */
                 b->g->start_sent = true;
+                b->g->start_deferred = true;
                 b->g->first_ms = wall;
                 deadline_arm(s, b->g);
-                out[k].start = true;
             }
             k++;
         }
@@ -857,6 +866,7 @@ void sinter_p2_start_failed(struct sinter_p2_sched *s, uint64_t xid_index)
         return;
     }
     g->start_sent = false;
+    g->start_deferred = false;
     g->first_ms = 0;
     g->deadline_asked = 0;
     dheap_remove(s, g);
@@ -890,7 +900,16 @@ void sinter_p2_set_first(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t
     if (g != NULL && phase2_first_ms != 0) {
         g->first_ms = phase2_first_ms;
         g->start_sent = true;
+        g->start_deferred = false;
         deadline_arm(s, g);
+    }
+}
+
+void sinter_p2_base_recorded(struct sinter_p2_sched *s, uint64_t xid_index)
+{
+    struct sinter_p2_global *g = g_find(s, xid_index);
+    if (g != NULL) {
+        g->start_deferred = false;
     }
 }
 

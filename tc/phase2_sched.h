@@ -11,7 +11,11 @@
  *   - backoff with full jitter after a retryable outcome or an expired lease:
  *     delay = max(retry_initial / 2, random(0, min(retry_max, retry_initial * 2^(attempt-1))))
  *     (AWS architecture blog, "Exponential Backoff and Jitter"; Seata retries on a fixed period);
- *   - the first delivery of a global asks for PHASE2_START (deadline base, replicated);
+ *   - the deadline base (the global's first attempt) is replicated lazily: the first delivery
+ *     proposes nothing; the first BRANCH_RESULT records its own time as the base (tc/fsm.c), and
+ *     only when a delivery's lease expires while the base is still in this leader's memory is
+ *     PHASE2_START asked for (so the base is recorded at most lease_ms after the first attempt,
+ *     and a global whose phase 2 goes well costs no PHASE2_START entry);
  *   - the phase-2 deadline: every global with a first-attempt time has its own timer at
  *     first_attempt + max_retry (saturating), whatever its branches are doing (waiting, queued
  *     for a poller that never comes, leased); past it no branch of it is delivered and the
@@ -102,7 +106,6 @@ struct sinter_p2_branch_info {
 /* One delivery handed out by sinter_p2_take(). */
 struct sinter_p2_take_item {
     const struct sinter_p2_branch *b;
-    bool start; /* first delivery of this global with no first-attempt time: propose PHASE2_START */
 };
 
 /* A global whose phase-2 deadline passed, and its side (which deadline applies). */
@@ -112,7 +115,11 @@ struct sinter_p2_deadline {
 };
 
 /* What sinter_p2_advance() did. deadline[] lists globals whose phase-2 deadline passed (propose
- * RETRY_TIMEOUT); each global at most once per retry_initial_ms. */
+ * RETRY_TIMEOUT); each global at most once per retry_initial_ms. start[] lists globals whose
+ * delivery's lease expired while their first-attempt time was only in this leader's memory
+ * (propose PHASE2_START: its time becomes the replicated deadline base); each global once, unless
+ * sinter_p2_start_failed() says it was not applied (a global that did not fit start_cap is listed
+ * at a later lease expiry). */
 struct sinter_p2_events {
     uint64_t lease_expired; /* leases that ended without a report */
     uint64_t retries;       /* retries scheduled (lease expiry; retryable reports count in
@@ -121,6 +128,9 @@ struct sinter_p2_events {
     struct sinter_p2_deadline *deadline; /* caller's array of deadline_cap entries */
     size_t deadline_cap;
     size_t n_deadline;
+    struct sinter_xid *start; /* caller's array of start_cap entries (NULL: 0) */
+    size_t start_cap;
+    size_t n_start;
 };
 
 struct sinter_p2_sched;
@@ -190,10 +200,16 @@ int sinter_p2_retry(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t bran
 int sinter_p2_defer(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id,
                     uint64_t now);
 
-/* The PHASE2_START asked for by a take (item .start) was not applied (the proposal failed or was
- * lost in a leader change): forget the estimated first attempt and its deadline timer, so the
- * next delivery of the global asks for PHASE2_START again. No-op for an unknown global. */
+/* The PHASE2_START asked for by an advance (events .start) was not applied (the proposal failed
+ * or was lost in a leader change): forget the estimated first attempt and its deadline timer, so
+ * the next delivery of the global estimates it again. No-op for an unknown global. */
 void sinter_p2_start_failed(struct sinter_p2_sched *s, uint64_t xid_index);
+
+/* The replicated state now has a first-attempt time for the global (a BRANCH_RESULT of it was
+ * applied, which records one when there was none): no PHASE2_START is needed for it. The deadline
+ * timer keeps this leader's estimate; if the replicated time is later, the refused RETRY_TIMEOUT
+ * makes the caller re-read it (sinter_p2_set_first). No-op for an unknown global. */
+void sinter_p2_base_recorded(struct sinter_p2_sched *s, uint64_t xid_index);
 
 /* The branch has a phase-2 end: forget it (and its global once no branch is left). */
 void sinter_p2_branch_ended(struct sinter_p2_sched *s, uint64_t xid_index, uint64_t branch_id);

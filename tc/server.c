@@ -476,7 +476,8 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
                 /* Durable: a retryable outcome may now reschedule its branch, if it answers the
                  * delivery in flight (docs/phase2-protocol.md; the request is valid until the
                  * reply below). */
-                sinter_tc_worker_reported(g, &sinter_transport_request_msg(c->req)->u.phase2_report);
+                sinter_tc_worker_reported(g,
+                                          &sinter_transport_request_msg(c->req)->u.phase2_report);
             }
             if (c->wait_phase2 && r->rc == SINTER_OK) {
                 /* The decision is durable; the caller asked to wait for phase 2 as well. */
@@ -758,7 +759,7 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
         const struct sinter_proto_global_begin *b = &m->u.global_begin;
         /* Sessions live per group, so a retry must reach the group that saw the first attempt:
          * the group is a function of (client id, seq), never of who leads what right now. */
-        group = (uint32_t)(mix64(m->rq.client_id ^ mix64(m->rq.seq)) % s->cfg->groups);
+        group = sinter_proto_begin_group(m->rq.client_id, m->rq.seq, s->cfg->groups);
         cmd.type = SINTER_TC_CMD_BEGIN;
         cmd.u.begin.app_id = b->application_id.len > 0
                                  ? tcb(b->application_id)

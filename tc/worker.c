@@ -407,14 +407,9 @@ static bool poll_try(struct sinter_tc_server *s, struct tc_poll_waiter *pw, uint
             it->work.application_data = (struct sinter_proto_bytes){b->app_data, b->app_data_len};
             it->work.xa_local_xid = b->xa_local_xid;
             it->work.attempt = b->attempt;
-            if (items[j].start) {
-                /* First delivery of the global: its deadline counts from now, replicated. */
-                struct sinter_tc_cmd c;
-                memset(&c, 0, sizeof c);
-                c.type = SINTER_TC_CMD_PHASE2_START;
-                c.u.x.xid = b->xid;
-                wpropose(w, WK_START, &c, b->xid);
-            }
+            /* No PHASE2_START here: the first BRANCH_RESULT records the deadline base, and an
+             * unanswered delivery asks for it at its lease expiry (advance). One raft entry less
+             * per global whose phase 2 goes well (docs/phase2-protocol.md). */
             sinter_tc_log(SINTER_TC_LOG_DEBUG, gi, &b->xid,
                           "deliver %s of branch %" PRIu64 " (%s), attempt %u",
                           b->commit ? "commit" : "rollback", b->branch_id, b->resource_id,
@@ -573,11 +568,25 @@ static void advance(struct tc_worker *w, uint64_t now)
 {
     struct sinter_tc_server *s = w->g->srv;
     struct sinter_p2_deadline dl[DEADLINE_CAP];
+    struct sinter_xid starts[DEADLINE_CAP];
     struct sinter_p2_events ev;
     memset(&ev, 0, sizeof ev);
     ev.deadline = dl;
     ev.deadline_cap = DEADLINE_CAP;
+    ev.start = starts;
+    ev.start_cap = DEADLINE_CAP;
     sinter_p2_advance(w->sched, now, sinter_tc_wall_ms(), &ev);
+    for (size_t i = 0; i < ev.n_start; i++) {
+        /* A delivery went unanswered before any BRANCH_RESULT recorded the global's first-attempt
+         * time: record it now, so a new leader counts the deadline from it too. */
+        struct sinter_tc_cmd c;
+        memset(&c, 0, sizeof c);
+        c.type = SINTER_TC_CMD_PHASE2_START;
+        c.u.x.xid = starts[i];
+        if (!wpropose(w, WK_START, &c, starts[i])) {
+            sinter_p2_start_failed(w->sched, starts[i].index);
+        }
+    }
     if (ev.lease_expired > 0) {
         atomic_fetch_add_explicit(&s->metrics.phase2_lease_expired, ev.lease_expired,
                                   memory_order_relaxed);
@@ -639,6 +648,9 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
         }
         switch (c.type) {
         case SINTER_TC_CMD_BRANCH_RESULT:
+            /* Applied in phase 2: the state machine recorded the global's first-attempt time
+             * if it had none (tc/fsm.c), so no PHASE2_START is needed for it any more. */
+            sinter_p2_base_recorded(w->sched, ri->xid.index);
             if (!sinter_tc_branch_needs_phase2(c.u.result.outcome)) {
                 /* A terminal outcome ends the branch whichever delivery it answers. */
                 sinter_p2_branch_ended(w->sched, ri->xid.index, c.u.result.branch_id);

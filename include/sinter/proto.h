@@ -355,6 +355,13 @@ bool sinter_proto_code_is_request(uint32_t code);
 uint16_t sinter_proto_reply_code(uint32_t code);
 const char *sinter_proto_code_name(uint32_t code);
 
+/* The raft group a coordinator with n_groups groups puts a GlobalBegin from (client_id, seq)
+ * in: a pure function of the request, never of who leads what (a retry with the same seq must
+ * reach the group that saw the first attempt, whose client session answers it). The coordinator
+ * decides with it; a client uses it only to send the begin to that group's presumed leader at
+ * once instead of following a redirect. n_groups 0 is treated as 1. Pure, any thread. */
+uint32_t sinter_proto_begin_group(uint64_t client_id, uint64_t seq, uint32_t n_groups);
+
 /* Bytes sinter_proto_encode() would write for m, or 0 when m cannot be encoded (unknown code,
  * a field over a limit or out of its domain: sinter_proto_encode() says which).
  * lim may be NULL for the defaults. Ownership: reads m only. */

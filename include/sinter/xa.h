@@ -8,9 +8,9 @@
  *                      64-bit xid8), then register the branch with the coordinator (hook) WITH
  *                      that id, so every phase-2 delivery can ask pg_xact_status about it
  *   ... the service runs its SQL on the same connection ...
- *   sinter_xa_prepare  PREPARE TRANSACTION '<gid>'; then the late-prepare guard: if the global
- *                      has meanwhile gone to the rollback side, ROLLBACK PREPARED at once; else
- *                      report PhaseOne_Done (hook)
+ *   sinter_xa_prepare  PREPARE TRANSACTION '<gid>', report PhaseOne_Done (hook); the
+ *                      late-prepare guard: if the report is refused or lost and the global has
+ *                      meanwhile gone to the rollback side, ROLLBACK PREPARED at once
  *   sinter_xa_abort    ROLLBACK, report PhaseOne_Failed (hook)
  *   phase 2            sinter_xa_commit_prepared / sinter_xa_rollback_prepared from ANY
  *                      connection of the resource's database; the answer is a Seata
@@ -120,10 +120,12 @@ struct sinter_xa_hooks {
      * SINTER_BS_PHASE1_DONE (br->gid is prepared; br->local_xid is the id to keep with the
      * branch for phase 2) or SINTER_BS_PHASE1_FAILED (the local transaction was rolled back).
      * SINTER_ESTATE from a PhaseOne_Done report: the coordinator refuses it because the global
-     * is no longer Begin. */
+     * is no longer Begin. The late-prepare guard relies on that refusal: a hook must return
+     * SINTER_OK only when the coordinator recorded PhaseOne_Done while the global was Begin. */
     int (*report)(void *arg, const struct sinter_xa_branch *br, uint32_t status);
     /* Required. Writes the global's current GlobalStatus (SINTER_GS_FINISHED when the
-     * coordinator does not know the xid). Used by the late-prepare guard. */
+     * coordinator does not know the xid). Used by the late-prepare guard (after a refused or lost
+     * report, or after PREPARE when there is no report hook). */
     int (*global_status)(void *arg, const struct sinter_xid *xid, uint32_t *status);
     void *arg;
 };
@@ -196,13 +198,17 @@ struct sinter_xa_branch {
 int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
                     const struct sinter_xid *xid, struct sinter_xa_branch *br);
 
-/* Ends phase one successfully: PREPARE TRANSACTION '<br->gid>' on conn, then the late-prepare
- * guard: global_status; if the global is on the rollback side (or unknown to the coordinator),
- * or the guard cannot be asked, ROLLBACK PREPARED at once and report PhaseOne_Failed (a prepared
- * transaction nobody will ever finish would hold its locks forever). Otherwise (Begin or commit
- * side) report PhaseOne_Done; if that report is refused with SINTER_ESTATE (the global is no
- * longer Begin) the guard runs once more to learn which side the decision took.
- * On every return conn is idle (or broken). What each return means for the branch:
+/* Ends phase one successfully: PREPARE TRANSACTION '<br->gid>' on conn, then report PhaseOne_Done.
+ * The report is the late-prepare guard: the coordinator accepts PhaseOne_Done only while the
+ * global is Begin, so an accepted report proves no decision came first, and any later rollback
+ * reaches this prepared branch through phase 2. Only when the report is refused with
+ * SINTER_ESTATE (the global is no longer Begin) or fails (lost in transit: it may or may not be
+ * recorded) is global_status asked which side the global is on; on the rollback side (or
+ * unknown to the coordinator) the branch is rolled back at once (ROLLBACK PREPARED, PhaseOne_Failed
+ * reported): a prepared transaction nobody will ever finish would hold its locks forever.
+ * Without a report hook, global_status is asked right after PREPARE instead (the guard of the
+ * table's last two rows). On every return conn is idle (or broken). What each return means for
+ * the branch:
  *
  *   case                                                 branch                       return
  *   br not active / the service ended the transaction    nothing prepared             ESTATE
@@ -212,14 +218,16 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
  *                                                        Failed reported (if the
  *                                                        server never answered: its
  *                                                        fate is phase 2's/recovery's)
- *   guard: rollback side, Finished or unknown            ROLLBACK PREPARED, Failed    ESTATE
- *   guard: global_status failed (before the report)      ROLLBACK PREPARED, Failed    its code
- *   guard: Begin or commit side, report accepted         prepared, Done recorded      OK
- *   report refused, guard again: rollback side/unknown   ROLLBACK PREPARED, Failed    ESTATE
- *   report refused, guard again: commit side (or Begin,  PREPARED; the coordinator    ETIMEOUT
- *     or global_status failed: the refusal already       commits it (it knows the
- *     proves a decision that may be commit)              branch and its local_xid)
- *   report failed with any other code (lost in transit)  PREPARED; phase 2 / recovery ETIMEOUT
+ *   report accepted                                      prepared, Done recorded      OK
+ *   report refused or failed, then global_status:        ROLLBACK PREPARED, Failed    ESTATE
+ *     rollback side, Finished or unknown
+ *   report refused, then global_status: commit side (or  PREPARED; the coordinator    ETIMEOUT
+ *     Begin, or global_status failed: the refusal        commits it (it knows the
+ *     already proves a decision that may be commit)      branch and its local_xid)
+ *   report failed (lost in transit), then global_status: PREPARED; phase 2 / recovery ETIMEOUT
+ *     Begin or commit side, or global_status failed
+ *   no report hook: global_status rollback side/unknown  ROLLBACK PREPARED           ESTATE
+ *   no report hook: global_status failed                 ROLLBACK PREPARED           its code
  *
  * So SINTER_ESTATE always means "this branch is rolled back (or was never prepared)", and
  * SINTER_ETIMEOUT means "outcome decided by the coordinator; do not assume either side": the
@@ -227,8 +235,8 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
  * the recovery scan finishes it. A service answers its caller as it would for a timed-out call;
  * it must not undo the branch itself. sinter_xa_errmsg() names the global's status or the
  * report's own error. Ownership: borrows res, conn, br (br->state is updated).
- * Errors: as in the table: SINTER_ESTATE, SINTER_ETIMEOUT, SINTER_EDB, the guard's code, common
- * ones (nothing prepared). */
+ * Errors: as in the table: SINTER_ESTATE, SINTER_ETIMEOUT, SINTER_EDB, global_status's code (no
+ * report hook), common ones (nothing prepared). */
 int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
                       struct sinter_xa_branch *br);
 

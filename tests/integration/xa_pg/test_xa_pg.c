@@ -39,7 +39,9 @@ struct fake_tc {
     uint32_t gs; /* what global_status answers */
     int gs_rc;   /* non-zero: global_status fails with it */
     int register_rc;
-    int report_rc;            /* returned by report(PhaseOne_Done) */
+    int report_rc;            /* non-zero: returned by report(PhaseOne_Done); otherwise the
+                                 report is refused (ESTATE) unless gs is Begin, as the real
+                                 coordinator does (the late-prepare guard relies on it) */
     uint32_t gs_after_report; /* non-zero: gs becomes this when a PhaseOne_Done report comes */
     int gs_rc_after_report;   /* non-zero: gs_rc becomes this when a PhaseOne_Done report comes */
     int registers, guards, done, failed;
@@ -71,11 +73,14 @@ static int fake_report(void *arg, const struct sinter_xa_branch *br, uint32_t st
     tc->last = *br;
     if (status == SINTER_BS_PHASE1_DONE) {
         tc->done++;
+        int rc = tc->report_rc != SINTER_OK  ? tc->report_rc
+                 : tc->gs != SINTER_GS_BEGIN ? SINTER_ESTATE
+                                             : SINTER_OK;
         if (tc->gs_after_report != 0)
             tc->gs = tc->gs_after_report;
         if (tc->gs_rc_after_report != 0)
             tc->gs_rc = tc->gs_rc_after_report;
-        return tc->report_rc;
+        return rc;
     }
     assert_int_equal(status, SINTER_BS_PHASE1_FAILED);
     tc->failed++;
@@ -380,7 +385,7 @@ static void t_commit_path(void **state)
     struct sinter_xa_branch br;
     branch_update_prepare(f, f->c, &XID1, 1, 150, &br);
     assert_int_equal(f->tc.registers, 1);
-    assert_int_equal(f->tc.guards, 1);
+    assert_int_equal(f->tc.guards, 0); /* the accepted report is the guard: no status read */
     assert_int_equal(f->tc.done, 1);
     assert_int_equal(f->tc.failed, 0);
     assert_int_equal(f->tc.last.branch_id, br.branch_id);
@@ -853,10 +858,12 @@ static void t_late_prepare_after_rollback(void **state)
      * prepared, an empty rollback, and only the guard below protects the late PREPARE. */
     assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, 0, &out), SINTER_OK);
     assert_int_equal(out, SINTER_BS_PHASE2_ROLLBACKED);
-    /* Now the late PREPARE: the guard sees the rollback and undoes it at once. */
+    /* Now the late PREPARE: its PhaseOne_Done is refused (the global is no longer Begin), the
+     * guard sees the rollback and undoes it at once. */
     assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ESTATE);
     assert_non_null(strstr(sinter_xa_errmsg(), "late prepare"));
-    assert_int_equal(f->tc.done, 0);
+    assert_int_equal(f->tc.done, 1); /* the refused report */
+    assert_int_equal(f->tc.guards, 1);
     assert_int_equal(f->tc.failed, 1);
     assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
     assert_int_equal(prepared_count(f->admin), 0);
@@ -874,15 +881,21 @@ static void t_guard_failure_and_refused_report(void **state)
 {
     struct fx *f = *state;
     struct sinter_xa_branch br;
-    /* The coordinator cannot be asked: roll back rather than leave a prepare nobody may end. */
+    uint32_t out = 0;
+    /* The coordinator's status cannot be read, but the report is accepted: the accepted
+     * PhaseOne_Done is the guard, nothing else is asked and the branch stays prepared. */
     assert_int_equal(sinter_xa_begin(f->res, f->c, &XID1, &br), SINTER_OK);
     exec_ok(f->c, "UPDATE acct SET v = 0 WHERE id = 1");
     f->tc.gs_rc = SINTER_ETRANSPORT;
-    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ETRANSPORT);
+    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_OK);
+    assert_int_equal(f->tc.guards, 0);
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
     assert_int_equal(prepared_count(f->admin), 0);
-    assert_int_equal(f->tc.failed, 1);
     f->tc.gs_rc = SINTER_OK;
-    /* The rollback decision lands between the guard and the report: the report is refused. */
+    /* The rollback decision lands before the report: the report is refused, the guard sees the
+     * rollback side and undoes the branch at once. */
     struct sinter_xid x2 = {7, 1002};
     assert_int_equal(sinter_xa_begin(f->res, f->c, &x2, &br), SINTER_OK);
     exec_ok(f->c, "UPDATE acct SET v = 0 WHERE id = 1");
@@ -890,8 +903,10 @@ static void t_guard_failure_and_refused_report(void **state)
     f->tc.gs_after_report = SINTER_GS_ROLLBACKING;
     assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ESTATE);
     assert_int_equal(prepared_count(f->admin), 0);
-    assert_int_equal(f->tc.guards, 3);
-    /* A report lost in transit: the branch stays prepared, the coordinator drives it. */
+    assert_int_equal(f->tc.guards, 1);
+    assert_int_equal(f->tc.failed, 1);
+    /* A report lost in transit while the global is Begin: the branch stays prepared, the
+     * coordinator drives it. */
     f->tc.report_rc = SINTER_ETIMEOUT;
     f->tc.gs_after_report = 0;
     f->tc.gs = SINTER_GS_BEGIN;
@@ -899,11 +914,69 @@ static void t_guard_failure_and_refused_report(void **state)
     assert_int_equal(sinter_xa_begin(f->res, f->c, &x3, &br), SINTER_OK);
     exec_ok(f->c, "UPDATE acct SET v = 33 WHERE id = 1");
     assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ETIMEOUT);
+    assert_int_equal(f->tc.guards, 2);
     assert_int_equal(prepared_count(f->admin), 1);
-    uint32_t out = 0;
     assert_int_equal(sinter_xa_commit_prepared(f->res, f->admin, br.gid, br.local_xid, &out),
                      SINTER_OK);
     assert_int_equal(acct_v(f->admin, 1), 33);
+    /* A report lost in transit while the global went to the rollback side: rolled back at once,
+     * never left holding its locks. */
+    f->tc.gs_after_report = SINTER_GS_TIMEOUT_ROLLBACKING;
+    struct sinter_xid x4 = {7, 1004};
+    assert_int_equal(sinter_xa_begin(f->res, f->c, &x4, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 44 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(f->res, f->c, &br), SINTER_ESTATE);
+    assert_non_null(strstr(sinter_xa_errmsg(), "late prepare"));
+    assert_int_equal(f->tc.guards, 3);
+    assert_int_equal(f->tc.failed, 2);
+    assert_int_equal(prepared_count(f->admin), 0);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
+    assert_int_equal(acct_v(f->admin, 1), 33);
+    f->tc.gs_after_report = 0;
+    f->tc.report_rc = SINTER_OK;
+    f->tc.gs = SINTER_GS_BEGIN;
+}
+
+/* Without a report hook nothing tells the coordinator the branch prepared, so the guard asks
+ * the global's status right after PREPARE: Begin keeps the branch prepared, the rollback side
+ * or a status that cannot be read rolls it back at once. */
+static void t_guard_without_report_hook(void **state)
+{
+    struct fx *f = *state;
+    struct fake_tc tc = {.gs = SINTER_GS_BEGIN};
+    struct sinter_xa_config cfg = make_cfg(&tc);
+    cfg.hooks.report = NULL;
+    struct sinter_xa_resource *res = NULL;
+    assert_int_equal(sinter_xa_resource_open(&cfg, f->c, &res, NULL, 0), SINTER_OK);
+    struct sinter_xa_branch br;
+    uint32_t out = 0;
+    assert_int_equal(sinter_xa_begin(res, f->c, &XID1, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 5 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    assert_int_equal(tc.guards, 1);
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(sinter_xa_commit_prepared(res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(acct_v(f->admin, 1), 5);
+    tc.gs = SINTER_GS_ROLLBACKING;
+    struct sinter_xid x2 = {7, 1002};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x2, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 6 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_ESTATE);
+    assert_non_null(strstr(sinter_xa_errmsg(), "late prepare"));
+    assert_int_equal(tc.guards, 2);
+    assert_int_equal(prepared_count(f->admin), 0);
+    tc.gs = SINTER_GS_BEGIN;
+    tc.gs_rc = SINTER_ETRANSPORT;
+    struct sinter_xid x3 = {7, 1003};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x3, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 7 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_ETRANSPORT);
+    assert_int_equal(prepared_count(f->admin), 0);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
+    assert_int_equal(acct_v(f->admin, 1), 5);
+    assert_int_equal(tc.done + tc.failed, 0); /* no hook: nothing reported */
+    sinter_xa_resource_close(res);
 }
 
 /* The coordinator knows a branch from its registration on, before any report: the branch
@@ -992,7 +1065,7 @@ static void t_refused_report_on_commit_side_stays_prepared(void **state)
     assert_non_null(strstr(sinter_xa_errmsg(), "stays prepared"));
     assert_int_equal(f->tc.done, 1);
     assert_int_equal(f->tc.failed, 0);
-    assert_int_equal(f->tc.guards, 2);
+    assert_int_equal(f->tc.guards, 1); /* only after the refusal */
     assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
     assert_int_equal(prepared_count(f->admin), 1);
     /* The coordinator's retry commits it. */
@@ -1001,8 +1074,10 @@ static void t_refused_report_on_commit_side_stays_prepared(void **state)
     assert_int_equal(out, SINTER_BS_PHASE2_COMMITTED);
     assert_int_equal(acct_v(f->admin, 1), 42);
 
-    /* Commit side and the report accepted: plain success. */
+    /* Still Begin and the report accepted: plain success (a coordinator refuses PhaseOne_Done
+     * on the commit side, so "commit side, accepted" cannot happen). */
     f->tc.report_rc = SINTER_OK;
+    f->tc.gs = SINTER_GS_BEGIN;
     struct sinter_xid x2 = {7, 1002};
     branch_update_prepare(f, f->c, &x2, 2, 7, &br);
     assert_int_equal(prepared_count(f->admin), 1);
@@ -1294,6 +1369,7 @@ int main(int argc, char **argv)
         T(t_commit_without_recorded_id),
         T(t_late_prepare_after_rollback),
         T(t_guard_failure_and_refused_report),
+        T(t_guard_without_report_hook),
         T(t_rollback_of_registered_branch_in_progress),
         T(t_refused_report_on_commit_side_stays_prepared),
         T(t_same_row_two_branches_bounded),

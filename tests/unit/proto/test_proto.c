@@ -603,6 +603,32 @@ static void str_helpers(void **state)
     assert_true(sinter_proto_str_eq(s, NULL));
 }
 
+/* The begin's raft group: the coordinator's placement and the client's routing hint share it,
+ * and a retry after an upgrade must still reach the group of its first attempt, so the values
+ * are pinned (splitmix64 finaliser of client_id ^ mix(seq), modulo the group count). */
+static void begin_group_is_pinned(void **state)
+{
+    (void)state;
+    assert_int_equal(sinter_proto_begin_group(0x0123456789abcdefull, 1, 2), 0);
+    assert_int_equal(sinter_proto_begin_group(0x0123456789abcdefull, 2, 2), 0);
+    assert_int_equal(sinter_proto_begin_group(0x0123456789abcdefull, 3, 2), 1);
+    assert_int_equal(sinter_proto_begin_group(42, 7, 3), 0);
+    assert_int_equal(sinter_proto_begin_group(42, 8, 3), 2);
+    assert_int_equal(sinter_proto_begin_group(UINT64_MAX, UINT64_MAX - 1, 256), 58);
+    assert_int_equal(sinter_proto_begin_group(42, 8, 0), 0);
+    assert_int_equal(sinter_proto_begin_group(42, 8, 1), 0);
+    /* Spread: consecutive seqs of one client land in every group, none far off its share. */
+    unsigned hits[4] = {0};
+    for (uint64_t seq = 1; seq <= 4000; seq++) {
+        uint32_t g = sinter_proto_begin_group(0x5eed, seq, 4);
+        assert_true(g < 4);
+        hits[g]++;
+    }
+    for (int g = 0; g < 4; g++) {
+        assert_in_range(hits[g], 800, 1200);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -618,6 +644,7 @@ int main(void)
         cmocka_unit_test(decoder_enforces_caller_limits),
         cmocka_unit_test(strerror_covers_every_code),
         cmocka_unit_test(str_helpers),
+        cmocka_unit_test(begin_group_is_pinned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,8 +2,9 @@
  * The phase-2 driver's scheduling decisions (tc/phase2_sched.c), driven with a fake clock and a
  * scripted random source: backoff bounds and jitter range, the timeout-rollback skew rule, one
  * delivery in flight per branch, lease expiry -> redelivery with attempt + 1, retryable outcome ->
- * backoff, deadline -> RETRY_TIMEOUT asked (and asked again if refused), PHASE2_START once per
- * global, resource filters and the reply byte budget, and a rebuild after a leader change.
+ * backoff, deadline -> RETRY_TIMEOUT asked (and asked again if refused), PHASE2_START only for an
+ * unanswered delivery of a global without a replicated base (once), resource filters and the
+ * reply byte budget, and a rebuild after a leader change.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,6 +81,17 @@ static struct sinter_p2_events advance(struct sinter_p2_sched *s, uint64_t now,
     return ev;
 }
 
+static struct sinter_p2_events advance_st(struct sinter_p2_sched *s, uint64_t now,
+                                          struct sinter_xid *st, size_t cap)
+{
+    struct sinter_p2_events ev;
+    memset(&ev, 0, sizeof ev);
+    ev.start = st;
+    ev.start_cap = cap;
+    sinter_p2_advance(s, now, now, &ev);
+    return ev;
+}
+
 static size_t take1(struct sinter_p2_sched *s, uint64_t now, const char *res,
                     struct sinter_p2_take_item *out, size_t max)
 {
@@ -152,14 +164,12 @@ static void one_delivery_in_flight(void **state)
     assert_int_equal(it[0].b->attempt, 1);
     assert_true(it[0].b->commit);
     assert_memory_equal(it[0].b->app_data, "args", 4);
-    assert_true(it[0].start); /* first delivery of the global: PHASE2_START */
     /* Leased: no second poller gets it, however often it asks, until the lease ends. */
     for (uint64_t t = 1000; t < 1500; t += 50) {
         advance(s, t, NULL, 0);
         assert_int_equal(take1(s, t, "acct-a", it, 4), 0);
     }
     assert_int_equal(take1(s, 1000, "acct-b", it, 4), 1);
-    assert_false(it[0].start); /* the global's start was already asked for */
     assert_int_equal(sinter_p2_ready_count(s), 0);
     /* Outcomes: 11 done, 12 done -> the global is forgotten. */
     sinter_p2_branch_ended(s, 10, 11);
@@ -284,7 +294,9 @@ static void rebuild_after_leader_change(void **state)
     struct sinter_p2_take_item it[1];
     assert_int_equal(take1(s, 3000, "acct-a", it, 1), 1);
     assert_int_equal(it[0].b->attempt, 3);
-    assert_false(it[0].start);
+    /* The state has a first-attempt time: an unanswered delivery asks for no PHASE2_START. */
+    struct sinter_xid st[2];
+    assert_int_equal(advance_st(s, 3000 + 500, st, 2).n_start, 0);
     sinter_p2_sched_free(s);
     /* Past the deadline already when the new leader takes over: RETRY_TIMEOUT, no delivery. */
     assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
@@ -359,7 +371,7 @@ static void many_branches(void **state)
     const char *r[3] = {"acct-a", "acct-b", "acct-c"};
     uint32_t l[3] = {6, 6, 6};
     struct sinter_p2_take_item it[64];
-    size_t total = 0, starts = 0;
+    size_t total = 0;
     for (;;) {
         size_t bytes = 0;
         size_t n = sinter_p2_take(s, 3000, 3000, r, l, 3, it, 64, &bytes, 1u << 20);
@@ -367,7 +379,6 @@ static void many_branches(void **state)
             break;
         }
         for (size_t i = 0; i < n; i++) {
-            starts += it[i].start;
             assert_int_equal(it[i].b->attempt, 1);
         }
         for (size_t i = 0; i < n; i++) {
@@ -376,7 +387,6 @@ static void many_branches(void **state)
         total += n;
     }
     assert_int_equal(total, 6000);
-    assert_int_equal(starts, 3000); /* one PHASE2_START per global */
     assert_int_equal(sinter_p2_count(s), 0);
     sinter_p2_sched_free(s);
 }
@@ -434,7 +444,6 @@ static void deadline_without_pollers(void **state)
     advance(s, 0, NULL, 0);
     struct sinter_p2_take_item it[2];
     assert_int_equal(take1(s, 0, "acct-a", it, 2), 1);
-    assert_true(it[0].start);
     struct sinter_p2_deadline dl[4];
     uint64_t first_ask = 0;
     size_t asks = 0;
@@ -466,30 +475,71 @@ static void deadline_without_pollers(void **state)
     sinter_p2_sched_free(s);
 }
 
-/* Review item 4: a PHASE2_START that was not applied is asked for again by the next delivery,
- * and until then the global has no deadline of its own. */
-static void lost_start_is_asked_again(void **state)
+/* The deadline base is replicated lazily (tc/phase2_sched.h): a take proposes nothing; a
+ * delivery whose lease expires while the global's first-attempt time is only this leader's
+ * estimate asks for PHASE2_START once; a BRANCH_RESULT recording the base (base_recorded) or a
+ * replicated time (set_first) makes it unnecessary; a global that did not fit the caller's array
+ * is asked for at a later expiry. */
+static void start_deferred_to_lease_expiry(void **state)
 {
     (void)state;
-    struct script sc = {{0}, 1, 0};
+    struct script sc = {{0}, 1, 0}; /* backoff = its floor, 50 */
     struct sinter_p2_sched *s = NULL;
     assert_int_equal(sinter_p2_sched_new(&s, &CFG, script_rand, &sc), SINTER_OK);
     add(s, info(10, 11, "acct-a", true), 0);
-    advance(s, 0, NULL, 0);
-    struct sinter_p2_take_item it[2];
-    assert_int_equal(take1(s, 0, "acct-a", it, 2), 1);
-    assert_true(it[0].start);
+    add(s, info(10, 12, "acct-a", true), 0);
+    add(s, info(20, 21, "acct-b", true), 0);
+    add(s, info(30, 31, "acct-c", true), 0);
+    struct sinter_xid st[4];
+    assert_int_equal(advance_st(s, 0, st, 4).n_start, 0);
+    struct sinter_p2_take_item it[4];
+    assert_int_equal(take1(s, 0, "acct-a", it, 4), 2);
+    assert_int_equal(take1(s, 0, "acct-b", it, 4), 1);
+    assert_int_equal(take1(s, 0, "acct-c", it, 4), 1);
+    assert_int_equal(advance_st(s, 499, st, 4).n_start, 0); /* leases still running */
+    /* 20's first BRANCH_RESULT was applied: its base is replicated. */
+    sinter_p2_base_recorded(s, 20);
+    sinter_p2_base_recorded(s, 99); /* unknown: no-op */
+    /* Every lease expires at 500: one PHASE2_START for 10 (two branches, one ask), none for 20;
+     * 30 does not fit a one-entry array and waits for a later expiry. */
+    struct sinter_p2_events ev = advance_st(s, 500, st, 1);
+    assert_int_equal(ev.lease_expired, 4);
+    assert_int_equal(ev.n_start, 1);
+    assert_int_equal(st[0].index, 10);
+    assert_int_equal(advance_st(s, 550, st, 4).n_start, 0); /* retries due: ready */
+    assert_int_equal(take1(s, 550, "acct-a", it, 4), 2);
+    assert_int_equal(take1(s, 550, "acct-c", it, 4), 1);
+    ev = advance_st(s, 1050, st, 4);
+    assert_int_equal(ev.lease_expired, 3);
+    assert_int_equal(ev.n_start, 1); /* 30 now; 10 was asked already */
+    assert_int_equal(st[0].index, 30);
+    /* 10's PHASE2_START was not applied: the estimate is forgotten, the next delivery makes a new
+     * one and its unanswered lease asks again. The replicated time then sets the deadline. */
     sinter_p2_start_failed(s, 10);
-    assert_int_equal(sinter_p2_retry(s, 10, 11, 1, 100), SINTER_OK);
-    advance(s, 150, NULL, 0);
-    assert_int_equal(take1(s, 150, "acct-a", it, 2), 1);
-    assert_true(it[0].start); /* asked again */
-    assert_int_equal(it[0].b->attempt, 2);
-    /* The deadline now counts from 150; the replicated time (set_first) overrides it. */
-    sinter_p2_set_first(s, 10, 1000);
-    struct sinter_p2_deadline dl[2];
-    assert_int_equal(advance(s, 5200, dl, 2).n_deadline, 0);
-    assert_int_equal(advance(s, 6001, dl, 2).n_deadline, 1);
+    advance_st(s, 1100, st, 4);
+    assert_int_equal(take1(s, 1100, "acct-a", it, 4), 2);
+    ev = advance_st(s, 1600, st, 4);
+    assert_int_equal(ev.n_start, 1);
+    assert_int_equal(st[0].index, 10);
+    sinter_p2_set_first(s, 10, 2000);
+    struct sinter_p2_deadline dl[4];
+    struct sinter_p2_events e2;
+    memset(&e2, 0, sizeof e2);
+    e2.deadline = dl;
+    e2.deadline_cap = 4;
+    sinter_p2_advance(s, 6900, 6900, &e2);
+    for (size_t i = 0; i < e2.n_deadline; i++) {
+        assert_true(dl[i].xid.index != 10); /* 2000 + 5000 not passed */
+    }
+    memset(&e2, 0, sizeof e2);
+    e2.deadline = dl;
+    e2.deadline_cap = 4;
+    sinter_p2_advance(s, 7001, 7001, &e2);
+    bool ten = false;
+    for (size_t i = 0; i < e2.n_deadline; i++) {
+        ten = ten || dl[i].xid.index == 10;
+    }
+    assert_true(ten);
     sinter_p2_start_failed(s, 99); /* unknown: no-op */
     sinter_p2_sched_free(s);
 }
@@ -638,7 +688,7 @@ int main(void)
         cmocka_unit_test(many_branches),
         cmocka_unit_test(stale_report_keeps_the_lease),
         cmocka_unit_test(deadline_without_pollers),
-        cmocka_unit_test(lost_start_is_asked_again),
+        cmocka_unit_test(start_deferred_to_lease_expiry),
         cmocka_unit_test(clocks_are_split),
         cmocka_unit_test(huge_config_saturates),
         cmocka_unit_test(resource_queues_are_freed),
