@@ -135,7 +135,7 @@ struct sinter_transport_server {
     struct sinter_transport_server_opts o;
     char *url;
     nng_socket sock;
-    nng_tls_config *tls; /* tls+tcp:// only */
+    nng_tls_config *tls;    /* tls+tcp:// only */
     pthread_mutex_t lst_mu; /* guards lst: the watchdog replaces it */
     nng_listener lst;
     struct sinter_transport_request *slots;

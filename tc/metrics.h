@@ -19,7 +19,9 @@
 /* Upper bounds (ms) of the histogram buckets; the last bucket is +Inf. Spaced for phase 2, whose
  * latency runs from a millisecond (an RM polling already) to hours (retries with backoff). */
 #define SINTER_TC_HIST_BOUNDS                                                                      \
-    {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000, 600000}
+    {                                                                                              \
+        1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 60000, 600000                 \
+    }
 #define SINTER_TC_HIST_N 16 /* 15 bounds + the +Inf bucket */
 
 struct sinter_tc_hist {
