@@ -222,3 +222,26 @@ int sinter_tcc_finish(struct sinter_tcc *c, int rc)
     }
     return c->tmp[0] != '\0' ? sinter_test_finish_dir(c->tmp, rc) : rc;
 }
+
+int sinter_tcc_ctl(const char *ctl, const char *url, const char *secret, char *const args[],
+                   struct sinter_test_output *o)
+{
+    char *argv[20];
+    int a = 0;
+    argv[a++] = (char *)ctl;
+    argv[a++] = "--http";
+    argv[a++] = (char *)url;
+    for (; args != NULL && args[a - 3] != NULL; a++) {
+        if (a >= 19) {
+            fprintf(stderr, "tccluster: too many sinterctl arguments\n");
+            return -1;
+        }
+        argv[a] = args[a - 3];
+    }
+    argv[a] = NULL;
+    static const char *const unset[] = {"SINTER_SECRET", "SINTER_HTTP", NULL};
+    char env[160];
+    snprintf(env, sizeof env, "SINTER_SECRET=%s", secret != NULL ? secret : "");
+    const char *const set[] = {env, NULL};
+    return sinter_test_run(argv, unset, secret != NULL ? set : NULL, 60000, o);
+}

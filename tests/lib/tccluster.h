@@ -94,4 +94,12 @@ int sinter_tcc_wait_leaders(struct sinter_tcc *c, unsigned groups, unsigned time
  * SINTER_TEST_KEEP is unset; otherwise prints the tail of each log and keeps it. */
 int sinter_tcc_finish(struct sinter_tcc *c, int rc);
 
+/* Runs the sinterctl binary at ctl as `ctl --http url args...` (args NULL-terminated, at most 16)
+ * with SINTER_HTTP unset and SINTER_SECRET set to secret (NULL: unset too), so only the command
+ * line speaks; waits up to 60 s and captures its output in *o (sinter_test_output_free). Returns
+ * 0, or -1 when it could not be started or args are too many. */
+struct sinter_test_output;
+int sinter_tcc_ctl(const char *ctl, const char *url, const char *secret, char *const args[],
+                   struct sinter_test_output *o);
+
 #endif /* SINTER_TEST_TCCLUSTER_H */

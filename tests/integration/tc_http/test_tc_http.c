@@ -16,7 +16,8 @@
  *     global that is not failed -> 409; resolve without or with a bad target -> 400; a follower
  *     answers 421 naming the leader's id and HTTP address; GET on them -> 405.
  *     (A successful redrive / resolve needs a really failed global, which only the phase-2 driver
- *     produces; the fsm's unit tests cover those transitions. Here the HTTP paths around them.)
+ *     produces: tests/integration/tc_cluster/test_tc_workers.c does that with its fake RM and
+ *     sinterctl, and the fsm's unit tests cover the transitions. Here the HTTP paths around them.)
  *   - with two of three nodes stopped, /health on the last one turns 503.
  *   - sinterctl (cli/sinterctl.c), the real binary: health, metrics, list (filtered), show (table
  *     and --json), an unknown xid (exit 1, the server's 404), redrive without a secret (exit 2),
@@ -177,36 +178,29 @@ static json_t *expect_error(int i, const char *method, const char *path, const c
 static struct sinter_test_output ctl(int i, const char *secret, int want_exit,
                                      const char *const *want_out, const char *want_err, ...)
 {
-    char *argv[20];
+    char *args[17];
     int a = 0;
-    argv[a++] = (char *)g_ctl;
-    argv[a++] = "--http";
     char url[80];
     if (i > 0) {
         snprintf(url, sizeof url, "%s", N[i].http_url);
     } else {
         snprintf(url, sizeof url, "http://127.0.0.1:%d", -i); /* a port nobody listens on */
     }
-    argv[a++] = url;
     va_list ap;
     va_start(ap, want_err);
-    for (char *x; (x = va_arg(ap, char *)) != NULL && a < 19;) {
-        argv[a++] = x;
+    for (char *x; (x = va_arg(ap, char *)) != NULL && a < 16;) {
+        args[a++] = x;
     }
     va_end(ap);
-    argv[a] = NULL;
-    static const char *const unset[] = {"SINTER_SECRET", "SINTER_HTTP", NULL};
-    char env[128];
-    snprintf(env, sizeof env, "SINTER_SECRET=%s", secret ? secret : "");
-    const char *const set[] = {env, NULL};
+    args[a] = NULL;
     struct sinter_test_output o;
-    assert_int_equal(sinter_test_run(argv, unset, secret ? set : NULL, 60000, &o), 0);
+    assert_int_equal(sinter_tcc_ctl(g_ctl, url, secret, args, &o), 0);
     bool ok = o.exit_code == want_exit && (want_err == NULL || strstr(o.err, want_err) != NULL);
     for (const char *const *w = want_out; w != NULL && *w != NULL; w++) {
         ok = ok && strstr(o.out, *w) != NULL;
     }
     if (!ok) {
-        fail_msg("sinterctl %s ...: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", argv[3],
+        fail_msg("sinterctl %s ...: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", args[0],
                  o.exit_code, want_exit, o.out, o.err);
     }
     return o;
