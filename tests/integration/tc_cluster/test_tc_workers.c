@@ -7,13 +7,20 @@
  *   ok-*    done at once                     flaky  retryable on attempt 1, then done
  *   hang    silent on attempt 1 (the lease   dead   always retryable (deadline)
  *           expires), then done
+ *   bad-c   commit unretryable until the     bad-r  rollback always unretryable
+ *           test "fixes" it, then done
  * Covered: commit and rollback of two branches driven to Committed / Rollbacked; a retryable
  * outcome retried (attempt 2); a lease expiry redelivered; the deadline ending in
  * CommitRetryTimeout; duplicate and wrong-side reports; Phase2Poll needs RegisterRM; GlobalReport;
  * WAIT_PHASE2 replies with the final status; timeout rollback of a Begin global and a late register
  * refused; kill -9 of the leader between begin and commit and between decision and phase 2 (the
  * new leader finishes; nothing lost; no branch both committed and rolled back); retention GC
- * removes a finished global (status then Finished) but never the failed one.
+ * removes a finished global (status then Finished) but never the failed one. The admin API's
+ * successful paths on really failed globals, through the real sinterctl binary (issue 5): a
+ * CommitFailed global (one branch unretryable) re-driven at the leader goes to CommitRetrying, its
+ * failed branch is delivered again and the global ends Committed; a RollbackFailed global resolved
+ * (at a follower, following the 421) to rollbacked ends Rollbacked; the other side's target on
+ * another one is a 409 (exit 1) that changes nothing; /metrics counts the unretryable reports.
  *
  * Small timings from the config file (lease 1 s, backoff 100..400 ms, commit deadline 4 s,
  * retention 3 s): every wait polls for its condition with a generous bound. The cluster and the
@@ -34,6 +41,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "promtext.h"
 #include "tccluster.h"
 #include "tcproto.h"
 #include "testproc.h"
@@ -47,6 +55,7 @@
 #define SECRET  "s3cret-for-tests"
 
 static const char *g_bin;
+static const char *g_ctl; /* sinterctl */
 static struct sinter_tcc C;
 static struct sinter_raw P;           /* the TM */
 static struct sinter_raw R;           /* the fake RM (its threads call it concurrently) */
@@ -144,8 +153,9 @@ static atomic_int g_rm_paused; /* 1: no polls (work piles up at the leader) */
 static atomic_int g_rm_stop;
 static atomic_int g_rm_busy;      /* RM threads inside a poll (or handling its items) */
 static atomic_uint g_report_fail; /* reports not answered OK (other than not-leader) */
+static atomic_int g_bad_c_fixed;  /* 1: the operator fixed bad-c (its commits succeed) */
 
-static const char *const RESOURCES[] = {"ok-a", "ok-b", "flaky", "hang", "dead"};
+static const char *const RESOURCES[] = {"ok-a", "ok-b", "flaky", "hang", "dead", "bad-c", "bad-r"};
 #define N_RESOURCES (sizeof RESOURCES / sizeof RESOURCES[0])
 
 /* RegisterRM with node i for every resource (R's reg_code and resources); failures are left to
@@ -171,6 +181,14 @@ static uint32_t rm_outcome(const struct sinter_proto_phase2_item *it)
     }
     if (sinter_proto_str_eq(res, "dead")) {
         return retry;
+    }
+    /* Unretryable ends the branch at once (Seata's PhaseTwo_*Failed_Unretryable): the global
+     * goes to CommitFailed / RollbackFailed and waits for the operator. */
+    if (sinter_proto_str_eq(res, "bad-c") && commit && !atomic_load(&g_bad_c_fixed)) {
+        return SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE;
+    }
+    if (sinter_proto_str_eq(res, "bad-r") && !commit) {
+        return SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE;
     }
     return done;
 }
@@ -321,6 +339,66 @@ static int leader_of(struct sinter_xid x)
     return i;
 }
 
+/* ---- sinterctl ------------------------------------------------------------------------------ */
+
+#define ARGS(...) ((char *const[]){__VA_ARGS__, NULL})
+
+/* Runs sinterctl --http <node i's HTTP URL> args (secret NULL: none); checks its exit code and
+ * that its stdout (exit 0) or stderr (otherwise) contains want. Returns the output (the caller
+ * frees it with sinter_test_output_free). */
+static struct sinter_test_output ctl(int i, const char *secret, int want_exit, const char *want,
+                                     char *const args[])
+{
+    struct sinter_test_output o;
+    assert_int_equal(sinter_tcc_ctl(g_ctl, C.node[i].http_url, secret, args, &o), 0);
+    const char *text = want_exit == 0 ? o.out : o.err;
+    if (o.exit_code != want_exit || strstr(text, want) == NULL) {
+        fail_msg("sinterctl %s %s: exit %d (want %d and \"%s\")\nstdout:\n%s\nstderr:\n%s", args[0],
+                 args[1] ? args[1] : "", o.exit_code, want_exit, want, o.out, o.err);
+    }
+    return o;
+}
+
+static void ctl_check(int i, const char *secret, int want_exit, const char *want,
+                      char *const args[])
+{
+    struct sinter_test_output o = ctl(i, secret, want_exit, want, args);
+    sinter_test_output_free(&o);
+}
+
+/* The admin API's view of x (GET /api/v1/globals/{xid} through sinterctl --json show) names
+ * status `name`. */
+static void show_status(int i, const char *xs, const char *name)
+{
+    char want[80];
+    snprintf(want, sizeof want, "\"status\":\"%s\"", name);
+    ctl_check(i, NULL, 0, want, ARGS("--json", "show", (char *)xs));
+}
+
+/* The sum over the running nodes of one /metrics series (sinterctl metrics; each node counts
+ * the reports it received, and they went to whichever node led at the time). */
+static double metric_sum(const char *series)
+{
+    double sum = 0;
+    for (int i = 1; i <= NODES; i++) {
+        if (!atomic_load(&g_alive[i])) {
+            continue;
+        }
+        struct sinter_test_output o =
+            ctl(i, NULL, 0, "sinter_phase2_reports_total", ARGS("metrics"));
+        char err[512];
+        if (prom_check(o.out, err, sizeof err) != 0) {
+            fail_msg("node %d /metrics: %s", i, err);
+        }
+        double v = 0;
+        if (prom_value(o.out, series, &v) == 0) {
+            sum += v;
+        }
+        sinter_test_output_free(&o);
+    }
+    return sum;
+}
+
 /* ---- the scenario --------------------------------------------------------------------------- */
 
 static void tc_workers(void **state)
@@ -442,6 +520,69 @@ static void tc_workers(void **state)
     assert_int_equal(wait_status(xd, SINTER_GS_COMMIT_RETRY_TIMEOUT),
                      SINTER_GS_COMMIT_RETRY_TIMEOUT);
     assert_true(deliveries(xd, b1, &att, &codes, NULL) >= 2);
+
+    /* 6b. Re-drive and resolve of failed globals through sinterctl (docs/operations.md). */
+    {
+        char xs[48];
+        /* CommitFailed: bad-c answers unretryable, ok-b Committed. */
+        struct sinter_xid xcf = tx("bad-c", "ok-b", &b1, &b2);
+        assert_int_equal(end_global(xcf, true, &st), SINTER_OK);
+        assert_int_equal(wait_status(xcf, SINTER_GS_COMMIT_FAILED), SINTER_GS_COMMIT_FAILED);
+        uint32_t att_before = 0;
+        assert_true(deliveries(xcf, b1, &att_before, &codes, NULL) >= 1);
+        assert_int_equal(codes, 1u);
+        assert_true(deliveries(xcf, b2, &att, &codes, NULL) >= 1);
+        snprintf(xs, sizeof xs, "%u:%" PRIu64, xcf.group, xcf.index);
+        int lc = leader_of(xcf);
+        show_status(lc, xs, "CommitFailed");
+        /* The operator fixes bad-c and re-drives at the leader: back to CommitRetrying (the
+         * answer is the status the command left), bad-c delivered again, then Committed. */
+        atomic_store(&g_bad_c_fixed, 1);
+        ctl_check(lc, SECRET, 0, "CommitRetrying", ARGS("--secret", SECRET, "redrive", xs));
+        assert_int_equal(wait_status(xcf, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
+        size_t nb = deliveries(xcf, b1, &att, &codes, NULL);
+        assert_true(nb >= 2);
+        assert_true(att > att_before);
+        assert_int_equal(codes, 1u);
+        show_status(lc, xs, "Committed");
+
+        /* Two RollbackFailed globals (bad-r always unretryable, ok-b Rollbacked). */
+        struct sinter_xid xrf[2];
+        for (int k = 0; k < 2; k++) {
+            xrf[k] = tx("bad-r", "ok-b", &b1, &b2);
+            assert_int_equal(end_global(xrf[k], false, &st), SINTER_OK);
+        }
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(wait_status(xrf[k], SINTER_GS_ROLLBACK_FAILED),
+                             SINTER_GS_ROLLBACK_FAILED);
+        }
+        /* Resolved to rollbacked at a follower: sinterctl follows the 421 to the leader. */
+        snprintf(xs, sizeof xs, "%u:%" PRIu64, xrf[0].group, xrf[0].index);
+        int lr = leader_of(xrf[0]);
+        show_status(lr, xs, "RollbackFailed");
+        ctl_check(lr % NODES + 1, SECRET, 0, "Rollbacked",
+                  ARGS("--secret", SECRET, "resolve", xs, "--target", "rollbacked"));
+        st = global_status(xrf[0]);
+        assert_true(st == SINTER_GS_ROLLBACKED || st == SINTER_GS_FINISHED); /* GC after 3 s */
+        /* The other side's target on the second: 409 naming the status, nothing changes. */
+        snprintf(xs, sizeof xs, "%u:%" PRIu64, xrf[1].group, xrf[1].index);
+        struct sinter_test_output o =
+            ctl(leader_of(xrf[1]), SECRET, 1, "HTTP 409",
+                ARGS("--secret", SECRET, "resolve", xs, "--target", "committed"));
+        assert_non_null(strstr(o.err, "RollbackFailed"));
+        sinter_test_output_free(&o);
+        assert_int_equal(global_status(xrf[1]), SINTER_GS_ROLLBACK_FAILED);
+        show_status(leader_of(xrf[1]), xs, "RollbackFailed");
+
+        /* /metrics: the phase-2 reports by status, the unretryable ones included (bad-c once,
+         * bad-r once per global; the counters are per process and no node restarted yet). */
+        assert_true(metric_sum("sinter_phase2_reports_total{status=\"PhaseTwo_CommitFailed_"
+                               "Unretryable\"}") >= 1);
+        assert_true(metric_sum("sinter_phase2_reports_total{status=\"PhaseTwo_RollbackFailed_"
+                               "Unretryable\"}") >= 2);
+        assert_true(metric_sum("sinter_phase2_reports_total{status=\"PhaseTwo_Committed\"}") >= 3);
+        assert_true(metric_sum("sinter_phase2_reports_total{status=\"PhaseTwo_Rollbacked\"}") >= 2);
+    }
 
     /* 7. Timeout rollback: a Begin global past its timeout is rolled back (its branch gets a
      * rollback delivery) and a late register is refused. */
@@ -594,11 +735,12 @@ static int setup(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s path/to/sinter-tc\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s path/to/sinter-tc path/to/sinterctl\n", argv[0]);
         return 2;
     }
     g_bin = argv[1];
+    g_ctl = argv[2];
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(huge_retry_deadline_refused),
