@@ -343,10 +343,14 @@ static void reports_do_not_block_workers(void **state)
     assert_int_equal(st.reports_ok, 3);
     assert_int_equal(st.reports_failed, 0);
     sinter_rm_close(rm);
+    fake_tc_stop(&f);
 
     /* Close with a report the coordinator keeps refusing: sent until its deadline, then
-     * dropped; close returns (no hang) and counts it failed. */
+     * dropped; close returns (no hang). A fresh fake: the old one may still hold the closed
+     * handle's last poll and would hand it the item. */
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
     set_report_result(&f, SINTER_EBUSY);
+    addrs[0] = f.url;
     o.queue_capacity = 0;
     o.report_timeout_ms = 1500;
     assert_int_equal(sinter_rm_open(&rm, &o), SINTER_OK);
