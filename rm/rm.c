@@ -7,7 +7,8 @@
  *                has room for, so a slow service is never handed more leases than it can serve
  *   workers      take an item, call the handler, hand its outcome to the reporters
  *   reporters    send the queued outcomes, each to the node that delivered its item, retrying
- *                until the report's deadline; a worker never waits for a BRANCH_RESULT to commit
+ *                until the report's deadline; the outcomes queued for one node go in one
+ *                Phase2ReportBatch; a worker never waits for a BRANCH_RESULT to commit
  *                (bench/FINDINGS.md T5: blocked workers bounded phase 2 at ~200 tx/s), and
  *                reports in flight count against queue_capacity so memory stays bounded
  *   maintenance  ClusterMeta refresh (a new member gets a poller) and the TCC fence cleanup
@@ -419,6 +420,121 @@ static void send_report(struct sinter_rm *rm, const struct rm_report *rp)
     pthread_mutex_unlock(&rm->mu);
 }
 
+static void count_reports(struct sinter_rm *rm, uint32_t ok, uint32_t failed)
+{
+    pthread_mutex_lock(&rm->mu);
+    rm->st.reports_ok += ok;
+    rm->st.reports_failed += failed;
+    pthread_mutex_unlock(&rm->mu);
+}
+
+/* Sends reports v[0..n) (all for one node) as Phase2ReportBatch messages until each is accepted,
+ * refused for good, or past its deadline; frees them. The seq is kept while the same set is
+ * resent after a timeout or a transport error (the coordinator may have applied it: the state
+ * machine dedups a repeated outcome); a smaller set left after a partial answer is a new request
+ * with a new seq. A coordinator that does not know the batch (EUNKNOWNMSG: an older version in a
+ * rolling upgrade) gets single Phase2Reports from then on. */
+static void send_batch(struct sinter_rm *rm, struct rm_report **v, uint32_t n)
+{
+    size_t node = v[0]->node;
+    struct sinter_proto_msg *m = NULL;
+    if (n > 1 && !atomic_load(&rm->no_batch[node])) {
+        m = calloc(1, sizeof *m);
+    }
+    uint32_t ok = 0, failed = 0, pause = 50;
+    bool rebuild = true;
+    while (m != NULL && n > 0) {
+        uint64_t now = sinter_client_now_ms();
+        uint64_t end = UINT64_MAX;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (v[i]->deadline_ms <= now) {
+                failed++; /* its lease has expired: the coordinator redelivers the item */
+                free(v[i]);
+                rebuild = true;
+                continue;
+            }
+            end = v[i]->deadline_ms < end ? v[i]->deadline_ms : end;
+            v[k++] = v[i];
+        }
+        n = k;
+        if (n == 0) {
+            break;
+        }
+        if (rebuild) {
+            memset(m, 0, sizeof *m);
+            m->code = SINTER_MSG_PHASE2_REPORT_BATCH;
+            m->rq.client_id = sinter_client_id(rm->cl);
+            m->rq.seq = sinter_client_next_seq(rm->cl);
+            m->u.phase2_report_batch.n_reports = n;
+            for (uint32_t i = 0; i < n; i++) {
+                struct sinter_proto_phase2_report *p = &m->u.phase2_report_batch.reports[i];
+                p->phase = v[i]->phase;
+                p->outcome.xid = v[i]->xid;
+                p->outcome.branch_id = v[i]->branch_id;
+                p->outcome.branch_status = v[i]->status;
+                p->attempt = v[i]->attempt;
+            }
+            rebuild = false;
+        }
+        struct sinter_transport_reply_msg *r = NULL;
+        int rc = sinter_client_call_node(rm->cl, node, m, (uint32_t)(end - now), &r);
+        if (rc == SINTER_OK) {
+            const struct sinter_proto_msg *a = sinter_transport_reply_get(r);
+            int res = a->rs.result;
+            if (res == SINTER_OK && a->code == SINTER_MSG_PHASE2_REPORT_BATCH_RESULT &&
+                a->u.phase2_report_batch_result.n_results == n) {
+                k = 0;
+                for (uint32_t i = 0; i < n; i++) {
+                    int ri = a->u.phase2_report_batch_result.results[i];
+                    if (ri == SINTER_ETIMEOUT || ri == SINTER_EBUSY) {
+                        v[k++] = v[i]; /* not applied (yet): resend */
+                        continue;
+                    }
+                    /* OK; or ENOTLEADER (the new leader redelivers), ENOTFOUND, EINVAL:
+                     * nothing to record, as for a single report. */
+                    if (ri == SINTER_OK) {
+                        ok++;
+                    } else {
+                        failed++;
+                    }
+                    free(v[i]);
+                }
+                rebuild = k != n;
+                n = k;
+            } else if (res == SINTER_EUNKNOWNMSG) {
+                atomic_store(&rm->no_batch[node], true);
+                sinter_transport_reply_free(r);
+                break; /* the rest goes as single reports below */
+            } else if (res != SINTER_ETIMEOUT && res != SINTER_EBUSY) {
+                for (uint32_t i = 0; i < n; i++) { /* e.g. ENOTLEADER for the whole batch */
+                    failed++;
+                    free(v[i]);
+                }
+                n = 0;
+            }
+            sinter_transport_reply_free(r);
+        } else if (rc == SINTER_EAUTH || rc == SINTER_EINVAL || rc == SINTER_ENOMEM) {
+            for (uint32_t i = 0; i < n; i++) {
+                failed++;
+                free(v[i]);
+            }
+            n = 0;
+        }
+        if (n > 0) {
+            struct timespec ts = {0, (long)pause * 1000000L};
+            nanosleep(&ts, NULL); /* short against the deadline; checked at the loop's top */
+            pause = pause * 2 > 1000 ? 1000 : pause * 2;
+        }
+    }
+    free(m);
+    count_reports(rm, ok, failed);
+    for (uint32_t i = 0; i < n; i++) { /* single reports: n == 1, no memory, or EUNKNOWNMSG */
+        send_report(rm, v[i]);
+        free(v[i]);
+    }
+}
+
 /* Reporter thread: sends queued reports until close has joined the workers (reporters_done) and
  * the queue is empty, so every report a worker queued is sent or dropped at its deadline. */
 static void *reporter_main(void *arg)
@@ -432,16 +548,28 @@ static void *reporter_main(void *arg)
         if (rm->rhead == NULL) {
             break; /* reporters_done and nothing left */
         }
-        struct rm_report *rp = rm->rhead;
-        rm->rhead = rp->next;
-        if (rm->rhead == NULL) {
-            rm->rtail = NULL;
+        /* The head and every other queued report for its node, up to a batch. */
+        struct rm_report *v[SINTER_PROTO_MAX_REPORTS];
+        uint32_t n = 0;
+        size_t node = rm->rhead->node;
+        struct rm_report **pp = &rm->rhead, *last = NULL;
+        while (*pp != NULL && n < SINTER_PROTO_MAX_REPORTS) {
+            struct rm_report *rp = *pp;
+            if (rp->node == node) {
+                *pp = rp->next;
+                v[n++] = rp;
+            } else {
+                last = rp;
+                pp = &rp->next;
+            }
+        }
+        if (*pp == NULL) {
+            rm->rtail = last;
         }
         pthread_mutex_unlock(&rm->mu);
-        send_report(rm, rp);
-        free(rp);
+        send_batch(rm, v, n);
         pthread_mutex_lock(&rm->mu);
-        rm->reporting--;
+        rm->reporting -= n;
         pthread_cond_broadcast(&rm->space_cv);
     }
     pthread_mutex_unlock(&rm->mu);

@@ -51,6 +51,7 @@ struct sinter_rm {
     uint32_t n_workers;
     pthread_t *reporters;
     uint32_t n_reporters;
+    atomic_bool no_batch[SINTER_CLIENT_MAX_NODES]; /* node refused Phase2ReportBatch */
     pthread_t pollers[SINTER_CLIENT_MAX_NODES];
     size_t n_pollers;
     pthread_t maint;
