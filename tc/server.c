@@ -934,8 +934,8 @@ static void on_batch_proposed(void *arg, int rc, uint64_t index, sinter_raft_id 
             if (r->rc == SINTER_OK) {
                 /* Durable: as for a single report (on_proposed); the request stays valid until
                  * the batch's reply. */
-                sinter_tc_worker_reported(g, &sinter_transport_request_msg(b->req)
-                                                   ->u.phase2_report_batch.reports[p->i]);
+                sinter_tc_worker_reported(
+                    g, &sinter_transport_request_msg(b->req)->u.phase2_report_batch.reports[p->i]);
             }
             res = phase2_report_rc(r);
         }
