@@ -377,6 +377,9 @@ static void send_report(struct sinter_rm *rm, const struct rm_report *rp)
     uint64_t end = rp->deadline_ms;
     uint32_t pause = 50;
     bool ok = false;
+    pthread_mutex_lock(&rm->mu);
+    rm->st.report_msgs++;
+    pthread_mutex_unlock(&rm->mu);
     for (;;) {
         uint64_t now = sinter_client_now_ms();
         if (now >= end) {
@@ -476,6 +479,9 @@ static void send_batch(struct sinter_rm *rm, struct rm_report **v, uint32_t n)
                 p->attempt = v[i]->attempt;
             }
             rebuild = false;
+            pthread_mutex_lock(&rm->mu);
+            rm->st.report_msgs++;
+            pthread_mutex_unlock(&rm->mu);
         }
         struct sinter_transport_reply_msg *r = NULL;
         int rc = sinter_client_call_node(rm->cl, node, m, (uint32_t)(end - now), &r);

@@ -193,6 +193,8 @@ struct sinter_rm_stats {
     uint64_t reports_ok;     /* reports the coordinator accepted */
     uint64_t reports_failed; /* reports dropped (not leader, unknown branch, no answer) */
     uint64_t dropped;        /* items dropped unstarted at close */
+    uint64_t report_msgs;    /* Phase2Report / Phase2ReportBatch requests (resends not counted):
+                                reports_ok / report_msgs is the mean batch size */
     uint32_t pollers;        /* poller threads running */
 };
 
