@@ -299,13 +299,15 @@ static int tcc_main(int argc, char **argv)
         st.items += sk.items;
         st.reports_ok += sk.reports_ok;
         st.reports_failed += sk.reports_failed;
+        st.report_msgs += sk.report_msgs;
     }
     printf("# errors by step: begin %" PRIuFAST64 ", try %" PRIuFAST64 ", commit %" PRIuFAST64
            "; phase 2: %" PRIuFAST64 " confirms, %" PRIuFAST64 " cancels, %" PRIu64
-           " deliveries, %" PRIu64 " reports accepted, %" PRIu64 " dropped\n",
+           " deliveries, %" PRIu64 " reports accepted (%" PRIu64 " report messages), %" PRIu64
+           " dropped\n",
            atomic_load(&b->err_begin), atomic_load(&b->err_try), atomic_load(&b->err_commit),
            atomic_load(&b->confirms), atomic_load(&b->cancels), st.items, st.reports_ok,
-           st.reports_failed);
+           st.report_msgs, st.reports_failed);
     for (unsigned k = 0; k < clients; k++) {
         sinter_rm_close(b->rm[k]);
         sinter_tm_close(b->tm[k]);

@@ -4,6 +4,7 @@
 # (also on failure or Ctrl-C).
 #
 #   bench/tcc_bench.sh [--seconds T] [--warmup S] [--branches N] [--concurrency C,...]
+#                      [--rm-workers N]
 #
 # Environment: SINTER_BIN (directory of sinter-tc and sinter-bench, default build/bin), and the
 # port variables of deploy/local-cluster.sh (SINTER_CLIENT_PORT / _RAFT_PORT / _HTTP_PORT,
@@ -13,14 +14,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SINTER_BIN:-$root/build/bin}
 export SINTER_TC=${SINTER_TC:-$bin/sinter-tc}
-seconds=10 warmup=2 branches=2 conc=1,16,64
+seconds=10 warmup=2 branches=2 conc=1,16,64 rmw=8
 while (($#)); do
   case $1 in
   --seconds) seconds=$2; shift 2 ;;
   --warmup) warmup=$2; shift 2 ;;
   --branches) branches=$2; shift 2 ;;
   --concurrency) conc=$2; shift 2 ;;
-  *) echo "usage: $0 [--seconds T] [--warmup S] [--branches N] [--concurrency C,...]" >&2; exit 2 ;;
+  --rm-workers) rmw=$2; shift 2 ;;
+  *) echo "usage: $0 [--seconds T] [--warmup S] [--branches N] [--concurrency C,...] [--rm-workers N]" >&2; exit 2 ;;
   esac
 done
 for p in sinter-tc sinter-bench; do
@@ -41,4 +43,4 @@ cport=$(sed -n 's/^cport=//p' "$dir/cluster.env")
 addrs=tcp://127.0.0.1:$cport,tcp://127.0.0.1:$((cport + 1)),tcp://127.0.0.1:$((cport + 2))
 echo "# fresh 3-node cluster in $dir ($(nproc) CPU(s)); $(uname -r); $(date -u +%FT%TZ)"
 "$bin/sinter-bench" tcc --branches "$branches" --concurrency "$conc" --seconds "$seconds" \
-  --warmup "$warmup" --addrs "$addrs" --secret-file "$dir/secret"
+  --warmup "$warmup" --rm-workers "$rmw" --addrs "$addrs" --secret-file "$dir/secret"

@@ -526,6 +526,37 @@ static int w_phase2_report(struct cur *c, struct sinter_proto_msg *m)
     return c_u32(c, &r->attempt); /* any value: 0 = not tied to a delivery */
 }
 
+static int w_phase2_report_batch(struct cur *c, struct sinter_proto_msg *m)
+{
+    struct sinter_proto_phase2_report_batch *b = &m->u.phase2_report_batch;
+    CHECK(c_count(c, &b->n_reports, SINTER_PROTO_MAX_REPORTS));
+    CHECK(check(b->n_reports >= 1));
+    for (uint32_t i = 0; i < b->n_reports; i++) {
+        struct sinter_proto_phase2_report *r = &b->reports[i];
+        CHECK(c_u16(c, &r->phase));
+        CHECK(check(phase2_code_valid(r->phase)));
+        CHECK(c_branch_outcome(c, &r->outcome));
+        CHECK(c_u32(c, &r->attempt));
+    }
+    return SINTER_OK;
+}
+
+static int w_phase2_report_batch_result(struct cur *c, struct sinter_proto_msg *m)
+{
+    struct sinter_proto_phase2_report_batch_result *b = &m->u.phase2_report_batch_result;
+    CHECK(c_count(c, &b->n_results, SINTER_PROTO_MAX_REPORTS));
+    for (uint32_t i = 0; i < b->n_results; i++) {
+        uint32_t r = (uint32_t)b->results[i];
+        CHECK(check(c->rd || b->results[i] >= 0));
+        CHECK(c_u32(c, &r));
+        CHECK(check(r <= INT32_MAX)); /* error codes are non-negative, like rs.result */
+        if (c->rd) {
+            b->results[i] = (int32_t)r;
+        }
+    }
+    return SINTER_OK;
+}
+
 static int w_cluster_meta_result(struct cur *c, struct sinter_proto_msg *m)
 {
     struct sinter_proto_cluster_meta_result *r = &m->u.cluster_meta_result;
@@ -592,6 +623,10 @@ static const struct codedesc codes[] = {
     {SINTER_MSG_CLUSTER_META, SINTER_MSG_CLUSTER_META_RESULT, "ClusterMeta", w_none},
     {SINTER_MSG_CLUSTER_META_RESULT, 0, "ClusterMetaResult", w_cluster_meta_result},
     {SINTER_MSG_HEARTBEAT_RESULT, 0, "HeartbeatResult", w_none},
+    {SINTER_MSG_PHASE2_REPORT_BATCH, SINTER_MSG_PHASE2_REPORT_BATCH_RESULT, "Phase2ReportBatch",
+     w_phase2_report_batch},
+    {SINTER_MSG_PHASE2_REPORT_BATCH_RESULT, 0, "Phase2ReportBatchResult",
+     w_phase2_report_batch_result},
 };
 
 static const struct codedesc *find_code(uint32_t code)

@@ -5,13 +5,20 @@
  *   pollers      one per known node: Phase2Poll there, queue the items (stamped with the node
  *                that delivered them), poll again; they ask for no more items than the queue
  *                has room for, so a slow service is never handed more leases than it can serve
- *   workers      take an item, call the handler, send one Phase2Report to the delivering node
+ *   workers      take an item, call the handler, hand its outcome to the reporters
+ *   reporters    send the queued outcomes, each to the node that delivered its item, retrying
+ *                until the report's deadline; the outcomes queued for one node go in one
+ *                Phase2ReportBatch; a worker never waits for a BRANCH_RESULT to commit
+ *                (bench/FINDINGS.md T5: blocked workers bounded phase 2 at ~200 tx/s), and
+ *                reports in flight count against queue_capacity so memory stays bounded
  *   maintenance  ClusterMeta refresh (a new member gets a poller) and the TCC fence cleanup
  *
  * Close: `stopping` is set and the core woken, so pollers parked in a long poll return at once
  * (their cancel flag is `stopping`; reports use no cancel flag and still go out); workers finish
- * the handler they are running and its report, queued items are dropped (lease expiry makes the
- * coordinator deliver them again, docs/phase2-protocol.md "Leases").
+ * the handler they are running, queued items are dropped (lease expiry makes the coordinator
+ * deliver them again, docs/phase2-protocol.md "Leases"). The reporters then SEND every queued
+ * report, each until its own deadline (report_timeout_ms after its handler returned), so close
+ * returns within about report_timeout_ms plus one call even when no node answers.
  */
 #include "rm_int.h"
 
@@ -24,6 +31,7 @@
 #include "sinter/proto.h"
 
 #define DEFAULT_WORKERS        4u
+#define DEFAULT_REPORTERS      16u
 #define DEFAULT_QUEUE          256u
 #define DEFAULT_POLL_WAIT      10000u
 #define DEFAULT_POLL_ITEMS     16u
@@ -47,6 +55,18 @@ struct rm_item {
     uint32_t data_len;
     char *resource; /* points into the same allocation */
     uint8_t *data;  /* idem */
+};
+
+/* One finished item's outcome, waiting for (or being sent by) a reporter. */
+struct rm_report {
+    struct rm_report *next;
+    size_t node; /* the node that delivered the item: it holds the lease */
+    uint16_t phase;
+    struct sinter_xid xid;
+    uint64_t branch_id;
+    uint32_t status;
+    uint32_t attempt;
+    uint64_t deadline_ms; /* sinter_client_now_ms() after which the report is dropped */
 };
 
 struct poller_arg {
@@ -111,6 +131,7 @@ int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts)
     rm->o = *opts;
     struct sinter_rm_opts *o = &rm->o;
     o->workers = o->workers ? o->workers : DEFAULT_WORKERS;
+    o->reporters = o->reporters ? o->reporters : DEFAULT_REPORTERS;
     o->queue_capacity = o->queue_capacity ? o->queue_capacity : DEFAULT_QUEUE;
     o->poll_wait_ms = o->poll_wait_ms ? o->poll_wait_ms : DEFAULT_POLL_WAIT;
     o->poll_max_items = o->poll_max_items ? o->poll_max_items : DEFAULT_POLL_ITEMS;
@@ -128,6 +149,7 @@ int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts)
     cond_init_mono(&rm->work_cv);
     cond_init_mono(&rm->space_cv);
     cond_init_mono(&rm->stop_cv);
+    cond_init_mono(&rm->report_cv);
     pthread_rwlock_init(&rm->hlock, NULL);
     atomic_init(&rm->stopping, false);
     rm->app_id = strdup(opts->application_id != NULL ? opts->application_id : "unknown");
@@ -337,21 +359,27 @@ uint32_t sinter_rm_phase2_status(bool commit, int rc, uint32_t status)
 
 /* ---- workers --------------------------------------------------------------------------------- */
 
-static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t status)
+/* Sends one report until it is accepted, refused for good, or its deadline passes. Runs on a
+ * reporter thread. The seq is drawn once: resends after a timeout are the same request, so the
+ * coordinator's session dedups them (docs/phase2-protocol.md "Reports"). */
+static void send_report(struct sinter_rm *rm, const struct rm_report *rp)
 {
     struct sinter_proto_msg m;
     memset(&m, 0, sizeof m);
     m.code = SINTER_MSG_PHASE2_REPORT;
     m.rq.client_id = sinter_client_id(rm->cl);
     m.rq.seq = sinter_client_next_seq(rm->cl); /* one seq for the report and its resends */
-    m.u.phase2_report.phase = it->code;
-    m.u.phase2_report.outcome.xid = it->xid;
-    m.u.phase2_report.outcome.branch_id = it->branch_id;
-    m.u.phase2_report.outcome.branch_status = status;
-    m.u.phase2_report.attempt = it->attempt;
-    uint64_t end = sinter_client_now_ms() + rm->o.report_timeout_ms;
+    m.u.phase2_report.phase = rp->phase;
+    m.u.phase2_report.outcome.xid = rp->xid;
+    m.u.phase2_report.outcome.branch_id = rp->branch_id;
+    m.u.phase2_report.outcome.branch_status = rp->status;
+    m.u.phase2_report.attempt = rp->attempt;
+    uint64_t end = rp->deadline_ms;
     uint32_t pause = 50;
     bool ok = false;
+    pthread_mutex_lock(&rm->mu);
+    rm->st.report_msgs++;
+    pthread_mutex_unlock(&rm->mu);
     for (;;) {
         uint64_t now = sinter_client_now_ms();
         if (now >= end) {
@@ -360,7 +388,7 @@ static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t stat
         uint32_t t = (uint32_t)(end - now);
         struct sinter_transport_reply_msg *r = NULL;
         /* To the node that delivered the item: it holds the lease (docs/phase2-protocol.md). */
-        int rc = sinter_client_call_node(rm->cl, it->node, &m, t, &r);
+        int rc = sinter_client_call_node(rm->cl, rp->node, &m, t, &r);
         if (rc == SINTER_OK) {
             int res = sinter_transport_reply_get(r)->rs.result;
             sinter_transport_reply_free(r);
@@ -376,7 +404,13 @@ static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t stat
         } else if (rc == SINTER_EAUTH || rc == SINTER_EINVAL || rc == SINTER_ENOMEM) {
             break;
         }
-        struct timespec ts = {0, (long)pause * 1000000L};
+        now = sinter_client_now_ms();
+        if (now >= end) {
+            break;
+        }
+        uint32_t left = (uint32_t)(end - now);
+        uint32_t nap = pause < left ? pause : left;
+        struct timespec ts = {(time_t)(nap / 1000u), (long)(nap % 1000u) * 1000000L};
         nanosleep(&ts, NULL);
         pause = pause * 2 > 1000 ? 1000 : pause * 2;
     }
@@ -387,6 +421,180 @@ static void report(struct sinter_rm *rm, const struct rm_item *it, uint32_t stat
         rm->st.reports_failed++;
     }
     pthread_mutex_unlock(&rm->mu);
+}
+
+static void count_reports(struct sinter_rm *rm, uint32_t ok, uint32_t failed)
+{
+    pthread_mutex_lock(&rm->mu);
+    rm->st.reports_ok += ok;
+    rm->st.reports_failed += failed;
+    pthread_mutex_unlock(&rm->mu);
+}
+
+/* Sends reports v[0..n) (all for one node) as Phase2ReportBatch messages until each is accepted,
+ * refused for good, or past its deadline; frees them. The seq is kept while the same set is
+ * resent after a timeout or a transport error (the coordinator may have applied it: the state
+ * machine dedups a repeated outcome); a smaller set left after a partial answer is a new request
+ * with a new seq. A coordinator that does not know the batch (EUNKNOWNMSG: an older version in a
+ * rolling upgrade) gets single Phase2Reports from then on. */
+static void send_batch(struct sinter_rm *rm, struct rm_report **v, uint32_t n)
+{
+    size_t node = v[0]->node;
+    struct sinter_proto_msg *m = NULL;
+    if (n > 1 && !atomic_load(&rm->no_batch[node])) {
+        m = calloc(1, sizeof *m);
+    }
+    uint32_t ok = 0, failed = 0, pause = 50;
+    bool rebuild = true;
+    while (m != NULL && n > 0) {
+        uint64_t now = sinter_client_now_ms();
+        uint64_t end = UINT64_MAX;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (v[i]->deadline_ms <= now) {
+                failed++; /* its lease has expired: the coordinator redelivers the item */
+                free(v[i]);
+                rebuild = true;
+                continue;
+            }
+            end = v[i]->deadline_ms < end ? v[i]->deadline_ms : end;
+            v[k++] = v[i];
+        }
+        n = k;
+        if (n == 0) {
+            break;
+        }
+        if (rebuild) {
+            memset(m, 0, sizeof *m);
+            m->code = SINTER_MSG_PHASE2_REPORT_BATCH;
+            m->rq.client_id = sinter_client_id(rm->cl);
+            m->rq.seq = sinter_client_next_seq(rm->cl);
+            m->u.phase2_report_batch.n_reports = n;
+            for (uint32_t i = 0; i < n; i++) {
+                struct sinter_proto_phase2_report *p = &m->u.phase2_report_batch.reports[i];
+                p->phase = v[i]->phase;
+                p->outcome.xid = v[i]->xid;
+                p->outcome.branch_id = v[i]->branch_id;
+                p->outcome.branch_status = v[i]->status;
+                p->attempt = v[i]->attempt;
+            }
+            rebuild = false;
+            pthread_mutex_lock(&rm->mu);
+            rm->st.report_msgs++;
+            pthread_mutex_unlock(&rm->mu);
+        }
+        struct sinter_transport_reply_msg *r = NULL;
+        int rc = sinter_client_call_node(rm->cl, node, m, (uint32_t)(end - now), &r);
+        if (rc == SINTER_OK) {
+            const struct sinter_proto_msg *a = sinter_transport_reply_get(r);
+            int res = a->rs.result;
+            if (res == SINTER_OK && a->code == SINTER_MSG_PHASE2_REPORT_BATCH_RESULT &&
+                a->u.phase2_report_batch_result.n_results == n) {
+                k = 0;
+                for (uint32_t i = 0; i < n; i++) {
+                    int ri = a->u.phase2_report_batch_result.results[i];
+                    if (ri == SINTER_ETIMEOUT || ri == SINTER_EBUSY) {
+                        v[k++] = v[i]; /* not applied (yet): resend */
+                        continue;
+                    }
+                    /* OK; or ENOTLEADER (the new leader redelivers), ENOTFOUND, EINVAL:
+                     * nothing to record, as for a single report. */
+                    if (ri == SINTER_OK) {
+                        ok++;
+                    } else {
+                        failed++;
+                    }
+                    free(v[i]);
+                }
+                rebuild = k != n;
+                n = k;
+            } else if (res == SINTER_EUNKNOWNMSG) {
+                atomic_store(&rm->no_batch[node], true);
+                sinter_transport_reply_free(r);
+                break; /* the rest goes as single reports below */
+            } else if (res != SINTER_ETIMEOUT && res != SINTER_EBUSY) {
+                for (uint32_t i = 0; i < n; i++) { /* e.g. ENOTLEADER for the whole batch */
+                    failed++;
+                    free(v[i]);
+                }
+                n = 0;
+            }
+            sinter_transport_reply_free(r);
+        } else if (rc == SINTER_EAUTH || rc == SINTER_EINVAL || rc == SINTER_ENOMEM) {
+            for (uint32_t i = 0; i < n; i++) {
+                failed++;
+                free(v[i]);
+            }
+            n = 0;
+        }
+        if (n > 0) {
+            struct timespec ts = {0, (long)pause * 1000000L};
+            nanosleep(&ts, NULL); /* short against the deadline; checked at the loop's top */
+            pause = pause * 2 > 1000 ? 1000 : pause * 2;
+        }
+    }
+    free(m);
+    count_reports(rm, ok, failed);
+    for (uint32_t i = 0; i < n; i++) { /* single reports: n == 1, no memory, or EUNKNOWNMSG */
+        send_report(rm, v[i]);
+        free(v[i]);
+    }
+}
+
+/* Reporter thread: sends queued reports until close has joined the workers (reporters_done) and
+ * the queue is empty, so every report a worker queued is sent or dropped at its deadline. */
+static void *reporter_main(void *arg)
+{
+    struct sinter_rm *rm = arg;
+    pthread_mutex_lock(&rm->mu);
+    for (;;) {
+        while (rm->rhead == NULL && !rm->reporters_done) {
+            pthread_cond_wait(&rm->report_cv, &rm->mu);
+        }
+        if (rm->rhead == NULL) {
+            break; /* reporters_done and nothing left */
+        }
+        /* The head and every other queued report for its node, up to a batch. */
+        struct rm_report *v[SINTER_PROTO_MAX_REPORTS];
+        uint32_t n = 0;
+        size_t node = rm->rhead->node;
+        struct rm_report **pp = &rm->rhead, *last = NULL;
+        while (*pp != NULL && n < SINTER_PROTO_MAX_REPORTS) {
+            struct rm_report *rp = *pp;
+            if (rp->node == node) {
+                *pp = rp->next;
+                v[n++] = rp;
+            } else {
+                last = rp;
+                pp = &rp->next;
+            }
+        }
+        if (*pp == NULL) {
+            rm->rtail = last;
+        }
+        pthread_mutex_unlock(&rm->mu);
+        send_batch(rm, v, n);
+        pthread_mutex_lock(&rm->mu);
+        rm->reporting -= n;
+        pthread_cond_broadcast(&rm->space_cv);
+    }
+    pthread_mutex_unlock(&rm->mu);
+    return NULL;
+}
+
+/* Hands a finished item's outcome to the reporters. The item stays counted against
+ * queue_capacity (running -> reporting) until its report is sent or dropped. rm->mu held. */
+static void queue_report_locked(struct sinter_rm *rm, struct rm_report *rp)
+{
+    rp->next = NULL;
+    if (rm->rtail != NULL) {
+        rm->rtail->next = rp;
+    } else {
+        rm->rhead = rp;
+    }
+    rm->rtail = rp;
+    rm->reporting++;
+    pthread_cond_signal(&rm->report_cv);
 }
 
 static bool find_handler(struct sinter_rm *rm, const struct rm_item *it, struct rm_handler *out)
@@ -433,7 +641,21 @@ static void run_item(struct sinter_rm *rm, struct rm_item *it)
     if (find_handler(rm, it, &h)) {
         rc = h.fn(h.arg, &w, &status);
     }
-    report(rm, it, sinter_rm_phase2_status(w.commit, rc, status));
+    struct rm_report *rp = malloc(sizeof *rp);
+    if (rp == NULL) {
+        return; /* out of memory: no report, the lease expires and the item comes back */
+    }
+    memset(rp, 0, sizeof *rp);
+    rp->node = it->node;
+    rp->phase = it->code;
+    rp->xid = it->xid;
+    rp->branch_id = it->branch_id;
+    rp->status = sinter_rm_phase2_status(w.commit, rc, status);
+    rp->attempt = it->attempt;
+    rp->deadline_ms = sinter_client_now_ms() + rm->o.report_timeout_ms;
+    pthread_mutex_lock(&rm->mu);
+    queue_report_locked(rm, rp);
+    pthread_mutex_unlock(&rm->mu);
 }
 
 static void *worker_main(void *arg)
@@ -510,10 +732,11 @@ static void *poller_main(void *arg)
     while (!atomic_load(&rm->stopping)) {
         /* Back-pressure: ask only for what the queue can take. */
         pthread_mutex_lock(&rm->mu);
-        while (rm->queued + rm->running >= rm->o.queue_capacity && !atomic_load(&rm->stopping)) {
+        while (rm->queued + rm->running + rm->reporting >= rm->o.queue_capacity &&
+               !atomic_load(&rm->stopping)) {
             pthread_cond_wait(&rm->space_cv, &rm->mu);
         }
-        uint32_t room = rm->o.queue_capacity - (rm->queued + rm->running);
+        uint32_t room = rm->o.queue_capacity - (rm->queued + rm->running + rm->reporting);
         pthread_mutex_unlock(&rm->mu);
         if (atomic_load(&rm->stopping)) {
             break;
@@ -636,9 +859,17 @@ int sinter_rm_start(struct sinter_rm *rm)
     }
     rm->started = true;
     int rc = SINTER_OK;
+    rm->reporters = calloc(rm->o.reporters, sizeof *rm->reporters);
     rm->workers = calloc(rm->o.workers, sizeof *rm->workers);
-    if (rm->workers == NULL) {
+    if (rm->workers == NULL || rm->reporters == NULL) {
         rc = SINTER_ENOMEM;
+    }
+    for (uint32_t i = 0; rc == SINTER_OK && i < rm->o.reporters; i++) {
+        if (pthread_create(&rm->reporters[i], NULL, reporter_main, rm) != 0) {
+            rc = SINTER_EINTERNAL;
+            break;
+        }
+        rm->n_reporters = i + 1;
     }
     for (uint32_t i = 0; rc == SINTER_OK && i < rm->o.workers; i++) {
         if (pthread_create(&rm->workers[i], NULL, worker_main, rm) != 0) {
@@ -687,11 +918,27 @@ void sinter_rm_close(struct sinter_rm *rm)
     for (size_t i = 0; i < rm->n_pollers; i++) {
         pthread_join(rm->pollers[i], NULL);
     }
-    /* Workers finish the handler they run and its report, then see `stopping`. */
+    /* Workers finish the handler they run and queue its report, then see `stopping`. */
     for (uint32_t i = 0; i < rm->n_workers; i++) {
         pthread_join(rm->workers[i], NULL);
     }
     free(rm->workers);
+    /* No report can be queued any more: the reporters send what is left (each report bounded by
+     * its deadline) and exit. */
+    pthread_mutex_lock(&rm->mu);
+    rm->reporters_done = true;
+    pthread_cond_broadcast(&rm->report_cv);
+    pthread_mutex_unlock(&rm->mu);
+    for (uint32_t i = 0; i < rm->n_reporters; i++) {
+        pthread_join(rm->reporters[i], NULL);
+    }
+    free(rm->reporters);
+    while (rm->rhead != NULL) { /* only when no reporter could be started */
+        struct rm_report *rp = rm->rhead;
+        rm->rhead = rp->next;
+        rm->st.reports_failed++;
+        free(rp);
+    }
     while (rm->head != NULL) {
         struct rm_item *it = rm->head;
         rm->head = it->next;
@@ -713,6 +960,7 @@ void sinter_rm_close(struct sinter_rm *rm)
     pthread_cond_destroy(&rm->work_cv);
     pthread_cond_destroy(&rm->space_cv);
     pthread_cond_destroy(&rm->stop_cv);
+    pthread_cond_destroy(&rm->report_cv);
     pthread_mutex_destroy(&rm->mu);
     free(rm);
 }

@@ -23,6 +23,7 @@ struct rm_handler {
 };
 
 struct rm_item;      /* one queued work item (rm.c) */
+struct rm_report;    /* one finished item's outcome, to be reported (rm.c) */
 struct tcc_action;   /* rm/tcc.c */
 struct sinter_rm_xa; /* rm/rm_xa.c */
 
@@ -34,16 +35,23 @@ struct sinter_rm {
     uint32_t n_resources;
 
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;  /* queue not empty, or stopping */
-    pthread_cond_t space_cv; /* queue has room, or stopping */
-    pthread_cond_t stop_cv;  /* stopping (interruptible sleeps) */
+    pthread_cond_t work_cv;   /* queue not empty, or stopping */
+    pthread_cond_t space_cv;  /* queue has room, or stopping */
+    pthread_cond_t stop_cv;   /* stopping (interruptible sleeps) */
+    pthread_cond_t report_cv; /* report queued, or reporters_done */
     struct rm_item *head, *tail;
     uint32_t queued, running;
+    struct rm_report *rhead, *rtail;
+    uint32_t reporting;  /* reports queued or being sent; count against queue_capacity */
+    bool reporters_done; /* close joined the workers: reporters drain the queue and exit */
     bool started;
     atomic_bool stopping;
 
     pthread_t *workers;
     uint32_t n_workers;
+    pthread_t *reporters;
+    uint32_t n_reporters;
+    atomic_bool no_batch[SINTER_CLIENT_MAX_NODES]; /* node refused Phase2ReportBatch */
     pthread_t pollers[SINTER_CLIENT_MAX_NODES];
     size_t n_pollers;
     pthread_t maint;

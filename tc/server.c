@@ -398,6 +398,18 @@ static void host_log(void *arg, int level, uint32_t group, const char *msg)
  * Replies to proposals and reads (raft loop thread, or the stopping thread with ESHUTDOWN)
  */
 
+/* A Phase2Report's result from its BRANCH_RESULT's: ESTATE on a branch that already has a
+ * phase-2 end means a repeated delivery's report (a retry after a lease expiry or a leader
+ * change), which is done, as docs/phase2-protocol.md says. */
+static int phase2_report_rc(const struct sinter_tc_result *r)
+{
+    if (r->rc == SINTER_ESTATE && r->branch_status >= SINTER_BS_PHASE2_COMMITTED &&
+        !sinter_tc_branch_needs_phase2(r->branch_status)) {
+        return SINTER_OK;
+    }
+    return r->rc;
+}
+
 static void reply_result(struct call *c, const struct sinter_tc_result *r)
 {
     struct sinter_proto_msg m;
@@ -423,12 +435,7 @@ static void reply_result(struct call *c, const struct sinter_tc_result *r)
     case SINTER_MSG_BRANCH_REPORT:
         break;
     case SINTER_MSG_PHASE2_REPORT:
-        if (r->rc == SINTER_ESTATE && r->branch_status >= SINTER_BS_PHASE2_COMMITTED &&
-            !sinter_tc_branch_needs_phase2(r->branch_status)) {
-            /* The branch already has a phase-2 end: a repeated delivery's report (a retry after
-             * a lease expiry or a leader change) is done, as docs/phase2-protocol.md says. */
-            m.rs.result = SINTER_OK;
-        }
+        m.rs.result = phase2_report_rc(r);
         break;
     case SINTER_MSG_GLOBAL_COMMIT:
     case SINTER_MSG_GLOBAL_ROLLBACK:
@@ -847,6 +854,146 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
     propose(s, req, m->code, group, &cmd);
 }
 
+/* The outcome is one of the reported phase's results (a commit is not answered Rollbacked). */
+static bool phase2_side_ok(const struct sinter_proto_phase2_report *p)
+{
+    uint32_t bs = p->outcome.branch_status;
+    return (p->phase == SINTER_MSG_BRANCH_COMMIT && bs >= SINTER_BS_PHASE2_COMMITTED &&
+            bs <= SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE) ||
+           (p->phase == SINTER_MSG_BRANCH_ROLLBACK && bs >= SINTER_BS_PHASE2_ROLLBACKED &&
+            bs <= SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE);
+}
+
+static void branch_result_cmd(const struct sinter_proto_phase2_report *p, struct sinter_tc_cmd *cmd)
+{
+    memset(cmd, 0, sizeof *cmd);
+    cmd->version = SINTER_TC_CMD_VERSION;
+    cmd->type = SINTER_TC_CMD_BRANCH_RESULT;
+    cmd->now_ms = sinter_tc_wall_ms();
+    cmd->u.result.xid = p->outcome.xid;
+    cmd->u.result.branch_id = p->outcome.branch_id;
+    cmd->u.result.outcome = (uint8_t)p->outcome.branch_status;
+    cmd->u.result.first_attempt_ms = 0; /* PHASE2_START recorded it at the first delivery */
+}
+
+/* Phase2ReportBatch (docs/phase2-protocol.md "Reports"): each outcome becomes its own
+ * BRANCH_RESULT, proposed at once, so raft carries them in the same append batches (one fsync
+ * for many); the reply goes out when the last one is resolved, with each outcome's result as a
+ * single Phase2Report would have had it. `pending` starts at n + 1: the submitting thread holds
+ * one count until every proposal is made, so the loop thread cannot reply (and free) early. */
+struct p2batch;
+struct p2part {
+    struct p2batch *b;
+    uint32_t i;
+    uint32_t group;
+};
+struct p2batch {
+    struct sinter_tc_server *s;
+    struct sinter_transport_request *req;
+    atomic_uint pending;
+    uint32_t n;
+    _Atomic int32_t results[SINTER_PROTO_MAX_REPORTS];
+    struct p2part parts[SINTER_PROTO_MAX_REPORTS];
+};
+
+static void p2batch_put(struct p2batch *b)
+{
+    if (atomic_fetch_sub(&b->pending, 1u) != 1u) {
+        return;
+    }
+    struct sinter_proto_msg *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        reply_error(b->req, SINTER_ENOMEM, NULL); /* outcomes are durable: a resend is OK */
+    } else {
+        m->code = SINTER_MSG_PHASE2_REPORT_BATCH_RESULT;
+        m->rs.result = SINTER_OK;
+        m->u.phase2_report_batch_result.n_results = b->n;
+        for (uint32_t i = 0; i < b->n; i++) {
+            m->u.phase2_report_batch_result.results[i] = atomic_load(&b->results[i]);
+        }
+        sinter_transport_reply(b->req, m);
+        free(m);
+    }
+    free(b);
+}
+
+static void on_batch_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader,
+                              const char *leader_url)
+{
+    (void)leader;
+    (void)leader_url;
+    struct p2part *p = arg;
+    struct p2batch *b = p->b;
+    int res = rc;
+    if (rc == SINTER_OK) {
+        struct tc_group *g = &b->s->groups[p->group];
+        const struct sinter_tc_result *r = sinter_tc_last_result(g, index);
+        if (r == NULL) {
+            res = SINTER_ETIMEOUT; /* cannot happen (apply-then-resolve); a resend is safe */
+        } else {
+            if (r->rc == SINTER_OK) {
+                /* Durable: as for a single report (on_proposed); the request stays valid until
+                 * the batch's reply. */
+                sinter_tc_worker_reported(
+                    g, &sinter_transport_request_msg(b->req)->u.phase2_report_batch.reports[p->i]);
+            }
+            res = phase2_report_rc(r);
+        }
+    } else if (rc == SINTER_ESTALE) {
+        res = SINTER_ETIMEOUT; /* lost in a leader change: not applied, resend */
+    }
+    atomic_store(&b->results[p->i], res);
+    p2batch_put(b);
+}
+
+static void handle_phase2_report_batch(struct sinter_tc_server *s,
+                                       struct sinter_transport_request *req,
+                                       const struct sinter_proto_msg *m)
+{
+    const struct sinter_proto_phase2_report_batch *pb = &m->u.phase2_report_batch;
+    struct p2batch *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        reply_error(req, SINTER_ENOMEM, NULL);
+        return;
+    }
+    b->s = s;
+    b->req = req;
+    b->n = pb->n_reports;
+    atomic_init(&b->pending, pb->n_reports + 1u);
+    for (uint32_t i = 0; i < pb->n_reports; i++) {
+        const struct sinter_proto_phase2_report *p = &pb->reports[i];
+        const struct sinter_xid *x = &p->outcome.xid;
+        int rc = SINTER_OK;
+        if (!phase2_side_ok(p)) {
+            rc = SINTER_EINVAL;
+        } else if (!group_ok(s, x)) {
+            rc = SINTER_ENOTFOUND;
+        }
+        if (rc == SINTER_OK) {
+            atomic_fetch_add_explicit(&s->metrics.phase2_reports[p->outcome.branch_status], 1,
+                                      memory_order_relaxed);
+            struct sinter_tc_cmd cmd;
+            branch_result_cmd(p, &cmd);
+            uint8_t buf[256];
+            size_t len = 0;
+            size_t cap = sinter_tc_cmd_encoded_size(&cmd);
+            rc = cap <= sizeof buf ? sinter_tc_cmd_encode(&cmd, buf, sizeof buf, &len)
+                                   : SINTER_EINTERNAL;
+            if (rc == SINTER_OK) {
+                b->parts[i] = (struct p2part){b, i, x->group};
+                rc = sinter_raft_host_propose(s->host, x->group, buf, (uint32_t)len,
+                                              on_batch_proposed, &b->parts[i]);
+                if (rc == SINTER_OK) {
+                    continue; /* on_batch_proposed stores the result and drops the count */
+                }
+            }
+        }
+        atomic_store(&b->results[i], rc);
+        atomic_fetch_sub(&b->pending, 1u); /* never the last: this thread still holds one */
+    }
+    p2batch_put(b);
+}
+
 /* Phase2Report (docs/phase2-protocol.md): the RM's outcome of one delivery becomes a
  * BRANCH_RESULT; the reply goes out once it is applied (durable), from on_proposed. A worker-style
  * command (no client session): the state machine itself deduplicates a repeated outcome. */
@@ -855,11 +1002,7 @@ static void handle_phase2_report(struct sinter_tc_server *s, struct sinter_trans
 {
     const struct sinter_proto_phase2_report *p = &m->u.phase2_report;
     uint32_t bs = p->outcome.branch_status;
-    bool side_ok = (p->phase == SINTER_MSG_BRANCH_COMMIT && bs >= SINTER_BS_PHASE2_COMMITTED &&
-                    bs <= SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE) ||
-                   (p->phase == SINTER_MSG_BRANCH_ROLLBACK && bs >= SINTER_BS_PHASE2_ROLLBACKED &&
-                    bs <= SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE);
-    if (!side_ok) {
+    if (!phase2_side_ok(p)) {
         reply_error(req, SINTER_EINVAL, "Phase2Report: branch status not a result of that phase");
         return;
     }
@@ -872,14 +1015,7 @@ static void handle_phase2_report(struct sinter_tc_server *s, struct sinter_trans
         return;
     }
     struct sinter_tc_cmd cmd;
-    memset(&cmd, 0, sizeof cmd);
-    cmd.version = SINTER_TC_CMD_VERSION;
-    cmd.type = SINTER_TC_CMD_BRANCH_RESULT;
-    cmd.now_ms = sinter_tc_wall_ms();
-    cmd.u.result.xid = *x;
-    cmd.u.result.branch_id = p->outcome.branch_id;
-    cmd.u.result.outcome = (uint8_t)bs;
-    cmd.u.result.first_attempt_ms = 0; /* PHASE2_START recorded it at the first delivery */
+    branch_result_cmd(p, &cmd);
     propose(s, req, m->code, x->group, &cmd);
 }
 
@@ -951,12 +1087,15 @@ static void dispatch(struct sinter_tc_server *s, struct sinter_transport_request
         return;
     case SINTER_MSG_PHASE2_POLL:
     case SINTER_MSG_PHASE2_REPORT:
+    case SINTER_MSG_PHASE2_REPORT_BATCH:
         if ((roles & REG_RM) == 0) {
             reply_error(req, SINTER_EAUTH, "phase-2 messages need RegisterRM with this node");
             return;
         }
         if (m->code == SINTER_MSG_PHASE2_POLL) {
             sinter_tc_poll_submit(s, req, m);
+        } else if (m->code == SINTER_MSG_PHASE2_REPORT_BATCH) {
+            handle_phase2_report_batch(s, req, m);
         } else {
             handle_phase2_report(s, req, m);
         }

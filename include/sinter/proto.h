@@ -98,12 +98,15 @@ enum sinter_msg_code {
     SINTER_MSG_CLUSTER_META = 205, /* any node: members, leader and term per raft group */
     SINTER_MSG_CLUSTER_META_RESULT = 206,
     SINTER_MSG_HEARTBEAT_RESULT = 207,
+    SINTER_MSG_PHASE2_REPORT_BATCH = 208, /* RM reports several outcomes in one message */
+    SINTER_MSG_PHASE2_REPORT_BATCH_RESULT = 209,
 };
 
 /* Hard capacities of the fixed arrays inside the message structs. A sinter_proto_limits value
  * larger than its cap is clamped to the cap. */
 #define SINTER_PROTO_MAX_RESOURCES 64u  /* resource ids per RegisterRM / Phase2Poll */
 #define SINTER_PROTO_MAX_BATCH     128u /* work items per Phase2PollResult */
+#define SINTER_PROTO_MAX_REPORTS   64u  /* outcomes per Phase2ReportBatch (fixed, no limit) */
 #define SINTER_PROTO_MAX_MEMBERS   16u  /* cluster members (SINTER_RAFT_MAX_SERVERS) */
 #define SINTER_PROTO_MAX_GROUPS    256u /* raft groups per ClusterMetaResult */
 
@@ -287,6 +290,19 @@ struct sinter_proto_phase2_report {
      * start a second delivery. 0 = not tied to a delivery (the outcome is recorded only). */
     uint32_t attempt;
 };
+/* 208 Phase2ReportBatch: several Phase2Reports in one message (the RM's reporter sends the
+ * outcomes queued for one node together), each exactly as a 203 would carry it. 1..64 of them. */
+struct sinter_proto_phase2_report_batch {
+    uint32_t n_reports;
+    struct sinter_proto_phase2_report reports[SINTER_PROTO_MAX_REPORTS];
+};
+/* 209 Phase2ReportBatchResult: results[i] is what a 203's Phase2ReportResult.result would be
+ * for reports[i] (SINTER_OK, SINTER_ENOTLEADER, SINTER_ETIMEOUT, ...); n_results equals the
+ * request's n_reports when rs.result is SINTER_OK, 0 otherwise. */
+struct sinter_proto_phase2_report_batch_result {
+    uint32_t n_results;
+    int32_t results[SINTER_PROTO_MAX_REPORTS]; /* sinter error codes, >= 0 */
+};
 
 /* 206 ClusterMetaResult */
 struct sinter_proto_member {
@@ -332,6 +348,8 @@ struct sinter_proto_msg {
         struct sinter_proto_phase2_poll phase2_poll;
         struct sinter_proto_phase2_poll_result phase2_poll_result;
         struct sinter_proto_phase2_report phase2_report;
+        struct sinter_proto_phase2_report_batch phase2_report_batch;
+        struct sinter_proto_phase2_report_batch_result phase2_report_batch_result;
         struct sinter_proto_cluster_meta_result cluster_meta_result;
     } u;
 };

@@ -40,9 +40,9 @@
  *
  * Lifecycle: sinter_rm_open (no threads yet; phase-one calls work at once), register handlers
  * (sinter_rm_set_handler, sinter_tcc_register), sinter_rm_start (pollers, workers and the
- * maintenance thread), ..., sinter_rm_close (stops polling, waits for running handlers and
- * their reports; queued, not yet started items are dropped: their leases expire and the
- * coordinator redelivers them).
+ * maintenance thread), ..., sinter_rm_close (stops polling, waits for running handlers, then
+ * sends every queued report, each until report_timeout_ms after its handler returned; queued,
+ * not yet started items are dropped: their leases expire and the coordinator redelivers them).
  *
  * Thread-safe: every function may be called from any thread, except that sinter_rm_close must
  * not race other calls on the same handle, nor be called from a handler.
@@ -78,7 +78,8 @@ struct sinter_rm_opts {
     uint32_t queue_capacity;     /* work items queued or running at most; 0 = 256 */
     uint32_t poll_wait_ms;       /* Phase2Poll wait_ms (server clamps to 1..30000); 0 = 10000 */
     uint32_t poll_max_items;     /* items asked per poll; 0 = 16 */
-    uint32_t report_timeout_ms;  /* bound of one Phase2Report with its retries; 0 = 10000 */
+    uint32_t report_timeout_ms;  /* bound of one Phase2Report with its retries, counted from
+                                    the handler's return; 0 = 10000 */
     uint32_t meta_refresh_ms;    /* ClusterMeta refresh (new members get a poller); 0 = 10000 */
     /* TCC fence cleanup (sinter/tcc.h), run on the maintenance thread for every registered
      * action: ended fence rows older than fence_retention_ms are deleted in batches of
@@ -90,6 +91,10 @@ struct sinter_rm_opts {
     uint32_t fence_cleanup_interval_ms; /* 0 = 60000; UINT32_MAX = never */
     uint64_t fence_retention_ms;        /* 0 = 7 days */
     uint32_t fence_cleanup_batch;       /* 0 = 1000 */
+    /* Reporter threads sending the Phase2Reports of finished items, so a worker goes on to its
+     * next item at once instead of waiting for the outcome to commit; 0 = 16. They block on the
+     * network, not the CPU. */
+    uint32_t reporters;
 };
 
 /* Fills defaults (zero / NULL: see the fields). Ownership: writes *o only. */
@@ -188,6 +193,8 @@ struct sinter_rm_stats {
     uint64_t reports_ok;     /* reports the coordinator accepted */
     uint64_t reports_failed; /* reports dropped (not leader, unknown branch, no answer) */
     uint64_t dropped;        /* items dropped unstarted at close */
+    uint64_t report_msgs;    /* Phase2Report / Phase2ReportBatch requests (resends not counted):
+                                reports_ok / report_msgs is the mean batch size */
     uint32_t pollers;        /* poller threads running */
 };
 

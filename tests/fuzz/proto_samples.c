@@ -54,7 +54,7 @@ work(struct sinter_proto_branch_work *w, uint64_t i, const uint8_t *data, uint32
     w->attempt = (uint32_t)(1 + i % 5);
 }
 
-#define N_SAMPLES 40
+#define N_SAMPLES 43
 
 size_t proto_sample_count(void)
 {
@@ -278,6 +278,39 @@ void proto_sample(size_t i, struct sinter_proto_msg *m)
             m->u.cluster_meta_result.groups[k].leader_id = k % 3;
             m->u.cluster_meta_result.groups[k].term = 10 + k;
         }
+        break;
+    case 39:
+        req(m, SINTER_MSG_PHASE2_REPORT_BATCH, rid);
+        m->u.phase2_report_batch.n_reports = 3;
+        for (uint32_t k = 0; k < 3; k++) {
+            struct sinter_proto_phase2_report *r = &m->u.phase2_report_batch.reports[k];
+            r->phase = k == 1 ? SINTER_MSG_BRANCH_ROLLBACK : SINTER_MSG_BRANCH_COMMIT;
+            r->outcome.xid = (struct sinter_xid){k, 100 + k};
+            r->outcome.branch_id = 7 + k;
+            r->outcome.branch_status = k == 1   ? SINTER_BS_PHASE2_ROLLBACKED
+                                       : k == 2 ? SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE
+                                                : SINTER_BS_PHASE2_COMMITTED;
+            r->attempt = k; /* 0: not tied to a delivery */
+        }
+        break;
+    case 40:
+        req(m, SINTER_MSG_PHASE2_REPORT_BATCH, rid);
+        m->u.phase2_report_batch.n_reports = SINTER_PROTO_MAX_REPORTS; /* exactly the cap */
+        for (uint32_t k = 0; k < SINTER_PROTO_MAX_REPORTS; k++) {
+            struct sinter_proto_phase2_report *r = &m->u.phase2_report_batch.reports[k];
+            r->phase = SINTER_MSG_BRANCH_COMMIT;
+            r->outcome.xid = (struct sinter_xid){UINT32_MAX, UINT64_MAX - k};
+            r->outcome.branch_id = UINT64_MAX - k;
+            r->outcome.branch_status = SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE;
+            r->attempt = UINT32_MAX - k;
+        }
+        break;
+    case 41:
+        rep(m, SINTER_MSG_PHASE2_REPORT_BATCH_RESULT, rid, SINTER_OK, "");
+        m->u.phase2_report_batch_result.n_results = 3;
+        m->u.phase2_report_batch_result.results[0] = SINTER_OK;
+        m->u.phase2_report_batch_result.results[1] = SINTER_ENOTLEADER;
+        m->u.phase2_report_batch_result.results[2] = SINTER_ETIMEOUT;
         break;
     default:
         rep(m, SINTER_MSG_CLUSTER_META_RESULT, rid, SINTER_OK, "");

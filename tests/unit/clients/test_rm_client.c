@@ -7,6 +7,11 @@
  *     *_Unretryable, an explicit status is reported as set, an item without handler is
  *     retryable; the report goes out with the RM's client id;
  *   - close while a handler runs: close waits for it and for its report;
+ *   - reports do not block workers: with one worker and the coordinator answering every report
+ *     EBUSY, the worker runs the next item while the earlier reports are still retried; reports
+ *     in flight count against queue_capacity (no item beyond it is polled); once the reports
+ *     are accepted the next item comes; close with a report still refused returns after that
+ *     report's deadline and counts it failed;
  *   - TCC on the real SQLite fence: try registers the branch with its arguments, the confirm
  *     runs in ANOTHER RM instance from the arguments the coordinator delivered; a duplicate
  *     delivery runs the confirm hook once; a cancel before the try is an empty rollback and the
@@ -259,6 +264,115 @@ static void close_waits_for_running_handler(void **state)
     assert_int_equal(fake_tc_wait_reports(&f, 1, 0), 1);
     assert_int_equal(f.reports[0].branch_id, 50);
     assert_int_equal(f.reports[0].status, SINTER_BS_PHASE2_COMMITTED);
+    fake_tc_stop(&f);
+}
+
+static int count_handler(void *arg, const struct sinter_rm_work *w, uint32_t *status)
+{
+    (void)w;
+    (void)status;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return SINTER_OK;
+}
+
+static void set_report_result(struct fake_tc *f, int rc)
+{
+    pthread_mutex_lock(&f->mu);
+    f->report_result = rc;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static bool wait_calls(atomic_int *calls, int n)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (atomic_load(calls) < n && sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(5);
+    }
+    return atomic_load(calls) >= n;
+}
+
+static void reports_do_not_block_workers(void **state)
+{
+    (void)state;
+    struct fake_tc f;
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
+    set_report_result(&f, SINTER_EBUSY); /* retryable: the reporter keeps resending */
+    const char *addrs[1] = {f.url};
+    const char *res[] = {"acct"};
+    struct sinter_rm_opts o;
+    sinter_rm_opts_default(&o);
+    o.addresses = addrs;
+    o.n_addresses = 1;
+    o.secret = SECRET;
+    o.resources = res;
+    o.n_resources = 1;
+    o.workers = 1;
+    o.queue_capacity = 2;
+    o.poll_wait_ms = 500;
+    o.report_timeout_ms = 60000; /* outlives the test's waits: only an accept ends a report */
+    struct sinter_rm *rm = NULL;
+    assert_int_equal(sinter_rm_open(&rm, &o), SINTER_OK);
+    atomic_int calls;
+    atomic_init(&calls, 0);
+    assert_int_equal(sinter_rm_set_handler(rm, "acct", SINTER_BT_TCC, count_handler, &calls),
+                     SINTER_OK);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    for (uint64_t b = 1; b <= 3; b++) {
+        struct fake_item it = item(SINTER_MSG_BRANCH_COMMIT, 4, b, SINTER_BT_TCC, "acct", NULL);
+        fake_tc_push(&f, &it);
+    }
+    /* The single worker ran two items although no report has been accepted: it did not wait. */
+    assert_true(wait_calls(&calls, 2));
+    struct sinter_rm_stats st;
+    sinter_rm_stats(rm, &st);
+    assert_int_equal(st.reports_ok + st.reports_failed, 0);
+    /* Two reports in flight fill queue_capacity 2: the third item is not polled. */
+    sinter_test_sleep_ms(300);
+    assert_int_equal(atomic_load(&calls), 2);
+    /* The coordinator accepts now: the resends go through and make room for the third item. */
+    set_report_result(&f, SINTER_OK);
+    assert_true(wait_calls(&calls, 3));
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    do {
+        sinter_rm_stats(rm, &st);
+        if (st.reports_ok == 3) {
+            break;
+        }
+        sinter_test_sleep_ms(5);
+    } while (sinter_test_now_ms() < end);
+    assert_int_equal(st.reports_ok, 3);
+    assert_int_equal(st.reports_failed, 0);
+    sinter_rm_close(rm);
+    fake_tc_stop(&f);
+
+    /* Close with a report the coordinator keeps refusing: sent until its deadline, then
+     * dropped; close returns (no hang). A fresh fake: the old one may still hold the closed
+     * handle's last poll and would hand it the item. */
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
+    set_report_result(&f, SINTER_EBUSY);
+    addrs[0] = f.url;
+    o.queue_capacity = 0;
+    o.report_timeout_ms = 1500;
+    assert_int_equal(sinter_rm_open(&rm, &o), SINTER_OK);
+    atomic_init(&calls, 0);
+    assert_int_equal(sinter_rm_set_handler(rm, "acct", SINTER_BT_TCC, count_handler, &calls),
+                     SINTER_OK);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    int before = fake_tc_wait_reports(&f, 0, 0);
+    struct fake_item it = item(SINTER_MSG_BRANCH_COMMIT, 5, 9, SINTER_BT_TCC, "acct", NULL);
+    fake_tc_push(&f, &it);
+    assert_true(wait_calls(&calls, 1));
+    struct closer c = {rm, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, close_thread, &c), 0);
+    end = sinter_test_now_ms() + WAIT_MS;
+    while (atomic_load(&c.done) == 0 && sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(10);
+    }
+    assert_int_equal(atomic_load(&c.done), 1);
+    pthread_join(th, NULL);
+    /* The refused report was resent until its deadline (the fake logged each try). */
+    assert_true(fake_tc_wait_reports(&f, 0, 0) >= before + 2);
     fake_tc_stop(&f);
 }
 
@@ -557,6 +671,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(phase2_mapping),
         cmocka_unit_test(close_waits_for_running_handler),
+        cmocka_unit_test(reports_do_not_block_workers),
         cmocka_unit_test(tcc_on_sqlite),
         cmocka_unit_test(tcc_pool_and_retryable_results),
     };

@@ -161,7 +161,7 @@ static void samples_cover_every_code(void **state)
             assert_false(sinter_proto_code_is_request(r));
         }
     }
-    assert_int_equal(known, 31);
+    assert_int_equal(known, 33);
     free(m);
 }
 
@@ -475,6 +475,27 @@ static void out_of_domain_values_are_rejected(void **state)
     m.code = SINTER_MSG_PHASE2_REPORT;
     m.u.phase2_report.phase = SINTER_MSG_GLOBAL_COMMIT;
     m.u.phase2_report.outcome.xid = (struct sinter_xid){0, 1};
+    assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    /* Phase2ReportBatch: empty, over the cap, a bad phase inside, a negative result code. */
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_PHASE2_REPORT_BATCH;
+    assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    m.u.phase2_report_batch.n_reports = SINTER_PROTO_MAX_REPORTS + 1;
+    assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_ETOOBIG);
+    m.u.phase2_report_batch.n_reports = 2;
+    for (int k = 0; k < 2; k++) {
+        m.u.phase2_report_batch.reports[k].phase = SINTER_MSG_BRANCH_COMMIT;
+        m.u.phase2_report_batch.reports[k].outcome.xid = (struct sinter_xid){0, 1};
+        m.u.phase2_report_batch.reports[k].outcome.branch_id = 1;
+        m.u.phase2_report_batch.reports[k].outcome.branch_status = SINTER_BS_PHASE2_COMMITTED;
+    }
+    assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_OK);
+    m.u.phase2_report_batch.reports[1].phase = SINTER_MSG_GLOBAL_COMMIT;
+    assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    memset(&m, 0, sizeof m);
+    m.code = SINTER_MSG_PHASE2_REPORT_BATCH_RESULT;
+    m.u.phase2_report_batch_result.n_results = 1;
+    m.u.phase2_report_batch_result.results[0] = -1;
     assert_int_equal(sinter_proto_encode(&m, NULL, buf, sizeof buf, &len), SINTER_EBADVALUE);
     memset(&m, 0, sizeof m);
     m.code = SINTER_MSG_REGISTER_TM;

@@ -1,0 +1,246 @@
+/*
+ * Phase2ReportBatch (docs/phase2-protocol.md "Reports") against one real sinter-tc process, with
+ * a raw RM (tests/lib/tcproto.h) so every reply is seen as the coordinator sent it:
+ *   - a committed global's two branches are delivered; one batch answers them (one done, one
+ *     retryable) together with a wrong-side outcome and one of a group the node does not have:
+ *     the reply holds one result per outcome, in order (OK, OK, EINVAL, ENOTFOUND);
+ *   - the done branch is not delivered again; the retryable one is (attempt + 1), because its
+ *     report answered the delivery in flight; a batch of one then ends the global (Committed);
+ *   - the same batch resent (the branch ended) is answered OK per outcome (a repeated delivery's
+ *     report is done) and reschedules nothing;
+ *   - a TM session (no RegisterRM) is refused SINTER_EAUTH.
+ * Small timings from the config (lease 1 s, backoff 100..400 ms); every wait polls with a
+ * generous bound.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "tccluster.h"
+#include "tcproto.h"
+#include "testproc.h"
+
+#include "sinter/error.h"
+#include "sinter/types.h"
+
+#define GROUPS  2
+#define WAIT_MS 30000
+#define SECRET  "s3cret-for-tests"
+
+static const char *g_bin;
+static struct sinter_tcc C;
+static struct sinter_raw P; /* the TM */
+static struct sinter_raw R; /* the raw RM */
+static const char *const RESOURCES[] = {"res-a", "res-b"};
+
+struct got {
+    uint64_t branch;
+    uint16_t code;
+    uint32_t attempt;
+};
+
+/* Polls node 1 until `want` items arrived or wait_ms passed; returns how many. */
+static size_t poll_items(struct got *out, size_t want, uint32_t wait_ms)
+{
+    size_t n = 0;
+    uint64_t end = sinter_test_now_ms() + wait_ms;
+    while (n < want && sinter_test_now_ms() < end) {
+        struct sinter_proto_msg m;
+        sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_POLL, 0);
+        m.u.phase2_poll.n_resources = 2;
+        m.u.phase2_poll.resource_ids[0] = sinter_proto_str_c(RESOURCES[0]);
+        m.u.phase2_poll.resource_ids[1] = sinter_proto_str_c(RESOURCES[1]);
+        m.u.phase2_poll.max_items = 16;
+        m.u.phase2_poll.wait_ms = 300;
+        struct sinter_transport_reply_msg *r = NULL;
+        if (sinter_raw_call(&R, 1, &m, &r) != SINTER_OK) {
+            sinter_test_sleep_ms(50);
+            continue;
+        }
+        const struct sinter_proto_msg *a = sinter_transport_reply_get(r);
+        if (a->code == SINTER_MSG_PHASE2_POLL_RESULT && a->rs.result == SINTER_OK) {
+            for (uint32_t k = 0; k < a->u.phase2_poll_result.n_items && n < 16; k++) {
+                const struct sinter_proto_phase2_item *it = &a->u.phase2_poll_result.items[k];
+                out[n++] = (struct got){it->work.branch_id, it->code, it->work.attempt};
+            }
+        }
+        sinter_transport_reply_free(r);
+    }
+    return n;
+}
+
+static void set_report(struct sinter_proto_phase2_report *p, uint16_t phase, struct sinter_xid x,
+                       uint64_t branch, uint32_t status, uint32_t attempt)
+{
+    p->phase = phase;
+    p->outcome.xid = x;
+    p->outcome.branch_id = branch;
+    p->outcome.branch_status = status;
+    p->attempt = attempt;
+}
+
+/* Sends batch m to node 1; checks the reply's type and result count; copies the results. */
+static void send_batch(struct sinter_raw *p, const struct sinter_proto_msg *m, int32_t *res)
+{
+    struct sinter_transport_reply_msg *r = NULL;
+    int rc = sinter_raw_call(p, 1, m, &r);
+    if (rc != SINTER_OK) {
+        fail_msg("Phase2ReportBatch: %s", sinter_errname(rc));
+    }
+    const struct sinter_proto_msg *a = sinter_transport_reply_get(r);
+    if (a->code != SINTER_MSG_PHASE2_REPORT_BATCH_RESULT) {
+        fail_msg("reply %s result %s: %.*s", sinter_proto_code_name(a->code),
+                 sinter_errname(a->rs.result), (int)a->rs.message.len, a->rs.message.ptr);
+    }
+    assert_int_equal(a->rs.result, SINTER_OK);
+    assert_int_equal(a->u.phase2_report_batch_result.n_results, m->u.phase2_report_batch.n_reports);
+    memcpy(res, a->u.phase2_report_batch_result.results,
+           m->u.phase2_report_batch.n_reports * sizeof *res);
+    sinter_transport_reply_free(r);
+}
+
+static uint32_t wait_status(struct sinter_xid x, uint32_t want)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    uint32_t st = 0;
+    while (sinter_test_now_ms() < end) {
+        assert_int_equal(sinter_raw_status(&P, x, 0, &st), SINTER_OK);
+        if (st == want) {
+            break;
+        }
+        sinter_test_sleep_ms(50);
+    }
+    return st;
+}
+
+static void report_batch(void **state)
+{
+    (void)state;
+    assert_int_equal(sinter_tcc_start(&C, 1), 0);
+    assert_int_equal(sinter_raw_open(&P, &C, SECRET, "report-batch-test", NULL), SINTER_OK);
+    P.call_ms = 25000;
+    assert_int_equal(sinter_raw_open(&R, &C, SECRET, "report-batch-test", NULL), SINTER_OK);
+    R.reg_code = SINTER_MSG_REGISTER_RM;
+    R.resources = RESOURCES;
+    R.n_resources = 2;
+    R.call_ms = 10000;
+    assert_true(sinter_raw_leader_of(&P, 0) == 1 && sinter_raw_leader_of(&P, 1) == 1);
+    assert_int_equal(sinter_raw_register(&P, 1, WAIT_MS), SINTER_OK);
+    assert_int_equal(sinter_raw_register(&R, 1, WAIT_MS), SINTER_OK);
+
+    /* A TM session may not report. */
+    struct sinter_proto_msg m;
+    sinter_raw_req(&P, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
+    m.u.phase2_report_batch.n_reports = 1;
+    set_report(&m.u.phase2_report_batch.reports[0], SINTER_MSG_BRANCH_COMMIT,
+               (struct sinter_xid){0, 1}, 1, SINTER_BS_PHASE2_COMMITTED, 1);
+    assert_int_equal(sinter_raw_result(&P, 1, &m), SINTER_EAUTH);
+
+    /* A committed global with two branches. */
+    struct sinter_xid x = {0, 0};
+    assert_int_equal(sinter_raw_begin(&P, 0, 600000, &x, NULL), SINTER_OK);
+    uint64_t ba = 0, bb = 0;
+    assert_int_equal(sinter_raw_branch_register(&P, x, RESOURCES[0], 0, &ba), SINTER_OK);
+    assert_int_equal(sinter_raw_branch_register(&P, x, RESOURCES[1], 0, &bb), SINTER_OK);
+    assert_int_equal(sinter_raw_branch_report(&P, x, ba, RESOURCES[0], SINTER_BS_PHASE1_DONE, 0),
+                     SINTER_OK);
+    assert_int_equal(sinter_raw_branch_report(&P, x, bb, RESOURCES[1], SINTER_BS_PHASE1_DONE, 0),
+                     SINTER_OK);
+    uint32_t st = 0;
+    assert_int_equal(sinter_raw_end(&P, x, true, 0, 0, 0, &st), SINTER_OK);
+    assert_true(st == SINTER_GS_COMMITTING || st == SINTER_GS_COMMITTED);
+
+    struct got g[16];
+    assert_int_equal(poll_items(g, 2, WAIT_MS), 2);
+    uint32_t att_a = 0, att_b = 0;
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(g[k].code, SINTER_MSG_BRANCH_COMMIT);
+        if (g[k].branch == ba) {
+            att_a = g[k].attempt;
+        } else {
+            assert_int_equal(g[k].branch, bb);
+            att_b = g[k].attempt;
+        }
+    }
+    assert_true(att_a >= 1 && att_b >= 1);
+
+    /* One batch: a done, b retryable, a wrong-side outcome, a group the node does not have. */
+    sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
+    m.u.phase2_report_batch.n_reports = 4;
+    struct sinter_proto_phase2_report *rp = m.u.phase2_report_batch.reports;
+    set_report(&rp[0], SINTER_MSG_BRANCH_COMMIT, x, ba, SINTER_BS_PHASE2_COMMITTED, att_a);
+    set_report(&rp[1], SINTER_MSG_BRANCH_COMMIT, x, bb, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE,
+               att_b);
+    set_report(&rp[2], SINTER_MSG_BRANCH_ROLLBACK, x, ba, SINTER_BS_PHASE2_COMMITTED, att_a);
+    set_report(&rp[3], SINTER_MSG_BRANCH_COMMIT, (struct sinter_xid){GROUPS + 5, x.index}, ba,
+               SINTER_BS_PHASE2_COMMITTED, 1);
+    int32_t res[SINTER_PROTO_MAX_REPORTS];
+    send_batch(&R, &m, res);
+    assert_int_equal(res[0], SINTER_OK);
+    assert_int_equal(res[1], SINTER_OK);
+    assert_int_equal(res[2], SINTER_EINVAL);
+    assert_int_equal(res[3], SINTER_ENOTFOUND);
+
+    /* The retryable branch comes back with the next attempt; the done one does not. */
+    size_t n = poll_items(g, 1, WAIT_MS);
+    assert_int_equal(n, 1);
+    assert_int_equal(g[0].branch, bb);
+    assert_int_equal(g[0].attempt, att_b + 1);
+
+    /* A batch of one ends it. */
+    struct sinter_proto_msg m2;
+    sinter_raw_req(&R, &m2, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
+    m2.u.phase2_report_batch.n_reports = 1;
+    set_report(&m2.u.phase2_report_batch.reports[0], SINTER_MSG_BRANCH_COMMIT, x, bb,
+               SINTER_BS_PHASE2_COMMITTED, att_b + 1);
+    send_batch(&R, &m2, res);
+    assert_int_equal(res[0], SINTER_OK);
+    assert_int_equal(wait_status(x, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
+
+    /* The first batch again (a late resend): both branches ended, so OK per outcome, and
+     * nothing is delivered any more (past a lease plus the largest backoff). */
+    m.rq.seq = ++R.seq; /* the same outcomes (reports[0..1]) as a new request */
+    m.u.phase2_report_batch.n_reports = 2;
+    send_batch(&R, &m, res);
+    assert_int_equal(res[0], SINTER_OK);
+    assert_int_equal(res[1], SINTER_OK);
+    assert_int_equal(poll_items(g, 1, 2500), 0);
+    assert_int_equal(wait_status(x, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
+
+    sinter_tcc_stop(&C, 1);
+    sinter_raw_close(&P);
+    sinter_raw_close(&R);
+    assert_int_equal(C.bad_exits, 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return sinter_tcc_init(&C, g_bin, "tc-rbatch", 1, GROUPS, SECRET,
+                           "[tc]\ndefault_timeout_ms = 600000\nretry_initial_ms = 100\n"
+                           "retry_max_ms = 400\nphase2_lease_ms = 1000\n"
+                           "max_commit_retry_ms = 600000\nmax_rollback_retry_ms = 600000\n"
+                           "max_clock_skew_ms = 200\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s path/to/sinter-tc\n", argv[0]);
+        return 2;
+    }
+    g_bin = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(report_batch),
+    };
+    return sinter_tcc_finish(&C, cmocka_run_group_tests(tests, setup, NULL));
+}
