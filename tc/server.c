@@ -873,7 +873,9 @@ static void branch_result_cmd(const struct sinter_proto_phase2_report *p, struct
     cmd->u.result.xid = p->outcome.xid;
     cmd->u.result.branch_id = p->outcome.branch_id;
     cmd->u.result.outcome = (uint8_t)p->outcome.branch_status;
-    cmd->u.result.first_attempt_ms = 0; /* PHASE2_START recorded it at the first delivery */
+    /* 0 = the entry's time: when no PHASE2_START recorded a deadline base (phase 2 went well,
+     * docs/phase2-protocol.md), the first result sets it, within one lease of the first attempt. */
+    cmd->u.result.first_attempt_ms = 0;
 }
 
 /* Phase2ReportBatch (docs/phase2-protocol.md "Reports"): each outcome becomes its own
