@@ -405,6 +405,28 @@ static bool is_https_url(const char *u)
     return u != NULL && strncmp(u, "https://", 8) == 0;
 }
 
+static const struct sinter_tc_peer *peer_of(const struct sinter_tc_config *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_peers; i++) {
+        if (c->peers[i].id == id) {
+            return &c->peers[i];
+        }
+    }
+    return NULL;
+}
+
+const char *sinter_tc_config_client_url(const struct sinter_tc_config *c, uint64_t id)
+{
+    const struct sinter_tc_peer *p = peer_of(c, id);
+    return id == c->node_id ? c->client_listen : p != NULL ? p->client_url : NULL;
+}
+
+const char *sinter_tc_config_http_url(const struct sinter_tc_config *c, uint64_t id)
+{
+    const struct sinter_tc_peer *p = peer_of(c, id);
+    return id == c->node_id ? c->http_listen : p != NULL ? p->http_url : NULL;
+}
+
 bool sinter_tc_config_client_tls(const struct sinter_tc_config *c)
 {
     return is_tls_url(c->client_listen);

@@ -122,6 +122,12 @@ bool sinter_tc_config_client_tls(const struct sinter_tc_config *c);
 bool sinter_tc_config_raft_tls(const struct sinter_tc_config *c);
 bool sinter_tc_config_http_tls(const struct sinter_tc_config *c);
 
+/* The client / HTTP URL of node id (this node's own listener, or the peer's configured URL);
+ * NULL when the id is unknown (0 included: ids are non-zero) or that URL is not configured.
+ * Ownership: points into c. */
+const char *sinter_tc_config_client_url(const struct sinter_tc_config *c, uint64_t id);
+const char *sinter_tc_config_http_url(const struct sinter_tc_config *c, uint64_t id);
+
 /* Fills defaults (no id, URLs, data dir or secret). Ownership: writes *c only. */
 void sinter_tc_config_init(struct sinter_tc_config *c);
 

@@ -261,34 +261,6 @@ static json_t *branch_json(const struct sinter_tc_branch *b)
     return o;
 }
 
-/* ---- addresses ------------------------------------------------------------------------------ */
-
-static const char *http_url_of(const struct sinter_tc_server *s, uint64_t id)
-{
-    if (id == s->cfg->node_id) {
-        return s->cfg->http_listen;
-    }
-    for (size_t i = 0; i < s->cfg->n_peers; i++) {
-        if (s->cfg->peers[i].id == id) {
-            return s->cfg->peers[i].http_url;
-        }
-    }
-    return NULL;
-}
-
-static const char *client_url_of(const struct sinter_tc_server *s, uint64_t id)
-{
-    if (id == s->cfg->node_id) {
-        return s->cfg->client_listen;
-    }
-    for (size_t i = 0; i < s->cfg->n_peers; i++) {
-        if (s->cfg->peers[i].id == id) {
-            return s->cfg->peers[i].client_url;
-        }
-    }
-    return NULL;
-}
-
 static json_t *jstr_or_null(const char *v)
 {
     return v != NULL ? json_string(v) : json_null();
@@ -368,7 +340,7 @@ static void h_health(nng_aio *aio)
         json_object_set_new(e, "role", json_string(sinter_raft_role_name(st.role)));
         json_object_set_new(e, "leader", ju64(st.leader));
         json_object_set_new(e, "leader_http",
-                            jstr_or_null(st.leader ? http_url_of(s, st.leader) : NULL));
+                            jstr_or_null(sinter_tc_config_http_url(s->cfg, st.leader)));
         json_object_set_new(e, "term", ju64(st.term));
         json_object_set_new(e, "commit", ju64(st.commit));
         json_object_set_new(e, "applied", ju64(st.applied));
@@ -656,9 +628,10 @@ static void on_admin(void *arg, int rc, uint64_t index, sinter_raft_id leader, c
         json_t *x = json_object();
         json_object_set_new(x, "group", json_integer(j->group));
         json_object_set_new(x, "leader", ju64(leader));
-        json_object_set_new(x, "leader_http", jstr_or_null(leader ? http_url_of(s, leader) : NULL));
+        json_object_set_new(x, "leader_http",
+                            jstr_or_null(sinter_tc_config_http_url(s->cfg, leader)));
         json_object_set_new(x, "leader_client",
-                            jstr_or_null(leader ? client_url_of(s, leader) : NULL));
+                            jstr_or_null(sinter_tc_config_client_url(s->cfg, leader)));
         /* 421 when the leader is known (repeat there), 503 during an election. */
         finish_error(j->aio, leader != 0 ? 421 : 503, rc,
                      leader != 0 ? "not the leader of this group: send it to the leader"

@@ -77,19 +77,6 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static const char *client_url_of(const struct sinter_tc_server *s, sinter_raft_id id)
-{
-    if (id == s->cfg->node_id) {
-        return s->cfg->client_listen;
-    }
-    for (size_t i = 0; i < s->cfg->n_peers; i++) {
-        if (s->cfg->peers[i].id == id) {
-            return s->cfg->peers[i].client_url;
-        }
-    }
-    return NULL;
-}
-
 static struct sinter_tc_bytes tcb(struct sinter_proto_str x)
 {
     return (struct sinter_tc_bytes){(const uint8_t *)x.ptr, x.len};
@@ -117,7 +104,7 @@ static void reply_not_leader(struct sinter_tc_server *s, struct sinter_transport
         leader = g->leader;
     }
     pthread_mutex_unlock(&g->role_mu);
-    const char *url = leader != 0 ? client_url_of(s, leader) : NULL;
+    const char *url = sinter_tc_config_client_url(s->cfg, leader);
     char text[96];
     snprintf(text, sizeof text, "not the leader of group %u", group);
     struct sinter_proto_msg r;
@@ -681,7 +668,7 @@ static void handle_cluster_meta(struct sinter_tc_server *s, struct sinter_transp
         }
         struct sinter_proto_member *mb = &r->u.cluster_meta_result.members[nm++];
         mb->id = id;
-        mb->addr = sinter_proto_str_c(client_url_of(s, id));
+        mb->addr = sinter_proto_str_c(sinter_tc_config_client_url(s->cfg, id));
         mb->voter = voter;
     }
     r->u.cluster_meta_result.n_members = nm;
