@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "../../unit/rm_fence/fence_scenarios.h"
+#include "pgtest.h"
 #include "sinter/error.h"
 
 #define TEST_DB "sinter_fence_test"
@@ -513,38 +514,11 @@ static void t_pg_race_empty_cancel_vs_cancel(void **state)
 
 static void prepare_database(const char *file)
 {
-    FILE *f = fopen(file, "r");
-    if (f == NULL) {
-        fprintf(stderr, "cannot read %s: is the pg fixture (pg_server_start) running?\n", file);
+    char base[800];
+    if (sinter_test_pg_conninfo(file, base, sizeof base) != 0 ||
+        sinter_test_pg_fresh_db(base, TEST_DB, conninfo, sizeof conninfo) != 0) {
         exit(1);
     }
-    char base[800] = "";
-    if (fgets(base, sizeof base, f) == NULL)
-        base[0] = '\0';
-    fclose(f);
-    base[strcspn(base, "\n")] = '\0';
-
-    char quiet[1024];
-    snprintf(quiet, sizeof quiet, "%s options='-c client_min_messages=warning'", base);
-    PGconn *admin = PQconnectdb(quiet);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "connect %s: %s", base, PQerrorMessage(admin));
-        exit(1);
-    }
-    const char *sql[] = {"DROP DATABASE IF EXISTS " TEST_DB " WITH (FORCE)",
-                         "CREATE DATABASE " TEST_DB};
-    for (size_t i = 0; i < 2; i++) {
-        PGresult *r = PQexec(admin, sql[i]);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "%s: %s", sql[i], PQresultErrorMessage(r));
-            exit(1);
-        }
-        PQclear(r);
-    }
-    PQfinish(admin);
-    /* libpq takes the last value of a repeated keyword. Quiet "does not exist, skipping". */
-    snprintf(conninfo, sizeof conninfo, "%s dbname=%s options='-c client_min_messages=warning'",
-             base, TEST_DB);
 }
 
 int main(int argc, char **argv)

@@ -46,6 +46,7 @@
 #include "tccluster.h"
 #include "testproc.h"
 
+#include "pgtest.h"
 #include "sinter/client.h"
 #include "sinter/rm.h"
 #include "sinter/rm_xa.h"
@@ -243,31 +244,18 @@ static int setup(void **state)
         sinter_tcc_start_all(&g_c) != 0 || sinter_tcc_wait_leaders(&g_c, 1, WAIT_MS) != 0) {
         return -1;
     }
-    PGconn *adm = db("postgres");
-    /* Leftovers of an earlier failed run: its prepared transactions block the DROP below. */
-    PGresult *left = PQexec(adm, "SELECT gid, database FROM pg_prepared_xacts "
-                                 "WHERE starts_with(gid, 'sntr:e2e')");
-    for (int i = 0; PQresultStatus(left) == PGRES_TUPLES_OK && i < PQntuples(left); i++) {
-        char sql[300];
-        snprintf(sql, sizeof sql, "ROLLBACK PREPARED '%s'", PQgetvalue(left, i, 0));
-        PGconn *d = db(PQgetvalue(left, i, 1));
-        sql_ok(d, sql);
-        PQfinish(d);
-    }
-    PQclear(left);
+    /* Fresh databases (prepared transactions an interrupted run left in them rolled back). */
     static const char *const dbs[] = {"xa_e2e_a", "xa_e2e_b"};
     for (int i = 0; i < 2; i++) {
-        char sql[200];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbs[i]);
-        sql_ok(adm, sql);
-        snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbs[i]);
-        sql_ok(adm, sql);
+        char ci[700];
+        if (sinter_test_pg_fresh_db(g_base, dbs[i], ci, sizeof ci) != 0) {
+            return -1;
+        }
         PGconn *d = db(dbs[i]);
         sql_ok(d, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)");
         sql_ok(d, "INSERT INTO accounts VALUES (1, 1000)");
         PQfinish(d);
     }
-    PQfinish(adm);
     static const char *const res[] = {"db_a", "db_b"};
     g_rm = rm_open(res, 2);
     /* lock_timeout far above the globals' timeouts: in the same-row case it is the
@@ -561,13 +549,9 @@ int main(int argc, char **argv)
     }
     g_tc_bin = argv[1];
     g_helper = argv[3];
-    FILE *f = fopen(argv[2], "r");
-    if (f == NULL || fgets(g_base, sizeof g_base, f) == NULL) {
-        fprintf(stderr, "cannot read %s\n", argv[2]);
+    if (sinter_test_pg_conninfo(argv[2], g_base, sizeof g_base) != 0) {
         return 2;
     }
-    fclose(f);
-    g_base[strcspn(g_base, "\r\n")] = '\0';
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commit),           cmocka_unit_test(test_rollback),

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "pgtest.h"
 #include "sinter/error.h"
 #include "sinter/xa.h"
 
@@ -1274,49 +1275,11 @@ static void t_unanswered_cancel_gives_up(void **state)
 
 static void prepare_database(const char *file)
 {
-    FILE *fp = fopen(file, "r");
-    if (fp == NULL) {
-        fprintf(stderr, "cannot read %s: is the pg fixture (pg_server_start) running?\n", file);
+    char base[800];
+    if (sinter_test_pg_conninfo(file, base, sizeof base) != 0 ||
+        sinter_test_pg_fresh_db(base, TEST_DB, conninfo, sizeof conninfo) != 0) {
         exit(1);
     }
-    char base[800] = "";
-    if (fgets(base, sizeof base, fp) == NULL)
-        base[0] = '\0';
-    fclose(fp);
-    base[strcspn(base, "\n")] = '\0';
-    char quiet[1024];
-    snprintf(quiet, sizeof quiet, "%s options='-c client_min_messages=warning'", base);
-    PGconn *admin = PQconnectdb(quiet);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "connect %s: %s", base, PQerrorMessage(admin));
-        exit(1);
-    }
-    /* A prepared transaction left in our database by an interrupted earlier run would block
-     * DROP DATABASE: roll those back first (only ours, by database name). */
-    PGresult *r = PQexec(admin, "SELECT gid FROM pg_prepared_xacts WHERE database = '" TEST_DB "'");
-    int stale = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
-    PQclear(r);
-    if (stale > 0) {
-        char db[1100];
-        snprintf(db, sizeof db, "%s dbname=%s", quiet, TEST_DB);
-        PGconn *c = PQconnectdb(db);
-        if (PQstatus(c) == CONNECTION_OK)
-            cleanup_prepared(c);
-        PQfinish(c);
-    }
-    const char *sql[] = {"DROP DATABASE IF EXISTS " TEST_DB " WITH (FORCE)",
-                         "CREATE DATABASE " TEST_DB};
-    for (size_t i = 0; i < 2; i++) {
-        r = PQexec(admin, sql[i]);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "%s: %s", sql[i], PQresultErrorMessage(r));
-            exit(1);
-        }
-        PQclear(r);
-    }
-    PQfinish(admin);
-    snprintf(conninfo, sizeof conninfo, "%s dbname=%s options='-c client_min_messages=warning'",
-             base, TEST_DB);
 }
 
 /* At the very end: nothing prepared anywhere in our database, and the database is dropped. */
