@@ -178,7 +178,8 @@ int bench_opts_parse(struct bench_opts *o, int argc, char **argv, int i)
     return 2;
 }
 
-uint16_t bench_free_port(void)
+/* One probe: a port the kernel just gave to a bound socket, released again. */
+static uint16_t probe_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) {
@@ -197,6 +198,26 @@ uint16_t bench_free_port(void)
     }
     close(fd);
     return port;
+}
+
+uint16_t bench_free_port(void)
+{
+    /* The kernel may hand the same port out twice in a row once released: a cluster whose two
+     * listeners got one port fails to start, so never return a port twice. */
+    static uint16_t given[256];
+    static size_t n;
+    for (int attempt = 0; attempt < 100 && n < sizeof given / sizeof given[0]; attempt++) {
+        uint16_t p = probe_port();
+        int dup = p == 0;
+        for (size_t i = 0; i < n && !dup; i++) {
+            dup = given[i] == p;
+        }
+        if (!dup) {
+            given[n++] = p;
+            return p;
+        }
+    }
+    return 0;
 }
 
 char *bench_mkdtemp(const char *prefix)

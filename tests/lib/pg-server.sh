@@ -163,10 +163,14 @@ cmd_start() {
     "full_page_writes = off" \
     "log_min_messages = warning" |
     as_pg tee -a "$cluster/data/postgresql.conf" >/dev/null
-  # Pick a port nobody listens on; if another process grabs it before the server binds, the
-  # start fails and we try the next candidate.
+  # Pick a port nobody listens on, below the kernel's ephemeral range (where outgoing connections
+  # take their local ports; tests/lib/testproc.c picks there too); if another process grabs it
+  # before the server binds, the start fails and we try the next candidate.
+  local eph_lo
+  eph_lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  ((eph_lo > 12000)) || eph_lo=32768
   for ((attempt = 0; attempt < 20; attempt++)); do
-    port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % (eph_lo - 10000)))
     port_busy "$port" && continue
     if as_pg "$BINDIR/pg_ctl" -D "$cluster/data" -l "$cluster/log" -w -t 60 -o "-p $port" \
       start >/dev/null 2>&1; then

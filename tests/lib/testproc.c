@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,22 +28,95 @@ void sinter_test_sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-int sinter_test_free_port(void)
+/* Ports this process handed out, each with the lock that keeps other test processes off it. */
+static struct {
+    int port;
+    int lock_fd;
+} given[512];
+static size_t n_given;
+
+/* The kernel picks outgoing connections' local ports from ip_local_port_range (32768-60999 by
+ * default): a node dialling its peers can take any port there, including one a test picked and has
+ * not yet handed to the server it starts. So tests pick below that range, where only listeners
+ * that ask for a port by number land. */
+static void port_window(int *lo, int *hi)
+{
+    int a = 32768, b = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d %d", &a, &b) != 2) {
+            a = 32768;
+        }
+        fclose(f);
+    }
+    if (a > 12000) {
+        *lo = 10000;
+        *hi = a - 1;
+    } else { /* an unusual host whose ephemeral range starts low: use what lies above it */
+        *lo = b + 1;
+        *hi = 65535;
+    }
+}
+
+static int bindable(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) {
+        return 0;
+    }
+    int one = 1; /* as the servers do: a port whose last connection is in TIME_WAIT is usable */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+int sinter_test_free_port(void)
+{
+    if (n_given == sizeof given / sizeof given[0]) {
         return -1;
     }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
+    int lo, hi;
+    port_window(&lo, &hi);
+    /* Test processes running side by side (ctest -j) coordinate through one lock file per port:
+     * flock is released by the kernel when the holder exits, so a crashed test leaves nothing
+     * stale behind, and the files themselves are empty. */
+    char dir[] = "/tmp/sinter-test-ports";
+    if (mkdir(dir, 01777) == 0) {
+        chmod(dir, 01777); /* umask must not keep another user's tests out */
     }
-    close(fd);
-    return port;
+    static unsigned seed;
+    if (seed == 0) {
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)sinter_test_now_ms();
+    }
+    for (int attempt = 0; attempt < 2000; attempt++) {
+        seed = seed * 1103515245u + 12345u;
+        int port = lo + (int)((seed >> 8) % (unsigned)(hi - lo + 1));
+        int dup = 0;
+        for (size_t i = 0; i < n_given; i++) {
+            dup |= given[i].port == port;
+        }
+        if (dup) {
+            continue;
+        }
+        char path[64];
+        snprintf(path, sizeof path, "%s/%d", dir, port);
+        int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            continue;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0 || !bindable(port)) {
+            close(fd);
+            continue;
+        }
+        given[n_given].port = port;
+        given[n_given].lock_fd = fd; /* held until this process exits */
+        n_given++;
+        return port;
+    }
+    return -1;
 }
 
 void sinter_test_kill9(pid_t *pid)

@@ -14,8 +14,10 @@ uint64_t sinter_test_now_ms(void);
 
 void sinter_test_sleep_ms(unsigned ms);
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, released),
- * or -1. Another process may still take it before the caller does: callers retry on failure. */
+/* A TCP port on 127.0.0.1 that was free a moment ago, or -1. Never the same port twice in one
+ * process, never a port another test process got from this function while that process lives,
+ * and never in the kernel's ephemeral range (so no outgoing connection takes it first). A process
+ * outside the tests may still take it before the caller binds: callers retry on failure. */
 int sinter_test_free_port(void);
 
 /* SIGKILL and reap *pid; sets *pid to 0. Nothing when *pid <= 0. */
