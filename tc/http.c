@@ -388,8 +388,11 @@ static void metrics_render(struct job *j)
             p->error = st.error;
         }
     }
+    struct sinter_raft_host_stats hs;
+    bool have_hs = sinter_raft_host_stats(s->host, &hs, false) == SINTER_OK;
     struct sinter_tc_buf b = {0};
-    int rc = sinter_tc_prom_render(s->cfg->node_id, j->pg, s->cfg->groups, &s->metrics, &b);
+    int rc = sinter_tc_prom_render(s->cfg->node_id, j->pg, s->cfg->groups, &s->metrics,
+                                   have_hs ? &hs : NULL, &b);
     if (rc == SINTER_OK) {
         finish(j->aio, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
     } else {

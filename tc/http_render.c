@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +107,67 @@ static void per_group(struct sinter_tc_buf *b, const struct sinter_tc_prom_group
     }
 }
 
+/* Seconds from nanoseconds, to the microsecond. */
+static void secs_ns(struct sinter_tc_buf *b, uint64_t ns)
+{
+    sinter_tc_buf_printf(b, "%" PRIu64 ".%06" PRIu64, ns / 1000000000u, ns / 1000u % 1000000u);
+}
+
+/* The raft host's own counters (one loop thread for every group of the node). They answer "where
+ * does a write's time go on this node": fdatasync of the log (store_append), the state machine
+ * (apply), or the loop being busy at all (bench/FINDINGS.md F4 found the stalls this way). */
+static void host_series(struct sinter_tc_buf *b, const struct sinter_raft_host_stats *h)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+        bool ns;
+    } rows[] = {
+#define ROW(field, name, ns, help) {name, help, offsetof(struct sinter_raft_host_stats, field), ns}
+        ROW(loop_iterations, "sinter_raft_loop_iterations_total", false,
+            "Iterations of the raft host's loop thread."),
+        ROW(loop_wakeups, "sinter_raft_loop_wakeups_total", false,
+            "Loop sleeps ended by new work (not by the tick)."),
+        ROW(events, "sinter_raft_loop_events_total", false,
+            "Proposals, received frames and other events the loop handled."),
+        ROW(loop_busy_ns, "sinter_raft_loop_busy_seconds_total", true,
+            "Time the loop thread spent working rather than sleeping."),
+        ROW(store_appends, "sinter_raft_store_appends_total", false,
+            "Log appends (one write and one fdatasync each, many entries per append)."),
+        ROW(store_append_entries, "sinter_raft_store_append_entries_total", false,
+            "Entries written by those appends."),
+        ROW(store_append_ns, "sinter_raft_store_append_seconds_total", true,
+            "Time in log appends, fdatasync included."),
+        ROW(hard_state_saves, "sinter_raft_hard_state_saves_total", false,
+            "Term, vote or commit hint saves (fsync'd when term or vote moved)."),
+        ROW(hard_state_ns, "sinter_raft_hard_state_seconds_total", true,
+            "Time in hard-state saves."),
+        ROW(apply_entries, "sinter_raft_apply_entries_total", false,
+            "Entries applied to the state machines (every group)."),
+        ROW(apply_ns, "sinter_raft_apply_seconds_total", true, "Time in state-machine apply."),
+        ROW(snapshot_sync_ns, "sinter_raft_snapshot_sync_seconds_total", true,
+            "Helper threads' time writing and syncing snapshots."),
+        ROW(snapshot_publish_ns, "sinter_raft_snapshot_publish_seconds_total", true,
+            "Loop time publishing taken snapshots and compacting the log."),
+#undef ROW
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)h + rows[i].off, sizeof v);
+        family(b, rows[i].name, "counter", rows[i].help);
+        sinter_tc_buf_printf(b, "%s ", rows[i].name);
+        if (rows[i].ns) {
+            secs_ns(b, v);
+        } else {
+            sinter_tc_buf_printf(b, "%" PRIu64, v);
+        }
+        sinter_tc_buf_printf(b, "\n");
+    }
+}
+
 int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *g, size_t n,
-                          const struct sinter_tc_metrics *m, struct sinter_tc_buf *b)
+                          const struct sinter_tc_metrics *m,
+                          const struct sinter_raft_host_stats *host, struct sinter_tc_buf *b)
 {
     family(b, "sinter_node_info", "gauge", "This coordinator node (constant 1, labelled by id).");
     sinter_tc_buf_printf(b, "sinter_node_info{node=\"%" PRIu64 "\"} 1\n", node_id);
@@ -217,6 +277,9 @@ int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *g
     family(b, "sinter_gc_removed_total", "counter",
            "Finished globals removed by retention GC proposed by this node.");
     sinter_tc_buf_printf(b, "sinter_gc_removed_total %" PRIu64 "\n", ld(&m->gc_removed));
+    if (host != NULL) {
+        host_series(b, host);
+    }
     return b->oom ? SINTER_ENOMEM : SINTER_OK;
 }
 

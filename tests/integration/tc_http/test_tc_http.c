@@ -351,6 +351,14 @@ static void check_metrics(void)
                 assert_int_equal(prom_value(r.body, series, &lc), 0);
                 assert_true(lc >= 1); /* every node saw at least the first leader */
             }
+            /* Every node wrote and applied the globals' entries through its own log: the host's
+             * counters show it (an append carries at least one entry). */
+            double appends = 0, entries = 0, applied = 0;
+            assert_int_equal(prom_value(r.body, "sinter_raft_store_appends_total", &appends), 0);
+            assert_int_equal(prom_value(r.body, "sinter_raft_store_append_entries_total", &entries),
+                             0);
+            assert_int_equal(prom_value(r.body, "sinter_raft_apply_entries_total", &applied), 0);
+            assert_true(appends >= 1 && entries >= appends && applied >= 1);
             free(r.body);
             if (match) {
                 begins += v;

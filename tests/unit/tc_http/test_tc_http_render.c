@@ -70,8 +70,12 @@ static void render_full(void **state)
                                          .applied = 8,
                                          .error = SINTER_EIO,
                                          .have_counts = false};
+    struct sinter_raft_host_stats hs = {.store_appends = 7,
+                                        .store_append_entries = 90,
+                                        .store_append_ns = 2500001000u,
+                                        .apply_ns = 999999};
     struct sinter_tc_buf b = {0};
-    assert_int_equal(sinter_tc_prom_render(3, g, 2, &m, &b), SINTER_OK);
+    assert_int_equal(sinter_tc_prom_render(3, g, 2, &m, &hs, &b), SINTER_OK);
     char err[256];
     if (prom_check(b.p, err, sizeof err) != 0) {
         fail_msg("%s\n%s", err, b.p);
@@ -88,6 +92,11 @@ static void render_full(void **state)
     assert_true(value_of(b.p, "sinter_raft_is_leader{group=\"0\"}") == 1);
     assert_true(value_of(b.p, "sinter_raft_is_leader{group=\"1\"}") == 0);
     assert_true(value_of(b.p, "sinter_raft_group_failed{group=\"1\"}") == 1);
+    assert_true(value_of(b.p, "sinter_raft_store_appends_total") == 7);
+    assert_true(value_of(b.p, "sinter_raft_store_append_entries_total") == 90);
+    assert_true(value_of(b.p, "sinter_raft_store_append_seconds_total") == 2.500001);
+    assert_true(value_of(b.p, "sinter_raft_apply_seconds_total") == 0.000999);
+    assert_true(value_of(b.p, "sinter_raft_loop_busy_seconds_total") == 0);
     assert_true(value_of(b.p, "sinter_raft_leader_changes_total{group=\"1\"}") == 2);
     assert_true(value_of(b.p, "sinter_requests_total{type=\"GlobalBegin\"}") == 7);
     assert_true(value_of(b.p, "sinter_requests_total{type=\"GlobalCommit\"}") == 0);
