@@ -6,9 +6,13 @@
  *   raft-node --id N --listen tcp://127.0.0.1:P --data DIR --client-listen tcp://127.0.0.1:Q
  *             [--peer ID=URL]... [--groups G] [--bootstrap] [--tick-ms MS]
  *             [--snapshot-every N] [--snapshot-trailing N] [--segment-size BYTES]
- *             [--log-level 0..3]
+ *             [--log-level 0..3] [--tls-cert FILE --tls-ca FILE [--tls-server-name NAME]]
  *   --bootstrap: a founding member; on a fresh data dir every group starts with this node and the
  *   --peer nodes as voters. A node joining later starts without it and is added with ADD.
+ *   --tls-cert (PEM with this node's certificate and key) and --tls-ca (the CA peers chain to)
+ *   switch node-to-node TLS on; --listen and every --peer URL are then tls+tcp:// (the raft
+ *   host refuses a mix). The control socket stays plain: it is for tests on loopback.
+ *   A malformed or out-of-range value is refused with a message naming the flag.
  *
  * Control interface: an nng REP socket on --client-listen; one text request, one text reply.
  *   PUT g key value      replicate key=value in group g     -> OK <index>
@@ -33,6 +37,7 @@
  * Logs go to stderr, one line each with level, node and group. SIGTERM / SIGINT stop cleanly.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -718,7 +723,164 @@ static void usage(void)
     fprintf(stderr, "usage: raft-node --id N --listen URL --data DIR --client-listen URL "
                     "[--peer ID=URL]... [--groups G] [--bootstrap] [--tick-ms MS] "
                     "[--snapshot-every N] [--snapshot-trailing N] [--segment-size B] "
-                    "[--log-level L]\n");
+                    "[--log-level L] [--tls-cert FILE --tls-ca FILE [--tls-server-name NAME]]\n");
+}
+
+/* A decimal number in [lo, hi] for flag `name`, or a message and -1. */
+static int num_arg(const char *name, const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || x < lo || x > hi) {
+        fprintf(stderr, "raft-node: --%s: '%s' is not a number in %" PRIu64 "..%" PRIu64 "\n", name,
+                v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+enum {
+    O_ID = 1,
+    O_LISTEN,
+    O_DATA,
+    O_CLIENT,
+    O_PEER,
+    O_GROUPS,
+    O_BOOTSTRAP,
+    O_TICK,
+    O_SNAP_EVERY,
+    O_SNAP_TRAILING,
+    O_SEGMENT,
+    O_LOG_LEVEL,
+    O_TLS_CERT,
+    O_TLS_CA,
+    O_TLS_NAME,
+};
+
+/* Fills o, peers and *client_url from argv. Returns 0, or 2 after a message (usage error). */
+static int parse_args(int argc, char **argv, struct sinter_raft_host_opts *o,
+                      struct sinter_raft_host_peer *peers, size_t *n_peers, const char **client_url)
+{
+    static const struct option lo[] = {
+        {"id", required_argument, NULL, O_ID},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"data", required_argument, NULL, O_DATA},
+        {"client-listen", required_argument, NULL, O_CLIENT},
+        {"peer", required_argument, NULL, O_PEER},
+        {"groups", required_argument, NULL, O_GROUPS},
+        {"bootstrap", no_argument, NULL, O_BOOTSTRAP},
+        {"tick-ms", required_argument, NULL, O_TICK},
+        {"snapshot-every", required_argument, NULL, O_SNAP_EVERY},
+        {"snapshot-trailing", required_argument, NULL, O_SNAP_TRAILING},
+        {"segment-size", required_argument, NULL, O_SEGMENT},
+        {"log-level", required_argument, NULL, O_LOG_LEVEL},
+        {"tls-cert", required_argument, NULL, O_TLS_CERT},
+        {"tls-ca", required_argument, NULL, O_TLS_CA},
+        {"tls-server-name", required_argument, NULL, O_TLS_NAME},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 1; /* getopt names an unknown flag or a missing value itself */
+    for (int ch; (ch = getopt_long(argc, argv, "", lo, NULL)) != -1;) {
+        uint64_t x = 0;
+        int bad = 0;
+        switch (ch) {
+        case O_ID:
+            bad = num_arg("id", optarg, 1, UINT64_MAX, &o->id);
+            break;
+        case O_LISTEN:
+            o->listen_url = optarg;
+            break;
+        case O_DATA:
+            o->data_dir = optarg;
+            break;
+        case O_CLIENT:
+            *client_url = optarg;
+            break;
+        case O_PEER: {
+            const char *eq = strchr(optarg, '=');
+            char idtext[24];
+            size_t len = eq != NULL ? (size_t)(eq - optarg) : 0;
+            if (eq == NULL || len == 0 || len >= sizeof idtext || eq[1] == '\0') {
+                fprintf(stderr, "raft-node: --peer: '%s' is not ID=URL\n", optarg);
+                return 2;
+            }
+            if (*n_peers == MAX_PEERS) {
+                fprintf(stderr, "raft-node: more than %d --peer flags\n", MAX_PEERS);
+                return 2;
+            }
+            memcpy(idtext, optarg, len);
+            idtext[len] = '\0';
+            bad = num_arg("peer", idtext, 1, UINT64_MAX, &x);
+            peers[*n_peers].id = x;
+            peers[*n_peers].url = eq + 1;
+            *n_peers += bad == 0;
+            break;
+        }
+        case O_GROUPS:
+            bad = num_arg("groups", optarg, 1, SINTER_RAFT_HOST_MAX_GROUPS, &x);
+            o->groups = (uint32_t)x;
+            break;
+        case O_BOOTSTRAP:
+            o->bootstrap = true;
+            break;
+        case O_TICK:
+            bad = num_arg("tick-ms", optarg, 1, 60000, &x);
+            o->tick_ms = (uint32_t)x;
+            break;
+        case O_SNAP_EVERY:
+            bad = num_arg("snapshot-every", optarg, 0, UINT64_MAX, &o->snapshot_every);
+            break;
+        case O_SNAP_TRAILING:
+            bad = num_arg("snapshot-trailing", optarg, 0, UINT64_MAX, &o->snapshot_trailing);
+            break;
+        case O_SEGMENT:
+            bad = num_arg("segment-size", optarg, 1, UINT32_MAX, &x);
+            o->segment_size = (uint32_t)x;
+            break;
+        case O_LOG_LEVEL:
+            bad = num_arg("log-level", optarg, 0, 3, &x);
+            o->log_level = (int)x;
+            break;
+        case O_TLS_CERT:
+            o->tls.cert_key_file = optarg;
+            break;
+        case O_TLS_CA:
+            o->tls.ca_file = optarg;
+            break;
+        case O_TLS_NAME:
+            o->tls.server_name = optarg;
+            break;
+        default:
+            usage();
+            return 2;
+        }
+        if (bad != 0) {
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "raft-node: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    const char *missing = o->id == 0              ? "--id"
+                          : o->listen_url == NULL ? "--listen"
+                          : o->data_dir == NULL   ? "--data"
+                          : *client_url == NULL   ? "--client-listen"
+                                                  : NULL;
+    if (missing != NULL) {
+        fprintf(stderr, "raft-node: %s is required\n", missing);
+        usage();
+        return 2;
+    }
+    if ((o->tls.cert_key_file == NULL) != (o->tls.ca_file == NULL) ||
+        (o->tls.server_name != NULL && o->tls.cert_key_file == NULL)) {
+        fprintf(stderr, "raft-node: TLS needs both --tls-cert and --tls-ca\n");
+        return 2;
+    }
+    o->tls_enable = o->tls.cert_key_file != NULL;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -728,56 +890,9 @@ int main(int argc, char **argv)
     struct sinter_raft_host_peer peers[MAX_PEERS];
     size_t n_peers = 0;
     const char *client_url = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--bootstrap") == 0) {
-            o.bootstrap = true;
-            continue;
-        }
-        if (v == NULL) {
-            usage();
-            return 2;
-        }
-        i++;
-        if (strcmp(a, "--id") == 0) {
-            o.id = strtoull(v, NULL, 10);
-        } else if (strcmp(a, "--listen") == 0) {
-            o.listen_url = v;
-        } else if (strcmp(a, "--data") == 0) {
-            o.data_dir = v;
-        } else if (strcmp(a, "--client-listen") == 0) {
-            client_url = v;
-        } else if (strcmp(a, "--groups") == 0) {
-            o.groups = (uint32_t)strtoul(v, NULL, 10);
-        } else if (strcmp(a, "--tick-ms") == 0) {
-            o.tick_ms = (uint32_t)strtoul(v, NULL, 10);
-        } else if (strcmp(a, "--snapshot-every") == 0) {
-            o.snapshot_every = strtoull(v, NULL, 10);
-        } else if (strcmp(a, "--snapshot-trailing") == 0) {
-            o.snapshot_trailing = strtoull(v, NULL, 10);
-        } else if (strcmp(a, "--segment-size") == 0) {
-            o.segment_size = (uint32_t)strtoul(v, NULL, 10);
-        } else if (strcmp(a, "--log-level") == 0) {
-            o.log_level = (int)strtol(v, NULL, 10);
-        } else if (strcmp(a, "--peer") == 0) {
-            const char *eq = strchr(v, '=');
-            if (eq == NULL || n_peers == MAX_PEERS) {
-                usage();
-                return 2;
-            }
-            peers[n_peers].id = strtoull(v, NULL, 10);
-            peers[n_peers].url = eq + 1;
-            n_peers++;
-        } else {
-            usage();
-            return 2;
-        }
-    }
-    if (o.id == 0 || o.listen_url == NULL || o.data_dir == NULL || client_url == NULL ||
-        o.groups == 0 || o.groups > SINTER_RAFT_HOST_MAX_GROUPS) {
-        usage();
-        return 2;
+    int prc = parse_args(argc, argv, &o, peers, &n_peers, &client_url);
+    if (prc != 0) {
+        return prc;
     }
     g_self = o.id;
     g_groups = o.groups;
