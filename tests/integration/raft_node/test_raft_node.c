@@ -488,6 +488,53 @@ static bool peer_counters(const struct node *n, uint64_t peer, uint64_t *ticks, 
                                frames, beats) == 3;
 }
 
+/* True when every live node agrees that group g is led by want[g], for g = 0..2, right now. */
+static bool leaders_are(const int want[3])
+{
+    for (unsigned g = 0; g < 3; g++) {
+        for (int i = 1; i <= 3; i++) {
+            struct gst st;
+            if (!group_status(&N[i], g, &st) || st.leader != N[want[g]].id) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Each group's term as node 1 sees it. */
+static bool group_terms(uint64_t terms[3])
+{
+    for (unsigned g = 0; g < 3; g++) {
+        struct gst st;
+        if (!group_status(&N[1], g, &st)) {
+            return false;
+        }
+        terms[g] = st.term;
+    }
+    return true;
+}
+
+/* Transfers leaderships until group g is led by want[g] for every g at the same time. */
+static bool arrange_leaders(const int want[3])
+{
+    char out[512];
+    uint64_t end = sinter_test_now_ms() + 3 * WAIT_MS;
+    while (sinter_test_now_ms() < end) {
+        for (unsigned g = 0; g < 3; g++) {
+            int l = wait_leader(g, 3);
+            if (l != 0 && l != want[g]) {
+                ctl(&N[l], out, sizeof out, "TRANSFER %u %d", g, want[g]);
+            }
+        }
+        sinter_test_sleep_ms(300);
+        if (leaders_are(want)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void multi_group(void **state)
 {
     (void)state;
@@ -496,28 +543,29 @@ static void multi_group(void **state)
     for (int i = 1; i <= 3; i++) {
         spawn(&N[i], true, 3);
     }
-    char out[8192];
-    /* Every group led by node 1. */
-    for (unsigned g = 0; g < 3; g++) {
-        int l = wait_leader(g, 3);
-        assert_int_not_equal(l, 0);
-        uint64_t end = sinter_test_now_ms() + WAIT_MS;
-        while (l != 1 && sinter_test_now_ms() < end) {
-            ctl(&N[l], out, sizeof out, "TRANSFER %u 1", g);
-            sinter_test_sleep_ms(300);
-            l = wait_leader(g, 3);
-        }
-        assert_int_equal(l, 1);
-    }
-    for (unsigned g = 0; g < 3; g++) {
-        assert_int_equal(wait_leader(g, 3), 1);
-    }
+    /* Every group led by node 1. On a loaded machine a node that was not scheduled for an
+     * election timeout can start an election and take a group back at any moment, so the
+     * arrangement is retried until it holds for every group at once, and a measurement window
+     * in which a term moved is taken again. */
+    const int all_one[3] = {1, 1, 1};
+    assert_true(arrange_leaders(all_one));
     /* Coalescing: frames node 1 -> node 2 per tick round, and beats per frame. */
-    uint64_t t0, f0, b0, t1, f1, b1;
-    assert_true(peer_counters(&N[1], 2, &t0, &f0, &b0));
-    sinter_test_sleep_ms(2000);
-    assert_true(peer_counters(&N[1], 2, &t1, &f1, &b1));
-    uint64_t ticks = t1 - t0, frames = f1 - f0, beats = b1 - b0;
+    uint64_t ticks = 0, frames = 0, beats = 0;
+    for (int attempt = 0;; attempt++) {
+        uint64_t terms0[3], terms1[3], t0, f0, b0, t1, f1, b1;
+        assert_true(arrange_leaders(all_one));
+        assert_true(group_terms(terms0));
+        assert_true(peer_counters(&N[1], 2, &t0, &f0, &b0));
+        sinter_test_sleep_ms(2000);
+        assert_true(peer_counters(&N[1], 2, &t1, &f1, &b1));
+        ticks = t1 - t0, frames = f1 - f0, beats = b1 - b0;
+        if (group_terms(terms1) && memcmp(terms0, terms1, sizeof terms0) == 0 &&
+            leaders_are(all_one)) {
+            break;
+        }
+        fprintf(stderr, "multi_group: a leader changed during the window; measuring again\n");
+        assert_true(attempt < 5);
+    }
     fprintf(stderr,
             "coalesced heartbeats 1->2: %" PRIu64 " ticks, %" PRIu64 " frames, %" PRIu64 " beats\n",
             ticks, frames, beats);
@@ -527,22 +575,10 @@ static void multi_group(void **state)
     assert_true(beats * 10 >= frames * 27); /* every frame carries the 3 groups' beats */
     assert_true(beats * 10 <= frames * 33);
 
-    /* Spread leadership: group g led by node g + 1. */
-    for (unsigned g = 1; g < 3; g++) {
-        uint64_t end = sinter_test_now_ms() + WAIT_MS;
-        int l = wait_leader(g, 3);
-        while (l != (int)g + 1 && sinter_test_now_ms() < end) {
-            ctl(&N[l], out, sizeof out, "TRANSFER %u %u", g, g + 1);
-            sinter_test_sleep_ms(300);
-            l = wait_leader(g, 3);
-        }
-        assert_int_equal(l, (int)g + 1);
-    }
-    int seen[4] = {0};
+    /* Spread leadership: group g led by node g + 1, all three at once. */
+    const int spread[3] = {1, 2, 3};
+    assert_true(arrange_leaders(spread));
     for (unsigned g = 0; g < 3; g++) {
-        int l = wait_leader(g, 3);
-        assert_true(l >= 1 && l <= 3);
-        seen[l]++;
         char key[16];
         snprintf(key, sizeof key, "g%u", g);
         assert_true(put(g, 3, key, key));
@@ -550,9 +586,6 @@ static void multi_group(void **state)
             assert_true(wait_local(&N[i], g, key, key));
         }
     }
-    assert_int_equal(seen[1], 1);
-    assert_int_equal(seen[2], 1);
-    assert_int_equal(seen[3], 1);
     stop_all();
     assert_int_equal(g_bad_exits, 0);
 }
