@@ -215,6 +215,21 @@ static int fence_state(PGconn *c, const char *xid, uint64_t branch)
     return fs;
 }
 
+/* Every borrow given back (refused connects borrow nothing). Polled: a duplicate delivery (an
+ * expired lease on a loaded machine) may still hold a connection for a moment. */
+static bool balanced(struct pool *p)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    for (;;) {
+        bool ok =
+            atomic_load(&p->connects) == atomic_load(&p->disconnects) + atomic_load(&p->refused);
+        if (ok || sinter_test_now_ms() >= end) {
+            return ok;
+        }
+        sinter_test_sleep_ms(20);
+    }
+}
+
 /* Threads of this process now (/proc/self/task entries). */
 static int thread_count(void)
 {
@@ -336,7 +351,7 @@ static void round_trips(void **state)
     assert_int_equal(fence_state(s.own, x1, b1), SINTER_FENCE_COMMITTED);
     /* One borrow per delivery, given back before the report (so before Committed). */
     assert_true(atomic_load(&pool.connects) >= c0 + 1);
-    assert_int_equal(atomic_load(&pool.connects), atomic_load(&pool.disconnects));
+    assert_true(balanced(&pool));
 
     /* ---- rollback: the cancel runs on a pool connection ---- */
     char x2[SINTER_XID_STRLEN];
@@ -352,7 +367,7 @@ static void round_trips(void **state)
     assert_int_equal(ledger_rows(s.own, "confirm", x2), 0);
     assert_int_equal(fence_state(s.own, x2, b2), SINTER_FENCE_ROLLBACKED);
     assert_true(atomic_load(&pool.connects) >= c0 + 1);
-    assert_int_equal(atomic_load(&pool.connects), atomic_load(&pool.disconnects));
+    assert_true(balanced(&pool));
 
     /* ---- the pool refuses: retryable, delivered again, Committed ---- */
     char x3[SINTER_XID_STRLEN];
@@ -373,8 +388,7 @@ static void round_trips(void **state)
     sinter_rm_close(rm);
     sinter_tm_close(tm);
     /* Every borrow was given back; no connection came back inside a transaction. */
-    assert_int_equal(atomic_load(&pool.connects),
-                     atomic_load(&pool.disconnects) + atomic_load(&pool.refused));
+    assert_true(balanced(&pool));
     assert_int_equal(pool.lent, 0);
     assert_int_equal(atomic_load(&pool.replaced), 0);
     fprintf(stderr, "pool: %d connects (%d refused), %d connections opened\n",
