@@ -11,7 +11,8 @@
  *                Phase2ReportBatch; a worker never waits for a BRANCH_RESULT to commit
  *                (bench/FINDINGS.md T5: blocked workers bounded phase 2 at ~200 tx/s), and
  *                reports in flight count against queue_capacity so memory stays bounded
- *   maintenance  ClusterMeta refresh (a new member gets a poller) and the TCC fence cleanup
+ *   maintenance  ClusterMeta refresh (a new member gets a poller), the TCC fence cleanup and
+ *                the XA resources' periodic recovery scans (rm/rm_xa.c)
  *
  * Close: `stopping` is set and the core woken, so pollers parked in a long poll return at once
  * (their cancel flag is `stopping`; reports use no cancel flag and still go out); workers finish
@@ -19,6 +20,10 @@
  * deliver them again, docs/phase2-protocol.md "Leases"). The reporters then SEND every queued
  * report, each until its own deadline (report_timeout_ms after its handler returned), so close
  * returns within about report_timeout_ms plus one call even when no node answers.
+ *
+ * A failed start (a thread that could not be created) runs the same stop sequence on the threads
+ * it did create and then clears `stopping`, `started` and the thread tables: the handle is back
+ * in its opened, unstarted state and sinter_rm_start may be called again.
  */
 #include "rm_int.h"
 
@@ -116,6 +121,20 @@ static void rm_sleep(struct sinter_rm *rm, uint32_t ms)
         }
     }
     pthread_mutex_unlock(&rm->mu);
+}
+
+atomic_int sinter_rm_fault_thread_create = 0;
+
+/* pthread_create, or the injected failure of sinter_rm_fault_thread_create (rm_int.h). */
+static int spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    int f = atomic_load(&sinter_rm_fault_thread_create);
+    while (f > 0 && !atomic_compare_exchange_weak(&sinter_rm_fault_thread_create, &f, f - 1)) {
+    }
+    if (f == 1) {
+        return -1;
+    }
+    return pthread_create(t, NULL, fn, arg) == 0 ? 0 : -1;
 }
 
 int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts)
@@ -804,7 +823,7 @@ static int spawn_pollers_locked(struct sinter_rm *rm)
             return SINTER_ENOMEM;
         }
         *pa = (struct poller_arg){rm, rm->n_pollers};
-        if (pthread_create(&rm->pollers[rm->n_pollers], NULL, poller_main, pa) != 0) {
+        if (spawn(&rm->pollers[rm->n_pollers], poller_main, pa) != 0) {
             free(pa);
             return SINTER_EINTERNAL;
         }
@@ -837,14 +856,85 @@ static void *maint_main(void *arg)
             }
             next_clean = sinter_client_now_ms() + rm->o.fence_cleanup_interval_ms;
         }
+        /* XA recovery scans (rm/rm_xa.c): each resource on its own interval. A scan asks the
+         * coordinator about every prepared gid of its namespace; it is bounded by the number of
+         * such gids times deadline_ms, and the meta refresh above waits for it. */
+        uint64_t next_xa = sinter_rm_xa_scan_due(rm);
         uint64_t wake = next_meta;
         if (rm->o.fence_cleanup_interval_ms != UINT32_MAX && next_clean < wake) {
             wake = next_clean;
+        }
+        if (next_xa < wake) {
+            wake = next_xa;
         }
         now = sinter_client_now_ms();
         rm_sleep(rm, wake > now ? (uint32_t)(wake - now) : 1u);
     }
     return NULL;
+}
+
+/* Stops every thread the handle runs and waits for them, in the order close needs: the
+ * maintenance thread (so no poller is added meanwhile), the pollers (woken from their long poll),
+ * the workers (each finishes its handler and queues the report), then the reporters, which send
+ * every queued report before they exit. Items queued but never started are dropped (their
+ * leases expire and the coordinator delivers them again). Called by close, and by a failed
+ * start on the threads it created. Not with rm->mu held. */
+static void stop_threads(struct sinter_rm *rm)
+{
+    pthread_mutex_lock(&rm->mu);
+    atomic_store(&rm->stopping, true);
+    pthread_cond_broadcast(&rm->work_cv);
+    pthread_cond_broadcast(&rm->space_cv);
+    pthread_cond_broadcast(&rm->stop_cv);
+    pthread_mutex_unlock(&rm->mu);
+    sinter_client_wake(rm->cl); /* pollers parked in Phase2Poll return now */
+    if (rm->maint_started) {
+        pthread_join(rm->maint, NULL);
+        rm->maint_started = false;
+    }
+    /* No new poller can start now (the maintenance thread is gone, stopping is set). */
+    for (size_t i = 0; i < rm->n_pollers; i++) {
+        pthread_join(rm->pollers[i], NULL);
+    }
+    rm->n_pollers = 0;
+    /* Workers finish the handler they run and queue its report, then see `stopping`. */
+    for (uint32_t i = 0; i < rm->n_workers; i++) {
+        pthread_join(rm->workers[i], NULL);
+    }
+    rm->n_workers = 0;
+    free(rm->workers);
+    rm->workers = NULL;
+    /* No report can be queued any more: the reporters send what is left (each report bounded by
+     * its deadline) and exit. */
+    pthread_mutex_lock(&rm->mu);
+    rm->reporters_done = true;
+    pthread_cond_broadcast(&rm->report_cv);
+    pthread_mutex_unlock(&rm->mu);
+    for (uint32_t i = 0; i < rm->n_reporters; i++) {
+        pthread_join(rm->reporters[i], NULL);
+    }
+    rm->n_reporters = 0;
+    free(rm->reporters);
+    rm->reporters = NULL;
+    pthread_mutex_lock(&rm->mu);
+    while (rm->rhead != NULL) { /* only when no reporter could be started */
+        struct rm_report *rp = rm->rhead;
+        rm->rhead = rp->next;
+        rm->st.reports_failed++;
+        free(rp);
+    }
+    rm->rtail = NULL;
+    rm->reporting = 0;
+    while (rm->head != NULL) {
+        struct rm_item *it = rm->head;
+        rm->head = it->next;
+        rm->st.dropped++;
+        free(it);
+    }
+    rm->tail = NULL;
+    rm->queued = 0;
+    rm->st.pollers = 0;
+    pthread_mutex_unlock(&rm->mu);
 }
 
 int sinter_rm_start(struct sinter_rm *rm)
@@ -865,14 +955,14 @@ int sinter_rm_start(struct sinter_rm *rm)
         rc = SINTER_ENOMEM;
     }
     for (uint32_t i = 0; rc == SINTER_OK && i < rm->o.reporters; i++) {
-        if (pthread_create(&rm->reporters[i], NULL, reporter_main, rm) != 0) {
+        if (spawn(&rm->reporters[i], reporter_main, rm) != 0) {
             rc = SINTER_EINTERNAL;
             break;
         }
         rm->n_reporters = i + 1;
     }
     for (uint32_t i = 0; rc == SINTER_OK && i < rm->o.workers; i++) {
-        if (pthread_create(&rm->workers[i], NULL, worker_main, rm) != 0) {
+        if (spawn(&rm->workers[i], worker_main, rm) != 0) {
             rc = SINTER_EINTERNAL;
             break;
         }
@@ -882,14 +972,30 @@ int sinter_rm_start(struct sinter_rm *rm)
         rc = spawn_pollers_locked(rm);
     }
     if (rc == SINTER_OK) {
-        if (pthread_create(&rm->maint, NULL, maint_main, rm) != 0) {
+        if (spawn(&rm->maint, maint_main, rm) != 0) {
             rc = SINTER_EINTERNAL;
         } else {
             rm->maint_started = true;
         }
     }
     pthread_mutex_unlock(&rm->mu);
-    return rc; /* on failure the threads started so far are stopped by sinter_rm_close */
+    if (rc != SINTER_OK) {
+        /* Leave the handle as sinter_rm_open left it, so the caller can start it again (e.g.
+         * after the thread limit was raised): stop and join what did start (pollers may already
+         * hold leases: their items are dropped and redelivered after the lease, as at close;
+         * reports of items a worker finished are still sent), then clear the flags. `started`
+         * stays set until then, so a concurrent start answers SINTER_ESTATE meanwhile. */
+        stop_threads(rm);
+        pthread_mutex_lock(&rm->mu);
+        rm->reporters_done = false;
+        atomic_store(&rm->stopping, false);
+        rm->started = false;
+        pthread_mutex_unlock(&rm->mu);
+        sinter_client_set_errmsg("rm start: %s", rc == SINTER_ENOMEM
+                                                     ? "out of memory"
+                                                     : "a thread could not be created");
+    }
+    return rc;
 }
 
 void sinter_rm_stats(struct sinter_rm *rm, struct sinter_rm_stats *st)
@@ -904,47 +1010,7 @@ void sinter_rm_close(struct sinter_rm *rm)
     if (rm == NULL) {
         return;
     }
-    pthread_mutex_lock(&rm->mu);
-    atomic_store(&rm->stopping, true);
-    pthread_cond_broadcast(&rm->work_cv);
-    pthread_cond_broadcast(&rm->space_cv);
-    pthread_cond_broadcast(&rm->stop_cv);
-    pthread_mutex_unlock(&rm->mu);
-    sinter_client_wake(rm->cl); /* pollers parked in Phase2Poll return now */
-    if (rm->maint_started) {
-        pthread_join(rm->maint, NULL);
-    }
-    /* No new poller can start now (the maintenance thread is gone, stopping is set). */
-    for (size_t i = 0; i < rm->n_pollers; i++) {
-        pthread_join(rm->pollers[i], NULL);
-    }
-    /* Workers finish the handler they run and queue its report, then see `stopping`. */
-    for (uint32_t i = 0; i < rm->n_workers; i++) {
-        pthread_join(rm->workers[i], NULL);
-    }
-    free(rm->workers);
-    /* No report can be queued any more: the reporters send what is left (each report bounded by
-     * its deadline) and exit. */
-    pthread_mutex_lock(&rm->mu);
-    rm->reporters_done = true;
-    pthread_cond_broadcast(&rm->report_cv);
-    pthread_mutex_unlock(&rm->mu);
-    for (uint32_t i = 0; i < rm->n_reporters; i++) {
-        pthread_join(rm->reporters[i], NULL);
-    }
-    free(rm->reporters);
-    while (rm->rhead != NULL) { /* only when no reporter could be started */
-        struct rm_report *rp = rm->rhead;
-        rm->rhead = rp->next;
-        rm->st.reports_failed++;
-        free(rp);
-    }
-    while (rm->head != NULL) {
-        struct rm_item *it = rm->head;
-        rm->head = it->next;
-        rm->st.dropped++;
-        free(it);
-    }
+    stop_threads(rm);
     sinter_rm_tcc_free_all(rm);
     sinter_rm_xa_free_all(rm);
     sinter_client_close(rm->cl);

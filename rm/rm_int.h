@@ -76,4 +76,17 @@ void sinter_rm_tcc_free_all(struct sinter_rm *rm);
  * has been joined). */
 void sinter_rm_xa_free_all(struct sinter_rm *rm);
 
+/* rm/rm_xa.c: runs the periodic recovery scan of every XA resource whose interval has come
+ * (maintenance thread); returns when the next one is due (sinter_client_now_ms() time),
+ * UINT64_MAX when no resource scans periodically. Stops early once rm->stopping is set. */
+uint64_t sinter_rm_xa_scan_due(struct sinter_rm *rm);
+
+/* Test-only fault injection, not an API (hidden, declared only here): while > 0 it counts down
+ * at every thread sinter_rm_start creates, and the creation that brings it to 0 fails as if
+ * pthread_create had (tests/integration/clients_cluster/test_tcc_pg_cluster.c uses it to prove
+ * that a failed start can be retried). 0, the default, is off. */
+#pragma GCC visibility push(hidden)
+extern atomic_int sinter_rm_fault_thread_create;
+#pragma GCC visibility pop
+
 #endif /* SINTER_RM_INT_H */

@@ -1,11 +1,53 @@
 /*
  * XA on the RM client (sinter/rm_xa.h): the libpq layer's coordinator hooks on the network
- * client, the phase-2 handler on a small connection pool, and the start-up recovery scan.
+ * client, the phase-2 handler on a small connection pool, and the recovery scan (at registration
+ * and then periodically on the RM's maintenance thread).
  *
  * Pool: a mutex-guarded stack of idle connections. A worker takes one (or opens a new one when
  * none is idle, so phase 2 never waits for another worker's connection) and gives it back; a
  * connection that broke, is not idle, or whose call hit the client-side deadline (its state is
  * unknown: sinter/xa.h "Hang protection") is closed instead, so the next delivery reconnects.
+ * New connections get libpq's connect_timeout (XA_CONNECT_TIMEOUT_S unless the conninfo sets
+ * one): libpq waits forever by default, and a database host that does not answer must fail a
+ * phase-2 delivery as retryable well within the coordinator's lease, not park the worker.
+ *
+ * Periodic recovery. Seata's XA RM and DTM settle orphaned prepared transactions continuously,
+ * not only at start: a branch prepared by ANOTHER instance of the resource that crashed before
+ * phase 2, or one whose phase 2 the coordinator gave up on (*RetryTimeout after the database was
+ * down for longer than max_commit_retry_ms), must be settled without restarting anything. So
+ * the maintenance thread (rm.c) runs the scan of every resource every recovery_interval_ms. It
+ * only ever looks at gids of the resource's own namespace ("sntr:<ns>:", sinter_xa_recover),
+ * and for each asks the coordinator for the global's status, then acts as at registration. Why
+ * that is safe while the normal path runs at the same time:
+ *   - a branch in the middle of phase one (PREPAREd, its PhaseOne_Done report not yet
+ *     accepted): the coordinator answers Begin, and Begin is left alone. If a decision came
+ *     first, the scan applies it (commit side: COMMIT PREPARED, which is what phase 2 would do;
+ *     rollback side: ROLLBACK PREPARED, which is what the late-prepare guard does next): the
+ *     guard's own ROLLBACK PREPARED then finds 42704, pg_xact_status says aborted, and it
+ *     answers SINTER_ESTATE as it would have anyway (if both meet at the same instant, the
+ *     guard's sees 55000, leaves the branch to the scan that holds it, and still answers
+ *     SINTER_ESTATE). The side never flips (compare-and-set decisions), so the scan and the
+ *     guard never disagree.
+ *   - a phase-2 delivery running on a worker right now: both run COMMIT PREPARED (or both
+ *     ROLLBACK PREPARED: the scan follows the same decision the delivery carries). PostgreSQL
+ *     lets one backend hold a prepared transaction: the loser gets 55000 ("is busy": the
+ *     worker reports *_Retryable and the coordinator's next delivery finds 42704) or, once the
+ *     winner is done, 42704, which pg_xact_status of the branch's local xid resolves to
+ *     committed / aborted: the worker reports PhaseTwo_Committed / Rollbacked, exactly what it
+ *     would have reported had it won. A scan that loses counts the gid as `failed` (55000) or
+ *     as settled (42704 resolved); it never changes the outcome. A gid is never reused (it
+ *     names xid and branch id), so a gid listed by the scan and settled meanwhile cannot come
+ *     back as another transaction.
+ *   - a global the coordinator already removed (Finished): a branch still prepared under it is
+ *     a leftover of a rollback (sinter_rm_xa_recover's comment) and is rolled back, unless
+ *     leave_unknown. A worker cannot be committing it at the same time: the coordinator removes
+ *     a commit-side global only after every branch reported PhaseTwo_Committed, i.e. after its
+ *     COMMIT PREPARED, and then the gid is no longer prepared (the scan's ROLLBACK PREPARED
+ *     finds 42704, pg_xact_status committed: refused, counted failed, nothing changes).
+ * The scan does not take the lease of the coordinator's phase 2 and does not report to it: the
+ * coordinator's next delivery (if any) finds the work done and reports it as such. A periodic
+ * scan stops between gids when the RM is closing (close waits for at most the one status call
+ * in flight, bounded by deadline_ms).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -16,7 +58,9 @@
 #include "rm_int.h"
 #include "sinter/rm_xa.h"
 
-#define XA_POOL_DEFAULT 4u
+#define XA_POOL_DEFAULT        4u
+#define XA_CONNECT_TIMEOUT_S   5u     /* libpq connect_timeout of the pool's connections */
+#define XA_RECOVERY_DEFAULT_MS 60000u /* recovery_interval_ms 0 */
 
 struct sinter_rm_xa {
     struct sinter_rm_xa *next; /* rm->xas */
@@ -24,9 +68,14 @@ struct sinter_rm_xa {
     struct sinter_xa_resource *res;
     char *resource_id, *ns, *conninfo;
     bool leave_unknown;
-    pthread_mutex_t mu;
+    uint32_t interval_ms;  /* periodic scan; UINT32_MAX = none */
+    uint64_t next_scan_ms; /* sinter_client_now_ms() of the next periodic scan (maintenance
+                              thread only, after registration) */
+    pthread_mutex_t mu;    /* the pool and the totals */
     PGconn **idle;
     uint32_t n_idle, cap;
+    struct sinter_rm_xa_recovery total; /* summed over every scan */
+    uint64_t scans;
 };
 
 /* ---- hooks: the libpq layer's coordinator calls on the RM client ---- */
@@ -72,7 +121,13 @@ static int pool_get(struct sinter_rm_xa *x, PGconn **out)
         *out = c;
         return SINTER_OK;
     }
-    c = PQconnectdb(x->conninfo);
+    /* connect_timeout goes BEFORE the expanded conninfo, so one set there wins (libpq keeps the
+     * last value of a repeated keyword). */
+    char cts[16];
+    snprintf(cts, sizeof cts, "%u", XA_CONNECT_TIMEOUT_S);
+    const char *kw[] = {"connect_timeout", "dbname", NULL};
+    const char *val[] = {cts, x->conninfo, NULL};
+    c = PQconnectdbParams(kw, val, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         sinter_client_set_errmsg("xa resource '%s': cannot connect to PostgreSQL: %s",
                                  x->resource_id, c ? PQerrorMessage(c) : "out of memory");
@@ -111,7 +166,10 @@ static int xa_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *status
     PGconn *c = NULL;
     int rc = pool_get(x, &c);
     if (rc != SINTER_OK) {
-        return rc; /* database down: *_Retryable, delivered again with backoff */
+        /* Database down or refusing connections (SINTER_ETRANSPORT): *status stays 0, so the
+         * code maps to *_Retryable (sinter/rm.h) and the coordinator delivers again with backoff
+         * until its retry deadline; never a final failure for an outage. */
+        return rc;
     }
     uint32_t outcome = 0;
     rc = w->commit ? sinter_xa_commit_prepared(x->res, c, gid, w->xa_local_xid, &outcome)
@@ -126,12 +184,16 @@ static int xa_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *status
 struct rec_ctx {
     struct sinter_rm_xa *x;
     struct sinter_rm_xa_recovery r;
+    const atomic_bool *cancel; /* periodic scans: the RM's `stopping` */
 };
 
 static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
 {
     struct rec_ctx *rc_ = arg;
     struct sinter_rm_xa *x = rc_->x;
+    if (rc_->cancel != NULL && atomic_load(rc_->cancel)) {
+        return SINTER_ESHUTDOWN; /* closing: the rest waits for the next start's scans */
+    }
     rc_->r.found++;
     char t[SINTER_XID_STRLEN];
     sinter_xid_format(&p->xid, t);
@@ -169,26 +231,78 @@ static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
     return 0;
 }
 
-int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec)
+static int recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec,
+                   const atomic_bool *cancel)
 {
-    if (x == NULL) {
-        return SINTER_EINVAL;
-    }
-    struct rec_ctx ctx = {.x = x};
+    struct rec_ctx ctx = {.x = x, .cancel = cancel};
     PGconn *c = NULL;
     int rc = pool_get(x, &c);
     if (rc == SINTER_OK) {
         rc = sinter_xa_recover(x->res, c, rec_one, &ctx);
-        if (rc != SINTER_OK) {
+        if (rc != SINTER_OK && rc != SINTER_ESHUTDOWN) {
             sinter_client_set_errmsg("xa resource '%s': recovery scan: %s", x->resource_id,
                                      sinter_xa_errmsg());
         }
         pool_put(x, c, rc);
     }
+    pthread_mutex_lock(&x->mu);
+    x->scans++;
+    x->total.found += ctx.r.found;
+    x->total.committed += ctx.r.committed;
+    x->total.rolled_back += ctx.r.rolled_back;
+    x->total.left += ctx.r.left;
+    x->total.failed += ctx.r.failed;
+    pthread_mutex_unlock(&x->mu);
     if (rec != NULL) {
         *rec = ctx.r;
     }
     return rc;
+}
+
+int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec)
+{
+    if (x == NULL) {
+        return SINTER_EINVAL;
+    }
+    return recover(x, rec, NULL);
+}
+
+void sinter_rm_xa_recovery_totals(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *sum,
+                                  uint64_t *scans)
+{
+    pthread_mutex_lock(&x->mu);
+    if (sum != NULL) {
+        *sum = x->total;
+    }
+    if (scans != NULL) {
+        *scans = x->scans;
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+uint64_t sinter_rm_xa_scan_due(struct sinter_rm *rm)
+{
+    /* Resources are only ever added (at the head) until close, which joins this thread before
+     * freeing them: the list read under the lock stays valid without it. */
+    pthread_rwlock_rdlock(&rm->hlock);
+    struct sinter_rm_xa *list = rm->xas;
+    pthread_rwlock_unlock(&rm->hlock);
+    uint64_t next = UINT64_MAX;
+    for (struct sinter_rm_xa *x = list; x != NULL && !atomic_load(&rm->stopping); x = x->next) {
+        if (x->interval_ms == UINT32_MAX) {
+            continue;
+        }
+        if (sinter_client_now_ms() >= x->next_scan_ms) {
+            /* Failures are counted in the totals (failed) or left for the next round: the
+             * coordinator's phase 2 goes on meanwhile. */
+            (void)recover(x, NULL, &rm->stopping);
+            x->next_scan_ms = sinter_client_now_ms() + x->interval_ms;
+        }
+        if (x->next_scan_ms < next) {
+            next = x->next_scan_ms;
+        }
+    }
+    return next;
 }
 
 /* ---- registration ---- */
@@ -237,6 +351,9 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
     pthread_mutex_init(&x->mu, NULL);
     x->rm = rm;
     x->leave_unknown = o->leave_unknown;
+    x->interval_ms =
+        o->recovery_interval_ms != 0 ? o->recovery_interval_ms : XA_RECOVERY_DEFAULT_MS;
+    x->next_scan_ms = sinter_client_now_ms() + (x->interval_ms != UINT32_MAX ? x->interval_ms : 0);
     x->cap = o->pool_size != 0 ? o->pool_size : XA_POOL_DEFAULT;
     x->resource_id = strdup(o->resource_id);
     x->ns = strdup(o->ns);

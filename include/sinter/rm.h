@@ -39,10 +39,11 @@
  * (sinter/tcc.h) gets that from the fence; XA from pg_xact_status (sinter/xa.h).
  *
  * Lifecycle: sinter_rm_open (no threads yet; phase-one calls work at once), register handlers
- * (sinter_rm_set_handler, sinter_tcc_register), sinter_rm_start (pollers, workers and the
- * maintenance thread), ..., sinter_rm_close (stops polling, waits for running handlers, then
- * sends every queued report, each until report_timeout_ms after its handler returned; queued,
- * not yet started items are dropped: their leases expire and the coordinator redelivers them).
+ * (sinter_rm_set_handler, sinter_tcc_register, sinter_rm_xa_register), sinter_rm_start
+ * (pollers, workers, reporters and the maintenance thread; retry it after a failure), ...,
+ * sinter_rm_close (stops polling, waits for running handlers, then sends every queued report, each
+ * until report_timeout_ms after its handler returned; queued, not yet started items are dropped:
+ * their leases expire and the coordinator redelivers them).
  *
  * Thread-safe: every function may be called from any thread, except that sinter_rm_close must
  * not race other calls on the same handle, nor be called from a handler.
@@ -106,13 +107,15 @@ void sinter_rm_opts_default(struct sinter_rm_opts *o);
  * strings), SINTER_ECONFIG (bad address), SINTER_ENOMEM, SINTER_ETRANSPORT. */
 int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts);
 
-/* Starts phase-2 delivery: the maintenance thread, the workers, and a poller per known node
- * (when the process serves at least one resource). Register handlers first: an item with no
- * handler is reported retryable. Errors: SINTER_ESTATE (already started or closing),
- * SINTER_ENOMEM, SINTER_EINTERNAL (a thread could not be created). After a failure the handle
- * counts as started (a second sinter_rm_start answers SINTER_ESTATE) and some threads may run:
- * phase-one calls still work, and sinter_rm_close stops whatever did start and frees everything
- * cleanly; to retry delivery, close the handle and open a new one. */
+/* Starts phase-2 delivery: the maintenance thread (ClusterMeta refresh, TCC fence cleanup, XA
+ * recovery scans), the workers, the reporters, and a poller per known node (when the process
+ * serves at least one resource). Register handlers first: an item with no handler is reported
+ * retryable. Errors: SINTER_ESTATE (already started or closing), SINTER_ENOMEM,
+ * SINTER_EINTERNAL (a thread could not be created; sinter_rm_errmsg says which). After a
+ * failure the threads it did start are stopped and joined before it returns (work items they
+ * had received are dropped, and redelivered by the coordinator after their lease) and the handle
+ * is unstarted again: phase-one calls still work, and sinter_rm_start may simply be called
+ * again (or sinter_rm_close). */
 int sinter_rm_start(struct sinter_rm *rm);
 
 /* Stops the pollers, waits for the handlers that are running and for their reports, stops the

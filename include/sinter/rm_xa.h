@@ -3,8 +3,12 @@
  * between the libpq layer (sinter/xa.h, whose coordinator calls are hooks) and the network
  * client. Seata's XA mode: the RM registers the branch with the local transaction id, the
  * service runs its SQL, the RM prepares; phase 2 arrives on the RM's worker threads and runs
- * COMMIT PREPARED / ROLLBACK PREPARED on a connection of a small pool; at start the RM scans
- * pg_prepared_xacts for its own gids and settles each against the coordinator.
+ * COMMIT PREPARED / ROLLBACK PREPARED on a connection of a small pool; at registration and then
+ * every recovery_interval_ms (on the RM's maintenance thread, once sinter_rm_start ran) the RM
+ * scans pg_prepared_xacts for its own gids and settles each against the coordinator, so a
+ * branch left prepared by a crashed instance of the resource, or one whose phase 2 the
+ * coordinator gave up on, is settled without a restart (the races with phase 2 that runs at the
+ * same time: rm/rm_xa.c).
  *
  *   service thread                         RM worker thread (phase 2)
  *   sinter_rm_xa_begin(x, conn, xid, &br)  handler for (resource_id, SINTER_BT_XA):
@@ -42,7 +46,7 @@ struct sinter_rm_xa_opts {
      * restarts (the recovery scan finds the resource's prepared transactions by it). Required. */
     const char *ns;
     /* libpq connection string of the resource's database: phase 2 and recovery open their own
-     * connections with it. Required. */
+     * connections with it (with connect_timeout=5 unless it sets its own). Required. */
     const char *conninfo;
     /* Passed to sinter_xa_config (0 = that layer's default). */
     uint32_t statement_timeout_ms;
@@ -52,8 +56,15 @@ struct sinter_rm_xa_opts {
     /* Idle phase-2 connections kept open; 0 = 4. More are opened while more workers need one,
      * and closed when returned to a full pool. */
     uint32_t pool_size;
-    /* true: no recovery scan at registration (call sinter_rm_xa_recover yourself). */
+    /* true: no recovery scan at registration (call sinter_rm_xa_recover yourself). The periodic
+     * scans are governed by recovery_interval_ms alone. */
     bool skip_recovery;
+    /* The periodic recovery scan's interval, run on the RM's maintenance thread (so only while
+     * the RM is started), the first one this long after registration; 0 = 60000, UINT32_MAX =
+     * never (only the scan at registration and sinter_rm_xa_recover calls). Each scan costs one
+     * query plus one GlobalStatus call per prepared gid of the namespace, in flight ones
+     * included. */
+    uint32_t recovery_interval_ms;
     /* true: a prepared branch whose global the coordinator no longer knows (GlobalStatus
      * Finished) is left prepared for an operator instead of rolled back. */
     bool leave_unknown;
@@ -86,11 +97,18 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
 /* The recovery scan (sinter_xa_recover on a pooled connection), each prepared gid settled with
  * the coordinator's GlobalStatus of its xid: commit side -> COMMIT PREPARED; rollback side ->
  * ROLLBACK PREPARED; Begin -> left for the coordinator; Finished (unknown xid) -> ROLLBACK
- * PREPARED unless leave_unknown (why that is safe: rm/README.md "Recovery"). Safe to run while
- * phase 2 runs: a concurrent COMMIT PREPARED of the same gid makes one of them see 55000 (busy,
- * retried) or 42704, resolved by pg_xact_status. Ownership: writes *rec (may be NULL).
+ * PREPARED unless leave_unknown (why that is safe: rm/README.md "Recovery"). The same scan the
+ * registration and the periodic rounds run. Safe to run while phase 2 runs: a concurrent COMMIT
+ * PREPARED of the same gid makes one of them see 55000 (busy, retried) or 42704, resolved by
+ * pg_xact_status (the full reasoning: rm/rm_xa.c). Ownership: writes *rec (may be NULL).
  * Errors: the scan's (SINTER_EDB, SINTER_ETRANSPORT, SINTER_ETIMEOUT, ...). */
 int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec);
+
+/* The counts of every recovery scan of x so far (registration, periodic, sinter_rm_xa_recover)
+ * summed into *sum, and how many scans ran into *scans (a scan that failed counts too).
+ * Thread-safe. Ownership: writes *sum and *scans, either may be NULL. */
+void sinter_rm_xa_recovery_totals(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *sum,
+                                  uint64_t *scans);
 
 /* Starts a branch of global xid (text form) on the service's idle connection conn
  * (sinter_xa_begin: BEGIN, local xid, register). Ownership: borrows everything; writes *br.
