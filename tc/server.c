@@ -964,8 +964,8 @@ static void on_batch_proposed(void *arg, int rc, uint64_t index, sinter_raft_id 
 
 /* Encodes part p's outcomes (one BRANCH_RESULT when it has one, else BRANCH_RESULTS) and proposes
  * it; SINTER_OK means on_batch_proposed will answer them. */
-static int p2batch_propose(struct sinter_tc_server *s, const struct sinter_proto_phase2_report_batch *pb,
-                           struct p2part *p)
+static int p2batch_propose(struct sinter_tc_server *s,
+                           const struct sinter_proto_phase2_report_batch *pb, struct p2part *p)
 {
     struct sinter_tc_cmd *cmd = malloc(sizeof *cmd);
     if (cmd == NULL) {
@@ -982,8 +982,8 @@ static int p2batch_propose(struct sinter_tc_server *s, const struct sinter_proto
     uint8_t buf[SINTER_TC_CMD_HEADER_MAX_BYTES + 2 + 29 * SINTER_TC_MAX_RESULTS];
     size_t len = 0;
     size_t cap = sinter_tc_cmd_encoded_size(cmd);
-    int rc = cap <= sizeof buf ? sinter_tc_cmd_encode(cmd, buf, sizeof buf, &len)
-                               : SINTER_EINTERNAL;
+    int rc =
+        cap <= sizeof buf ? sinter_tc_cmd_encode(cmd, buf, sizeof buf, &len) : SINTER_EINTERNAL;
     free(cmd);
     if (rc != SINTER_OK) {
         return rc;

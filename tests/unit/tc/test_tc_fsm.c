@@ -690,10 +690,9 @@ static struct sinter_tc_cmd results_cmd(const struct outcome *o, size_t n)
     return c;
 }
 
-/* Applies the same setup entries to a second replica: the harness keeps h's own copies. */
+/* Gives a second replica h's state through a snapshot: same logical state, same last applied. */
 static void mirror(struct h *h, struct sinter_tc_fsm *f2)
 {
-    /* Replays h's state into f2 through a snapshot: same logical state, same last applied. */
     char snap[192];
     snprintf(snap, sizeof snap, "%s/mirror.snap", h->dir);
     uint64_t index;
@@ -732,32 +731,31 @@ static void branch_results_equal_singles(void **state)
     mirror(h, f2);
 
     const struct outcome o[] = {
-        {u1, u1a, SINTER_BS_PHASE2_COMMITTED},                  /* 0 undecided: ESTATE */
-        {c1, c1a, SINTER_BS_PHASE2_ROLLBACKED},                 /* 1 other side: ESTATE */
-        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                  /* 2 OK, Committing */
-        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                  /* 3 duplicate: OK */
-        {c1, c1a, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE},    /* 4 another end: ESTATE */
-        {r1, r1a, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE},  /* 5 OK, RollbackRetrying */
-        {9999, 1, SINTER_BS_PHASE2_COMMITTED},                  /* 6 unknown xid */
-        {c1, 9999, SINTER_BS_PHASE2_COMMITTED},                 /* 7 unknown branch */
-        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                  /* 8 OK, settles: Committed */
-        {r1, r1a, SINTER_BS_PHASE2_ROLLBACKED},                 /* 9 OK, settles: Rollbacked */
+        {u1, u1a, SINTER_BS_PHASE2_COMMITTED},                   /* 0 undecided: ESTATE */
+        {c1, c1a, SINTER_BS_PHASE2_ROLLBACKED},                  /* 1 other side: ESTATE */
+        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                   /* 2 OK, Committing */
+        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                   /* 3 duplicate: OK */
+        {c1, c1a, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE},     /* 4 another end: ESTATE */
+        {r1, r1a, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE},   /* 5 OK, RollbackRetrying */
+        {9999, 1, SINTER_BS_PHASE2_COMMITTED},                   /* 6 unknown xid */
+        {c1, 9999, SINTER_BS_PHASE2_COMMITTED},                  /* 7 unknown branch */
+        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                   /* 8 OK, settles: Committed */
+        {r1, r1a, SINTER_BS_PHASE2_ROLLBACKED},                  /* 9 OK, settles: Rollbacked */
         {r2, r2a, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE}, /* 10 OK, Rollbacking */
-        {r2, r2b, SINTER_BS_PHASE2_ROLLBACKED},                 /* 11 OK: RollbackFailed */
-        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                  /* 12 after settle: OK */
+        {r2, r2b, SINTER_BS_PHASE2_ROLLBACKED},                  /* 11 OK: RollbackFailed */
+        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                   /* 12 after settle: OK */
     };
     const size_t k = sizeof o / sizeof o[0];
-    const int want_rc[] = {SINTER_ESTATE, SINTER_ESTATE,    SINTER_OK,        SINTER_OK,
-                           SINTER_ESTATE, SINTER_OK,        SINTER_ENOTFOUND, SINTER_ENOTFOUND,
-                           SINTER_OK,     SINTER_OK,        SINTER_OK,        SINTER_OK,
+    const int want_rc[] = {SINTER_ESTATE, SINTER_ESTATE, SINTER_OK,        SINTER_OK,
+                           SINTER_ESTATE, SINTER_OK,     SINTER_ENOTFOUND, SINTER_ENOTFOUND,
+                           SINTER_OK,     SINTER_OK,     SINTER_OK,        SINTER_OK,
                            SINTER_OK};
-    const uint32_t want_st[] = {SINTER_GS_BEGIN,        SINTER_GS_COMMITTING,
-                                SINTER_GS_COMMITTING,   SINTER_GS_COMMITTING,
-                                SINTER_GS_COMMITTING,   SINTER_GS_ROLLBACK_RETRYING,
-                                SINTER_GS_FINISHED,     SINTER_GS_COMMITTING,
-                                SINTER_GS_COMMITTED,    SINTER_GS_ROLLBACKED,
-                                SINTER_GS_ROLLBACKING,  SINTER_GS_ROLLBACK_FAILED,
-                                SINTER_GS_COMMITTED};
+    const uint32_t want_st[] = {
+        SINTER_GS_BEGIN,      SINTER_GS_COMMITTING,  SINTER_GS_COMMITTING,
+        SINTER_GS_COMMITTING, SINTER_GS_COMMITTING,  SINTER_GS_ROLLBACK_RETRYING,
+        SINTER_GS_FINISHED,   SINTER_GS_COMMITTING,  SINTER_GS_COMMITTED,
+        SINTER_GS_ROLLBACKED, SINTER_GS_ROLLBACKING, SINTER_GS_ROLLBACK_FAILED,
+        SINTER_GS_COMMITTED};
 
     /* Replica A: one BRANCH_RESULTS entry, then K-1 no-op entries so both end at the same
      * index (the digest covers last applied). */
@@ -863,9 +861,8 @@ static void branch_results_in_a_batch(void **state)
     memcpy(bad, p2, l2);
     bad[22] = SINTER_TC_MAX_RESULTS + 1; /* the count, right after the 22-byte header */
     uint64_t i0 = h->idx;
-    struct sinter_tc_entry e[6] = {{i0 + 1, 1, p1, l1}, {i0 + 2, 1, p4, l4},
-                                   {i0 + 3, 1, bad, l2}, {i0 + 4, 1, p2, l2},
-                                   {i0 + 5, 1, NULL, 0}, {i0 + 6, 1, p3, l3}};
+    struct sinter_tc_entry e[6] = {{i0 + 1, 1, p1, l1}, {i0 + 2, 1, p4, l4},  {i0 + 3, 1, bad, l2},
+                                   {i0 + 4, 1, p2, l2}, {i0 + 5, 1, NULL, 0}, {i0 + 6, 1, p3, l3}};
     struct sinter_tc_result r[6];
     assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 6, r), SINTER_OK);
     h->idx += 6;
@@ -2028,7 +2025,7 @@ static void randomized_replicas_agree(void **state)
         distinct += counts[i] > 0;
     }
     assert_true(distinct >= 8);
-    assert_true(n_ok > 500); /* most commands were meaningful, not refusals */
+    assert_true(n_ok > 500);    /* most commands were meaningful, not refusals */
     assert_true(n_sub_ok > 50); /* and BRANCH_RESULTS outcomes were accepted, not only refused */
     assert_true(counts[SINTER_GS_BEGIN] > 0);
     int sides_seen = 0;
