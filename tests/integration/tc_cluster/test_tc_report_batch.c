@@ -12,7 +12,9 @@
  *   - one batch with the outcomes of two globals in two groups raises each group's raft commit
  *     index (the node's /metrics) by exactly one entry (BRANCH_RESULTS), not one per outcome, when
  *     no delivery's lease expired meanwhile (else by at most two: the PHASE2_START the leader
- *     proposes then), and counts every outcome in sinter_phase2_reports_total as before.
+ *     proposes then), and counts every outcome in sinter_phase2_reports_total as before;
+ *   - restarted with --batch-branch-results false (rolling upgrade), the same batch costs one
+ *     BRANCH_RESULT entry per outcome again, with the same answers.
  * Small timings from the config (lease 1 s, backoff 100..400 ms); every wait polls with a
  * generous bound.
  */
@@ -212,6 +214,77 @@ static struct counters read_counters(void)
     return c;
 }
 
+/* A committed global in each group (begins land in the group their (client, seq) hashes to:
+ * begin until both groups have one) with NB0 / NB1 branches; one batch reports every outcome.
+ * batched: each group's commit index rises by exactly one entry (BRANCH_RESULTS) when no lease
+ * expired meanwhile, by at most two otherwise (+ the PHASE2_START of the expired lease); not
+ * batched: by one entry per outcome (+ at most one). Metrics count every outcome either way. */
+static void entries_per_batch(bool batched)
+{
+    struct got g[16];
+    struct sinter_proto_msg m;
+    int32_t res[SINTER_PROTO_MAX_REPORTS];
+    uint32_t st = 0;
+    struct sinter_proto_phase2_report *rp = m.u.phase2_report_batch.reports;
+    enum { NB0 = 6, NB1 = 3 };
+    const int nb[GROUPS] = {NB0, NB1};
+    struct sinter_xid gx[GROUPS] = {{0, 0}, {0, 0}};
+    for (int tries = 0; tries < 64 && (gx[0].index == 0 || gx[1].index == 0); tries++) {
+        struct sinter_xid y = {0, 0};
+        assert_int_equal(sinter_raw_begin(&P, 0, 600000, &y, NULL), SINTER_OK);
+        assert_true(y.group < GROUPS);
+        if (gx[y.group].index == 0) {
+            gx[y.group] = y; /* the others stay Begin, far from their timeout: no entries */
+        }
+    }
+    assert_true(gx[0].index != 0 && gx[1].index != 0);
+    uint64_t bids[GROUPS][NB0];
+    for (int gi = 0; gi < GROUPS; gi++) {
+        for (int k = 0; k < nb[gi]; k++) {
+            assert_int_equal(
+                sinter_raw_branch_register(&P, gx[gi], RESOURCES[k % 2], 0, &bids[gi][k]),
+                SINTER_OK);
+        }
+        assert_int_equal(sinter_raw_end(&P, gx[gi], true, 0, 0, 0, &st), SINTER_OK);
+        assert_int_equal(st, SINTER_GS_COMMITTING);
+    }
+    /* Read before the deliveries start: a lease that expires from here on is counted. */
+    struct counters before = read_counters();
+    assert_int_equal(poll_items(g, NB0 + NB1, WAIT_MS), NB0 + NB1);
+    sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
+    m.u.phase2_report_batch.n_reports = NB0 + NB1;
+    for (int k = 0; k < NB0 + NB1; k++) {
+        /* The items' order, which interleaves the groups' outcomes in the request. */
+        struct sinter_xid owner = gx[0];
+        for (int j = 0; j < NB1; j++) {
+            if (bids[1][j] == g[k].branch) {
+                owner = gx[1];
+            }
+        }
+        assert_int_equal(g[k].code, SINTER_MSG_BRANCH_COMMIT);
+        set_report(&rp[k], SINTER_MSG_BRANCH_COMMIT, owner, g[k].branch, SINTER_BS_PHASE2_COMMITTED,
+                   g[k].attempt);
+    }
+    send_batch(&R, &m, res);
+    for (int k = 0; k < NB0 + NB1; k++) {
+        assert_int_equal(res[k], SINTER_OK);
+    }
+    /* A single node: the reply left after the entries were committed and applied. */
+    struct counters after = read_counters();
+    for (int gi = 0; gi < GROUPS; gi++) {
+        uint64_t d = after.commit[gi] - before.commit[gi];
+        uint64_t want = batched ? 1 : (uint64_t)nb[gi];
+        if (after.lease_expired == before.lease_expired) {
+            assert_true(d == want);
+        } else {
+            assert_true(d >= want && d <= want + 1); /* + the PHASE2_START of an expired lease */
+        }
+        assert_int_equal(wait_status(gx[gi], SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
+    }
+    /* Metrics count each outcome, as they did with one entry per outcome. */
+    assert_true(after.committed_reports - before.committed_reports == NB0 + NB1);
+}
+
 static void report_batch(void **state)
 {
     (void)state;
@@ -306,64 +379,18 @@ static void report_batch(void **state)
     assert_int_equal(poll_items(g, 1, 2500), 0);
     assert_int_equal(wait_status(x, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
 
-    /* One entry per group: a committed global in each group (begins land in the group their
-     * (client, seq) hashes to: begin until both groups have one), NB[g] branches each. */
-    enum { NB0 = 6, NB1 = 3 };
-    const int nb[GROUPS] = {NB0, NB1};
-    struct sinter_xid gx[GROUPS] = {{0, 0}, {0, 0}};
-    for (int tries = 0; tries < 64 && (gx[0].index == 0 || gx[1].index == 0); tries++) {
-        struct sinter_xid y = {0, 0};
-        assert_int_equal(sinter_raw_begin(&P, 0, 600000, &y, NULL), SINTER_OK);
-        assert_true(y.group < GROUPS);
-        if (gx[y.group].index == 0) {
-            gx[y.group] = y; /* the others stay Begin, far from their timeout: no entries */
-        }
-    }
-    assert_true(gx[0].index != 0 && gx[1].index != 0);
-    uint64_t bids[GROUPS][NB0];
-    for (int gi = 0; gi < GROUPS; gi++) {
-        for (int k = 0; k < nb[gi]; k++) {
-            assert_int_equal(
-                sinter_raw_branch_register(&P, gx[gi], RESOURCES[k % 2], 0, &bids[gi][k]),
-                SINTER_OK);
-        }
-        assert_int_equal(sinter_raw_end(&P, gx[gi], true, 0, 0, 0, &st), SINTER_OK);
-        assert_int_equal(st, SINTER_GS_COMMITTING);
-    }
-    /* Read before the deliveries start: a lease that expires from here on is counted. */
-    struct counters before = read_counters();
-    assert_int_equal(poll_items(g, NB0 + NB1, WAIT_MS), NB0 + NB1);
-    sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
-    m.u.phase2_report_batch.n_reports = NB0 + NB1;
-    for (int k = 0; k < NB0 + NB1; k++) {
-        /* The items' order, which interleaves the groups' outcomes in the request. */
-        struct sinter_xid owner = gx[0];
-        for (int j = 0; j < NB1; j++) {
-            if (bids[1][j] == g[k].branch) {
-                owner = gx[1];
-            }
-        }
-        assert_int_equal(g[k].code, SINTER_MSG_BRANCH_COMMIT);
-        set_report(&rp[k], SINTER_MSG_BRANCH_COMMIT, owner, g[k].branch, SINTER_BS_PHASE2_COMMITTED,
-                   g[k].attempt);
-    }
-    send_batch(&R, &m, res);
-    for (int k = 0; k < NB0 + NB1; k++) {
-        assert_int_equal(res[k], SINTER_OK);
-    }
-    /* A single node: the reply left after the entries were committed and applied. */
-    struct counters after = read_counters();
-    for (int gi = 0; gi < GROUPS; gi++) {
-        uint64_t d = after.commit[gi] - before.commit[gi];
-        if (after.lease_expired == before.lease_expired) {
-            assert_true(d == 1); /* one BRANCH_RESULTS; one BRANCH_RESULT each would be nb[gi] */
-        } else {
-            assert_true(d >= 1 && d <= 2); /* + the PHASE2_START of an expired lease */
-        }
-        assert_int_equal(wait_status(gx[gi], SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
-    }
-    /* Metrics count each outcome, as they did with one entry per outcome. */
-    assert_true(after.committed_reports - before.committed_reports == NB0 + NB1);
+    entries_per_batch(true);
+
+    /* tc.batch_branch_results = false (a rolling upgrade from a version without BRANCH_RESULTS,
+     * docs/operations.md "Upgrades"): one BRANCH_RESULT per outcome again, same answers. */
+    sinter_tcc_stop(&C, 1);
+    static const char *const off[] = {"--batch-branch-results", "false", NULL};
+    C.node[1].extra_args = off;
+    assert_int_equal(sinter_tcc_start(&C, 1), 0);
+    assert_true(sinter_raw_leader_of(&P, 0) == 1 && sinter_raw_leader_of(&P, 1) == 1);
+    assert_int_equal(sinter_raw_register(&P, 1, WAIT_MS), SINTER_OK);
+    assert_int_equal(sinter_raw_register(&R, 1, WAIT_MS), SINTER_OK);
+    entries_per_batch(false);
 
     sinter_tcc_stop(&C, 1);
     sinter_raw_close(&P);
