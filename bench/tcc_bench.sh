@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs `sinter-bench tcc` against a fresh local 3-node sinter-tc cluster (deploy/local-cluster.sh
-# in a temp dir) at concurrency 1, 16 and 64, prints the table, and stops the cluster by its PIDs
-# (also on failure or Ctrl-C).
+# in a temp dir) at concurrency 1, 16 and 64 (one sinter-bench run per level), prints each row and
+# a `# cpu` line (CPU ms of the nodes and of sinter-bench per committed transaction), and stops
+# the cluster by its PIDs (also on failure or Ctrl-C).
 #
 #   bench/tcc_bench.sh [--seconds T] [--warmup S] [--branches N] [--concurrency C,...]
 #                      [--rm-workers N]
@@ -40,7 +41,58 @@ trap 'exit 143' TERM
 
 "$root/deploy/local-cluster.sh" start "$dir" >/dev/null
 cport=$(sed -n 's/^cport=//p' "$dir/cluster.env")
+hport=$(sed -n 's/^hport=//p' "$dir/cluster.env")
 addrs=tcp://127.0.0.1:$cport,tcp://127.0.0.1:$((cport + 1)),tcp://127.0.0.1:$((cport + 2))
 echo "# fresh 3-node cluster in $dir ($(nproc) CPU(s)); $(uname -r); $(date -u +%FT%TZ)"
-"$bin/sinter-bench" tcc --branches "$branches" --concurrency "$conc" --seconds "$seconds" \
-  --warmup "$warmup" --rm-workers "$rmw" --addrs "$addrs" --secret-file "$dir/secret"
+
+# CPU time, robust to a shared machine where tx/s is not: utime + stime (/proc/PID/stat fields 14
+# and 15, clock ticks) of the 3 nodes, and of sinter-bench (the `times` of the subshell that ran
+# it), over each row, from its warm-up to its exit (phase 2 drained, up to 10 s after the window);
+# divided by the globals that became Committed meanwhile (node 1's sinter_globals, every group);
+# and the raft entries committed meanwhile (sinter_raft_commit_index, every group) per global.
+tck=$(getconf CLK_TCK)
+nodes_ticks() {
+  local n t=0 f
+  for n in 1 2 3; do
+    read -ra f <"/proc/$(<"$dir/node$n.pid")/stat"
+    # Fields after the parenthesised command name (no spaces in "sinter-tc"): utime is $14.
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+# "COMMITTED ENTRIES": globals Committed and raft entries committed, summed over the groups.
+committed() {
+  local out
+  out=$( (exec 3<>"/dev/tcp/127.0.0.1/$hport" &&
+          printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 &&
+          timeout 5 cat <&3) 2>/dev/null) || { echo 0 0; return; }
+  printf '%s\n' "$out" | awk '/^sinter_globals\{.*status="Committed"\}/ { s += $2 }
+    /^sinter_raft_commit_index\{/ { e += $2 } END { print s + 0, e + 0 }'
+}
+
+IFS=, read -ra levels <<<"$conc"
+for c in "${levels[@]}"; do
+  n0=$(nodes_ticks)
+  read -r k0 e0 < <(committed)
+  tf="$dir/times.$c"
+  ( rc=0
+    "$bin/sinter-bench" tcc --branches "$branches" --concurrency "$c" --seconds "$seconds" \
+      --warmup "$warmup" --rm-workers "$rmw" --addrs "$addrs" --secret-file "$dir/secret" || rc=$?
+    times >"$tf"
+    exit $rc )
+  n1=$(nodes_ticks)
+  read -r k1 e1 < <(committed)
+  # `times`, second line: the subshell's children's user and system time, "NmS.SSSs NmS.SSSs".
+  bench_ms=$(sed -n 2p "$tf" | sed 's/[ms]/ /g' |
+    awk '{ print int(($1 * 60 + $2 + $3 * 60 + $4) * 1000 + 0.5) }')
+  nodes_ms=$(( (n1 - n0) * 1000 / tck ))
+  tx=$((k1 - k0))
+  awk -v c="$c" -v n="$nodes_ms" -v b="$bench_ms" -v tx="$tx" -v e=$((e1 - e0)) 'BEGIN {
+    all = "-"; nd = "-"; ept = "-"
+    if (tx > 0) {
+      all = sprintf("%.3f", (n + b) / tx); nd = sprintf("%.3f", n / tx); ept = sprintf("%.2f", e / tx)
+    }
+    printf "# cpu C=%s: nodes %d ms + sinter-bench %d ms for %d globals Committed:" \
+      " %s CPU ms per committed tx (nodes alone %s); %d raft entries, %s per committed tx\n",
+      c, n, b, tx, all, nd, e, ept }'
+done

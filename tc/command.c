@@ -10,6 +10,7 @@
 #include "sinter/types.h"
 
 #define HEADER_FIXED 12 /* version, type, flags, now_ms */
+#define RESULT_BYTES 29 /* one branch result: xid (12), branch id, outcome, first attempt */
 
 /* ---- writer ---- */
 
@@ -67,6 +68,14 @@ static void put_xid(struct wr *w, const struct sinter_xid *x)
 {
     put_u32(w, x->group);
     put_u64(w, x->index);
+}
+
+static void put_result(struct wr *w, const struct sinter_tc_cmd_branch_result *b)
+{
+    put_xid(w, &b->xid);
+    put_u64(w, b->branch_id);
+    put_u8(w, b->outcome);
+    put_u64(w, b->first_attempt_ms);
 }
 
 /* ---- reader ---- */
@@ -170,6 +179,14 @@ static void get_xid(struct rd *r, struct sinter_xid *x)
     x->index = get_u64(r);
 }
 
+static void get_result(struct rd *r, struct sinter_tc_cmd_branch_result *b)
+{
+    get_xid(r, &b->xid);
+    b->branch_id = get_u64(r);
+    b->outcome = get_u8(r);
+    b->first_attempt_ms = get_u64(r);
+}
+
 /* ---- validation ---- */
 
 /* A string field: within [min, max] bytes, no NUL (ids and names are printed, logged and used as
@@ -223,6 +240,18 @@ static int check_ms(uint64_t ms)
             return rc_;                                                                            \
         }                                                                                          \
     } while (0)
+
+static int check_result(const struct sinter_tc_cmd_branch_result *b)
+{
+    TRY(check_xid(&b->xid));
+    TRY(check_id(b->branch_id));
+    TRY(check_ms(b->first_attempt_ms));
+    if (b->outcome < SINTER_BS_PHASE2_COMMITTED ||
+        b->outcome > SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE) {
+        return SINTER_EBADVALUE;
+    }
+    return SINTER_OK;
+}
 
 /* Commands a client sends through the TM/RM libraries must carry a session (client id, seq):
  * without it a retry after a leader change would begin a second global or register a second
@@ -297,14 +326,16 @@ static int validate(const struct sinter_tc_cmd *c)
     case SINTER_TC_CMD_END:
     case SINTER_TC_CMD_REDRIVE:
         return check_xid(&c->u.x.xid);
-    case SINTER_TC_CMD_BRANCH_RESULT: {
-        const struct sinter_tc_cmd_branch_result *b = &c->u.result;
-        TRY(check_xid(&b->xid));
-        TRY(check_id(b->branch_id));
-        TRY(check_ms(b->first_attempt_ms));
-        if (b->outcome < SINTER_BS_PHASE2_COMMITTED ||
-            b->outcome > SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE) {
+    case SINTER_TC_CMD_BRANCH_RESULT:
+        return check_result(&c->u.result);
+    case SINTER_TC_CMD_BRANCH_RESULTS: {
+        /* No session: the session table keeps one answer per request, and these outcomes have
+         * one each (the state machine dedups a repeated outcome by itself, as for a single). */
+        if (c->seq != 0 || c->u.results.n == 0 || c->u.results.n > SINTER_TC_MAX_RESULTS) {
             return SINTER_EBADVALUE;
+        }
+        for (uint32_t i = 0; i < c->u.results.n; i++) {
+            TRY(check_result(&c->u.results.r[i]));
         }
         return SINTER_OK;
     }
@@ -372,7 +403,10 @@ size_t sinter_tc_cmd_encoded_size(const struct sinter_tc_cmd *c)
         n += 12;
         break;
     case SINTER_TC_CMD_BRANCH_RESULT:
-        n += 12 + 8 + 1 + 8;
+        n += RESULT_BYTES;
+        break;
+    case SINTER_TC_CMD_BRANCH_RESULTS:
+        n += 2 + (size_t)c->u.results.n * RESULT_BYTES;
         break;
     case SINTER_TC_CMD_RETRY_TIMEOUT:
         n += 12 + 8;
@@ -406,7 +440,7 @@ int sinter_tc_cmd_encode(const struct sinter_tc_cmd *c, uint8_t *buf, size_t cap
         return SINTER_ETOOBIG;
     }
     struct wr w = {buf, 0};
-    put_u8(&w, SINTER_TC_CMD_VERSION);
+    put_u8(&w, sinter_tc_cmd_version_of(c->type));
     put_u8(&w, c->type);
     put_u16(&w, 0);
     put_u64(&w, c->now_ms);
@@ -448,10 +482,13 @@ int sinter_tc_cmd_encode(const struct sinter_tc_cmd *c, uint8_t *buf, size_t cap
         put_xid(&w, &c->u.x.xid);
         break;
     case SINTER_TC_CMD_BRANCH_RESULT:
-        put_xid(&w, &c->u.result.xid);
-        put_u64(&w, c->u.result.branch_id);
-        put_u8(&w, c->u.result.outcome);
-        put_u64(&w, c->u.result.first_attempt_ms);
+        put_result(&w, &c->u.result);
+        break;
+    case SINTER_TC_CMD_BRANCH_RESULTS:
+        put_u16(&w, (uint16_t)c->u.results.n);
+        for (uint32_t i = 0; i < c->u.results.n; i++) {
+            put_result(&w, &c->u.results.r[i]);
+        }
         break;
     case SINTER_TC_CMD_RETRY_TIMEOUT:
         put_xid(&w, &c->u.retry_timeout.xid);
@@ -493,8 +530,8 @@ int sinter_tc_cmd_decode(struct sinter_tc_cmd *c, const uint8_t *buf, size_t len
     if (r.err != SINTER_OK) {
         return r.err;
     }
-    if (c->version != SINTER_TC_CMD_VERSION) {
-        return SINTER_EBADVERSION;
+    if (c->version == 0 || c->version > SINTER_TC_CMD_VERSION) {
+        return SINTER_EBADVERSION; /* > current: tc/fsm.c stops rather than skip it */
     }
     c->type = get_u8(&r);
     uint16_t flags = get_u16(&r);
@@ -506,6 +543,9 @@ int sinter_tc_cmd_decode(struct sinter_tc_cmd *c, const uint8_t *buf, size_t len
     }
     if (c->type == 0 || c->type > SINTER_TC_CMD_TYPE_MAX) {
         return SINTER_EUNKNOWNMSG;
+    }
+    if (c->version != sinter_tc_cmd_version_of(c->type)) {
+        return SINTER_EBADVERSION; /* one spelling: each type under its own version only */
     }
     if (flags != 0) {
         return SINTER_EBADVALUE;
@@ -547,11 +587,19 @@ int sinter_tc_cmd_decode(struct sinter_tc_cmd *c, const uint8_t *buf, size_t len
         get_xid(&r, &c->u.x.xid);
         break;
     case SINTER_TC_CMD_BRANCH_RESULT:
-        get_xid(&r, &c->u.result.xid);
-        c->u.result.branch_id = get_u64(&r);
-        c->u.result.outcome = get_u8(&r);
-        c->u.result.first_attempt_ms = get_u64(&r);
+        get_result(&r, &c->u.result);
         break;
+    case SINTER_TC_CMD_BRANCH_RESULTS: {
+        uint16_t n = get_u16(&r);
+        if (r.err == SINTER_OK && (n == 0 || n > SINTER_TC_MAX_RESULTS)) {
+            return SINTER_EBADVALUE; /* before reading: n bounds the array */
+        }
+        c->u.results.n = n;
+        for (uint32_t i = 0; i < n && r.err == SINTER_OK; i++) {
+            get_result(&r, &c->u.results.r[i]);
+        }
+        break;
+    }
     case SINTER_TC_CMD_RETRY_TIMEOUT:
         get_xid(&r, &c->u.retry_timeout.xid);
         c->u.retry_timeout.max_retry_ms = get_u64(&r);
@@ -597,6 +645,15 @@ const char *sinter_tc_cmd_name(uint32_t type)
         [SINTER_TC_CMD_GC] = "GC",
         [SINTER_TC_CMD_REDRIVE] = "REDRIVE",
         [SINTER_TC_CMD_RESOLVE] = "RESOLVE",
+        [SINTER_TC_CMD_BRANCH_RESULTS] = "BRANCH_RESULTS",
     };
     return (type >= 1 && type <= SINTER_TC_CMD_TYPE_MAX) ? names[type] : "UNKNOWN";
+}
+
+uint8_t sinter_tc_cmd_version_of(uint32_t type)
+{
+    if (type >= SINTER_TC_CMD_BEGIN && type <= SINTER_TC_CMD_RESOLVE) {
+        return 1;
+    }
+    return type == SINTER_TC_CMD_BRANCH_RESULTS ? 2 : 0;
 }

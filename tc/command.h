@@ -8,9 +8,9 @@
  * clock: the leader stamps its wall clock into every command (now_ms) and the state machine uses
  * that value for begin times, end times and deadline checks.
  *
- * Encoding (version 1), all integers little-endian, no padding:
+ * Encoding, all integers little-endian, no padding:
  *
- *   header  u8  version (1)
+ *   header  u8  version (the type's format version, see below)
  *           u8  type (enum sinter_tc_cmd_type)
  *           u16 flags (0; reserved)
  *           u64 now_ms          leader clock when proposed
@@ -24,6 +24,15 @@
  * header) are covered by body_crc so a client session can tell a retry from a sequence number
  * reused for a different request; now_ms is outside it because a retry through a new leader is
  * stamped again.
+ *
+ * Versions. The version byte is per type: every type of the first format (1..11) is written and
+ * read as version 1, byte for byte as before; BRANCH_RESULTS (12) exists only as version 2. A
+ * decoder accepts each type only under its own version (one spelling). Why a new type bumps the
+ * version instead of reusing 1: a replica built before the type would decode "version 1, type 12"
+ * as an unknown command and refuse it, i.e. apply nothing while upgraded replicas apply it, and
+ * the replicas would diverge; "version 2" instead makes it stop the group (tc/fsm.h: a newer
+ * format is never skipped) until it is upgraded. docs/operations.md "Upgrades" says how a
+ * rolling upgrade avoids that stop (tc.batch_branch_results).
  */
 #ifndef SINTER_TC_COMMAND_H
 #define SINTER_TC_COMMAND_H
@@ -37,7 +46,11 @@
 extern "C" {
 #endif
 
-#define SINTER_TC_CMD_VERSION 1
+/* The newest format this build reads and writes (BRANCH_RESULTS); see "Versions" above. */
+#define SINTER_TC_CMD_VERSION 2
+/* Outcomes in one BRANCH_RESULTS: as many as one Phase2ReportBatch carries
+ * (SINTER_PROTO_MAX_REPORTS). */
+#define SINTER_TC_MAX_RESULTS 64
 
 /* Hard limits (bytes). Seata's defaults are similar (applicationData is a 64 KiB-ish VARCHAR,
  * transaction_name 128, resource_id 256). */
@@ -71,8 +84,9 @@ enum sinter_tc_cmd_type {
     SINTER_TC_CMD_GC = 9,              /* retention: remove old finished globals and sessions */
     SINTER_TC_CMD_REDRIVE = 10,        /* admin: failed global back to retrying */
     SINTER_TC_CMD_RESOLVE = 11,        /* admin: operator declares a failed global done */
+    SINTER_TC_CMD_BRANCH_RESULTS = 12, /* leader: 1..64 BRANCH_RESULTs in one entry (version 2) */
 };
-#define SINTER_TC_CMD_TYPE_MAX 11
+#define SINTER_TC_CMD_TYPE_MAX 12
 
 /* A length-delimited byte string borrowed from the decoded buffer or the caller (not NUL
  * terminated). Strings (ids, names) never contain NUL; blobs may hold anything. */
@@ -128,6 +142,15 @@ struct sinter_tc_cmd_branch_result {
     uint64_t first_attempt_ms; /* the worker's first phase-2 attempt for this global; 0 = now */
 };
 
+/* BRANCH_RESULTS: n outcomes, each exactly what one BRANCH_RESULT carries, applied in order as
+ * n independent BRANCH_RESULTs (tc/fsm.c). Encoded as u16 n (1..SINTER_TC_MAX_RESULTS) then n
+ * times { xid, u64 branch_id, u8 outcome, u64 first_attempt_ms }. Never carries a client session
+ * (seq 0): a session keeps one answer per request, this command has n. */
+struct sinter_tc_cmd_branch_results {
+    uint32_t n;
+    struct sinter_tc_cmd_branch_result r[SINTER_TC_MAX_RESULTS];
+};
+
 struct sinter_tc_cmd_retry_timeout {
     struct sinter_xid xid;
     uint64_t max_retry_ms; /* the configured phase-2 deadline; the state machine checks
@@ -151,7 +174,8 @@ struct sinter_tc_cmd_resolve {
 };
 
 struct sinter_tc_cmd {
-    uint8_t version; /* SINTER_TC_CMD_VERSION (encode ignores it and writes the current one) */
+    uint8_t version; /* output of decode: the type's version (sinter_tc_cmd_version_of); encode
+                        ignores it and writes the type's version */
     uint8_t type;    /* enum sinter_tc_cmd_type */
     uint64_t now_ms;
     struct sinter_tc_bytes client_id;
@@ -167,6 +191,7 @@ struct sinter_tc_cmd {
         struct sinter_tc_cmd_retry_timeout retry_timeout;
         struct sinter_tc_cmd_gc gc;
         struct sinter_tc_cmd_resolve resolve;
+        struct sinter_tc_cmd_branch_results results;
     } u;
 };
 
@@ -181,10 +206,15 @@ int sinter_tc_cmd_encode(const struct sinter_tc_cmd *c, uint8_t *buf, size_t cap
 
 /* Decodes exactly len bytes. On success every sinter_tc_bytes in *c points into buf, so buf
  * must outlive *c. Ownership: borrows buf, writes *c. Errors: SINTER_ETRUNCATED (buf ends
- * early), SINTER_EBADVERSION (version not 1), SINTER_EUNKNOWNMSG (type), SINTER_ETOOBIG (length
- * over its limit), SINTER_EBADLEN (trailing bytes), SINTER_EBADVALUE (reserved bits, enums, NUL
- * in a string, seq/client id mismatch, zero timeout). */
+ * early), SINTER_EBADVERSION (version 0 or newer than SINTER_TC_CMD_VERSION, or not the type's
+ * version), SINTER_EUNKNOWNMSG (type), SINTER_ETOOBIG (length over its limit), SINTER_EBADLEN
+ * (trailing bytes), SINTER_EBADVALUE (reserved bits, enums, NUL in a string, seq/client id
+ * mismatch, zero timeout, BRANCH_RESULTS count not 1..64 or with a session). */
 int sinter_tc_cmd_decode(struct sinter_tc_cmd *c, const uint8_t *buf, size_t len);
+
+/* The format version a command type is written in: 1 for the first format's types (1..11), 2 for
+ * BRANCH_RESULTS; 0 for an unknown type. */
+uint8_t sinter_tc_cmd_version_of(uint32_t type);
 
 /* Static name of a command type ("BEGIN"), "UNKNOWN" otherwise. */
 const char *sinter_tc_cmd_name(uint32_t type);

@@ -63,6 +63,7 @@ static const struct key keys[] = {
     KEY("tc", "client_retention_ms", "client-retention-ms", K_U64, client_retention_ms),
     KEY("tc", "gc_interval_ms", "gc-interval-ms", K_U64, gc_interval_ms),
     KEY("tc", "client_idle_ms", "client-idle-ms", K_U64, client_idle_ms),
+    KEY("tc", "batch_branch_results", "batch-branch-results", K_BOOL, batch_branch_results),
     KEY("tls", "cert_key_file", "tls-cert-key-file", K_STR, tls_cert_key_file),
     KEY("tls", "key_password", "tls-key-password", K_STR, tls_key_password),
     KEY("tls", "ca_file", "tls-ca-file", K_STR, tls_ca_file),
@@ -94,6 +95,7 @@ void sinter_tc_config_init(struct sinter_tc_config *c)
     c->client_retention_ms = SINTER_TC_DEFAULT_CLIENT_RETENTION_MS;
     c->gc_interval_ms = 60000;
     c->client_idle_ms = 3600000;
+    c->batch_branch_results = true;
 }
 
 static void peers_clear(struct sinter_tc_config *c)
@@ -276,7 +278,8 @@ const char *sinter_tc_config_usage(void)
            "                 [--max-rollback-retry-ms MS] [--phase2-lease-ms MS]\n"
            "                 [--max-clock-skew-ms MS] [--retention-ms MS]\n"
            "                 [--client-retention-ms MS] [--gc-interval-ms MS]\n"
-           "                 [--client-idle-ms MS] [--http-listen URL] [--log-level 0..3]\n"
+           "                 [--client-idle-ms MS] [--batch-branch-results true|false]\n"
+           "                 [--http-listen URL] [--log-level 0..3]\n"
            "                 [--tls-cert-key-file PEM] [--tls-key-password P] [--tls-ca-file PEM]\n"
            "                 [--tls-server-name NAME] [--tls-client-verify true|false]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"

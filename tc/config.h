@@ -49,6 +49,12 @@
  *   gc_interval_ms = 60000                  [--gc-interval-ms]    between two retention GC runs
  *   client_idle_ms = 3600000                [--client-idle-ms]    a registered client idle this
  *                                           long is forgotten by the node (it re-registers)
+ *   batch_branch_results = true             [--batch-branch-results] true: the outcomes of one
+ *                                           Phase2ReportBatch become one BRANCH_RESULTS entry
+ *                                           per group; false: one BRANCH_RESULT each, the only
+ *                                           form a node older than BRANCH_RESULTS applies (set
+ *                                           it false during a rolling upgrade from one,
+ *                                           docs/operations.md "Upgrades")
  *   [tls]   (used by every listener whose URL is tls+tcp:// or https://; peers' URLs then use
  *            the same scheme as this node's listener of that kind)
  *   cert_key_file = /etc/sinter/node.pem    [--tls-cert-key-file] PEM certificate + private key
@@ -109,6 +115,7 @@ struct sinter_tc_config {
     uint64_t client_retention_ms;
     uint64_t gc_interval_ms;
     uint64_t client_idle_ms;
+    bool batch_branch_results;
     char *tls_cert_key_file; /* [tls]; malloc'ed, NULL = not set */
     char *tls_key_password;
     char *tls_ca_file;

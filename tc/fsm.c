@@ -24,6 +24,8 @@
  *                  reported do not block a commit (a TCC try need not report).
  *                  If no branch needs phase 2 the global settles at once (Seata ends a global
  *                  with no branches as Committed / Rollbacked in the same call).
+ * BRANCH_RESULTS   n (1..64) outcomes in one entry (the outcomes of one Phase2ReportBatch for this
+ *                  group), each applied as its own BRANCH_RESULT, in order (do_branch_results).
  * BRANCH_RESULT    records one phase-2 outcome. Like Seata's doGlobalCommit / doGlobalRollback:
  *                  PhaseTwo_Committed / _Rollbacked is done; *_Retryable moves the global to
  *                  CommitRetrying / RollbackRetrying / TimeoutRollbackRetrying (queueToRetry*);
@@ -194,6 +196,10 @@ struct sinter_tc_fsm {
     uint64_t last_term;
     sqlite3_stmt *st[ST_COUNT];
     char errmsg[512]; /* the last install error (sinter_tc_fsm_errmsg) */
+    /* The outcomes' results of the BRANCH_RESULTS entries in the last applied batch, in entry
+     * order; each such entry's result points at its slice (sinter_tc_result.sub). */
+    struct sinter_tc_result *sub;
+    size_t n_sub, cap_sub;
 };
 
 #if defined(__GNUC__)
@@ -492,6 +498,7 @@ void sinter_tc_fsm_close(struct sinter_tc_fsm *fsm)
         return;
     }
     close_db(fsm);
+    free(fsm->sub);
     free(fsm->path);
     free(fsm);
 }
@@ -957,10 +964,11 @@ static int do_phase2_start(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *
     return SINTER_OK;
 }
 
-static int do_branch_result(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
-                            struct sinter_tc_result *res)
+/* One phase-2 outcome at the leader's time now_ms: a BRANCH_RESULT, or one outcome of a
+ * BRANCH_RESULTS. */
+static int apply_result(struct sinter_tc_fsm *f, const struct sinter_tc_cmd_branch_result *b,
+                        uint64_t now_ms, struct sinter_tc_result *res)
 {
-    const struct sinter_tc_cmd_branch_result *b = &c->u.result;
     struct gstate g;
     bool ok;
     uint32_t bs = 0;
@@ -988,21 +996,60 @@ static int do_branch_result(struct sinter_tc_fsm *f, const struct sinter_tc_cmd 
     }
     BINDS(bind_u64(s, 1, b->branch_id));
     BINDS(sqlite3_bind_int(s, 2, b->outcome));
-    BINDS(bind_u64(s, 3, c->now_ms));
+    BINDS(bind_u64(s, 3, now_ms));
     CHECK(run(s));
     res->branch_status = b->outcome;
     if (!in_phase2(g.status)) {
         return SINTER_OK;
     }
     if (g.phase2_first_ms == 0) {
-        CHECK(set_phase2_first(f, &g, b->first_attempt_ms != 0 ? b->first_attempt_ms : c->now_ms));
+        CHECK(set_phase2_first(f, &g, b->first_attempt_ms != 0 ? b->first_attempt_ms : now_ms));
     }
     if (outcome_is_retryable(b->outcome) && g.status == g.decision) {
         CHECK(set_global_status(f, &g, retrying_of(g.decision), 0));
     }
     bool settled;
-    CHECK(settle(f, &g, c->now_ms, &settled));
+    CHECK(settle(f, &g, now_ms, &settled));
     res->status = g.status;
+    return SINTER_OK;
+}
+
+static int do_branch_result(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
+                            struct sinter_tc_result *res)
+{
+    return apply_result(f, &c->u.result, c->now_ms, res);
+}
+
+/* BRANCH_RESULTS: each outcome exactly as its own BRANCH_RESULT would be, in entry order, with
+ * the same time: outcome i sees what outcomes 0..i-1 wrote (the batch is one SQLite transaction
+ * read through the same connection), so the second branch of a global settles it and a repeated
+ * outcome is the deduplicated retry it would be in a later entry. A refused outcome writes
+ * nothing (every handler validates before it writes) and does not stop the ones after it. The
+ * entry itself is answered SINTER_OK; its outcomes' answers are in res->sub[0..n). */
+static int do_branch_results(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
+                             struct sinter_tc_result *res)
+{
+    const struct sinter_tc_cmd_branch_results *bs = &c->u.results;
+    if (f->cap_sub - f->n_sub < bs->n) {
+        size_t cap = f->cap_sub > 0 ? f->cap_sub : SINTER_TC_MAX_RESULTS;
+        while (cap - f->n_sub < bs->n) {
+            cap *= 2;
+        }
+        struct sinter_tc_result *ns = realloc(f->sub, cap * sizeof *ns);
+        if (ns == NULL) {
+            return SINTER_ENOMEM;
+        }
+        f->sub = ns;
+        f->cap_sub = cap;
+    }
+    for (uint32_t i = 0; i < bs->n; i++) {
+        struct sinter_tc_result *r = &f->sub[f->n_sub + i];
+        memset(r, 0, sizeof *r);
+        r->xid = bs->r[i].xid;
+        CHECK(apply_result(f, &bs->r[i], c->now_ms, r));
+    }
+    f->n_sub += bs->n;
+    res->n_sub = bs->n; /* res->sub is set once the batch is done (f->sub may still move) */
     return SINTER_OK;
 }
 
@@ -1316,6 +1363,8 @@ static int dispatch(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c, uint
         return do_redrive(f, c, res);
     case SINTER_TC_CMD_RESOLVE:
         return do_resolve(f, c, res);
+    case SINTER_TC_CMD_BRANCH_RESULTS:
+        return do_branch_results(f, c, res);
     default:
         return SINTER_EINTERNAL; /* the decoder admits no other type */
     }
@@ -1466,6 +1515,7 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
         return SINTER_OK;
     }
     CHECK(exec_sql(fsm->db, "BEGIN IMMEDIATE"));
+    fsm->n_sub = 0;
     uint64_t last = fsm->last_applied;
     uint64_t term = fsm->last_term;
     int rc = SINTER_OK;
@@ -1498,6 +1548,13 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
     }
     fsm->last_applied = last;
     fsm->last_term = term;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (results[i].n_sub > 0) {
+            results[i].sub = fsm->sub + off;
+            off += results[i].n_sub;
+        }
+    }
     return SINTER_OK;
 }
 

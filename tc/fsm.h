@@ -36,6 +36,9 @@
  *                    G *ing -> *Retrying; when every branch is terminal G settles:
  *                    all done -> Committed | Rollbacked | TimeoutRollbacked,
  *                    any unretryable -> CommitFailed | RollbackFailed | TimeoutRollbackFailed
+ *   BRANCH_RESULTS   1..64 BRANCH_RESULTs in one entry, applied one after the other as above, each
+ *                    with its own answer (sinter_tc_result.sub); one refused outcome neither undoes
+ *                    nor blocks the others
  *   END              explicit settle (same rule), refused while a branch is pending
  *   RETRY_TIMEOUT    G in phase 2, now > phase2_first + max_retry -> CommitRetryTimeout |
  *                    RollbackRetryTimeout
@@ -119,6 +122,11 @@ struct sinter_tc_result {
     uint64_t clients_removed;  /* GC: client rows forgotten */
     bool duplicate;            /* answer replayed from the client session table, nothing applied */
     bool skipped;              /* index <= last applied: ignored (rc SINTER_ESTALE) */
+    /* BRANCH_RESULTS (rc SINTER_OK): sub[i] is the answer to outcome i, what a BRANCH_RESULT with
+     * it would have been answered (its own rc, status, branch status, xid, branch id). Points
+     * into the fsm, valid until its next apply_batch (or close); NULL and 0 otherwise. */
+    const struct sinter_tc_result *sub;
+    uint32_t n_sub;
 };
 
 /* Result codes of a refused command (rc in sinter_tc_result):

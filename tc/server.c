@@ -851,30 +851,41 @@ static bool phase2_side_ok(const struct sinter_proto_phase2_report *p)
             bs <= SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE);
 }
 
+/* The state machine's form of a report's outcome. */
+static struct sinter_tc_cmd_branch_result result_of(const struct sinter_proto_phase2_report *p)
+{
+    /* first_attempt_ms 0 = the entry's time: when no PHASE2_START recorded a deadline base (phase
+     * 2 went well, docs/phase2-protocol.md), the first result sets it, within one lease of the
+     * first attempt. */
+    return (struct sinter_tc_cmd_branch_result){p->outcome.xid, p->outcome.branch_id,
+                                                (uint8_t)p->outcome.branch_status, 0};
+}
+
 static void branch_result_cmd(const struct sinter_proto_phase2_report *p, struct sinter_tc_cmd *cmd)
 {
     memset(cmd, 0, sizeof *cmd);
     cmd->version = SINTER_TC_CMD_VERSION;
     cmd->type = SINTER_TC_CMD_BRANCH_RESULT;
     cmd->now_ms = sinter_tc_wall_ms();
-    cmd->u.result.xid = p->outcome.xid;
-    cmd->u.result.branch_id = p->outcome.branch_id;
-    cmd->u.result.outcome = (uint8_t)p->outcome.branch_status;
-    /* 0 = the entry's time: when no PHASE2_START recorded a deadline base (phase 2 went well,
-     * docs/phase2-protocol.md), the first result sets it, within one lease of the first attempt. */
-    cmd->u.result.first_attempt_ms = 0;
+    cmd->u.result = result_of(p);
 }
 
-/* Phase2ReportBatch (docs/phase2-protocol.md "Reports"): each outcome becomes its own
- * BRANCH_RESULT, proposed at once, so raft carries them in the same append batches (one fsync
- * for many); the reply goes out when the last one is resolved, with each outcome's result as a
- * single Phase2Report would have had it. `pending` starts at n + 1: the submitting thread holds
- * one count until every proposal is made, so the loop thread cannot reply (and free) early. */
+/* Phase2ReportBatch (docs/phase2-protocol.md "Reports"): the outcomes that pass the checks are
+ * grouped by raft group, and each group's become ONE BRANCH_RESULTS entry (one BRANCH_RESULT when
+ * the group has a single outcome, or when tc.batch_branch_results is off for a rolling upgrade,
+ * docs/operations.md "Upgrades": then one BRANCH_RESULT per outcome, proposed at once). An entry
+ * per outcome cost one log append, one replication slot and one SQLite apply each; the state
+ * machine applies the batched outcomes one by one with the same rules, so every outcome still
+ * gets the answer a single Phase2Report would have had. The reply goes out when the last
+ * proposal is resolved. `pending` starts at the number of proposals + 1: the submitting thread
+ * holds one count until every proposal is made, so the loop thread cannot reply (and free)
+ * early. */
 struct p2batch;
 struct p2part {
     struct p2batch *b;
-    uint32_t i;
     uint32_t group;
+    uint32_t n;                            /* outcomes in this proposal */
+    uint8_t idx[SINTER_PROTO_MAX_REPORTS]; /* their positions in the request */
 };
 struct p2batch {
     struct sinter_tc_server *s;
@@ -906,6 +917,19 @@ static void p2batch_put(struct p2batch *b)
     free(b);
 }
 
+/* The answer to report i of the batch from the state machine's answer r to its outcome. */
+static int p2batch_outcome(struct p2batch *b, struct tc_group *g, uint32_t i,
+                           const struct sinter_tc_result *r)
+{
+    if (r->rc == SINTER_OK) {
+        /* Durable: as for a single report (on_proposed); the request stays valid until the
+         * batch's reply. */
+        sinter_tc_worker_reported(
+            g, &sinter_transport_request_msg(b->req)->u.phase2_report_batch.reports[i]);
+    }
+    return phase2_report_rc(r);
+}
+
 static void on_batch_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader,
                               const char *leader_url)
 {
@@ -913,26 +937,58 @@ static void on_batch_proposed(void *arg, int rc, uint64_t index, sinter_raft_id 
     (void)leader_url;
     struct p2part *p = arg;
     struct p2batch *b = p->b;
+    const struct sinter_tc_result *r = NULL;
+    struct tc_group *g = &b->s->groups[p->group];
     int res = rc;
     if (rc == SINTER_OK) {
-        struct tc_group *g = &b->s->groups[p->group];
-        const struct sinter_tc_result *r = sinter_tc_last_result(g, index);
+        r = sinter_tc_last_result(g, index);
         if (r == NULL) {
             res = SINTER_ETIMEOUT; /* cannot happen (apply-then-resolve); a resend is safe */
-        } else {
-            if (r->rc == SINTER_OK) {
-                /* Durable: as for a single report (on_proposed); the request stays valid until
-                 * the batch's reply. */
-                sinter_tc_worker_reported(
-                    g, &sinter_transport_request_msg(b->req)->u.phase2_report_batch.reports[p->i]);
-            }
-            res = phase2_report_rc(r);
+        } else if (p->n > 1 && r->n_sub != p->n) {
+            /* Not applied as a BRANCH_RESULTS (cannot happen: the entry was encoded here). */
+            res = r->rc != SINTER_OK ? r->rc : SINTER_EINTERNAL;
+            r = NULL;
         }
     } else if (rc == SINTER_ESTALE) {
         res = SINTER_ETIMEOUT; /* lost in a leader change: not applied, resend */
     }
-    atomic_store(&b->results[p->i], res);
+    for (uint32_t j = 0; j < p->n; j++) {
+        int v = res;
+        if (r != NULL) {
+            v = p2batch_outcome(b, g, p->idx[j], p->n > 1 ? &r->sub[j] : r);
+        }
+        atomic_store(&b->results[p->idx[j]], v);
+    }
     p2batch_put(b);
+}
+
+/* Encodes part p's outcomes (one BRANCH_RESULT when it has one, else BRANCH_RESULTS) and proposes
+ * it; SINTER_OK means on_batch_proposed will answer them. */
+static int p2batch_propose(struct sinter_tc_server *s,
+                           const struct sinter_proto_phase2_report_batch *pb, struct p2part *p)
+{
+    struct sinter_tc_cmd *cmd = malloc(sizeof *cmd);
+    if (cmd == NULL) {
+        return SINTER_ENOMEM;
+    }
+    branch_result_cmd(&pb->reports[p->idx[0]], cmd);
+    if (p->n > 1) {
+        cmd->type = SINTER_TC_CMD_BRANCH_RESULTS;
+        cmd->u.results.n = p->n;
+        for (uint32_t j = 0; j < p->n; j++) {
+            cmd->u.results.r[j] = result_of(&pb->reports[p->idx[j]]);
+        }
+    }
+    uint8_t buf[SINTER_TC_CMD_HEADER_MAX_BYTES + 2 + 29 * SINTER_TC_MAX_RESULTS];
+    size_t len = 0;
+    size_t cap = sinter_tc_cmd_encoded_size(cmd);
+    int rc =
+        cap <= sizeof buf ? sinter_tc_cmd_encode(cmd, buf, sizeof buf, &len) : SINTER_EINTERNAL;
+    free(cmd);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    return sinter_raft_host_propose(s->host, p->group, buf, (uint32_t)len, on_batch_proposed, p);
 }
 
 static void handle_phase2_report_batch(struct sinter_tc_server *s,
@@ -948,37 +1004,44 @@ static void handle_phase2_report_batch(struct sinter_tc_server *s,
     b->s = s;
     b->req = req;
     b->n = pb->n_reports;
-    atomic_init(&b->pending, pb->n_reports + 1u);
+    /* Checks first; the outcomes that pass go to their group's part, in request order. */
+    uint32_t n_parts = 0;
     for (uint32_t i = 0; i < pb->n_reports; i++) {
         const struct sinter_proto_phase2_report *p = &pb->reports[i];
         const struct sinter_xid *x = &p->outcome.xid;
-        int rc = SINTER_OK;
         if (!phase2_side_ok(p)) {
-            rc = SINTER_EINVAL;
-        } else if (!group_ok(s, x)) {
-            rc = SINTER_ENOTFOUND;
+            atomic_store(&b->results[i], SINTER_EINVAL);
+            continue;
         }
-        if (rc == SINTER_OK) {
-            atomic_fetch_add_explicit(&s->metrics.phase2_reports[p->outcome.branch_status], 1,
-                                      memory_order_relaxed);
-            struct sinter_tc_cmd cmd;
-            branch_result_cmd(p, &cmd);
-            uint8_t buf[256];
-            size_t len = 0;
-            size_t cap = sinter_tc_cmd_encoded_size(&cmd);
-            rc = cap <= sizeof buf ? sinter_tc_cmd_encode(&cmd, buf, sizeof buf, &len)
-                                   : SINTER_EINTERNAL;
-            if (rc == SINTER_OK) {
-                b->parts[i] = (struct p2part){b, i, x->group};
-                rc = sinter_raft_host_propose(s->host, x->group, buf, (uint32_t)len,
-                                              on_batch_proposed, &b->parts[i]);
-                if (rc == SINTER_OK) {
-                    continue; /* on_batch_proposed stores the result and drops the count */
-                }
+        if (!group_ok(s, x)) {
+            atomic_store(&b->results[i], SINTER_ENOTFOUND);
+            continue;
+        }
+        atomic_fetch_add_explicit(&s->metrics.phase2_reports[p->outcome.branch_status], 1,
+                                  memory_order_relaxed);
+        uint32_t k = 0;
+        if (s->cfg->batch_branch_results) {
+            while (k < n_parts && b->parts[k].group != x->group) {
+                k++;
             }
+        } else {
+            k = n_parts; /* one BRANCH_RESULT per outcome (rolling upgrade) */
         }
-        atomic_store(&b->results[i], rc);
-        atomic_fetch_sub(&b->pending, 1u); /* never the last: this thread still holds one */
+        if (k == n_parts) {
+            b->parts[n_parts++] = (struct p2part){.b = b, .group = x->group, .n = 0};
+        }
+        b->parts[k].idx[b->parts[k].n++] = (uint8_t)i;
+    }
+    atomic_init(&b->pending, n_parts + 1u);
+    for (uint32_t k = 0; k < n_parts; k++) {
+        struct p2part *p = &b->parts[k];
+        int rc = p2batch_propose(s, pb, p);
+        if (rc != SINTER_OK) {
+            for (uint32_t j = 0; j < p->n; j++) {
+                atomic_store(&b->results[p->idx[j]], rc);
+            }
+            atomic_fetch_sub(&b->pending, 1u); /* never the last: this thread still holds one */
+        }
     }
     p2batch_put(b);
 }

@@ -609,6 +609,68 @@ static void advance(struct tc_worker *w, uint64_t now)
     }
 }
 
+/* One applied answer ri: an entry's (type 0: e's type), or one outcome's of a BRANCH_RESULTS
+ * (type BRANCH_RESULT, e NULL). */
+static void applied_one(struct tc_group *g, struct tc_worker *w, uint64_t now,
+                        const struct sinter_tc_result *ri, uint32_t type,
+                        const struct sinter_tc_entry *e, bool *touched)
+{
+    if (ri->rc != SINTER_OK || ri->xid.index == 0) {
+        return;
+    }
+    uint32_t st = ri->status;
+    if (sinter_global_status_is_final(st)) {
+        if (g->n_end_waiters > 0) {
+            end_wake(g, ri->xid.index, st);
+        }
+        if (w != NULL && sinter_p2_has_global(w->sched, ri->xid.index)) {
+            uint64_t d = sinter_p2_decided_ms(w->sched, ri->xid.index);
+            if (d != 0) {
+                uint64_t wall = sinter_tc_wall_ms(); /* decided_ms is replicated wall time */
+                sinter_tc_hist_observe(&g->srv->metrics.phase2_latency, wall > d ? wall - d : 0);
+            }
+            sinter_p2_global_ended(w->sched, ri->xid.index);
+        }
+        return;
+    }
+    if (w == NULL || !in_phase2(st)) {
+        return;
+    }
+    if (type == 0) {
+        /* The fsm accepted the entry (rc OK), so it decoded: its type is the header's second
+         * byte (tc/command.h), no need to decode it again. */
+        type = e->len >= 2 ? e->data[1] : 0;
+    }
+    switch (type) {
+    case SINTER_TC_CMD_BRANCH_RESULT:
+        /* Applied in phase 2: the state machine recorded the global's first-attempt time if it
+         * had none (tc/fsm.c), so no PHASE2_START is needed for it any more. An accepted result's
+         * branch status is its outcome (tc/fsm.c apply_result). */
+        sinter_p2_base_recorded(w->sched, ri->xid.index);
+        if (!sinter_tc_branch_needs_phase2(ri->branch_status)) {
+            /* A terminal outcome ends the branch whichever delivery it answers. */
+            sinter_p2_branch_ended(w->sched, ri->xid.index, ri->branch_id);
+        } else if (!sinter_p2_has_global(w->sched, ri->xid.index)) {
+            /* A retryable outcome of a previous leader's delivery for a global this leader has
+             * not loaded yet: load it, and let the branch wait the backoff rather than go out
+             * again at once. */
+            *touched = track_global(w, ri->xid.index, now) || *touched;
+            sinter_p2_defer(w->sched, ri->xid.index, ri->branch_id, now);
+        }
+        /* A retryable outcome of a tracked branch only reschedules it if it answers the delivery
+         * in flight: sinter_tc_worker_reported, with the report's attempt number, once the
+         * proposal completes on this node. */
+        break;
+    case SINTER_TC_CMD_DECIDE:
+    case SINTER_TC_CMD_REDRIVE:
+        /* Phase 2 starts the moment the decision is applied: its branches are due now. */
+        *touched = track_global(w, ri->xid.index, now) || *touched;
+        break;
+    default:
+        break;
+    }
+}
+
 void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *e,
                               const struct sinter_tc_result *r, size_t n)
 {
@@ -619,60 +681,17 @@ void sinter_tc_worker_applied(struct tc_group *g, const struct sinter_tc_entry *
     uint64_t now = sinter_tc_mono_ms();
     bool touched = false;
     for (size_t i = 0; i < n; i++) {
-        const struct sinter_tc_result *ri = &r[i];
-        if (e[i].len == 0 || ri->skipped || ri->rc != SINTER_OK || ri->xid.index == 0) {
+        if (e[i].len == 0 || r[i].skipped) {
             continue;
         }
-        uint32_t st = ri->status;
-        if (sinter_global_status_is_final(st)) {
-            if (g->n_end_waiters > 0) {
-                end_wake(g, ri->xid.index, st);
-            }
-            if (w != NULL && sinter_p2_has_global(w->sched, ri->xid.index)) {
-                uint64_t d = sinter_p2_decided_ms(w->sched, ri->xid.index);
-                if (d != 0) {
-                    uint64_t wall = sinter_tc_wall_ms(); /* decided_ms is replicated wall time */
-                    sinter_tc_hist_observe(&g->srv->metrics.phase2_latency,
-                                           wall > d ? wall - d : 0);
-                }
-                sinter_p2_global_ended(w->sched, ri->xid.index);
+        if (r[i].n_sub > 0) {
+            /* BRANCH_RESULTS: each outcome exactly as if it had been its own BRANCH_RESULT. */
+            for (uint32_t k = 0; k < r[i].n_sub; k++) {
+                applied_one(g, w, now, &r[i].sub[k], SINTER_TC_CMD_BRANCH_RESULT, NULL, &touched);
             }
             continue;
         }
-        if (w == NULL || !in_phase2(st)) {
-            continue;
-        }
-        struct sinter_tc_cmd c;
-        if (sinter_tc_cmd_decode(&c, e[i].data, e[i].len) != SINTER_OK) {
-            continue;
-        }
-        switch (c.type) {
-        case SINTER_TC_CMD_BRANCH_RESULT:
-            /* Applied in phase 2: the state machine recorded the global's first-attempt time
-             * if it had none (tc/fsm.c), so no PHASE2_START is needed for it any more. */
-            sinter_p2_base_recorded(w->sched, ri->xid.index);
-            if (!sinter_tc_branch_needs_phase2(c.u.result.outcome)) {
-                /* A terminal outcome ends the branch whichever delivery it answers. */
-                sinter_p2_branch_ended(w->sched, ri->xid.index, c.u.result.branch_id);
-            } else if (!sinter_p2_has_global(w->sched, ri->xid.index)) {
-                /* A retryable outcome of a previous leader's delivery for a global this leader
-                 * has not loaded yet: load it, and let the branch wait the backoff rather than go
-                 * out again at once. */
-                touched = track_global(w, ri->xid.index, now) || touched;
-                sinter_p2_defer(w->sched, ri->xid.index, c.u.result.branch_id, now);
-            }
-            /* A retryable outcome of a tracked branch only reschedules it if it answers the
-             * delivery in flight: sinter_tc_worker_reported, with the report's attempt number,
-             * once the proposal completes on this node. */
-            break;
-        case SINTER_TC_CMD_DECIDE:
-        case SINTER_TC_CMD_REDRIVE:
-            /* Phase 2 starts the moment the decision is applied: its branches are due now. */
-            touched = track_global(w, ri->xid.index, now) || touched;
-            break;
-        default:
-            break;
-        }
+        applied_one(g, w, now, &r[i], 0, &e[i], &touched);
     }
     if (touched) {
         advance(w, now);

@@ -8,12 +8,24 @@
  *     report answered the delivery in flight; a batch of one then ends the global (Committed);
  *   - the same batch resent (the branch ended) is answered OK per outcome (a repeated delivery's
  *     report is done) and reschedules nothing;
- *   - a TM session (no RegisterRM) is refused SINTER_EAUTH.
+ *   - a TM session (no RegisterRM) is refused SINTER_EAUTH;
+ *   - one batch with the outcomes of two globals in two groups raises each group's raft commit
+ *     index (the node's /metrics) by exactly one entry (BRANCH_RESULTS), not one per outcome, when
+ *     no delivery's lease expired meanwhile (else by at most two: the PHASE2_START the leader
+ *     proposes then), and counts every outcome in sinter_phase2_reports_total as before;
+ *   - restarted with --batch-branch-results false (rolling upgrade), the same batch costs one
+ *     BRANCH_RESULT entry per outcome again, with the same answers.
  * Small timings from the config (lease 1 s, backoff 100..400 ms); every wait polls with a
  * generous bound.
  */
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +36,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "promtext.h"
 #include "tccluster.h"
 #include "tcproto.h"
 #include "testproc.h"
@@ -121,6 +134,157 @@ static uint32_t wait_status(struct sinter_xid x, uint32_t want)
     return st;
 }
 
+/* GET /metrics of node 1 (HTTP/1.0: the server closes after the answer); the body, malloc'ed. */
+static char *get_metrics(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        struct timeval tv = {10, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)C.node[1].http_port)};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+            close(fd);
+            sinter_test_sleep_ms(100);
+            continue;
+        }
+        size_t cap = 1 << 16, len = 0;
+        char *buf = malloc(cap);
+        assert_non_null(buf);
+        for (;;) {
+            if (len + 1 >= cap) {
+                cap *= 2;
+                buf = realloc(buf, cap);
+                assert_non_null(buf);
+            }
+            ssize_t r = read(fd, buf + len, cap - len - 1);
+            if (r <= 0) {
+                break;
+            }
+            len += (size_t)r;
+        }
+        close(fd);
+        buf[len] = '\0';
+        char *body = strstr(buf, "\r\n\r\n");
+        if (strncmp(buf, "HTTP/1.", 7) == 0 && strstr(buf, " 200 ") != NULL && body != NULL) {
+            char *out = strdup(body + 4);
+            free(buf);
+            assert_non_null(out);
+            return out;
+        }
+        free(buf);
+        sinter_test_sleep_ms(100);
+    }
+    fail_msg("GET /metrics of node 1: no answer");
+    return NULL;
+}
+
+static uint64_t metric(const char *text, const char *series)
+{
+    double v = -1;
+    if (prom_value(text, series, &v) != 0 || v < 0) {
+        fail_msg("/metrics: no series %s", series);
+    }
+    return (uint64_t)v;
+}
+
+struct counters {
+    uint64_t commit[GROUPS];
+    uint64_t lease_expired;
+    uint64_t committed_reports;
+};
+
+static struct counters read_counters(void)
+{
+    char *t = get_metrics();
+    struct counters c;
+    for (int g = 0; g < GROUPS; g++) {
+        char series[64];
+        snprintf(series, sizeof series, "sinter_raft_commit_index{group=\"%d\"}", g);
+        c.commit[g] = metric(t, series);
+    }
+    c.lease_expired = metric(t, "sinter_phase2_lease_expired_total");
+    c.committed_reports = metric(t, "sinter_phase2_reports_total{status=\"PhaseTwo_Committed\"}");
+    free(t);
+    return c;
+}
+
+/* A committed global in each group (begins land in the group their (client, seq) hashes to:
+ * begin until both groups have one) with NB0 / NB1 branches; one batch reports every outcome.
+ * batched: each group's commit index rises by exactly one entry (BRANCH_RESULTS) when no lease
+ * expired meanwhile, by at most two otherwise (+ the PHASE2_START of the expired lease); not
+ * batched: by one entry per outcome (+ at most one). Metrics count every outcome either way. */
+static void entries_per_batch(bool batched)
+{
+    struct got g[16];
+    struct sinter_proto_msg m;
+    int32_t res[SINTER_PROTO_MAX_REPORTS];
+    uint32_t st = 0;
+    struct sinter_proto_phase2_report *rp = m.u.phase2_report_batch.reports;
+    enum { NB0 = 6, NB1 = 3 };
+    const int nb[GROUPS] = {NB0, NB1};
+    struct sinter_xid gx[GROUPS] = {{0, 0}, {0, 0}};
+    for (int tries = 0; tries < 64 && (gx[0].index == 0 || gx[1].index == 0); tries++) {
+        struct sinter_xid y = {0, 0};
+        assert_int_equal(sinter_raw_begin(&P, 0, 600000, &y, NULL), SINTER_OK);
+        assert_true(y.group < GROUPS);
+        if (gx[y.group].index == 0) {
+            gx[y.group] = y; /* the others stay Begin, far from their timeout: no entries */
+        }
+    }
+    assert_true(gx[0].index != 0 && gx[1].index != 0);
+    uint64_t bids[GROUPS][NB0];
+    for (int gi = 0; gi < GROUPS; gi++) {
+        for (int k = 0; k < nb[gi]; k++) {
+            assert_int_equal(
+                sinter_raw_branch_register(&P, gx[gi], RESOURCES[k % 2], 0, &bids[gi][k]),
+                SINTER_OK);
+        }
+        assert_int_equal(sinter_raw_end(&P, gx[gi], true, 0, 0, 0, &st), SINTER_OK);
+        assert_int_equal(st, SINTER_GS_COMMITTING);
+    }
+    /* Read before the deliveries start: a lease that expires from here on is counted. */
+    struct counters before = read_counters();
+    assert_int_equal(poll_items(g, NB0 + NB1, WAIT_MS), NB0 + NB1);
+    sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
+    m.u.phase2_report_batch.n_reports = NB0 + NB1;
+    for (int k = 0; k < NB0 + NB1; k++) {
+        /* The items' order, which interleaves the groups' outcomes in the request. */
+        struct sinter_xid owner = gx[0];
+        for (int j = 0; j < NB1; j++) {
+            if (bids[1][j] == g[k].branch) {
+                owner = gx[1];
+            }
+        }
+        assert_int_equal(g[k].code, SINTER_MSG_BRANCH_COMMIT);
+        set_report(&rp[k], SINTER_MSG_BRANCH_COMMIT, owner, g[k].branch, SINTER_BS_PHASE2_COMMITTED,
+                   g[k].attempt);
+    }
+    send_batch(&R, &m, res);
+    for (int k = 0; k < NB0 + NB1; k++) {
+        assert_int_equal(res[k], SINTER_OK);
+    }
+    /* A single node: the reply left after the entries were committed and applied. */
+    struct counters after = read_counters();
+    for (int gi = 0; gi < GROUPS; gi++) {
+        uint64_t d = after.commit[gi] - before.commit[gi];
+        uint64_t want = batched ? 1 : (uint64_t)nb[gi];
+        if (after.lease_expired == before.lease_expired) {
+            assert_true(d == want);
+        } else {
+            assert_true(d >= want && d <= want + 1); /* + the PHASE2_START of an expired lease */
+        }
+        assert_int_equal(wait_status(gx[gi], SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
+    }
+    /* Metrics count each outcome, as they did with one entry per outcome. */
+    assert_true(after.committed_reports - before.committed_reports == NB0 + NB1);
+}
+
 static void report_batch(void **state)
 {
     (void)state;
@@ -215,6 +379,19 @@ static void report_batch(void **state)
     assert_int_equal(poll_items(g, 1, 2500), 0);
     assert_int_equal(wait_status(x, SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
 
+    entries_per_batch(true);
+
+    /* tc.batch_branch_results = false (a rolling upgrade from a version without BRANCH_RESULTS,
+     * docs/operations.md "Upgrades"): one BRANCH_RESULT per outcome again, same answers. */
+    sinter_tcc_stop(&C, 1);
+    static const char *const off[] = {"--batch-branch-results", "false", NULL};
+    C.node[1].extra_args = off;
+    assert_int_equal(sinter_tcc_start(&C, 1), 0);
+    assert_true(sinter_raw_leader_of(&P, 0) == 1 && sinter_raw_leader_of(&P, 1) == 1);
+    assert_int_equal(sinter_raw_register(&P, 1, WAIT_MS), SINTER_OK);
+    assert_int_equal(sinter_raw_register(&R, 1, WAIT_MS), SINTER_OK);
+    entries_per_batch(false);
+
     sinter_tcc_stop(&C, 1);
     sinter_raw_close(&P);
     sinter_raw_close(&R);
@@ -228,7 +405,7 @@ static int setup(void **state)
                            "[tc]\ndefault_timeout_ms = 600000\nretry_initial_ms = 100\n"
                            "retry_max_ms = 400\nphase2_lease_ms = 1000\n"
                            "max_commit_retry_ms = 600000\nmax_rollback_retry_ms = 600000\n"
-                           "max_clock_skew_ms = 200\n");
+                           "max_clock_skew_ms = 200\ngc_interval_ms = 3600000\n");
 }
 
 int main(int argc, char **argv)

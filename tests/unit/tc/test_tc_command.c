@@ -86,6 +86,17 @@ static size_t all_commands(struct sinter_tc_cmd *out)
             c->u.resolve.xid = X;
             c->u.resolve.target = SINTER_GS_COMMITTED;
             break;
+        case SINTER_TC_CMD_BRANCH_RESULTS:
+            c->client_id = B("");
+            c->seq = 0;
+            c->u.results.n = 3;
+            for (uint32_t i = 0; i < 3; i++) {
+                c->u.results.r[i].xid = (struct sinter_xid){X.group + i, X.index + i};
+                c->u.results.r[i].branch_id = 200 + i;
+                c->u.results.r[i].outcome = (uint8_t)(SINTER_BS_PHASE2_COMMITTED + i);
+                c->u.results.r[i].first_attempt_ms = i;
+            }
+            break;
         default: /* PHASE2_START, END, REDRIVE */
             c->u.x.xid = X;
             break;
@@ -127,6 +138,18 @@ static void assert_same(const struct sinter_tc_cmd *a, const struct sinter_tc_cm
         assert_int_equal(a->u.result.outcome, b->u.result.outcome);
         assert_true(a->u.result.first_attempt_ms == b->u.result.first_attempt_ms);
         break;
+    case SINTER_TC_CMD_BRANCH_RESULTS:
+        assert_int_equal(a->u.results.n, b->u.results.n);
+        for (uint32_t i = 0; i < a->u.results.n; i++) {
+            const struct sinter_tc_cmd_branch_result *x = &a->u.results.r[i];
+            const struct sinter_tc_cmd_branch_result *y = &b->u.results.r[i];
+            assert_int_equal(x->xid.group, y->xid.group);
+            assert_true(x->xid.index == y->xid.index);
+            assert_true(x->branch_id == y->branch_id);
+            assert_int_equal(x->outcome, y->outcome);
+            assert_true(x->first_attempt_ms == y->first_attempt_ms);
+        }
+        break;
     case SINTER_TC_CMD_GC:
         assert_true(a->u.gc.global_cutoff_ms == b->u.gc.global_cutoff_ms);
         assert_true(a->u.gc.session_cutoff_ms == b->u.gc.session_cutoff_ms);
@@ -153,13 +176,108 @@ static void roundtrip_every_command(void **state)
         assert_int_equal(len, sinter_tc_cmd_encoded_size(&cmds[i]));
         struct sinter_tc_cmd d;
         assert_int_equal(sinter_tc_cmd_decode(&d, buf, len), SINTER_OK);
-        assert_int_equal(d.version, SINTER_TC_CMD_VERSION);
+        /* The first format's types keep version 1 byte for byte (an old replica applies them);
+         * BRANCH_RESULTS is version 2 (an old replica stops on it instead of skipping it). */
+        uint8_t want_version = cmds[i].type == SINTER_TC_CMD_BRANCH_RESULTS ? 2 : 1;
+        assert_int_equal(buf[0], want_version);
+        assert_int_equal(d.version, want_version);
+        assert_int_equal(sinter_tc_cmd_version_of(cmds[i].type), want_version);
         assert_same(&cmds[i], &d);
         assert_string_not_equal(sinter_tc_cmd_name(cmds[i].type), "UNKNOWN");
         /* A buffer one byte short is refused by the encoder. */
         assert_int_equal(sinter_tc_cmd_encode(&cmds[i], buf, len - 1, &len), SINTER_ETOOBIG);
     }
     assert_string_equal(sinter_tc_cmd_name(0), "UNKNOWN");
+    assert_string_equal(sinter_tc_cmd_name(SINTER_TC_CMD_BRANCH_RESULTS), "BRANCH_RESULTS");
+    assert_int_equal(sinter_tc_cmd_version_of(0), 0);
+    assert_int_equal(sinter_tc_cmd_version_of(SINTER_TC_CMD_TYPE_MAX + 1), 0);
+}
+
+/* BRANCH_RESULTS: version 2, u16 count, then per outcome xid, branch id, outcome, first attempt.
+ */
+static void branch_results_layout(void **state)
+{
+    (void)state;
+    struct sinter_tc_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = SINTER_TC_CMD_BRANCH_RESULTS;
+    c.now_ms = 9;
+    c.u.results.n = 2;
+    c.u.results.r[0] = (struct sinter_tc_cmd_branch_result){{1, 0x0203}, 0x0405, 5, 0};
+    c.u.results.r[1] = (struct sinter_tc_cmd_branch_result){{0, 7}, 8, 10, 0x0102};
+    uint8_t buf[128];
+    size_t len;
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_OK);
+    static const uint8_t want[] = {
+        2,    12,   0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* hdr: version 2, type 12 */
+        0,    0,    0, 0, 0, 0, 0, 0,                   /* seq */
+        2,    0,                                        /* n */
+        1,    0,    0, 0, 3, 2, 0, 0, 0, 0, 0, 0,       /* xid {1, 0x0203} */
+        5,    4,    0, 0, 0, 0, 0, 0,                   /* branch id */
+        5,                                              /* PhaseTwo_Committed */
+        0,    0,    0, 0, 0, 0, 0, 0,                   /* first attempt */
+        0,    0,    0, 0, 7, 0, 0, 0, 0, 0, 0, 0,       /* xid {0, 7} */
+        8,    0,    0, 0, 0, 0, 0, 0,                   /* branch id */
+        10,                                             /* PhaseTwo_RollbackFailed_Unretryable */
+        0x02, 0x01, 0, 0, 0, 0, 0, 0,                   /* first attempt */
+    };
+    assert_int_equal(len, sizeof want);
+    assert_memory_equal(buf, want, sizeof want);
+    struct sinter_tc_cmd d;
+    assert_int_equal(sinter_tc_cmd_decode(&d, buf, len), SINTER_OK);
+    assert_int_equal(d.u.results.n, 2);
+    assert_true(d.u.results.r[1].first_attempt_ms == 0x0102);
+
+    /* The count: 0 and 65 are refused by the encoder and by the decoder (the count is checked
+     * before any outcome is read: it bounds the array); 64 is the most. */
+    uint8_t b2[sizeof buf];
+    memcpy(b2, buf, len);
+    b2[22] = 0;
+    assert_int_equal(sinter_tc_cmd_decode(&d, b2, len), SINTER_EBADVALUE);
+    b2[22] = SINTER_TC_MAX_RESULTS + 1;
+    assert_int_equal(sinter_tc_cmd_decode(&d, b2, len), SINTER_EBADVALUE);
+    b2[22] = 1;
+    b2[23] = 1; /* 257 */
+    assert_int_equal(sinter_tc_cmd_decode(&d, b2, len), SINTER_EBADVALUE);
+    b2[23] = 0;
+    assert_int_equal(sinter_tc_cmd_decode(&d, b2, len), SINTER_EBADLEN); /* 1 + a trailing one */
+    b2[22] = 3;
+    assert_int_equal(sinter_tc_cmd_decode(&d, b2, len), SINTER_ETRUNCATED);
+    struct sinter_tc_cmd e = c;
+    e.u.results.n = 0;
+    assert_int_equal(sinter_tc_cmd_encode(&e, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    e.u.results.n = SINTER_TC_MAX_RESULTS + 1;
+    assert_int_equal(sinter_tc_cmd_encode(&e, buf, sizeof buf, &len), SINTER_EBADVALUE);
+    e.u.results.n = SINTER_TC_MAX_RESULTS;
+    for (uint32_t i = 0; i < SINTER_TC_MAX_RESULTS; i++) {
+        e.u.results.r[i] = (struct sinter_tc_cmd_branch_result){{0, 1 + i}, 2 + i, 8, 0};
+    }
+    uint8_t big[4096];
+    assert_int_equal(sinter_tc_cmd_encode(&e, big, sizeof big, &len), SINTER_OK);
+    assert_int_equal(len, 22 + 2 + 29 * SINTER_TC_MAX_RESULTS);
+    assert_int_equal(sinter_tc_cmd_decode(&d, big, len), SINTER_OK);
+    assert_int_equal(d.u.results.n, SINTER_TC_MAX_RESULTS);
+    assert_true(d.u.results.r[63].branch_id == 65);
+    /* Every outcome is checked like a BRANCH_RESULT's: a phase-one status in the last one. */
+    e.u.results.r[63].outcome = SINTER_BS_PHASE1_DONE;
+    assert_int_equal(sinter_tc_cmd_encode(&e, big, sizeof big, &len), SINTER_EBADVALUE);
+    e.u.results.r[63].outcome = 8;
+    e.u.results.r[63].xid.index = 0;
+    assert_int_equal(sinter_tc_cmd_encode(&e, big, sizeof big, &len), SINTER_EBADVALUE);
+    /* No client session: its table keeps one answer per request, this command has n. */
+    e = c;
+    e.client_id = B("rm-1");
+    e.seq = 5;
+    assert_int_equal(sinter_tc_cmd_encode(&e, buf, sizeof buf, &len), SINTER_EBADVALUE);
+
+    /* One spelling per type and version: BRANCH_RESULTS as version 1 (what an old replica's
+     * decoder would have to accept to skip it), and an old type as version 2, are refused. */
+    assert_int_equal(sinter_tc_cmd_encode(&c, buf, sizeof buf, &len), SINTER_OK);
+    buf[0] = 1;
+    assert_int_equal(sinter_tc_cmd_decode(&d, buf, len), SINTER_EBADVERSION);
+    buf[0] = 3;
+    assert_int_equal(sinter_tc_cmd_decode(&d, buf, len), SINTER_EBADVERSION);
+    assert_int_equal(d.version, 3); /* the fsm stops on a version newer than it knows */
 }
 
 /* The GC body's layout: three u64 cutoffs (global, session, client) then the u32 limit. */
@@ -325,7 +443,8 @@ static void bad_values_are_refused(void **state)
     struct sinter_tc_cmd cmds[SINTER_TC_CMD_TYPE_MAX];
     all_commands(cmds);
     const struct sinter_tc_cmd *end = &cmds[SINTER_TC_CMD_END - 1];
-    assert_int_equal(decode_poked(end, 0, 2), SINTER_EBADVERSION);
+    assert_int_equal(decode_poked(end, 0, 2), SINTER_EBADVERSION); /* END is version 1 only */
+    assert_int_equal(decode_poked(end, 0, SINTER_TC_CMD_VERSION + 1), SINTER_EBADVERSION);
     assert_int_equal(decode_poked(end, 0, 0), SINTER_EBADVERSION);
     assert_int_equal(decode_poked(end, 1, 0), SINTER_EUNKNOWNMSG);
     assert_int_equal(decode_poked(end, 1, SINTER_TC_CMD_TYPE_MAX + 1), SINTER_EUNKNOWNMSG);
@@ -472,6 +591,7 @@ int main(void)
         cmocka_unit_test(roundtrip_every_command),
         cmocka_unit_test(header_is_little_endian),
         cmocka_unit_test(gc_layout),
+        cmocka_unit_test(branch_results_layout),
         cmocka_unit_test(truncated_commands_are_refused),
         cmocka_unit_test(oversized_fields_are_refused),
         cmocka_unit_test(bad_values_are_refused),

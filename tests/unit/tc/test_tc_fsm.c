@@ -668,6 +668,241 @@ static void branch_result_refusals(void **state)
            SINTER_GS_COMMITTED);
 }
 
+/* ---- BRANCH_RESULTS ---- */
+
+struct outcome {
+    uint64_t xid;
+    uint64_t bid;
+    uint8_t outcome;
+};
+
+static struct sinter_tc_cmd results_cmd(const struct outcome *o, size_t n)
+{
+    struct sinter_tc_cmd c;
+    memset(&c, 0, sizeof c);
+    c.type = SINTER_TC_CMD_BRANCH_RESULTS;
+    c.u.results.n = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        c.u.results.r[i].xid = XID(o[i].xid);
+        c.u.results.r[i].branch_id = o[i].bid;
+        c.u.results.r[i].outcome = o[i].outcome;
+    }
+    return c;
+}
+
+/* Gives a second replica h's state through a snapshot: same logical state, same last applied. */
+static void mirror(struct h *h, struct sinter_tc_fsm *f2)
+{
+    char snap[192];
+    snprintf(snap, sizeof snap, "%s/mirror.snap", h->dir);
+    uint64_t index;
+    uint64_t term;
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap, &index, &term, NULL, NULL), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_install_from(f2, snap), SINTER_OK);
+    assert_int_equal(digest(h->f), digest(f2));
+}
+
+/* One BRANCH_RESULTS entry with K outcomes does to the state exactly what K BRANCH_RESULT entries
+ * do, and answers each outcome as its BRANCH_RESULT is answered: the second branch of a global
+ * settles it, a duplicate of the same branch in the entry is a deduplicated retry, and refusals
+ * (undecided, wrong side, unknown xid / branch, another end for an ended branch) write nothing
+ * and do not stop the outcomes after them. */
+static void branch_results_equal_singles(void **state)
+{
+    struct h *h = *state;
+    uint64_t c1 = begin(h, 3000); /* commit side, two branches: settles inside the entry */
+    uint64_t c1a = reg_ok(h, c1);
+    uint64_t c1b = reg_ok(h, c1);
+    uint64_t r1 = begin(h, 3000); /* rollback side, one branch: retryable, then rolled back */
+    uint64_t r1a = reg_ok(h, r1);
+    uint64_t r2 = begin(h, 3000); /* rollback side, two branches: one unretryable */
+    uint64_t r2a = reg_ok(h, r2);
+    uint64_t r2b = reg_ok(h, r2);
+    uint64_t u1 = begin(h, 3000); /* undecided */
+    uint64_t u1a = reg_ok(h, u1);
+    EXPECT(decide(h, c1, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(decide(h, r1, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+    EXPECT(decide(h, r2, SINTER_GS_ROLLBACKING), SINTER_OK, SINTER_GS_ROLLBACKING);
+
+    char path2[160];
+    snprintf(path2, sizeof path2, "%s/singles.db", h->dir);
+    struct sinter_tc_fsm *f2;
+    assert_int_equal(sinter_tc_fsm_open(&f2, path2, GROUP), SINTER_OK);
+    mirror(h, f2);
+
+    const struct outcome o[] = {
+        {u1, u1a, SINTER_BS_PHASE2_COMMITTED},                   /* 0 undecided: ESTATE */
+        {c1, c1a, SINTER_BS_PHASE2_ROLLBACKED},                  /* 1 other side: ESTATE */
+        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                   /* 2 OK, Committing */
+        {c1, c1a, SINTER_BS_PHASE2_COMMITTED},                   /* 3 duplicate: OK */
+        {c1, c1a, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE},     /* 4 another end: ESTATE */
+        {r1, r1a, SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE},   /* 5 OK, RollbackRetrying */
+        {9999, 1, SINTER_BS_PHASE2_COMMITTED},                   /* 6 unknown xid */
+        {c1, 9999, SINTER_BS_PHASE2_COMMITTED},                  /* 7 unknown branch */
+        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                   /* 8 OK, settles: Committed */
+        {r1, r1a, SINTER_BS_PHASE2_ROLLBACKED},                  /* 9 OK, settles: Rollbacked */
+        {r2, r2a, SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE}, /* 10 OK, Rollbacking */
+        {r2, r2b, SINTER_BS_PHASE2_ROLLBACKED},                  /* 11 OK: RollbackFailed */
+        {c1, c1b, SINTER_BS_PHASE2_COMMITTED},                   /* 12 after settle: OK */
+    };
+    const size_t k = sizeof o / sizeof o[0];
+    const int want_rc[] = {SINTER_ESTATE, SINTER_ESTATE, SINTER_OK,        SINTER_OK,
+                           SINTER_ESTATE, SINTER_OK,     SINTER_ENOTFOUND, SINTER_ENOTFOUND,
+                           SINTER_OK,     SINTER_OK,     SINTER_OK,        SINTER_OK,
+                           SINTER_OK};
+    const uint32_t want_st[] = {
+        SINTER_GS_BEGIN,      SINTER_GS_COMMITTING,  SINTER_GS_COMMITTING,
+        SINTER_GS_COMMITTING, SINTER_GS_COMMITTING,  SINTER_GS_ROLLBACK_RETRYING,
+        SINTER_GS_FINISHED,   SINTER_GS_COMMITTING,  SINTER_GS_COMMITTED,
+        SINTER_GS_ROLLBACKED, SINTER_GS_ROLLBACKING, SINTER_GS_ROLLBACK_FAILED,
+        SINTER_GS_COMMITTED};
+
+    /* Replica A: one BRANCH_RESULTS entry, then K-1 no-op entries so both end at the same
+     * index (the digest covers last applied). */
+    h->now += 50;
+    struct sinter_tc_cmd c = results_cmd(o, k);
+    c.now_ms = h->now;
+    size_t len;
+    uint8_t *buf = enc(&c, &len);
+    struct sinter_tc_entry ea[16];
+    struct sinter_tc_result ra[16];
+    uint64_t first = h->idx + 1;
+    for (size_t i = 0; i < k; i++) {
+        ea[i] = (struct sinter_tc_entry){first + i, 1, i == 0 ? buf : NULL, i == 0 ? len : 0};
+    }
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, ea, k, ra), SINTER_OK);
+    free(buf);
+    h->idx += k;
+    EXPECT(ra[0], SINTER_OK, 0);
+    assert_int_equal(ra[0].n_sub, k);
+    assert_non_null(ra[0].sub);
+    for (size_t i = 1; i < k; i++) {
+        assert_int_equal(ra[i].n_sub, 0);
+        assert_null(ra[i].sub);
+    }
+
+    /* Replica B: K BRANCH_RESULT entries in one batch, same time. */
+    struct sinter_tc_entry eb[16];
+    struct sinter_tc_result rb[16];
+    uint8_t *bufs[16];
+    for (size_t i = 0; i < k; i++) {
+        struct sinter_tc_cmd one = client_cmd(h, SINTER_TC_CMD_BRANCH_RESULT, NULL);
+        one.now_ms = h->now;
+        one.u.result.xid = XID(o[i].xid);
+        one.u.result.branch_id = o[i].bid;
+        one.u.result.outcome = o[i].outcome;
+        bufs[i] = enc(&one, &len);
+        eb[i] = (struct sinter_tc_entry){first + i, 1, bufs[i], len};
+    }
+    assert_int_equal(sinter_tc_fsm_apply_batch(f2, eb, k, rb), SINTER_OK);
+    for (size_t i = 0; i < k; i++) {
+        free(bufs[i]);
+        const struct sinter_tc_result *s = &ra[0].sub[i];
+        assert_int_equal(s->rc, want_rc[i]);
+        assert_int_equal(s->status, want_st[i]);
+        assert_int_equal(s->rc, rb[i].rc);
+        assert_int_equal(s->status, rb[i].status);
+        assert_int_equal(s->branch_status, rb[i].branch_status);
+        assert_true(s->xid.group == rb[i].xid.group && s->xid.index == rb[i].xid.index);
+        assert_true(s->branch_id == rb[i].branch_id);
+        assert_false(s->duplicate);
+        assert_int_equal(s->n_sub, 0);
+    }
+    /* The state: identical, byte for byte. */
+    assert_int_equal(digest(h->f), digest(f2));
+    assert_int_equal(gstatus(h, c1), SINTER_GS_COMMITTED);
+    assert_int_equal(gstatus(h, r1), SINTER_GS_ROLLBACKED);
+    assert_int_equal(gstatus(h, r2), SINTER_GS_ROLLBACK_FAILED);
+    assert_int_equal(gstatus(h, u1), SINTER_GS_BEGIN);
+    assert_int_equal(bstatus(h, u1, u1a), SINTER_BS_REGISTERED);
+    /* A duplicate inside the entry counted once, as a later BRANCH_RESULT would have. */
+    struct sinter_tc_global g;
+    struct sinter_tc_branch *br;
+    size_t nb;
+    assert_int_equal(sinter_tc_fsm_get_global(h->f, c1, &g, &br, &nb), SINTER_OK);
+    assert_int_equal(br[0].phase2_results, 1);
+    assert_true(g.phase2_first_ms == h->now); /* the first accepted outcome set the base */
+    sinter_tc_global_free(&g);
+    sinter_tc_branches_free(br, nb);
+    sinter_tc_fsm_close(f2);
+}
+
+/* Several BRANCH_RESULTS entries in one batch, between other entries: each entry's answers are
+ * its own slice, in entry order, valid until the next batch; a re-applied (skipped) entry has
+ * none; a malformed one (n over 64 by a hand-made count) is refused like any bad entry. */
+static void branch_results_in_a_batch(void **state)
+{
+    struct h *h = *state;
+    uint64_t x = begin(h, 3000);
+    uint64_t b[5];
+    for (int i = 0; i < 5; i++) {
+        b[i] = reg_ok(h, x);
+    }
+    EXPECT(decide(h, x, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    const struct outcome o1[] = {{x, b[0], SINTER_BS_PHASE2_COMMITTED},
+                                 {x, b[1], SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE}};
+    const struct outcome o2[] = {{x, b[2], SINTER_BS_PHASE2_COMMITTED}};
+    const struct outcome o3[] = {{x, b[1], SINTER_BS_PHASE2_COMMITTED},
+                                 {x, b[3], SINTER_BS_PHASE2_COMMITTED},
+                                 {x, b[4], SINTER_BS_PHASE2_COMMITTED}};
+    struct sinter_tc_cmd c1 = results_cmd(o1, 2);
+    struct sinter_tc_cmd c2 = results_cmd(o2, 1);
+    struct sinter_tc_cmd c3 = results_cmd(o3, 3);
+    struct sinter_tc_cmd st = client_cmd(h, SINTER_TC_CMD_PHASE2_START, NULL);
+    st.u.x.xid = XID(x);
+    c1.now_ms = c2.now_ms = c3.now_ms = st.now_ms = h->now;
+    size_t l1, l2, l3, l4;
+    uint8_t *p1 = enc(&c1, &l1);
+    uint8_t *p2 = enc(&c2, &l2);
+    uint8_t *p3 = enc(&c3, &l3);
+    uint8_t *p4 = enc(&st, &l4);
+    uint8_t *bad = malloc(l2);
+    assert_non_null(bad);
+    memcpy(bad, p2, l2);
+    bad[22] = SINTER_TC_MAX_RESULTS + 1; /* the count, right after the 22-byte header */
+    uint64_t i0 = h->idx;
+    struct sinter_tc_entry e[6] = {{i0 + 1, 1, p1, l1}, {i0 + 2, 1, p4, l4},  {i0 + 3, 1, bad, l2},
+                                   {i0 + 4, 1, p2, l2}, {i0 + 5, 1, NULL, 0}, {i0 + 6, 1, p3, l3}};
+    struct sinter_tc_result r[6];
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 6, r), SINTER_OK);
+    h->idx += 6;
+    assert_int_equal(r[0].n_sub, 2);
+    assert_int_equal(r[0].sub[0].rc, SINTER_OK);
+    assert_int_equal(r[0].sub[0].status, SINTER_GS_COMMITTING);
+    assert_int_equal(r[0].sub[1].rc, SINTER_OK);
+    assert_int_equal(r[0].sub[1].status, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(r[0].sub[1].branch_status, SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE);
+    EXPECT(r[1], SINTER_OK, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(r[1].n_sub, 0);
+    assert_int_equal(r[2].rc, SINTER_EINVAL);
+    assert_int_equal(r[2].n_sub, 0);
+    assert_null(r[2].sub);
+    assert_int_equal(r[3].n_sub, 1);
+    assert_true(r[3].sub == r[0].sub + 2);
+    assert_true(r[3].sub[0].branch_id == b[2]);
+    assert_int_equal(r[3].sub[0].status, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(r[5].n_sub, 3);
+    assert_true(r[5].sub[0].branch_id == b[1]);
+    assert_int_equal(r[5].sub[0].status, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(r[5].sub[1].status, SINTER_GS_COMMIT_RETRYING);
+    assert_int_equal(r[5].sub[2].status, SINTER_GS_COMMITTED);
+    assert_int_equal(gstatus(h, x), SINTER_GS_COMMITTED);
+    /* Replayed after a restart: skipped, no answers, nothing applied twice. */
+    uint32_t d = digest(h->f);
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, e, 6, r), SINTER_OK);
+    for (int i = 0; i < 6; i++) {
+        assert_true(r[i].skipped);
+        assert_int_equal(r[i].n_sub, 0);
+        assert_null(r[i].sub);
+    }
+    assert_int_equal(digest(h->f), d);
+    free(p1);
+    free(p2);
+    free(p3);
+    free(p4);
+    free(bad);
+}
+
 /* END: explicit settle; idempotent once ended; refused while a branch is pending or before the
  * decision. */
 static void end_command(void **state)
@@ -1604,6 +1839,7 @@ static void randomized_replicas_agree(void **state)
     size_t n_known_x = 0;
     size_t n_known_b = 0;
     int n_ok = 0;
+    int n_sub_ok = 0;
     uint64_t seqs[2] = {0, 0};
     uint64_t now = T0;
     uint64_t idx = 0;
@@ -1671,6 +1907,23 @@ static void randomized_replicas_agree(void **state)
                 c.u.result.xid = XID(x);
                 c.u.result.branch_id = b;
                 c.u.result.outcome = (uint8_t)(SINTER_BS_PHASE2_COMMITTED + rnd(&seed) % 6);
+                if (rnd(&seed) % 3 == 0) {
+                    /* A Phase2ReportBatch's outcomes: mostly known branches, repeats and
+                     * siblings of one global included. */
+                    c.type = SINTER_TC_CMD_BRANCH_RESULTS;
+                    c.u.results.n = 1 + (uint32_t)(rnd(&seed) % 6);
+                    for (uint32_t j = 0; j < c.u.results.n; j++) {
+                        struct sinter_tc_cmd_branch_result *o = &c.u.results.r[j];
+                        o->xid = XID(x);
+                        o->branch_id = b;
+                        if (n_known_b > 0 && rnd(&seed) % 10 < 8) {
+                            size_t k = (size_t)(rnd(&seed) % n_known_b);
+                            o->xid = XID(known_b[k][0]);
+                            o->branch_id = known_b[k][1];
+                        }
+                        o->outcome = (uint8_t)(SINTER_BS_PHASE2_COMMITTED + rnd(&seed) % 6);
+                    }
+                }
                 break;
             case 8:
                 c.type = rnd(&seed) % 2 ? SINTER_TC_CMD_PHASE2_START : SINTER_TC_CMD_REDRIVE;
@@ -1727,6 +1980,13 @@ static void randomized_replicas_agree(void **state)
             assert_true(r1[i].sessions_removed == r2[i].sessions_removed);
             assert_true(r1[i].clients_removed == r2[i].clients_removed);
             assert_int_equal(r1[i].duplicate, r2[i].duplicate);
+            assert_int_equal(r1[i].n_sub, r2[i].n_sub);
+            for (uint32_t j = 0; j < r1[i].n_sub; j++) {
+                assert_int_equal(r1[i].sub[j].rc, r2[i].sub[j].rc);
+                assert_int_equal(r1[i].sub[j].status, r2[i].sub[j].status);
+                assert_int_equal(r1[i].sub[j].branch_status, r2[i].sub[j].branch_status);
+                n_sub_ok += r1[i].sub[j].rc == SINTER_OK;
+            }
             free(bufs[i]);
             if (r1[i].rc == SINTER_OK && !r1[i].duplicate) {
                 n_ok++;
@@ -1765,7 +2025,8 @@ static void randomized_replicas_agree(void **state)
         distinct += counts[i] > 0;
     }
     assert_true(distinct >= 8);
-    assert_true(n_ok > 500); /* most commands were meaningful, not refusals */
+    assert_true(n_ok > 500);    /* most commands were meaningful, not refusals */
+    assert_true(n_sub_ok > 50); /* and BRANCH_RESULTS outcomes were accepted, not only refused */
     assert_true(counts[SINTER_GS_BEGIN] > 0);
     int sides_seen = 0;
     for (int x = 0; x < MAXX; x++) {
@@ -1794,6 +2055,8 @@ int main(void)
         T(seata_rollback_retryable),
         T(unretryable_waits_for_other_branches),
         T(branch_result_refusals),
+        T(branch_results_equal_singles),
+        T(branch_results_in_a_batch),
         T(end_command),
         T(retry_timeout_from_first_attempt),
         T(redrive_and_resolve),
