@@ -1,63 +1,15 @@
 /*
  * Replays the seed corpus through the fuzz target in normal (non-libFuzzer) builds, so ctest -L
- * fuzz exercises the target on every machine:
+ * fuzz exercises the target on every machine (the driver is tests/fuzz/replay.c):
  *   fuzz_raft_wire_replay DIR...        run every file in each DIR (or a single file)
  *   fuzz_raft_wire_replay --seeds DIR   (re)write the seed corpus: one valid frame of each type
  *                                       and a few near-misses
  */
-#include <dirent.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "replay.h"
 #include "sinter/raft_wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int run_file(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap != 0 ? cap * 2 : 4096;
-            uint8_t *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(fp);
-                return -1;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, fp);
-        if (n == 0) {
-            break;
-        }
-        len += n;
-    }
-    fclose(fp);
-    LLVMFuzzerTestOneInput(buf, len);
-    free(buf);
-    return 0;
-}
-
-static void write_seed(const char *dir, const char *name, const uint8_t *data, size_t len)
-{
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *fp = fopen(path, "wb");
-    if (fp == NULL || fwrite(data, 1, len, fp) != len) {
-        perror(path);
-        exit(1);
-    }
-    fclose(fp);
-}
 
 static int make_seeds(const char *dir)
 {
@@ -92,20 +44,20 @@ static int make_seeds(const char *dir)
     if (sinter_raft_wire_encode_batch(&b, 1, g, m, SINTER_RAFT_MSG_TYPE_MAX) != SINTER_OK) {
         return 1;
     }
-    write_seed(dir, "batch_all_types", b.data, b.len);
-    write_seed(dir, "batch_truncated", b.data, b.len / 2);
+    sinter_fuzz_write_seed(dir, "batch_all_types", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "batch_truncated", b.data, b.len / 2);
     sinter_raft_wire_encode_batch(&b, 1, g, m, 1);
-    write_seed(dir, "batch_one_append", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "batch_one_append", b.data, b.len);
     sinter_raft_wire_encode_batch(&b, 1, NULL, NULL, 0);
-    write_seed(dir, "batch_empty", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "batch_empty", b.data, b.len);
     struct sinter_raft_wire_beat beats[4] = {{.group = 0, .term = 2, .commit = 9},
                                              {.group = 1, .term = 2, .commit = 8, .context = 5},
                                              {.group = 2, .term = 3, .commit = 7},
                                              {.group = 9, .reject = true, .term = 4}};
     sinter_raft_wire_encode_beats(&b, 1, false, beats, 4);
-    write_seed(dir, "heartbeat", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "heartbeat", b.data, b.len);
     sinter_raft_wire_encode_beats(&b, 2, true, beats, 4);
-    write_seed(dir, "heartbeat_resp", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "heartbeat_resp", b.data, b.len);
     struct sinter_raft_wire_chunk c = {.group = 1,
                                        .total = 100,
                                        .offset = 60,
@@ -114,64 +66,24 @@ static int make_seeds(const char *dir)
                                        .data = payload,
                                        .msg = m[8]};
     sinter_raft_wire_encode_chunk(&b, 1, &c);
-    write_seed(dir, "snap_chunk_last", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "snap_chunk_last", b.data, b.len);
     c.offset = 0;
     c.last = false;
     sinter_raft_wire_encode_chunk(&b, 1, &c);
-    write_seed(dir, "snap_chunk_first", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "snap_chunk_first", b.data, b.len);
     struct sinter_raft_wire_snap_ack a = {.group = 1, .index = 10, .term = 2, .next_offset = 40};
     sinter_raft_wire_encode_snap_ack(&b, 2, &a);
-    write_seed(dir, "snap_ack", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "snap_ack", b.data, b.len);
     a.status = SINTER_ESTATE;
     sinter_raft_wire_encode_snap_ack(&b, 2, &a);
     b.data[b.len - 1] ^= 0x40; /* CRC mismatch */
-    write_seed(dir, "snap_ack_bad_crc", b.data, b.len);
-    write_seed(dir, "client_magic", (const uint8_t *)"SNTR\x01\0\0\0", 8);
+    sinter_fuzz_write_seed(dir, "snap_ack_bad_crc", b.data, b.len);
+    sinter_fuzz_write_seed(dir, "client_magic", (const uint8_t *)"SNTR\x01\0\0\0", 8);
     sinter_raft_wire_buf_free(&b);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--seeds") == 0) {
-        return make_seeds(argv[2]);
-    }
-    int files = 0;
-    for (int i = 1; i < argc; i++) {
-        struct stat st;
-        if (stat(argv[i], &st) != 0) {
-            perror(argv[i]);
-            return 1;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            if (run_file(argv[i]) != 0) {
-                return 1;
-            }
-            files++;
-            continue;
-        }
-        DIR *d = opendir(argv[i]);
-        if (d == NULL) {
-            perror(argv[i]);
-            return 1;
-        }
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (de->d_name[0] == '.') {
-                continue;
-            }
-            char path[4096];
-            snprintf(path, sizeof(path), "%s/%s", argv[i], de->d_name);
-            if (run_file(path) != 0) {
-                closedir(d);
-                return 1;
-            }
-            files++;
-        }
-        closedir(d);
-    }
-    printf("replayed %d inputs through fuzz_raft_wire: no crash, every accepted frame "
-           "re-encoded byte for byte\n",
-           files);
-    return files > 0 ? 0 : 1;
+    return sinter_fuzz_replay_main(argc, argv, "fuzz_raft_wire", make_seeds);
 }
