@@ -185,6 +185,7 @@ struct rec_ctx {
     struct sinter_rm_xa *x;
     struct sinter_rm_xa_recovery r;
     const atomic_bool *cancel; /* periodic scans: the RM's `stopping` */
+    int coord_rc;              /* why the round ended early: the coordinator was unreachable */
 };
 
 static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
@@ -198,8 +199,18 @@ static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
     char t[SINTER_XID_STRLEN];
     sinter_xid_format(&p->xid, t);
     uint32_t gs = 0;
-    if (sinter_rm_global_status(x->rm, t, &gs) != SINTER_OK) {
+    int src = sinter_rm_global_status(x->rm, t, &gs);
+    if (src != SINTER_OK) {
         rc_->r.failed++; /* the coordinator drives it, or the next scan settles it */
+        /* Coordinator unreachable: every further gid would wait its whole deadline too, and a
+         * periodic scan runs on the maintenance thread (metadata refresh, fence cleanup), so
+         * end this round now; the next one starts over. */
+        bool unreachable = src == SINTER_ETIMEOUT || src == SINTER_ETRANSPORT ||
+                           src == SINTER_ENOTLEADER || src == SINTER_ESHUTDOWN;
+        if (unreachable) {
+            rc_->coord_rc = src;
+            return src;
+        }
         return 0;
     }
     uint32_t outcome = 0;
@@ -209,12 +220,18 @@ static int rec_one(void *arg, PGconn *conn, const struct sinter_xa_prepared *p)
             rc_->r.left++;
             return 0;
         }
-        /* The coordinator no longer knows the global. A commit-side global ends only after
-         * every branch reported PhaseTwo_Committed (and a CommitRetryTimeout global is kept for
-         * an operator: DESIGN.md "Nothing failed is ever silently deleted"), so a branch still
-         * prepared cannot belong to a committed global: it is the leftover of a rollback (e.g.
-         * a PREPARE that the RM's crash kept from its late-prepare guard), and keeping it would
-         * hold its locks forever. Seata's XA RM rolls such branches back likewise. */
+        /* The coordinator no longer knows the global. A commit-side global ends on its own only
+         * after every branch reported PhaseTwo_Committed (and a CommitRetryTimeout global is
+         * kept for an operator: DESIGN.md "Nothing failed is ever silently deleted"), so a
+         * branch still prepared is the leftover of a rollback (e.g. a PREPARE that the RM's
+         * crash kept from its late-prepare guard), and keeping it would hold its locks forever.
+         * Seata's XA RM rolls such branches back likewise. One exception, by an operator: a
+         * failed commit-side global RESOLVEd to Committed while a branch of it was still
+         * prepared is then removed by retention GC like any Committed one; while it exists,
+         * any scan of the resource commits that branch (status Committed), so this goes wrong
+         * only if no instance of the resource scanned during the whole retention
+         * (docs/operations.md "resolve" says so). Statuses of groups a node does not serve are
+         * errors, never Finished (tc/server.c handle_status). */
         rc = sinter_xa_rollback_prepared(x->res, conn, p->gid, p->local_xid, &outcome);
     } else {
         rc = sinter_xa_resolve(x->res, conn, p, gs, &outcome);
@@ -239,7 +256,11 @@ static int recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *rec,
     int rc = pool_get(x, &c);
     if (rc == SINTER_OK) {
         rc = sinter_xa_recover(x->res, c, rec_one, &ctx);
-        if (rc != SINTER_OK && rc != SINTER_ESHUTDOWN) {
+        if (ctx.coord_rc != 0) {
+            sinter_client_set_errmsg("xa resource '%s': recovery scan ended early: the "
+                                     "coordinator did not answer a status query (%s)",
+                                     x->resource_id, sinter_errname(ctx.coord_rc));
+        } else if (rc != SINTER_OK && rc != SINTER_ESHUTDOWN) {
             sinter_client_set_errmsg("xa resource '%s': recovery scan: %s", x->resource_id,
                                      sinter_xa_errmsg());
         }
@@ -270,6 +291,15 @@ int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *r
 void sinter_rm_xa_recovery_totals(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *sum,
                                   uint64_t *scans)
 {
+    if (x == NULL) { /* as the other entry points: a NULL handle is no crash */
+        if (sum != NULL) {
+            memset(sum, 0, sizeof *sum);
+        }
+        if (scans != NULL) {
+            *scans = 0;
+        }
+        return;
+    }
     pthread_mutex_lock(&x->mu);
     if (sum != NULL) {
         *sum = x->total;

@@ -1076,11 +1076,20 @@ static void handle_status(struct sinter_tc_server *s, struct sinter_transport_re
 {
     const struct sinter_xid *x = &m->u.global_status.xid;
     if (!group_ok(s, x)) {
-        struct sinter_proto_msg r;
-        memset(&r, 0, sizeof r);
-        r.code = SINTER_MSG_GLOBAL_STATUS_RESULT;
-        r.u.global_status_result.global_status = SINTER_GS_FINISHED;
-        sinter_transport_reply(req, &r);
+        /* Not "Finished" (Seata's answer for an xid the coordinator no longer knows): an XA RM's
+         * recovery scan rolls back a prepared branch whose global is Finished, so a node whose
+         * [raft] groups is smaller than the cluster's would have every scan roll back live
+         * branches of the groups it does not serve. An error leaves the branch alone. */
+        char why[160];
+        if (x->index == 0) {
+            reply_error(req, SINTER_EINVAL, "xid index 0 is never a global transaction");
+            return;
+        }
+        snprintf(why, sizeof why,
+                 "group %" PRIu32 " is not served here: this node has %" PRIu32
+                 " raft group(s) (every node needs the same [raft] groups)",
+                 x->group, s->cfg->groups);
+        reply_error(req, SINTER_ENOTFOUND, why);
         return;
     }
     struct call *c = calloc(1, sizeof *c);

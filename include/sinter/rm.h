@@ -111,7 +111,7 @@ int sinter_rm_open(struct sinter_rm **out, const struct sinter_rm_opts *opts);
  * recovery scans), the workers, the reporters, and a poller per known node (when the process
  * serves at least one resource). Register handlers first: an item with no handler is reported
  * retryable. Errors: SINTER_ESTATE (already started or closing), SINTER_ENOMEM,
- * SINTER_EINTERNAL (a thread could not be created; sinter_rm_errmsg says which). After a
+ * SINTER_EINTERNAL (a thread could not be created; sinter_rm_errmsg says so). After a
  * failure the threads it did start are stopped and joined before it returns (work items they
  * had received are dropped, and redelivered by the coordinator after their lease) and the handle
  * is unstarted again: phase-one calls still work, and sinter_rm_start may simply be called

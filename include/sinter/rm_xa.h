@@ -106,7 +106,7 @@ int sinter_rm_xa_recover(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *r
 
 /* The counts of every recovery scan of x so far (registration, periodic, sinter_rm_xa_recover)
  * summed into *sum, and how many scans ran into *scans (a scan that failed counts too).
- * Thread-safe. Ownership: writes *sum and *scans, either may be NULL. */
+ * Thread-safe. Ownership: writes *sum and *scans, either may be NULL; a NULL x gives zeros. */
 void sinter_rm_xa_recovery_totals(struct sinter_rm_xa *x, struct sinter_rm_xa_recovery *sum,
                                   uint64_t *scans);
 

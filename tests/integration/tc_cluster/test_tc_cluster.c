@@ -210,6 +210,19 @@ static void tc_cluster(void **state)
     /* Unknown xid: Finished (Seata's answer). */
     assert_int_equal(global_status((struct sinter_xid){x1.group, x1.index + 100000}),
                      SINTER_GS_FINISHED);
+    /* A group this cluster does not have is an error, never Finished: an XA RM's recovery scan
+     * rolls back a prepared branch whose global is Finished. */
+    {
+        struct sinter_proto_msg sq;
+        sinter_raw_req(&P, &sq, SINTER_MSG_GLOBAL_STATUS, 900001);
+        sq.u.global_status.xid = (struct sinter_xid){GROUPS, 5};
+        struct sinter_transport_reply_msg *r = NULL;
+        assert_int_equal(sinter_raw_leader(&P, &sq, &r, NULL), SINTER_OK);
+        const struct sinter_proto_msg *rm = sinter_transport_reply_get(r);
+        assert_int_equal(rm->code, SINTER_MSG_ERROR);
+        assert_int_equal(rm->rs.result, SINTER_ENOTFOUND);
+        sinter_transport_reply_free(r);
+    }
 
     /* kill -9 the leader of x2's group between begin and commit. */
     struct sinter_xid x2 = begin_seq(0);

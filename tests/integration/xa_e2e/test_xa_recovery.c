@@ -352,7 +352,8 @@ static void test_scan_races_phase2(void **state)
     (void)state;
     static const char *const res[] = {"rec_b"};
     struct sinter_rm *rm = rm_open(res, 1);
-    struct sinter_rm_xa *x = xa_reg(rm, "rec_b", "recB", DB_MAIN, 20, false);
+    /* No scan at registration: every scan counted below is periodic or the test thread's. */
+    struct sinter_rm_xa *x = xa_reg(rm, "rec_b", "recB", DB_MAIN, 20, true);
     assert_int_equal(sinter_rm_start(rm), SINTER_OK);
     struct hammer h = {.x = x};
     atomic_init(&h.stop, false);
@@ -392,7 +393,11 @@ static void test_scan_races_phase2(void **state)
             "rolled_back %u left %u failed %u\n",
             n, atomic_load(&h.scans), sum.found, sum.committed, sum.rolled_back, sum.left,
             sum.failed);
-    assert_true(n > (uint64_t)atomic_load(&h.scans)); /* the periodic ones ran too */
+    /* The periodic scans ran (every 20 ms over the whole loop: many more than two)... */
+    assert_true(n >= (uint64_t)atomic_load(&h.scans) + 2);
+    /* ...and the scans ran while branches were prepared (how many they settled before phase 2
+     * did depends on scheduling: printed above, not asserted). */
+    assert_true(sum.found >= 1);
     sinter_rm_close(rm);
 }
 
