@@ -1512,7 +1512,7 @@ static void nconn_free(struct nconn *c)
     free(c);
 }
 
-/* Closes a connection (pumping thread; c is neither pending nor paused). */
+/* Closes a connection (pumping thread; c is not pending, and not paused or just resumed). */
 static void nconn_close(struct sinter_raft_transport *t, struct nconn *c)
 {
     (void)epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -1726,8 +1726,9 @@ static int nconn_parse(struct sinter_raft_transport *t, struct nconn *c, size_t 
  * read until the frame is handled (per-connection order; at most one frame per connection). */
 static void native_hand_off(struct sinter_raft_transport *t, struct nconn *c, struct rx_impl *r)
 {
-    struct epoll_event ev = {.events = 0, .data.ptr = c};
-    (void)epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    /* Out of the set, not just without EPOLLIN: epoll reports a hang-up whatever the mask, which
+     * would keep the poll fd readable (the pumping thread spinning) until the frame is handled. */
+    (void)epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     c->paused = true;
     nng_mtx_lock(t->nmtx);
     c->held = r;
@@ -1793,8 +1794,9 @@ static void native_resume(struct sinter_raft_transport *t)
         list = c->res_next;
         c->paused = false;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        (void)epoll_ctl(t->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-        if (nconn_has_work(c)) {
+        if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+            nconn_close(t, c); /* ENOMEM: cannot watch it any more */
+        } else if (nconn_has_work(c)) {
             pend_push(t, c);
         }
     }
