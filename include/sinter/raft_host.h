@@ -249,7 +249,7 @@ int sinter_raft_host_status(struct sinter_raft_host *h, uint32_t group,
  * accumulated since start or the last reset, published once per loop iteration. Times in ns. */
 struct sinter_raft_host_stats {
     uint64_t loop_iterations;
-    uint64_t loop_wakeups;     /* sleeps ended by the inbox's eventfd (not by the tick) */
+    uint64_t loop_wakeups;     /* sleeps ended by the eventfd or a received frame */
     uint64_t events;           /* inbox events handled (proposals, received frames, ...) */
     uint64_t readies;          /* readies handled, all groups */
     uint64_t loop_busy_ns;     /* time in iterations, i.e. not sleeping */

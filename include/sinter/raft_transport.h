@@ -42,8 +42,25 @@
  * as ONE coalesced frame; the receiver expands it into per-group HEARTBEAT(_RESP) messages. The
  * host collects the core's HEARTBEAT messages of every group per peer and sends them this way.
  *
- * Receiving. Frames are read and decoded on nng's callback threads and handed to on_recv, which
- * must be cheap and never block (the host enqueues rx for its raft thread). The rx owns the frame
+ * Receiving. For a plain tcp:// (tcp4://, tcp6://) listen URL the transport accepts and reads
+ * inbound connections with its own non-blocking sockets and one epoll set, not with nng: nng 1.5
+ * reads a socket on its poller thread and completes the read on a taskq thread, so every received
+ * frame cost two thread hand-offs before the host's loop even saw it (bench/FINDINGS.md F2).
+ * Peers dial with nng stream dialers (raw TCP, no SP protocol), which a plain TCP listener serves
+ * byte for byte. Who reads is chosen by opts.caller_pumps:
+ *   - false (default): the transport runs one thread of its own that waits on the epoll set and
+ *     pumps; on_recv, the snapshot sink and the snapshot reader (on an ack) run on that thread.
+ *   - true: nothing reads until the caller calls sinter_raft_transport_pump(), typically from its
+ *     event loop when sinter_raft_transport_poll_fd() is readable; on_recv then runs on the
+ *     pumping thread, so a frame costs no hand-off at all (canonical raft reads its sockets in
+ *     its libuv loop the same way). Snapshot frames (SNAP_CHUNK, SNAP_ACK) are still handed to a
+ *     thread of the transport, because the sink and the snapshot reader may touch the disk and
+ *     an event loop must not (bench/FINDINGS.md F3); the connection that carried one is not read
+ *     again until it has been handled, which keeps each connection's frames in order and bounds
+ *     the hand-off to one frame per connection.
+ * tls+tcp:// (and any other scheme nng knows) keeps nng's stream listener: frames are read and
+ * decoded on nng's callback threads in both modes, and poll_fd() is -1. on_recv must be cheap
+ * and never block (the host enqueues rx for its raft thread). The rx owns the frame
  * buffer (entries' data point into it: zero-copy) until sinter_raft_transport_rx_release().
  * A malformed frame (bad magic, CRC, lengths...) closes only that connection; the sender redials.
  * The transport does not bound the memory of rx the host has not released yet: the host bounds
@@ -56,8 +73,10 @@
  * that aborts the stream on both sides. After finish, the host steps the SNAPSHOT message into
  * the core and the sender's done callback reports the outcome (-> sinter_raft_report_snapshot()).
  *
- * Threads. Every function may be called from any thread. Callbacks (on_recv, sink, reader, done)
- * run on nng's threads and must not block nor call sinter_raft_transport_close().
+ * Threads. Every function may be called from any thread, except sinter_raft_transport_pump()
+ * (one thread at a time, never concurrently with or after close()). Callbacks (on_recv, sink,
+ * reader, done) run on nng's threads, the transport's threads or the pumping thread (see
+ * Receiving) and must not block nor call sinter_raft_transport_close().
  */
 #ifndef SINTER_RAFT_TRANSPORT_H
 #define SINTER_RAFT_TRANSPORT_H
@@ -91,14 +110,16 @@ struct sinter_raft_transport_rx {
     const struct sinter_raft_msg *msgs;
 };
 
-/* Called on an nng thread for every received message frame. Ownership: rx passes to the callee,
- * which must release it exactly once (from any thread). Must not block. */
+/* Called for every received message frame, on the thread that read it (see Receiving above).
+ * Ownership: rx passes to the callee, which must release it exactly once (from any thread). Must
+ * not block. */
 typedef void (*sinter_raft_transport_recv_fn)(void *arg, struct sinter_raft_transport_rx *rx);
 
 /* Frees a received frame. NULL is ok. */
 void sinter_raft_transport_rx_release(struct sinter_raft_transport_rx *rx);
 
-/* Receiving side of install-snapshot. All four run on nng threads, one chunk at a time per
+/* Receiving side of install-snapshot. All four run on a transport or nng thread (never on a
+ * thread calling sinter_raft_transport_pump(): see Receiving), one chunk at a time per
  * (sender, group), and must be quick (copy into memory or a page-cache write; a host with slow
  * disks hands chunks to its own writer). *stream is the sink's per-snapshot state.
  *   begin:  chunk 0 of a new snapshot arrived; m is the core's SNAPSHOT message (meta inside),
@@ -120,12 +141,13 @@ struct sinter_raft_snapshot_sink {
 };
 
 /* Sending side: fill buf with exactly len bytes of the snapshot at offset; return SINTER_OK or an
- * error (which fails the transfer). Runs on the caller's thread for chunk 0, then on nng threads;
+ * error (which fails the transfer). Runs on the caller's thread for chunk 0, then on the thread
+ * that handles the receiver's acks (an nng or transport thread, never a pumping thread);
  * must be quick (pread of a snapshot file, memcpy). */
 typedef int (*sinter_raft_snapshot_read_fn)(void *arg, uint64_t offset, uint8_t *buf, uint32_t len);
 /* Called exactly once per accepted send_snapshot(): SINTER_OK when the receiver's finish()
  * succeeded, else the error (receiver's status, SINTER_ETIMEOUT, SINTER_ETRANSPORT,
- * SINTER_ESHUTDOWN, the reader's error). On an nng thread, or in close(). */
+ * SINTER_ESHUTDOWN, the reader's error). On an nng or transport thread, or in close(). */
 typedef void (*sinter_raft_snapshot_done_fn)(void *arg, sinter_raft_id peer, uint32_t group,
                                              int rc);
 
@@ -163,6 +185,8 @@ struct sinter_raft_transport_opts {
     uint32_t max_inbound;          /* accepted connections at once; default 256 */
     bool tls_enable;               /* required for tls+tcp:// URLs */
     struct sinter_raft_transport_tls tls;
+    bool caller_pumps; /* tcp:// listeners: the caller reads inbound connections with
+                          sinter_raft_transport_pump(); false: a transport thread does */
 };
 
 /* Fills defaults (no self, no url, no peers, no callbacks). Ownership: writes *o only. */
@@ -184,6 +208,22 @@ void sinter_raft_transport_close(struct sinter_raft_transport *t);
 
 /* The TCP port the listener is bound to (useful with port 0), 0 if unknown. */
 uint16_t sinter_raft_transport_port(const struct sinter_raft_transport *t);
+
+/* A descriptor for the caller's poll()/epoll: readable while inbound work is pending (a
+ * connection to accept, bytes to read, frames already read but not yet dispatched). -1 unless the
+ * transport was opened with caller_pumps on a tcp:// listen URL (then inbound frames arrive on
+ * nng threads and need no pumping). Ownership: the transport's; valid until close(), never to be
+ * closed or read by the caller. Errors: none. */
+int sinter_raft_transport_poll_fd(const struct sinter_raft_transport *t);
+
+/* Does a bounded amount of inbound work on the calling thread: accepts pending connections, reads
+ * each readable connection once, and dispatches at most max_frames complete frames (on_recv on
+ * this thread; snapshot frames to the transport's thread). Never blocks. Work left over (more
+ * frames already buffered) keeps poll_fd() readable, so the caller just polls again. Returns the
+ * number of frames dispatched. Only with caller_pumps (otherwise returns 0 and does nothing);
+ * from one thread at a time, never concurrently with or after close(). Errors: none (a broken or
+ * malformed connection is closed and counted in the global stats). */
+size_t sinter_raft_transport_pump(struct sinter_raft_transport *t, size_t max_frames);
 
 /* Adds a peer (membership change) and starts dialing it. url is copied.
  * Errors: SINTER_EINVAL (id 0 or self), SINTER_EEXIST, SINTER_ETOOBIG (MAX_PEERS),

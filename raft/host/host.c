@@ -3,8 +3,13 @@
  *
  * Threads:
  *   - the loop thread (loop_main) owns every core, store and state machine;
- *   - nng's threads run the transport callbacks (on_recv, snapshot sink / reader / done): they only
- *     enqueue an event or copy bytes into memory owned by one stream;
+ *   - the loop thread also reads the raft connections (plain tcp:// URLs): the transport is opened
+ *     in caller-pumps mode and the loop polls its descriptor next to the eventfd, so a received
+ *     frame is read, decoded and queued on the loop with no thread hand-off (bench/FINDINGS.md
+ *     F2); on_recv then enqueues without writing the eventfd (tl_loop);
+ *   - the transport's snapshot thread (tcp://) or nng's threads (tls+tcp://, and all outbound
+ *     completions) run the other transport callbacks (snapshot sink / reader / done, and on_recv
+ *     under TLS): they only enqueue an event or copy bytes into memory owned by one stream;
  *   - API callers only enqueue an event;
  *   - one helper thread per running snapshot job serialises a state-machine copy into the store's
  *     snapshot writer and makes it durable (sinter_store_snap_sync: the writer touches only its
@@ -42,6 +47,9 @@
 #define HOST_MAX_PEERS         (SINTER_RAFT_TRANSPORT_MAX_PEERS + 1)
 #define HOST_SNAP_RX_MAX       (1024ull * 1024ull * 1024ull) /* received snapshots are buffered */
 #define HOST_READIES_PER_ROUND 4
+/* Received frames dispatched per loop pass: enough to empty a burst from every peer, small
+ * enough that ticks, proposals and readies are never starved by a flood of input. */
+#define HOST_RX_PER_ROUND 64
 /* After a failed snapshot the next automatic attempt waits this many ticks, doubled per
  * consecutive failure up to the max (2 ticks .. 512 ticks = 40 ms .. ~10 s at the default tick):
  * a failure that persists (ENOSPC, a state machine that cannot copy itself) costs one attempt and
@@ -187,6 +195,7 @@ struct sinter_raft_host {
 
     _Atomic(struct event *) inbox; /* LIFO; see the top of this file */
     int wake_fd;                   /* eventfd the loop polls */
+    int rx_fd;                     /* the transport's poll fd (-1: frames arrive on nng threads) */
     atomic_bool stopping;
     _Atomic uint64_t ticks;
 
@@ -1391,22 +1400,37 @@ static void publish(struct sinter_raft_host *h, bool all)
     memset(&h->lstats, 0, sizeof h->lstats);
 }
 
-/* Sleeps until the inbox is signalled or the deadline (ms, monotonic) passes; returns what the
- * inbox holds then (LIFO order). */
+/* Reads received frames on the loop thread (bounded); on_recv queues them in the inbox without a
+ * wake-up. Nothing to do (one epoll_wait with no timeout) unless frames arrived. */
+static void pump_rx(struct sinter_raft_host *h)
+{
+    if (h->rx_fd >= 0) {
+        (void)sinter_raft_transport_pump(h->t, HOST_RX_PER_ROUND);
+    }
+}
+
+/* Sleeps until the inbox is signalled, a frame arrives or the deadline (ms, monotonic) passes;
+ * returns what the inbox holds then (LIFO order). */
 static struct event *loop_wait(struct sinter_raft_host *h, uint64_t deadline)
 {
     uint64_t now = now_ms();
     if (now >= deadline) {
         return NULL;
     }
-    struct pollfd pfd = {.fd = h->wake_fd, .events = POLLIN};
+    struct pollfd pfd[2] = {{.fd = h->wake_fd, .events = POLLIN},
+                            {.fd = h->rx_fd, .events = POLLIN}};
     uint64_t wait = deadline - now;
-    int n = poll(&pfd, 1, wait > 1000u ? 1000 : (int)wait);
-    if (n > 0 && (pfd.revents & POLLIN) != 0) {
+    int n = poll(pfd, h->rx_fd >= 0 ? 2 : 1, wait > 1000u ? 1000 : (int)wait);
+    if (n > 0) {
+        h->lstats.loop_wakeups++;
+    }
+    if (n > 0 && (pfd[0].revents & POLLIN) != 0) {
         uint64_t cnt;
         ssize_t rd = read(h->wake_fd, &cnt, sizeof cnt); /* resets the eventfd counter */
         (void)rd;
-        h->lstats.loop_wakeups++;
+    }
+    if (n > 0 && h->rx_fd >= 0 && pfd[1].revents != 0) {
+        pump_rx(h);
     }
     return atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
 }
@@ -1417,6 +1441,9 @@ static void *loop_main(void *arg)
     tl_loop = h;
     uint64_t next_tick = now_ms() + h->o.tick_ms;
     for (;;) {
+        /* Frames that arrived while the loop was busy: a loop that always has work never reaches
+         * loop_wait's poll, and must still read its connections every pass. */
+        pump_rx(h);
         /* A push that lands after this exchange finds the inbox empty and writes the eventfd, so
          * the poll in loop_wait cannot sleep through it. */
         struct event *list = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
@@ -1673,6 +1700,7 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
     atomic_init(&h->stopping, false);
     atomic_init(&h->ticks, 0);
     h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->rx_fd = -1;
     h->listen_url = strdup(opts->listen_url);
     h->data_dir = strdup(opts->data_dir);
     h->n_groups = opts->groups;
@@ -1729,6 +1757,7 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
     to.on_recv_arg = h;
     to.tls_enable = opts->tls_enable;
     to.tls = opts->tls;
+    to.caller_pumps = true; /* the loop reads its own connections: see the top of this file */
     to.sink = (struct sinter_raft_snapshot_sink){.begin = sink_begin,
                                                  .write = sink_write,
                                                  .finish = sink_finish,
@@ -1743,6 +1772,7 @@ int sinter_raft_host_start(struct sinter_raft_host **out, const struct sinter_ra
         host_free(h);
         return rc;
     }
+    h->rx_fd = sinter_raft_transport_poll_fd(h->t);
     publish(h, true);
     if (pthread_create(&h->loop, NULL, loop_main, h) != 0) {
         sinter_raft_transport_close(h->t);

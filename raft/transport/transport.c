@@ -8,18 +8,32 @@
  * being streamed to it. Everything of a peer is under its own mutex, so peers never wait on each
  * other: a dead follower's full queue makes only its own sends fail.
  *
- * Inbound: an accept loop; each accepted connection reads header, then body, decodes on nng's
- * thread and hands the frame to the host (or to the snapshot sink, or to the snapshot sender on
- * an ack). An inbound connection frees itself when it fails (nng_aio_reap, since an aio cannot be
- * freed from its own callback).
+ * Inbound, tcp:// listen URLs ("native"): our own listening socket, accepted sockets and an eventfd
+ * in one level-triggered epoll set. sinter_raft_transport_pump() (the caller's thread, or the
+ * transport's pump thread) accepts, reads each readable connection once into a small staging
+ * buffer (large bodies straight into the frame's buffer), cuts frames and dispatches them. Only
+ * the pumping thread touches a connection, except a connection whose snapshot frame was handed
+ * to the snapshot thread: it is out of the epoll set until that thread hands it back.
+ *
+ * Inbound, other URLs (tls+tcp://): nng's accept loop; each accepted connection reads header, then
+ * body, decodes on nng's thread and hands the frame to the host (or to the snapshot sink, or to
+ * the snapshot sender on an ack). An inbound connection frees itself when it fails
+ * (nng_aio_reap, since an aio cannot be freed from its own callback).
  *
  * Lock order: transport mtx -> peer mtx; peer rx_mtx (snapshot receive) is taken alone or before
  * the peer mtx. User callbacks are called with no transport lock held, except the snapshot sink
  * (under the peer's rx_mtx, which serialises one sender's chunks).
  */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
@@ -107,6 +121,14 @@ struct rx_impl {
 
 enum { IN_HEADER, IN_BODY };
 
+/* Native inbound: one read(2) fills at most this much of a connection's staging buffer, so a burst
+ * of small frames costs one system call; a body still missing at least this much is read straight
+ * into the frame's buffer instead (no copy of snapshot chunks). */
+#define NATIVE_STAGE      (16u << 10)
+#define NATIVE_EVENTS     64u /* epoll events taken per pump */
+#define NATIVE_ACCEPTS    16u /* connections accepted per pump */
+#define NATIVE_SELF_BATCH 64u /* frames per pump on the transport's own pump thread */
+
 struct inconn {
     struct inconn *next, *prev;
     struct sinter_raft_transport *t;
@@ -116,6 +138,24 @@ struct inconn {
     size_t have;
     uint8_t hdr[SINTER_RAFT_WIRE_HEADER_SIZE];
     struct rx_impl *rx;
+};
+
+/* A natively read inbound connection (pumping thread only, see the top of the file). */
+struct nconn {
+    struct nconn *next, *prev; /* t->nconns */
+    struct nconn *pend_next;   /* t->npend: frames or bytes buffered, not yet dispatched */
+    struct nconn *res_next;    /* t->nresumed (under t->nmtx) */
+    struct nconn *work_next;   /* t->wq (under t->nmtx) */
+    int fd;
+    bool pending; /* on t->npend */
+    bool paused;  /* its snapshot frame is with the snapshot thread; not in the epoll set */
+    int state;
+    size_t have; /* bytes of the current frame (header included) */
+    uint8_t hdr[SINTER_RAFT_WIRE_HEADER_SIZE];
+    struct rx_impl *rx;   /* the frame being read (IN_BODY) */
+    struct rx_impl *held; /* the snapshot frame handed to the snapshot thread */
+    size_t soff, slen;    /* unconsumed bytes are stage[soff, slen) */
+    uint8_t stage[NATIVE_STAGE];
 };
 
 struct sinter_raft_transport {
@@ -133,6 +173,18 @@ struct sinter_raft_transport {
     struct sinter_raft_transport_global_stats gst;
     struct peer *peers[SINTER_RAFT_TRANSPORT_MAX_PEERS];
     _Atomic size_t n_peers; /* slots [0, n_peers) are filled and never change */
+    /* Native inbound (tcp:// listen URL). */
+    bool native;
+    int lfd, epfd, kick_fd; /* listening socket, epoll set, eventfd that makes epfd readable */
+    struct nconn *nconns;   /* every native connection (pumping thread; close()) */
+    struct nconn *npend, *npend_tail;
+    nng_mtx *nmtx;              /* nresumed, wq, nstop */
+    nng_cv *ncv;                /* wq non-empty or nstop */
+    struct nconn *nresumed;     /* handed back by the snapshot thread */
+    struct nconn *wq, *wq_tail; /* snapshot frames waiting for the snapshot thread */
+    bool nstop;
+    atomic_bool pump_stop;
+    nng_thread *pump_thr, *snap_thr;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -1027,9 +1079,14 @@ void sinter_raft_transport_rx_release(struct sinter_raft_transport_rx *rx)
     free(r);
 }
 
-/* Decodes and dispatches one whole frame. Returns false when the connection must be closed
- * (undecodable frame or a lying sender). Takes ownership of r. */
-static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
+enum { DISPATCH_OK, DISPATCH_BAD, DISPATCH_HELD };
+
+static void native_hand_off(struct sinter_raft_transport *t, struct nconn *c, struct rx_impl *r);
+
+/* Decodes and dispatches one whole frame. Returns DISPATCH_BAD when the connection must be closed
+ * (undecodable frame or a lying sender), DISPATCH_HELD when the frame went to the snapshot thread
+ * (c, a native connection of a caller-pumps transport, is then paused). Takes ownership of r. */
+static int dispatch(struct sinter_raft_transport *t, struct rx_impl *r, struct nconn *c)
 {
     int rc = sinter_raft_wire_decode(r->data, r->len, &r->f);
     if (rc != SINTER_OK) {
@@ -1037,7 +1094,7 @@ static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
         t->gst.rx_bad_frames++;
         nng_mtx_unlock(t->mtx);
         free(r);
-        return false;
+        return DISPATCH_BAD;
     }
     struct sinter_raft_wire_frame *f = &r->f;
     struct peer *p = find_peer(t, f->sender);
@@ -1053,7 +1110,7 @@ static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
                 t->gst.rx_bad_sender++;
                 nng_mtx_unlock(t->mtx);
                 sinter_raft_transport_rx_release(&r->pub);
-                return false;
+                return DISPATCH_BAD;
             }
         }
         if (p != NULL) {
@@ -1078,7 +1135,7 @@ static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
         r->pub.groups = f->groups;
         r->pub.msgs = f->msgs;
         t->o.on_recv(t->o.on_recv_arg, &r->pub); /* ownership passes to the host */
-        return true;
+        return DISPATCH_OK;
     case SINTER_RAFT_WIRE_SNAP_CHUNK:
     case SINTER_RAFT_WIRE_SNAP_ACK:
         if (p != NULL) {
@@ -1089,6 +1146,12 @@ static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
                 p->st.rx_snapshot_chunks++;
             }
             nng_mtx_unlock(p->mtx);
+            if (c != NULL && t->o.caller_pumps) {
+                /* The pumping thread is the caller's event loop: the sink (chunks) and the
+                 * snapshot reader (acks) may do disk I/O, which must not stall it. */
+                native_hand_off(t, c, r);
+                return DISPATCH_HELD;
+            }
             if (f->type == SINTER_RAFT_WIRE_SNAP_CHUNK) {
                 handle_chunk(p, &f->chunk);
             } else {
@@ -1105,7 +1168,7 @@ static bool dispatch(struct sinter_raft_transport *t, struct rx_impl *r)
         nng_mtx_unlock(t->mtx);
     }
     sinter_raft_transport_rx_release(&r->pub);
-    return true;
+    return DISPATCH_OK;
 }
 
 static void inconn_read(struct inconn *c)
@@ -1174,7 +1237,7 @@ static void inconn_cb(void *arg)
     c->rx = NULL;
     c->state = IN_HEADER;
     c->have = 0;
-    if (!dispatch(t, r)) {
+    if (dispatch(t, r, NULL) == DISPATCH_BAD) {
         goto dead; /* a corrupt stream cannot be resynchronised: drop the connection */
     }
     inconn_read(c);
@@ -1262,7 +1325,12 @@ static void tick_cb(void *arg)
     }
     if (t->accept_stalled) {
         t->accept_stalled = false;
-        nng_stream_listener_accept(t->listener, t->acc_aio);
+        if (t->native) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+            (void)epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &ev);
+        } else {
+            nng_stream_listener_accept(t->listener, t->acc_aio);
+        }
     }
     nng_mtx_unlock(t->mtx);
     nng_time now = nng_clock();
@@ -1306,6 +1374,590 @@ static void tick_cb(void *arg)
         }
     }
     nng_sleep_aio(TICK_MS, t->tick_aio);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Native inbound (tcp:// listen URLs): see the top of the file and "Receiving" in the header.
+ */
+
+/* Makes epfd readable (the kick eventfd is in the set) so the pumping thread comes back: frames
+ * left buffered, a connection handed back by the snapshot thread, close(). */
+static void native_kick(struct sinter_raft_transport *t)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+        n = write(t->kick_fd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    /* EAGAIN: the counter is saturated, so the fd is readable anyway. */
+}
+
+/* Splits a tcp://, tcp4:// or tcp6:// URL into host and port the way nng's TCP listener reads it:
+ * "host:port", "[v6addr]:port", an empty host or "*" for every address, port 0 for any free
+ * port, nothing after the port but an optional "/". Returns SINTER_OK with *native set when the
+ * URL is one of ours, SINTER_OK with *native false for any other scheme (nng handles it), and
+ * SINTER_ECONFIG for a malformed tcp URL (what nng_stream_listener_alloc() answers). */
+static int native_url(const char *url, bool *native, int *af, char *host, size_t host_cap,
+                      char *port, size_t port_cap)
+{
+    *native = false;
+    const char *rest;
+    if (strncmp(url, "tcp://", 6) == 0) {
+        *af = AF_UNSPEC;
+        rest = url + 6;
+    } else if (strncmp(url, "tcp4://", 7) == 0) {
+        *af = AF_INET;
+        rest = url + 7;
+    } else if (strncmp(url, "tcp6://", 7) == 0) {
+        *af = AF_INET6;
+        rest = url + 7;
+    } else {
+        return SINTER_OK;
+    }
+    const char *h = rest, *h_end, *colon;
+    if (*rest == '[') {
+        h = rest + 1;
+        h_end = strchr(h, ']');
+        if (h_end == NULL || h_end[1] != ':') {
+            return SINTER_ECONFIG;
+        }
+        colon = h_end + 1;
+    } else {
+        colon = strrchr(rest, ':');
+        const char *slash = strchr(rest, '/');
+        if (colon == NULL || (slash != NULL && slash < colon)) {
+            return SINTER_ECONFIG;
+        }
+        h_end = colon;
+    }
+    const char *pt = colon + 1;
+    size_t plen = 0;
+    while (pt[plen] >= '0' && pt[plen] <= '9') {
+        plen++;
+    }
+    if (plen == 0 || plen >= port_cap || plen > 5 ||
+        !(pt[plen] == '\0' || strcmp(pt + plen, "/") == 0)) {
+        return SINTER_ECONFIG;
+    }
+    if (strtoul(pt, NULL, 10) > 65535) {
+        return SINTER_ECONFIG;
+    }
+    size_t hlen = (size_t)(h_end - h);
+    if (hlen >= host_cap) {
+        return SINTER_ECONFIG;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    if (strcmp(host, "*") == 0) {
+        host[0] = '\0';
+    }
+    memcpy(port, pt, plen);
+    port[plen] = '\0';
+    *native = true;
+    return SINTER_OK;
+}
+
+/* Binds and listens like nng's TCP listener: the first address the resolver gives, SO_REUSEADDR
+ * (a restarted node rebinds its port while old connections sit in TIME_WAIT). */
+static int native_listen(struct sinter_raft_transport *t, int af, const char *host,
+                         const char *port)
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = af;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res) != 0 || res == NULL) {
+        return SINTER_ETRANSPORT; /* nng fails the same way in listen(), resolving the host */
+    }
+    int rc = SINTER_ETRANSPORT;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int one = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, res->ai_addr, res->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+                if (ss.ss_family == AF_INET) {
+                    t->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+                } else if (ss.ss_family == AF_INET6) {
+                    t->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+                }
+            }
+            t->lfd = fd;
+            fd = -1;
+            rc = SINTER_OK;
+        } else if (errno == ENOMEM || errno == ENOBUFS) {
+            rc = SINTER_ENOMEM;
+        }
+    } else if (errno == ENOMEM || errno == ENOBUFS) {
+        rc = SINTER_ENOMEM;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+static void nconn_free(struct nconn *c)
+{
+    close(c->fd);
+    free(c->rx);
+    if (c->held != NULL) {
+        sinter_raft_transport_rx_release(&c->held->pub);
+    }
+    free(c);
+}
+
+/* Closes a connection (pumping thread; c is not pending, and not paused or just resumed). */
+static void nconn_close(struct sinter_raft_transport *t, struct nconn *c)
+{
+    (void)epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        t->nconns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    nng_mtx_lock(t->mtx);
+    t->n_inconns--;
+    nng_mtx_unlock(t->mtx);
+    nconn_free(c);
+}
+
+static void native_accept(struct sinter_raft_transport *t)
+{
+    for (uint32_t i = 0; i < NATIVE_ACCEPTS; i++) {
+        int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* EMFILE and friends: the pending connection keeps the level-triggered listener
+                 * readable, so stop watching it and let the tick re-arm it (as the nng accept
+                 * loop does) instead of spinning. */
+                struct epoll_event ev = {.events = 0, .data.ptr = NULL};
+                (void)epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &ev);
+                nng_mtx_lock(t->mtx);
+                t->accept_stalled = true;
+                nng_mtx_unlock(t->mtx);
+            }
+            return;
+        }
+        struct nconn *c = NULL;
+        nng_mtx_lock(t->mtx);
+        if (t->n_inconns < t->o.max_inbound) {
+            c = malloc(sizeof(*c));
+        }
+        if (c == NULL) {
+            t->gst.refused++;
+        } else {
+            t->n_inconns++;
+            t->gst.accepted++;
+        }
+        nng_mtx_unlock(t->mtx);
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        memset(c, 0, offsetof(struct nconn, stage));
+        c->fd = fd;
+        c->state = IN_HEADER;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        c->next = t->nconns;
+        if (t->nconns != NULL) {
+            t->nconns->prev = c;
+        }
+        t->nconns = c;
+        if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            nconn_close(t, c);
+        }
+    }
+}
+
+/* Grows the frame buffer to hold at least `need` bytes (never beyond the frame). */
+static bool nconn_reserve(struct nconn *c, size_t need)
+{
+    if (need <= c->rx->cap) {
+        return true;
+    }
+    size_t cap = c->rx->cap * 2 > need ? c->rx->cap * 2 : need;
+    if (cap > c->rx->len) {
+        cap = c->rx->len;
+    }
+    struct rx_impl *grown = realloc(c->rx, sizeof(struct rx_impl) + cap);
+    if (grown == NULL) {
+        return false;
+    }
+    grown->cap = cap;
+    c->rx = grown;
+    return true;
+}
+
+/* One read(2) of a readable connection whose staged bytes are all consumed. Returns false when
+ * the connection is finished (EOF, error, no memory). */
+static bool nconn_read(struct nconn *c)
+{
+    uint8_t *dst;
+    size_t want;
+    bool direct = c->state == IN_BODY && c->rx->len - c->have >= NATIVE_STAGE;
+    if (direct) {
+        if (c->have == c->rx->cap && !nconn_reserve(c, c->have + 1)) {
+            return false;
+        }
+        dst = c->rx->data + c->have;
+        want = c->rx->cap - c->have;
+    } else {
+        c->soff = 0; /* bytes past this frame's end are the next frames': staged too */
+        c->slen = 0;
+        dst = c->stage;
+        want = sizeof(c->stage);
+    }
+    ssize_t n;
+    do {
+        n = recv(c->fd, dst, want, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) {
+        return false; /* the peer closed (mid-frame or not: a partial frame is just dropped) */
+    }
+    if (n < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
+    if (direct) {
+        c->have += (size_t)n;
+    } else {
+        c->slen = (size_t)n;
+    }
+    return true;
+}
+
+static bool nconn_has_work(const struct nconn *c)
+{
+    return c->soff < c->slen || (c->state == IN_BODY && c->have == c->rx->len);
+}
+
+static void pend_push(struct sinter_raft_transport *t, struct nconn *c)
+{
+    if (c->pending) {
+        return;
+    }
+    c->pending = true;
+    c->pend_next = NULL;
+    if (t->npend_tail != NULL) {
+        t->npend_tail->pend_next = c;
+    } else {
+        t->npend = c;
+    }
+    t->npend_tail = c;
+}
+
+/* Cuts the staged bytes into frames and dispatches complete ones while *budget lasts. The same
+ * validation as inconn_cb: the header is checked before anything is allocated for the body, and
+ * the buffer grows with the bytes received (RX_INITIAL). Returns a DISPATCH_* value. */
+static int nconn_parse(struct sinter_raft_transport *t, struct nconn *c, size_t *budget)
+{
+    for (;;) {
+        if (c->state == IN_BODY && c->have == c->rx->len) {
+            if (*budget == 0) {
+                return DISPATCH_OK;
+            }
+            struct rx_impl *r = c->rx;
+            c->rx = NULL;
+            c->state = IN_HEADER;
+            c->have = 0;
+            (*budget)--;
+            int d = dispatch(t, r, c);
+            if (d != DISPATCH_OK) {
+                return d; /* BAD: a corrupt stream cannot be resynchronised; HELD: paused */
+            }
+            continue;
+        }
+        size_t avail = c->slen - c->soff;
+        if (avail == 0) {
+            return DISPATCH_OK;
+        }
+        if (c->state == IN_HEADER) {
+            size_t take = sizeof(c->hdr) - c->have;
+            take = take < avail ? take : avail;
+            memcpy(c->hdr + c->have, c->stage + c->soff, take);
+            c->have += take;
+            c->soff += take;
+            if (c->have < sizeof(c->hdr)) {
+                continue;
+            }
+            struct sinter_raft_wire_header h;
+            if (sinter_raft_wire_header_decode(c->hdr, sizeof(c->hdr), &h) != SINTER_OK) {
+                nng_mtx_lock(t->mtx);
+                t->gst.rx_bad_frames++;
+                nng_mtx_unlock(t->mtx);
+                return DISPATCH_BAD;
+            }
+            size_t len = sizeof(c->hdr) + h.body_len;
+            size_t cap = len < RX_INITIAL ? len : RX_INITIAL;
+            c->rx = malloc(sizeof(struct rx_impl) + cap);
+            if (c->rx == NULL) {
+                return DISPATCH_BAD;
+            }
+            memset(c->rx, 0, sizeof(struct rx_impl));
+            c->rx->len = len;
+            c->rx->cap = cap;
+            memcpy(c->rx->data, c->hdr, sizeof(c->hdr));
+            c->state = IN_BODY;
+        } else {
+            size_t take = c->rx->len - c->have;
+            take = take < avail ? take : avail;
+            if (!nconn_reserve(c, c->have + take)) {
+                return DISPATCH_BAD;
+            }
+            memcpy(c->rx->data + c->have, c->stage + c->soff, take);
+            c->have += take;
+            c->soff += take;
+        }
+    }
+}
+
+/* Pumping thread: a snapshot frame goes to the snapshot thread and its connection stops being
+ * read until the frame is handled (per-connection order; at most one frame per connection). */
+static void native_hand_off(struct sinter_raft_transport *t, struct nconn *c, struct rx_impl *r)
+{
+    /* Out of the set, not just without EPOLLIN: epoll reports a hang-up whatever the mask, which
+     * would keep the poll fd readable (the pumping thread spinning) until the frame is handled. */
+    (void)epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->paused = true;
+    nng_mtx_lock(t->nmtx);
+    c->held = r;
+    c->work_next = NULL;
+    if (t->wq_tail != NULL) {
+        t->wq_tail->work_next = c;
+    } else {
+        t->wq = c;
+    }
+    t->wq_tail = c;
+    nng_cv_wake1(t->ncv);
+    nng_mtx_unlock(t->nmtx);
+}
+
+static void native_snap_main(void *arg)
+{
+    struct sinter_raft_transport *t = arg;
+    nng_mtx_lock(t->nmtx);
+    for (;;) {
+        while (!t->nstop && t->wq == NULL) {
+            nng_cv_wait(t->ncv);
+        }
+        if (t->nstop) {
+            break;
+        }
+        struct nconn *c = t->wq;
+        t->wq = c->work_next;
+        if (t->wq == NULL) {
+            t->wq_tail = NULL;
+        }
+        struct rx_impl *r = c->held;
+        nng_mtx_unlock(t->nmtx);
+        struct peer *p = find_peer(t, r->f.sender); /* dispatch found it: peers are never removed */
+        if (r->f.type == SINTER_RAFT_WIRE_SNAP_CHUNK) {
+            handle_chunk(p, &r->f.chunk);
+        } else {
+            handle_ack(p, &r->f.ack);
+        }
+        sinter_raft_transport_rx_release(&r->pub);
+        nng_mtx_lock(t->nmtx);
+        c->held = NULL;
+        c->res_next = t->nresumed;
+        t->nresumed = c;
+        nng_mtx_unlock(t->nmtx);
+        native_kick(t);
+        nng_mtx_lock(t->nmtx);
+    }
+    nng_mtx_unlock(t->nmtx);
+}
+
+/* Pumping thread: connections the snapshot thread is done with are read again. */
+static void native_resume(struct sinter_raft_transport *t)
+{
+    if (t->nmtx == NULL) {
+        return;
+    }
+    nng_mtx_lock(t->nmtx);
+    struct nconn *list = t->nresumed;
+    t->nresumed = NULL;
+    nng_mtx_unlock(t->nmtx);
+    while (list != NULL) {
+        struct nconn *c = list;
+        list = c->res_next;
+        c->paused = false;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+            nconn_close(t, c); /* ENOMEM: cannot watch it any more */
+        } else if (nconn_has_work(c)) {
+            pend_push(t, c);
+        }
+    }
+}
+
+static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames)
+{
+    uint64_t cnt;
+    if (read(t->kick_fd, &cnt, sizeof cnt) < 0) {
+        /* EAGAIN: no kick pending */
+    }
+    native_resume(t);
+    size_t budget = max_frames;
+    /* Frames already read come first: they were first on the wire. */
+    struct nconn *pend = t->npend;
+    t->npend = NULL;
+    t->npend_tail = NULL;
+    while (pend != NULL) {
+        struct nconn *c = pend;
+        pend = c->pend_next;
+        c->pending = false;
+        int d = nconn_parse(t, c, &budget);
+        if (d == DISPATCH_BAD) {
+            nconn_close(t, c);
+        } else if (d == DISPATCH_OK && nconn_has_work(c)) {
+            pend_push(t, c);
+        }
+    }
+    if (budget > 0) {
+        struct epoll_event ev[NATIVE_EVENTS];
+        int n;
+        do {
+            n = epoll_wait(t->epfd, ev, (int)NATIVE_EVENTS, 0);
+        } while (n < 0 && errno == EINTR);
+        for (int i = 0; i < n; i++) {
+            void *ptr = ev[i].data.ptr;
+            if (ptr == NULL) {
+                native_accept(t);
+                continue;
+            }
+            if (ptr == (void *)t) {
+                continue; /* the kick: drained above */
+            }
+            struct nconn *c = ptr;
+            /* Buffered frames first; a budget spent leaves the socket readable (level-triggered).
+             */
+            if (c->paused || c->pending || budget == 0) {
+                continue;
+            }
+            if (!nconn_read(c)) {
+                nconn_close(t, c);
+                continue;
+            }
+            int d = nconn_parse(t, c, &budget);
+            if (d == DISPATCH_BAD) {
+                nconn_close(t, c);
+            } else if (d == DISPATCH_OK && nconn_has_work(c)) {
+                pend_push(t, c);
+            }
+        }
+    }
+    if (t->npend != NULL) {
+        native_kick(t); /* more frames buffered: keep the poll fd readable */
+    }
+    return max_frames - budget;
+}
+
+static void native_pump_main(void *arg)
+{
+    struct sinter_raft_transport *t = arg;
+    while (!atomic_load_explicit(&t->pump_stop, memory_order_acquire)) {
+        struct pollfd pfd = {.fd = t->epfd, .events = POLLIN};
+        if (poll(&pfd, 1, -1) > 0) {
+            (void)native_pump(t, NATIVE_SELF_BATCH);
+        }
+    }
+}
+
+int sinter_raft_transport_poll_fd(const struct sinter_raft_transport *t)
+{
+    return t != NULL && t->native && t->o.caller_pumps ? t->epfd : -1;
+}
+
+size_t sinter_raft_transport_pump(struct sinter_raft_transport *t, size_t max_frames)
+{
+    if (t == NULL || !t->native || !t->o.caller_pumps || max_frames == 0) {
+        return 0;
+    }
+    return native_pump(t, max_frames);
+}
+
+/* Opens the native listener, the epoll set and the reading thread of the mode. */
+static int native_open(struct sinter_raft_transport *t, int af, const char *host, const char *port)
+{
+    t->native = true;
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    t->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->epfd < 0 || t->kick_fd < 0) {
+        return SINTER_ENOMEM; /* EMFILE / ENOMEM */
+    }
+    int rc = native_listen(t, af, host, port);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    struct epoll_event kev = {.events = EPOLLIN, .data.ptr = t};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->lfd, &ev) != 0 ||
+        epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->kick_fd, &kev) != 0) {
+        return SINTER_ENOMEM;
+    }
+    int rv = nng_mtx_alloc(&t->nmtx);
+    if (rv == 0) {
+        rv = nng_cv_alloc(&t->ncv, t->nmtx);
+    }
+    if (rv == 0) {
+        rv = t->o.caller_pumps ? nng_thread_create(&t->snap_thr, native_snap_main, t)
+                               : nng_thread_create(&t->pump_thr, native_pump_main, t);
+    }
+    return map_nng(rv);
+}
+
+/* close(): stops the reading threads, then frees every connection and descriptor. */
+static void native_close(struct sinter_raft_transport *t)
+{
+    if (!t->native) {
+        return;
+    }
+    if (t->pump_thr != NULL) {
+        atomic_store_explicit(&t->pump_stop, true, memory_order_release);
+        native_kick(t);
+        nng_thread_destroy(t->pump_thr); /* joins */
+    }
+    if (t->snap_thr != NULL) {
+        nng_mtx_lock(t->nmtx);
+        t->nstop = true;
+        nng_cv_wake(t->ncv);
+        nng_mtx_unlock(t->nmtx);
+        nng_thread_destroy(t->snap_thr);
+    }
+    /* Nothing reads any more: frames still held for the snapshot thread go with their
+     * connections. */
+    while (t->nconns != NULL) {
+        struct nconn *c = t->nconns;
+        t->nconns = c->next;
+        nconn_free(c);
+    }
+    if (t->lfd >= 0) {
+        close(t->lfd);
+    }
+    if (t->epfd >= 0) {
+        close(t->epfd);
+    }
+    if (t->kick_fd >= 0) {
+        close(t->kick_fd);
+    }
+    if (t->ncv != NULL) {
+        nng_cv_free(t->ncv);
+    }
+    if (t->nmtx != NULL) {
+        nng_mtx_free(t->nmtx);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1390,6 +2042,10 @@ int sinter_raft_transport_open(struct sinter_raft_transport **out,
     t->o.tls.ca_file = NULL;
     t->o.tls.server_name = NULL;
     atomic_init(&t->n_peers, 0);
+    atomic_init(&t->pump_stop, false);
+    t->lfd = -1;
+    t->epfd = -1;
+    t->kick_fd = -1;
     t->listen_url = dup_str(opts->listen_url);
     t->o.listen_url = t->listen_url;
     if (t->listen_url == NULL) {
@@ -1420,34 +2076,50 @@ int sinter_raft_transport_open(struct sinter_raft_transport **out,
             goto fail;
         }
     }
-    rv = nng_stream_listener_alloc(&t->listener, t->listen_url);
-    if (rv != 0) {
-        rc = rv == NNG_ENOMEM ? SINTER_ENOMEM : SINTER_ECONFIG;
+    bool native = false;
+    int af = AF_UNSPEC;
+    char host[256], port_s[8];
+    rc = native_url(t->listen_url, &native, &af, host, sizeof host, port_s, sizeof port_s);
+    if (rc != SINTER_OK) {
         goto fail;
     }
-    if (t->tls_server != NULL) {
-        rv = nng_stream_listener_set_ptr(t->listener, NNG_OPT_TLS_CONFIG, t->tls_server);
-        if (rv != 0) {
-            rc = SINTER_ECONFIG;
+    if (native) {
+        rc = native_open(t, af, host, port_s);
+        if (rc != SINTER_OK) {
             goto fail;
         }
-    }
-    rv = nng_stream_listener_listen(t->listener);
-    if (rv != 0) {
-        rc = rv == NNG_ENOMEM ? SINTER_ENOMEM : SINTER_ETRANSPORT;
-        goto fail;
-    }
-    int port = 0;
-    if (nng_stream_listener_get_int(t->listener, NNG_OPT_TCP_BOUND_PORT, &port) == 0 && port > 0 &&
-        port <= 65535) {
-        t->port = (uint16_t)port;
+    } else {
+        rv = nng_stream_listener_alloc(&t->listener, t->listen_url);
+        if (rv != 0) {
+            rc = rv == NNG_ENOMEM ? SINTER_ENOMEM : SINTER_ECONFIG;
+            goto fail;
+        }
+        if (t->tls_server != NULL) {
+            rv = nng_stream_listener_set_ptr(t->listener, NNG_OPT_TLS_CONFIG, t->tls_server);
+            if (rv != 0) {
+                rc = SINTER_ECONFIG;
+                goto fail;
+            }
+        }
+        rv = nng_stream_listener_listen(t->listener);
+        if (rv != 0) {
+            rc = rv == NNG_ENOMEM ? SINTER_ENOMEM : SINTER_ETRANSPORT;
+            goto fail;
+        }
+        int port = 0;
+        if (nng_stream_listener_get_int(t->listener, NNG_OPT_TCP_BOUND_PORT, &port) == 0 &&
+            port > 0 && port <= 65535) {
+            t->port = (uint16_t)port;
+        }
     }
     nng_mtx_lock(t->mtx);
     for (size_t i = 0; i < opts->n_peers && rc == SINTER_OK; i++) {
         rc = add_peer_locked(t, opts->peers[i].id, opts->peers[i].url);
     }
     if (rc == SINTER_OK) {
-        nng_stream_listener_accept(t->listener, t->acc_aio);
+        if (t->listener != NULL) {
+            nng_stream_listener_accept(t->listener, t->acc_aio);
+        }
         nng_sleep_aio(TICK_MS, t->tick_aio);
     }
     nng_mtx_unlock(t->mtx);
@@ -1527,6 +2199,7 @@ void sinter_raft_transport_close(struct sinter_raft_transport *t)
         free(c->rx);
         free(c);
     }
+    native_close(t);
     /* No callback can run any more: complete what is left. */
     for (size_t i = 0; i < n; i++) {
         struct peer *p = t->peers[i];
