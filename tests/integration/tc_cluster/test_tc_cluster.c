@@ -91,6 +91,7 @@ static long count_globals(int i)
         snprintf(path, sizeof path, "%s/group-%d/tc.sqlite", C.node[i].dir, g);
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000); /* the node may be writing (wait_counts) */
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM globals", -1, &st, NULL),
                          SQLITE_OK);
@@ -100,6 +101,24 @@ static long count_globals(int i)
         sqlite3_close(db);
     }
     return total;
+}
+
+/* Waits (bounded) until every node holds want globals. A follower applies the last entries only
+ * once a later AppendEntries or heartbeat carries the leader's commit index (Raft paper section
+ * 5.3), which on a loaded machine can take longer than any fixed pause. */
+static void wait_counts(long want)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    for (;;) {
+        bool all = true;
+        for (int i = 1; i <= NODES && all; i++) {
+            all = count_globals(i) == want;
+        }
+        if (all || sinter_test_now_ms() > end) {
+            return; /* the caller's assertions report a node that never caught up */
+        }
+        sinter_test_sleep_ms(50);
+    }
 }
 
 /* ---- node logs ------------------------------------------------------------------------------ */
@@ -245,7 +264,7 @@ static void tc_cluster(void **state)
     /* Let every replica catch up, stop, and count: exactly the globals begun on each. */
     (void)begin_seq(0);
     begun++;
-    sinter_test_sleep_ms(1500);
+    wait_counts(begun);
     stop_all_clean();
     for (int i = 1; i <= NODES; i++) {
         assert_int_equal(count_globals(i), begun);
