@@ -262,8 +262,8 @@ static void post_and_follow_up_close_their_connections(void **state)
     f.answers[1] = "{\"xid\":\"0:7\",\"status\":\"Committed\",\"status_code\":9,\"index\":12}\n";
     struct sinter_test_output o =
         run_ctl(&f, (char *[]){"resolve", "0:7", "--target", "committed", NULL});
-    if (o.exit_code != 0 || strstr(o.out, "0:7") == NULL || strstr(o.out, "12") == NULL ||
-        strstr(o.err, "asking the leader") == NULL) {
+    if (o.exit_code != 0 || strstr(o.out, "0:7") == NULL ||
+        strstr(o.out, "raft index 12") == NULL || strstr(o.err, "asking the leader") == NULL) {
         fail_msg("sinterctl resolve: exit %d\n%s\n%s", o.exit_code, o.out, o.err);
     }
     assert_int_equal(f.n_conns, 2);
