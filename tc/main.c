@@ -81,6 +81,16 @@ static void print_check_ok(const struct sinter_tc_config *c)
 
 int main(int argc, char **argv)
 {
+    /* Stop signals are blocked in every thread (the server's threads inherit the mask) and
+     * taken by sigwait below, so no handler runs in the middle of library code. Blocked first
+     * thing: a SIGTERM during start-up (a service manager stopping a node it just started, a
+     * test stopping a restarted node) stays pending and ends in the same clean stop once the
+     * server is up, instead of killing the process half-started with the default action. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     bool check = take_check_flag(&argc, argv);
     struct sinter_tc_config cfg;
     sinter_tc_config_init(&cfg);
@@ -111,13 +121,6 @@ int main(int argc, char **argv)
     }
     sinter_tc_log_setup(cfg.node_id, cfg.log_level);
 
-    /* Stop signals are blocked in every thread (the server's threads inherit the mask) and
-     * taken by sigwait below, so no handler runs in the middle of library code. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     struct sinter_tc_server *srv = NULL;

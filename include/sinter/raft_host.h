@@ -216,7 +216,9 @@ int sinter_raft_host_transfer(struct sinter_raft_host *h, uint32_t group, sinter
                               sinter_raft_host_done_fn cb, void *arg);
 
 /* Asks group to take a snapshot now (if anything was applied since the last one); cb with the
- * snapshot's index once it is durable and the log compacted. Same errors as propose. */
+ * snapshot's index once it is durable and the log compacted. That snapshot covers every entry
+ * applied when the loop took the request: one already being written when the request came, which
+ * may miss some, does not answer it (a new one is taken at once). Same errors as propose. */
 int sinter_raft_host_snapshot_now(struct sinter_raft_host *h, uint32_t group,
                                   sinter_raft_host_done_fn cb, void *arg);
 

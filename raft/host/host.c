@@ -769,11 +769,22 @@ static void job_free(struct group *g, struct snap_job *j)
     free(j);
 }
 
-static void snap_waiters_done(struct group *g, int rc, uint64_t index)
+/* Completes the snapshot_now waiters that a snapshot at `upto` answers: those that asked when at
+ * most `upto` entries were applied (p->index). A waiter that asked while an older snapshot was
+ * being written is not answered by it (that snapshot misses entries the caller saw applied): it
+ * stays, snap_requested is still set, and the next job (started at once, no backoff) answers it.
+ * Answering it with the older index made a caller that compacts or ships "the snapshot it just
+ * asked for" work with a stale one (seen in test_raft_host_faults under ASan: snapshot 22 for a
+ * request made at applied 62). */
+static void snap_waiters_done(struct group *g, int rc, uint64_t upto, uint64_t index)
 {
-    while (g->snap_waiters != NULL) {
-        struct pending *p = g->snap_waiters;
-        g->snap_waiters = p->next;
+    for (struct pending **pp = &g->snap_waiters; *pp != NULL;) {
+        struct pending *p = *pp;
+        if (p->index > upto) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
         complete(g, p->cb, p->arg, rc, index);
         free(p);
     }
@@ -803,7 +814,7 @@ static void snap_failed(struct group *g, uint64_t index, int rc, const char *wha
     hlog(h, 1, g->id,
          "snapshot at %" PRIu64 " failed (%s): %s; failure %u in a row, next attempt in %u ticks",
          index, what, sinter_strerror(rc), g->snap_failures, wait);
-    snap_waiters_done(g, rc, 0);
+    snap_waiters_done(g, rc, index, 0); /* later requests get their own attempt */
 }
 
 /* Starts a snapshot job when due. The copy is taken here, between readies, so it is exactly the
@@ -826,8 +837,8 @@ static void maybe_snapshot(struct group *g)
     }
     if (applied <= g->last_snap || g->sm.snapshot_prepare == NULL || g->sm.snapshot_save == NULL) {
         g->snap_requested = false;
-        snap_waiters_done(g, g->sm.snapshot_prepare == NULL ? SINTER_EINVAL : SINTER_OK,
-                          g->last_snap);
+        snap_waiters_done(g, g->sm.snapshot_prepare == NULL ? SINTER_EINVAL : SINTER_OK, UINT64_MAX,
+                          g->last_snap); /* nothing applied since: all answered */
         return;
     }
     g->snap_requested = false;
@@ -948,7 +959,7 @@ static void job_finished(struct group *g, struct snap_job *j)
     h->lstats.snapshot_publish_ns += dt;
     stat_max(&h->lstats.snapshot_publish_max_ns, dt);
     hlog(h, 2, g->id, "snapshot taken at %" PRIu64, index);
-    snap_waiters_done(g, SINTER_OK, index);
+    snap_waiters_done(g, SINTER_OK, index, index);
 }
 
 /* A snapshot from the leader arrived whole: make it durable, then let the core decide. The core
@@ -1293,6 +1304,7 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
         }
         p->cb = e->cb;
         p->arg = e->arg;
+        p->index = sinter_raft_applied_index(g->r); /* the snapshot must cover at least this */
         p->next = g->snap_waiters;
         g->snap_waiters = p;
         g->snap_requested = true;

@@ -1333,17 +1333,21 @@ static void tick_cb(void *arg)
         }
     }
     nng_mtx_unlock(t->mtx);
-    nng_time now = nng_clock();
     size_t n = atomic_load_explicit(&t->n_peers, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         struct peer *p = t->peers[i];
         /* A receive stream whose sender went quiet (crashed, gave up, lost its connection) is
          * aborted after twice the sender's own ack timeout, so the sink's resources (a temp
-         * file) do not linger until the next snapshot. */
+         * file) do not linger until the next snapshot. The clock is read with rx_mtx held: a
+         * chunk handled while this thread waited for the lock (handle_chunk holds it through the
+         * sink's write, which may be slow: a disk) stamps r->last later than any earlier
+         * reading, and the unsigned now - r->last would wrap to a huge idle time and abort a
+         * live stream; its next chunk was then refused (ESTATE, seen under ASan). */
         nng_mtx_lock(p->rx_mtx);
+        nng_time now = nng_clock();
         for (struct snap_rx **pp = &p->rx_snaps; *pp != NULL;) {
             struct snap_rx *r = *pp;
-            if (now - r->last > 2 * (nng_time)t->o.snapshot_timeout_ms) {
+            if (now > r->last && now - r->last > 2 * (nng_time)t->o.snapshot_timeout_ms) {
                 *pp = r->next;
                 if (t->o.sink.abort != NULL) {
                     t->o.sink.abort(t->o.sink.arg, r->stream, SINTER_ETIMEOUT);
@@ -1356,6 +1360,7 @@ static void tick_cb(void *arg)
         nng_mtx_unlock(p->rx_mtx);
         struct snap_tx *expired = NULL;
         nng_mtx_lock(p->mtx);
+        now = nng_clock(); /* likewise against the deadlines set under p->mtx */
         for (struct snap_tx **pp = &p->snaps; *pp != NULL;) {
             struct snap_tx *s = *pp;
             if (!s->busy && now >= s->deadline) {

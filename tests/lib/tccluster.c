@@ -2,6 +2,7 @@
 #include "tccluster.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,8 @@ int sinter_tcc_start(struct sinter_tcc *c, int i)
     }
     argv[a] = NULL;
     char logp[400];
-    pid_t pid = sinter_test_spawn(argv, sinter_tcc_log_path(c, i, logp, sizeof logp));
+    n->log_from = sinter_test_file_size(sinter_tcc_log_path(c, i, logp, sizeof logp));
+    pid_t pid = sinter_test_spawn(argv, logp);
     if (pid < 0) {
         return -1;
     }
@@ -160,8 +162,34 @@ void sinter_tcc_kill9(struct sinter_tcc *c, int i)
     sinter_test_kill9(&c->node[i].pid);
 }
 
+/* True while pid has not exited (a zombie has: it exited, waiting to be reaped). */
+static bool alive(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *st = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces */
+    return st != NULL && st[1] == ' ' && st[2] != 'Z' && st[2] != 'X';
+}
+
 void sinter_tcc_stop(struct sinter_tcc *c, int i)
 {
+    struct sinter_tcc_node *n = &c->node[i];
+    if (n->pid > 0) {
+        char logp[400];
+        sinter_tcc_log_path(c, i, logp, sizeof logp);
+        uint64_t end = sinter_test_now_ms() + 30000;
+        while (sinter_test_count_lines(logp, n->log_from, "serving clients on", NULL) == 0 &&
+               alive(n->pid) && sinter_test_now_ms() < end) {
+            sinter_test_sleep_ms(20);
+        }
+    }
     char what[48];
     snprintf(what, sizeof what, "tccluster: node %d", i);
     c->bad_exits += sinter_test_stop_clean(&c->node[i].pid, what);

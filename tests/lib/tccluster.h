@@ -33,6 +33,7 @@ struct sinter_tcc_node {
      * generated ones (sinter-tc lets a later flag win), e.g. {"--snapshot-every", "1", NULL}.
      * NULL (the default) for none; the caller keeps the array alive while the node may start. */
     const char *const *extra_args;
+    long log_from; /* size of DIR/node<i>.log when this node was last started */
 };
 
 struct sinter_tcc {
@@ -73,7 +74,11 @@ int sinter_tcc_start_all(struct sinter_tcc *c);
 /* kill -9 of node i (waits for it to be gone). */
 void sinter_tcc_kill9(struct sinter_tcc *c, int i);
 
-/* SIGTERM, then SIGKILL after timeout_ms; counts an unclean exit in bad_exits. */
+/* Waits (bounded, 30 s) until node i, since its last start, logged that it serves (sinter-tc
+ * takes SIGTERM as a clean stop from then on), then SIGTERM, then SIGKILL after a bound; counts
+ * an unclean exit in bad_exits. The wait matters for a node stopped right after a (re)start: a
+ * SIGTERM that lands before sinter-tc's main() has blocked it (exec, the sanitizer runtime's
+ * start-up on a loaded machine) kills it with the default action, an unclean exit. */
 void sinter_tcc_stop(struct sinter_tcc *c, int i);
 void sinter_tcc_stop_all(struct sinter_tcc *c);
 

@@ -22,6 +22,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "sinter/error.h"
 #include "sinter/raft_transport.h"
 
 #define N_NODES  3
@@ -54,6 +55,7 @@ struct node {
     uint8_t *snap;
     uint64_t snap_total, snap_got;
     int begins, finishes, aborts, last_abort;
+    unsigned write_delay_ms; /* each sink write takes this long (a slow disk) */
 };
 
 static struct node g_nodes[N_NODES];
@@ -127,6 +129,12 @@ static int sink_begin(void *arg, sinter_raft_id from, uint32_t group,
 static int sink_write(void *arg, void *stream, uint64_t offset, const uint8_t *data, uint32_t len)
 {
     struct node *n = arg;
+    nng_mtx_lock(n->mtx);
+    unsigned delay = n->write_delay_ms;
+    nng_mtx_unlock(n->mtx);
+    if (delay != 0) {
+        nng_msleep(delay);
+    }
     nng_mtx_lock(n->mtx);
     int rc = SINTER_OK;
     /* No cmocka assertions on nng threads (a failing one would longjmp across threads):
@@ -636,6 +644,55 @@ static void snapshot_streamed_in_chunks(void **state)
     nng_mtx_free(src.mtx);
 }
 
+/* A receiver whose sink writes are slower than the transport's 100 ms tick (a loaded disk) keeps
+ * its stream. The transport holds the stream's lock through each write; a tick that read the
+ * clock and then waited for that lock used to find the stream's last-chunk time later than its
+ * own "now", and the unsigned difference made the live stream look idle for ages: it was aborted
+ * and the next chunk refused with SINTER_ESTATE (seen once in snapshot_streamed_in_chunks under
+ * ASan, where a 256 KiB copy is slow enough). Deterministic here: every write spans two ticks. */
+static void slow_sink_keeps_its_stream(void **state)
+{
+    (void)state;
+    struct node *a = &g_nodes[0], *b = &g_nodes[1];
+    nng_mtx_lock(b->mtx);
+    b->write_delay_ms = 250;
+    nng_mtx_unlock(b->mtx);
+    struct snap_src src = {.total = (1u << 20) + 777u}; /* 5 chunks */
+    assert_int_equal(nng_mtx_alloc(&src.mtx), 0);
+    atomic_store(&src.gate_open, true);
+    src.data = malloc(src.total);
+    assert_non_null(src.data);
+    for (uint64_t i = 0; i < src.total; i++) {
+        src.data[i] = (uint8_t)(i * 131u + 7u);
+    }
+    struct sinter_raft_msg m = {
+        .type = SINTER_RAFT_MSG_SNAPSHOT, .from = a->id, .to = b->id, .term = 4};
+    m.snapshot.index = 90;
+    m.snapshot.term = 4;
+    m.snapshot.config_index = 1;
+    m.snapshot.config.n = 3;
+    for (uint32_t i = 0; i < 3; i++) {
+        m.snapshot.config.servers[i].id = i + 1;
+    }
+    assert_int_equal(
+        sinter_raft_transport_send_snapshot(a->t, 5, &m, src.total, snap_read, snap_done, &src),
+        SINTER_OK);
+    WAIT_FOR(snap_done_calls(&src) == 1);
+    nng_mtx_lock(b->mtx);
+    int aborts = b->aborts, last_abort = b->last_abort, finishes = b->finishes;
+    uint64_t got = b->snap_got;
+    nng_mtx_unlock(b->mtx);
+    if (src.done_rc != SINTER_OK || aborts != 0) {
+        fail_msg("slow sink: transfer ended with %s, receiver aborted %d time(s) (last %s)",
+                 sinter_errname(src.done_rc), aborts, sinter_errname(last_abort));
+    }
+    assert_int_equal(finishes, 1);
+    assert_int_equal(got, src.total);
+    assert_memory_equal(b->snap, src.data, src.total);
+    free(src.data);
+    nng_mtx_free(src.mtx);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Hostile input from raw TCP sockets.
  */
@@ -952,6 +1009,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(stale_heartbeats_not_delivered_on_reconnect, cluster_up,
                                         cluster_down),
         cmocka_unit_test_setup_teardown(snapshot_streamed_in_chunks, cluster_up, cluster_down),
+        cmocka_unit_test_setup_teardown(slow_sink_keeps_its_stream, cluster_up, cluster_down),
         cmocka_unit_test_setup_teardown(garbage_does_not_stop_the_listener, cluster_up,
                                         cluster_down),
         cmocka_unit_test_setup_teardown(out_of_order_chunks_refused, cluster_up, cluster_down),
