@@ -277,22 +277,28 @@ sinter_transport_request_msg(const struct sinter_transport_request *req)
     return &req->msg;
 }
 
-/* Releases the handler's hold on req and sends m (or re-arms when m is NULL). */
+/* Sends m (or re-arms when m is NULL), then releases the handler's hold on req. The hold is
+ * released last: sinter_transport_server_close() waits for in_handler to reach 0 and then closes
+ * the socket and frees every slot's aio, so a send issued after the release could reach a closed
+ * socket with a freed aio (nng panicked "pthread_mutex_lock: Invalid argument" in nng_ctx_send,
+ * seen once in test_transport's many_requests_in_flight under ASan). */
 static void srv_finish(struct sinter_transport_request *r, nng_msg *m)
 {
     struct sinter_transport_server *s = r->srv;
     nng_msg_free(r->req);
     r->req = NULL;
     pthread_mutex_lock(&s->mu);
-    r->state = S_SEND;
-    s->in_handler--;
-    pthread_cond_broadcast(&s->cv);
+    r->state = S_SEND; /* before the send: srv_cb reads it */
     pthread_mutex_unlock(&s->mu);
     if (m == NULL) {
         srv_rearm(r);
     } else {
         srv_send(r, m);
     }
+    pthread_mutex_lock(&s->mu);
+    s->in_handler--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 int sinter_transport_reply(struct sinter_transport_request *req,
@@ -768,8 +774,9 @@ struct sinter_transport_client {
     struct cslot *slots;
     uint32_t n;
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* a slot became free */
+    pthread_cond_t cv; /* a slot became free, or a callback left nng */
     bool closing;
+    uint32_t in_nng; /* callbacks between their closing check and their nng_ctx_recv */
     uint64_t next_id;
 };
 
@@ -817,10 +824,29 @@ static void cli_cb(void *arg)
             cli_complete(k, map_nng(rv), NULL);
             return;
         }
+        /* No nng_ctx_recv once close has begun, and close's nng_close waits for one already
+         * under way: a context operation racing nng_close can panic inside nng 1.5.2 (its
+         * nni_ctx_rele wakes the closer before the context's teardown locks the socket's mutex,
+         * which the closer then destroys: "pthread_mutex_lock: Invalid argument", seen under
+         * ASan in test_transport). */
+        pthread_mutex_lock(&c->mu);
+        bool closing = c->closing;
+        if (!closing) {
+            c->in_nng++;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (closing) {
+            cli_complete(k, SINTER_ESHUTDOWN, NULL);
+            return;
+        }
         uint64_t now = now_ms();
         k->state = C_RECV;
         nng_aio_set_timeout(k->aio, k->deadline > now ? (nng_duration)(k->deadline - now) : 1);
         nng_ctx_recv(k->ctx, k->aio);
+        pthread_mutex_lock(&c->mu);
+        c->in_nng--;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
         return;
     }
     if (rv != 0) {
@@ -1048,6 +1074,9 @@ void sinter_transport_client_close(struct sinter_transport_client *c)
     }
     pthread_mutex_lock(&c->mu);
     c->closing = true;
+    while (c->in_nng > 0) {
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
     pthread_mutex_unlock(&c->mu);
     nng_close(c->sock); /* calls in flight complete with SINTER_ESHUTDOWN */
     for (uint32_t i = 0; i < c->n; i++) {
