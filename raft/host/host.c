@@ -151,7 +151,7 @@ struct group {
     struct sinter_raft_host_sm sm;
     char dir[PATH_MAX];
     int error;
-    char errmsg[160];
+    char errmsg[160]; /* for sinter_raft_host_status (error_msg); the log line has it whole */
     struct pending *props, *props_tail; /* sorted by index */
     struct pread *reads;
     struct pending *snap_waiters;
@@ -356,8 +356,11 @@ static void group_fail(struct group *g, int rc, const char *what)
     }
     g->error = rc;
     g->dirty = true;
-    snprintf(g->errmsg, sizeof g->errmsg, "%s: %s", what, sinter_strerror(rc));
-    hlog(g->h, 0, g->id, "group stopped: %s (%s)", g->errmsg, sinter_errname(rc));
+    /* Store messages carry a path and the errno text: log them whole, keep what fits. */
+    char full[640];
+    snprintf(full, sizeof full, "%s: %s", what, sinter_strerror(rc));
+    snprintf(g->errmsg, sizeof g->errmsg, "%.*s", (int)sizeof g->errmsg - 1, full);
+    hlog(g->h, 0, g->id, "group stopped: %s (%s)", full, sinter_errname(rc));
     fail_pending(g, rc);
     /* Leader-only work above this host (delivery, timers) must stop too (raft_host.h on_role). */
     g->role = SINTER_RAFT_FOLLOWER;
