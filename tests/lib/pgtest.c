@@ -2,6 +2,7 @@
 #include "pgtest.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
@@ -27,10 +28,11 @@ int sinter_test_pg_conninfo(const char *file, char *base, size_t cap)
     return 0;
 }
 
-static int exec_ok(PGconn *c, const char *sql)
+int sinter_test_pg_exec(PGconn *c, const char *sql)
 {
     PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    ExecStatusType st = PQresultStatus(r);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok) {
         fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
     }
@@ -74,18 +76,43 @@ int sinter_test_pg_fresh_db(const char *base, const char *db, char *out, size_t 
             char sql[512];
             snprintf(sql, sizeof sql, "ROLLBACK PREPARED %s", lit != NULL ? lit : "''");
             PQfreemem(lit);
-            (void)exec_ok(c, sql);
+            (void)sinter_test_pg_exec(c, sql);
         }
         PQfinish(c);
     }
     PQclear(r);
     char sql[300];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
-    int rc = exec_ok(admin, sql);
+    int rc = sinter_test_pg_exec(admin, sql);
     if (rc == 0) {
         snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
-        rc = exec_ok(admin, sql);
+        rc = sinter_test_pg_exec(admin, sql);
     }
     PQfinish(admin);
     return rc;
+}
+
+PGconn *sinter_test_pg_connect(const char *base, const char *db)
+{
+    char ci[1024];
+    snprintf(ci, sizeof ci, "%s dbname=%s", base, db);
+    return connect_to(ci);
+}
+
+int sinter_test_pg_query_ll(const char *base, const char *db, const char *sql, long long *out)
+{
+    PGconn *c = sinter_test_pg_connect(base, db);
+    if (c == NULL) {
+        return -1;
+    }
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1;
+    if (ok) {
+        *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    } else {
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    }
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -1;
 }

@@ -64,35 +64,20 @@ static struct sinter_tm *g_tm;
 
 static PGconn *db(const char *name)
 {
-    char ci[700];
-    snprintf(ci, sizeof ci, "%s dbname=%s", g_base, name);
-    PGconn *c = PQconnectdb(ci);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fail_msg("connect %s: %s", name, PQerrorMessage(c));
-    }
+    PGconn *c = sinter_test_pg_connect(g_base, name);
+    assert_non_null(c);
     return c;
 }
 
 static void sql_ok(PGconn *c, const char *sql)
 {
-    PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    }
-    PQclear(r);
+    assert_int_equal(sinter_test_pg_exec(c, sql), 0);
 }
 
 static long long query_ll(const char *dbname, const char *sql)
 {
-    PGconn *c = db(dbname);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    }
-    long long v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    PQfinish(c);
+    long long v = 0;
+    assert_int_equal(sinter_test_pg_query_ll(g_base, dbname, sql, &v), 0);
     return v;
 }
 

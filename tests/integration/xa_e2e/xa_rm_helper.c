@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgtest.h"
 #include "sinter/rm.h"
 #include "sinter/rm_xa.h"
 #include "sinter/types.h"
@@ -34,25 +35,11 @@ static uint64_t now_ms(void)
 
 static PGconn *db(const char *base, const char *name)
 {
-    char ci[1024];
-    snprintf(ci, sizeof ci, "%s dbname=%s", base, name);
-    PGconn *c = PQconnectdb(ci);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "helper: connect %s: %s", name, PQerrorMessage(c));
-        exit(2);
+    PGconn *c = sinter_test_pg_connect(base, name);
+    if (c == NULL) {
+        exit(2); /* the library said why on stderr */
     }
     return c;
-}
-
-static int run_sql(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) {
-        fprintf(stderr, "helper: %s: %s", sql, PQerrorMessage(c));
-    }
-    PQclear(r);
-    return ok ? 0 : -1;
 }
 
 int main(int argc, char **argv)
@@ -110,7 +97,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 2; i++) {
             c[i] = db(base, dbs[i]);
             int rc = sinter_rm_xa_begin(x[i], c[i], xid, &br[i]);
-            if (rc != SINTER_OK || run_sql(c[i], sql[i]) != 0) {
+            if (rc != SINTER_OK || sinter_test_pg_exec(c[i], sql[i]) != 0) {
                 fprintf(stderr, "helper: branch %d: %s\n", i, sinter_strerror(rc));
                 return 2;
             }
