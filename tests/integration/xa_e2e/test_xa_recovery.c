@@ -22,6 +22,10 @@
  *                     connection refused) and are reported retryable — the global stays
  *                     Committing / CommitRetrying, never CommitFailed — and once the database
  *                     accepts connections again the next delivery commits: Committed.
+ *   coordinator down  (last: stops the cluster) three prepared branches of rec_d, every node
+ *                     stopped: a scan asks about the first, gets no answer within the handle's
+ *                     deadline and ends the round there (found 1, failed 1, "ended early"),
+ *                     touching nothing.
  *
  * args: sinter-tc binary, the fixture's conninfo file.
  */
@@ -125,6 +129,8 @@ static void allow_connections(bool allow)
 
 /* ---- RM helpers ---- */
 
+static uint32_t g_deadline_ms = 30000; /* of the RM handles rm_open makes */
+
 static struct sinter_rm *rm_open(const char *const *res, uint32_t n)
 {
     const char *urls[SINTER_TCC_MAX_NODES];
@@ -137,7 +143,7 @@ static struct sinter_rm *rm_open(const char *const *res, uint32_t n)
     o.application_id = "xa-recovery";
     o.resources = res;
     o.n_resources = n;
-    o.deadline_ms = 30000;
+    o.deadline_ms = g_deadline_ms;
     o.poll_wait_ms = 1000;
     o.workers = 2;
     o.reporters = 2;
@@ -444,6 +450,62 @@ static void test_database_down_is_retryable(void **state)
     sinter_rm_close(rm);
 }
 
+/* Rolls back every prepared transaction of namespace ns (the test's own leftovers). */
+static void rollback_ns(const char *ns)
+{
+    PGconn *c = db("postgres");
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, 'sntr:%s:')", ns);
+    PGresult *r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    for (int i = 0; i < PQntuples(r); i++) {
+        char *lit = PQescapeLiteral(c, PQgetvalue(r, i, 0), strlen(PQgetvalue(r, i, 0)));
+        assert_non_null(lit);
+        char rb[300];
+        snprintf(rb, sizeof rb, "ROLLBACK PREPARED %s", lit);
+        PQfreemem(lit);
+        PGconn *dc = db(DB_MAIN); /* a prepared transaction is settled from its own database */
+        sql_ok(dc, rb);
+        PQfinish(dc);
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Runs last: it stops the cluster. Three prepared branches, the coordinator down: a scan round
+ * asks about the first, gets no answer within the handle's deadline, and ends there instead of
+ * waiting a deadline per branch (a periodic scan runs on the RM's maintenance thread). */
+static void test_coordinator_down_ends_round(void **state)
+{
+    (void)state;
+    static const char *const res[] = {"rec_d"};
+    char xid[3][SINTER_XID_STRLEN];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(sinter_tm_begin(g_tm, "coordinator-down", 0, xid[i]), SINTER_OK);
+        orphan_branch("rec_d", "recD", xid[i], "SELECT 1"); /* read-only: no row locks */
+    }
+    assert_int_equal(prepared("recD"), 3);
+    g_deadline_ms = 1500;
+    struct sinter_rm *rm = rm_open(res, 1);
+    g_deadline_ms = 30000;
+    struct sinter_rm_xa *x = xa_reg(rm, "rec_d", "recD", DB_MAIN, UINT32_MAX, true);
+    sinter_tcc_stop_all(&g_c);
+    struct sinter_rm_xa_recovery rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = sinter_rm_xa_recover(x, &rec);
+    fprintf(stderr, "coordinator down: %s, found %u failed %u: %s\n", sinter_errname(rc), rec.found,
+            rec.failed, sinter_rm_errmsg());
+    assert_true(rc == SINTER_ETIMEOUT || rc == SINTER_ETRANSPORT || rc == SINTER_ENOTLEADER);
+    assert_int_equal(rec.found, 1); /* asked about one branch, not three */
+    assert_int_equal(rec.failed, 1);
+    assert_non_null(strstr(sinter_rm_errmsg(), "ended early"));
+    assert_int_equal(prepared("recD"), 3); /* nothing was guessed */
+    sinter_rm_close(rm);
+    rollback_ns("recD");
+    assert_int_equal(prepared("recD"), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -457,8 +519,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orphans_settled_by_periodic_scan),
-        cmocka_unit_test(test_scan_races_phase2),
-        cmocka_unit_test(test_database_down_is_retryable),
+        cmocka_unit_test(test_scan_races_phase2), cmocka_unit_test(test_database_down_is_retryable),
+        cmocka_unit_test(test_coordinator_down_ends_round), /* last: stops the cluster */
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     allow_connections(true); /* also after a failure: the next run's fresh-db needs it */
