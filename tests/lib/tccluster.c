@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sinter/client.h"
 #include "testproc.h"
 
 /* Writes (mode "w") or appends ("a") text and a newline to DIR/cluster.ini. */
@@ -272,4 +273,48 @@ int sinter_tcc_ctl(const char *ctl, const char *url, const char *secret, char *c
     snprintf(env, sizeof env, "SINTER_SECRET=%s", secret != NULL ? secret : "");
     const char *const set[] = {env, NULL};
     return sinter_test_run(argv, unset, secret != NULL ? set : NULL, 60000, o);
+}
+
+int sinter_tcc_meta_leader(struct sinter_tcc *c, const char *secret, uint32_t group,
+                           unsigned wait_ms)
+{
+    const char *urls[SINTER_TCC_MAX_NODES];
+    size_t n = 0;
+    for (int i = 1; i <= c->n; i++) {
+        if (c->node[i].pid > 0) {
+            urls[n++] = c->node[i].client_url;
+        }
+    }
+    struct sinter_client_opts o;
+    sinter_client_opts_default(&o);
+    o.urls = urls;
+    o.n_urls = n;
+    o.secret = secret;
+    struct sinter_client *cl = NULL;
+    if (n == 0 || sinter_client_open(&cl, &o) != SINTER_OK) {
+        return 0;
+    }
+    int found = 0;
+    uint64_t end = sinter_test_now_ms() + wait_ms;
+    while (found == 0 && sinter_test_now_ms() < end) {
+        if (sinter_client_refresh(cl, 2000) == SINTER_OK) {
+            bool all = true;
+            int want = 0;
+            for (uint32_t g = 0; g < c->groups; g++) {
+                int l = sinter_client_leader(cl, g);
+                const char *url = l >= 0 ? sinter_client_node_url(cl, (size_t)l) : NULL;
+                int node = url != NULL ? sinter_tcc_node_by_url(c, url, strlen(url)) : 0;
+                all = all && node != 0 && c->node[node].pid > 0;
+                if (g == group) {
+                    want = node;
+                }
+            }
+            found = all ? want : 0;
+        }
+        if (found == 0) {
+            sinter_test_sleep_ms(100);
+        }
+    }
+    sinter_client_close(cl);
+    return found;
 }

@@ -86,6 +86,12 @@ void sinter_tcc_stop_all(struct sinter_tcc *c);
  * list; returns n. */
 int sinter_tcc_client_urls(const struct sinter_tcc *c, const char *urls[SINTER_TCC_MAX_NODES]);
 
+/* Asks the running nodes for ClusterMeta (a sinter_client with secret) until it names, for every
+ * group, a leader that is one of c's running nodes, bounded by wait_ms. Returns the node (1..n)
+ * leading `group` then, 0 on timeout. */
+int sinter_tcc_meta_leader(struct sinter_tcc *c, const char *secret, uint32_t group,
+                           unsigned wait_ms);
+
 /* Node i's log path, written into buf. */
 const char *sinter_tcc_log_path(const struct sinter_tcc *c, int i, char *buf, size_t cap);
 

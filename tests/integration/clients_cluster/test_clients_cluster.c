@@ -53,53 +53,6 @@
 static const char *g_bin;
 static struct sinter_tcc C;
 
-static int node_by_url(const char *url)
-{
-    return url != NULL ? sinter_tcc_node_by_url(&C, url, strlen(url)) : 0;
-}
-
-/* Waits until ClusterMeta names a live leader for every group; returns the node (1..NODES)
- * leading `group`, 0 on timeout. */
-static int wait_leader(uint32_t group)
-{
-    const char *urls[NODES];
-    int n = 0;
-    for (int i = 1; i <= NODES; i++) {
-        if (C.node[i].pid > 0) {
-            urls[n++] = C.node[i].client_url;
-        }
-    }
-    struct sinter_client_opts o;
-    sinter_client_opts_default(&o);
-    o.urls = urls;
-    o.n_urls = (size_t)n;
-    o.secret = SECRET;
-    struct sinter_client *c = NULL;
-    assert_int_equal(sinter_client_open(&c, &o), SINTER_OK);
-    int found = 0;
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    while (found == 0 && sinter_test_now_ms() < end) {
-        if (sinter_client_refresh(c, 2000) == SINTER_OK) {
-            bool all = true;
-            int want = 0;
-            for (uint32_t g = 0; g < GROUPS; g++) {
-                int l = sinter_client_leader(c, g);
-                int node = l >= 0 ? node_by_url(sinter_client_node_url(c, (size_t)l)) : 0;
-                all = all && node != 0 && C.node[node].pid > 0;
-                if (g == group) {
-                    want = node;
-                }
-            }
-            found = all ? want : 0;
-        }
-        if (found == 0) {
-            sinter_test_sleep_ms(100);
-        }
-    }
-    sinter_client_close(c);
-    return found;
-}
-
 /* ---- the loop of begins -------------------------------------------------------------------- */
 
 struct loop {
@@ -160,7 +113,7 @@ static void clients_cluster(void **state)
                                      "[tc]\ndefault_timeout_ms = 600000\n"),
                      0);
     assert_int_equal(sinter_tcc_start_all(&C), 0);
-    int first = wait_leader(0);
+    int first = sinter_tcc_meta_leader(&C, SECRET, 0, WAIT_MS);
     assert_true(first != 0);
 
     /* The TM knows only the node that leads group 0 now (the one killed below, so the TM must
@@ -242,7 +195,7 @@ static void clients_cluster(void **state)
     while (atomic_load(&l->done) < KILL_AT && sinter_test_now_ms() < end) {
         sinter_test_sleep_ms(5);
     }
-    int victim = wait_leader(0);
+    int victim = sinter_tcc_meta_leader(&C, SECRET, 0, WAIT_MS);
     assert_true(victim != 0);
     sinter_tcc_kill9(&C, victim);
     fprintf(stderr, "killed node %d (leader of group 0) after %d begins\n", victim,

@@ -135,49 +135,6 @@ static uint32_t wait_final(const char *xid)
 
 /* ---- cluster helpers ---- */
 
-static int node_by_url(const char *url)
-{
-    for (int i = 1; i <= NODES; i++) {
-        if (url != NULL && strcmp(url, g_c.node[i].client_url) == 0) {
-            return i;
-        }
-    }
-    return 0;
-}
-
-/* The live node leading group 0 per ClusterMeta, 0 on timeout. */
-static int wait_leader(void)
-{
-    const char *urls[NODES];
-    int n = 0;
-    for (int i = 1; i <= NODES; i++) {
-        if (g_c.node[i].pid > 0) {
-            urls[n++] = g_c.node[i].client_url;
-        }
-    }
-    struct sinter_client_opts o;
-    sinter_client_opts_default(&o);
-    o.urls = urls;
-    o.n_urls = (size_t)n;
-    o.secret = SECRET;
-    struct sinter_client *c = NULL;
-    assert_int_equal(sinter_client_open(&c, &o), SINTER_OK);
-    int found = 0;
-    uint64_t end = sinter_test_now_ms() + WAIT_MS;
-    while (found == 0 && sinter_test_now_ms() < end) {
-        if (sinter_client_refresh(c, 2000) == SINTER_OK) {
-            int l = sinter_client_leader(c, 0);
-            int node = l >= 0 ? node_by_url(sinter_client_node_url(c, (size_t)l)) : 0;
-            found = node != 0 && g_c.node[node].pid > 0 ? node : 0;
-        }
-        if (found == 0) {
-            sinter_test_sleep_ms(100);
-        }
-    }
-    sinter_client_close(c);
-    return found;
-}
-
 static struct sinter_rm *rm_open(const char *const *res, uint32_t n)
 {
     const char *urls[SINTER_TCC_MAX_NODES];
@@ -508,7 +465,7 @@ static void test_leader_killed(void **state)
     uint32_t st = 0;
     assert_int_equal(sinter_tm_commit(g_tm, xid, 0, &st), SINTER_OK);
     assert_true(sinter_global_status_is_commit_side(st));
-    int victim = wait_leader();
+    int victim = sinter_tcc_meta_leader(&g_c, SECRET, 0, WAIT_MS);
     assert_true(victim > 0);
     sinter_tcc_kill9(&g_c, victim);
     fprintf(stderr, "leader killed: node %d, after the decision, before phase 2\n", victim);
