@@ -274,8 +274,11 @@ struct sinter_raft_transport_stats {
     uint64_t tx_stale_beat_frames; /* queued heartbeat frames dropped: the peer was not connected
                                       (a fresher round replaced them, or the connection broke) */
     uint64_t tx_snapshot_chunks;
-    uint64_t connects; /* successful dials */
-    uint64_t disconnects;
+    uint64_t connects;      /* successful dials */
+    uint64_t disconnects;   /* established connections lost (error, EOF, reset, close) */
+    uint64_t dial_failures; /* tcp:// peers: dials that failed (refused, unreachable...) */
+    uint64_t tx_blocked;    /* tcp:// peers: writes that found the kernel buffer full and left
+                               the rest to the pumping thread (EPOLLOUT) */
     uint64_t rx_frames;
     uint64_t rx_msgs;
     uint64_t rx_heartbeat_frames;

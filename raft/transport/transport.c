@@ -2,11 +2,26 @@
  * Node-to-node Raft transport over nng byte streams: see include/sinter/raft_transport.h for the
  * contract and for why streams and not an SP pattern.
  *
- * Per peer (outbound, one-way): a dialer, at most one connection, one write in flight, a queue
- * of sealed frames, one open batch being filled, a 1-byte read that only exists to notice the
- * peer closing (the peer never writes on this connection), a backoff timer, and the snapshots
- * being streamed to it. Everything of a peer is under its own mutex, so peers never wait on each
- * other: a dead follower's full queue makes only its own sends fail.
+ * Per peer (outbound, one-way): at most one connection, a queue of sealed frames, one open batch
+ * being filled, a way to notice the peer closing (the peer never writes on this connection), a
+ * backoff timer, and the snapshots being streamed to it. Everything of a peer is under its own
+ * mutex, so peers never wait on each other: a dead follower's full queue makes only its own sends
+ * fail.
+ *
+ * Outbound, tcp:// peers of a native transport ("native outbound"): our own non-blocking socket
+ * (TCP_NODELAY), connected without blocking and registered in the same epoll set as the inbound
+ * side. The thread that queues a frame (the host loop: flush, heartbeats, snapshot acks and
+ * chunks) writes the queue itself with sendmsg(MSG_NOSIGNAL), several frames per call; only when
+ * the kernel buffer is full is EPOLLOUT armed, and the pumping thread (the caller's loop, or the
+ * transport's pump thread) writes the rest when the socket drains. So a frame that leaves in one
+ * write costs no thread wake-up at all, where nng completed every write on its taskq (one
+ * hand-off per frame, bench/FINDINGS.md F2). EPOLLIN/EPOLLRDHUP on that socket means the peer
+ * closed it (or broke the one-way rule): the connection is dropped and redialled with backoff.
+ * epoll events may be stale (the descriptor was closed and a new one made by another thread
+ * meanwhile), so every event is re-checked under the peer's mutex against the current socket.
+ *
+ * Outbound, other URLs (tls+tcp://): an nng stream dialer, one nng write in flight, a 1-byte nng
+ * read that notices the peer closing.
  *
  * Inbound, tcp:// listen URLs ("native"): our own listening socket, accepted sockets and an eventfd
  * in one level-triggered epoll set. sinter_raft_transport_pump() (the caller's thread, or the
@@ -32,7 +47,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -78,7 +96,12 @@ struct snap_rx {
     void *stream;
 };
 
+/* What an epoll event's data.ptr points to, besides NULL (the listener) and the transport (the
+ * kick eventfd): the first member of struct nconn or struct peer. */
+enum { EV_INCONN = 1, EV_PEER = 2 };
+
 struct peer {
+    int ev_kind; /* EV_PEER; first: see EV_INCONN */
     struct sinter_raft_transport *t;
     sinter_raft_id id;
     char *url;
@@ -103,6 +126,16 @@ struct peer {
     struct snap_tx *snaps;
     nng_mtx *rx_mtx;
     struct snap_rx *rx_snaps;
+    /* Native outbound (see the top of the file). `writing` means EPOLLOUT is armed. */
+    bool native;
+    bool connecting;   /* fd's non-blocking connect() has not completed */
+    int fd;            /* -1: no connection */
+    int af;            /* from the URL: AF_UNSPEC, AF_INET or AF_INET6 */
+    uint32_t dial_seq; /* failed dials: picks the next resolved address */
+    size_t woff;       /* bytes of qh already written */
+    struct snap_tx
+        *snap_lost; /* streams whose chunk a broken connection lost; the tick fails them */
+    char host[256], port[8];
 };
 
 /* A received frame: the decoded view and the bytes it points into, in one allocation. */
@@ -142,6 +175,7 @@ struct inconn {
 
 /* A natively read inbound connection (pumping thread only, see the top of the file). */
 struct nconn {
+    int ev_kind;               /* EV_INCONN; first: see EV_INCONN */
     struct nconn *next, *prev; /* t->nconns */
     struct nconn *pend_next;   /* t->npend: frames or bytes buffered, not yet dispatched */
     struct nconn *res_next;    /* t->nresumed (under t->nmtx) */
@@ -238,6 +272,23 @@ static int map_nng(int rv)
 /* ---------------------------------------------------------------------------------------------
  * Outbound: frames, queue, writer, dialer. All "locked" functions expect p->mtx held.
  */
+static void nout_broken(struct peer *p);
+static void nout_flush(struct peer *p);
+static int native_url(const char *url, bool *native, int *af, char *host, size_t host_cap,
+                      char *port, size_t port_cap);
+
+/* A connection that carries frames (a native connect() still in progress does not). */
+static bool peer_connected(const struct peer *p) /* locked */
+{
+    return p->native ? p->fd >= 0 && !p->connecting : p->conn != NULL;
+}
+
+/* A connection, or a native connect() in progress: nothing to redial. */
+static bool peer_has_conn(const struct peer *p) /* locked */
+{
+    return p->native ? p->fd >= 0 : p->conn != NULL;
+}
+
 static struct txframe *frame_get(struct peer *p) /* locked */
 {
     struct txframe *f = p->free;
@@ -298,6 +349,14 @@ static void issue_write(struct peer *p) /* locked */
 
 static void start_write(struct peer *p) /* locked */
 {
+    if (p->native) {
+        /* Written now, on this thread; with EPOLLOUT armed (`writing`) the pumping thread
+         * writes the queue when the socket drains, in order. */
+        if (!p->writing && !p->closing && peer_connected(p)) {
+            nout_flush(p);
+        }
+        return;
+    }
     if (p->writing || p->conn == NULL || p->closing || p->qh == NULL) {
         return;
     }
@@ -327,7 +386,7 @@ static void start_read(struct peer *p) /* locked */
 
 static void schedule_redial(struct peer *p) /* locked */
 {
-    if (p->closing || p->dialing || p->retry_wait || p->conn != NULL) {
+    if (p->closing || p->dialing || p->retry_wait || peer_has_conn(p)) {
         return;
     }
     p->retry_wait = true;
@@ -367,6 +426,10 @@ static void drop_queued_beats(struct peer *p, uint8_t type) /* locked */
 
 static void conn_broken(struct peer *p) /* locked */
 {
+    if (p->native) {
+        nout_broken(p);
+        return;
+    }
     if (p->conn == NULL) {
         return;
     }
@@ -413,6 +476,274 @@ static void snap_complete(struct peer *p, struct snap_tx *s, int rc)
     snap_free(s);
 }
 
+/* Counts a frame completely written. */
+static void count_tx(struct peer *p, const struct txframe *f) /* locked */
+{
+    p->st.tx_frames++;
+    p->st.tx_bytes += f->b.len;
+    switch (f->b.type) {
+    case SINTER_RAFT_WIRE_BATCH:
+        p->st.tx_msgs += f->b.count;
+        break;
+    case SINTER_RAFT_WIRE_HEARTBEAT:
+    case SINTER_RAFT_WIRE_HEARTBEAT_RESP:
+        p->st.tx_heartbeat_frames++;
+        p->st.tx_beats += f->b.count;
+        break;
+    case SINTER_RAFT_WIRE_SNAP_CHUNK:
+        p->st.tx_snapshot_chunks++;
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Native outbound (tcp:// peers of a native transport): see the top of the file.
+ */
+#define NOUT_IOV 16u /* queued frames handed to one sendmsg() */
+
+static void q_pop(struct peer *p) /* locked; drops qh and its counts */
+{
+    struct txframe *f = p->qh;
+    p->qh = f->next;
+    if (p->qh == NULL) {
+        p->qt = NULL;
+    }
+    p->woff = 0;
+    p->q_frames--;
+    p->q_bytes -= f->b.len;
+    frame_put(p, f);
+}
+
+/* Watches the socket for the peer closing it and, with `out`, for room to write. */
+static int nout_watch(struct peer *p, int op, bool out) /* locked */
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0u), .data.ptr = p};
+    return epoll_ctl(p->t->epfd, op, p->fd, &ev);
+}
+
+/* Drops the connection (an error, EOF, the peer writing to us, close()): the frame partly
+ * written cannot be resumed on the next connection and is lost (Raft recovers lost messages by
+ * retrying, dissertation 3.5); whole frames still queued go on the next one, except heartbeats
+ * (drop_queued_beats). Then redials with backoff. */
+static void nout_broken(struct peer *p) /* locked */
+{
+    if (p->fd < 0) {
+        return;
+    }
+    if (p->woff > 0) {
+        struct txframe *f = p->qh;
+        p->st.tx_dropped_frames++;
+        if (f->b.type == SINTER_RAFT_WIRE_SNAP_CHUNK) {
+            struct snap_tx *s = snap_unlink(p, f->group);
+            if (s != NULL) {
+                s->next = p->snap_lost;
+                p->snap_lost = s;
+            }
+        }
+        q_pop(p);
+    }
+    p->woff = 0;
+    drop_queued_beats(p, 0);
+    (void)epoll_ctl(p->t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+    close(p->fd);
+    p->fd = -1;
+    p->writing = false;
+    if (p->connecting) {
+        p->connecting = false;
+        p->st.dial_failures++;
+        p->dial_seq++; /* the next dial tries the next address of the name */
+    } else {
+        p->gen++;
+        p->st.disconnects++;
+    }
+    schedule_redial(p);
+}
+
+/* Writes queued frames until the queue is empty or the kernel buffer is full; then EPOLLOUT is
+ * armed and the pumping thread goes on (nout_event). A queue drained while more messages were
+ * batched sends them too, as tx_cb does (the network's group commit). */
+static void nout_flush(struct peer *p) /* locked; connected */
+{
+    for (;;) {
+        if (p->qh == NULL) {
+            seal_open(p);
+            if (p->qh == NULL) {
+                break;
+            }
+        }
+        struct iovec iov[NOUT_IOV];
+        size_t n = 0, off = p->woff;
+        for (struct txframe *f = p->qh; f != NULL && n < NOUT_IOV; f = f->next) {
+            iov[n].iov_base = f->b.data + off;
+            iov[n].iov_len = f->b.len - off;
+            off = 0;
+            n++;
+        }
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = iov;
+        mh.msg_iovlen = n;
+        /* MSG_NOSIGNAL: a peer that reset the connection gives EPIPE, never SIGPIPE. */
+        ssize_t w = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!p->writing) {
+                    if (nout_watch(p, EPOLL_CTL_MOD, true) != 0) {
+                        nout_broken(p); /* ENOMEM: nothing would ever write the rest */
+                        return;
+                    }
+                    p->writing = true;
+                    p->st.tx_blocked++;
+                }
+                return;
+            }
+            nout_broken(p); /* EPIPE, ECONNRESET, ETIMEDOUT... */
+            return;
+        }
+        size_t left = (size_t)w;
+        while (left > 0) {
+            struct txframe *f = p->qh;
+            size_t rem = f->b.len - p->woff;
+            if (left < rem) {
+                p->woff += left;
+                break;
+            }
+            left -= rem;
+            count_tx(p, f);
+            q_pop(p);
+        }
+    }
+    if (p->writing) {
+        p->writing = false;
+        if (nout_watch(p, EPOLL_CTL_MOD, false) != 0) {
+            nout_broken(p);
+        }
+    }
+}
+
+static void nout_connected(struct peer *p) /* locked */
+{
+    p->connecting = false;
+    p->gen++;
+    p->st.connects++;
+    p->backoff_ms = p->t->o.reconnect_min_ms;
+    nout_flush(p);
+}
+
+/* Starts a non-blocking connect() to the peer (the first address the resolver gives, or the next
+ * one after a failure); completion is an EPOLLOUT event on the pumping thread. A failure is
+ * counted and redialled with backoff, like nng's dialer. */
+static void nout_dial(struct peer *p) /* locked */
+{
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = p->af;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(p->host, p->port, &hints, &res) != 0 || res == NULL) {
+        p->st.dial_failures++;
+        schedule_redial(p);
+        return;
+    }
+    size_t n_addr = 0;
+    for (struct addrinfo *a = res; a != NULL; a = a->ai_next) {
+        n_addr++;
+    }
+    struct addrinfo *a = res;
+    for (size_t i = p->dial_seq % n_addr; i > 0; i--) {
+        a = a->ai_next;
+    }
+    int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = -1;
+    if (fd >= 0) {
+        int one = 1;
+        /* Frames are whole messages already batched: send each at once (nng sets the same). */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        do {
+            rc = connect(fd, a->ai_addr, a->ai_addrlen);
+        } while (rc != 0 && errno == EINTR);
+        if (rc != 0 && errno == EINPROGRESS) {
+            rc = 1;
+        }
+    }
+    freeaddrinfo(res);
+    if (rc < 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        p->st.dial_failures++;
+        p->dial_seq++;
+        schedule_redial(p);
+        return;
+    }
+    p->fd = fd;
+    p->connecting = rc == 1;
+    p->writing = false;
+    p->woff = 0;
+    struct epoll_event ev = {.events = p->connecting ? EPOLLOUT : EPOLLIN | EPOLLRDHUP,
+                             .data.ptr = p};
+    if (epoll_ctl(p->t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        p->connecting = true; /* counted as a failed dial */
+        nout_broken(p);
+        return;
+    }
+    if (!p->connecting) {
+        nout_connected(p); /* loopback often connects at once */
+    }
+}
+
+/* The pumping thread: an epoll event for the peer's socket. */
+static void nout_event(struct peer *p, uint32_t events)
+{
+    nng_mtx_lock(p->mtx);
+    if (p->closing || p->fd < 0) {
+        nng_mtx_unlock(p->mtx); /* stale: that connection is gone */
+        return;
+    }
+    if (p->connecting) {
+        /* The event may belong to an older descriptor: ask the current one. */
+        struct pollfd pf = {.fd = p->fd, .events = POLLOUT};
+        if (poll(&pf, 1, 0) > 0) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+                err = errno;
+            }
+            if (err == 0 && (pf.revents & POLLOUT) != 0 &&
+                (pf.revents & (POLLERR | POLLHUP)) == 0 &&
+                nout_watch(p, EPOLL_CTL_MOD, false) == 0) {
+                nout_connected(p);
+            } else {
+                nout_broken(p); /* ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH... */
+            }
+        }
+        nng_mtx_unlock(p->mtx);
+        return;
+    }
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+        /* The peer never writes here: EOF, an error or a byte all end the connection. EAGAIN:
+         * the event was an older descriptor's. */
+        uint8_t b;
+        ssize_t n = recv(p->fd, &b, 1, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            nout_broken(p);
+            nng_mtx_unlock(p->mtx);
+            return;
+        }
+    }
+    if ((events & EPOLLOUT) != 0 && p->writing) {
+        nout_flush(p);
+    }
+    nng_mtx_unlock(p->mtx);
+}
+
 static void tx_cb(void *arg)
 {
     struct peer *p = arg;
@@ -430,23 +761,7 @@ static void tx_cb(void *arg)
             nng_mtx_unlock(p->mtx);
             return;
         }
-        p->st.tx_frames++;
-        p->st.tx_bytes += f->b.len;
-        switch (f->b.type) {
-        case SINTER_RAFT_WIRE_BATCH:
-            p->st.tx_msgs += f->b.count;
-            break;
-        case SINTER_RAFT_WIRE_HEARTBEAT:
-        case SINTER_RAFT_WIRE_HEARTBEAT_RESP:
-            p->st.tx_heartbeat_frames++;
-            p->st.tx_beats += f->b.count;
-            break;
-        case SINTER_RAFT_WIRE_SNAP_CHUNK:
-            p->st.tx_snapshot_chunks++;
-            break;
-        default:
-            break;
-        }
+        count_tx(p, f);
     } else if (f != NULL) {
         /* A frame partly written on a broken connection cannot be resumed on the next one:
          * drop it (Raft recovers lost messages by retrying, dissertation 3.5). */
@@ -525,9 +840,13 @@ static void retry_cb(void *arg)
     struct peer *p = arg;
     nng_mtx_lock(p->mtx);
     p->retry_wait = false;
-    if (!p->closing && p->conn == NULL && !p->dialing) {
-        p->dialing = true;
-        nng_stream_dialer_dial(p->dialer, p->dial_aio);
+    if (!p->closing && !peer_has_conn(p) && !p->dialing) {
+        if (p->native) {
+            nout_dial(p);
+        } else {
+            p->dialing = true;
+            nng_stream_dialer_dial(p->dialer, p->dial_aio);
+        }
     }
     nng_mtx_unlock(p->mtx);
 }
@@ -548,6 +867,9 @@ static void peer_free(struct peer *p)
     nng_aio_free(p->retry_aio);
     if (p->conn != NULL) {
         nng_stream_free(p->conn);
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
     }
     if (p->dialer != NULL) {
         nng_stream_dialer_free(p->dialer);
@@ -596,9 +918,22 @@ static int peer_new(struct sinter_raft_transport *t, sinter_raft_id id, const ch
     if (p == NULL) {
         return SINTER_ENOMEM;
     }
+    p->ev_kind = EV_PEER;
     p->t = t;
     p->id = id;
+    p->fd = -1;
     p->backoff_ms = t->o.reconnect_min_ms;
+    if (t->native) {
+        /* A tcp:// peer of a transport that has the epoll set is dialled natively; tls+tcp://
+         * (and a host-less URL, which nng refuses below) keeps nng's dialer. */
+        bool native = false;
+        rc = native_url(url, &native, &p->af, p->host, sizeof p->host, p->port, sizeof p->port);
+        if (rc != SINTER_OK) {
+            free(p);
+            return rc;
+        }
+        p->native = native && p->host[0] != '\0';
+    }
     p->url = dup_str(url);
     int rv = p->url == NULL ? NNG_ENOMEM : 0;
     if (rv == 0) {
@@ -623,8 +958,8 @@ static int peer_new(struct sinter_raft_transport *t, sinter_raft_id id, const ch
         peer_free(p);
         return map_nng(rv);
     }
-    rv = nng_stream_dialer_alloc(&p->dialer, url);
-    if (rv == 0 && t->tls_client != NULL) {
+    rv = p->native ? 0 : nng_stream_dialer_alloc(&p->dialer, url);
+    if (rv == 0 && !p->native && t->tls_client != NULL) {
         rv = nng_stream_dialer_set_ptr(p->dialer, NNG_OPT_TLS_CONFIG, t->tls_client);
     }
     if (rv != 0) {
@@ -656,8 +991,12 @@ static int add_peer_locked(struct sinter_raft_transport *t, sinter_raft_id id, c
     t->peers[n] = p;
     atomic_store_explicit(&t->n_peers, n + 1, memory_order_release);
     nng_mtx_lock(p->mtx);
-    p->dialing = true;
-    nng_stream_dialer_dial(p->dialer, p->dial_aio);
+    if (p->native) {
+        nout_dial(p);
+    } else {
+        p->dialing = true;
+        nng_stream_dialer_dial(p->dialer, p->dial_aio);
+    }
     nng_mtx_unlock(p->mtx);
     return SINTER_OK;
 }
@@ -779,7 +1118,7 @@ int sinter_raft_transport_send_heartbeats(struct sinter_raft_transport *t, sinte
     size_t sz = SINTER_RAFT_WIRE_HEADER_SIZE + 4 + n * SINTER_RAFT_WIRE_BEAT_SIZE;
     int rc;
     nng_mtx_lock(p->mtx);
-    if (p->conn == NULL && !p->closing) {
+    if (!peer_connected(p) && !p->closing) {
         /* Not connected: this round replaces the previous one waiting in the queue (T1). */
         drop_queued_beats(p, resp ? SINTER_RAFT_WIRE_HEARTBEAT_RESP : SINTER_RAFT_WIRE_HEARTBEAT);
     }
@@ -1360,6 +1699,8 @@ static void tick_cb(void *arg)
         nng_mtx_unlock(p->rx_mtx);
         struct snap_tx *expired = NULL;
         nng_mtx_lock(p->mtx);
+        struct snap_tx *lost = p->snap_lost; /* their chunk went with a broken connection */
+        p->snap_lost = NULL;
         now = nng_clock(); /* likewise against the deadlines set under p->mtx */
         for (struct snap_tx **pp = &p->snaps; *pp != NULL;) {
             struct snap_tx *s = *pp;
@@ -1376,6 +1717,11 @@ static void tick_cb(void *arg)
             struct snap_tx *s = expired;
             expired = s->next;
             snap_complete(p, s, SINTER_ETIMEOUT);
+        }
+        while (lost != NULL) {
+            struct snap_tx *s = lost;
+            lost = s->next;
+            snap_complete(p, s, SINTER_ETRANSPORT);
         }
     }
     nng_sleep_aio(TICK_MS, t->tick_aio);
@@ -1572,6 +1918,7 @@ static void native_accept(struct sinter_raft_transport *t)
             continue;
         }
         memset(c, 0, offsetof(struct nconn, stage));
+        c->ev_kind = EV_INCONN;
         c->fd = fd;
         c->state = IN_HEADER;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -1844,6 +2191,10 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames)
             }
             if (ptr == (void *)t) {
                 continue; /* the kick: drained above */
+            }
+            if (*(const int *)ptr == EV_PEER) {
+                nout_event(ptr, ev[i].events); /* outbound: whatever the budget */
+                continue;
             }
             struct nconn *c = ptr;
             /* Buffered frames first; a budget spent leaves the socket readable (level-triggered).
@@ -2171,8 +2522,17 @@ void sinter_raft_transport_close(struct sinter_raft_transport *t)
         if (p->conn != NULL) {
             nng_stream_close(p->conn);
         }
+        if (p->fd >= 0) {
+            /* Frames still queued are freed with the peer: close() does not linger to deliver
+             * them (the nng path drops them the same way). */
+            (void)epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+            close(p->fd);
+            p->fd = -1;
+        }
         nng_mtx_unlock(p->mtx);
-        nng_stream_dialer_close(p->dialer);
+        if (p->dialer != NULL) {
+            nng_stream_dialer_close(p->dialer);
+        }
     }
     for (size_t i = 0; i < n; i++) {
         struct peer *p = t->peers[i];
@@ -2211,6 +2571,11 @@ void sinter_raft_transport_close(struct sinter_raft_transport *t)
         while (p->snaps != NULL) {
             struct snap_tx *s = p->snaps;
             p->snaps = s->next;
+            snap_complete(p, s, SINTER_ESHUTDOWN);
+        }
+        while (p->snap_lost != NULL) {
+            struct snap_tx *s = p->snap_lost;
+            p->snap_lost = s->next;
             snap_complete(p, s, SINTER_ESHUTDOWN);
         }
         while (p->rx_snaps != NULL) {
@@ -2255,7 +2620,7 @@ int sinter_raft_transport_stats(struct sinter_raft_transport *t, sinter_raft_id 
     *s = p->st;
     s->queued_frames = p->q_frames;
     s->queued_bytes = p->q_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)p->q_bytes;
-    s->connected = p->conn != NULL;
+    s->connected = peer_connected(p);
     nng_mtx_unlock(p->mtx);
     return SINTER_OK;
 }
