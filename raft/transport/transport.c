@@ -545,7 +545,9 @@ static void nout_broken(struct peer *p) /* locked */
         q_pop(p);
     }
     p->woff = 0;
-    drop_queued_beats(p, 0);
+    if (!p->connecting) {
+        drop_queued_beats(p, 0); /* a failed dial keeps them, as nng's dial_cb does */
+    }
     (void)epoll_ctl(p->t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
     p->fd = -1;
