@@ -29,7 +29,7 @@
  * sinter_raft_transport_flush(), when it reaches max_batch_bytes, or when the peer's previous write
  * completes with the batch non-empty (so under load messages queued while a write is in flight
  * leave together: group commit of the network). The host sends a whole ready batch of every group,
- * then flushes. Each peer has its own connection, queue and nng aio, so a dead or slow peer only
+ * then flushes. Each peer has its own connection and queue, so a dead or slow peer only
  * fills its own queue: once max_queue_frames frames or max_queue_bytes bytes are waiting, sends to
  * that peer fail with SINTER_EBUSY at once (back-pressure; the host then calls
  * sinter_raft_report_unreachable() for that peer in the group, and the leader drops to probing as
@@ -46,8 +46,7 @@
  * inbound connections with its own non-blocking sockets and one epoll set, not with nng: nng 1.5
  * reads a socket on its poller thread and completes the read on a taskq thread, so every received
  * frame cost two thread hand-offs before the host's loop even saw it (bench/FINDINGS.md F2).
- * Peers dial with nng stream dialers (raw TCP, no SP protocol), which a plain TCP listener serves
- * byte for byte. Who reads is chosen by opts.caller_pumps:
+ * Who reads is chosen by opts.caller_pumps:
  *   - false (default): the transport runs one thread of its own that waits on the epoll set and
  *     pumps; on_recv, the snapshot sink and the snapshot reader (on an ack) run on that thread.
  *   - true: nothing reads until the caller calls sinter_raft_transport_pump(), typically from its
@@ -58,6 +57,16 @@
  *     an event loop must not (bench/FINDINGS.md F3); the connection that carried one is not read
  *     again until it has been handled, which keeps each connection's frames in order and bounds
  *     the hand-off to one frame per connection.
+ * Outbound, a transport with such a listener dials its tcp:// peers the same way: its own
+ * non-blocking socket (TCP_NODELAY) in the same epoll set. The thread that flushes (or sends
+ * heartbeats, a snapshot chunk or ack) writes the peer's queue at once with sendmsg(), several
+ * frames per call; only when the kernel buffer is full does the rest wait for EPOLLOUT, which the
+ * pumping side (the caller's pump() or the transport's thread) handles, as it handles a connect()
+ * completing. So a frame that leaves in one write costs no thread hand-off (nng completed every
+ * write on its taskq). The bytes are the same as with nng's raw TCP streams (no SP protocol, no
+ * handshake: the first bytes are the first frame), so native and nng ends talk to each other.
+ * Errors (refused, reset, EPIPE: never SIGPIPE) drop the connection, are counted and redialled
+ * with backoff.
  * tls+tcp:// (and any other scheme nng knows) keeps nng's stream listener: frames are read and
  * decoded on nng's callback threads in both modes, and poll_fd() is -1. on_recv must be cheap
  * and never block (the host enqueues rx for its raft thread). The rx owns the frame
@@ -212,12 +221,15 @@ uint16_t sinter_raft_transport_port(const struct sinter_raft_transport *t);
 /* A descriptor for the caller's poll()/epoll: readable while inbound work is pending (a
  * connection to accept, bytes to read, frames already read but not yet dispatched). -1 unless the
  * transport was opened with caller_pumps on a tcp:// listen URL (then inbound frames arrive on
- * nng threads and need no pumping). Ownership: the transport's; valid until close(), never to be
+ * nng threads and need no pumping). Also readable when a tcp:// peer's connect() completes or
+ * its full socket drains: pump() then does that outbound work too. Ownership: the transport's; valid until close(), never to be
  * closed or read by the caller. Errors: none. */
 int sinter_raft_transport_poll_fd(const struct sinter_raft_transport *t);
 
 /* Does a bounded amount of inbound work on the calling thread: accepts pending connections, reads
- * each readable connection once, and dispatches at most max_frames complete frames (on_recv on
+ * each readable connection once, and dispatches at most max_frames complete frames; and the
+ * outbound work epoll reports (completes connects, writes queued frames to drained sockets, drops
+ * connections the peer closed) (on_recv on
  * this thread; snapshot frames to the transport's thread). Never blocks. Work left over (more
  * frames already buffered) keeps poll_fd() readable, so the caller just polls again. Returns the
  * number of frames dispatched. Only with caller_pumps (otherwise returns 0 and does nothing);

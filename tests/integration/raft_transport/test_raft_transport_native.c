@@ -3,7 +3,8 @@
  * and epoll instead of nng's listener), in both modes: the transport's own pump thread
  * (caller_pumps false) and the caller pumping (caller_pumps true, as the raft host's loop does).
  * Peers are raw TCP sockets written by the test, so splits, garbage and abrupt closes are exact;
- * one test also sends from a real transport (nng stream dialer) to a caller-pumped one.
+ * one test also sends from a real transport (its native outbound side) to this one; nng stream
+ * dialers send to it in test_raft_transport_outbound.
  * Every wait is bounded and polls for its condition; every transport is closed by the test.
  */
 #include <arpa/inet.h>
@@ -706,7 +707,7 @@ static void close_with_connections_open(void **state)
     sinter_raft_wire_buf_free(&b);
 }
 
-/* A real transport (nng stream dialer, its own threads) sends to one read natively: batches and
+/* A real transport (native outbound, its own pump thread) sends to one read natively: batches and
  * coalesced heartbeats arrive, and the sender's counters agree. */
 static void real_sender_to_native_listener(void **state)
 {
