@@ -222,8 +222,8 @@ uint16_t sinter_raft_transport_port(const struct sinter_raft_transport *t);
  * connection to accept, bytes to read, frames already read but not yet dispatched). -1 unless the
  * transport was opened with caller_pumps on a tcp:// listen URL (then inbound frames arrive on
  * nng threads and need no pumping). Also readable when a tcp:// peer's connect() completes or
- * its full socket drains: pump() then does that outbound work too. Ownership: the transport's; valid until close(), never to be
- * closed or read by the caller. Errors: none. */
+ * its full socket drains: pump() then does that outbound work too. Ownership: the transport's;
+ * valid until close(), never to be closed or read by the caller. Errors: none. */
 int sinter_raft_transport_poll_fd(const struct sinter_raft_transport *t);
 
 /* Does a bounded amount of inbound work on the calling thread: accepts pending connections, reads
