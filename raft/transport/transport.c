@@ -639,8 +639,10 @@ static void nout_connected(struct peer *p) /* locked */
 
 /* Starts a non-blocking connect() to the peer (the first address the resolver gives, or the next
  * one after a failure); completion is an EPOLLOUT event on the pumping thread. A failure is
- * counted and redialled with backoff, like nng's dialer. */
-static void nout_dial(struct peer *p) /* locked */
+ * counted and redialled with backoff, like nng's dialer. Called without p->mtx and with
+ * p->dialing set (so nothing else dials): the name is resolved without the lock, since a slow
+ * resolver must not stall the sends to this peer (host and port never change). */
+static void nout_dial(struct peer *p)
 {
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
@@ -648,9 +650,20 @@ static void nout_dial(struct peer *p) /* locked */
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     struct addrinfo *res = NULL;
-    if (getaddrinfo(p->host, p->port, &hints, &res) != 0 || res == NULL) {
+    int grc = getaddrinfo(p->host, p->port, &hints, &res);
+    nng_mtx_lock(p->mtx);
+    p->dialing = false;
+    if (p->closing) {
+        nng_mtx_unlock(p->mtx);
+        if (grc == 0) {
+            freeaddrinfo(res);
+        }
+        return;
+    }
+    if (grc != 0 || res == NULL) {
         p->st.dial_failures++;
         schedule_redial(p);
+        nng_mtx_unlock(p->mtx);
         return;
     }
     size_t n_addr = 0;
@@ -683,6 +696,7 @@ static void nout_dial(struct peer *p) /* locked */
         p->st.dial_failures++;
         p->dial_seq++;
         schedule_redial(p);
+        nng_mtx_unlock(p->mtx);
         return;
     }
     p->fd = fd;
@@ -694,11 +708,10 @@ static void nout_dial(struct peer *p) /* locked */
     if (epoll_ctl(p->t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         p->connecting = true; /* counted as a failed dial */
         nout_broken(p);
-        return;
-    }
-    if (!p->connecting) {
+    } else if (!p->connecting) {
         nout_connected(p); /* loopback often connects at once */
     }
+    nng_mtx_unlock(p->mtx);
 }
 
 /* The pumping thread: an epoll event for the peer's socket. */
@@ -842,15 +855,18 @@ static void retry_cb(void *arg)
     struct peer *p = arg;
     nng_mtx_lock(p->mtx);
     p->retry_wait = false;
+    bool native = false;
     if (!p->closing && !peer_has_conn(p) && !p->dialing) {
-        if (p->native) {
-            nout_dial(p);
-        } else {
-            p->dialing = true;
+        p->dialing = true;
+        native = p->native;
+        if (!native) {
             nng_stream_dialer_dial(p->dialer, p->dial_aio);
         }
     }
     nng_mtx_unlock(p->mtx);
+    if (native) {
+        nout_dial(p); /* close() waits for this callback (nng_aio_stop), so p stays valid */
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -993,13 +1009,14 @@ static int add_peer_locked(struct sinter_raft_transport *t, sinter_raft_id id, c
     t->peers[n] = p;
     atomic_store_explicit(&t->n_peers, n + 1, memory_order_release);
     nng_mtx_lock(p->mtx);
-    if (p->native) {
-        nout_dial(p);
-    } else {
-        p->dialing = true;
+    p->dialing = true;
+    if (!p->native) {
         nng_stream_dialer_dial(p->dialer, p->dial_aio);
     }
     nng_mtx_unlock(p->mtx);
+    if (p->native) {
+        nout_dial(p); /* close() cannot run meanwhile: it waits for t->mtx, held by the adder */
+    }
     return SINTER_OK;
 }
 
