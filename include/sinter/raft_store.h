@@ -96,6 +96,13 @@ struct sinter_store_io {
      * at the end holds up the log's fdatasync behind it on a shared disk (RocksDB's bytes_per_sync
      * does the same). Errors are ignored. */
     int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
+    /* Optional (NULL: never called): writes back [off, off + len) and waits until it is on the
+     * device, without flushing metadata or the device cache (Linux sync_file_range(WAIT_BEFORE |
+     * WRITE | WAIT_AFTER)): no durability promise either. The spare segment's zero-fill waits on
+     * each chunk with it, so at most two chunks of zeros are queued ahead of the log's own writes
+     * at any time (64 MiB of dirty zeros written back at once held a log fdatasync up for 150 ms).
+     * Errors are ignored. */
+    int (*writeback_wait)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
@@ -236,9 +243,10 @@ struct sinter_store_spare;
  * memory (then NULL). */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 
-/* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 1 MiB chunks
- * (starting write-back every few MiB, so its final fsync has little to flush and does not hold up
- * the log's own fdatasync behind one big flush), and fsyncs it. Any one thread; touches only the
+/* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 1 MiB chunks,
+ * each written back (io.writeback) and waited for (io.writeback_wait) before the next but one is
+ * written, so the zeros trickle to the disk at its pace instead of queueing a whole segment ahead
+ * of the log's fdatasync, and fsyncs it. Any one thread; touches only the
  * job and its file. On an error the file is removed and the message kept in the job
  * (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO, SINTER_ENOMEM. */
 int sinter_store_spare_make(struct sinter_store_spare *j);

@@ -166,6 +166,7 @@ struct group {
     pthread_t gc_th;                  /* unlinks compacted segments off the loop */
     bool gc_running;                  /* gc_th started and not joined yet */
     struct sinter_store_spare *spare; /* out for zero-filling (spare_th) until EV_SPARE */
+    uint64_t spare_ns;                /* spare_th: time in sinter_store_spare_make */
     pthread_t spare_th;
     bool spare_running;       /* spare_th started and not joined yet */
     uint32_t snap_failures;   /* consecutive failed snapshots (0 after a success) */
@@ -901,7 +902,9 @@ static void *gc_main(void *arg)
 static void *spare_main(void *arg)
 {
     struct group *g = arg;
+    uint64_t t0 = now_ns();
     (void)sinter_store_spare_make(g->spare);
+    g->spare_ns = now_ns() - t0;
     struct event *e = event_new(EV_SPARE, g->id, 0);
     if (e != NULL && enqueue(g->h, e) != SINTER_OK) {
         free(e);
@@ -943,6 +946,9 @@ static void spare_finished(struct group *g)
     if (rc != SINTER_OK) {
         /* Not a group failure: the next rollover uses fallocate, as without a spare. */
         hlog(g->h, 1, g->id, "spare segment not made: %s", sinter_store_errmsg(g->s));
+    } else {
+        hlog(g->h, 3, g->id, "spare segment ready (zero-filled in %" PRIu64 " ms)",
+             g->spare_ns / 1000000u);
     }
 }
 
