@@ -235,10 +235,11 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * at rollover). */
 struct sinter_store_spare;
 
-/* A job making a spare, or NULL if none is wanted now (nothing appended since open: an idle group
- * costs no zeros; a spare is ready; a job is out; the store failed; or the last job failed and no
- * rollover happened since: one attempt per segment, so a full disk costs one failed job per
- * rollover, never a loop). Store's thread. Call it after appends (it is cheap). Ownership: the
+/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment appended since
+ * open: a group that hardly writes costs no zeros; a spare is ready; a job is out; the store
+ * failed; or the last job failed and no rollover happened since: one attempt per segment, so a
+ * full disk costs one failed job per rollover, never a loop). Store's thread. Call it after
+ * appends (it is cheap). Ownership: the
  * caller's until sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for
  * memory (then NULL). */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);

@@ -148,7 +148,7 @@ struct sinter_store {
     uint64_t spare_jobs; /* jobs handed out (a job carries its number: put checks it) */
     bool spare_out;      /* a job is out */
     bool spare_failed;   /* the last job failed: no new one before the next rollover */
-    bool appended;       /* an append succeeded since open (a spare is wanted only then) */
+    uint64_t appended;   /* bytes appended since open (a spare is wanted past 1/64 segment) */
 };
 
 /* Little-endian codec. */

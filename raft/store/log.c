@@ -828,7 +828,9 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
         i = j;
         target++;
     }
-    s->appended = true;
+    for (size_t x = 0; x < n; x++) {
+        s->appended += rec_size(&e[x]);
+    }
     return SINTER_OK;
 }
 

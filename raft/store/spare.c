@@ -39,9 +39,11 @@ struct sinter_store_spare {
 
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
 {
-    /* No spare before the first append since open: a group that never writes (an idle shard)
-     * must not cost a segment's worth of zeros on every start. */
-    if (s->failed != 0 || s->spare_fd >= 0 || s->spare_out || s->spare_failed || !s->appended) {
+    /* No spare before 1/64 of a segment was appended since open: a group that (nearly) never
+     * writes, an idle shard or a test cluster that runs a few transactions, must not cost a
+     * segment's worth of zeros on every start; a busy one passes it within a second. */
+    if (s->failed != 0 || s->spare_fd >= 0 || s->spare_out || s->spare_failed ||
+        s->appended < s->opts.segment_size / 64u) {
         return NULL;
     }
     struct sinter_store_spare *j = calloc(1, sizeof *j);
