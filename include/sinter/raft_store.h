@@ -236,20 +236,21 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
 struct sinter_store_spare;
 
 /* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment appended since
- * open: a group that hardly writes costs no zeros; a spare is ready; a job is out; the store
- * failed; or the last job failed and no rollover happened since: one attempt per segment, so a
- * full disk costs one failed job per rollover, never a loop). Store's thread. Call it after
- * appends (it is cheap). Ownership: the
- * caller's until sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for
- * memory (then NULL). */
+ * open: a group that hardly writes costs no zeros; the last segment is itself pre-zeroed and less
+ * than half full: its successor is made later, not while the disk just made it; a spare is ready;
+ * a job is out; the store failed; or the last job failed and no rollover happened since: one
+ * attempt per segment, so a full disk costs one failed job per rollover, never a loop). Store's
+ * thread. Call it after appends (it is cheap). Ownership: the caller's until
+ * sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for memory (then NULL).
+ */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 
 /* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 1 MiB chunks,
  * each written back (io.writeback) and waited for (io.writeback_wait) before the next but one is
- * written, so the zeros trickle to the disk at its pace instead of queueing a whole segment ahead
- * of the log's fdatasync, and fsyncs it. Any one thread; touches only the
- * job and its file. On an error the file is removed and the message kept in the job
- * (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO, SINTER_ENOMEM. */
+ * written, then rests as long as the chunk took (the zeros use at most half of the disk's
+ * time and never queue a whole segment ahead of the log's fdatasync), and fsyncs it. Any one
+ * thread; touches only the job and its file. On an error the file is removed and the message kept
+ * in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO, SINTER_ENOMEM. */
 int sinter_store_spare_make(struct sinter_store_spare *j);
 
 /* The message of the job's error ("" if none). Ownership: the job's. */

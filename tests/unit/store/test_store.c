@@ -1850,13 +1850,21 @@ static void spare_used_at_rollover(void **state)
     assert_true(file_all_zero(dir, "seg-00000000000000000016", rec_offset(&m, 16, 19), &size));
     assert_int_equal(size, segsize);
 
-    /* A pre-zeroed segment is kept until it is full; the next spare then takes over. */
-    assert_int_equal(make_spare(s, true), SINTER_OK);
-    assert_int_equal(append_range(s, 19, 20, 2), SINTER_OK);
-    model_set(&m, 19, 20, 2);
+    /* A pre-zeroed segment wants its successor only once it is half full; it is kept until it is
+     * full; the next spare then takes over. */
+    uint64_t next = 19;
+    while ((j = sinter_store_spare_want(s)) == NULL) {
+        assert_int_equal(append_range(s, next, 7, 2), SINTER_OK);
+        model_set(&m, next, 7, 2);
+        next += 7;
+    }
+    assert_true(rec_offset(&m, 16, next) >= segsize / 2);
+    a = (struct spare_thread_arg){j, -1};
+    assert_int_equal(pthread_create(&th, NULL, spare_thread, &a), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_OK);
     assert_int_equal(sinter_store_segment_count(s), 2);
     assert_true(sinter_store_spare_ready(s));
-    uint64_t next = 39;
     while (sinter_store_spare_ready(s)) {
         assert_int_equal(append_range(s, next, 7, 2), SINTER_OK);
         model_set(&m, next, 7, 2);
