@@ -41,9 +41,11 @@
  * segment that cannot be allocated (disk full) is not such a failure: nothing was written, the
  * append returns SINTER_ENOSPC and may be retried.
  *
- * Thread safety: none. One store is used by one thread at a time. One exception: a snapshot
- * writer's sinter_store_snap_write() and sinter_store_snap_sync() touch only the writer and its
- * file, so one other thread may run them while the store's thread keeps using the store.
+ * Thread safety: none. One store is used by one thread at a time. Two exceptions: a snapshot
+ * writer's sinter_store_snap_write() and sinter_store_snap_sync(), and a spare job's
+ * sinter_store_spare_make(), touch only the writer or job and its file, so other threads may run
+ * them while the store's thread keeps using the store (the I/O table must then allow calls from
+ * several threads at once; the POSIX one does).
  */
 #ifndef SINTER_RAFT_STORE_H
 #define SINTER_RAFT_STORE_H
