@@ -247,12 +247,13 @@ struct sinter_store_spare;
  */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 
-/* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 1 MiB chunks,
+/* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 128 KiB chunks,
  * each written back (io.writeback) and waited for (io.writeback_wait) before the next but one is
- * written, then rests as long as the chunk took (the zeros use at most half of the disk's
- * time and never queue a whole segment ahead of the log's fdatasync), and fsyncs it. Any one
- * thread; touches only the job and its file. On an error the file is removed and the message kept
- * in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO, SINTER_ENOMEM. */
+ * written, then rests twice as long as the chunk took (the zeros use at most a third of the
+ * disk's time and never queue more than two chunks ahead of the log's fdatasync), and fsyncs it.
+ * Any one thread; touches only the job and its file. On an error the file is removed and the
+ * message kept in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO,
+ * SINTER_ENOMEM. */
 int sinter_store_spare_make(struct sinter_store_spare *j);
 
 /* The message of the job's error ("" if none). Ownership: the job's. */

@@ -1995,7 +1995,7 @@ static void spare_faults_fall_back(void **state)
         {FOP_PWRITE, 2, EIO, SINTER_EIO},          {FOP_FSYNC, 0, EIO, SINTER_EIO},
         {FOP_OPEN, 0, EACCES, SINTER_EIO},
     };
-    /* cases[2] fails the third 1 MiB write of a 3 MiB segment; the others use small segments so
+    /* cases[2] fails the third 128 KiB write of a 3 MiB segment; the others use small segments so
      * that a rollover is quick to reach. */
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         struct memfs *fs = memfs_new(c + 1);
