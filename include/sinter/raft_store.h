@@ -8,6 +8,8 @@
  *                             log segments: fixed-size, preallocated files of CRC32C-protected
  *                             records; the name is the index of the segment's first record
  *   snap-<index>-<term>.snap  snapshots (header with meta + CRC32C, then the application's bytes)
+ *   spare-<n>.tmp             the spare segment: zero-filled and synced ahead of need by a
+ *                             helper thread, renamed to seg-<first> at rollover (see "Spare")
  *   *.tmp                     files being created; deleted on open (they never became durable)
  *
  * The index from log position to (segment, offset) is kept in memory only: it is rebuilt on open
@@ -39,9 +41,11 @@
  * segment that cannot be allocated (disk full) is not such a failure: nothing was written, the
  * append returns SINTER_ENOSPC and may be retried.
  *
- * Thread safety: none. One store is used by one thread at a time. One exception: a snapshot
- * writer's sinter_store_snap_write() and sinter_store_snap_sync() touch only the writer and its
- * file, so one other thread may run them while the store's thread keeps using the store.
+ * Thread safety: none. One store is used by one thread at a time. Two exceptions: a snapshot
+ * writer's sinter_store_snap_write() and sinter_store_snap_sync(), and a spare job's
+ * sinter_store_spare_make(), touch only the writer or job and its file, so other threads may run
+ * them while the store's thread keeps using the store (the I/O table must then allow calls from
+ * several threads at once; the POSIX one does).
  */
 #ifndef SINTER_RAFT_STORE_H
 #define SINTER_RAFT_STORE_H
@@ -94,6 +98,13 @@ struct sinter_store_io {
      * at the end holds up the log's fdatasync behind it on a shared disk (RocksDB's bytes_per_sync
      * does the same). Errors are ignored. */
     int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
+    /* Optional (NULL: never called): writes back [off, off + len) and waits until it is on the
+     * device, without flushing metadata or the device cache (Linux sync_file_range(WAIT_BEFORE |
+     * WRITE | WAIT_AFTER)): no durability promise either. The spare segment's zero-fill waits on
+     * each chunk with it, so at most two chunks of zeros are queued ahead of the log's own writes
+     * at any time (64 MiB of dirty zeros written back at once held a log fdatasync up for 150 ms).
+     * Errors are ignored. */
+    int (*writeback_wait)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
@@ -204,6 +215,70 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
  * Errors: SINTER_ECOMPACTED (from < first index: those entries are in a snapshot and committed),
  * SINTER_EIO / SINTER_ENOSPC (the store turns failed). */
 int sinter_store_truncate(struct sinter_store *s, uint64_t from);
+
+/* ---- Spare segment (pre-zeroed, made off the store's thread) --------------------------------- */
+
+/* A segment created with fallocate has *unwritten* extents: every append's fdatasync must then
+ * also commit the file system's journal (ext4 converts the extent to written), which on a disk
+ * shared by several nodes cost ~30% of an append (bench/FINDINGS.md F5). So the store keeps one
+ * spare segment file, "spare-<n>.tmp", whose every byte was written with zeros and synced by
+ * another thread ahead of need (PostgreSQL pre-zeroes its WAL segments for the same reason; etcd's
+ * WAL pre-creates the next file in a goroutine). A rollover then only writes the 32-byte header
+ * over the zeros, fdatasyncs, renames and syncs the directory. A segment whose free space is not
+ * known to be written (made by fallocate because no spare was ready, or found at open) is left as
+ * soon as a spare is ready: the next append starts the spare as a new segment (segments may end
+ * early; zeros after the last record are the normal end). The spare's temporary name means a
+ * crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
+ *
+ * Protocol, like the garbage and the snapshot writer: the store's thread asks with
+ * sinter_store_spare_want(); any one thread runs sinter_store_spare_make() on the job (it touches
+ * only the job and its file, through the store's I/O table); the store's thread hands the job
+ * back with sinter_store_spare_put(). Without these calls the store behaves as before (fallocate
+ * at rollover). */
+struct sinter_store_spare;
+
+/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment appended since
+ * open: a group that hardly writes costs no zeros; the last segment is itself pre-zeroed and less
+ * than half full: its successor is made later, not while the disk just made it; a spare is ready;
+ * a job is out; the store failed; or the last job failed and no rollover happened since: one
+ * attempt per segment, so a full disk costs one failed job per rollover, never a loop). Store's
+ * thread. Call it after appends (it is cheap). Ownership: the caller's until
+ * sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for memory (then NULL).
+ */
+struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
+
+/* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 128 KiB chunks,
+ * each written back (io.writeback) and waited for (io.writeback_wait) before the next but one is
+ * written, then rests twice as long as the chunk took (the zeros use at most a third of the
+ * disk's time and never queue more than two chunks ahead of the log's fdatasync), and fsyncs it.
+ * Any one thread; touches only the job and its file. On an error the file is removed and the
+ * message kept in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO,
+ * SINTER_ENOMEM. */
+int sinter_store_spare_make(struct sinter_store_spare *j);
+
+/* The message of the job's error ("" if none). Ownership: the job's. */
+const char *sinter_store_spare_errmsg(const struct sinter_store_spare *j);
+
+/* Asks a running sinter_store_spare_make() to stop between two chunks (it then fails with
+ * SINTER_ECANCELED and removes its file), so that closing need not wait for a whole segment of
+ * zeros. Any thread. NULL is ok. */
+void sinter_store_spare_cancel(struct sinter_store_spare *j);
+
+/* Hands a job back to its store (store's thread) and frees it. A made spare becomes the store's
+ * spare (used by the next rollover, or removed by close); a job that failed or was never made
+ * leaves nothing (the store falls back to fallocate at rollover). Returns the job's result:
+ * SINTER_OK, or the error of sinter_store_spare_make() with its message copied to
+ * sinter_store_errmsg() (the store does not turn failed: nothing of the log was touched),
+ * SINTER_ECANCELED (never made, or cancelled), or SINTER_EINVAL for a job of another store. */
+int sinter_store_spare_put(struct sinter_store *s, struct sinter_store_spare *j);
+
+/* Frees a job without its store (which may be closed): closes and removes its file. Any thread.
+ * NULL is ok. The store does not learn of it: it asks for no new spare until reopened, so this is
+ * for shutting down. */
+void sinter_store_spare_abandon(struct sinter_store_spare *j);
+
+/* Whether a spare is ready (for tests and metrics). */
+bool sinter_store_spare_ready(const struct sinter_store *s);
 
 /* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the
  * caller's, released by sinter_store_garbage_collect(). Store's thread. */

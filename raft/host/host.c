@@ -16,7 +16,10 @@
  *     own file, so this is safe alongside the loop's use of the store); publishing it and
  *     compaction run back on the loop;
  *   - one helper per group at a time removes the files the store queued (defer_unlink: compacted
- *     segments, retired snapshots), which touches nothing of the store.
+ *     segments, retired snapshots), which touches nothing of the store;
+ *   - one helper per group at a time zero-fills the store's next segment (sinter_store_spare_make:
+ *     touches only the job and its file), so a rollover on the loop only writes a header and the
+ *     log's fdatasync never has to commit the journal for unwritten extents (bench/FINDINGS.md F5).
  * The inbox is a lock-free LIFO (a Treiber stack) that producers push onto with one
  * compare-and-swap and the loop empties with one exchange; the loop sleeps in poll() on an eventfd
  * that a producer writes only when its push made the inbox non-empty (and never from the loop
@@ -68,6 +71,7 @@ enum ev_type {
     EV_SNAP_SENT, /* a snapshot stream to a follower ended */
     EV_SNAP_JOB,  /* a helper finished serialising a snapshot */
     EV_CALL,      /* run a callback on the loop (sinter_raft_host_call) */
+    EV_SPARE,     /* a helper finished zero-filling a spare segment */
 };
 
 struct snap_in {
@@ -159,8 +163,12 @@ struct group {
     uint64_t read_ctx;
     uint64_t last_snap; /* newest durable snapshot index */
     struct snap_job *job;
-    pthread_t gc_th;          /* unlinks compacted segments off the loop */
-    bool gc_running;          /* gc_th started and not joined yet */
+    pthread_t gc_th;                  /* unlinks compacted segments off the loop */
+    bool gc_running;                  /* gc_th started and not joined yet */
+    struct sinter_store_spare *spare; /* out for zero-filling (spare_th) until EV_SPARE */
+    uint64_t spare_ns;                /* spare_th: time in sinter_store_spare_make */
+    pthread_t spare_th;
+    bool spare_running;       /* spare_th started and not joined yet */
     uint32_t snap_failures;   /* consecutive failed snapshots (0 after a success) */
     uint64_t snap_retry_tick; /* no automatic snapshot before this tick round */
     uint32_t role;
@@ -888,6 +896,62 @@ static void *gc_main(void *arg)
     return NULL;
 }
 
+/* Zero-fills the store's next segment off the loop; the result goes back to the loop (EV_SPARE),
+ * which hands it to the store (sinter_store_spare_put). While stopping the event is refused and
+ * stop() joins the thread and puts the job itself. */
+static void *spare_main(void *arg)
+{
+    struct group *g = arg;
+    uint64_t t0 = now_ns();
+    (void)sinter_store_spare_make(g->spare);
+    g->spare_ns = now_ns() - t0;
+    struct event *e = event_new(EV_SPARE, g->id, 0);
+    if (e != NULL && enqueue(g->h, e) != SINTER_OK) {
+        free(e);
+    }
+    return NULL;
+}
+
+/* Starts a spare job if the store wants one (after appends: sinter_store_spare_want is cheap and
+ * says no while a spare is ready or a job is out). No thread: no spare, rollovers fall back to
+ * fallocate as before. */
+static void spare_maybe(struct group *g)
+{
+    if (g->spare != NULL || g->error != SINTER_OK) {
+        return;
+    }
+    struct sinter_store_spare *j = sinter_store_spare_want(g->s);
+    if (j == NULL) {
+        return;
+    }
+    g->spare = j;
+    if (pthread_create(&g->spare_th, NULL, spare_main, g) != 0) {
+        g->spare = NULL;
+        (void)sinter_store_spare_put(g->s, j); /* never made: the store falls back */
+        return;
+    }
+    g->spare_running = true;
+}
+
+static void spare_finished(struct group *g)
+{
+    if (!g->spare_running) {
+        return;
+    }
+    pthread_join(g->spare_th, NULL);
+    g->spare_running = false;
+    struct sinter_store_spare *j = g->spare;
+    g->spare = NULL;
+    int rc = sinter_store_spare_put(g->s, j);
+    if (rc != SINTER_OK) {
+        /* Not a group failure: the next rollover uses fallocate, as without a spare. */
+        hlog(g->h, 1, g->id, "spare segment not made: %s", sinter_store_errmsg(g->s));
+    } else {
+        hlog(g->h, 3, g->id, "spare segment ready (zero-filled in %" PRIu64 " ms)",
+             g->spare_ns / 1000000u);
+    }
+}
+
 static void job_finished(struct group *g, struct snap_job *j)
 {
     struct sinter_raft_host *h = g->h;
@@ -1186,6 +1250,7 @@ static bool handle_ready(struct group *g)
             group_fail(g, rc, sinter_store_errmsg(g->s));
             return false;
         }
+        spare_maybe(g);
     }
     /* 3. Votes and append acknowledgements promise durable state: only now. */
     send_msgs(g, rd.msgs_after_persist, rd.n_msgs_after_persist);
@@ -1330,6 +1395,9 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
         break;
     case EV_SNAP_JOB:
         job_finished(g, e->job);
+        break;
+    case EV_SPARE:
+        spare_finished(g);
         break;
     case EV_CALL:
         complete(g, e->cb, e->arg, g->error,
@@ -1664,6 +1732,15 @@ static void group_close(struct group *g)
         job_free(g, g->job);
         g->job = NULL;
     }
+    if (g->spare_running) {
+        sinter_store_spare_cancel(g->spare);
+        pthread_join(g->spare_th, NULL);
+        g->spare_running = false;
+    }
+    if (g->spare != NULL) {
+        (void)sinter_store_spare_put(g->s, g->spare); /* close removes a made spare */
+        g->spare = NULL;
+    }
     if (g->gc_running) {
         pthread_join(g->gc_th, NULL);
         g->gc_running = false;
@@ -1820,6 +1897,12 @@ void sinter_raft_host_stop(struct sinter_raft_host *h)
     for (uint32_t i = 0; i < h->n_groups; i++) {
         if (h->groups[i].job != NULL) {
             pthread_join(h->groups[i].job->th, NULL);
+        }
+        if (h->groups[i].spare_running) {
+            /* A whole segment of zeros need not be finished just to be removed. */
+            sinter_store_spare_cancel(h->groups[i].spare);
+            pthread_join(h->groups[i].spare_th, NULL);
+            h->groups[i].spare_running = false;
         }
     }
     struct event *list = atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);

@@ -4,7 +4,8 @@
  *
  * On-disk formats (all integers little-endian; every structure carries a version and a CRC32C):
  *
- * Segment file "seg-%020llu" (the first index), preallocated to the segment size:
+ * Segment file "seg-%020llu" (the first index), preallocated to the segment size (the spare
+ * "spare-%llu.tmp", zero-filled and synced by a helper, when one is ready; else fallocate):
  *   header, 32 bytes:
  *     0  "SNSG"      magic
  *     4  u16         format version (1)
@@ -95,6 +96,7 @@ struct store_seg {
     uint64_t salt;
     uint32_t salt_crc; /* CRC32C state after the salt, reused for every record */
     int fd;
+    bool zeroed; /* the space after `end` is known to be written (zeros): no extent conversion */
     char name[32];
 };
 
@@ -138,6 +140,15 @@ struct sinter_store {
 
     /* Files to remove later (options.defer_unlink), oldest first. */
     struct sinter_store_garbage *garbage;
+
+    /* The spare segment (sinter_store_spare_*, spare.c). */
+    int spare_fd; /* -1: no spare ready */
+    char spare_name[40];
+    uint64_t spare_seq;  /* numbers the spare files of this store */
+    uint64_t spare_jobs; /* jobs handed out (a job carries its number: put checks it) */
+    bool spare_out;      /* a job is out */
+    bool spare_failed;   /* the last job failed: no new one before the next rollover */
+    uint64_t appended;   /* bytes appended since open (a spare is wanted past 1/64 segment) */
 };
 
 /* Little-endian codec. */
@@ -214,6 +225,11 @@ void sinter_rs_log_close(struct sinter_store *s);
 int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index);
 uint64_t sinter_rs_first(const struct sinter_store *s);
 uint64_t sinter_rs_last(const struct sinter_store *s);
+
+/* Spare segment (spare.c). sinter_rs_spare_take moves the ready spare's descriptor and name to the
+ * caller (false if none); sinter_rs_spare_close closes and removes a ready spare. */
+bool sinter_rs_spare_take(struct sinter_store *s, int *fd, char *name, size_t namelen);
+void sinter_rs_spare_close(struct sinter_store *s);
 
 /* Snapshots (snapshot.c). */
 int sinter_rs_snap_load(struct sinter_store *s, char **names, size_t n);

@@ -176,6 +176,25 @@ static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
 #endif
 }
 
+static int px_writeback_wait(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+#ifdef SYNC_FILE_RANGE_WRITE
+    unsigned flags =
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    int r;
+    do {
+        r = sync_file_range(fd, (off_t)off, (off_t)len, flags);
+    } while (r < 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+#else
+    (void)fd;
+    (void)off;
+    (void)len;
+    return 0;
+#endif
+}
+
 static const struct sinter_store_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -193,6 +212,7 @@ static const struct sinter_store_io posix_io = {
     .listdir = px_listdir,
     .syncdir = px_syncdir,
     .writeback = px_writeback,
+    .writeback_wait = px_writeback_wait,
 };
 
 const struct sinter_store_io *sinter_store_io_posix(void)

@@ -6,9 +6,10 @@
  * preallocated, so the sync flushes data, not a size change). A batch that does not fit is split:
  * the first part is written and synced into the current segment before anything goes to the next
  * one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
- * directory fsync) before the first byte of the batch is written, so allocation failures such as
- * ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch is
- * unsynced, and it is the last one in the log: the invariant recovery uses to tell a torn tail
+ * directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync, rename,
+ * directory fsync: spare.c) before the first byte of the batch is written, so allocation failures
+ * such as ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch
+ * is unsynced, and it is the last one in the log: the invariant recovery uses to tell a torn tail
  * from damage to data that was durable.
  *
  * Removing. Truncation unlinks later segments newest first and syncs the directory before it cuts
@@ -343,6 +344,7 @@ static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
         return sinter_rs_ioerr(s, e, "cut %s/%s at offset %" PRIu64, s->dir, g->name, off);
     }
     g->end = off;
+    g->zeroed = false; /* the tail was freed and reserved again: unwritten extents */
     return SINTER_OK;
 }
 
@@ -511,8 +513,12 @@ out:
 
 /* ---- writing -------------------------------------------------------------------------------- */
 
-/* Creates segment `first` (see the top of this file) as the new last element of s->segs.
- * *named tells whether the file got its final name (then a failure leaves it behind). */
+/* Creates segment `first` (see the top of this file) as the new last element of s->segs: from
+ * the spare if one is ready (only the header is new: write it over the zeros, fdatasync, since the
+ * helper already made the size and extents durable), else with fallocate as before the spare
+ * existed (the fallback when no spare is ready: nothing waits for the helper). Either way the
+ * header is durable before the file gets its name. *named tells whether the file got its final
+ * name (then a failure leaves it behind). */
 static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
 {
     char path[STORE_PATH_MAX];
@@ -531,9 +537,14 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     g->end = STORE_SEG_HDR;
     seg_name(g->name, first);
     seg_set_salt(g, sinter_rs_random64());
-    snprintf(tname, sizeof tname, "%s.tmp", g->name);
-    sinter_rs_path(s, tmp, tname);
     sinter_rs_path(s, path, g->name);
+    /* A rollover allows the next spare job even if the last one failed (spare.c). */
+    s->spare_failed = false;
+    g->zeroed = sinter_rs_spare_take(s, &g->fd, tname, sizeof tname);
+    if (!g->zeroed) {
+        snprintf(tname, sizeof tname, "%s.tmp", g->name);
+    }
+    sinter_rs_path(s, tmp, tname);
 
     uint8_t h[STORE_SEG_HDR];
     memset(h, 0, sizeof h);
@@ -544,22 +555,32 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     store_put32(h + 28, sinter_crc32c(0, h, 28));
 
     const char *what = "create";
-    int e = s->io->open(s->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &g->fd);
-    if (e != 0) {
-        g->fd = -1;
-        return sinter_rs_ioerr(s, e, "create %s", tmp);
-    }
-    e = sinter_rs_reserve(s, g->fd, 0, g->size);
-    if (e != 0) {
-        what = "preallocate";
-    }
-    if (e == 0) {
+    int e = 0;
+    if (g->zeroed) {
         e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
         what = "write header of";
-    }
-    if (e == 0) {
-        e = s->io->fsync(s->ctx, g->fd);
-        what = "fsync";
+        if (e == 0) {
+            e = s->io->fdatasync(s->ctx, g->fd);
+            what = "fdatasync";
+        }
+    } else {
+        e = s->io->open(s->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &g->fd);
+        if (e != 0) {
+            g->fd = -1;
+            return sinter_rs_ioerr(s, e, "create %s", tmp);
+        }
+        e = sinter_rs_reserve(s, g->fd, 0, g->size);
+        if (e != 0) {
+            what = "preallocate";
+        }
+        if (e == 0) {
+            e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
+            what = "write header of";
+        }
+        if (e == 0) {
+            e = s->io->fsync(s->ctx, g->fd);
+            what = "fsync";
+        }
     }
     if (e == 0) {
         e = s->io->rename(s->ctx, tmp, path);
@@ -721,6 +742,12 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
     if (s->nsegs > 0) {
         const struct store_seg *g = &s->segs[s->nsegs - 1];
         room = g->size - g->end;
+        if (!g->zeroed && g->n > 0 && s->spare_fd >= 0) {
+            /* Its free space is unwritten (fallocate, or unknown after open): every append there
+             * would commit the journal for the extent conversion. Leave it for the ready spare;
+             * zeros after its last record are a normal segment end (raft_store.h, "Spare"). */
+            room = 0;
+        }
     }
     size_t target = s->nsegs > 0 && rec_size(&e[0]) <= room ? s->nsegs - 1 : s->nsegs;
     for (size_t i = 0; i < n; i++) {
@@ -800,6 +827,9 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
         g->end = boff + len;
         i = j;
         target++;
+    }
+    for (size_t x = 0; x < n; x++) {
+        s->appended += rec_size(&e[x]);
     }
     return SINTER_OK;
 }

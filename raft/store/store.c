@@ -348,6 +348,7 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
     s->io = o.io;
     s->ctx = o.io->ctx;
     s->meta_fd[0] = s->meta_fd[1] = -1;
+    s->spare_fd = -1;
     s->next_index = 1;
 
     struct listing l = {.s = s};
@@ -369,7 +370,9 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
         goto fail;
     }
     /* Temporary files never became durable under their final name: they are leftovers of a crash
-     * (segment or snapshot being created, metadata being initialised). */
+     * (segment or snapshot being created, metadata being initialised, a spare segment being
+     * zero-filled or left unused). A spare is not reused: whether its zero-fill finished before
+     * the crash is not recorded anywhere, and a new one is made off the loop anyway. */
     for (size_t i = 0; i < l.ntmps; i++) {
         sinter_rs_path(s, path, l.tmps[i]);
         e = s->io->unlink(s->ctx, path);
@@ -523,6 +526,7 @@ void sinter_store_close(struct sinter_store *s)
     if (s->writer != NULL) {
         sinter_store_snap_abort(s->writer);
     }
+    sinter_rs_spare_close(s);
     sinter_rs_log_close(s);
     sinter_rs_meta_close(s);
     sinter_rs_snap_close(s);

@@ -4,6 +4,8 @@
  * error, and keeps the other group (proposals, snapshots) and the process running. A restart
  * reopens the store, which recovers (sinter/raft_store.h: "close and reopen to recover").
  * And snapshot_now asked during a slow automatic snapshot waits for one that covers what it saw.
+ * And a spare segment whose zero-fill fails (disk full) costs the group nothing: rollovers fall
+ * back to fallocate; once the disk is back, rollovers rename the helper's spare.
  *
  * A real single-node host (loop thread, store on real files under $TMPDIR, nng transport on a free
  * loopback port) with 2 groups; the fault comes from the host's store_io option: a layer over the
@@ -41,6 +43,10 @@ struct fio {
     atomic_int err;             /* 0: off; else the errno to fail with */
     atomic_int op;              /* 0: fdatasync / fsync, 1: pwrite */
     atomic_long hits;
+    atomic_bool spare[MAX_FD]; /* descriptors of spare segments (spare-<n>.tmp) */
+    atomic_int spare_err;      /* 0: off; else pwrite on spares fails with it */
+    atomic_long spare_hits;    /* failed spare writes */
+    atomic_long spare_renames; /* spare-<n>.tmp renamed to a segment: a rollover used it */
 };
 
 static struct fio g_fio;
@@ -57,6 +63,7 @@ static int f_open(void *ctx, const char *path, int flags, mode_t mode, int *fd)
     int e = g_fio.in->open(g_fio.in->ctx, path, flags, mode, fd);
     if (e == 0 && *fd >= 0 && *fd < MAX_FD) {
         atomic_store(&g_fio.marked[*fd], strstr(path, "/group-1/") != NULL);
+        atomic_store(&g_fio.spare[*fd], strstr(path, "/spare-") != NULL);
     }
     return e;
 }
@@ -74,6 +81,10 @@ static int f_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off
     if (faulty(fd, 1)) {
         atomic_fetch_add(&g_fio.hits, 1);
         return atomic_load(&g_fio.err);
+    }
+    if (fd >= 0 && fd < MAX_FD && atomic_load(&g_fio.spare[fd]) && atomic_load(&g_fio.spare_err)) {
+        atomic_fetch_add(&g_fio.spare_hits, 1);
+        return atomic_load(&g_fio.spare_err);
     }
     return g_fio.in->pwrite(g_fio.in->ctx, fd, buf, len, off, done);
 }
@@ -118,7 +129,11 @@ static int f_filesize(void *ctx, int fd, uint64_t *size)
 static int f_rename(void *ctx, const char *from, const char *to)
 {
     (void)ctx;
-    return g_fio.in->rename(g_fio.in->ctx, from, to);
+    int e = g_fio.in->rename(g_fio.in->ctx, from, to);
+    if (e == 0 && strstr(from, "/spare-") != NULL && strstr(to, "/seg-") != NULL) {
+        atomic_fetch_add(&g_fio.spare_renames, 1);
+    }
+    return e;
 }
 static int f_unlink(void *ctx, const char *path)
 {
@@ -159,7 +174,9 @@ static void fio_init(void)
                                         .unlink = f_unlink,
                                         .mkdir = f_mkdir,
                                         .listdir = f_listdir,
-                                        .syncdir = f_syncdir};
+                                        .syncdir = f_syncdir,
+                                        .writeback = g_fio.in->writeback,
+                                        .writeback_wait = g_fio.in->writeback_wait};
 }
 
 /* ---- a state machine: counts applied commands, snapshots the count -------------------------- */
@@ -515,6 +532,61 @@ static void snapshot_now_not_answered_by_an_older_one(void **state)
     nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Proposes to group 0 in rounds of MAX_REQ until *counter reaches want (at most 400 rounds, about
+ * 9 segments of 64 KiB); every proposal must commit. Returns the commands proposed. */
+static int propose_until(struct sinter_raft_host *h, atomic_long *counter, long want)
+{
+    struct waiter w;
+    int total = 0;
+    for (int round = 0; round < 400 && atomic_load(counter) < want; round++) {
+        propose_n(h, 0, MAX_REQ, &w);
+        for (int i = 0; i < MAX_REQ; i++) {
+            assert_int_equal(w.rc[i], SINTER_OK);
+        }
+        total += MAX_REQ;
+    }
+    assert_true(atomic_load(counter) >= want);
+    return total;
+}
+
+static void spare_failure_falls_back_then_spares_are_used(void **state)
+{
+    (void)state;
+    fio_init();
+    memset(g_sm, 0, sizeof g_sm);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/raft-host-faults-XXXXXX", tmp != NULL ? tmp : "/tmp");
+    assert_non_null(mkdtemp(g_dir));
+    int port = sinter_test_free_port();
+    assert_true(port > 0);
+    snprintf(g_url, sizeof g_url, "tcp://127.0.0.1:%d", port);
+    /* Disk full for the zero-fill only: two failed jobs mean a rollover happened in between (one
+     * attempt per segment), which therefore used fallocate; the group never stops. */
+    atomic_store(&g_fio.spare_err, ENOSPC);
+    struct sinter_raft_host *h = host_up();
+    int total = propose_until(h, &g_fio.spare_hits, 2);
+    assert_int_equal(atomic_load(&g_fio.spare_renames), 0);
+    struct sinter_raft_host_status st;
+    assert_int_equal(sinter_raft_host_status(h, 0, &st), SINTER_OK);
+    assert_int_equal(st.error, SINTER_OK);
+    assert_int_equal(st.role, SINTER_RAFT_LEADER);
+    /* Space again: the helper's spares become the next segments. */
+    atomic_store(&g_fio.spare_err, 0);
+    total += propose_until(h, &g_fio.spare_renames, 2);
+    assert_int_equal(sinter_raft_host_status(h, 0, &st), SINTER_OK);
+    assert_int_equal(st.error, SINTER_OK);
+    assert_int_equal(one_call(h, 0, 0, NULL), SINTER_OK);
+    assert_int_equal(g_sm[0].applied_cmds, (uint64_t)total);
+    sinter_raft_host_stop(h);
+    /* Everything acknowledged is there after a restart (segments made from spares included). */
+    memset(g_sm, 0, sizeof g_sm);
+    h = host_up();
+    assert_int_equal(one_call(h, 0, 0, NULL), SINTER_OK);
+    assert_int_equal(g_sm[0].applied_cmds, (uint64_t)total);
+    sinter_raft_host_stop(h);
+    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void eio_on_fdatasync_stops_only_that_group(void **state)
 {
     (void)state;
@@ -533,6 +605,7 @@ int main(void)
         cmocka_unit_test(eio_on_fdatasync_stops_only_that_group),
         cmocka_unit_test(enospc_on_write_stops_only_that_group),
         cmocka_unit_test(snapshot_now_not_answered_by_an_older_one),
+        cmocka_unit_test(spare_failure_falls_back_then_spares_are_used),
     };
     return cmocka_run_group_tests_name("raft_host_faults", tests, NULL, NULL);
 }
