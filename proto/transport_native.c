@@ -841,7 +841,8 @@ static void *srv_main(void *arg)
     bool listening = true;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        bool closing = s->closing, stopping = s->stopping, paused = s->paused;
+        bool closing = s->closing, stopping = s->stopping;
+        bool paused = s->paused && !closing; /* closing: the rest is refused, not held */
         pthread_mutex_unlock(&s->mu);
         if (closing && listening) {
             /* Stop accepting at once; connections already open keep being served. */
