@@ -836,6 +836,8 @@ static bool srv_output_pending(struct sinter_tn_server *s)
 static void *srv_main(void *arg)
 {
     struct sinter_tn_server *s = arg;
+    /* Named so perf and top tell the RPC thread from the raft loop (nng names its own). */
+    (void)pthread_setname_np(pthread_self(), "sinter:rpc-srv");
     struct epoll_event evs[EVENTS];
     uint64_t stop_deadline = 0;
     bool listening = true;
@@ -1352,6 +1354,7 @@ static void cli_read(struct sinter_tn_client *c)
 static void *cli_main(void *arg)
 {
     struct sinter_tn_client *c = arg;
+    (void)pthread_setname_np(pthread_self(), "sinter:rpc-cli");
     struct epoll_event evs[8];
     for (;;) {
         pthread_mutex_lock(&c->mu);

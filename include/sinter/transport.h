@@ -17,7 +17,8 @@
  * SINTER_ETRANSPORT, where nng's REQ resends them on the next connection itself (either way the
  * outcome is unknown and the caller retries with the same seq).
  *
- * Server: one REP socket, N nng_ctx contexts each with its own nng_aio, so up to N requests are
+ * Server (nng engine; the native one keeps the same contract with its own I/O thread in place of
+ * nng's): one REP socket, N nng_ctx contexts each with its own nng_aio, so up to N requests are
  * in flight at once. A context that receives a frame decodes it and hands it to the user handler
  * on nng's callback thread; the handler must return promptly (never block: no disk, no raft
  * round-trip, no lock held by slow code) and answers with sinter_transport_reply() exactly once,
@@ -27,8 +28,9 @@
  * result names the problem (SINTER_EBADMAGIC, SINTER_ECRC, ...); the handler never sees it, and
  * the connection and every other client keep being served.
  *
- * Client: one REQ socket with N contexts, so N calls are in flight over one connection; a
- * synchronous call with a timeout and an asynchronous call with a completion callback.
+ * Client: one REQ socket with N contexts (native: N call slots), so N calls are in flight over
+ * one connection; a synchronous call with a timeout and an asynchronous call with a completion
+ * callback.
  *
  * nng 1.5 listener bug (nanomsg/nng#1518, fixed upstream after 1.5.2, not in Debian bookworm's
  * 1.5.2-2): when a peer disconnects while the SP handshake is in progress, the transport can
@@ -130,7 +132,8 @@ void sinter_transport_server_stats(struct sinter_transport_server *s,
 
 /* Test hook: closes the listener behind the server's back, leaving it as deaf as nng#1518 does,
  * so a test can check that the watchdog notices and listens again. Not for production use.
- * Errors: SINTER_ETRANSPORT if there was no listener to close. */
+ * Errors: SINTER_ETRANSPORT if there was no listener to close, and always on the native engine
+ * (nothing to simulate: it has no watchdog and does not have the bug). */
 int sinter_transport_server_test_kill_listener(struct sinter_transport_server *s);
 
 /* The decoded request. Strings and data point into the received message and stay valid until
