@@ -861,6 +861,7 @@ static void cli_cb(void *arg)
         bool closing = c->closing;
         if (!closing) {
             c->in_nng++;
+            k->state = C_RECV; /* under mu: call_async scans the states under it (TSan) */
         }
         pthread_mutex_unlock(&c->mu);
         if (closing) {
@@ -868,7 +869,6 @@ static void cli_cb(void *arg)
             return;
         }
         uint64_t now = now_ms();
-        k->state = C_RECV;
         nng_aio_set_timeout(k->aio, k->deadline > now ? (nng_duration)(k->deadline - now) : 1);
         nng_ctx_recv(k->ctx, k->aio);
         pthread_mutex_lock(&c->mu);
