@@ -68,7 +68,11 @@
 #define DIAL_MIN_MS   20u
 #define DIAL_MAX_MS   1000u
 #define STOP_FLUSH_MS 2000u
-#define IDLE_TICK_MS  500u /* how long close() lets queued replies drain */
+#define IDLE_TICK_MS  500u
+/* A connection that has not completed the SP header exchange by then is closed, as nng does
+ * (its TCP transport's 10 s negotiation timeout): a peer that connects and says nothing does not
+ * hold a descriptor forever, and a client whose server never answers the header redials. */
+#define NEGO_MS 10000u /* how long close() lets queued replies drain */
 
 static uint64_t mono_ms(void)
 {
@@ -399,6 +403,7 @@ struct tn_conn {
     bool in_ready;
     bool readable; /* no EAGAIN / short read since the last EPOLLIN */
     bool hs_done;  /* the peer's SP header was read and accepted */
+    uint64_t nego_deadline;
     struct sinter_tn_server *s;
     int fd;
     atomic_uint refs; /* the I/O thread's (until closed) + one per request */
@@ -443,6 +448,8 @@ struct sinter_tn_server {
     struct tn_conn *rhead, *rtail;
     bool lfd_off;
     uint64_t lfd_retry;
+    uint32_t n_nego; /* connections still in the SP header exchange */
+    uint64_t next_nego_check;
 };
 
 static void conn_unref(struct tn_conn *c)
@@ -504,6 +511,9 @@ static void conn_send(struct tn_conn *c, const uint8_t *p, size_t n)
 /* I/O thread: closes c; requests still holding it keep the memory until they are replied. */
 static void conn_close(struct sinter_tn_server *s, struct tn_conn *c)
 {
+    if (!c->hs_done) {
+        s->n_nego--;
+    }
     ready_del(s, c);
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -724,6 +734,7 @@ static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
                 }
                 r->off += 8;
                 c->hs_done = true;
+                s->n_nego--;
                 continue;
             }
             if (avail < 8) {
@@ -802,6 +813,7 @@ static void srv_accept(struct sinter_tn_server *s)
         set_nodelay(fd);
         c->s = s;
         c->fd = fd;
+        c->nego_deadline = mono_ms() + NEGO_MS;
         atomic_init(&c->refs, 1);
         pthread_mutex_init(&c->wmu, NULL);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
@@ -816,6 +828,7 @@ static void srv_accept(struct sinter_tn_server *s)
             s->conns->prev = c;
         }
         s->conns = c;
+        s->n_nego++;
         uint8_t hello[8];
         sp_hello(hello, SP_REP0); /* nng sends its header first, then reads the peer's */
         conn_send(c, hello, sizeof hello);
@@ -877,6 +890,21 @@ static void *srv_main(void *arg)
                 s->lfd_off = false;
             } else if (timeout < 0 || (uint64_t)timeout > s->lfd_retry - now) {
                 timeout = (int)(s->lfd_retry - now);
+            }
+        }
+        if (s->n_nego > 0) {
+            uint64_t now = mono_ms();
+            if (now >= s->next_nego_check) {
+                for (struct tn_conn *c = s->conns, *next; c != NULL; c = next) {
+                    next = c->next;
+                    if (!c->hs_done && c->nego_deadline <= now) {
+                        conn_close(s, c);
+                    }
+                }
+                s->next_nego_check = now + 1000;
+            }
+            if (timeout < 0 || (uint64_t)timeout > s->next_nego_check - now) {
+                timeout = (int)(s->next_nego_check - now);
             }
         }
         int n = epoll_wait(s->epfd, evs, EVENTS, timeout);
@@ -1116,11 +1144,10 @@ struct sinter_tn_client {
     uint64_t wake_at; /* the I/O thread scans for expired calls at this time */
 
     /* I/O thread only. */
+    uint64_t nego_deadline; /* of the connection being set up (CS_CONNECTING, CS_HANDSHAKE) */
     uint64_t next_dial;
     uint32_t backoff;
     struct rxbuf rx;
-    size_t hs_got;
-    uint8_t hs[8];
     struct done_item *dq; /* completions collected under mu, run after it */
     size_t n_dq;
 };
@@ -1183,7 +1210,6 @@ static void cli_disconnect(struct sinter_tn_client *c)
     c->out.off = c->out.len = 0;
     c->out_armed = false;
     c->rx.off = c->rx.len = 0;
-    c->hs_got = 0;
     for (uint32_t i = 0; i < c->n; i++) {
         if (c->slots[i].state == K_SENT) {
             slot_finish(c, &c->slots[i], SINTER_ETRANSPORT, NULL);
@@ -1225,6 +1251,7 @@ static void cli_dial(struct sinter_tn_client *c)
     } else {
         c->fd = fd;
         c->cstate = CS_CONNECTING;
+        c->nego_deadline = mono_ms() + NEGO_MS;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = &c->fd};
         c->out_armed = true;
@@ -1381,6 +1408,9 @@ static void *cli_main(void *arg)
              * only needs to kick this thread when its timeout is shorter than that. */
             c->wake_at = next != UINT64_MAX ? next : now + IDLE_TICK_MS;
         }
+        if ((c->cstate == CS_CONNECTING || c->cstate == CS_HANDSHAKE) && now >= c->nego_deadline) {
+            cli_disconnect(c); /* no SP header in time: redial (nothing was sent on it) */
+        }
         bool dial = c->cstate == CS_DOWN && now >= c->next_dial;
         pthread_mutex_unlock(&c->mu);
         run_done(c);
@@ -1393,6 +1423,9 @@ static void *cli_main(void *arg)
         uint64_t until = c->wake_at;
         if (c->cstate == CS_DOWN && c->next_dial < until) {
             until = c->next_dial;
+        }
+        if ((c->cstate == CS_CONNECTING || c->cstate == CS_HANDSHAKE) && c->nego_deadline < until) {
+            until = c->nego_deadline;
         }
         pthread_mutex_unlock(&c->mu);
         int timeout = until == UINT64_MAX ? -1 : until <= now ? 0 : (int)(until - now);

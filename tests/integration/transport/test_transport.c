@@ -1276,6 +1276,8 @@ static void raw_server_open(struct raw_server *rs)
     assert_int_equal(listen(rs->lfd, 16), 0);
     assert_int_equal(getsockname(rs->lfd, (struct sockaddr *)&a, &al), 0);
     rs->port = ntohs(a.sin_port);
+    struct timeval tv = {40, 0}; /* bounds accept() too (Linux): a missing dial fails the test */
+    setsockopt(rs->lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
 /* Accepts the client's connection and does the REP0 side of the handshake. */
@@ -1445,6 +1447,71 @@ static void native_client_connection_lost(void **state)
     close(rs.lfd);
 }
 
+/* Waits up to ms for the peer to close fd (EOF or reset); bytes before that are discarded. */
+static bool peer_closes_within(int fd, uint32_t ms)
+{
+    uint64_t end = (uint64_t)time(NULL) + ms / 1000u + 1;
+    uint8_t b[256];
+    while ((uint64_t)time(NULL) < end) {
+        ssize_t k = recv(fd, b, sizeof b, 0);
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A peer that connects and never sends its SP header is disconnected after the negotiation
+ * timeout (10 s, nng's), and the server keeps serving. */
+static void silent_peer_is_disconnected(void **state)
+{
+    (void)state;
+    if (g_srv_nng != g_cli_nng) {
+        skip(); /* a server-side case: the two same-engine groups cover both servers */
+    }
+    struct fixture *f = fixture_open(false, 8);
+    int fd = tcp_connect(sinter_transport_server_port(f->srv));
+    assert_true(fd >= 0);
+    assert_true(peer_closes_within(fd, 40000));
+    close(fd);
+    expect_served(f->url, 20000);
+    fixture_close(f);
+}
+
+/* A server that accepts but never sends its SP header: the client gives the connection up after
+ * the negotiation timeout and redials; a call made meanwhile is served on the new connection
+ * within its own timeout. */
+static void client_redials_silent_server(void **state)
+{
+    (void)state;
+    if (g_srv_nng != g_cli_nng) {
+        skip(); /* a client-side case: the two same-engine groups cover both clients */
+    }
+    struct raw_server rs;
+    raw_server_open(&rs);
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", (unsigned)rs.port);
+    struct sinter_transport_client *c = client_open(url, 4);
+    struct sync_arg a = {.c = c, .seq = 4, .timeout_ms = 60000};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, sync_thread, &a), 0);
+    int silent = accept(rs.lfd, NULL, NULL); /* accepted, never answered */
+    assert_true(silent >= 0);
+    int fd = raw_server_accept(&rs); /* the redial */
+    uint32_t id;
+    uint64_t seq, rid;
+    raw_server_read(fd, &id, &seq, &rid);
+    assert_int_equal(seq, 4);
+    raw_server_reply(fd, id, seq, rid);
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, SINTER_OK);
+    assert_int_equal(a.got, 4);
+    sinter_transport_client_close(c);
+    close(fd);
+    close(silent);
+    close(rs.lfd);
+}
+
 static int set_native_native(void **state)
 {
     (void)state;
@@ -1494,6 +1561,8 @@ int main(void)
         cmocka_unit_test(server_restart_then_served),
         cmocka_unit_test(client_speaks_sp_req0),
         cmocka_unit_test(native_client_connection_lost),
+        cmocka_unit_test(silent_peer_is_disconnected),
+        cmocka_unit_test(client_redials_silent_server),
         cmocka_unit_test(flood_then_well_behaved_client_is_served),
         cmocka_unit_test(watchdog_revives_dead_listener),
         cmocka_unit_test(tls_client_server),
