@@ -37,8 +37,8 @@
  * sent complete with SINTER_ETRANSPORT (the outcome is unknown: sinter_client retries with the
  * same seq and the TC deduplicates); nng REQ would instead resend them itself.
  *
- * Lock order: server mu and a connection's wmu are never held together except wmu -> nothing;
- * the client has one mutex. No user callback runs with a transport lock held.
+ * Locks: the server's mu and a connection's wmu are never held together; the client has one
+ * mutex. No user callback (handler, done) runs with a transport lock held.
  */
 #include "transport_priv.h"
 
@@ -1231,14 +1231,13 @@ static void cli_dial(struct sinter_tn_client *c)
     hints.ai_flags = AI_NUMERICSERV;
     struct addrinfo *res = NULL;
     int fd = -1;
-    bool connected = false;
     if (getaddrinfo(c->host, c->port, &hints, &res) == 0 && res != NULL) {
         fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd >= 0) {
             set_nodelay(fd);
-            if (connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
-                connected = true;
-            } else if (errno != EINPROGRESS) {
+            /* A connect that completes at once (loopback) is reported writable by epoll like
+             * one that completes later: one path for both. */
+            if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
                 close(fd);
                 fd = -1;
             }
@@ -1259,7 +1258,6 @@ static void cli_dial(struct sinter_tn_client *c)
             cli_disconnect(c);
         }
     }
-    (void)connected; /* a connect that completed at once is reported writable by epoll too */
     pthread_mutex_unlock(&c->mu);
 }
 
