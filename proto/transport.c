@@ -5,6 +5,7 @@
 #include "sinter/transport.h"
 
 #include "sinter/crc32c.h"
+#include "transport_priv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,9 +25,8 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
-#define DEFAULT_CONTEXTS 64u
-/* Room for the SP request-id header nng REQ/REP put in front of our frame. */
-#define SP_OVERHEAD 64u
+#define DEFAULT_CONTEXTS SINTER_TRANSPORT_DEFAULT_CONTEXTS
+#define SP_OVERHEAD      SINTER_TRANSPORT_SP_OVERHEAD
 
 static int map_nng(int rv)
 {
@@ -122,23 +122,25 @@ static int encode_msg(const struct sinter_proto_msg *m, uint64_t request_id,
 
 enum { S_IDLE, S_RECV, S_HANDLER, S_SEND };
 
-struct sinter_transport_request {
+/* One nng context of the server (the nng engine's request). */
+struct nreq {
+    struct sinter_transport_request pub; /* first: sinter_transport_reply() casts back */
     struct sinter_transport_server *srv;
     nng_ctx ctx;
     nng_aio *aio;
     nng_msg *req; /* the received frame while the handler owns the request */
     int state;
-    struct sinter_proto_msg msg;
 };
 
 struct sinter_transport_server {
     struct sinter_transport_server_opts o;
+    struct sinter_tn_server *nat; /* the native engine (tcp:// without use_nng); NULL: nng */
     char *url;
     nng_socket sock;
     nng_tls_config *tls;    /* tls+tcp:// only */
     pthread_mutex_t lst_mu; /* guards lst: the watchdog replaces it */
     nng_listener lst;
-    struct sinter_transport_request *slots;
+    struct nreq *slots;
     uint32_t n;
 
     pthread_mutex_t mu;
@@ -167,7 +169,7 @@ void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o
     o->watchdog_probe_ms = 1500;
 }
 
-static void srv_rearm(struct sinter_transport_request *r)
+static void srv_rearm(struct nreq *r)
 {
     struct sinter_transport_server *s = r->srv;
     pthread_mutex_lock(&s->mu);
@@ -181,7 +183,7 @@ static void srv_rearm(struct sinter_transport_request *r)
     nng_ctx_recv(r->ctx, r->aio);
 }
 
-static void srv_send(struct sinter_transport_request *r, nng_msg *m)
+static void srv_send(struct nreq *r, nng_msg *m)
 {
     nng_aio_set_msg(r->aio, m);
     nng_ctx_send(r->ctx, r->aio);
@@ -204,7 +206,7 @@ static int srv_error_msg(struct sinter_transport_server *s, int rc, const char *
 
 static void srv_cb(void *arg)
 {
-    struct sinter_transport_request *r = arg;
+    struct nreq *r = arg;
     struct sinter_transport_server *s = r->srv;
     int rv = nng_aio_result(r->aio);
 
@@ -233,9 +235,9 @@ static void srv_cb(void *arg)
     nng_msg *m = nng_aio_get_msg(r->aio);
     const uint8_t *body = nng_msg_body(m);
     size_t len = nng_msg_len(m);
-    int rc = sinter_proto_decode(body, len, &s->o.limits, &r->msg);
+    int rc = sinter_proto_decode(body, len, &s->o.limits, &r->pub.msg);
     const char *why = NULL;
-    if (rc == SINTER_OK && !sinter_proto_code_is_request(r->msg.code)) {
+    if (rc == SINTER_OK && !sinter_proto_code_is_request(r->pub.msg.code)) {
         rc = SINTER_EBADVALUE;
         why = "not a request message";
     }
@@ -268,7 +270,7 @@ static void srv_cb(void *arg)
         srv_send(r, reply);
         return;
     }
-    s->o.handler(s->o.handler_arg, r);
+    s->o.handler(s->o.handler_arg, &r->pub);
 }
 
 const struct sinter_proto_msg *
@@ -282,7 +284,7 @@ sinter_transport_request_msg(const struct sinter_transport_request *req)
  * the socket and frees every slot's aio, so a send issued after the release could reach a closed
  * socket with a freed aio (nng panicked "pthread_mutex_lock: Invalid argument" in nng_ctx_send,
  * seen once in test_transport's many_requests_in_flight under ASan). */
-static void srv_finish(struct sinter_transport_request *r, nng_msg *m)
+static void srv_finish(struct nreq *r, nng_msg *m)
 {
     struct sinter_transport_server *s = r->srv;
     nng_msg_free(r->req);
@@ -301,11 +303,15 @@ static void srv_finish(struct sinter_transport_request *r, nng_msg *m)
     pthread_mutex_unlock(&s->mu);
 }
 
-int sinter_transport_reply(struct sinter_transport_request *req,
+int sinter_transport_reply(struct sinter_transport_request *pub,
                            const struct sinter_proto_msg *reply)
 {
+    if (pub->native) {
+        return sinter_tn_reply(pub, reply);
+    }
+    struct nreq *req = (struct nreq *)pub;
     struct sinter_transport_server *s = req->srv;
-    uint64_t id = req->msg.request_id;
+    uint64_t id = req->pub.msg.request_id;
     nng_msg *m = NULL;
     int rc = reply == NULL ? SINTER_EINVAL : encode_msg(reply, id, &s->o.limits, &m);
     int ret = SINTER_OK;
@@ -568,6 +574,9 @@ static bool srv_relisten(struct sinter_transport_server *s)
 
 int sinter_transport_server_test_kill_listener(struct sinter_transport_server *s)
 {
+    if (s->nat != NULL) {
+        return SINTER_ETRANSPORT; /* the native listener has no nng#1518 to simulate */
+    }
     pthread_mutex_lock(&s->lst_mu);
     int rv = nng_listener_close(s->lst);
     pthread_mutex_unlock(&s->lst_mu);
@@ -615,6 +624,15 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
     if (s == NULL) {
         return SINTER_ENOMEM;
     }
+    if (!opts->use_nng && sinter_tn_is_tcp_url(opts->url)) {
+        int rc = opts->tls_enable ? SINTER_ECONFIG : sinter_tn_server_open(&s->nat, opts);
+        if (rc != SINTER_OK) {
+            free(s);
+            return rc;
+        }
+        *out = s;
+        return SINTER_OK;
+    }
     s->o = *opts;
     s->o.n_contexts = s->o.n_contexts == 0 ? DEFAULT_CONTEXTS : s->o.n_contexts;
     s->o.watchdog_ms = s->o.watchdog_ms == 0 ? 500 : s->o.watchdog_ms;
@@ -639,7 +657,7 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, (size_t)s->o.limits.max_frame + SP_OVERHEAD);
     nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, srv_pipe_cb, s);
     for (uint32_t i = 0; i < s->n; i++) {
-        struct sinter_transport_request *r = &s->slots[i];
+        struct nreq *r = &s->slots[i];
         r->srv = s;
         if ((rv = nng_aio_alloc(&r->aio, srv_cb, r)) != 0 ||
             (rv = nng_ctx_open(&r->ctx, s->sock)) != 0) {
@@ -701,12 +719,19 @@ fail_free:
 
 uint16_t sinter_transport_server_port(const struct sinter_transport_server *s)
 {
+    if (s->nat != NULL) {
+        return sinter_tn_server_port(s->nat);
+    }
     return s->port;
 }
 
 void sinter_transport_server_stats(struct sinter_transport_server *s,
                                    struct sinter_transport_server_stats *st)
 {
+    if (s->nat != NULL) {
+        sinter_tn_server_stats(s->nat, st);
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     *st = s->st;
     pthread_mutex_unlock(&s->mu);
@@ -715,6 +740,11 @@ void sinter_transport_server_stats(struct sinter_transport_server *s,
 void sinter_transport_server_close(struct sinter_transport_server *s)
 {
     if (s == NULL) {
+        return;
+    }
+    if (s->nat != NULL) {
+        sinter_tn_server_close(s->nat);
+        free(s);
         return;
     }
     pthread_mutex_lock(&s->mu);
@@ -751,11 +781,6 @@ void sinter_transport_server_close(struct sinter_transport_server *s)
 
 enum { C_FREE, C_SEND, C_RECV };
 
-struct sinter_transport_reply_msg {
-    nng_msg *m;
-    struct sinter_proto_msg msg;
-};
-
 struct cslot {
     struct sinter_transport_client *c;
     nng_ctx ctx;
@@ -770,6 +795,7 @@ struct cslot {
 
 struct sinter_transport_client {
     struct sinter_transport_client_opts o;
+    struct sinter_tn_client *nat; /* the native engine (tcp:// without use_nng); NULL: nng */
     nng_socket sock;
     struct cslot *slots;
     uint32_t n;
@@ -796,7 +822,9 @@ sinter_transport_reply_get(const struct sinter_transport_reply_msg *r)
 void sinter_transport_reply_free(struct sinter_transport_reply_msg *r)
 {
     if (r != NULL) {
-        nng_msg_free(r->m);
+        if (r->m != NULL) {
+            nng_msg_free(r->m); /* nng engine; the native one's bytes share r's allocation */
+        }
         free(r);
     }
 }
@@ -833,6 +861,7 @@ static void cli_cb(void *arg)
         bool closing = c->closing;
         if (!closing) {
             c->in_nng++;
+            k->state = C_RECV; /* under mu: call_async scans the states under it (TSan) */
         }
         pthread_mutex_unlock(&c->mu);
         if (closing) {
@@ -840,7 +869,6 @@ static void cli_cb(void *arg)
             return;
         }
         uint64_t now = now_ms();
-        k->state = C_RECV;
         nng_aio_set_timeout(k->aio, k->deadline > now ? (nng_duration)(k->deadline - now) : 1);
         nng_ctx_recv(k->ctx, k->aio);
         pthread_mutex_lock(&c->mu);
@@ -884,6 +912,15 @@ int sinter_transport_client_open(struct sinter_transport_client **out,
     struct sinter_transport_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return SINTER_ENOMEM;
+    }
+    if (!opts->use_nng && sinter_tn_is_tcp_url(opts->url)) {
+        int rc = opts->tls_enable ? SINTER_ECONFIG : sinter_tn_client_open(&c->nat, opts);
+        if (rc != SINTER_OK) {
+            free(c);
+            return rc;
+        }
+        *out = c;
+        return SINTER_OK;
     }
     c->o = *opts;
     c->o.url = NULL; /* not kept: nng copies it at dial */
@@ -962,6 +999,9 @@ int sinter_transport_call_async(struct sinter_transport_client *c,
 {
     if (c == NULL || req == NULL || done == NULL || !sinter_proto_code_is_request(req->code)) {
         return SINTER_EINVAL;
+    }
+    if (c->nat != NULL) {
+        return sinter_tn_call_async(c->nat, req, timeout_ms, done, arg);
     }
     struct cslot *k = NULL;
     uint64_t id;
@@ -1043,6 +1083,13 @@ int sinter_transport_call(struct sinter_transport_client *c, const struct sinter
             break;
         }
         /* All contexts busy: wait for one to free up, within the caller's deadline. */
+        if (c->nat != NULL) {
+            if (left == 0 || !sinter_tn_client_wait_slot(c->nat, left)) {
+                rc = SINTER_ETIMEOUT;
+                break;
+            }
+            continue;
+        }
         pthread_mutex_lock(&c->mu);
         struct timespec ts = deadline_in(left);
         int w = left == 0 ? ETIMEDOUT : pthread_cond_timedwait(&c->cv, &c->mu, &ts);
@@ -1070,6 +1117,11 @@ int sinter_transport_call(struct sinter_transport_client *c, const struct sinter
 void sinter_transport_client_close(struct sinter_transport_client *c)
 {
     if (c == NULL) {
+        return;
+    }
+    if (c->nat != NULL) {
+        sinter_tn_client_close(c->nat);
+        free(c);
         return;
     }
     pthread_mutex_lock(&c->mu);

@@ -64,6 +64,7 @@ static const struct key keys[] = {
     KEY("tc", "gc_interval_ms", "gc-interval-ms", K_U64, gc_interval_ms),
     KEY("tc", "client_idle_ms", "client-idle-ms", K_U64, client_idle_ms),
     KEY("tc", "batch_branch_results", "batch-branch-results", K_BOOL, batch_branch_results),
+    KEY("tc", "client_transport", "client-transport", K_STR, client_transport),
     KEY("tls", "cert_key_file", "tls-cert-key-file", K_STR, tls_cert_key_file),
     KEY("tls", "key_password", "tls-key-password", K_STR, tls_key_password),
     KEY("tls", "ca_file", "tls-ca-file", K_STR, tls_ca_file),
@@ -279,7 +280,8 @@ const char *sinter_tc_config_usage(void)
            "                 [--max-clock-skew-ms MS] [--retention-ms MS]\n"
            "                 [--client-retention-ms MS] [--gc-interval-ms MS]\n"
            "                 [--client-idle-ms MS] [--batch-branch-results true|false]\n"
-           "                 [--http-listen URL] [--log-level 0..3]\n"
+           "                 [--client-transport native|nng] [--http-listen URL] "
+           "[--log-level 0..3]\n"
            "                 [--tls-cert-key-file PEM] [--tls-key-password P] [--tls-ca-file PEM]\n"
            "                 [--tls-server-name NAME] [--tls-client-verify true|false]\n"
            "Flags override the file's keys (see tc/config.h); --peer flags replace the file's\n"
@@ -569,6 +571,10 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     }
     if (strcmp(c->client_listen, c->raft_listen) == 0) {
         BAD("node.raft_listen: must differ from node.client_listen");
+    }
+    if (c->client_transport != NULL && strcmp(c->client_transport, "native") != 0 &&
+        strcmp(c->client_transport, "nng") != 0) {
+        BAD("tc.client_transport = '%s': native or nng", c->client_transport);
     }
     if (c->data_dir == NULL || c->data_dir[0] == '\0' || strlen(c->data_dir) > 3000) {
         BAD("node.data_dir: required, a directory path");

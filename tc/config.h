@@ -55,6 +55,11 @@
  *                                           form a node older than BRANCH_RESULTS applies (set
  *                                           it false during a rolling upgrade from one,
  *                                           docs/operations.md "Upgrades")
+ *   client_transport = native               [--client-transport] engine of a tcp:// client_listen:
+ *                                           native (own sockets + epoll, the default) or nng
+ *                                           (nng's REP socket, the engine before it; an escape
+ *                                           hatch). Both speak the same wire protocol. A
+ *                                           tls+tcp:// client_listen always uses nng
  *   [tls]   (used by every listener whose URL is tls+tcp:// or https://; peers' URLs then use
  *            the same scheme as this node's listener of that kind)
  *   cert_key_file = /etc/sinter/node.pem    [--tls-cert-key-file] PEM certificate + private key
@@ -116,6 +121,7 @@ struct sinter_tc_config {
     uint64_t gc_interval_ms;
     uint64_t client_idle_ms;
     bool batch_branch_results;
+    char *client_transport;  /* "native" (NULL = default) or "nng" */
     char *tls_cert_key_file; /* [tls]; malloc'ed, NULL = not set */
     char *tls_key_password;
     char *tls_ca_file;

@@ -1314,6 +1314,9 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     /* Parked requests (Phase2Polls, one per RM process per node, and WAIT_PHASE2 commits) hold
      * a context each until answered: room for them beside the ordinary traffic. */
     to.n_contexts = 1024;
+    /* tc.client_transport = nng: the operator's way back to nng's REP socket for tcp:// (the
+     * native engine is the default; the wire is the same, so clients do not care). */
+    to.use_nng = cfg->client_transport != NULL && strcmp(cfg->client_transport, "nng") == 0;
     /* Client TLS proves the server and encrypts; clients authenticate with the shared secret at
      * registration, and present a certificate too only when tls.client_verify asks for it (the
      * transport demands one exactly when it is given a CA file). */

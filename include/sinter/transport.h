@@ -1,7 +1,24 @@
 /*
- * sinter/transport.h — Sinter frames over nng REQ/REP.
+ * sinter/transport.h — Sinter frames over nng's SP REQ/REP protocol.
  *
- * Server: one REP socket, N nng_ctx contexts each with its own nng_aio, so up to N requests are
+ * Two engines behind this one API, speaking the same bytes on the wire (an nng REQ client talks
+ * to a native server and a native client to an nng REP server, so nodes and clients can be
+ * upgraded one at a time):
+ *   - native (tcp://, tcp4://, tcp6:// by default; proto/transport_native.c): own non-blocking
+ *     sockets and one epoll I/O thread per server and per client. The server calls the handler
+ *     on its I/O thread and sinter_transport_reply() writes straight to the connection from the
+ *     replying thread; the client writes calls from the caller's thread and completes them on
+ *     its I/O thread. No nng threads on the request path (issues #6/#7: CPU per transaction).
+ *   - nng (tls+tcp:// always, and tcp:// with use_nng): nng REQ/REP sockets with contexts, as
+ *     described below. TLS stays on nng, with the listener watchdog.
+ * Differences a caller can see: the native server has no listener watchdog (it does not have
+ * nng#1518; probes stay 0) and counts connections it closed for SP-level violations in
+ * bad_connections; a native client whose connection drops completes the calls it had sent with
+ * SINTER_ETRANSPORT, where nng's REQ resends them on the next connection itself (either way the
+ * outcome is unknown and the caller retries with the same seq).
+ *
+ * Server (nng engine; the native one keeps the same contract with its own I/O thread in place of
+ * nng's): one REP socket, N nng_ctx contexts each with its own nng_aio, so up to N requests are
  * in flight at once. A context that receives a frame decodes it and hands it to the user handler
  * on nng's callback thread; the handler must return promptly (never block: no disk, no raft
  * round-trip, no lock held by slow code) and answers with sinter_transport_reply() exactly once,
@@ -11,8 +28,9 @@
  * result names the problem (SINTER_EBADMAGIC, SINTER_ECRC, ...); the handler never sees it, and
  * the connection and every other client keep being served.
  *
- * Client: one REQ socket with N contexts, so N calls are in flight over one connection; a
- * synchronous call with a timeout and an asynchronous call with a completion callback.
+ * Client: one REQ socket with N contexts (native: N call slots), so N calls are in flight over
+ * one connection; a synchronous call with a timeout and an asynchronous call with a completion
+ * callback.
  *
  * nng 1.5 listener bug (nanomsg/nng#1518, fixed upstream after 1.5.2, not in Debian bookworm's
  * 1.5.2-2): when a peer disconnects while the SP handshake is in progress, the transport can
@@ -60,7 +78,8 @@ struct sinter_transport_tls {
 struct sinter_transport_server;
 struct sinter_transport_request; /* one received request awaiting its reply */
 
-/* Called on an nng callback thread for every well-formed request frame. `req` stays valid until
+/* Called on the server's I/O thread (native) or an nng callback thread for every well-formed
+ * request frame. `req` stays valid until
  * sinter_transport_reply(req, ...) is called, which must happen exactly once per request.
  * Must not block. */
 typedef void (*sinter_transport_handler)(void *arg, struct sinter_transport_request *req);
@@ -77,9 +96,11 @@ struct sinter_transport_server_opts {
     bool watchdog_disable;      /* true: no watchdog (tests that observe nng's raw behaviour) */
     bool tls_enable;            /* required for (and only allowed with) tls+tcp:// URLs */
     struct sinter_transport_tls tls;
+    bool use_nng; /* tcp:// through nng's REP socket instead of the native engine (default
+                     false); tls+tcp:// always uses nng */
 };
 
-/* Fills defaults: no url, no handler, 64 contexts, default limits, watchdog on.
+/* Fills defaults: no url, no handler, 64 contexts, default limits, watchdog on, native tcp://.
  * Ownership: writes *o only. */
 void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o);
 
@@ -100,6 +121,9 @@ struct sinter_transport_server_stats {
     uint64_t probes;            /* watchdog probes run */
     uint64_t probe_failures;    /* probes whose pipe never arrived */
     uint64_t listener_restarts; /* listener re-created by the watchdog */
+    uint64_t bad_connections;   /* native engine: connections closed for an SP violation (bad
+                                   SP header or peer protocol, SP length over max_frame + 64,
+                                   no request id); nng closes those without counting */
 };
 
 /* Copies the counters into *st. Thread-safe. Ownership: writes *st only. */
@@ -108,7 +132,8 @@ void sinter_transport_server_stats(struct sinter_transport_server *s,
 
 /* Test hook: closes the listener behind the server's back, leaving it as deaf as nng#1518 does,
  * so a test can check that the watchdog notices and listens again. Not for production use.
- * Errors: SINTER_ETRANSPORT if there was no listener to close. */
+ * Errors: SINTER_ETRANSPORT if there was no listener to close, and always on the native engine
+ * (nothing to simulate: it has no watchdog and does not have the bug). */
 int sinter_transport_server_test_kill_listener(struct sinter_transport_server *s);
 
 /* The decoded request. Strings and data point into the received message and stay valid until
@@ -149,10 +174,12 @@ const struct sinter_proto_msg *
 sinter_transport_reply_get(const struct sinter_transport_reply_msg *r);
 void sinter_transport_reply_free(struct sinter_transport_reply_msg *r);
 
-/* Completion of an asynchronous call, run on an nng callback thread (must not block).
- * rc is SINTER_OK with reply non-NULL (owned by the callee from now on), or an error with reply
- * NULL: SINTER_ETIMEOUT (no answer in time: the outcome is unknown, retry with the same seq),
- * SINTER_ESHUTDOWN (client closed), SINTER_ETRANSPORT, SINTER_ENOMEM, or a decode error
+/* Completion of an asynchronous call, run on the client's I/O thread (native) or an nng callback
+ * thread (must not block). rc is SINTER_OK with reply non-NULL (owned by the callee from now
+ * on), or an error with reply NULL: SINTER_ETIMEOUT (no answer in time: the outcome is unknown,
+ * retry with the same seq), SINTER_ESHUTDOWN (client closed), SINTER_ETRANSPORT (native: the
+ * connection dropped after the call was sent; the outcome is unknown as for a timeout),
+ * SINTER_ENOMEM, or a decode error
  * (SINTER_ECRC, ...) when the server's frame was malformed. An Error reply (code
  * SINTER_MSG_ERROR) is delivered as rc SINTER_OK: look at reply's rs.result. */
 typedef void (*sinter_transport_done)(void *arg, int rc, struct sinter_transport_reply_msg *reply);
@@ -163,12 +190,16 @@ struct sinter_transport_client_opts {
     struct sinter_proto_limits limits;
     bool tls_enable; /* required for (and only allowed with) tls+tcp:// URLs */
     struct sinter_transport_tls tls;
+    bool use_nng; /* tcp:// through nng's REQ socket instead of the native engine (default
+                     false); tls+tcp:// always uses nng */
 };
 
+/* Fills defaults: no url, 64 contexts, default limits, native tcp://. Ownership: writes *o. */
 void sinter_transport_client_opts_default(struct sinter_transport_client_opts *o);
 
-/* Creates the socket and starts dialing in the background (nng redials on its own), so opening
- * succeeds while the server is down. Ownership: *out is the caller's, released with
+/* Creates the socket and starts dialing in the background (redialing with backoff while the
+ * server is down), so opening succeeds while the server is down; calls made meanwhile wait for
+ * the connection within their timeout. Ownership: *out is the caller's, released with
  * sinter_transport_client_close(); opts copied. Errors: SINTER_EINVAL, SINTER_ECONFIG (bad url,
  * TLS mismatch or a TLS file unreadable or invalid, as for the server), SINTER_ETRANSPORT,
  * SINTER_ENOMEM. */

@@ -14,7 +14,8 @@
  *     no delivery's lease expired meanwhile (else by at most two: the PHASE2_START the leader
  *     proposes then), and counts every outcome in sinter_phase2_reports_total as before;
  *   - restarted with --batch-branch-results false (rolling upgrade), the same batch costs one
- *     BRANCH_RESULT entry per outcome again, with the same answers.
+ *     BRANCH_RESULT entry per outcome again, with the same answers (that node serves its clients
+ *     through nng, --client-transport nng, and the native-engine clients do not notice).
  * Small timings from the config (lease 1 s, backoff 100..400 ms); every wait polls with a
  * generous bound.
  */
@@ -382,9 +383,13 @@ static void report_batch(void **state)
     entries_per_batch(true);
 
     /* tc.batch_branch_results = false (a rolling upgrade from a version without BRANCH_RESULTS,
-     * docs/operations.md "Upgrades"): one BRANCH_RESULT per outcome again, same answers. */
+     * docs/operations.md "Upgrades"): one BRANCH_RESULT per outcome again, same answers. The
+     * restarted node also serves clients through nng's REP socket (tc.client_transport = nng,
+     * the operators' way back from the native engine): the raw clients, on the native engine,
+     * talk to it unchanged. */
     sinter_tcc_stop(&C, 1);
-    static const char *const off[] = {"--batch-branch-results", "false", NULL};
+    static const char *const off[] = {"--batch-branch-results", "false", "--client-transport",
+                                      "nng", NULL};
     C.node[1].extra_args = off;
     assert_int_equal(sinter_tcc_start(&C, 1), 0);
     assert_true(sinter_raw_leader_of(&P, 0) == 1 && sinter_raw_leader_of(&P, 1) == 1);
