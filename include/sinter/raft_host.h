@@ -142,6 +142,9 @@ struct sinter_raft_host_opts {
                                     SINTER_ETIMEOUT (outcome unknown); default 10000 */
     uint32_t segment_size;       /* store segment bytes; 0 = store default */
     uint64_t seed;               /* election PRNG seed base; 0 = from time and id */
+    /* Log appends into pre-zeroed segments with O_DIRECT | O_DSYNC (sinter/raft_store.h,
+     * options.direct_io): SINTER_STORE_DIRECT_IO_AUTO or _OFF; 0 = store default. */
+    int store_direct_io;
     /* state machine of group g: sm(sm_arg, g, &out) fills *out. Required. */
     void (*sm)(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out);
     void *sm_arg;

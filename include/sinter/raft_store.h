@@ -19,7 +19,8 @@
  *
  * Durability contract (what the host relies on to obey sinter_raft_ready's step 2):
  *   - sinter_store_append() returns SINTER_OK only once its entries are durable (one pwrite and one
- *     fdatasync per segment touched: group commit, Raft dissertation 10.2.1);
+ *     fdatasync per segment touched: group commit, Raft dissertation 10.2.1; in a pre-zeroed
+ *     segment with options.direct_io, one O_DIRECT | O_DSYNC pwrite instead);
  *   - sinter_store_save_hard_state() returns only once a changed term or vote is durable;
  *   - sinter_store_snap_finish() (or snap_sync + snap_publish) returns only once the snapshot file
  *     and its name are durable.
@@ -134,9 +135,28 @@ struct sinter_store_options {
      * only valid during the call. */
     void (*report)(void *arg, const char *msg);
     void *report_arg;
+    /* How appends reach the disk in a pre-zeroed segment (one made from a spare, see "Spare"):
+     * SINTER_STORE_DIRECT_IO_AUTO writes them through a second descriptor opened O_DIRECT |
+     * O_DSYNC, in whole 4 KiB blocks (the partial last block is kept in memory and rewritten with
+     * the new records), so the write is durable when it returns and no fdatasync follows; on a
+     * pre-zeroed file that is a plain overwrite of written blocks with a FUA / cache flush, no
+     * journal commit (canonical raft's libuv backend appends the same way). Open probes the
+     * directory with one O_DIRECT | O_DSYNC write; a file system that refuses it (EINVAL), or a
+     * segment_size that is not a multiple of 4 KiB, falls back to pwrite + fdatasync, said once
+     * through report. Segments with unwritten free space (fallocate fallback, found at open,
+     * after a truncation) always use pwrite + fdatasync. Reads keep using the buffered descriptor:
+     * Linux invalidates the page cache over a direct write's range, so they see the new bytes.
+     * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. Default: see
+     * sinter_store_options_defaults(). Errors of a direct write are those of a failed fdatasync
+     * (SINTER_EIO / SINTER_ENOSPC, the store turns failed). */
+    int direct_io;
 };
 
-/* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports).
+#define SINTER_STORE_DIRECT_IO_OFF  1
+#define SINTER_STORE_DIRECT_IO_AUTO 2
+
+/* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports,
+ * direct_io SINTER_STORE_DIRECT_IO_AUTO).
  * Ownership: writes *opts only. */
 void sinter_store_options_defaults(struct sinter_store_options *opts);
 
@@ -279,6 +299,10 @@ void sinter_store_spare_abandon(struct sinter_store_spare *j);
 
 /* Whether a spare is ready (for tests and metrics). */
 bool sinter_store_spare_ready(const struct sinter_store *s);
+
+/* Whether the next append to the last segment goes through O_DIRECT | O_DSYNC (options.direct_io:
+ * AUTO, the probe passed, and the last segment is pre-zeroed). For tests and metrics. */
+bool sinter_store_direct_io_active(const struct sinter_store *s);
 
 /* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the
  * caller's, released by sinter_store_garbage_collect(). Store's thread. */

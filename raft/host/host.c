@@ -1663,6 +1663,9 @@ static void group_open(struct sinter_raft_host *h, struct group *g)
     if (h->o.segment_size != 0) {
         so.segment_size = h->o.segment_size;
     }
+    if (h->o.store_direct_io != 0) {
+        so.direct_io = h->o.store_direct_io;
+    }
     so.report = store_report;
     so.defer_unlink = true; /* removed by a helper (gc_main), not on the loop */
     if (h->o.store_io != NULL) {

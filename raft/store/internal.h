@@ -78,6 +78,9 @@
 #define STORE_VERSION        1u
 #define STORE_PATH_MAX       4096
 #define STORE_ERRMSG_SIZE    512
+/* Block of a direct append: offsets, lengths and the buffer are aligned to it. 4 KiB covers
+ * 512-byte and 4 KiB logical sectors and ext4 / xfs blocks up to 4 KiB. */
+#define STORE_DIO_BLOCK 4096u
 
 /* One record in the in-memory index. */
 struct store_rec {
@@ -97,6 +100,12 @@ struct store_seg {
     uint32_t salt_crc; /* CRC32C state after the salt, reused for every record */
     int fd;
     bool zeroed; /* the space after `end` is known to be written (zeros): no extent conversion */
+    /* Direct appends (options.direct_io): dfd is the segment opened O_WRONLY | O_DIRECT |
+     * O_DSYNC (-1: appends use fd + fdatasync), tail the 4 KiB block holding `end` as it is on
+     * disk (records before `end`, zeros after), valid when tail_ok. */
+    int dfd;
+    uint8_t *tail;
+    bool tail_ok;
     char name[32];
 };
 
@@ -131,6 +140,9 @@ struct sinter_store {
     size_t wcap;
     uint8_t *rbuf;
     size_t rcap;
+    bool dio;      /* direct appends allowed here (options.direct_io AUTO and the probe passed) */
+    uint8_t *dbuf; /* STORE_DIO_BLOCK-aligned buffer of a direct append */
+    size_t dcap;
 
     /* Snapshots, valid ones only, oldest first. */
     struct store_snapinfo *snaps;
@@ -225,6 +237,9 @@ void sinter_rs_log_close(struct sinter_store *s);
 int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index);
 uint64_t sinter_rs_first(const struct sinter_store *s);
 uint64_t sinter_rs_last(const struct sinter_store *s);
+
+/* Direct I/O (store.c): the open-time probe; sets s->dio. */
+void sinter_rs_dio_probe(struct sinter_store *s);
 
 /* Spare segment (spare.c). sinter_rs_spare_take moves the ready spare's descriptor and name to the
  * caller (false if none); sinter_rs_spare_close closes and removes a ready spare. */

@@ -3,9 +3,11 @@
  *
  * Writing. An append encodes all records going to one segment into one buffer, writes it with one
  * pwrite at the segment's end and makes it durable with one fdatasync (group commit; the file is
- * preallocated, so the sync flushes data, not a size change). A batch that does not fit is split:
- * the first part is written and synced into the current segment before anything goes to the next
- * one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
+ * preallocated, so the sync flushes data, not a size change). In a pre-zeroed segment with
+ * options.direct_io the pwrite + fdatasync is one O_DIRECT | O_DSYNC pwrite of whole 4 KiB blocks
+ * instead (seg_dio_write): durable when it returns, like the pair. A batch that does not fit is
+ * split: the first part is written and synced into the current segment before anything goes to the
+ * next one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
  * directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync, rename,
  * directory fsync: spare.c) before the first byte of the batch is written, so allocation failures
  * such as ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch
@@ -55,6 +57,11 @@ uint64_t sinter_store_last_index(const struct sinter_store *s)
 size_t sinter_store_segment_count(const struct sinter_store *s)
 {
     return s->nsegs;
+}
+
+bool sinter_store_direct_io_active(const struct sinter_store *s)
+{
+    return s->nsegs > 0 && s->segs[s->nsegs - 1].dfd >= 0;
 }
 
 /* The segment holding index (which must lie in [first, last]). */
@@ -119,8 +126,22 @@ static int segs_reserve(struct sinter_store *s, size_t need)
     return SINTER_OK;
 }
 
+/* Ends direct appends to g (it is no longer the last segment, or its free space is no longer
+ * pre-zeroed): later appends, if any, use fd + fdatasync. */
+static void seg_dio_drop(struct sinter_store *s, struct store_seg *g)
+{
+    if (g->dfd >= 0) {
+        s->io->close(s->ctx, g->dfd);
+        g->dfd = -1;
+    }
+    free(g->tail);
+    g->tail = NULL;
+    g->tail_ok = false;
+}
+
 static void seg_release(struct sinter_store *s, struct store_seg *g)
 {
+    seg_dio_drop(s, g);
     if (g->fd >= 0) {
         s->io->close(s->ctx, g->fd);
         g->fd = -1;
@@ -345,6 +366,9 @@ static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
     }
     g->end = off;
     g->zeroed = false; /* the tail was freed and reserved again: unwritten extents */
+    /* Direct appends only go to pre-zeroed space (options.direct_io); the cached tail block would
+     * also be stale now. */
+    seg_dio_drop(s, g);
     return SINTER_OK;
 }
 
@@ -355,6 +379,7 @@ static int seg_load(struct sinter_store *s, uint64_t first, struct store_seg *g,
     char path[STORE_PATH_MAX];
     memset(g, 0, sizeof *g);
     g->fd = -1;
+    g->dfd = -1;
     g->first = first;
     seg_name(g->name, first);
     sinter_rs_path(s, path, g->name);
@@ -513,6 +538,86 @@ out:
 
 /* ---- writing -------------------------------------------------------------------------------- */
 
+/* Opens the direct descriptor of a new pre-zeroed segment g whose durable header is h (path: its
+ * current name). A failure is not an error: the segment is written like any other (fd +
+ * fdatasync), which is always correct. */
+static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const char *path,
+                         const uint8_t *h)
+{
+    void *t = NULL;
+    if (posix_memalign(&t, STORE_DIO_BLOCK, STORE_DIO_BLOCK) != 0) {
+        return;
+    }
+    int fd = -1;
+    if (s->io->open(s->ctx, path, O_WRONLY | O_DIRECT | O_DSYNC, 0, &fd) != 0) {
+        free(t);
+        return;
+    }
+    /* The first block as on disk: header (just synced), then the spare's zeros. */
+    memset(t, 0, STORE_DIO_BLOCK);
+    memcpy(t, h, STORE_SEG_HDR);
+    g->dfd = fd;
+    g->tail = t;
+    g->tail_ok = true;
+}
+
+/* Writes the encoded records buf[0, len), which start at segment offset boff == g->end, through
+ * g's direct descriptor: from the start of the block holding boff (the cached tail block supplies
+ * the bytes before boff) to the next block boundary (zeros after the records, as on disk), in one
+ * O_DIRECT | O_DSYNC pwrite that is durable when it returns. Rewriting bytes with their own value
+ * keeps every earlier record intact even if the write is torn at a crash (a sector holds either
+ * its old or its new content, and both carry the same earlier records). Returns 0 or an errno. */
+static int seg_dio_write(struct sinter_store *s, struct store_seg *g, const uint8_t *buf,
+                         uint64_t len, uint64_t boff)
+{
+    uint64_t bs = boff & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    uint64_t pre = boff - bs;
+    uint64_t alen = (pre + len + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    if (alen > s->dcap) {
+        void *p = NULL;
+        size_t c = s->dcap ? s->dcap : 64u * 1024u;
+        while (c < alen) {
+            c *= 2;
+        }
+        if (posix_memalign(&p, STORE_DIO_BLOCK, c) != 0) {
+            return ENOMEM;
+        }
+        free(s->dbuf);
+        s->dbuf = p;
+        s->dcap = c;
+    }
+    if (!g->tail_ok) {
+        /* Reload through the buffered descriptor: coherent with direct writes (the kernel
+         * invalidates the page cache over their range). */
+        size_t got = 0;
+        int e = sinter_rs_pread_full(s, g->fd, g->tail, STORE_DIO_BLOCK, bs, &got);
+        if (e != 0) {
+            return e;
+        }
+        if (got != STORE_DIO_BLOCK) {
+            return EIO;
+        }
+        memset(g->tail + pre, 0, STORE_DIO_BLOCK - pre);
+        g->tail_ok = true;
+    }
+    memcpy(s->dbuf, g->tail, (size_t)pre);
+    memcpy(s->dbuf + pre, buf, (size_t)len);
+    memset(s->dbuf + pre + len, 0, (size_t)(alen - pre - len));
+    g->tail_ok = false; /* until the write is known to have succeeded */
+    int e = sinter_rs_pwrite_full(s, g->dfd, s->dbuf, (size_t)alen, bs);
+    if (e != 0) {
+        return e;
+    }
+    uint64_t nbs = (boff + len) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    if (nbs - bs < alen) {
+        memcpy(g->tail, s->dbuf + (nbs - bs), STORE_DIO_BLOCK);
+    } else {
+        memset(g->tail, 0, STORE_DIO_BLOCK); /* the records end on a block boundary */
+    }
+    g->tail_ok = true;
+    return 0;
+}
+
 /* Creates segment `first` (see the top of this file) as the new last element of s->segs: from
  * the spare if one is ready (only the header is new: write it over the zeros, fdatasync, since the
  * helper already made the size and extents durable), else with fallocate as before the spare
@@ -532,6 +637,7 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     struct store_seg *g = &s->segs[s->nsegs];
     memset(g, 0, sizeof *g);
     g->fd = -1;
+    g->dfd = -1;
     g->first = first;
     g->size = s->opts.segment_size;
     g->end = STORE_SEG_HDR;
@@ -585,6 +691,9 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     if (e == 0) {
         e = s->io->rename(s->ctx, tmp, path);
         what = "rename";
+    }
+    if (e == 0 && g->zeroed && s->dio) {
+        seg_dio_open(s, g, path, h); /* renamed just above */
     }
     if (e != 0) {
         rc = sinter_rs_ioerr(s, e, "%s new segment %s", what, tmp);
@@ -803,9 +912,14 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             rec_encode(g, s->wbuf + p, &e[x], boff);
             p += rec_size(&e[x]);
         }
-        int err = sinter_rs_pwrite_full(s, g->fd, s->wbuf, len, boff);
-        if (err == 0) {
-            err = s->io->fdatasync(s->ctx, g->fd);
+        int err;
+        if (g->dfd >= 0) {
+            err = seg_dio_write(s, g, s->wbuf, len, boff);
+        } else {
+            err = sinter_rs_pwrite_full(s, g->fd, s->wbuf, len, boff);
+            if (err == 0) {
+                err = s->io->fdatasync(s->ctx, g->fd);
+            }
         }
         if (err != 0) {
             rc = sinter_rs_ioerr(
@@ -825,6 +939,9 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             p += rec_size(&e[x]);
         }
         g->end = boff + len;
+        if (target + 1 < s->nsegs) {
+            seg_dio_drop(s, g); /* never appended to again: free the descriptor and block */
+        }
         i = j;
         target++;
     }

@@ -172,6 +172,58 @@ void sinter_store_options_defaults(struct sinter_store_options *opts)
     opts->io = sinter_store_io_posix();
     opts->segment_size = SINTER_STORE_SEGMENT_SIZE_DEFAULT;
     opts->snapshots_keep = 2;
+    opts->direct_io = SINTER_STORE_DIRECT_IO_AUTO;
+}
+
+/* Canonical raft's libuv backend probes the file system the same way before using direct I/O:
+ * some refuse O_DIRECT at open (EINVAL), some only at the first write. The probe writes one
+ * aligned block with O_DIRECT | O_DSYNC into a temporary file and removes it; any failure means
+ * buffered appends (pwrite + fdatasync), which work everywhere. */
+void sinter_rs_dio_probe(struct sinter_store *s)
+{
+    s->dio = false;
+    if (s->opts.direct_io != SINTER_STORE_DIRECT_IO_AUTO) {
+        return;
+    }
+    if (s->opts.segment_size % STORE_DIO_BLOCK != 0) {
+        sinter_rs_report(s,
+                         "segment size %" PRIu32 " is not a multiple of %u: direct I/O off, log "
+                         "appends use pwrite + fdatasync",
+                         s->opts.segment_size, STORE_DIO_BLOCK);
+        return;
+    }
+    char path[STORE_PATH_MAX];
+    sinter_rs_path(s, path, "dio-probe.tmp");
+    void *blk = NULL;
+    if (posix_memalign(&blk, STORE_DIO_BLOCK, STORE_DIO_BLOCK) != 0) {
+        return; /* no memory for one block: stay buffered, nothing worth a report */
+    }
+    memset(blk, 0, STORE_DIO_BLOCK);
+    int fd = -1;
+    const char *what = "open";
+    int e = s->io->open(s->ctx, path, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_DSYNC, 0644, &fd);
+    if (e == 0) {
+        size_t done = 0;
+        what = "write";
+        e = s->io->pwrite(s->ctx, fd, blk, STORE_DIO_BLOCK, 0, &done);
+        if (e == 0 && done != STORE_DIO_BLOCK) {
+            e = EIO;
+        }
+        s->io->close(s->ctx, fd);
+    }
+    if (e == 0 || fd >= 0) {
+        (void)s->io->unlink(s->ctx, path);
+    }
+    free(blk);
+    if (e != 0) {
+        char ebuf[80];
+        sinter_rs_report(s,
+                         "O_DIRECT | O_DSYNC %s refused in %s (%s): direct I/O off, log appends "
+                         "use pwrite + fdatasync",
+                         what, s->dir, strerror_r(e, ebuf, sizeof ebuf));
+        return;
+    }
+    s->dio = true;
 }
 
 /* What the directory listing found. */
@@ -330,9 +382,11 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
     }
     if (dir == NULL || strlen(dir) > STORE_PATH_MAX - 64 ||
         o.segment_size < SINTER_STORE_SEGMENT_SIZE_MIN ||
-        o.segment_size > SINTER_STORE_SEGMENT_SIZE_MAX || o.segment_size % 8 != 0) {
+        o.segment_size > SINTER_STORE_SEGMENT_SIZE_MAX || o.segment_size % 8 != 0 ||
+        (o.direct_io != 0 && o.direct_io != SINTER_STORE_DIRECT_IO_OFF &&
+         o.direct_io != SINTER_STORE_DIRECT_IO_AUTO)) {
         if (errbuf != NULL && errlen > 0) {
-            snprintf(errbuf, errlen, "raft store: invalid directory or segment size");
+            snprintf(errbuf, errlen, "raft store: invalid directory, segment size or direct_io");
         }
         return SINTER_EINVAL;
     }
@@ -381,6 +435,7 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
             goto fail;
         }
     }
+    sinter_rs_dio_probe(s);
     bool fresh = !l.meta[0] && !l.meta[1];
     if (fresh && (l.nsegs > 0 || l.nsnaps > 0)) {
         rc = sinter_rs_err(s, SINTER_ECORRUPT,
@@ -532,6 +587,7 @@ void sinter_store_close(struct sinter_store *s)
     sinter_rs_snap_close(s);
     free(s->wbuf);
     free(s->rbuf);
+    free(s->dbuf);
     free(s->dir);
     free(s);
 }

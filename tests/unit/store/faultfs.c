@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +82,10 @@ struct memfs {
     struct dir cur, dur;
     struct dop *dops;
     size_t ndops, capdops;
-    long fds[256]; /* fd -> inode + 1, 0 = free */
+    long fds[256];    /* fd -> inode + 1, 0 = free */
+    int fdflags[256]; /* open flags of each fd (O_DIRECT, O_DSYNC) */
+    bool no_direct;   /* O_DIRECT refused at open with EINVAL */
+    long dsync_writes;
     long die_after;
     bool dead;
     struct fault f;
@@ -282,6 +286,9 @@ static int m_open(void *ctx, const char *path, int flags, mode_t mode, int *fd)
     if (e != 0) {
         return e;
     }
+    if ((flags & O_DIRECT) && fs->no_direct) {
+        return EINVAL; /* as file systems without direct I/O answer */
+    }
     const char *name = base_name(path);
     long i = dir_find(&fs->cur, name);
     size_t ino;
@@ -305,6 +312,7 @@ static int m_open(void *ctx, const char *path, int flags, mode_t mode, int *fd)
     for (int k = 3; k < 256; k++) {
         if (fs->fds[k] == 0) {
             fs->fds[k] = (long)ino + 1;
+            fs->fdflags[k] = flags;
             *fd = k;
             return 0;
         }
@@ -322,12 +330,49 @@ static int m_close(void *ctx, int fd)
     return 0;
 }
 
+/* An O_DSYNC write is durable when it returns: it goes to the durable image too, and earlier
+ * unsynced writes over the same bytes take its data (a crash replaying them must not bring the
+ * older bytes back over it). */
+static void dsync_write(struct inode *in, uint64_t off, const uint8_t *data, size_t len)
+{
+    buf_write(&in->cur, off, data, len);
+    buf_write(&in->dur, off, data, len);
+    for (size_t k = 0; k < in->npend; k++) {
+        struct pend *p = &in->pend[k];
+        if (p->kind != PEND_WRITE || p->data == NULL) {
+            continue;
+        }
+        uint64_t a = p->off > off ? p->off : off;
+        uint64_t b = p->off + p->len < off + len ? p->off + p->len : off + len;
+        if (a < b) {
+            memcpy(p->data + (a - p->off), data + (a - off), (size_t)(b - a));
+        }
+    }
+}
+
 static int m_pwrite(void *ctx, int fd, const void *data, size_t len, uint64_t off, size_t *done)
 {
     struct memfs *fs = ctx;
     bool die;
     int e = enter(fs, FOP_PWRITE, &die);
     struct inode *in = fd_inode(fs, fd);
+    int fl = fd >= 0 && fd < 256 ? fs->fdflags[fd] : 0;
+    if ((fl & O_DIRECT) && e == 0 && in != NULL &&
+        (off % SECTOR != 0 || len % SECTOR != 0 || (uintptr_t)data % SECTOR != 0)) {
+        return EINVAL; /* what Linux answers to a misaligned direct write */
+    }
+    if ((fl & O_DSYNC) && die && in != NULL) {
+        /* Killed (power cut) during a direct write: each 512-byte sector holds its old or its new
+         * content, nothing in between, and whichever it is stays. */
+        const uint8_t *d = data;
+        for (uint64_t o = 0; o < len; o += SECTOR) {
+            size_t n = len - o < SECTOR ? (size_t)(len - o) : SECTOR;
+            if (rnd(fs) & 1u) {
+                dsync_write(in, off + o, d + o, n);
+            }
+        }
+        return e;
+    }
     if (die && in != NULL && len > 0) {
         /* Killed in the middle of the write: some prefix made it to the page cache. */
         size_t cut = (size_t)(rnd(fs) % len);
@@ -339,6 +384,12 @@ static int m_pwrite(void *ctx, int fd, const void *data, size_t len, uint64_t of
     }
     if (in == NULL) {
         return EBADF;
+    }
+    if (fl & O_DSYNC) {
+        fs->dsync_writes++;
+        dsync_write(in, off, data, len);
+        *done = len;
+        return 0;
     }
     buf_write(&in->cur, off, data, len);
     pend_push(in, PEND_WRITE, off, data, len);
@@ -573,6 +624,16 @@ void memfs_free(struct memfs *fs)
 const struct sinter_store_io *memfs_io(struct memfs *fs)
 {
     return &fs->io;
+}
+
+void memfs_no_direct(struct memfs *fs, bool refuse)
+{
+    fs->no_direct = refuse;
+}
+
+long memfs_dsync_writes(const struct memfs *fs)
+{
+    return fs->dsync_writes;
 }
 
 void memfs_die_after(struct memfs *fs, long n)

@@ -59,6 +59,12 @@ enum { MEMFS_CRASH_DROP = 0, MEMFS_CRASH_RANDOM = 1, MEMFS_CRASH_KEEP = 2 };
 struct memfs *memfs_new(uint64_t seed);
 void memfs_free(struct memfs *fs);
 const struct sinter_store_io *memfs_io(struct memfs *fs);
+/* Files opened with O_DIRECT take only 512-byte-aligned writes (else EINVAL), and an O_DSYNC
+ * write is durable when it returns (a crash during it keeps each sector old or new).
+ * memfs_no_direct(fs, true) makes open refuse O_DIRECT with EINVAL (like file systems without
+ * direct I/O); memfs_dsync_writes counts the O_DSYNC writes that succeeded. */
+void memfs_no_direct(struct memfs *fs, bool refuse);
+long memfs_dsync_writes(const struct memfs *fs);
 void memfs_die_after(struct memfs *fs, long n_mutating_calls);
 bool memfs_dead(const struct memfs *fs);
 void memfs_crash(struct memfs *fs, int policy);
