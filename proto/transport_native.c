@@ -67,12 +67,21 @@
 #define REQ_KEEP_CAP  4096u /* ... when their frame room is at most this */
 #define DIAL_MIN_MS   20u
 #define DIAL_MAX_MS   1000u
-#define STOP_FLUSH_MS 2000u
+#define STOP_FLUSH_MS 2000u /* how long close() lets queued replies drain */
 #define IDLE_TICK_MS  500u
+/* Reply bytes a server connection may have queued in user space (what the kernel did not take)
+ * before the I/O thread stops cutting requests from it; it resumes once the queue drains below
+ * this. nng bounds the same thing by parking the context on the busy pipe (rep0_ctx_send), so a
+ * peer that sends requests and never reads its replies cannot make the server grow without
+ * bound: its requests stay in the kernel and TCP pushes back on it alone. */
+#define OUT_CAP (1u << 20)
+/* A receive buffer larger than this is given back once it is empty (a connection that once took
+ * a 1 MiB frame does not keep 1 MiB for the rest of its life; nng frees each message). */
+#define RX_KEEP (64u << 10)
 /* A connection that has not completed the SP header exchange by then is closed, as nng does
  * (its TCP transport's 10 s negotiation timeout): a peer that connects and says nothing does not
  * hold a descriptor forever, and a client whose server never answers the header redials. */
-#define NEGO_MS 10000u /* how long close() lets queued replies drain */
+#define NEGO_MS 10000u
 
 static uint64_t mono_ms(void)
 {
@@ -262,11 +271,17 @@ struct rxbuf {
 
 /* One read(2) into r, making room for a message of `need` bytes from off (grown only when the
  * buffer is full, doubling, so a peer announcing a large message and sending nothing costs
- * RX_CHUNK). Returns read(2)'s result; -1 with errno ENOMEM when no room could be made. */
+ * RX_CHUNK; an empty buffer over RX_KEEP is given back first). Returns read(2)'s result; -1 with
+ * errno ENOMEM when no room could be made. */
 static ssize_t rx_read(int fd, struct rxbuf *r, size_t need, bool *drained)
 {
     if (r->off == r->len) {
         r->off = r->len = 0;
+        if (r->cap > RX_KEEP) {
+            free(r->b);
+            r->b = NULL;
+            r->cap = 0;
+        }
     } else if (r->off > 0 && (r->cap - r->len < RX_CHUNK || r->off + need > r->cap)) {
         memmove(r->b, r->b + r->off, r->len - r->off);
         r->len -= r->off;
@@ -297,7 +312,9 @@ static ssize_t rx_read(int fd, struct rxbuf *r, size_t need, bool *drained)
         r->len += (size_t)n;
     }
     /* A short read emptied the socket: with edge-triggered epoll, later bytes raise a new
-     * event, so there is no need to read again until then. */
+     * event, so there is no need to read again until then. Not so for the peer's FIN: when it
+     * came with the data (one event, EPOLLIN|EPOLLRDHUP) no later edge announces it, so callers
+     * that saw EPOLLRDHUP/HUP/ERR ignore this and read on until read(2) says 0 or EAGAIN. */
     *drained = n > 0 && (size_t)n < room;
     return n;
 }
@@ -402,6 +419,9 @@ struct tn_conn {
     struct tn_conn *rnext, *rprev; /* the ready list: maybe more to read or to dispatch */
     bool in_ready;
     bool readable; /* no EAGAIN / short read since the last EPOLLIN */
+    bool rdhup;    /* an event carried EPOLLRDHUP: read until EOF or EAGAIN, not a short read */
+    bool broken;   /* EPOLLHUP/EPOLLERR or a failed write: nothing can be answered, close it */
+    bool out_full; /* over OUT_CAP queued reply bytes: off the ready list until they drain */
     bool hs_done;  /* the peer's SP header was read and accepted */
     uint64_t nego_deadline;
     struct sinter_tn_server *s;
@@ -715,11 +735,15 @@ static bool serve_msg(struct sinter_tn_server *s, struct tn_conn *c, const uint8
     return true;
 }
 
-enum { SERVE_DONE, SERVE_MORE, SERVE_PAUSED, SERVE_CLOSED };
+enum { SERVE_DONE, SERVE_MORE, SERVE_PAUSED, SERVE_FULL, SERVE_CLOSED };
 
 /* Dispatches what c's buffer holds, then reads once and dispatches again. */
 static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
 {
+    if (c->broken) {
+        conn_close(s, c); /* reset or failed write: no reply can reach the peer */
+        return SERVE_CLOSED;
+    }
     for (int pass = 0;; pass++) {
         for (;;) {
             struct rxbuf *r = &c->rx;
@@ -747,6 +771,15 @@ static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
             }
             if (avail - 8 < mlen) {
                 break;
+            }
+            /* A peer that does not read its replies gets no more requests served until it
+             * does (see OUT_CAP); the EPOLLOUT path puts it back on the ready list. */
+            pthread_mutex_lock(&c->wmu);
+            bool over = c->out.len - c->out.off >= OUT_CAP;
+            pthread_mutex_unlock(&c->wmu);
+            if (over) {
+                c->out_full = true;
+                return SERVE_FULL;
             }
             pthread_mutex_lock(&s->mu);
             bool full = !s->closing && s->outstanding >= s->o.n_contexts;
@@ -781,7 +814,7 @@ static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
             conn_close(s, c);
             return SERVE_CLOSED;
         }
-        if (drained) {
+        if (drained && !c->rdhup) {
             c->readable = false;
         }
     }
@@ -918,20 +951,39 @@ static void *srv_main(void *arg)
                 }
             } else {
                 struct tn_conn *c = p;
-                if (evs[i].events & EPOLLOUT) {
+                uint32_t e = evs[i].events;
+                if (e & EPOLLOUT) {
                     pthread_mutex_lock(&c->wmu);
-                    if (!c->wclosed && outq_flush(c->fd, &c->out) && c->out.off == c->out.len &&
-                        c->out_armed) {
-                        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
-                                                 .data.ptr = c};
-                        (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-                        c->out_armed = false;
+                    if (!c->wclosed) {
+                        if (!outq_flush(c->fd, &c->out)) {
+                            c->broken = true;
+                        } else if (c->out.off == c->out.len && c->out_armed) {
+                            struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
+                                                     .data.ptr = c};
+                            (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+                            c->out_armed = false;
+                        }
                     }
+                    bool drained_below = c->out.len - c->out.off < OUT_CAP;
                     pthread_mutex_unlock(&c->wmu);
+                    if (c->out_full && (drained_below || c->broken)) {
+                        c->out_full = false; /* the peer reads again: serve it again */
+                        ready_add(s, c);
+                    }
                 }
-                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                if (e & (EPOLLHUP | EPOLLERR)) {
+                    c->broken = true;
+                }
+                if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                    /* Sticky: the FIN may have come with the data this event announces, and
+                     * then no later edge reports it (see rx_read). */
+                    c->rdhup = true;
+                }
+                if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                     c->readable = true;
-                    ready_add(s, c);
+                    if (!c->out_full || c->broken) {
+                        ready_add(s, c);
+                    }
                 }
             }
         }
@@ -946,7 +998,7 @@ static void *srv_main(void *arg)
             if (st == SERVE_PAUSED) {
                 break;
             }
-            if (st == SERVE_DONE) {
+            if (st == SERVE_DONE || st == SERVE_FULL) {
                 ready_del(s, c);
             }
             if (was_last) {
@@ -1303,8 +1355,9 @@ static bool cli_msg(struct sinter_tn_client *c, const uint8_t *p, size_t len)
     return true;
 }
 
-/* I/O thread: reads what the connection has. */
-static void cli_read(struct sinter_tn_client *c)
+/* I/O thread: reads what the connection has. rdhup: the event carried EPOLLRDHUP, EPOLLHUP or
+ * EPOLLERR, so read until EOF or EAGAIN (a FIN that came with the data raises no later edge). */
+static void cli_read(struct sinter_tn_client *c, bool rdhup)
 {
     bool drained = false;
     for (;;) {
@@ -1326,7 +1379,8 @@ static void cli_read(struct sinter_tn_client *c)
                 r->off += 8;
                 c->cstate = CS_UP;
                 c->backoff = DIAL_MIN_MS;
-                /* Calls that waited for the connection go out now, oldest slots first. */
+                /* Calls that waited for the connection go out now, in slot order (not by age:
+                 * each keeps its own deadline, and the server may answer in any order). */
                 for (uint32_t i = 0; i < c->n; i++) {
                     if (c->slots[i].state == K_WAIT) {
                         slot_send(c, &c->slots[i]);
@@ -1359,7 +1413,7 @@ static void cli_read(struct sinter_tn_client *c)
                 return;
             }
         }
-        if (drained) {
+        if (drained && !rdhup) {
             return; /* the last read emptied the socket: the next bytes raise a new edge */
         }
         ssize_t n = rx_read(c->fd, r, rx_need(r), &drained);
@@ -1470,7 +1524,7 @@ static void *cli_main(void *arg)
             pthread_mutex_unlock(&c->mu);
             run_done(c);
             if (cs >= CS_HANDSHAKE && (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-                cli_read(c);
+                cli_read(c, (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
             }
         }
     }
