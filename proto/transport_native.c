@@ -590,13 +590,15 @@ static struct tn_req *req_get(struct sinter_tn_server *s, size_t len)
 static void req_release(struct sinter_tn_server *s, struct tn_req *r)
 {
     struct tn_conn *c = r->conn;
-    bool wake = false;
     pthread_mutex_lock(&s->mu);
     if (r->counted) {
         s->outstanding--;
         if (s->paused) {
+            /* Kicked under mu (the eventfd is non-blocking): once mu is released with
+             * outstanding at 0, sinter_tn_server_close() may free s and close evfd, so
+             * nothing after the unlock may touch s. */
             s->paused = false;
-            wake = true;
+            kick(s->evfd);
         }
         if (s->outstanding == 0 && s->closing) {
             pthread_cond_broadcast(&s->cv);
@@ -610,9 +612,6 @@ static void req_release(struct sinter_tn_server *s, struct tn_req *r)
     }
     pthread_mutex_unlock(&s->mu);
     free(r);
-    if (wake) {
-        kick(s->evfd);
-    }
     conn_unref(c);
 }
 
@@ -1124,6 +1123,7 @@ void sinter_tn_server_close(struct sinter_tn_server *s)
     while (s->outstanding > 0) {
         pthread_cond_wait(&s->cv, &s->mu);
     }
+    s->paused = false; /* nothing is outstanding: no reply will need to wake the I/O thread */
     s->stopping = true;
     pthread_mutex_unlock(&s->mu);
     kick(s->evfd);
