@@ -385,7 +385,8 @@ static bool outq_flush(int fd, struct outq *q)
 /* Writes p straight to the socket when nothing is queued, queueing the rest. Returns 1 when
  * bytes are queued (the caller arms EPOLLOUT), 0 when all went out, -1 when the connection is
  * broken or memory ran out (the bytes are dropped; the reading side notices the broken
- * connection). */
+ * connection). When memory runs out after part of the message went out, the connection is shut
+ * down: the peer would otherwise read the next message's bytes as the rest of this one. */
 static int write_or_queue(int fd, struct outq *q, const uint8_t *p, size_t n)
 {
     size_t done = 0;
@@ -407,7 +408,13 @@ static int write_or_queue(int fd, struct outq *q, const uint8_t *p, size_t n)
             return 0;
         }
     }
-    return outq_append(q, p + done, n - done) ? 1 : -1;
+    if (outq_append(q, p + done, n - done)) {
+        return 1;
+    }
+    if (done > 0) {
+        (void)shutdown(fd, SHUT_RDWR); /* the I/O thread reads EOF and closes it */
+    }
+    return -1;
 }
 
 /* =============================================================================================
