@@ -44,6 +44,7 @@
 
 #include "sinter/crc32c.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1206,6 +1207,8 @@ struct sinter_tn_client {
     uint64_t nego_deadline; /* of the connection being set up (CS_CONNECTING, CS_HANDSHAKE) */
     uint64_t next_dial;
     uint32_t backoff;
+    uint64_t rng;             /* redial jitter */
+    struct tn_lookup *lookup; /* a host name being resolved for the next dial */
     struct rxbuf rx;
     struct done_item *dq; /* completions collected under mu, run after it */
     size_t n_dq;
@@ -1274,34 +1277,169 @@ static void cli_disconnect(struct sinter_tn_client *c)
             slot_finish(c, &c->slots[i], SINTER_ETRANSPORT, NULL);
         }
     }
+    /* +-50 % jitter (as sinter_client's retries): after a TC restart its clients do not all
+     * redial in lockstep. */
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
     uint64_t now = mono_ms();
-    c->next_dial = now + c->backoff;
+    c->next_dial = now + c->backoff / 2 + c->rng % (c->backoff + 1u);
     c->backoff = c->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS : c->backoff * 2;
 }
 
-/* mu not held: starts a non-blocking connect. Resolution runs on the I/O thread like nng's
- * dialer resolves on its own thread. */
-static void cli_dial(struct sinter_tn_client *c)
+/* A host name resolved on a thread of its own: getaddrinfo() can block for the resolver's
+ * timeout times its attempts, and on the I/O thread that would stop call timeouts, callbacks and
+ * close() with it (nng resolves on its own resolver threads too). The lookup holds one reference
+ * and the client one; a client closing meanwhile abandons it, under mu, so the lookup never
+ * kicks an eventfd that is closed. */
+struct tn_lookup {
+    pthread_mutex_t mu;
+    int refs;
+    bool done, ok, abandoned;
+    int evfd;
+    int af;
+    char host[256], port[8];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+static void lookup_unref(struct tn_lookup *l)
 {
+    pthread_mutex_lock(&l->mu);
+    bool last = --l->refs == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (last) {
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+    }
+}
+
+static void *lookup_main(void *arg)
+{
+    struct tn_lookup *l = arg;
+    (void)pthread_setname_np(pthread_self(), "sinter:rpc-dns");
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = c->af;
+    hints.ai_family = l->af;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     struct addrinfo *res = NULL;
+    bool ok = getaddrinfo(l->host, l->port, &hints, &res) == 0 && res != NULL &&
+              res->ai_addrlen <= sizeof l->addr;
+    pthread_mutex_lock(&l->mu);
+    if (ok) {
+        memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+        l->addrlen = res->ai_addrlen;
+    }
+    l->ok = ok;
+    l->done = true;
+    if (!l->abandoned) {
+        kick(l->evfd);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (res != NULL) {
+        freeaddrinfo(res);
+    }
+    lookup_unref(l);
+    return NULL;
+}
+
+/* A numeric address (the usual case: cluster members are configured by IP) needs no resolver. */
+static bool numeric_addr(int af, const char *host, const char *port, struct sockaddr_storage *ss,
+                         socklen_t *sl)
+{
+    uint16_t p = htons((uint16_t)strtoul(port, NULL, 10));
+    memset(ss, 0, sizeof *ss);
+    if (af != AF_INET6) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        if (inet_pton(AF_INET, host, &a->sin_addr) == 1) {
+            a->sin_family = AF_INET;
+            a->sin_port = p;
+            *sl = sizeof *a;
+            return true;
+        }
+    }
+    if (af != AF_INET) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) == 1) {
+            a->sin6_family = AF_INET6;
+            a->sin6_port = p;
+            *sl = sizeof *a;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* I/O thread: starts a lookup of c's host. False when no thread could be started. */
+static bool lookup_start(struct sinter_tn_client *c)
+{
+    struct tn_lookup *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        return false;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    l->refs = 2;
+    l->evfd = c->evfd;
+    l->af = c->af;
+    memcpy(l->host, c->host, sizeof l->host);
+    memcpy(l->port, c->port, sizeof l->port);
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, lookup_main, l);
+    pthread_attr_destroy(&a);
+    if (rc != 0) {
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return false;
+    }
+    c->lookup = l;
+    return true;
+}
+
+/* I/O thread, mu not held: starts a non-blocking connect. A numeric host is used as is; a name
+ * is resolved on a lookup thread (see struct tn_lookup), which kicks this thread when it is done,
+ * and the dial goes on from there. Every dial resolves afresh (a restarted pod may come back
+ * under another address). */
+static void cli_dial(struct sinter_tn_client *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    bool have = false;
+    if (c->lookup != NULL) {
+        struct tn_lookup *l = c->lookup;
+        pthread_mutex_lock(&l->mu);
+        bool done = l->done;
+        if (done && l->ok) {
+            ss = l->addr;
+            sl = l->addrlen;
+            have = true;
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (!done) {
+            return; /* still resolving */
+        }
+        c->lookup = NULL;
+        lookup_unref(l);
+    } else if (numeric_addr(c->af, c->host, c->port, &ss, &sl)) {
+        have = true;
+    } else if (lookup_start(c)) {
+        return;
+    }
     int fd = -1;
-    if (getaddrinfo(c->host, c->port, &hints, &res) == 0 && res != NULL) {
-        fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (have) {
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd >= 0) {
             set_nodelay(fd);
             /* A connect that completes at once (loopback) is reported writable by epoll like
              * one that completes later: one path for both. */
-            if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
                 close(fd);
                 fd = -1;
             }
         }
-        freeaddrinfo(res);
     }
     pthread_mutex_lock(&c->mu);
     if (fd < 0) {
@@ -1480,8 +1618,8 @@ static void *cli_main(void *arg)
         pthread_mutex_lock(&c->mu);
         now = mono_ms();
         uint64_t until = c->wake_at;
-        if (c->cstate == CS_DOWN && c->next_dial < until) {
-            until = c->next_dial;
+        if (c->cstate == CS_DOWN && c->lookup == NULL && c->next_dial < until) {
+            until = c->next_dial; /* (a lookup in progress kicks this thread when it is done) */
         }
         if ((c->cstate == CS_CONNECTING || c->cstate == CS_HANDSHAKE) && c->nego_deadline < until) {
             until = c->nego_deadline;
@@ -1584,6 +1722,7 @@ int sinter_tn_client_open(struct sinter_tn_client **out,
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     c->gen = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid();
+    c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)c ^ 0x9e3779b97f4a7c15ull;
     pthread_mutex_init(&c->mu, NULL);
     cond_init_mono(&c->cv);
     c->slots = calloc(c->n, sizeof *c->slots);
@@ -1718,6 +1857,12 @@ void sinter_tn_client_close(struct sinter_tn_client *c)
     pthread_mutex_unlock(&c->mu);
     kick(c->evfd);
     pthread_join(c->io, NULL);
+    if (c->lookup != NULL) {
+        pthread_mutex_lock(&c->lookup->mu);
+        c->lookup->abandoned = true; /* before evfd is closed: the lookup no longer kicks it */
+        pthread_mutex_unlock(&c->lookup->mu);
+        lookup_unref(c->lookup);
+    }
     close(c->epfd);
     close(c->evfd);
     for (uint32_t i = 0; i < c->n; i++) {

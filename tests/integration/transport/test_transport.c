@@ -1896,6 +1896,22 @@ static void reply_races_close_while_paused(void **state)
     }
 }
 
+/* A native client given a host name dials through a lookup thread and is served (numeric
+ * addresses skip the resolver; names must not block the client's I/O thread). */
+static void client_dials_host_name(void **state)
+{
+    (void)state;
+    if (g_srv_nng != g_cli_nng) {
+        skip(); /* a client-side case */
+    }
+    struct fixture *f = fixture_open_at(false, false, 8, "tcp4://127.0.0.1:0");
+    char url[64];
+    snprintf(url, sizeof url, "tcp4://localhost:%u",
+             (unsigned)sinter_transport_server_port(f->srv));
+    expect_served(url, 20000);
+    fixture_close(f);
+}
+
 static int set_native_native(void **state)
 {
     (void)state;
@@ -1952,6 +1968,7 @@ int main(void)
         cmocka_unit_test(first_call_after_graceful_restart),
         cmocka_unit_test(non_reading_peer_is_bounded),
         cmocka_unit_test(reply_races_close_while_paused),
+        cmocka_unit_test(client_dials_host_name),
         cmocka_unit_test(flood_then_well_behaved_client_is_served),
         cmocka_unit_test(watchdog_revives_dead_listener),
         cmocka_unit_test(tls_client_server),
