@@ -27,9 +27,11 @@
  * after the connection closed is dropped and the request still released. Back-pressure: with
  * n_contexts requests handed to the handler and not replied, the I/O thread stops cutting
  * messages (bytes stay in the kernel, TCP pushes back) until a reply frees a slot and kicks it
- * through an eventfd.
+ * through an eventfd; and a connection whose peer leaves OUT_CAP of replies unread gets no more
+ * requests cut until they drain. A peer's FIN is read even when it came with the last data.
  *
- * Client: one connection dialled in the background with backoff, calls pipelined on it, each
+ * Client: one connection dialled in the background with jittered backoff (a host name resolved
+ * on a lookup thread, a numeric one directly), calls pipelined on it, each
  * with its own SP request id (slot index in the low bits, a generation above) and matched on
  * the reply. The I/O thread reads replies, runs timeouts and redials; callers write their
  * request straight to the socket under the client lock. Calls made while disconnected wait for
