@@ -700,7 +700,21 @@ int sinter_client_call(struct sinter_client *c, struct sinter_proto_msg *req, ui
         }
         if (rc != SINTER_OK) {
             /* No answer, node down or stopping: the outcome is unknown, so the retry elsewhere
-             * carries the same seq. */
+             * carries the same seq.
+             *
+             * SINTER_ETRANSPORT (the native transport: the connection dropped with this call
+             * sent; nng's REQ would resend it on the same node after redialling) is treated the
+             * same, deliberately, without a first retry on the same node:
+             *   - a node that stops gracefully answers what it holds with ESHUTDOWN before it
+             *     closes, and the transport notices an idle connection's close and redials, so
+             *     a restart does not surface here as ETRANSPORT; what does is a connection
+             *     dropped under a call in flight: a crash, a reset, a partition;
+             *   - for those a retry on the same node waits for a redial that is refused or never
+             *     answered, i.e. a whole attempt_ms (3 s by default) before failing over, which
+             *     is exactly the delay the native transport removed;
+             *   - moving on costs at most one redirect round trip (the next node names the
+             *     leader, and the leader cache is refilled from it), and the same seq makes the
+             *     retry idempotent wherever it lands (DESIGN: idempotent requests). */
             last = rc;
             forget_node(c, group, target);
             target = next_node(c, target);

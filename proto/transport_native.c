@@ -27,9 +27,11 @@
  * after the connection closed is dropped and the request still released. Back-pressure: with
  * n_contexts requests handed to the handler and not replied, the I/O thread stops cutting
  * messages (bytes stay in the kernel, TCP pushes back) until a reply frees a slot and kicks it
- * through an eventfd.
+ * through an eventfd; and a connection whose peer leaves OUT_CAP of replies unread gets no more
+ * requests cut until they drain. A peer's FIN is read even when it came with the last data.
  *
- * Client: one connection dialled in the background with backoff, calls pipelined on it, each
+ * Client: one connection dialled in the background with jittered backoff (a host name resolved
+ * on a lookup thread, a numeric one directly), calls pipelined on it, each
  * with its own SP request id (slot index in the low bits, a generation above) and matched on
  * the reply. The I/O thread reads replies, runs timeouts and redials; callers write their
  * request straight to the socket under the client lock. Calls made while disconnected wait for
@@ -44,6 +46,7 @@
 
 #include "sinter/crc32c.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -67,12 +70,21 @@
 #define REQ_KEEP_CAP  4096u /* ... when their frame room is at most this */
 #define DIAL_MIN_MS   20u
 #define DIAL_MAX_MS   1000u
-#define STOP_FLUSH_MS 2000u
+#define STOP_FLUSH_MS 2000u /* how long close() lets queued replies drain */
 #define IDLE_TICK_MS  500u
+/* Reply bytes a server connection may have queued in user space (what the kernel did not take)
+ * before the I/O thread stops cutting requests from it; it resumes once the queue drains below
+ * this. nng bounds the same thing by parking the context on the busy pipe (rep0_ctx_send), so a
+ * peer that sends requests and never reads its replies cannot make the server grow without
+ * bound: its requests stay in the kernel and TCP pushes back on it alone. */
+#define OUT_CAP (1u << 20)
+/* A receive buffer larger than this is given back once it is empty (a connection that once took
+ * a 1 MiB frame does not keep 1 MiB for the rest of its life; nng frees each message). */
+#define RX_KEEP (64u << 10)
 /* A connection that has not completed the SP header exchange by then is closed, as nng does
  * (its TCP transport's 10 s negotiation timeout): a peer that connects and says nothing does not
  * hold a descriptor forever, and a client whose server never answers the header redials. */
-#define NEGO_MS 10000u /* how long close() lets queued replies drain */
+#define NEGO_MS 10000u
 
 static uint64_t mono_ms(void)
 {
@@ -262,11 +274,17 @@ struct rxbuf {
 
 /* One read(2) into r, making room for a message of `need` bytes from off (grown only when the
  * buffer is full, doubling, so a peer announcing a large message and sending nothing costs
- * RX_CHUNK). Returns read(2)'s result; -1 with errno ENOMEM when no room could be made. */
+ * RX_CHUNK; an empty buffer over RX_KEEP is given back first). Returns read(2)'s result; -1 with
+ * errno ENOMEM when no room could be made. */
 static ssize_t rx_read(int fd, struct rxbuf *r, size_t need, bool *drained)
 {
     if (r->off == r->len) {
         r->off = r->len = 0;
+        if (r->cap > RX_KEEP) {
+            free(r->b);
+            r->b = NULL;
+            r->cap = 0;
+        }
     } else if (r->off > 0 && (r->cap - r->len < RX_CHUNK || r->off + need > r->cap)) {
         memmove(r->b, r->b + r->off, r->len - r->off);
         r->len -= r->off;
@@ -297,7 +315,9 @@ static ssize_t rx_read(int fd, struct rxbuf *r, size_t need, bool *drained)
         r->len += (size_t)n;
     }
     /* A short read emptied the socket: with edge-triggered epoll, later bytes raise a new
-     * event, so there is no need to read again until then. */
+     * event, so there is no need to read again until then. Not so for the peer's FIN: when it
+     * came with the data (one event, EPOLLIN|EPOLLRDHUP) no later edge announces it, so callers
+     * that saw EPOLLRDHUP/HUP/ERR ignore this and read on until read(2) says 0 or EAGAIN. */
     *drained = n > 0 && (size_t)n < room;
     return n;
 }
@@ -368,7 +388,8 @@ static bool outq_flush(int fd, struct outq *q)
 /* Writes p straight to the socket when nothing is queued, queueing the rest. Returns 1 when
  * bytes are queued (the caller arms EPOLLOUT), 0 when all went out, -1 when the connection is
  * broken or memory ran out (the bytes are dropped; the reading side notices the broken
- * connection). */
+ * connection). When memory runs out after part of the message went out, the connection is shut
+ * down: the peer would otherwise read the next message's bytes as the rest of this one. */
 static int write_or_queue(int fd, struct outq *q, const uint8_t *p, size_t n)
 {
     size_t done = 0;
@@ -390,7 +411,13 @@ static int write_or_queue(int fd, struct outq *q, const uint8_t *p, size_t n)
             return 0;
         }
     }
-    return outq_append(q, p + done, n - done) ? 1 : -1;
+    if (outq_append(q, p + done, n - done)) {
+        return 1;
+    }
+    if (done > 0) {
+        (void)shutdown(fd, SHUT_RDWR); /* the I/O thread reads EOF and closes it */
+    }
+    return -1;
 }
 
 /* =============================================================================================
@@ -402,6 +429,9 @@ struct tn_conn {
     struct tn_conn *rnext, *rprev; /* the ready list: maybe more to read or to dispatch */
     bool in_ready;
     bool readable; /* no EAGAIN / short read since the last EPOLLIN */
+    bool rdhup;    /* an event carried EPOLLRDHUP: read until EOF or EAGAIN, not a short read */
+    bool broken;   /* EPOLLHUP/EPOLLERR or a failed write: nothing can be answered, close it */
+    bool out_full; /* over OUT_CAP queued reply bytes: off the ready list until they drain */
     bool hs_done;  /* the peer's SP header was read and accepted */
     uint64_t nego_deadline;
     struct sinter_tn_server *s;
@@ -570,13 +600,15 @@ static struct tn_req *req_get(struct sinter_tn_server *s, size_t len)
 static void req_release(struct sinter_tn_server *s, struct tn_req *r)
 {
     struct tn_conn *c = r->conn;
-    bool wake = false;
     pthread_mutex_lock(&s->mu);
     if (r->counted) {
         s->outstanding--;
         if (s->paused) {
+            /* Kicked under mu (the eventfd is non-blocking): once mu is released with
+             * outstanding at 0, sinter_tn_server_close() may free s and close evfd, so
+             * nothing after the unlock may touch s. */
             s->paused = false;
-            wake = true;
+            kick(s->evfd);
         }
         if (s->outstanding == 0 && s->closing) {
             pthread_cond_broadcast(&s->cv);
@@ -590,9 +622,6 @@ static void req_release(struct sinter_tn_server *s, struct tn_req *r)
     }
     pthread_mutex_unlock(&s->mu);
     free(r);
-    if (wake) {
-        kick(s->evfd);
-    }
     conn_unref(c);
 }
 
@@ -715,11 +744,15 @@ static bool serve_msg(struct sinter_tn_server *s, struct tn_conn *c, const uint8
     return true;
 }
 
-enum { SERVE_DONE, SERVE_MORE, SERVE_PAUSED, SERVE_CLOSED };
+enum { SERVE_DONE, SERVE_MORE, SERVE_PAUSED, SERVE_FULL, SERVE_CLOSED };
 
 /* Dispatches what c's buffer holds, then reads once and dispatches again. */
 static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
 {
+    if (c->broken) {
+        conn_close(s, c); /* reset or failed write: no reply can reach the peer */
+        return SERVE_CLOSED;
+    }
     for (int pass = 0;; pass++) {
         for (;;) {
             struct rxbuf *r = &c->rx;
@@ -747,6 +780,15 @@ static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
             }
             if (avail - 8 < mlen) {
                 break;
+            }
+            /* A peer that does not read its replies gets no more requests served until it
+             * does (see OUT_CAP); the EPOLLOUT path puts it back on the ready list. */
+            pthread_mutex_lock(&c->wmu);
+            bool over = c->out.len - c->out.off >= OUT_CAP;
+            pthread_mutex_unlock(&c->wmu);
+            if (over) {
+                c->out_full = true;
+                return SERVE_FULL;
             }
             pthread_mutex_lock(&s->mu);
             bool full = !s->closing && s->outstanding >= s->o.n_contexts;
@@ -781,7 +823,7 @@ static int serve_conn(struct sinter_tn_server *s, struct tn_conn *c)
             conn_close(s, c);
             return SERVE_CLOSED;
         }
-        if (drained) {
+        if (drained && !c->rdhup) {
             c->readable = false;
         }
     }
@@ -918,20 +960,39 @@ static void *srv_main(void *arg)
                 }
             } else {
                 struct tn_conn *c = p;
-                if (evs[i].events & EPOLLOUT) {
+                uint32_t e = evs[i].events;
+                if (e & EPOLLOUT) {
                     pthread_mutex_lock(&c->wmu);
-                    if (!c->wclosed && outq_flush(c->fd, &c->out) && c->out.off == c->out.len &&
-                        c->out_armed) {
-                        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
-                                                 .data.ptr = c};
-                        (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-                        c->out_armed = false;
+                    if (!c->wclosed) {
+                        if (!outq_flush(c->fd, &c->out)) {
+                            c->broken = true;
+                        } else if (c->out.off == c->out.len && c->out_armed) {
+                            struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
+                                                     .data.ptr = c};
+                            (void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+                            c->out_armed = false;
+                        }
                     }
+                    bool drained_below = c->out.len - c->out.off < OUT_CAP;
                     pthread_mutex_unlock(&c->wmu);
+                    if (c->out_full && (drained_below || c->broken)) {
+                        c->out_full = false; /* the peer reads again: serve it again */
+                        ready_add(s, c);
+                    }
                 }
-                if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                if (e & (EPOLLHUP | EPOLLERR)) {
+                    c->broken = true;
+                }
+                if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                    /* Sticky: the FIN may have come with the data this event announces, and
+                     * then no later edge reports it (see rx_read). */
+                    c->rdhup = true;
+                }
+                if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                     c->readable = true;
-                    ready_add(s, c);
+                    if (!c->out_full || c->broken) {
+                        ready_add(s, c);
+                    }
                 }
             }
         }
@@ -946,7 +1007,7 @@ static void *srv_main(void *arg)
             if (st == SERVE_PAUSED) {
                 break;
             }
-            if (st == SERVE_DONE) {
+            if (st == SERVE_DONE || st == SERVE_FULL) {
                 ready_del(s, c);
             }
             if (was_last) {
@@ -1072,6 +1133,7 @@ void sinter_tn_server_close(struct sinter_tn_server *s)
     while (s->outstanding > 0) {
         pthread_cond_wait(&s->cv, &s->mu);
     }
+    s->paused = false; /* nothing is outstanding: no reply will need to wake the I/O thread */
     s->stopping = true;
     pthread_mutex_unlock(&s->mu);
     kick(s->evfd);
@@ -1147,6 +1209,8 @@ struct sinter_tn_client {
     uint64_t nego_deadline; /* of the connection being set up (CS_CONNECTING, CS_HANDSHAKE) */
     uint64_t next_dial;
     uint32_t backoff;
+    uint64_t rng;             /* redial jitter */
+    struct tn_lookup *lookup; /* a host name being resolved for the next dial */
     struct rxbuf rx;
     struct done_item *dq; /* completions collected under mu, run after it */
     size_t n_dq;
@@ -1215,34 +1279,169 @@ static void cli_disconnect(struct sinter_tn_client *c)
             slot_finish(c, &c->slots[i], SINTER_ETRANSPORT, NULL);
         }
     }
+    /* +-50 % jitter (as sinter_client's retries): after a TC restart its clients do not all
+     * redial in lockstep. */
+    c->rng ^= c->rng << 13;
+    c->rng ^= c->rng >> 7;
+    c->rng ^= c->rng << 17;
     uint64_t now = mono_ms();
-    c->next_dial = now + c->backoff;
+    c->next_dial = now + c->backoff / 2 + c->rng % (c->backoff + 1u);
     c->backoff = c->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS : c->backoff * 2;
 }
 
-/* mu not held: starts a non-blocking connect. Resolution runs on the I/O thread like nng's
- * dialer resolves on its own thread. */
-static void cli_dial(struct sinter_tn_client *c)
+/* A host name resolved on a thread of its own: getaddrinfo() can block for the resolver's
+ * timeout times its attempts, and on the I/O thread that would stop call timeouts, callbacks and
+ * close() with it (nng resolves on its own resolver threads too). The lookup holds one reference
+ * and the client one; a client closing meanwhile abandons it, under mu, so the lookup never
+ * kicks an eventfd that is closed. */
+struct tn_lookup {
+    pthread_mutex_t mu;
+    int refs;
+    bool done, ok, abandoned;
+    int evfd;
+    int af;
+    char host[256], port[8];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+static void lookup_unref(struct tn_lookup *l)
 {
+    pthread_mutex_lock(&l->mu);
+    bool last = --l->refs == 0;
+    pthread_mutex_unlock(&l->mu);
+    if (last) {
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+    }
+}
+
+static void *lookup_main(void *arg)
+{
+    struct tn_lookup *l = arg;
+    (void)pthread_setname_np(pthread_self(), "sinter:rpc-dns");
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = c->af;
+    hints.ai_family = l->af;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     struct addrinfo *res = NULL;
+    bool ok = getaddrinfo(l->host, l->port, &hints, &res) == 0 && res != NULL &&
+              res->ai_addrlen <= sizeof l->addr;
+    pthread_mutex_lock(&l->mu);
+    if (ok) {
+        memcpy(&l->addr, res->ai_addr, res->ai_addrlen);
+        l->addrlen = res->ai_addrlen;
+    }
+    l->ok = ok;
+    l->done = true;
+    if (!l->abandoned) {
+        kick(l->evfd);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (res != NULL) {
+        freeaddrinfo(res);
+    }
+    lookup_unref(l);
+    return NULL;
+}
+
+/* A numeric address (the usual case: cluster members are configured by IP) needs no resolver. */
+static bool numeric_addr(int af, const char *host, const char *port, struct sockaddr_storage *ss,
+                         socklen_t *sl)
+{
+    uint16_t p = htons((uint16_t)strtoul(port, NULL, 10));
+    memset(ss, 0, sizeof *ss);
+    if (af != AF_INET6) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        if (inet_pton(AF_INET, host, &a->sin_addr) == 1) {
+            a->sin_family = AF_INET;
+            a->sin_port = p;
+            *sl = sizeof *a;
+            return true;
+        }
+    }
+    if (af != AF_INET) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) == 1) {
+            a->sin6_family = AF_INET6;
+            a->sin6_port = p;
+            *sl = sizeof *a;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* I/O thread: starts a lookup of c's host. False when no thread could be started. */
+static bool lookup_start(struct sinter_tn_client *c)
+{
+    struct tn_lookup *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        return false;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    l->refs = 2;
+    l->evfd = c->evfd;
+    l->af = c->af;
+    memcpy(l->host, c->host, sizeof l->host);
+    memcpy(l->port, c->port, sizeof l->port);
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, lookup_main, l);
+    pthread_attr_destroy(&a);
+    if (rc != 0) {
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return false;
+    }
+    c->lookup = l;
+    return true;
+}
+
+/* I/O thread, mu not held: starts a non-blocking connect. A numeric host is used as is; a name
+ * is resolved on a lookup thread (see struct tn_lookup), which kicks this thread when it is done,
+ * and the dial goes on from there. Every dial resolves afresh (a restarted pod may come back
+ * under another address). */
+static void cli_dial(struct sinter_tn_client *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    bool have = false;
+    if (c->lookup != NULL) {
+        struct tn_lookup *l = c->lookup;
+        pthread_mutex_lock(&l->mu);
+        bool done = l->done;
+        if (done && l->ok) {
+            ss = l->addr;
+            sl = l->addrlen;
+            have = true;
+        }
+        pthread_mutex_unlock(&l->mu);
+        if (!done) {
+            return; /* still resolving */
+        }
+        c->lookup = NULL;
+        lookup_unref(l);
+    } else if (numeric_addr(c->af, c->host, c->port, &ss, &sl)) {
+        have = true;
+    } else if (lookup_start(c)) {
+        return;
+    }
     int fd = -1;
-    if (getaddrinfo(c->host, c->port, &hints, &res) == 0 && res != NULL) {
-        fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (have) {
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd >= 0) {
             set_nodelay(fd);
             /* A connect that completes at once (loopback) is reported writable by epoll like
              * one that completes later: one path for both. */
-            if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
                 close(fd);
                 fd = -1;
             }
         }
-        freeaddrinfo(res);
     }
     pthread_mutex_lock(&c->mu);
     if (fd < 0) {
@@ -1303,8 +1502,9 @@ static bool cli_msg(struct sinter_tn_client *c, const uint8_t *p, size_t len)
     return true;
 }
 
-/* I/O thread: reads what the connection has. */
-static void cli_read(struct sinter_tn_client *c)
+/* I/O thread: reads what the connection has. rdhup: the event carried EPOLLRDHUP, EPOLLHUP or
+ * EPOLLERR, so read until EOF or EAGAIN (a FIN that came with the data raises no later edge). */
+static void cli_read(struct sinter_tn_client *c, bool rdhup)
 {
     bool drained = false;
     for (;;) {
@@ -1326,7 +1526,8 @@ static void cli_read(struct sinter_tn_client *c)
                 r->off += 8;
                 c->cstate = CS_UP;
                 c->backoff = DIAL_MIN_MS;
-                /* Calls that waited for the connection go out now, oldest slots first. */
+                /* Calls that waited for the connection go out now, in slot order (not by age:
+                 * each keeps its own deadline, and the server may answer in any order). */
                 for (uint32_t i = 0; i < c->n; i++) {
                     if (c->slots[i].state == K_WAIT) {
                         slot_send(c, &c->slots[i]);
@@ -1359,7 +1560,7 @@ static void cli_read(struct sinter_tn_client *c)
                 return;
             }
         }
-        if (drained) {
+        if (drained && !rdhup) {
             return; /* the last read emptied the socket: the next bytes raise a new edge */
         }
         ssize_t n = rx_read(c->fd, r, rx_need(r), &drained);
@@ -1419,8 +1620,8 @@ static void *cli_main(void *arg)
         pthread_mutex_lock(&c->mu);
         now = mono_ms();
         uint64_t until = c->wake_at;
-        if (c->cstate == CS_DOWN && c->next_dial < until) {
-            until = c->next_dial;
+        if (c->cstate == CS_DOWN && c->lookup == NULL && c->next_dial < until) {
+            until = c->next_dial; /* (a lookup in progress kicks this thread when it is done) */
         }
         if ((c->cstate == CS_CONNECTING || c->cstate == CS_HANDSHAKE) && c->nego_deadline < until) {
             until = c->nego_deadline;
@@ -1470,7 +1671,7 @@ static void *cli_main(void *arg)
             pthread_mutex_unlock(&c->mu);
             run_done(c);
             if (cs >= CS_HANDSHAKE && (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-                cli_read(c);
+                cli_read(c, (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
             }
         }
     }
@@ -1523,6 +1724,7 @@ int sinter_tn_client_open(struct sinter_tn_client **out,
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     c->gen = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid();
+    c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)c ^ 0x9e3779b97f4a7c15ull;
     pthread_mutex_init(&c->mu, NULL);
     cond_init_mono(&c->cv);
     c->slots = calloc(c->n, sizeof *c->slots);
@@ -1657,6 +1859,12 @@ void sinter_tn_client_close(struct sinter_tn_client *c)
     pthread_mutex_unlock(&c->mu);
     kick(c->evfd);
     pthread_join(c->io, NULL);
+    if (c->lookup != NULL) {
+        pthread_mutex_lock(&c->lookup->mu);
+        c->lookup->abandoned = true; /* before evfd is closed: the lookup no longer kicks it */
+        pthread_mutex_unlock(&c->lookup->mu);
+        lookup_unref(c->lookup);
+    }
     close(c->epfd);
     close(c->evfd);
     for (uint32_t i = 0; i < c->n; i++) {
