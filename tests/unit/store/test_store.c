@@ -949,18 +949,23 @@ static void verify_world(struct world *w, struct sinter_store *s,
 
 static int make_spare(struct sinter_store *s, bool on_thread);
 
-static void random_crash_loop(void **state)
+/* Seeds [seed_lo, seed_hi]. direct: segment sizes that are multiples of 4 KiB, so the probe keeps
+ * direct I/O on and segments made from spares take O_DIRECT | O_DSYNC appends (with truncation into
+ * them, term changes, snapshots and compaction); else sizes 4096 + 8k, which turn it off. */
+static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
 {
-    (void)state;
     static struct world w;
     long rounds = 0, ops = 0, deaths = 0, reports = 0, max_last = 0, snaps = 0, spares = 0;
-    for (uint64_t seed = 1; seed <= 60; seed++) {
+    long dsync = 0;
+    for (uint64_t seed = seed_lo; seed <= seed_hi; seed++) {
         memset(&w, 0, sizeof w);
         uint64_t x = seed * 0x9E3779B97F4A7C15u + 7;
         struct memfs *fs = memfs_new(seed);
         struct reports rp = {0};
         struct sinter_store_options o;
-        opts_init(&o, memfs_io(fs), 4096 + 8 * (uint32_t)(seed % 64), &rp);
+        uint32_t segsize =
+            direct ? 4096u * (1u + (uint32_t)(seed % 4)) : 4096 + 8 * (uint32_t)(seed % 64);
+        opts_init(&o, memfs_io(fs), segsize, &rp);
         for (int round = 0; round < 25; round++) {
             struct sinter_store *s = NULL;
             struct sinter_store_recovered rec;
@@ -1069,11 +1074,30 @@ static void random_crash_loop(void **state)
             memfs_crash(fs, (int)(rng_next(&x) % 3));
         }
         reports += rp.n;
+        dsync += memfs_dsync_writes(fs);
         memfs_free(fs);
     }
     print_message("crash loop: %ld rounds, %ld operations, %ld killed mid-operation, %ld torn "
-                  "tails reported, longest log %ld, %ld rounds with a snapshot, %ld spares made\n",
-                  rounds, ops, deaths, reports, max_last, snaps, spares);
+                  "tails reported, longest log %ld, %ld rounds with a snapshot, %ld spares made, "
+                  "%ld O_DSYNC writes\n",
+                  rounds, ops, deaths, reports, max_last, snaps, spares, dsync);
+    if (direct) {
+        assert_true(dsync > 100); /* the direct path was really exercised */
+    } else {
+        assert_int_equal(dsync, 0);
+    }
+}
+
+static void random_crash_loop(void **state)
+{
+    (void)state;
+    crash_loop(1, 60, false);
+}
+
+static void random_crash_loop_direct(void **state)
+{
+    (void)state;
+    crash_loop(1, 300, true);
 }
 
 /* ---- metadata ------------------------------------------------------------------------------- */
@@ -2433,6 +2457,7 @@ int main(void)
         cmocka_unit_test(direct_io_refused_falls_back),
         cmocka_unit_test(direct_write_errors_fail_the_store),
         cmocka_unit_test(kill_during_direct_writes),
+        cmocka_unit_test(random_crash_loop_direct),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
