@@ -2421,6 +2421,67 @@ static void kill_during_direct_writes(void **state)
     assert_true(dsync > 100);
 }
 
+
+/* ---- review fixes: write-back errors, descriptors, memory, EINVAL, defaults -------------------
+ */
+
+/* sync_file_range reports a failed write-back once and then forgets it (the final fsync on the
+ * same descriptor returns 0), so the zero-fill must fail on writeback_wait's error itself; only
+ * "not supported" answers are ignored. After a good fsync the zeros' pages are dropped from the
+ * cache (dontneed), whose errors do not matter. */
+static void spare_writeback_errors_fail_the_job(void **state)
+{
+    (void)state;
+    struct {
+        unsigned mask;
+        int err;
+        int code;
+    } cases[] = {
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EIO, SINTER_EIO},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ENOSPC, SINTER_ENOSPC},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EINVAL, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ENOSYS, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EOPNOTSUPP, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ESPIPE, SINTER_OK},
+        {FOP_BIT(FOP_DONTNEED), EIO, SINTER_OK},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *dir = mktmp();
+        struct reports rp = {0};
+        struct faultio fio;
+        faultio_init(&fio, sinter_store_io_posix());
+        assert_non_null(fio.io.writeback_wait);
+        assert_non_null(fio.io.dontneed);
+        struct sinter_store_options o;
+        opts_init(&o, &fio.io, 1u << 20, &rp); /* 8 chunks of zeros */
+        struct sinter_store *s;
+        assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+        assert_int_equal(append_range(s, 1, 300, 1), SINTER_OK); /* past 1/64 of a segment */
+        struct sinter_store_spare *j = sinter_store_spare_want(s);
+        assert_non_null(j);
+        /* Sticky: the unsupported answers come on every call, an error on one chunk suffices. */
+        bool dn = cases[c].mask == FOP_BIT(FOP_DONTNEED); /* called once, after the fsync */
+        faultio_fail(&fio, cases[c].mask, cases[c].err, dn ? 0 : 1, cases[c].code == SINTER_OK);
+        assert_int_equal(sinter_store_spare_make(j), cases[c].code);
+        if (fio.f.hits < 1) {
+            fail_msg("case %zu: the fault was not hit", c);
+        }
+        if (cases[c].code != SINTER_OK) {
+            assert_non_null(strstr(sinter_store_spare_errmsg(j), "write back"));
+            assert_int_equal(fio.calls[FOP_DONTNEED], 0);
+            assert_int_equal(count_files(dir, "spare-", ".tmp"), 0);
+        } else {
+            assert_int_equal(fio.calls[FOP_DONTNEED], 1);
+            assert_true(fio.calls[FOP_WRITEBACK_WAIT] >= 6);
+        }
+        faultio_fail(&fio, 0, 0, -1, false);
+        assert_int_equal(sinter_store_spare_put(s, j), cases[c].code);
+        assert_int_equal(sinter_store_spare_ready(s), cases[c].code == SINTER_OK);
+        sinter_store_close(s);
+        rmtree(dir);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2458,6 +2519,7 @@ int main(void)
         cmocka_unit_test(direct_write_errors_fail_the_store),
         cmocka_unit_test(kill_during_direct_writes),
         cmocka_unit_test(random_crash_loop_direct),
+        cmocka_unit_test(spare_writeback_errors_fail_the_job),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
