@@ -153,12 +153,13 @@ struct sinter_store_options {
      * through report. Segments with unwritten free space (fallocate fallback, found at open,
      * after a truncation) always use pwrite + fdatasync. Reads keep using the buffered descriptor:
      * Linux invalidates the page cache over a direct write's range, so they see the new bytes.
-     * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. Default: see
-     * sinter_store_options_defaults(). A direct write refused with EINVAL before any byte was
-     * written (a file system that refuses O_DIRECT on some inodes although the probe passed)
-     * ends direct appends to that segment, said once through report, and the batch goes through
-     * pwrite + fdatasync. Other errors of a direct write are those of a failed fdatasync
-     * (SINTER_EIO / SINTER_ENOSPC, the store turns failed). */
+     * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. 0 (a zero-initialised struct) means
+     * the default, SINTER_STORE_DIRECT_IO_AUTO (sinter_store_options_defaults()). A direct write
+     * refused with EINVAL before any byte was written (a file system that refuses O_DIRECT on
+     * some inodes although the probe passed) ends direct appends to that segment, said once
+     * through report, and the batch goes through pwrite + fdatasync. Other errors of a direct
+     * write are those of a failed fdatasync (SINTER_EIO / SINTER_ENOSPC, the store turns
+     * failed). */
     int direct_io;
 };
 

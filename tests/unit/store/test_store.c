@@ -2648,6 +2648,31 @@ static void direct_write_einval_falls_back(void **state)
     memfs_free(fs);
 }
 
+/* direct_io 0 (a zero-initialised struct) is the documented default, AUTO; other values than
+ * OFF and AUTO are refused. */
+static void direct_io_zero_means_auto(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(24);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8192, &rp);
+    o.direct_io = 3;
+    struct sinter_store *s;
+    char err[200];
+    assert_int_equal(sinter_store_open(&s, "/mem", &o, NULL, err, sizeof err), SINTER_EINVAL);
+    o.direct_io = 0;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    assert_int_equal(make_spare(s, false), SINTER_OK);
+    long dsync = memfs_dsync_writes(fs);
+    assert_int_equal(append_range(s, 11, 4, 1), SINTER_OK);
+    assert_true(sinter_store_direct_io_active(s));
+    assert_int_equal(memfs_dsync_writes(fs), dsync + 1);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2689,6 +2714,7 @@ int main(void)
         cmocka_unit_test(direct_descriptors_only_in_last_segment),
         cmocka_unit_test(direct_buffer_enomem_keeps_the_store),
         cmocka_unit_test(direct_write_einval_falls_back),
+        cmocka_unit_test(direct_io_zero_means_auto),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
