@@ -104,8 +104,15 @@ struct sinter_store_io {
      * WRITE | WAIT_AFTER)): no durability promise either. The spare segment's zero-fill waits on
      * each chunk with it, so at most two chunks of zeros are queued ahead of the log's own writes
      * at any time (64 MiB of dirty zeros written back at once held a log fdatasync up for 150 ms).
-     * Errors are ignored. */
+     * It CONSUMES write-back errors: Linux reports a failed write-back of the range once, to this
+     * call, and a later fsync on the same open file returns 0 (file_check_and_advance_wb_err), so
+     * a caller must check its result. The zero-fill fails on any error but EINVAL / ENOSYS /
+     * EOPNOTSUPP / ESPIPE (not supported: only the pacing is lost). */
     int (*writeback_wait)(void *ctx, int fd, uint64_t off, uint64_t len);
+    /* Optional (NULL: never called): advice that the clean cached pages of [off, off + len) are
+     * not needed (posix_fadvise(POSIX_FADV_DONTNEED)). The spare's zero-fill calls it after its
+     * fsync, so a segment's worth of zero pages does not evict useful cache. Errors are ignored. */
+    int (*dontneed)(void *ctx, int fd, uint64_t off, uint64_t len);
 };
 
 /* The default POSIX implementation (ctx unused). Ownership: static table, never freed. */
@@ -146,9 +153,13 @@ struct sinter_store_options {
      * through report. Segments with unwritten free space (fallocate fallback, found at open,
      * after a truncation) always use pwrite + fdatasync. Reads keep using the buffered descriptor:
      * Linux invalidates the page cache over a direct write's range, so they see the new bytes.
-     * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. Default: see
-     * sinter_store_options_defaults(). Errors of a direct write are those of a failed fdatasync
-     * (SINTER_EIO / SINTER_ENOSPC, the store turns failed). */
+     * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. 0 (a zero-initialised struct) means
+     * the default, SINTER_STORE_DIRECT_IO_AUTO (sinter_store_options_defaults()). A direct write
+     * refused with EINVAL before any byte was written (a file system that refuses O_DIRECT on
+     * some inodes although the probe passed) ends direct appends to that segment, said once
+     * through report, and the batch goes through pwrite + fdatasync. Other errors of a direct
+     * write are those of a failed fdatasync (SINTER_EIO / SINTER_ENOSPC, the store turns
+     * failed). */
     int direct_io;
 };
 
@@ -270,9 +281,11 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 /* Creates the job's file, reserves it (fallocate), writes zeros over all of it in 128 KiB chunks,
  * each written back (io.writeback) and waited for (io.writeback_wait) before the next but one is
  * written, then rests twice as long as the chunk took (the zeros use at most a third of the
- * disk's time and never queue more than two chunks ahead of the log's fdatasync), and fsyncs it.
- * Any one thread; touches only the job and its file. On an error the file is removed and the
- * message kept in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO,
+ * disk's time and never queue more than two chunks ahead of the log's fdatasync), and fsyncs it;
+ * then advises the kernel to drop the zeros' cached pages (io.dontneed). A write-back error
+ * reported by io.writeback_wait fails the job like a failed fsync (the fsync would not see it
+ * again). Any one thread; touches only the job and its file. On an error the file is removed and
+ * the message kept in the job (sinter_store_spare_errmsg). Errors: SINTER_ENOSPC, SINTER_EIO,
  * SINTER_ENOMEM. */
 int sinter_store_spare_make(struct sinter_store_spare *j);
 

@@ -195,6 +195,13 @@ static int px_writeback_wait(void *ctx, int fd, uint64_t off, uint64_t len)
 #endif
 }
 
+static int px_dontneed(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+    /* posix_fadvise returns the error number itself (it does not set errno). */
+    return posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+}
+
 static const struct sinter_store_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -213,6 +220,7 @@ static const struct sinter_store_io posix_io = {
     .syncdir = px_syncdir,
     .writeback = px_writeback,
     .writeback_wait = px_writeback_wait,
+    .dontneed = px_dontneed,
 };
 
 const struct sinter_store_io *sinter_store_io_posix(void)

@@ -561,30 +561,52 @@ static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const char
     g->tail_ok = true;
 }
 
+/* Grows the direct-write buffer (4 KiB-aligned, as O_DIRECT requires) to at least need bytes. */
+static int dio_grow(struct sinter_store *s, uint64_t need)
+{
+    if (need <= s->dcap) {
+        return SINTER_OK;
+    }
+    void *p = NULL;
+    size_t c = s->dcap ? s->dcap : 64u * 1024u;
+    while (c < need) {
+        c *= 2;
+    }
+    if (posix_memalign(&p, STORE_DIO_BLOCK, c) != 0) {
+        return SINTER_ENOMEM;
+    }
+    free(s->dbuf);
+    s->dbuf = p;
+    s->dcap = c;
+    return SINTER_OK;
+}
+
+/* The direct-write buffer a batch of `bytes` (encoded) may need in any one segment: its records
+ * plus the head of the block where they start, in whole blocks, never more than a segment
+ * (segment_size is a multiple of the block when direct I/O is on). */
+static uint64_t dio_need(const struct sinter_store *s, uint64_t bytes)
+{
+    uint64_t need = (bytes + 2u * STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    return need < s->opts.segment_size ? need : s->opts.segment_size;
+}
+
 /* Writes the encoded records buf[0, len), which start at segment offset boff == g->end, through
  * g's direct descriptor: from the start of the block holding boff (the cached tail block supplies
  * the bytes before boff) to the next block boundary (zeros after the records, as on disk), in one
  * O_DIRECT | O_DSYNC pwrite that is durable when it returns. Rewriting bytes with their own value
  * keeps every earlier record intact even if the write is torn at a crash (a sector holds either
- * its old or its new content, and both carry the same earlier records). Returns 0 or an errno. */
+ * its old or its new content, and both carry the same earlier records). Returns 0 or an errno;
+ * *wrote is false only when the write was refused with EINVAL before any byte was written. */
 static int seg_dio_write(struct sinter_store *s, struct store_seg *g, const uint8_t *buf,
-                         uint64_t len, uint64_t boff)
+                         uint64_t len, uint64_t boff, bool *wrote)
 {
     uint64_t bs = boff & ~(uint64_t)(STORE_DIO_BLOCK - 1);
     uint64_t pre = boff - bs;
     uint64_t alen = (pre + len + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
-    if (alen > s->dcap) {
-        void *p = NULL;
-        size_t c = s->dcap ? s->dcap : 64u * 1024u;
-        while (c < alen) {
-            c *= 2;
-        }
-        if (posix_memalign(&p, STORE_DIO_BLOCK, c) != 0) {
-            return ENOMEM;
-        }
-        free(s->dbuf);
-        s->dbuf = p;
-        s->dcap = c;
+    *wrote = false;
+    if (dio_grow(s, alen) != SINTER_OK) {
+        /* Not reached: sinter_store_append grew the buffer before writing anything. */
+        return ENOMEM;
     }
     if (!g->tail_ok) {
         /* Reload through the buffered descriptor: coherent with direct writes (the kernel
@@ -604,7 +626,18 @@ static int seg_dio_write(struct sinter_store *s, struct store_seg *g, const uint
     memcpy(s->dbuf + pre, buf, (size_t)len);
     memset(s->dbuf + pre + len, 0, (size_t)(alen - pre - len));
     g->tail_ok = false; /* until the write is known to have succeeded */
-    int e = sinter_rs_pwrite_full(s, g->dfd, s->dbuf, (size_t)alen, bs);
+    size_t done = 0;
+    int e = s->io->pwrite(s->ctx, g->dfd, s->dbuf, (size_t)alen, bs, &done);
+    /* EINVAL with nothing written: refused (the caller may fall back to the buffered
+     * descriptor). Any other failure may have written part of the range. */
+    *wrote = !(e == EINVAL && done == 0);
+    if (e == 0 && done == 0) {
+        e = EIO; /* a zero-length write would loop forever */
+    }
+    if (e == 0 && done < alen) {
+        /* Short: continue at the aligned offset the kernel stopped at (or fail with EINVAL). */
+        e = sinter_rs_pwrite_full(s, g->dfd, s->dbuf + done, (size_t)(alen - done), bs + done);
+    }
     if (e != 0) {
         return e;
     }
@@ -838,6 +871,19 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
                                  e[0].term, k - 1, pt);
         }
     }
+    if (s->dio) {
+        /* The direct-write buffer grows before anything changes, like wbuf below: out of memory
+         * is then SINTER_ENOMEM with the store usable, not a failed write (nothing is written). */
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < n; i++) {
+            bytes += rec_size(&e[i]);
+        }
+        if (dio_grow(s, dio_need(s, bytes)) != SINTER_OK) {
+            return sinter_rs_err(s, SINTER_ENOMEM,
+                                 "raft store %s: out of memory for the direct-write buffer",
+                                 s->dir);
+        }
+    }
     if (k <= last) {
         rc = log_truncate(s, k);
         if (rc != SINTER_OK) {
@@ -912,10 +958,25 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             rec_encode(g, s->wbuf + p, &e[x], boff);
             p += rec_size(&e[x]);
         }
-        int err;
-        if (g->dfd >= 0) {
-            err = seg_dio_write(s, g, s->wbuf, len, boff);
-        } else {
+        int err = 0;
+        bool buffered = g->dfd < 0;
+        if (!buffered) {
+            bool wrote = true;
+            err = seg_dio_write(s, g, s->wbuf, len, boff, &wrote);
+            if (err == EINVAL && !wrote) {
+                /* The probe passed for the directory, yet this inode refuses O_DIRECT (some
+                 * file systems decide per inode: inline data, encryption, DAX...). Nothing was
+                 * written: this segment goes on with pwrite + fdatasync, always correct. */
+                sinter_rs_report(s,
+                                 "segment %s: O_DIRECT | O_DSYNC write refused (EINVAL): direct "
+                                 "I/O off for this segment, appends use pwrite + fdatasync",
+                                 g->name);
+                seg_dio_drop(s, g);
+                buffered = true;
+                err = 0;
+            }
+        }
+        if (buffered) {
             err = sinter_rs_pwrite_full(s, g->fd, s->wbuf, len, boff);
             if (err == 0) {
                 err = s->io->fdatasync(s->ctx, g->fd);
@@ -939,11 +1000,18 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             p += rec_size(&e[x]);
         }
         g->end = boff + len;
-        if (target + 1 < s->nsegs) {
-            seg_dio_drop(s, g); /* never appended to again: free the descriptor and block */
-        }
         i = j;
         target++;
+    }
+    /* Only the last segment is appended to: free the direct descriptor and tail block of every
+     * other one. Not only of those this batch wrote: in a plain rollover the old last segment is
+     * not written at all (the first record did not fit), and its descriptor used to stay open
+     * until compaction, one extra per segment. Not in seg_create either: its undo path can make
+     * the old segment the last one again. All of them, not just the one before this batch's new
+     * segments: a batch that failed halfway (out of memory) may have left one behind; the loop
+     * is a compare per segment. */
+    for (size_t x = 0; x + 1 < s->nsegs; x++) {
+        seg_dio_drop(s, &s->segs[x]);
     }
     for (size_t x = 0; x < n; x++) {
         s->appended += rec_size(&e[x]);

@@ -156,7 +156,16 @@ int sinter_store_spare_make(struct sinter_store_spare *j)
             (void)j->io->writeback(j->ctx, j->fd, start, off - start);
         }
         if (e == 0 && j->io->writeback_wait != NULL && start > waited) {
-            (void)j->io->writeback_wait(j->ctx, j->fd, waited, start - waited);
+            /* Checked: sync_file_range reports a write-back error once and advances this file
+             * description's error cursor past it (file_check_and_advance_wb_err), so the final
+             * fsync would return 0 and a failed zero-fill would pass as a spare (PostgreSQL's
+             * "fsyncgate"). Only "not supported here" is ignored: pacing is then lost, nothing
+             * else. */
+            int we = j->io->writeback_wait(j->ctx, j->fd, waited, start - waited);
+            if (we != 0 && we != EINVAL && we != ENOSYS && we != EOPNOTSUPP && we != ESPIPE) {
+                e = we;
+                what = "write back the zeros of";
+            }
             waited = start;
         }
         /* ... and rest twice as long as the chunk took: at most a third of the disk's time goes
@@ -173,6 +182,11 @@ int sinter_store_spare_make(struct sinter_store_spare *j)
          * that the rollover only has the header to sync. */
         what = "fsync";
         e = j->io->fsync(j->ctx, j->fd);
+        if (e == 0 && j->io->dontneed != NULL) {
+            /* The zeros are on the disk: drop their clean pages, so a segment's worth of zero
+             * pages does not push useful data out of the page cache. Advice only. */
+            (void)j->io->dontneed(j->ctx, j->fd, 0, j->size);
+        }
     }
     free(zeros);
     if (e != 0) {

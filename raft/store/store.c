@@ -380,11 +380,15 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
     if (o.snapshots_keep == 0) {
         o.snapshots_keep = 2;
     }
+    if (o.direct_io == 0) {
+        /* A zero-initialised struct gets the documented default, like snapshots_keep (the probe
+         * treated 0 as OFF while raft_store.h promised AUTO). */
+        o.direct_io = SINTER_STORE_DIRECT_IO_AUTO;
+    }
     if (dir == NULL || strlen(dir) > STORE_PATH_MAX - 64 ||
         o.segment_size < SINTER_STORE_SEGMENT_SIZE_MIN ||
         o.segment_size > SINTER_STORE_SEGMENT_SIZE_MAX || o.segment_size % 8 != 0 ||
-        (o.direct_io != 0 && o.direct_io != SINTER_STORE_DIRECT_IO_OFF &&
-         o.direct_io != SINTER_STORE_DIRECT_IO_AUTO)) {
+        (o.direct_io != SINTER_STORE_DIRECT_IO_OFF && o.direct_io != SINTER_STORE_DIRECT_IO_AUTO)) {
         if (errbuf != NULL && errlen > 0) {
             snprintf(errbuf, errlen, "raft store: invalid directory, segment size or direct_io");
         }

@@ -636,6 +636,15 @@ long memfs_dsync_writes(const struct memfs *fs)
     return fs->dsync_writes;
 }
 
+size_t memfs_open_direct(const struct memfs *fs)
+{
+    size_t n = 0;
+    for (int fd = 0; fd < 256; fd++) {
+        n += fs->fds[fd] != 0 && (fs->fdflags[fd] & O_DIRECT) != 0;
+    }
+    return n;
+}
+
 void memfs_die_after(struct memfs *fs, long n)
 {
     fs->die_after = n;
@@ -874,6 +883,24 @@ static int f_syncdir(void *ctx, const char *path)
     return fio->inner->syncdir(fio->inner->ctx, path);
 }
 
+static int f_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    struct faultio *fio = ctx;
+    return fio->inner->writeback(fio->inner->ctx, fd, off, len);
+}
+static int f_writeback_wait(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    struct faultio *fio = ctx;
+    FIO_ENTER(fio, FOP_WRITEBACK_WAIT);
+    return fio->inner->writeback_wait(fio->inner->ctx, fd, off, len);
+}
+static int f_dontneed(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    struct faultio *fio = ctx;
+    FIO_ENTER(fio, FOP_DONTNEED);
+    return fio->inner->dontneed(fio->inner->ctx, fd, off, len);
+}
+
 void faultio_init(struct faultio *fio, const struct sinter_store_io *inner)
 {
     memset(fio, 0, sizeof *fio);
@@ -895,6 +922,9 @@ void faultio_init(struct faultio *fio, const struct sinter_store_io *inner)
         .mkdir = f_mkdir,
         .listdir = f_listdir,
         .syncdir = f_syncdir,
+        .writeback = inner->writeback != NULL ? f_writeback : NULL,
+        .writeback_wait = inner->writeback_wait != NULL ? f_writeback_wait : NULL,
+        .dontneed = inner->dontneed != NULL ? f_dontneed : NULL,
     };
 }
 

@@ -11,7 +11,8 @@
  * write cut short) and every later call fails with EIO until memfs_crash().
  *
  * faultio: wraps another table (normally the POSIX one, on real files) and fails chosen calls
- * with a chosen errno (ENOSPC, EIO).
+ * with a chosen errno (ENOSPC, EIO). The optional hooks writeback_wait and dontneed are wrapped
+ * (counted, faults injected) when the inner table has them; writeback is passed through.
  */
 #ifndef SINTER_TEST_FAULTFS_H
 #define SINTER_TEST_FAULTFS_H
@@ -37,6 +38,8 @@ enum fop {
     FOP_MKDIR,
     FOP_LISTDIR,
     FOP_SYNCDIR,
+    FOP_WRITEBACK_WAIT, /* faultio only (memfs has no write-back hooks) */
+    FOP_DONTNEED,       /* faultio only */
     FOP_COUNT
 };
 #define FOP_BIT(op) (1u << (op))
@@ -65,6 +68,8 @@ const struct sinter_store_io *memfs_io(struct memfs *fs);
  * direct I/O); memfs_dsync_writes counts the O_DSYNC writes that succeeded. */
 void memfs_no_direct(struct memfs *fs, bool refuse);
 long memfs_dsync_writes(const struct memfs *fs);
+/* Number of descriptors open now with O_DIRECT. */
+size_t memfs_open_direct(const struct memfs *fs);
 void memfs_die_after(struct memfs *fs, long n_mutating_calls);
 bool memfs_dead(const struct memfs *fs);
 void memfs_crash(struct memfs *fs, int policy);

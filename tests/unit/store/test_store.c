@@ -5,6 +5,7 @@
  * Real files live in a mkdtemp directory under /tmp, removed at the end; crash tests use the
  * in-memory file system of faultfs.c, which knows what was synced.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -949,18 +951,23 @@ static void verify_world(struct world *w, struct sinter_store *s,
 
 static int make_spare(struct sinter_store *s, bool on_thread);
 
-static void random_crash_loop(void **state)
+/* Seeds [seed_lo, seed_hi]. direct: segment sizes that are multiples of 4 KiB, so the probe keeps
+ * direct I/O on and segments made from spares take O_DIRECT | O_DSYNC appends (with truncation into
+ * them, term changes, snapshots and compaction); else sizes 4096 + 8k, which turn it off. */
+static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
 {
-    (void)state;
     static struct world w;
     long rounds = 0, ops = 0, deaths = 0, reports = 0, max_last = 0, snaps = 0, spares = 0;
-    for (uint64_t seed = 1; seed <= 60; seed++) {
+    long dsync = 0;
+    for (uint64_t seed = seed_lo; seed <= seed_hi; seed++) {
         memset(&w, 0, sizeof w);
         uint64_t x = seed * 0x9E3779B97F4A7C15u + 7;
         struct memfs *fs = memfs_new(seed);
         struct reports rp = {0};
         struct sinter_store_options o;
-        opts_init(&o, memfs_io(fs), 4096 + 8 * (uint32_t)(seed % 64), &rp);
+        uint32_t segsize =
+            direct ? 4096u * (1u + (uint32_t)(seed % 4)) : 4096 + 8 * (uint32_t)(seed % 64);
+        opts_init(&o, memfs_io(fs), segsize, &rp);
         for (int round = 0; round < 25; round++) {
             struct sinter_store *s = NULL;
             struct sinter_store_recovered rec;
@@ -1069,11 +1076,30 @@ static void random_crash_loop(void **state)
             memfs_crash(fs, (int)(rng_next(&x) % 3));
         }
         reports += rp.n;
+        dsync += memfs_dsync_writes(fs);
         memfs_free(fs);
     }
     print_message("crash loop: %ld rounds, %ld operations, %ld killed mid-operation, %ld torn "
-                  "tails reported, longest log %ld, %ld rounds with a snapshot, %ld spares made\n",
-                  rounds, ops, deaths, reports, max_last, snaps, spares);
+                  "tails reported, longest log %ld, %ld rounds with a snapshot, %ld spares made, "
+                  "%ld O_DSYNC writes\n",
+                  rounds, ops, deaths, reports, max_last, snaps, spares, dsync);
+    if (direct) {
+        assert_true(dsync > 100); /* the direct path was really exercised */
+    } else {
+        assert_int_equal(dsync, 0);
+    }
+}
+
+static void random_crash_loop(void **state)
+{
+    (void)state;
+    crash_loop(1, 60, false);
+}
+
+static void random_crash_loop_direct(void **state)
+{
+    (void)state;
+    crash_loop(1, 300, true);
 }
 
 /* ---- metadata ------------------------------------------------------------------------------- */
@@ -2397,6 +2423,256 @@ static void kill_during_direct_writes(void **state)
     assert_true(dsync > 100);
 }
 
+/* ---- review fixes: write-back errors, descriptors, memory, EINVAL, defaults -------------------
+ */
+
+/* sync_file_range reports a failed write-back once and then forgets it (the final fsync on the
+ * same descriptor returns 0), so the zero-fill must fail on writeback_wait's error itself; only
+ * "not supported" answers are ignored. After a good fsync the zeros' pages are dropped from the
+ * cache (dontneed), whose errors do not matter. */
+static void spare_writeback_errors_fail_the_job(void **state)
+{
+    (void)state;
+    struct {
+        unsigned mask;
+        int err;
+        int code;
+    } cases[] = {
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EIO, SINTER_EIO},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ENOSPC, SINTER_ENOSPC},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EINVAL, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ENOSYS, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), EOPNOTSUPP, SINTER_OK},
+        {FOP_BIT(FOP_WRITEBACK_WAIT), ESPIPE, SINTER_OK},
+        {FOP_BIT(FOP_DONTNEED), EIO, SINTER_OK},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *dir = mktmp();
+        struct reports rp = {0};
+        struct faultio fio;
+        faultio_init(&fio, sinter_store_io_posix());
+        assert_non_null(fio.io.writeback_wait);
+        assert_non_null(fio.io.dontneed);
+        struct sinter_store_options o;
+        opts_init(&o, &fio.io, 1u << 20, &rp); /* 8 chunks of zeros */
+        struct sinter_store *s;
+        assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+        assert_int_equal(append_range(s, 1, 300, 1), SINTER_OK); /* past 1/64 of a segment */
+        struct sinter_store_spare *j = sinter_store_spare_want(s);
+        assert_non_null(j);
+        /* Sticky: the unsupported answers come on every call, an error on one chunk suffices. */
+        bool dn = cases[c].mask == FOP_BIT(FOP_DONTNEED); /* called once, after the fsync */
+        faultio_fail(&fio, cases[c].mask, cases[c].err, dn ? 0 : 1, cases[c].code == SINTER_OK);
+        assert_int_equal(sinter_store_spare_make(j), cases[c].code);
+        if (fio.f.hits < 1) {
+            fail_msg("case %zu: the fault was not hit", c);
+        }
+        if (cases[c].code != SINTER_OK) {
+            assert_non_null(strstr(sinter_store_spare_errmsg(j), "write back"));
+            assert_int_equal(fio.calls[FOP_DONTNEED], 0);
+            assert_int_equal(count_files(dir, "spare-", ".tmp"), 0);
+        } else {
+            assert_int_equal(fio.calls[FOP_DONTNEED], 1);
+            assert_true(fio.calls[FOP_WRITEBACK_WAIT] >= 6);
+        }
+        faultio_fail(&fio, 0, 0, -1, false);
+        assert_int_equal(sinter_store_spare_put(s, j), cases[c].code);
+        assert_int_equal(sinter_store_spare_ready(s), cases[c].code == SINTER_OK);
+        sinter_store_close(s);
+        rmtree(dir);
+    }
+}
+
+/* Only the last segment keeps a direct descriptor and tail block: a plain rollover (the batch's
+ * first record does not fit) does not write the old last segment, which must still let go of
+ * them. A truncation back into an earlier segment keeps the count at one at most. */
+static void direct_descriptors_only_in_last_segment(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(21);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 16384, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(rp.n, 0); /* memfs takes direct I/O */
+    uint64_t next = 1;
+    int direct_rounds = 0;
+    for (int k = 0; sinter_store_segment_count(s) < 10; k++) {
+        (void)make_spare(s, false); /* a spare before every batch: every rollover uses one */
+        /* Mostly single entries: a rollover then writes nothing into the old last segment (its
+         * first record does not fit), the case that kept its descriptor; now and then a batch
+         * that may be split across the two. */
+        size_t n = k % 5 == 0 ? 7 : 1;
+        assert_int_equal(append_range(s, next, n, 1), SINTER_OK);
+        model_set(&m, next, n, 1);
+        next += n;
+        bool dio = sinter_store_direct_io_active(s);
+        direct_rounds += dio;
+        if (memfs_open_direct(fs) != (dio ? 1u : 0u)) {
+            fail_msg("%zu segments: %zu descriptors open with O_DIRECT, want %d",
+                     sinter_store_segment_count(s), memfs_open_direct(fs), dio);
+        }
+    }
+    assert_true(direct_rounds > 100);
+    /* Back into an earlier segment (a conflicting suffix): none is direct any more (cut). */
+    uint64_t cut = next - 100;
+    assert_int_equal(append_range(s, cut, 5, 2), SINTER_OK);
+    model_set(&m, cut, 5, 2);
+    next = cut + 5;
+    assert_int_equal(memfs_open_direct(fs), sinter_store_direct_io_active(s) ? 1 : 0);
+    read_back(s, 1, next - 1, &m);
+    sinter_store_close(s);
+    assert_int_equal(memfs_open_direct(fs), 0);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* posix_memalign made to fail for blocks of 64 KiB and more (the direct-write buffer; the cached
+ * tail block is 4 KiB), by interposition over the C library's (or the sanitizer's) function. */
+static atomic_bool g_fail_big_memalign;
+
+int posix_memalign(void **p, size_t align, size_t size)
+{
+    static int (*real)(void **, size_t, size_t);
+    if (atomic_load(&g_fail_big_memalign) && size >= 65536) {
+        return ENOMEM;
+    }
+    if (real == NULL) {
+        real = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+        if (real == NULL) {
+            abort();
+        }
+    }
+    return real(p, align, size);
+}
+
+/* No memory for the direct-write buffer is SINTER_ENOMEM before anything is written, like the
+ * buffered path's: the store stays usable and the same append succeeds once memory is back. */
+static void direct_buffer_enomem_keeps_the_store(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(22);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 256u << 10, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 60, 1), SINTER_OK); /* past 1/64 of a segment */
+    model_set(&m, 1, 60, 1);
+    assert_int_equal(make_spare(s, false), SINTER_OK);
+    assert_int_equal(append_range(s, 61, 4, 1), SINTER_OK); /* rollover: direct, small buffer */
+    model_set(&m, 61, 4, 1);
+    assert_true(sinter_store_direct_io_active(s));
+    /* A batch of ~100 KB needs a bigger direct-write buffer than the first 64 KiB. */
+    atomic_store(&g_fail_big_memalign, true);
+    int rc = append_range(s, 65, 900, 2);
+    atomic_store(&g_fail_big_memalign, false);
+    assert_int_equal(rc, SINTER_ENOMEM);
+    assert_non_null(strstr(sinter_store_errmsg(s), "memory"));
+    assert_int_equal(sinter_store_last_index(s), 64);
+    assert_true(sinter_store_direct_io_active(s));
+    /* Usable: the same append now succeeds, directly. */
+    long dsync = memfs_dsync_writes(fs);
+    assert_int_equal(append_range(s, 65, 900, 2), SINTER_OK);
+    model_set(&m, 65, 900, 2);
+    assert_int_equal(sinter_store_segment_count(s), 2);
+    assert_int_equal(memfs_dsync_writes(fs), dsync + 1);
+    assert_int_equal(append_range(s, 965, 6, 2), SINTER_OK);
+    model_set(&m, 965, 6, 2);
+    read_back(s, 1, 970, &m);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 970);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* A direct write refused with EINVAL before writing anything (an inode that refuses O_DIRECT
+ * although the probe passed) ends direct I/O for that segment with one report; the batch goes
+ * through pwrite + fdatasync and the store goes on. */
+static void direct_write_einval_falls_back(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(23);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8192, &rp);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    model_set(&m, 1, 10, 1);
+    assert_int_equal(make_spare(s, false), SINTER_OK);
+    assert_int_equal(append_range(s, 11, 4, 1), SINTER_OK);
+    model_set(&m, 11, 4, 1);
+    assert_true(sinter_store_direct_io_active(s));
+    long dsync = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    memfs_fail(fs, FOP_BIT(FOP_PWRITE), EINVAL, 0, false);
+    assert_int_equal(append_range(s, 15, 3, 1), SINTER_OK);
+    model_set(&m, 15, 3, 1);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "EINVAL"));
+    assert_false(sinter_store_direct_io_active(s));
+    assert_int_equal(memfs_open_direct(fs), 0);
+    assert_int_equal(memfs_calls(fs, FOP_PWRITE), 2); /* refused, then buffered */
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    assert_int_equal(memfs_dsync_writes(fs), dsync);
+    assert_int_equal(append_range(s, 18, 3, 1), SINTER_OK);
+    model_set(&m, 18, 3, 1);
+    read_back(s, 1, 20, &m);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 20);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* direct_io 0 (a zero-initialised struct) is the documented default, AUTO; other values than
+ * OFF and AUTO are refused. */
+static void direct_io_zero_means_auto(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(24);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8192, &rp);
+    o.direct_io = 3;
+    struct sinter_store *s;
+    char err[200];
+    assert_int_equal(sinter_store_open(&s, "/mem", &o, NULL, err, sizeof err), SINTER_EINVAL);
+    o.direct_io = 0;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    assert_int_equal(make_spare(s, false), SINTER_OK);
+    long dsync = memfs_dsync_writes(fs);
+    assert_int_equal(append_range(s, 11, 4, 1), SINTER_OK);
+    assert_true(sinter_store_direct_io_active(s));
+    assert_int_equal(memfs_dsync_writes(fs), dsync + 1);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2433,6 +2709,12 @@ int main(void)
         cmocka_unit_test(direct_io_refused_falls_back),
         cmocka_unit_test(direct_write_errors_fail_the_store),
         cmocka_unit_test(kill_during_direct_writes),
+        cmocka_unit_test(random_crash_loop_direct),
+        cmocka_unit_test(spare_writeback_errors_fail_the_job),
+        cmocka_unit_test(direct_descriptors_only_in_last_segment),
+        cmocka_unit_test(direct_buffer_enomem_keeps_the_store),
+        cmocka_unit_test(direct_write_einval_falls_back),
+        cmocka_unit_test(direct_io_zero_means_auto),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
