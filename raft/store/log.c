@@ -871,13 +871,21 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
                                  e[0].term, k - 1, pt);
         }
     }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += rec_size(&e[i]);
+    }
+    /* The write buffer holds one segment's share of the batch, never more than the batch or a
+     * segment: grow it before anything changes. Growing it later, per segment, could fail after
+     * the batch's next segment file was created and named, leaving an empty segment on disk that
+     * a later rollover at another index would strand in the middle of the log. */
+    if (sinter_rs_grow(&s->wbuf, &s->wcap, bytes < max_rec ? bytes : max_rec) != SINTER_OK) {
+        return sinter_rs_err(s, SINTER_ENOMEM, "raft store %s: out of memory for the write buffer",
+                             s->dir);
+    }
     if (s->dio) {
-        /* The direct-write buffer grows before anything changes, like wbuf below: out of memory
-         * is then SINTER_ENOMEM with the store usable, not a failed write (nothing is written). */
-        uint64_t bytes = 0;
-        for (size_t i = 0; i < n; i++) {
-            bytes += rec_size(&e[i]);
-        }
+        /* The direct-write buffer grows before anything changes too: out of memory is then
+         * SINTER_ENOMEM with the store usable, not a failed write (nothing is written). */
         if (dio_grow(s, dio_need(s, bytes)) != SINTER_OK) {
             return sinter_rs_err(s, SINTER_ENOMEM,
                                  "raft store %s: out of memory for the direct-write buffer",
