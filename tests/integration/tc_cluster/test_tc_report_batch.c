@@ -11,8 +11,8 @@
  *   - a TM session (no RegisterRM) is refused SINTER_EAUTH;
  *   - one batch with the outcomes of two globals in two groups raises each group's raft commit
  *     index (the node's /metrics) by exactly one entry (BRANCH_RESULTS), not one per outcome, when
- *     no delivery's lease expired meanwhile (else by at most two: the PHASE2_START the leader
- *     proposes then), and counts every outcome in sinter_phase2_reports_total as before;
+ *     no delivery's lease expired meanwhile (else plus at most one PHASE2_START per expired
+ *     lease), and counts every outcome in sinter_phase2_reports_total as before;
  *   - restarted with --batch-branch-results false (rolling upgrade), the same batch costs one
  *     BRANCH_RESULT entry per outcome again, with the same answers (that node serves its clients
  *     through nng, --client-transport nng, and the native-engine clients do not notice).
@@ -87,6 +87,32 @@ static size_t poll_items(struct got *out, size_t want, uint32_t wait_ms)
             }
         }
         sinter_transport_reply_free(r);
+    }
+    return n;
+}
+
+/* Polls until `want` DISTINCT branches arrived or wait_ms passed; returns how many. A delivery
+ * whose 1 s lease expired while this (slow, e.g. sanitized) test was busy comes again with the
+ * next attempt: it replaces the earlier copy, so each branch is reported once, at its newest
+ * attempt. */
+static size_t poll_distinct(struct got *out, size_t want, uint32_t wait_ms)
+{
+    size_t n = 0;
+    uint64_t end = sinter_test_now_ms() + wait_ms;
+    while (n < want && sinter_test_now_ms() < end) {
+        struct got g[16];
+        size_t k = poll_items(g, 1, (uint32_t)(end - sinter_test_now_ms()));
+        for (size_t i = 0; i < k; i++) {
+            size_t j = 0;
+            while (j < n && out[j].branch != g[i].branch) {
+                j++;
+            }
+            if (j == n && n < 16) {
+                out[n++] = g[i];
+            } else if (j < n && g[i].attempt > out[j].attempt) {
+                out[j] = g[i];
+            }
+        }
     }
     return n;
 }
@@ -218,8 +244,9 @@ static struct counters read_counters(void)
 /* A committed global in each group (begins land in the group their (client, seq) hashes to:
  * begin until both groups have one) with NB0 / NB1 branches; one batch reports every outcome.
  * batched: each group's commit index rises by exactly one entry (BRANCH_RESULTS) when no lease
- * expired meanwhile, by at most two otherwise (+ the PHASE2_START of the expired lease); not
- * batched: by one entry per outcome (+ at most one). Metrics count every outcome either way. */
+ * expired meanwhile, plus at most one PHASE2_START per expired lease otherwise; not batched: by
+ * one entry per outcome (plus the same). A delivery redelivered after its lease expired is
+ * reported once, at its newest attempt (poll_distinct). Metrics count every outcome either way. */
 static void entries_per_batch(bool batched)
 {
     struct got g[16];
@@ -251,7 +278,7 @@ static void entries_per_batch(bool batched)
     }
     /* Read before the deliveries start: a lease that expires from here on is counted. */
     struct counters before = read_counters();
-    assert_int_equal(poll_items(g, NB0 + NB1, WAIT_MS), NB0 + NB1);
+    assert_int_equal(poll_distinct(g, NB0 + NB1, WAIT_MS), NB0 + NB1);
     sinter_raw_req(&R, &m, SINTER_MSG_PHASE2_REPORT_BATCH, 0);
     m.u.phase2_report_batch.n_reports = NB0 + NB1;
     for (int k = 0; k < NB0 + NB1; k++) {
@@ -270,15 +297,32 @@ static void entries_per_batch(bool batched)
     for (int k = 0; k < NB0 + NB1; k++) {
         assert_int_equal(res[k], SINTER_OK);
     }
-    /* A single node: the reply left after the entries were committed and applied. */
+    /* A single node: the reply left after the entries were committed and applied. But the
+     * commit index /metrics shows is the host's published status, which the raft loop refreshes
+     * at the end of the pass that applied the entries, while the reply is written during that
+     * pass (the native transport writes it on the loop thread at once): read until it has caught
+     * up (it lags by at most one loop pass), then compare exactly. */
     struct counters after = read_counters();
+    for (int tries = 0; tries < 500; tries++) {
+        bool caught_up = true;
+        for (int gi = 0; gi < GROUPS; gi++) {
+            uint64_t want = batched ? 1 : (uint64_t)nb[gi];
+            caught_up = caught_up && after.commit[gi] - before.commit[gi] >= want;
+        }
+        if (caught_up) {
+            break;
+        }
+        usleep(20 * 1000);
+        after = read_counters();
+    }
     for (int gi = 0; gi < GROUPS; gi++) {
         uint64_t d = after.commit[gi] - before.commit[gi];
         uint64_t want = batched ? 1 : (uint64_t)nb[gi];
         if (after.lease_expired == before.lease_expired) {
             assert_true(d == want);
         } else {
-            assert_true(d >= want && d <= want + 1); /* + the PHASE2_START of an expired lease */
+            /* + at most one PHASE2_START per expired lease */
+            assert_true(d >= want && d <= want + (after.lease_expired - before.lease_expired));
         }
         assert_int_equal(wait_status(gx[gi], SINTER_GS_COMMITTED), SINTER_GS_COMMITTED);
     }
