@@ -146,9 +146,12 @@ static const char *const st_sql[ST_COUNT] = {
     /* pending: still needs a phase-2 delivery (every status but a phase-2 end: Registered,
      * PhaseOne_Done, PhaseOne_Failed and the retryable failures; see branch_needs_phase2);
      * failed: ended unretryable; p1_failed: reported PhaseOne_Failed (a commit is refused). */
-    [ST_B_SUMMARY] = "SELECT coalesce(sum(status IN (1, 2, 3, 6, 9)), 0), "
-                     "coalesce(sum(status IN (7, 10)), 0), coalesce(sum(status = 3), 0) "
-                     "FROM branches WHERE xid_index = ?1",
+    /* Spelled with OR, not IN (1, 2, 3, 6, 9): SQLite 3.40 codes an IN list of more than two
+     * constants as an ephemeral table built on every execution (EXPLAIN: OpenEphemeral), and this
+     * runs for every DECIDE and every phase-2 outcome. */
+    [ST_B_SUMMARY] = "SELECT coalesce(sum(status = 1 OR status = 2 OR status = 3 OR status = 6 "
+                     "OR status = 9), 0), coalesce(sum(status IN (7, 10)), 0), "
+                     "coalesce(sum(status = 3), 0) FROM branches WHERE xid_index = ?1",
     [ST_B_REDRIVE] = "UPDATE branches SET status = ?3 WHERE xid_index = ?1 AND status = ?2",
     [ST_B_DELETE_XID] = "DELETE FROM branches WHERE xid_index = ?1",
     [ST_GC_GLOBALS] = "SELECT xid_index FROM globals WHERE status IN (9, 11, 13) AND end_ms < ?1 "
