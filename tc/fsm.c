@@ -84,6 +84,9 @@
 /* ---- prepared statements ---- */
 
 enum st_id {
+    ST_TX_BEGIN,
+    ST_TX_COMMIT,
+    ST_TX_ROLLBACK,
     ST_META_GET,
     ST_META_SET,
     ST_G_GET,
@@ -121,6 +124,11 @@ enum st_id {
 };
 
 static const char *const st_sql[ST_COUNT] = {
+    /* Every applied batch is one transaction: cached like the rest, so a batch does not parse
+     * BEGIN / COMMIT again through sqlite3_exec (a prepare, a step and a finalize each). */
+    [ST_TX_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_TX_COMMIT] = "COMMIT",
+    [ST_TX_ROLLBACK] = "ROLLBACK",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -367,6 +375,17 @@ static int meta_get(struct sinter_tc_fsm *f, const char *key, uint64_t *v, bool 
     *v = r == 1 ? col_u64(s, 0) : 0;
     sqlite3_reset(s);
     return SINTER_OK;
+}
+
+/* Runs one of the cached transaction statements (ST_TX_*). */
+static int tx(struct sinter_tc_fsm *f, enum st_id id)
+{
+    int rc;
+    sqlite3_stmt *s = stmt(f, id, &rc);
+    if (s == NULL) {
+        return rc;
+    }
+    return run(s);
 }
 
 static int meta_set(struct sinter_tc_fsm *f, const char *key, uint64_t v)
@@ -1517,7 +1536,7 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
     if (n == 0) {
         return SINTER_OK;
     }
-    CHECK(exec_sql(fsm->db, "BEGIN IMMEDIATE"));
+    CHECK(tx(fsm, ST_TX_BEGIN));
     fsm->n_sub = 0;
     uint64_t last = fsm->last_applied;
     uint64_t term = fsm->last_term;
@@ -1543,10 +1562,12 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
         }
     }
     if (rc == SINTER_OK) {
-        rc = exec_sql(fsm->db, "COMMIT");
+        rc = tx(fsm, ST_TX_COMMIT);
     }
     if (rc != SINTER_OK) {
-        exec_sql(fsm->db, "ROLLBACK");
+        if (!sqlite3_get_autocommit(fsm->db)) {
+            (void)tx(fsm, ST_TX_ROLLBACK);
+        }
         return rc;
     }
     fsm->last_applied = last;
