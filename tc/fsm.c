@@ -461,6 +461,9 @@ static int open_db(struct sinter_tc_fsm *f)
             return rc;
         }
     }
+    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
+     * changes no row, so a data directory or snapshot of the previous version opens as it was. */
+    CHECK(exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline"));
     uint64_t version = 0;
     uint64_t group = 0;
     bool found_v = false;
