@@ -466,9 +466,6 @@ static int open_db(struct sinter_tc_fsm *f)
             return rc;
         }
     }
-    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
-     * changes no row, so a data directory or snapshot of the previous version opens as it was. */
-    CHECK(exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline"));
     uint64_t version = 0;
     uint64_t group = 0;
     bool found_v = false;
@@ -485,7 +482,10 @@ static int open_db(struct sinter_tc_fsm *f)
     if (group != f->group) {
         return SINTER_ECONFIG;
     }
-    return SINTER_OK;
+    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
+     * changes no row, so a data directory or snapshot of the previous version opens as it was.
+     * Only once the file is known to be this group's state. */
+    return exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline");
 }
 
 static void close_db(struct sinter_tc_fsm *f)
