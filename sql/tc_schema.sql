@@ -2,7 +2,11 @@
 -- state machine (tc/fsm.c) while it applies committed raft entries. This file is the single source
 -- of the schema: the build embeds it into the sinter-tc-fsm library (tc/CMakeLists.txt), and the
 -- state machine runs it once when it creates a database. Schema version 1 (meta.schema_version);
--- a change to this file that is not backward compatible must bump that number.
+-- a change to this file that is not backward compatible must bump that number. Indexes hold no
+-- state of their own (the digest and every query's result are the same with or without one), so
+-- adding or dropping one is not such a change: tc/fsm.c open_db brings an older file's index set
+-- up to date and the version stays (a bump would also change meta, hence the digest, between
+-- replicas of different versions).
 --
 -- Determinism: every key is chosen by the state machine from raft indexes or from command fields
 -- (never an implicit rowid), every ordered scan names its ORDER BY, and times are the leader's
@@ -37,8 +41,9 @@ CREATE TABLE globals (
 );
 -- Phase-2 worker, admin listings and metrics: status IN (...), in xid order.
 CREATE INDEX globals_status ON globals (status, xid_index);
--- Timeout worker: Begin globals whose deadline passed, oldest deadline first.
-CREATE INDEX globals_begin_deadline ON globals (deadline_ms, xid_index) WHERE status = 1;
+-- Timeout worker (Begin globals whose deadline passed, oldest deadline first): served by
+-- globals_status (status = 1), the plan SQLite chose anyway. The former partial index
+-- globals_begin_deadline cost a page write per BEGIN and per decision and no plan used it.
 -- Retention GC: only successfully finished globals are ever removed (failed ones stay for an
 -- operator), oldest end first; the partial index holds exactly the removable rows.
 CREATE INDEX globals_gc ON globals (end_ms, xid_index) WHERE status IN (9, 11, 13);

@@ -84,6 +84,9 @@
 /* ---- prepared statements ---- */
 
 enum st_id {
+    ST_TX_BEGIN,
+    ST_TX_COMMIT,
+    ST_TX_ROLLBACK,
     ST_META_GET,
     ST_META_SET,
     ST_G_GET,
@@ -121,6 +124,11 @@ enum st_id {
 };
 
 static const char *const st_sql[ST_COUNT] = {
+    /* Every applied batch is one transaction: cached like the rest, so a batch does not parse
+     * BEGIN / COMMIT again through sqlite3_exec (a prepare, a step and a finalize each). */
+    [ST_TX_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_TX_COMMIT] = "COMMIT",
+    [ST_TX_ROLLBACK] = "ROLLBACK",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -146,12 +154,20 @@ static const char *const st_sql[ST_COUNT] = {
     /* pending: still needs a phase-2 delivery (every status but a phase-2 end: Registered,
      * PhaseOne_Done, PhaseOne_Failed and the retryable failures; see branch_needs_phase2);
      * failed: ended unretryable; p1_failed: reported PhaseOne_Failed (a commit is refused). */
-    [ST_B_SUMMARY] = "SELECT coalesce(sum(status IN (1, 2, 3, 6, 9)), 0), "
-                     "coalesce(sum(status IN (7, 10)), 0), coalesce(sum(status = 3), 0) "
-                     "FROM branches WHERE xid_index = ?1",
+    /* Spelled with OR, not IN (1, 2, 3, 6, 9): SQLite 3.40 codes an IN list of more than two
+     * constants as an ephemeral table built on every execution (EXPLAIN: OpenEphemeral), and this
+     * runs for every DECIDE and every phase-2 outcome. */
+    [ST_B_SUMMARY] = "SELECT coalesce(sum(status = 1 OR status = 2 OR status = 3 OR status = 6 "
+                     "OR status = 9), 0), coalesce(sum(status IN (7, 10)), 0), "
+                     "coalesce(sum(status = 3), 0) FROM branches WHERE xid_index = ?1",
     [ST_B_REDRIVE] = "UPDATE branches SET status = ?3 WHERE xid_index = ?1 AND status = ?2",
     [ST_B_DELETE_XID] = "DELETE FROM branches WHERE xid_index = ?1",
-    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals WHERE status IN (9, 11, 13) AND end_ms < ?1 "
+    /* INDEXED BY: without statistics the planner prefers globals_status (status = ?) and sorts
+     * every finished global in a temporary b-tree (EXPLAIN QUERY PLAN), a cost growing with the
+     * retention on every replica's apply path; globals_gc yields the same rows already in order.
+     * The result does not depend on the plan (ORDER BY names a unique key). */
+    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals INDEXED BY globals_gc "
+                      "WHERE status IN (9, 11, 13) AND end_ms < ?1 "
                       "ORDER BY end_ms, xid_index LIMIT ?2",
     [ST_S_GET] = "SELECT body_crc, rc, status, branch_status, xid_index, branch_id FROM sessions "
                  "WHERE client_id = ?1 AND seq = ?2",
@@ -366,6 +382,17 @@ static int meta_get(struct sinter_tc_fsm *f, const char *key, uint64_t *v, bool 
     return SINTER_OK;
 }
 
+/* Runs one of the cached transaction statements (ST_TX_*). */
+static int tx(struct sinter_tc_fsm *f, enum st_id id)
+{
+    int rc;
+    sqlite3_stmt *s = stmt(f, id, &rc);
+    if (s == NULL) {
+        return rc;
+    }
+    return run(s);
+}
+
 static int meta_set(struct sinter_tc_fsm *f, const char *key, uint64_t v)
 {
     int rc;
@@ -455,7 +482,10 @@ static int open_db(struct sinter_tc_fsm *f)
     if (group != f->group) {
         return SINTER_ECONFIG;
     }
-    return SINTER_OK;
+    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
+     * changes no row, so a data directory or snapshot of the previous version opens as it was.
+     * Only once the file is known to be this group's state. */
+    return exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline");
 }
 
 static void close_db(struct sinter_tc_fsm *f)
@@ -1514,7 +1544,7 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
     if (n == 0) {
         return SINTER_OK;
     }
-    CHECK(exec_sql(fsm->db, "BEGIN IMMEDIATE"));
+    CHECK(tx(fsm, ST_TX_BEGIN));
     fsm->n_sub = 0;
     uint64_t last = fsm->last_applied;
     uint64_t term = fsm->last_term;
@@ -1540,10 +1570,12 @@ int sinter_tc_fsm_apply_batch(struct sinter_tc_fsm *fsm, const struct sinter_tc_
         }
     }
     if (rc == SINTER_OK) {
-        rc = exec_sql(fsm->db, "COMMIT");
+        rc = tx(fsm, ST_TX_COMMIT);
     }
     if (rc != SINTER_OK) {
-        exec_sql(fsm->db, "ROLLBACK");
+        if (!sqlite3_get_autocommit(fsm->db)) {
+            (void)tx(fsm, ST_TX_ROLLBACK);
+        }
         return rc;
     }
     fsm->last_applied = last;

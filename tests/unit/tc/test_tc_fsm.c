@@ -1,6 +1,7 @@
 /* Unit tests for the coordinator's transaction state machine (tc/fsm.h): every transition and
  * every refusal, Seata's DefaultCoreTest scenarios, client-session idempotency, exactly-once apply
- * across restarts, batch atomicity, snapshots, retention GC and a randomized two-replica check. */
+ * across restarts, batch atomicity, snapshots, retention GC, a randomized two-replica check, and
+ * data directories and snapshots of the previous index set. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,8 @@
 #include <pthread.h>
 
 #include <cmocka.h>
+
+#include <sqlite3.h>
 
 #include "sinter/error.h"
 #include "sinter/types.h"
@@ -2036,6 +2039,144 @@ static void randomized_replicas_agree(void **state)
     sinter_tc_fsm_close(f2);
 }
 
+/* ---- the previous version's index set ---- */
+
+/* The partial index the schema had before it was dropped for costing a page write per BEGIN and
+ * per decision while no query plan used it (sql/tc_schema.sql). */
+#define V1_BEGIN_DEADLINE_SQL                                                                      \
+    "CREATE INDEX globals_begin_deadline ON globals (deadline_ms, xid_index) WHERE status = 1"
+
+/* Runs sql on the database file at path through a connection of its own. */
+static void exec_on(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* How many indexes named name the database file at path holds (0 or 1). */
+static int has_index(const char *path, const char *name)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM sqlite_schema "
+                                        "WHERE type = 'index' AND name = ?1",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
+}
+
+/* A data directory and a snapshot made by the previous version (with globals_begin_deadline)
+ * open with the same state, lose the index, and serve the timeout listing and the retention GC
+ * (which names globals_gc in INDEXED BY) as before; new snapshots come without the index. */
+static void previous_index_set_opens(void **state)
+{
+    struct h *h = *state;
+    uint64_t b;
+    uint64_t done = global_with_done_branch(h, &b);
+    EXPECT(decide(h, done, SINTER_GS_COMMITTING), SINTER_OK, SINTER_GS_COMMITTING);
+    EXPECT(result(h, done, b, SINTER_BS_PHASE2_COMMITTED), SINTER_OK, SINTER_GS_COMMITTED);
+    uint64_t late = begin(h, 5);
+    uint64_t open_tx = begin(h, 600000);
+    uint64_t later = begin(h, 7);
+    assert_int_equal(has_index(h->path, "globals_begin_deadline"), 0);
+
+    /* The previous version's snapshot: this state with the index, a rollback-journal file. */
+    char snap_new[160];
+    char snap_old[160];
+    snprintf(snap_new, sizeof snap_new, "%s/new.snap", h->dir);
+    snprintf(snap_old, sizeof snap_old, "%s/old.snap", h->dir);
+    uint64_t sidx;
+    uint64_t sterm;
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap_new, &sidx, &sterm, NULL, NULL),
+                     SINTER_OK);
+    assert_int_equal(has_index(snap_new, "globals_begin_deadline"), 0);
+    assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap_old, &sidx, &sterm, NULL, NULL),
+                     SINTER_OK);
+    exec_on(snap_old, V1_BEGIN_DEADLINE_SQL);
+    assert_int_equal(has_index(snap_old, "globals_begin_deadline"), 1);
+
+    /* The previous version's data directory: the same file with the index. */
+    uint32_t d = digest(h->f);
+    uint64_t last = sinter_tc_fsm_last_applied(h->f);
+    sinter_tc_fsm_close(h->f);
+    h->f = NULL;
+    exec_on(h->path, V1_BEGIN_DEADLINE_SQL);
+    assert_int_equal(has_index(h->path, "globals_begin_deadline"), 1);
+    assert_int_equal(sinter_tc_fsm_open(&h->f, h->path, GROUP), SINTER_OK);
+    assert_int_equal(has_index(h->path, "globals_begin_deadline"), 0);
+    assert_int_equal(digest(h->f), d);
+    assert_true(sinter_tc_fsm_last_applied(h->f) == last);
+
+    /* The timeout listing: timed-out Begin globals, oldest deadline first, without the index. */
+    uint64_t ids[8];
+    size_t n = 0;
+    assert_int_equal(sinter_tc_fsm_list_timed_out(h->f, h->now + 100, ids, 8, &n), SINTER_OK);
+    assert_true(n == 2);
+    assert_true(ids[0] == late && ids[1] == later);
+    assert_int_equal(sinter_tc_fsm_list_timed_out(h->f, h->now + 100, ids, 1, &n), SINTER_OK);
+    assert_true(n == 1 && ids[0] == late);
+
+    /* The previous version's snapshot installs into a new replica with the same state. */
+    char p2[160];
+    snprintf(p2, sizeof p2, "%s/replica2.db", h->dir);
+    struct sinter_tc_fsm *f2 = NULL;
+    assert_int_equal(sinter_tc_fsm_open(&f2, p2, GROUP), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_install_from(f2, snap_old), SINTER_OK);
+    assert_int_equal(has_index(p2, "globals_begin_deadline"), 0);
+    assert_int_equal(digest(f2), d);
+    assert_true(sinter_tc_fsm_last_applied(f2) == sidx);
+
+    /* Both replicas apply the same entries to the same state: a timeout decision, then the
+     * retention GC of the committed global. */
+    h->now += 100;
+    struct sinter_tc_cmd c = client_cmd(h, SINTER_TC_CMD_DECIDE, NULL);
+    c.u.decide.xid = XID(late);
+    c.u.decide.target = SINTER_GS_TIMEOUT_ROLLBACKING;
+    c.now_ms = h->now;
+    struct sinter_tc_cmd g;
+    memset(&g, 0, sizeof g);
+    g.type = SINTER_TC_CMD_GC;
+    g.now_ms = h->now + SINTER_TC_DEFAULT_RETENTION_MS + 10;
+    g.u.gc.global_cutoff_ms = g.now_ms - SINTER_TC_DEFAULT_RETENTION_MS;
+    g.u.gc.max_items = 100;
+    size_t l1;
+    size_t l2;
+    uint8_t *e1 = enc(&c, &l1);
+    uint8_t *e2 = enc(&g, &l2);
+    struct sinter_tc_entry es[2] = {{last + 1, 1, e1, l1}, {last + 2, 1, e2, l2}};
+    struct sinter_tc_result r1[2];
+    struct sinter_tc_result r2[2];
+    assert_int_equal(sinter_tc_fsm_apply_batch(h->f, es, 2, r1), SINTER_OK);
+    assert_int_equal(sinter_tc_fsm_apply_batch(f2, es, 2, r2), SINTER_OK);
+    free(e1);
+    free(e2);
+    h->idx = last + 2;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r1[i].rc, SINTER_OK);
+        assert_int_equal(r2[i].rc, r1[i].rc);
+        assert_int_equal(r2[i].status, r1[i].status);
+    }
+    assert_int_equal(r1[0].status, SINTER_GS_TIMEOUT_ROLLBACKED);
+    /* done and late (TimeoutRollbacked, ended before the cutoff) are removed, oldest end first. */
+    assert_true(r1[1].removed == 2 && r2[1].removed == 2);
+    assert_int_equal(gstatus(h, done), SINTER_GS_FINISHED);
+    assert_int_equal(gstatus(h, late), SINTER_GS_FINISHED);
+    assert_int_equal(gstatus(h, open_tx), SINTER_GS_BEGIN);
+    assert_int_equal(digest(f2), digest(h->f));
+    sinter_tc_fsm_close(f2);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2074,6 +2215,7 @@ int main(void)
         T(install_keeps_old_state_when_checkpoint_fails),
         T(install_refuses_damaged_snapshot),
         T(randomized_replicas_agree),
+        T(previous_index_set_opens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
