@@ -201,12 +201,10 @@ bool sinter_tn_is_tcp_url(const char *url)
            strncmp(url, "tcp6://", 7) == 0;
 }
 
-/* Splits a tcp://, tcp4:// or tcp6:// URL the way nng reads it: "host:port", "[v6]:port", an
- * empty host or "*" (listen only) for every address, nothing after the port but an optional
- * "/". SINTER_ECONFIG for anything else (what nng answers for a malformed URL). */
-static int parse_url(const char *url, int *af, char *host, size_t host_cap, char *port,
-                     size_t port_cap)
+int sinter_transport_tcp_url(const char *url, bool *is_tcp, int *af, char *host, size_t host_cap,
+                             char *port, size_t port_cap)
 {
+    *is_tcp = false;
     const char *rest;
     if (strncmp(url, "tcp://", 6) == 0) {
         *af = AF_UNSPEC;
@@ -218,7 +216,7 @@ static int parse_url(const char *url, int *af, char *host, size_t host_cap, char
         *af = AF_INET6;
         rest = url + 7;
     } else {
-        return SINTER_ECONFIG;
+        return SINTER_OK;
     }
     const char *h = rest, *h_end, *colon;
     if (*rest == '[') {
@@ -256,7 +254,18 @@ static int parse_url(const char *url, int *af, char *host, size_t host_cap, char
     }
     memcpy(port, pt, plen);
     port[plen] = '\0';
+    *is_tcp = true;
     return SINTER_OK;
+}
+
+/* The native engine's URLs: tcp://, tcp4:// or tcp6:// only (SINTER_ECONFIG for anything else,
+ * what nng answers for a malformed URL). */
+static int parse_url(const char *url, int *af, char *host, size_t host_cap, char *port,
+                     size_t port_cap)
+{
+    bool is_tcp = false;
+    int rc = sinter_transport_tcp_url(url, &is_tcp, af, host, host_cap, port, port_cap);
+    return rc == SINTER_OK && !is_tcp ? SINTER_ECONFIG : rc;
 }
 
 /* Small requests must not wait for Nagle: one frame is one write. */

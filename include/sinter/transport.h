@@ -227,6 +227,21 @@ int sinter_transport_call(struct sinter_transport_client *c, const struct sinter
  * is still inside sinter_transport_call() or _call_async() on c. */
 void sinter_transport_client_close(struct sinter_transport_client *c);
 
+/* ---------------------------------------------------------------------------------------------
+ * URLs
+ */
+
+/* Splits a tcp://, tcp4:// or tcp6:// URL the way nng's TCP transport reads it: "host:port",
+ * "[v6addr]:port", an empty host or "*" (listen only) for every address, port 0..65535 (0: any
+ * free port when listening), nothing after the port but an optional "/". *af becomes AF_UNSPEC,
+ * AF_INET or AF_INET6. Shared by the native engines of this transport and of the raft transport.
+ * Ownership: reads url; writes *is_tcp, *af and the host / port buffers (NUL-terminated).
+ * Returns SINTER_OK with *is_tcp true (parsed), SINTER_OK with *is_tcp false (another scheme,
+ * e.g. tls+tcp://: nothing else written), or SINTER_ECONFIG (a malformed tcp URL, or a host or
+ * port longer than its buffer). */
+int sinter_transport_tcp_url(const char *url, bool *is_tcp, int *af, char *host, size_t host_cap,
+                             char *port, size_t port_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,6 +58,7 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "sinter/raft_transport.h"
+#include "sinter/transport.h"
 
 #define TICK_MS      100u
 #define FREE_FRAMES  4u         /* recycled frame buffers kept per peer */
@@ -1762,69 +1763,15 @@ static void native_kick(struct sinter_raft_transport *t)
     /* EAGAIN: the counter is saturated, so the fd is readable anyway. */
 }
 
-/* Splits a tcp://, tcp4:// or tcp6:// URL into host and port the way nng's TCP listener reads it:
- * "host:port", "[v6addr]:port", an empty host or "*" for every address, port 0 for any free
- * port, nothing after the port but an optional "/". Returns SINTER_OK with *native set when the
- * URL is one of ours, SINTER_OK with *native false for any other scheme (nng handles it), and
- * SINTER_ECONFIG for a malformed tcp URL (what nng_stream_listener_alloc() answers). */
+/* Whether url is one the native side serves (tcp://, tcp4://, tcp6://: SINTER_OK with *native
+ * set, host and port split the way nng's TCP listener reads them), another scheme (SINTER_OK,
+ * *native false: nng handles it), or a malformed tcp URL (SINTER_ECONFIG, what
+ * nng_stream_listener_alloc() answers). The parser is the client transport's, so both read a URL
+ * alike. */
 static int native_url(const char *url, bool *native, int *af, char *host, size_t host_cap,
                       char *port, size_t port_cap)
 {
-    *native = false;
-    const char *rest;
-    if (strncmp(url, "tcp://", 6) == 0) {
-        *af = AF_UNSPEC;
-        rest = url + 6;
-    } else if (strncmp(url, "tcp4://", 7) == 0) {
-        *af = AF_INET;
-        rest = url + 7;
-    } else if (strncmp(url, "tcp6://", 7) == 0) {
-        *af = AF_INET6;
-        rest = url + 7;
-    } else {
-        return SINTER_OK;
-    }
-    const char *h = rest, *h_end, *colon;
-    if (*rest == '[') {
-        h = rest + 1;
-        h_end = strchr(h, ']');
-        if (h_end == NULL || h_end[1] != ':') {
-            return SINTER_ECONFIG;
-        }
-        colon = h_end + 1;
-    } else {
-        colon = strrchr(rest, ':');
-        const char *slash = strchr(rest, '/');
-        if (colon == NULL || (slash != NULL && slash < colon)) {
-            return SINTER_ECONFIG;
-        }
-        h_end = colon;
-    }
-    const char *pt = colon + 1;
-    size_t plen = 0;
-    while (pt[plen] >= '0' && pt[plen] <= '9') {
-        plen++;
-    }
-    if (plen == 0 || plen >= port_cap || plen > 5 ||
-        !(pt[plen] == '\0' || strcmp(pt + plen, "/") == 0)) {
-        return SINTER_ECONFIG;
-    }
-    if (strtoul(pt, NULL, 10) > 65535) {
-        return SINTER_ECONFIG;
-    }
-    size_t hlen = (size_t)(h_end - h);
-    if (hlen >= host_cap) {
-        return SINTER_ECONFIG;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    if (strcmp(host, "*") == 0) {
-        host[0] = '\0';
-    }
-    memcpy(port, pt, plen);
-    port[plen] = '\0';
-    *native = true;
-    return SINTER_OK;
+    return sinter_transport_tcp_url(url, native, af, host, host_cap, port, port_cap);
 }
 
 /* Binds and listens like nng's TCP listener: the first address the resolver gives, SO_REUSEADDR
