@@ -104,6 +104,13 @@ static int encode_msg(const struct sinter_proto_msg *m, uint64_t request_id,
         nng_msg_free(msg);
         return rc;
     }
+    sinter_tp_set_request_id(b, n, request_id);
+    *out = msg;
+    return SINTER_OK;
+}
+
+void sinter_tp_set_request_id(uint8_t *b, size_t n, uint64_t request_id)
+{
     for (int i = 0; i < 8; i++) {
         b[8 + i] = (uint8_t)(request_id >> (8 * i));
     }
@@ -112,8 +119,6 @@ static int encode_msg(const struct sinter_proto_msg *m, uint64_t request_id,
     for (int i = 0; i < 4; i++) {
         b[20 + i] = (uint8_t)(crc >> (8 * i));
     }
-    *out = msg;
-    return SINTER_OK;
 }
 
 /* =============================================================================================

@@ -179,14 +179,7 @@ static int encode_frame(const struct sinter_proto_msg *m, uint64_t request_id,
     if (rc != SINTER_OK) {
         return rc;
     }
-    for (int i = 0; i < 8; i++) {
-        b[8 + i] = (uint8_t)(request_id >> (8 * i));
-    }
-    uint32_t crc = sinter_crc32c(0, b, 20);
-    crc = sinter_crc32c(crc, b + SINTER_PROTO_HEADER_SIZE, n - SINTER_PROTO_HEADER_SIZE);
-    for (int i = 0; i < 4; i++) {
-        b[20 + i] = (uint8_t)(crc >> (8 * i));
-    }
+    sinter_tp_set_request_id(b, n, request_id);
     *out_len = pre + n;
     return SINTER_OK;
 }

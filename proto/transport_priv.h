@@ -34,6 +34,11 @@ struct sinter_transport_reply_msg {
 /* True for the URLs the native engine serves: tcp://, tcp4://, tcp6://. */
 bool sinter_tn_is_tcp_url(const char *url);
 
+/* Writes request_id into the encoded frame b (n bytes, from sinter_proto_encode, which leaves
+ * the id 0) and recomputes the frame's CRC32C over it: the id is chosen per call after encoding.
+ * Both engines frame their requests and replies this way. */
+void sinter_tp_set_request_id(uint8_t *b, size_t n, uint64_t request_id);
+
 struct sinter_tn_server;
 struct sinter_tn_client;
 
