@@ -109,6 +109,18 @@ static int encode_msg(const struct sinter_proto_msg *m, uint64_t request_id,
     return SINTER_OK;
 }
 
+int sinter_tp_decode_request(const uint8_t *b, size_t len, const struct sinter_proto_limits *lim,
+                             struct sinter_proto_msg *m, const char **why)
+{
+    *why = NULL;
+    int rc = sinter_proto_decode(b, len, lim, m);
+    if (rc == SINTER_OK && !sinter_proto_code_is_request(m->code)) {
+        rc = SINTER_EBADVALUE;
+        *why = "not a request message";
+    }
+    return rc;
+}
+
 void sinter_tp_set_request_id(uint8_t *b, size_t n, uint64_t request_id)
 {
     for (int i = 0; i < 8; i++) {
@@ -240,12 +252,8 @@ static void srv_cb(void *arg)
     nng_msg *m = nng_aio_get_msg(r->aio);
     const uint8_t *body = nng_msg_body(m);
     size_t len = nng_msg_len(m);
-    int rc = sinter_proto_decode(body, len, &s->o.limits, &r->pub.msg);
     const char *why = NULL;
-    if (rc == SINTER_OK && !sinter_proto_code_is_request(r->pub.msg.code)) {
-        rc = SINTER_EBADVALUE;
-        why = "not a request message";
-    }
+    int rc = sinter_tp_decode_request(body, len, &s->o.limits, &r->pub.msg, &why);
     pthread_mutex_lock(&s->mu);
     if (rc == SINTER_OK && s->closing) {
         rc = SINTER_ESHUTDOWN;

@@ -715,12 +715,8 @@ static bool serve_msg(struct sinter_tn_server *s, struct tn_conn *c, const uint8
     atomic_fetch_add(&c->refs, 1);
     r->conn = c;
 
-    int rc = sinter_proto_decode(r->frame, len, &s->o.limits, &r->pub.msg);
     const char *why = NULL;
-    if (rc == SINTER_OK && !sinter_proto_code_is_request(r->pub.msg.code)) {
-        rc = SINTER_EBADVALUE;
-        why = "not a request message";
-    }
+    int rc = sinter_tp_decode_request(r->frame, len, &s->o.limits, &r->pub.msg, &why);
     pthread_mutex_lock(&s->mu);
     if (rc == SINTER_OK && s->closing) {
         rc = SINTER_ESHUTDOWN;

@@ -39,6 +39,12 @@ bool sinter_tn_is_tcp_url(const char *url);
  * Both engines frame their requests and replies this way. */
 void sinter_tp_set_request_id(uint8_t *b, size_t n, uint64_t request_id);
 
+/* Decodes a received request frame into *m (strings point into b) and checks that it is a
+ * request code. Returns the decoder's error, or SINTER_EBADVALUE with *why set (else *why NULL)
+ * for a well-formed frame that is not a request. Shared by both engines' servers. */
+int sinter_tp_decode_request(const uint8_t *b, size_t len, const struct sinter_proto_limits *lim,
+                             struct sinter_proto_msg *m, const char **why);
+
 struct sinter_tn_server;
 struct sinter_tn_client;
 
