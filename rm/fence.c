@@ -17,6 +17,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fence_backend.h"
@@ -92,15 +93,56 @@ static int check_columns(unsigned found)
 
 /* ---- argument checks ---- */
 
+/* The backend for db, or NULL for a bad db: no connection, or a statement cache made for
+ * another connection (its statements would run on the wrong database, or after that connection
+ * was closed: sinter/fence.h). */
 static const struct sinter_fence_ops *backend(const struct sinter_fence_db *db)
 {
     if (db == NULL)
         return NULL;
-    if (db->kind == SINTER_FENCE_SQLITE && db->sqlite != NULL)
+    const struct sinter_fence_cache *c = db->cache;
+    if (db->kind == SINTER_FENCE_SQLITE && db->sqlite != NULL &&
+        (c == NULL || (c->kind == SINTER_FENCE_SQLITE && c->sqlite == db->sqlite)))
         return &sinter_fence_ops_sqlite;
-    if (db->kind == SINTER_FENCE_POSTGRES && db->pg != NULL)
+    if (db->kind == SINTER_FENCE_POSTGRES && db->pg != NULL &&
+        (c == NULL || (c->kind == SINTER_FENCE_POSTGRES && c->pg == db->pg)))
         return &sinter_fence_ops_pg;
     return NULL;
+}
+
+/* ---- statement cache ---- */
+
+int sinter_fence_cache_new(const struct sinter_fence_db *db, struct sinter_fence_cache **out)
+{
+    fence_errbuf[0] = '\0';
+    if (out == NULL)
+        return SINTER_EINVAL;
+    *out = NULL;
+    if (db == NULL ||
+        (db->kind == SINTER_FENCE_SQLITE ? db->sqlite == NULL
+                                         : db->kind != SINTER_FENCE_POSTGRES || db->pg == NULL)) {
+        sinter_fence_set_errmsg("invalid argument");
+        return SINTER_EINVAL;
+    }
+    struct sinter_fence_cache *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return SINTER_ENOMEM;
+    c->kind = db->kind;
+    if (db->kind == SINTER_FENCE_SQLITE)
+        c->sqlite = db->sqlite;
+    else
+        c->pg = db->pg; /* nothing cached on PostgreSQL yet (sinter/fence.h) */
+    *out = c;
+    return SINTER_OK;
+}
+
+void sinter_fence_cache_free(struct sinter_fence_cache *c)
+{
+    if (c == NULL)
+        return;
+    if (c->kind == SINTER_FENCE_SQLITE)
+        sinter_fence_sqlite_cache_clear(c);
+    free(c);
 }
 
 static int text_ok(const char *s, size_t max)

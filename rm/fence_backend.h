@@ -44,8 +44,31 @@ struct sinter_fence_ops {
                    uint32_t *deleted);
 };
 
+/* The statements a cache holds (SQLite): the ones every try / confirm / cancel runs. The rare
+ * ones (init, cleanup) are prepared per call. */
+enum sinter_fence_cached {
+    SINTER_FC_SELECT,
+    SINTER_FC_INSERT,
+    SINTER_FC_UPDATE,
+    SINTER_FC_BEGIN,
+    SINTER_FC_COMMIT,
+    SINTER_FC_N
+};
+
+/* sinter/fence.h's opaque cache: bound to one connection (kind + the matching handle), which a
+ * fence call checks against its struct sinter_fence_db. A NULL slot is prepared on first use. */
+struct sinter_fence_cache {
+    enum sinter_fence_backend kind;
+    sqlite3 *sqlite;
+    PGconn *pg;
+    sqlite3_stmt *st[SINTER_FC_N];
+};
+
 extern const struct sinter_fence_ops sinter_fence_ops_sqlite;
 extern const struct sinter_fence_ops sinter_fence_ops_pg;
+
+/* Finalizes and clears the cache's SQLite statements (fence_sqlite.c). */
+void sinter_fence_sqlite_cache_clear(struct sinter_fence_cache *c);
 
 /* Records the calling thread's error message (printf format), returned by sinter_fence_errmsg. */
 void sinter_fence_set_errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

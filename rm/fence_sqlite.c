@@ -53,6 +53,79 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
     return src == SQLITE_OK ? SINTER_OK : fail(db, src, "prepare");
 }
 
+/* The statements of every try / confirm / cancel, by enum sinter_fence_cached. */
+static const char *const cached_sql[SINTER_FC_N] = {
+    [SINTER_FC_SELECT] = "SELECT status FROM sinter_tcc_fence WHERE xid = ?1 AND branch_id = ?2",
+    /* ON CONFLICT DO NOTHING, not INSERT OR IGNORE: only the key conflict is expected; a NOT
+     * NULL or CHECK violation must still fail loudly. */
+    [SINTER_FC_INSERT] = "INSERT INTO sinter_tcc_fence (xid, branch_id, action_name, status, "
+                         "created_at, modified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) "
+                         "ON CONFLICT (xid, branch_id) DO NOTHING",
+    [SINTER_FC_UPDATE] = "UPDATE sinter_tcc_fence SET status = ?3, modified_at = ?4 "
+                         "WHERE xid = ?1 AND branch_id = ?2 AND status = ?5",
+    [SINTER_FC_BEGIN] = "BEGIN IMMEDIATE",
+    [SINTER_FC_COMMIT] = "COMMIT",
+};
+
+/* Statement i: the connection's cached one, prepared on first use, or (no cache) a fresh one.
+ * Cached statements are prepared with sqlite3_prepare_v3, which like _v2 re-prepares them by
+ * itself when the schema changed (SQLITE_SCHEMA never reaches us), so a cached statement stays
+ * valid across DDL, even a dropped and re-created fence table; PERSISTENT tells SQLite it is
+ * kept. */
+static int stmt_get(const struct sinter_fence_db *d, enum sinter_fence_cached i, sqlite3_stmt **st)
+{
+    struct sinter_fence_cache *c = d->cache;
+    if (c == NULL)
+        return prepare(d->sqlite, cached_sql[i], st);
+    if (c->st[i] == NULL) {
+        int src = sqlite3_prepare_v3(d->sqlite, cached_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                     &c->st[i], NULL);
+        if (src != SQLITE_OK) {
+            c->st[i] = NULL;
+            return fail(d->sqlite, src, "prepare");
+        }
+    }
+    *st = c->st[i];
+    return SINTER_OK;
+}
+
+/* Ends a statement's use: a cached one is reset (no read transaction or lock left behind, so a
+ * COMMIT or a later close is never blocked by it) and its bindings cleared (xid was bound
+ * SQLITE_STATIC: the pointer must not outlive the call); an uncached one is finalized. */
+static void stmt_put(const struct sinter_fence_db *d, sqlite3_stmt *st)
+{
+    if (d->cache == NULL) {
+        sqlite3_finalize(st);
+        return;
+    }
+    (void)sqlite3_reset(st); /* returns the last step's error again: already reported */
+    (void)sqlite3_clear_bindings(st);
+}
+
+/* Transaction control: cached like the others (parsing "BEGIN IMMEDIATE" per call is most of
+ * sqlite3_exec's cost), or sqlite3_exec without a cache. */
+static int exec_ctl(const struct sinter_fence_db *d, enum sinter_fence_cached i, const char *what)
+{
+    if (d->cache == NULL)
+        return exec(d->sqlite, cached_sql[i], what);
+    sqlite3_stmt *st;
+    int rc = stmt_get(d, i, &st);
+    if (rc != SINTER_OK)
+        return rc;
+    int src = sqlite3_step(st);
+    rc = src == SQLITE_DONE ? SINTER_OK : fail(d->sqlite, src, what);
+    stmt_put(d, st);
+    return rc;
+}
+
+void sinter_fence_sqlite_cache_clear(struct sinter_fence_cache *c)
+{
+    for (int i = 0; i < SINTER_FC_N; i++) {
+        sqlite3_finalize(c->st[i]); /* NULL is a no-op */
+        c->st[i] = NULL;
+    }
+}
+
 /* Binds (xid, branch_id) as ?1, ?2: every statement below keys on them. */
 static int bind_key(sqlite3 *db, sqlite3_stmt *st, const char *xid, uint64_t branch_id)
 {
@@ -62,13 +135,11 @@ static int bind_key(sqlite3 *db, sqlite3_stmt *st, const char *xid, uint64_t bra
     return src == SQLITE_OK ? SINTER_OK : fail(db, src, "bind");
 }
 
-/* Steps a statement that returns no rows. */
+/* Steps a statement that returns no rows (the caller puts it back). */
 static int step_done(sqlite3 *db, sqlite3_stmt *st, const char *what)
 {
     int src = sqlite3_step(st);
-    int rc = src == SQLITE_DONE ? SINTER_OK : fail(db, src, what);
-    sqlite3_finalize(st);
-    return rc;
+    return src == SQLITE_DONE ? SINTER_OK : fail(db, src, what);
 }
 
 static int sq_in_txn(const struct sinter_fence_db *d)
@@ -90,7 +161,7 @@ static int sq_txn_ok(const struct sinter_fence_db *d)
 
 static int sq_begin(const struct sinter_fence_db *d)
 {
-    return exec(d->sqlite, "BEGIN IMMEDIATE", "begin");
+    return exec_ctl(d, SINTER_FC_BEGIN, "begin");
 }
 
 static void sq_rollback(const struct sinter_fence_db *d)
@@ -98,22 +169,23 @@ static void sq_rollback(const struct sinter_fence_db *d)
     /* After some errors (SQLITE_FULL, IOERR, BUSY during COMMIT) SQLite has already rolled back
      * on its own; only roll back what is still open. */
     if (!sqlite3_get_autocommit(d->sqlite))
-        (void)sqlite3_exec(d->sqlite, "ROLLBACK", NULL, NULL, NULL);
+        (void)sqlite3_exec(d->sqlite, "ROLLBACK", NULL, NULL, NULL); /* rare: not cached */
 }
 
 static int sq_commit(const struct sinter_fence_db *d)
 {
-    int rc = exec(d->sqlite, "COMMIT", "commit");
+    int rc = exec_ctl(d, SINTER_FC_COMMIT, "commit");
     if (rc != SINTER_OK)
         sq_rollback(d);
     return rc;
 }
 
-static int sq_read(sqlite3 *db, const char *xid, uint64_t branch_id, int *status)
+static int sq_read(const struct sinter_fence_db *d, const char *xid, uint64_t branch_id,
+                   int *status)
 {
+    sqlite3 *db = d->sqlite;
     sqlite3_stmt *st;
-    int rc =
-        prepare(db, "SELECT status FROM sinter_tcc_fence WHERE xid = ?1 AND branch_id = ?2", &st);
+    int rc = stmt_get(d, SINTER_FC_SELECT, &st);
     if (rc != SINTER_OK)
         return rc;
     if ((rc = bind_key(db, st, xid, branch_id)) == SINTER_OK) {
@@ -125,7 +197,7 @@ static int sq_read(sqlite3 *db, const char *xid, uint64_t branch_id, int *status
         else
             rc = fail(db, src, "select status");
     }
-    sqlite3_finalize(st);
+    stmt_put(d, st);
     return rc;
 }
 
@@ -133,13 +205,13 @@ static int sq_read(sqlite3 *db, const char *xid, uint64_t branch_id, int *status
 static int sq_lock_row(const struct sinter_fence_db *d, const char *xid, uint64_t branch_id,
                        int *status)
 {
-    return sq_read(d->sqlite, xid, branch_id, status);
+    return sq_read(d, xid, branch_id, status);
 }
 
 static int sq_read_status(const struct sinter_fence_db *d, const char *xid, uint64_t branch_id,
                           int *status)
 {
-    return sq_read(d->sqlite, xid, branch_id, status);
+    return sq_read(d, xid, branch_id, status);
 }
 
 static int sq_insert(const struct sinter_fence_db *d, const char *xid, uint64_t branch_id,
@@ -147,13 +219,7 @@ static int sq_insert(const struct sinter_fence_db *d, const char *xid, uint64_t 
 {
     sqlite3 *db = d->sqlite;
     sqlite3_stmt *st;
-    /* ON CONFLICT DO NOTHING, not INSERT OR IGNORE: only the key conflict is expected; a NOT NULL
-     * or CHECK violation must still fail loudly. */
-    int rc = prepare(db,
-                     "INSERT INTO sinter_tcc_fence (xid, branch_id, action_name, status, "
-                     "created_at, modified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) "
-                     "ON CONFLICT (xid, branch_id) DO NOTHING",
-                     &st);
+    int rc = stmt_get(d, SINTER_FC_INSERT, &st);
     if (rc != SINTER_OK)
         return rc;
     rc = bind_key(db, st, xid, branch_id);
@@ -166,13 +232,11 @@ static int sq_insert(const struct sinter_fence_db *d, const char *xid, uint64_t 
         if (src != SQLITE_OK)
             rc = fail(db, src, "bind");
     }
-    if (rc != SINTER_OK) {
-        sqlite3_finalize(st);
-        return rc;
-    }
-    rc = step_done(db, st, "insert fence row");
+    if (rc == SINTER_OK)
+        rc = step_done(db, st, "insert fence row");
     if (rc == SINTER_OK)
         *inserted = sqlite3_changes(db) == 1;
+    stmt_put(d, st);
     return rc;
 }
 
@@ -181,10 +245,7 @@ static int sq_set_status(const struct sinter_fence_db *d, const char *xid, uint6
 {
     sqlite3 *db = d->sqlite;
     sqlite3_stmt *st;
-    int rc = prepare(db,
-                     "UPDATE sinter_tcc_fence SET status = ?3, modified_at = ?4 "
-                     "WHERE xid = ?1 AND branch_id = ?2 AND status = ?5",
-                     &st);
+    int rc = stmt_get(d, SINTER_FC_UPDATE, &st);
     if (rc != SINTER_OK)
         return rc;
     rc = bind_key(db, st, xid, branch_id);
@@ -197,13 +258,11 @@ static int sq_set_status(const struct sinter_fence_db *d, const char *xid, uint6
         if (src != SQLITE_OK)
             rc = fail(db, src, "bind");
     }
-    if (rc != SINTER_OK) {
-        sqlite3_finalize(st);
-        return rc;
-    }
-    rc = step_done(db, st, "update fence status");
+    if (rc == SINTER_OK)
+        rc = step_done(db, st, "update fence status");
     if (rc == SINTER_OK)
         *changed = sqlite3_changes(db);
+    stmt_put(d, st);
     return rc;
 }
 
@@ -231,6 +290,7 @@ static int sq_cleanup(const struct sinter_fence_db *d, int64_t older_than_ms, ui
     rc = step_done(db, st, "delete ended fence rows");
     if (rc == SINTER_OK)
         *deleted = (uint32_t)sqlite3_changes(db);
+    sqlite3_finalize(st);
     return rc;
 }
 

@@ -9,6 +9,10 @@
  * per worker and action keeps the fence's rule "one thread per connection" without a pool. The
  * caller's factory (connect + disconnect) is called once per delivery instead: the connection goes
  * back to the caller's pool at the end of each delivery.
+ *
+ * Statement caches (sinter/fence.h): the library's SQLite connections carry one, freed right
+ * before the connection is closed; a factory's connection carries whatever cache the factory put
+ * into db->cache (the pool's, passed through untouched).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -68,7 +72,16 @@ static int conn_open(struct tcc_action *t, struct sinter_fence_db *db)
          * lock a while instead of failing at once with SQLITE_BUSY. */
         sqlite3_busy_timeout(s, SQLITE_BUSY_MS);
         *db = sinter_fence_db_sqlite(s);
-        return SINTER_OK;
+        /* The library owns this connection, so it can own a statement cache for it too and
+         * finalize it before the close (conn_close): the fence's statements are prepared once
+         * per worker, not per delivery (sinter/fence.h). */
+        int rc = sinter_fence_cache_new(db, &db->cache);
+        if (rc != SINTER_OK) {
+            sqlite3_close(s);
+            memset(db, 0, sizeof *db);
+            sinter_client_set_errmsg("tcc action '%s': %s", t->name, sinter_strerror(rc));
+        }
+        return rc;
     }
     /* libpq waits forever for a connection by default; connect_timeout bounds it. It goes
      * BEFORE the expanded conninfo, so a connect_timeout there wins (libpq keeps the last value
@@ -118,6 +131,8 @@ static void conn_close(struct tcc_action *t, struct sinter_fence_db *db)
     if (t->a.disconnect != NULL) {
         t->a.disconnect(t->a.connect_arg, db);
     } else if (db->kind == SINTER_FENCE_SQLITE) {
+        /* Cached statements first: sqlite3_close refuses a connection that still has some. */
+        sinter_fence_cache_free(db->cache);
         sqlite3_close(db->sqlite);
     } else if (db->kind == SINTER_FENCE_POSTGRES) {
         PQfinish(db->pg);

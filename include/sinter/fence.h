@@ -80,23 +80,28 @@ enum sinter_fence_backend {
     SINTER_FENCE_POSTGRES = 2,
 };
 
+/* A statement cache for ONE connection (sinter_fence_cache_new below). Opaque. */
+struct sinter_fence_cache;
+
 /* A borrowed database connection and which backend it is. Set kind and the matching field (or
- * use the two constructors below); the other field is ignored. The fence never frees either. */
+ * use the two constructors below); the other field is ignored. The fence never frees either.
+ * cache is optional (NULL: none): the connection's statement cache, see sinter_fence_cache_new. */
 struct sinter_fence_db {
     enum sinter_fence_backend kind;
     sqlite3 *sqlite; /* kind == SINTER_FENCE_SQLITE */
     PGconn *pg;      /* kind == SINTER_FENCE_POSTGRES */
+    struct sinter_fence_cache *cache;
 };
 
 static inline struct sinter_fence_db sinter_fence_db_sqlite(sqlite3 *db)
 {
-    struct sinter_fence_db d = {SINTER_FENCE_SQLITE, db, NULL};
+    struct sinter_fence_db d = {SINTER_FENCE_SQLITE, db, NULL, NULL};
     return d;
 }
 
 static inline struct sinter_fence_db sinter_fence_db_pg(PGconn *conn)
 {
-    struct sinter_fence_db d = {SINTER_FENCE_POSTGRES, NULL, conn};
+    struct sinter_fence_db d = {SINTER_FENCE_POSTGRES, NULL, conn, NULL};
     return d;
 }
 
@@ -168,6 +173,33 @@ int sinter_fence_status(const struct sinter_fence_db *db, const char *xid, uint6
  * Ownership: borrows db; writes *deleted. Errors: common ones. */
 int sinter_fence_cleanup(const struct sinter_fence_db *db, int64_t older_than_ms, uint32_t max_rows,
                          uint32_t *deleted);
+
+/* Statement cache (opt-in). Without one, every fence call prepares its few statements (and
+ * parses BEGIN / COMMIT) again, which costs more CPU than the fence's own work on SQLite. With
+ * one, they are prepared once per connection and reused: after a call the cached statements are
+ * reset (idle: they hold no lock, no read transaction and no bound argument), but they stay
+ * PREPARED on the connection, and SQLite's sqlite3_close() refuses a connection with prepared
+ * statements (SQLITE_BUSY, and the connection leaks). Hence the ownership rules:
+ *   - a cache belongs to the one connection it was made for and lives no longer than it: call
+ *     sinter_fence_cache_free BEFORE closing the connection (a pool keeps the pair together);
+ *   - set db->cache only on a struct sinter_fence_db for that same connection (a fence call with
+ *     another connection's cache fails with SINTER_EINVAL); the rule "one thread at a time per
+ *     connection" covers the cache too;
+ *   - schema changes are fine: SQLite re-prepares a cached statement when the schema changed
+ *     (sqlite3_prepare_v2 semantics), also after the fence table was dropped and created again.
+ * The library's own connections (sinter/tcc.h: sqlite_path) get a cache automatically; a
+ * connect factory may hand one out in db->cache with its connection (it stays the pool's).
+ * PostgreSQL connections are accepted and nothing is cached for them yet (every statement is one
+ * PQexecParams round trip either way). */
+
+/* Makes an empty cache for db's connection (db->cache is ignored; set it yourself afterwards).
+ * Ownership: *out is the caller's, freed with sinter_fence_cache_free; db's connection is
+ * borrowed for the cache's life. Errors: SINTER_EINVAL (no connection), SINTER_ENOMEM. */
+int sinter_fence_cache_new(const struct sinter_fence_db *db, struct sinter_fence_cache **out);
+
+/* Finalizes the cache's statements and frees it; NULL is a no-op. Call it before closing the
+ * connection, outside any fence call. Ownership: takes c. Errors: none. */
+void sinter_fence_cache_free(struct sinter_fence_cache *c);
 
 /* The calling thread's message for the last fence call that failed with SINTER_EDB, SINTER_EBUSY,
  * SINTER_ECONFIG or SINTER_ESTATE (the database's own text where there is one); "" after a call

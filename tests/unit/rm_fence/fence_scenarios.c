@@ -491,7 +491,7 @@ void t_invalid_arguments(void **state)
     longx[sizeof longx - 1] = '\0';
     memset(longa, 'a', sizeof longa - 1);
     longa[sizeof longa - 1] = '\0';
-    struct sinter_fence_db none = {SINTER_FENCE_SQLITE, NULL, NULL};
+    struct sinter_fence_db none = {SINTER_FENCE_SQLITE, NULL, NULL, NULL};
     struct sinter_fence_db bad = *db;
     bad.kind = (enum sinter_fence_backend)9;
     int st;
