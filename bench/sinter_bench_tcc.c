@@ -15,9 +15,13 @@
  *
  * The fence lives in a temporary SQLite file per action (WAL, synchronous = OFF: the benchmark
  * measures the coordinator, not the service's disk), one connection per client thread and
- * action for the tries, one per RM worker for phase 2; removed at exit.
+ * action for the tries; phase 2 borrows a connection per delivery from a small per-action pool
+ * (the action's connect / disconnect factory, as a real service's pool would), so connections are
+ * opened once, not per delivery. Every connection carries its fence statement cache
+ * (sinter_fence_cache_new), freed before the connection is closed. Removed at exit.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,16 @@
 #define MAX_THREADS  1024
 #define MAX_CLIENTS  16
 
+/* A phase-2 connection pool for one action: idle (connection, statement cache) pairs, LIFO so a
+ * few hot connections serve all workers. */
+#define POOL_MAX 64
+struct conn_pool {
+    pthread_mutex_t mu;
+    const char *path;
+    unsigned n_idle;
+    struct sinter_fence_db idle[POOL_MAX];
+};
+
 struct tcc_bench {
     /* --clients N: N TM + RM handle pairs (N client ids, N connections per node); client
      * thread t uses pair t % N. Every RM serves every action. */
@@ -49,6 +63,8 @@ struct tcc_bench {
     char names[MAX_BRANCHES][32];
     char paths[MAX_BRANCHES][600];
     sqlite3 *conn[MAX_THREADS][MAX_BRANCHES]; /* the tries' connections, opened lazily */
+    struct sinter_fence_cache *cache[MAX_THREADS][MAX_BRANCHES]; /* ... and their caches */
+    struct conn_pool pool[MAX_BRANCHES];                         /* phase 2's */
     atomic_uint_fast64_t confirms, cancels;
     atomic_uint_fast64_t err_begin, err_try, err_commit;
     /* Time spent per step (ns) and transactions that got that far, for the per-row breakdown
@@ -82,22 +98,56 @@ static sqlite3 *open_fast(const char *path)
     return db;
 }
 
-/* The RM workers' connections (the action's connect factory): same pragmas as the tries'. */
+static void close_pooled(struct sinter_fence_db *db)
+{
+    sinter_fence_cache_free(db->cache); /* before the close: sqlite3_close refuses otherwise */
+    sqlite3_close(db->sqlite);
+    memset(db, 0, sizeof *db);
+}
+
+/* The RM workers' connections (the action's connect factory, called per delivery): an idle
+ * pooled connection, or a new one with the tries' pragmas and its statement cache. */
 static int worker_connect(void *arg, struct sinter_fence_db *db)
 {
-    sqlite3 *s = open_fast(arg);
+    struct conn_pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    if (p->n_idle > 0) {
+        *db = p->idle[--p->n_idle];
+        pthread_mutex_unlock(&p->mu);
+        return SINTER_OK;
+    }
+    pthread_mutex_unlock(&p->mu);
+    sqlite3 *s = open_fast(p->path);
     if (s == NULL) {
         return SINTER_EDB;
     }
     *db = sinter_fence_db_sqlite(s);
-    return SINTER_OK;
+    int rc = sinter_fence_cache_new(db, &db->cache);
+    if (rc != SINTER_OK) {
+        sqlite3_close(s);
+    }
+    return rc;
 }
 
+/* Back to the pool after a delivery, whatever its outcome: a connection left inside a
+ * transaction is rolled back, and closed if that does not make it idle (sinter/tcc.h). */
 static void worker_disconnect(void *arg, struct sinter_fence_db *db)
 {
-    (void)arg;
-    sqlite3_close(db->sqlite);
-    db->sqlite = NULL;
+    struct conn_pool *p = arg;
+    if (!sqlite3_get_autocommit(db->sqlite)) {
+        (void)sqlite3_exec(db->sqlite, "ROLLBACK", NULL, NULL, NULL);
+    }
+    if (sqlite3_get_autocommit(db->sqlite)) {
+        pthread_mutex_lock(&p->mu);
+        if (p->n_idle < POOL_MAX) {
+            p->idle[p->n_idle++] = *db;
+            memset(db, 0, sizeof *db);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (db->sqlite != NULL) {
+        close_pooled(db);
+    }
 }
 
 static int tcc_tx(void *arg, unsigned thread)
@@ -116,10 +166,14 @@ static int tcc_tx(void *arg, unsigned thread)
         return rc;
     }
     for (unsigned i = 0; i < b->branches; i++) {
-        if (b->conn[thread][i] == NULL && (b->conn[thread][i] = open_fast(b->paths[i])) == NULL) {
-            rc = SINTER_EDB;
-        } else {
-            struct sinter_fence_db db = sinter_fence_db_sqlite(b->conn[thread][i]);
+        struct sinter_fence_db db = sinter_fence_db_sqlite(b->conn[thread][i]);
+        rc = SINTER_OK;
+        if (db.sqlite == NULL) {
+            db = sinter_fence_db_sqlite(b->conn[thread][i] = open_fast(b->paths[i]));
+            rc = db.sqlite == NULL ? SINTER_EDB : sinter_fence_cache_new(&db, &b->cache[thread][i]);
+        }
+        if (rc == SINTER_OK) {
+            db.cache = b->cache[thread][i];
             rc = sinter_tcc_try(rm, b->names[i], xid, "x", 1, &db, NULL);
         }
         if (rc != SINTER_OK) {
@@ -230,6 +284,8 @@ static int tcc_main(int argc, char **argv)
         snprintf(b->names[i], sizeof b->names[i], "bench-b%u", i);
         snprintf(b->paths[i], sizeof b->paths[i], "%s/%s.db", b->dir, b->names[i]);
         resources[i] = b->names[i];
+        pthread_mutex_init(&b->pool[i].mu, NULL);
+        b->pool[i].path = b->paths[i];
     }
 
     struct sinter_tm_opts to;
@@ -264,7 +320,7 @@ static int tcc_main(int argc, char **argv)
             a.user = b;
             a.connect = worker_connect;
             a.disconnect = worker_disconnect;
-            a.connect_arg = b->paths[i];
+            a.connect_arg = &b->pool[i];
             rc = sinter_tcc_register(b->rm[k], &a);
         }
         if (rc == SINTER_OK) {
@@ -314,8 +370,15 @@ static int tcc_main(int argc, char **argv)
     }
     for (unsigned t = 0; t < MAX_THREADS; t++) {
         for (unsigned i = 0; i < branches; i++) {
+            sinter_fence_cache_free(b->cache[t][i]);
             sqlite3_close(b->conn[t][i]);
         }
+    }
+    for (unsigned i = 0; i < branches; i++) {
+        while (b->pool[i].n_idle > 0) {
+            close_pooled(&b->pool[i].idle[--b->pool[i].n_idle]);
+        }
+        pthread_mutex_destroy(&b->pool[i].mu);
     }
     bench_rmrf(b->dir);
     free(b);
