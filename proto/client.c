@@ -44,7 +44,7 @@ struct waiter {
     int rc;
     struct sinter_transport_reply_msg *reply;
     const atomic_bool *cancel;  /* the caller's own stop flag, or NULL */
-    struct waiter *prev, *next; /* c->waiters, under c->mu */
+    struct waiter *prev, *next; /* c->waiters, under c->wmu */
 };
 
 struct sinter_client {
@@ -59,9 +59,14 @@ struct sinter_client {
     pthread_mutex_t mu;
     struct cnode *nodes[SINTER_CLIENT_MAX_NODES];
     atomic_size_t n_nodes;
-    int leader[SINTER_PROTO_MAX_GROUPS]; /* node index or -1 */
-    int hint;                            /* last node that answered, or -1 */
-    unsigned rr;                         /* round-robin cursor */
+    /* Routing hints, read on every call without c->mu (atomic: a stale hint only costs a
+     * redirect); written under c->mu, and only when they change. */
+    atomic_int leader[SINTER_PROTO_MAX_GROUPS]; /* node index or -1 */
+    atomic_int hint;                            /* last node that answered, or -1 */
+    unsigned rr;                                /* round-robin cursor, under c->mu */
+    /* Calls in flight, for interrupt(): their own lock, so the two list updates of every call
+     * do not queue behind routing and node-table work on c->mu (64 client threads). */
+    pthread_mutex_t wmu;
     struct waiter *waiters;
     atomic_bool interrupted;
     atomic_bool meta_known; /* a ClusterMeta answer was read once */
@@ -156,10 +161,7 @@ int sinter_client_leader(struct sinter_client *c, uint32_t group)
     if (group >= SINTER_PROTO_MAX_GROUPS) {
         return -1;
     }
-    pthread_mutex_lock(&c->mu);
-    int l = c->leader[group];
-    pthread_mutex_unlock(&c->mu);
-    return l;
+    return atomic_load(&c->leader[group]);
 }
 
 /* ---- node table ------------------------------------------------------------------------------ */
@@ -248,6 +250,7 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
         return SINTER_ENOMEM;
     }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->wmu, NULL);
     c->client_id = o->client_id;
     while (c->client_id == 0) {
         c->client_id = random_u64();
@@ -258,9 +261,9 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
     atomic_init(&c->meta_known, false);
     atomic_init(&c->n_groups, 0);
     atomic_init(&c->next_refresh, 0);
-    c->hint = -1;
+    atomic_init(&c->hint, -1);
     for (size_t g = 0; g < SINTER_PROTO_MAX_GROUPS; g++) {
-        c->leader[g] = -1;
+        atomic_init(&c->leader[g], -1);
     }
     c->rm = o->rm;
     c->deadline_ms = o->deadline_ms != 0 ? o->deadline_ms : DEFAULT_DEADLINE_MS;
@@ -309,13 +312,13 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
 
 static void wake_all(struct sinter_client *c)
 {
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->wmu);
     for (struct waiter *w = c->waiters; w != NULL; w = w->next) {
         pthread_mutex_lock(&w->mu);
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
     }
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->wmu);
 }
 
 void sinter_client_interrupt(struct sinter_client *c)
@@ -351,6 +354,7 @@ void sinter_client_close(struct sinter_client *c)
     free(c->secret);
     free(c->app_id);
     free(c->version);
+    pthread_mutex_destroy(&c->wmu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -377,8 +381,10 @@ static void on_done(void *arg, int rc, struct sinter_transport_reply_msg *reply)
     w->done = true;
     w->rc = rc;
     w->reply = reply;
-    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    /* Signalled after the unlock, so the woken caller does not block at once on the mutex we
+     * still hold (a second sleep and wake per call). Our reference keeps w alive meanwhile. */
+    pthread_cond_signal(&w->cv);
     waiter_put(w);
 }
 
@@ -403,13 +409,13 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     pthread_cond_init(&w->cv, NULL);
     w->refs = 2;
     w->cancel = cancel;
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->wmu);
     w->next = c->waiters;
     if (c->waiters != NULL) {
         c->waiters->prev = w;
     }
     c->waiters = w;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->wmu);
 
     /* SINTER_EBUSY here is local: every context of this node's transport client is in flight.
      * It is returned as is, not as a timeout: nothing was sent and the node may be fine
@@ -432,7 +438,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
         }
         pthread_mutex_unlock(&w->mu);
     }
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->wmu);
     if (w->prev != NULL) {
         w->prev->next = w->next;
     } else {
@@ -441,7 +447,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     if (w->next != NULL) {
         w->next->prev = w->prev;
     }
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&c->wmu);
     waiter_put(w);
     return rc;
 }
@@ -577,15 +583,15 @@ static int next_node(struct sinter_client *c, int cur)
 
 static int pick(struct sinter_client *c, uint32_t group)
 {
-    pthread_mutex_lock(&c->mu);
-    int t = group < SINTER_PROTO_MAX_GROUPS ? c->leader[group] : -1;
+    int t = group < SINTER_PROTO_MAX_GROUPS ? atomic_load(&c->leader[group]) : -1;
     if (t < 0) {
-        t = c->hint;
+        t = atomic_load(&c->hint);
     }
     if (t < 0) {
+        pthread_mutex_lock(&c->mu);
         t = (int)(c->rr++ % atomic_load(&c->n_nodes));
+        pthread_mutex_unlock(&c->mu);
     }
-    pthread_mutex_unlock(&c->mu);
     return t;
 }
 
@@ -594,10 +600,14 @@ static void set_leader(struct sinter_client *c, uint32_t group, int idx)
     if (group >= SINTER_PROTO_MAX_GROUPS) {
         return;
     }
+    /* Every successful call confirms its leader: nearly always unchanged, then no lock. */
+    if (atomic_load(&c->leader[group]) == idx && (idx < 0 || atomic_load(&c->hint) == idx)) {
+        return;
+    }
     pthread_mutex_lock(&c->mu);
-    c->leader[group] = idx;
+    atomic_store(&c->leader[group], idx);
     if (idx >= 0) {
-        c->hint = idx;
+        atomic_store(&c->hint, idx);
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -605,11 +615,11 @@ static void set_leader(struct sinter_client *c, uint32_t group, int idx)
 static void forget_node(struct sinter_client *c, uint32_t group, int idx)
 {
     pthread_mutex_lock(&c->mu);
-    if (group < SINTER_PROTO_MAX_GROUPS && c->leader[group] == idx) {
-        c->leader[group] = -1;
+    if (group < SINTER_PROTO_MAX_GROUPS && atomic_load(&c->leader[group]) == idx) {
+        atomic_store(&c->leader[group], -1);
     }
-    if (c->hint == idx) {
-        c->hint = -1;
+    if (atomic_load(&c->hint) == idx) {
+        atomic_store(&c->hint, -1);
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -791,7 +801,8 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
      * equal share of what is left: a dead first node must not eat the whole budget, or the
      * members would never be learnt while it stays down. */
     pthread_mutex_lock(&c->mu);
-    size_t start = c->hint >= 0 ? (size_t)c->hint : (size_t)(c->rr % n);
+    int h = atomic_load(&c->hint);
+    size_t start = h >= 0 ? (size_t)h : (size_t)(c->rr % n);
     pthread_mutex_unlock(&c->mu);
     int rc = SINTER_ETIMEOUT;
     for (size_t tried = 0; tried < n; tried++) {
@@ -824,8 +835,8 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
         int idx_of[SINTER_PROTO_MAX_MEMBERS];
         pthread_mutex_lock(&c->mu);
         c->nodes[i]->id = cm->node_id;
-        if (c->hint < 0) {
-            c->hint = (int)i; /* it answers: a good first try for calls without a leader */
+        if (atomic_load(&c->hint) < 0) {
+            atomic_store(&c->hint, (int)i); /* it answers: a good first try without a leader */
         }
         for (uint32_t k = 0; k < cm->n_members; k++) {
             idx_of[k] = -1;
@@ -847,7 +858,7 @@ int sinter_client_refresh(struct sinter_client *c, uint32_t timeout_ms)
             }
             for (uint32_t k = 0; k < cm->n_members; k++) {
                 if (cm->members[k].id == cm->groups[g].leader_id && idx_of[k] >= 0) {
-                    c->leader[grp] = idx_of[k];
+                    atomic_store(&c->leader[grp], idx_of[k]);
                 }
             }
         }

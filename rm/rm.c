@@ -639,7 +639,8 @@ static bool find_handler(struct sinter_rm *rm, const struct rm_item *it, struct 
     return found;
 }
 
-static void run_item(struct sinter_rm *rm, struct rm_item *it)
+/* Runs the item's handler; returns its report for the caller to queue (NULL: out of memory). */
+static struct rm_report *run_item(struct sinter_rm *rm, struct rm_item *it)
 {
     struct sinter_rm_work w;
     memset(&w, 0, sizeof w);
@@ -662,7 +663,7 @@ static void run_item(struct sinter_rm *rm, struct rm_item *it)
     }
     struct rm_report *rp = malloc(sizeof *rp);
     if (rp == NULL) {
-        return; /* out of memory: no report, the lease expires and the item comes back */
+        return NULL; /* out of memory: no report, the lease expires and the item comes back */
     }
     memset(rp, 0, sizeof *rp);
     rp->node = it->node;
@@ -672,9 +673,7 @@ static void run_item(struct sinter_rm *rm, struct rm_item *it)
     rp->status = sinter_rm_phase2_status(w.commit, rc, status);
     rp->attempt = it->attempt;
     rp->deadline_ms = sinter_client_now_ms() + rm->o.report_timeout_ms;
-    pthread_mutex_lock(&rm->mu);
-    queue_report_locked(rm, rp);
-    pthread_mutex_unlock(&rm->mu);
+    return rp;
 }
 
 static void *worker_main(void *arg)
@@ -696,9 +695,13 @@ static void *worker_main(void *arg)
         rm->queued--;
         rm->running++;
         pthread_mutex_unlock(&rm->mu);
-        run_item(rm, it);
+        struct rm_report *rp = run_item(rm, it);
         free(it);
+        /* One lock round per item for the report and the bookkeeping together. */
         pthread_mutex_lock(&rm->mu);
+        if (rp != NULL) {
+            queue_report_locked(rm, rp);
+        }
         rm->running--;
         rm->st.handled++;
         pthread_cond_broadcast(&rm->space_cv);
@@ -791,6 +794,7 @@ static void *poller_main(void *arg)
         const struct sinter_proto_phase2_poll_result *pr = &rm_msg->u.phase2_poll_result;
         pthread_mutex_lock(&rm->mu);
         rm->st.polls++;
+        uint32_t added = 0;
         for (uint32_t i = 0; i < pr->n_items; i++) {
             struct rm_item *it = item_copy(&pr->items[i], pa.node);
             if (it == NULL) {
@@ -804,9 +808,19 @@ static void *poller_main(void *arg)
             rm->tail = it;
             rm->queued++;
             rm->st.items++;
+            added++;
         }
-        pthread_cond_broadcast(&rm->work_cv);
         pthread_mutex_unlock(&rm->mu);
+        /* One wake-up per new item (after the unlock, so the woken worker does not block on
+         * rm->mu at once), not a broadcast: with 1 or 2 items per poll (the usual case) the other
+         * idle workers would only wake, contend for rm->mu and sleep again. */
+        if (added >= rm->n_workers) {
+            pthread_cond_broadcast(&rm->work_cv);
+        } else {
+            for (uint32_t i = 0; i < added; i++) {
+                pthread_cond_signal(&rm->work_cv);
+            }
+        }
         sinter_transport_reply_free(r);
     }
     free(m);
