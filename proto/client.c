@@ -39,7 +39,7 @@ struct cnode {
 struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs;
+    atomic_int refs; /* the caller's and the transport callback's; no lock: see waiter_put */
     bool done;
     int rc;
     struct sinter_transport_reply_msg *reply;
@@ -363,10 +363,10 @@ void sinter_client_close(struct sinter_client *c)
 
 static void waiter_put(struct waiter *w)
 {
-    pthread_mutex_lock(&w->mu);
-    bool last = --w->refs == 0;
-    pthread_mutex_unlock(&w->mu);
-    if (last) {
+    /* Atomic, not under w->mu: on_done drops its reference right after waking the caller, who
+     * holds w->mu then; taking it here made on_done sleep until the caller let it go. The
+     * release/acquire pair orders every use of w before the free. */
+    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1) {
         sinter_transport_reply_free(w->reply);
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);
@@ -407,7 +407,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     }
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    w->refs = 2;
+    atomic_init(&w->refs, 2);
     w->cancel = cancel;
     pthread_mutex_lock(&c->wmu);
     w->next = c->waiters;
@@ -422,7 +422,7 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
      * (sinter_client_call retries the same node after a pause). */
     int rc = sinter_transport_call_async(n->tc, req, timeout_ms, on_done, w);
     if (rc != SINTER_OK) {
-        w->refs = 1; /* the callback will not run */
+        atomic_store(&w->refs, 1); /* the callback will not run */
     } else {
         /* The transport's aio timeout bounds this wait; interrupt() cuts it short. */
         pthread_mutex_lock(&w->mu);
