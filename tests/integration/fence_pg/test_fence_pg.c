@@ -58,9 +58,32 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct sinter_fence_db *db = *state;
+    sinter_fence_cache_free(db->cache); /* before the connection goes (sinter/fence.h) */
     PQfinish(db->pg);
     free(db);
     return 0;
+}
+
+/* With a statement cache: accepted on PostgreSQL (nothing cached yet), same semantics. */
+static int setup_cached(void **state)
+{
+    setup(state);
+    struct sinter_fence_db *db = *state;
+    assert_int_equal(sinter_fence_cache_new(db, &db->cache), SINTER_OK);
+    return 0;
+}
+
+/* A cache belongs to the connection it was made for: another connection's is refused
+ * (SINTER_EINVAL) before anything runs. */
+static void t_pg_cache_bound_to_connection(void **state)
+{
+    struct sinter_fence_db *db = *state;
+    struct sinter_fence_db other = sinter_fence_db_pg(connect_db());
+    other.cache = db->cache;
+    assert_int_equal(sinter_fence_try(&other, "40:1", 1, "transfer", NULL, NULL), SINTER_EINVAL);
+    assert_int_equal(sinter_fence_try(db, "40:1", 1, "transfer", NULL, NULL), SINTER_OK);
+    assert_int_equal(sinter_fence_confirm(db, "40:1", 1, NULL, NULL), SINTER_OK);
+    PQfinish(other.pg);
 }
 
 static int status_of(const struct sinter_fence_db *db, const char *xid, uint64_t branch)
@@ -538,6 +561,12 @@ int main(int argc, char **argv)
             T(t_pg_serialization_failure_is_busy) T(t_pg_cancel_waits_for_inflight_try)
                 T(t_pg_confirm_of_inflight_try_is_busy) T(t_pg_race_try_vs_cancel)
                     T(t_pg_race_confirm_vs_confirm) T(t_pg_race_empty_cancel_vs_cancel)};
+#define C(fn) cmocka_unit_test_setup_teardown(fn, setup_cached, teardown),
+    const struct CMUnitTest cached[] = {FENCE_SCENARIO_LIST(C) C(t_pg_aborted_hook_is_not_success)
+                                            C(t_pg_cache_bound_to_connection)};
+#undef C
 #undef T
-    return cmocka_run_group_tests_name("fence_pg", tests, NULL, NULL);
+    int rc = cmocka_run_group_tests_name("fence_pg", tests, NULL, NULL);
+    rc |= cmocka_run_group_tests_name("fence_pg_cached", cached, NULL, NULL);
+    return rc;
 }
