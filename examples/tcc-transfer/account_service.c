@@ -251,25 +251,24 @@ static int late_hook(const struct sinter_fence_db *db, void *arg)
  * PhaseOne_Failed when refused), with the try's local transaction held back until the
  * branch's cancel reached the fence: the message that carried the try was "delayed" past the
  * global's rollback. Seata's anti-suspension case; the fence must refuse it. */
-static int late_try(sqlite3 *db, const char *xid, const char *args, const struct targs *t,
-                    uint64_t *bid)
+static int late_try(const struct sinter_fence_db *fdb, const char *xid, const char *args,
+                    const struct targs *t, uint64_t *bid)
 {
     int rc =
         sinter_rm_branch_register(g_rm, xid, SINTER_BT_TCC, cfg.name, args, strlen(args), 0, bid);
     if (rc != SINTER_OK) {
         return rc;
     }
-    struct sinter_fence_db fdb = sinter_fence_db_sqlite(db);
     int64_t end = wall_ms() + LATE_WAIT_MS;
     int st = SINTER_FENCE_NONE;
     while (wall_ms() < end) {
-        if (sinter_fence_status(&fdb, xid, *bid, &st) == SINTER_OK && st != SINTER_FENCE_NONE) {
+        if (sinter_fence_status(fdb, xid, *bid, &st) == SINTER_OK && st != SINTER_FENCE_NONE) {
             break;
         }
         sleep_ms(20);
     }
     struct late_call lc = {xid, *bid, *t};
-    rc = sinter_fence_try(&fdb, xid, *bid, cfg.name, late_hook, &lc);
+    rc = sinter_fence_try(fdb, xid, *bid, cfg.name, late_hook, &lc);
     if (rc != SINTER_OK) {
         (void)sinter_rm_branch_report(g_rm, xid, *bid, SINTER_BT_TCC, cfg.name,
                                       SINTER_BS_PHASE1_FAILED, 0);
@@ -280,8 +279,10 @@ static int late_try(sqlite3 *db, const char *xid, const char *args, const struct
 /* ---- the RPC server -----------------------------------------------------------------------------
  */
 
-static void handle(sqlite3 *db, const char *req, char *out, size_t cap)
+/* fdb: the serving thread's connection with its fence statement cache. */
+static void handle(const struct sinter_fence_db *fdb, const char *req, char *out, size_t cap)
 {
+    sqlite3 *db = fdb->sqlite;
     char verb[16] = "", a1[128] = "", a2[8] = "", a3[64] = "", a4[16] = "", a5[16] = "";
     int n = sscanf(req, "%15s %127s %7s %63s %15s %15s", verb, a1, a2, a3, a4, a5);
     if (n >= 1 && strcmp(verb, "ping") == 0) {
@@ -297,10 +298,9 @@ static void handle(sqlite3 *db, const char *req, char *out, size_t cap)
         uint64_t bid = 0;
         int rc;
         if (n >= 6 && strcmp(a5, "late") == 0) {
-            rc = late_try(db, a1, args, &t, &bid);
+            rc = late_try(fdb, a1, args, &t, &bid);
         } else {
-            struct sinter_fence_db fdb = sinter_fence_db_sqlite(db);
-            rc = sinter_tcc_try(g_rm, cfg.name, a1, args, strlen(args), &fdb, &bid);
+            rc = sinter_tcc_try(g_rm, cfg.name, a1, args, strlen(args), fdb, &bid);
         }
         if (rc == SINTER_OK) {
             snprintf(out, cap, "ok %" PRIu64, bid);
@@ -363,6 +363,12 @@ static void *serve(void *arg)
         sqlite3_close(db);
         return NULL;
     }
+    /* The thread's connection and its fence statement cache (sinter/fence.h): the fence's
+     * statements are prepared once per thread, not per try. The cache is freed before the
+     * connection is closed, or the close would fail. Without one (out of memory) the fence just
+     * prepares per call. */
+    struct sinter_fence_db fdb = sinter_fence_db_sqlite(db);
+    (void)sinter_fence_cache_new(&fdb, &fdb.cache);
     for (;;) {
         nng_ctx_recv(ctx, aio);
         nng_aio_wait(aio);
@@ -377,7 +383,7 @@ static void *serve(void *arg)
         }
         memcpy(req, nng_msg_body(msg), n);
         req[n] = '\0';
-        handle(db, req, resp, sizeof resp);
+        handle(&fdb, req, resp, sizeof resp);
         nng_msg_clear(msg);
         if (nng_msg_append(msg, resp, strlen(resp)) != 0) {
             nng_msg_free(msg);
@@ -395,6 +401,7 @@ static void *serve(void *arg)
     }
     nng_aio_free(aio);
     nng_ctx_close(ctx);
+    sinter_fence_cache_free(fdb.cache);
     sqlite3_close(db);
     return NULL;
 }
