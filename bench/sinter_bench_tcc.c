@@ -353,16 +353,17 @@ static int tcc_main(int argc, char **argv)
     for (unsigned k = 0; k < clients; k++) {
         sinter_rm_stats(b->rm[k], &sk);
         st.items += sk.items;
+        st.polls += sk.polls;
         st.reports_ok += sk.reports_ok;
         st.reports_failed += sk.reports_failed;
         st.report_msgs += sk.report_msgs;
     }
     printf("# errors by step: begin %" PRIuFAST64 ", try %" PRIuFAST64 ", commit %" PRIuFAST64
            "; phase 2: %" PRIuFAST64 " confirms, %" PRIuFAST64 " cancels, %" PRIu64
-           " deliveries, %" PRIu64 " reports accepted (%" PRIu64 " report messages), %" PRIu64
-           " dropped\n",
+           " deliveries in %" PRIu64 " polls, %" PRIu64 " reports accepted (%" PRIu64
+           " report messages), %" PRIu64 " dropped\n",
            atomic_load(&b->err_begin), atomic_load(&b->err_try), atomic_load(&b->err_commit),
-           atomic_load(&b->confirms), atomic_load(&b->cancels), st.items, st.reports_ok,
+           atomic_load(&b->confirms), atomic_load(&b->cancels), st.items, st.polls, st.reports_ok,
            st.report_msgs, st.reports_failed);
     for (unsigned k = 0; k < clients; k++) {
         sinter_rm_close(b->rm[k]);
