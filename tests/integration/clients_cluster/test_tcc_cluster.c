@@ -8,7 +8,11 @@
  *   - begin -> try -> rollback: cancel runs once, ROLLBACKED, the global reaches Rollbacked;
  *   - begin -> try -> commit, the confirm held back (it answers SINTER_EBUSY: retryable) while
  *     the leader of the global's group is killed with SIGKILL after the decision: the new
- *     leader delivers the confirm and the global still reaches Committed.
+ *     leader delivers the confirm and the global still reaches Committed;
+ *   - the same commit and rollback for an action whose phase 2 borrows from the caller's pool
+ *     (connect + disconnect), whose connections carry fence statement caches, as the tries'
+ *     connection does: every borrow is given back idle, and once the caches are freed every
+ *     connection closes (SQLITE_OK, nothing leaked under ASan).
  * Every wait is bounded and polls; nodes are stopped by PID.
  */
 #include <setjmp.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "sinter/client.h"
@@ -77,6 +82,63 @@ static int acct_cancel(const struct sinter_tcc_ctx *ctx)
     struct acct *a = ctx->user;
     atomic_fetch_add(&a->cancels, 1);
     return exec_sql(ctx, "cancel");
+}
+
+/* The caller's pool for the connect factory (sinter/tcc.h): SQLite connections to the service's
+ * file, each with its fence statement cache, borrowed per delivery and given back after it. */
+#define POOL_MAX 8
+struct pool {
+    pthread_mutex_t mu;
+    const char *path;
+    struct sinter_fence_db idle[POOL_MAX];
+    int n_idle, opened, borrowed, returned, returned_busy;
+    atomic_int close_failed; /* counted, asserted on the test's thread (not an RM worker's) */
+};
+
+static int pool_connect(void *arg, struct sinter_fence_db *db)
+{
+    struct pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    p->borrowed++;
+    if (p->n_idle > 0) {
+        *db = p->idle[--p->n_idle];
+        pthread_mutex_unlock(&p->mu);
+        return SINTER_OK;
+    }
+    p->opened++;
+    pthread_mutex_unlock(&p->mu);
+    sqlite3 *s = NULL;
+    if (sqlite3_open(p->path, &s) != SQLITE_OK) {
+        sqlite3_close(s);
+        return SINTER_EDB;
+    }
+    sqlite3_busy_timeout(s, 5000);
+    *db = sinter_fence_db_sqlite(s);
+    int rc = sinter_fence_cache_new(db, &db->cache);
+    if (rc != SINTER_OK) {
+        sqlite3_close(s);
+    }
+    return rc;
+}
+
+static void pool_disconnect(void *arg, struct sinter_fence_db *db)
+{
+    struct pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    p->returned++;
+    p->returned_busy += !sqlite3_get_autocommit(db->sqlite);
+    if (p->n_idle < POOL_MAX && sqlite3_get_autocommit(db->sqlite)) {
+        p->idle[p->n_idle++] = *db;
+        db->sqlite = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (db->sqlite != NULL) {
+        (void)sqlite3_exec(db->sqlite, "ROLLBACK", NULL, NULL, NULL);
+        sinter_fence_cache_free(db->cache);
+        if (sqlite3_close(db->sqlite) != SQLITE_OK) {
+            atomic_fetch_add(&p->close_failed, 1);
+        }
+    }
 }
 
 static long count_rows(sqlite3 *db, const char *what, const char *xid)
@@ -142,6 +204,8 @@ static void tcc_round_trips(void **state)
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE ledger(entry TEXT)", NULL, NULL, NULL),
                      SQLITE_OK);
     struct sinter_fence_db fdb = sinter_fence_db_sqlite(db);
+    /* The tries' connection carries a statement cache (freed before the close, at the end). */
+    assert_int_equal(sinter_fence_cache_new(&fdb, &fdb.cache), SINTER_OK);
 
     const char *urls[SINTER_TCC_MAX_NODES];
     int n = sinter_tcc_client_urls(&g_c, urls);
@@ -153,14 +217,14 @@ static void tcc_round_trips(void **state)
     to.deadline_ms = WAIT_MS;
     struct sinter_tm *tm = NULL;
     assert_int_equal(sinter_tm_open(&tm, &to), SINTER_OK);
-    const char *res[1] = {"acct"};
+    const char *res[2] = {"acct", "acct-pool"};
     struct sinter_rm_opts ro;
     sinter_rm_opts_default(&ro);
     ro.addresses = urls;
     ro.n_addresses = (size_t)n;
     ro.secret = SECRET;
     ro.resources = res;
-    ro.n_resources = 1;
+    ro.n_resources = 2;
     ro.deadline_ms = WAIT_MS;
     ro.poll_wait_ms = 1000;
     ro.meta_refresh_ms = 1000;
@@ -176,6 +240,19 @@ static void tcc_round_trips(void **state)
     act.cancel_fn = acct_cancel;
     act.user = &a;
     act.sqlite_path = path;
+    assert_int_equal(sinter_tcc_register(rm, &act), SINTER_OK);
+    struct acct pa;
+    memset(&pa, 0, sizeof pa);
+    struct pool pool;
+    memset(&pool, 0, sizeof pool);
+    pthread_mutex_init(&pool.mu, NULL);
+    pool.path = path;
+    act.name = "acct-pool";
+    act.user = &pa;
+    act.sqlite_path = NULL;
+    act.connect = pool_connect;
+    act.disconnect = pool_disconnect;
+    act.connect_arg = &pool;
     assert_int_equal(sinter_tcc_register(rm, &act), SINTER_OK);
     assert_int_equal(sinter_rm_start(rm), SINTER_OK);
 
@@ -231,9 +308,44 @@ static void tcc_round_trips(void **state)
     assert_int_equal(atomic_load(&a.cancels), 1);
     assert_int_equal(atomic_load(&a.tries), 3);
 
+    /* The pooled action: commit and rollback, the hooks once each. */
+    char x4[SINTER_XID_STRLEN], x5[SINTER_XID_STRLEN];
+    uint64_t b4 = 0, b5 = 0;
+    assert_int_equal(sinter_tm_begin(tm, "tcc-pool-commit", 0, x4), SINTER_OK);
+    assert_int_equal(sinter_tcc_try(rm, "acct-pool", x4, "p:4", 3, &fdb, &b4), SINTER_OK);
+    assert_int_equal(sinter_tm_commit(tm, x4, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_COMMITTED);
+    assert_int_equal(sinter_tm_begin(tm, "tcc-pool-rollback", 0, x5), SINTER_OK);
+    assert_int_equal(sinter_tcc_try(rm, "acct-pool", x5, "p:5", 3, &fdb, &b5), SINTER_OK);
+    assert_int_equal(sinter_tm_rollback(tm, x5, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_ROLLBACKED);
+    assert_int_equal(count_rows(db, "confirm", x4), 1);
+    assert_int_equal(count_rows(db, "cancel", x5), 1);
+    assert_int_equal(sinter_fence_status(&fdb, x4, b4, &fs), SINTER_OK);
+    assert_int_equal(fs, SINTER_FENCE_COMMITTED);
+    assert_int_equal(sinter_fence_status(&fdb, x5, b5, &fs), SINTER_OK);
+    assert_int_equal(fs, SINTER_FENCE_ROLLBACKED);
+    assert_int_equal(atomic_load(&pa.confirms), 1);
+    assert_int_equal(atomic_load(&pa.cancels), 1);
+    assert_int_equal(atomic_load(&pa.tries), 2);
+
     sinter_rm_close(rm);
     sinter_tm_close(tm);
-    sqlite3_close(db);
+    /* Every borrow (registration's, both deliveries', maybe a cleanup round's) came back idle;
+     * the pool's connections close once their caches are freed. */
+    assert_true(pool.borrowed >= 3);
+    assert_int_equal(pool.returned, pool.borrowed);
+    assert_int_equal(pool.returned_busy, 0);
+    assert_int_equal(pool.n_idle, pool.opened);
+    assert_int_equal(atomic_load(&pool.close_failed), 0);
+    while (pool.n_idle > 0) {
+        struct sinter_fence_db *d = &pool.idle[--pool.n_idle];
+        sinter_fence_cache_free(d->cache);
+        assert_int_equal(sqlite3_close(d->sqlite), SQLITE_OK);
+    }
+    pthread_mutex_destroy(&pool.mu);
+    sinter_fence_cache_free(fdb.cache);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static int teardown(void **state)
