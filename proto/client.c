@@ -6,14 +6,16 @@
  * sinter_client_interrupt() can wake a caller parked in a long poll at once, and the callback,
  * which nng still runs later, frees what the abandoned caller left behind.
  *
- * Locks: c->mu guards the node table, the leader cache and the waiter list; a waiter's own mutex
- * guards its result. Order: c->mu before a waiter's mutex; the callback takes only the waiter's.
+ * Locks: c->mu guards the node table and the writes of the leader cache (read without it: the
+ * entries are atomic hints); c->wmu guards the waiter list. A waiter has no lock: its result is
+ * published with release order before its semaphore is posted. The callback takes no lock.
  */
 #include "sinter/client.h"
 
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,15 +38,19 @@ struct cnode {
     pthread_mutex_t reg_mu; /* one registration at a time per node */
 };
 
+/* One call in flight. A semaphore, not a mutex + condition variable: the callback publishes the
+ * result (rc, reply, then done with release order) and posts; the caller waits on the semaphore
+ * until done (acquire) or its stop flag. A condition variable cost one more futex wake per call
+ * (glibc re-acquires the mutex after a wait in its "contended" state, so the unlock that follows
+ * always enters the kernel) and a mutex hand-off with the callback. */
 struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_int refs; /* the caller's and the transport callback's; no lock: see waiter_put */
-    bool done;
-    int rc;
-    struct sinter_transport_reply_msg *reply;
-    const atomic_bool *cancel;  /* the caller's own stop flag, or NULL */
-    struct waiter *prev, *next; /* c->waiters, under c->wmu */
+    sem_t sem;
+    atomic_int refs; /* the caller's and the transport callback's: see waiter_put */
+    atomic_bool done;
+    int rc;                                   /* written before done */
+    struct sinter_transport_reply_msg *reply; /* written before done; freed by the last put */
+    const atomic_bool *cancel;                /* the caller's own stop flag, or NULL */
+    struct waiter *prev, *next;               /* c->waiters, under c->wmu */
 };
 
 struct sinter_client {
@@ -313,10 +319,10 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
 static void wake_all(struct sinter_client *c)
 {
     pthread_mutex_lock(&c->wmu);
+    /* A post is never lost: a caller that checked its flags just before sleeps no longer (the
+     * count stays raised), and listed waiters are alive (they unlist themselves under wmu). */
     for (struct waiter *w = c->waiters; w != NULL; w = w->next) {
-        pthread_mutex_lock(&w->mu);
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        sem_post(&w->sem);
     }
     pthread_mutex_unlock(&c->wmu);
 }
@@ -363,13 +369,11 @@ void sinter_client_close(struct sinter_client *c)
 
 static void waiter_put(struct waiter *w)
 {
-    /* Atomic, not under w->mu: on_done drops its reference right after waking the caller, who
-     * holds w->mu then; taking it here made on_done sleep until the caller let it go. The
-     * release/acquire pair orders every use of w before the free. */
+    /* Lock-free: on_done drops its reference right after waking the caller. The acq_rel
+     * decrement orders every use of w (and the caller taking the reply) before the free. */
     if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1) {
         sinter_transport_reply_free(w->reply);
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
+        sem_destroy(&w->sem);
         free(w);
     }
 }
@@ -377,14 +381,10 @@ static void waiter_put(struct waiter *w)
 static void on_done(void *arg, int rc, struct sinter_transport_reply_msg *reply)
 {
     struct waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->done = true;
     w->rc = rc;
     w->reply = reply;
-    pthread_mutex_unlock(&w->mu);
-    /* Signalled after the unlock, so the woken caller does not block at once on the mutex we
-     * still hold (a second sleep and wake per call). Our reference keeps w alive meanwhile. */
-    pthread_cond_signal(&w->cv);
+    atomic_store_explicit(&w->done, true, memory_order_release);
+    sem_post(&w->sem); /* our reference keeps w alive until the put below */
     waiter_put(w);
 }
 
@@ -405,9 +405,12 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
     if (w == NULL) {
         return SINTER_ENOMEM;
     }
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    if (sem_init(&w->sem, 0, 0) != 0) {
+        free(w);
+        return SINTER_ENOMEM;
+    }
     atomic_init(&w->refs, 2);
+    atomic_init(&w->done, false);
     w->cancel = cancel;
     pthread_mutex_lock(&c->wmu);
     w->next = c->waiters;
@@ -425,18 +428,16 @@ static int raw_call(struct sinter_client *c, struct cnode *n, const struct sinte
         atomic_store(&w->refs, 1); /* the callback will not run */
     } else {
         /* The transport's aio timeout bounds this wait; interrupt() cuts it short. */
-        pthread_mutex_lock(&w->mu);
-        while (!w->done && !cancelled(c, cancel)) {
-            pthread_cond_wait(&w->cv, &w->mu);
+        while (!atomic_load_explicit(&w->done, memory_order_acquire) && !cancelled(c, cancel)) {
+            (void)sem_wait(&w->sem); /* EINTR: look again */
         }
-        if (w->done) {
+        if (atomic_load_explicit(&w->done, memory_order_acquire)) {
             rc = w->rc;
             *reply = w->reply;
             w->reply = NULL;
         } else {
-            rc = SINTER_ESHUTDOWN;
+            rc = SINTER_ESHUTDOWN; /* a late reply is freed by on_done's put */
         }
-        pthread_mutex_unlock(&w->mu);
     }
     pthread_mutex_lock(&c->wmu);
     if (w->prev != NULL) {

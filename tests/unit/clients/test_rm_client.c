@@ -7,6 +7,8 @@
  *     *_Unretryable, an explicit status is reported as set, an item without handler is
  *     retryable; the report goes out with the RM's client id;
  *   - close while a handler runs: close waits for it and for its report;
+ *   - close while a poll is parked at the node (a 30 s long poll): the poller's waiting call
+ *     is woken at once (sinter_client_wake), close does not wait for the poll to end;
  *   - reports do not block workers: with one worker and the coordinator answering every report
  *     EBUSY, the worker runs the next item while the earlier reports are still retried; reports
  *     in flight count against queue_capacity (no item beyond it is polled); once the reports
@@ -198,6 +200,48 @@ static void phase2_mapping(void **state)
     /* A status of the wrong side is ignored: the code decides. */
     assert_int_equal(sinter_rm_phase2_status(false, SINTER_OK, SINTER_BS_PHASE2_COMMITTED),
                      SINTER_BS_PHASE2_ROLLBACKED);
+}
+
+/* ---- close while a poll is parked ---------------------------------------------------------- */
+
+static void close_wakes_parked_poll(void **state)
+{
+    (void)state;
+    struct fake_tc f;
+    assert_int_equal(fake_tc_start(&f, SECRET), SINTER_OK);
+    const char *res[1] = {"acct"};
+    const char *addrs[1] = {f.url};
+    struct sinter_rm_opts o;
+    sinter_rm_opts_default(&o);
+    o.addresses = addrs;
+    o.n_addresses = 1;
+    o.secret = SECRET;
+    o.application_id = "unit-rm";
+    o.resources = res;
+    o.n_resources = 1;
+    o.workers = 2;
+    o.poll_wait_ms = 30000; /* the node holds the poll this long (its maximum): close must not
+                               wait for it */
+    struct sinter_rm *rm = NULL;
+    assert_int_equal(sinter_rm_open(&rm, &o), SINTER_OK);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    int parked = 0;
+    while (parked == 0 && sinter_test_now_ms() < end) {
+        pthread_mutex_lock(&f.mu);
+        parked = f.n_polls;
+        pthread_mutex_unlock(&f.mu);
+        if (parked == 0) {
+            sinter_test_sleep_ms(10);
+        }
+    }
+    assert_true(parked > 0);
+    uint64_t t0 = sinter_test_now_ms();
+    sinter_rm_close(rm);
+    /* Not a performance bound: a poller that missed the wake-up would sit out the whole
+     * 30 s poll; half of it is far beyond any scheduling delay. */
+    assert_true(sinter_test_now_ms() - t0 < 15000);
+    fake_tc_stop(&f);
 }
 
 /* ---- close while a handler runs ---------------------------------------------------------- */
@@ -671,6 +715,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(phase2_mapping),
         cmocka_unit_test(close_waits_for_running_handler),
+        cmocka_unit_test(close_wakes_parked_poll),
         cmocka_unit_test(reports_do_not_block_workers),
         cmocka_unit_test(tcc_on_sqlite),
         cmocka_unit_test(tcc_pool_and_retryable_results),
