@@ -164,10 +164,13 @@ static const char *const st_sql[ST_COUNT] = {
     [ST_B_DELETE_XID] = "DELETE FROM branches WHERE xid_index = ?1",
     /* INDEXED BY: without statistics the planner prefers globals_status (status = ?) and sorts
      * every finished global in a temporary b-tree (EXPLAIN QUERY PLAN), a cost growing with the
-     * retention on every replica's apply path; globals_gc yields the same rows already in order.
-     * The result does not depend on the plan (ORDER BY names a unique key). */
-    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals INDEXED BY globals_gc "
-                      "WHERE status IN (9, 11, 13) AND end_ms < ?1 "
+     * retention on every replica's apply path; globals_ended yields the same rows already in
+     * order. The status condition is the index's own expression, spelled the same way: SQLite
+     * uses a partial index only for a WHERE that contains its condition (it would not see that
+     * IN (9, 11, 13) implies the OR). The result does not depend on the plan (ORDER BY names a
+     * unique key). */
+    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals INDEXED BY globals_ended "
+                      "WHERE (status = 9 OR status = 11 OR status = 13) AND end_ms < ?1 "
                       "ORDER BY end_ms, xid_index LIMIT ?2",
     [ST_S_GET] = "SELECT body_crc, rc, status, branch_status, xid_index, branch_id FROM sessions "
                  "WHERE client_id = ?1 AND seq = ?2",
@@ -407,6 +410,29 @@ static int meta_set(struct sinter_tc_fsm *f, const char *key, uint64_t v)
 
 /* ---- open / close ---- */
 
+/* The retention GC's partial index as sql/tc_schema.sql creates it (keep the two identical), for
+ * open_db to add to a file of a version that had globals_gc, its IN (9, 11, 13) spelling. */
+#define GLOBALS_ENDED_SQL                                                                          \
+    "CREATE INDEX IF NOT EXISTS globals_ended ON globals (end_ms, xid_index) "                     \
+    "WHERE status = 9 OR status = 11 OR status = 13"
+
+/* *found: the database has an index called name. */
+static int has_index(sqlite3 *db, const char *name, bool *found)
+{
+    sqlite3_stmt *q = NULL;
+    int src = sqlite3_prepare_v2(
+        db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = ?1", -1, &q, NULL);
+    if (src == SQLITE_OK) {
+        src = sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    }
+    if (src == SQLITE_OK) {
+        src = sqlite3_step(q);
+    }
+    *found = src == SQLITE_ROW && sqlite3_column_int64(q, 0) > 0;
+    sqlite3_finalize(q);
+    return src == SQLITE_ROW ? SINTER_OK : map_sqlite(src);
+}
+
 /* Opens f->path into f->db and loads meta, creating the schema on a new database. */
 static int open_db(struct sinter_tc_fsm *f)
 {
@@ -482,10 +508,25 @@ static int open_db(struct sinter_tc_fsm *f)
     if (group != f->group) {
         return SINTER_ECONFIG;
     }
-    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
-     * changes no row, so a data directory or snapshot of the previous version opens as it was.
-     * Only once the file is known to be this group's state. */
-    return exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline");
+    /* Indexes of an older file that this version no longer keeps, and the ones it added
+     * (sql/tc_schema.sql): an index changes no row, so a data directory or snapshot of the
+     * previous version opens with the same state (digest) and only its index set brought up to
+     * date. Only once the file is known to be this group's state; one transaction, so a crash
+     * leaves the old or the new set (and the next open finishes the job either way). */
+    bool has_ended = false;
+    CHECK(has_index(f->db, "globals_ended", &has_ended));
+    bool has_old = false;
+    CHECK(has_index(f->db, "globals_begin_deadline", &has_old));
+    if (has_ended && !has_old) {
+        return SINTER_OK;
+    }
+    CHECK(exec_sql(f->db, "BEGIN IMMEDIATE"));
+    rc = exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline; "
+                         "DROP INDEX IF EXISTS globals_gc; " GLOBALS_ENDED_SQL "; COMMIT");
+    if (rc != SINTER_OK && !sqlite3_get_autocommit(f->db)) {
+        exec_sql(f->db, "ROLLBACK");
+    }
+    return rc;
 }
 
 static void close_db(struct sinter_tc_fsm *f)
