@@ -77,6 +77,7 @@
 #include "sinter/error.h"
 #include "sinter/types.h"
 #include "tc/command.h"
+#include "tc/fsm_vfs.h"
 #include "tc/tc_schema_sql.h" /* generated from sql/tc_schema.sql: sinter_tc_schema_sql[] */
 
 #define SCHEMA_VERSION 1
@@ -436,8 +437,11 @@ static int has_index(sqlite3 *db, const char *name, bool *found)
 /* Opens f->path into f->db and loads meta, creating the schema on a new database. */
 static int open_db(struct sinter_tc_fsm *f)
 {
-    int src = sqlite3_open_v2(
-        f->path, &f->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* The apply connection gathers each commit's WAL frames into one write (tc/fsm_vfs.c); the
+     * other connections (snapshot source, validation) only read and use the default VFS. */
+    int src = sqlite3_open_v2(f->path, &f->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                              sinter_tc_fsm_vfs());
     if (src != SQLITE_OK) {
         sqlite3_close(f->db);
         f->db = NULL;
