@@ -782,14 +782,19 @@ bool sinter_tc_branch_needs_phase2(uint32_t branch_status)
 
 /* If every branch of a global in phase 2 has ended, moves it to its end status (failure if any
  * branch ended unretryable). *settled tells whether it moved. */
-static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bool *settled)
+static int settle_with(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms,
+                       const struct bsummary *known, bool *settled)
 {
     *settled = false;
     if (!in_phase2(g->status)) {
         return SINTER_OK;
     }
     struct bsummary sum;
-    CHECK(branch_summary(f, g->xid_index, &sum));
+    if (known != NULL) {
+        sum = *known;
+    } else {
+        CHECK(branch_summary(f, g->xid_index, &sum));
+    }
     /* A PhaseOne_Failed branch counts as pending, so a commit-side global holding one (which
      * DECIDE never lets happen) would stay for an operator rather than end Committed. */
     if (sum.pending > 0) {
@@ -798,6 +803,11 @@ static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bo
     *settled = true;
     return set_global_status(
         f, g, sum.failed > 0 ? failure_end(g->decision) : success_end(g->decision), now_ms);
+}
+
+static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bool *settled)
+{
+    return settle_with(f, g, now_ms, NULL, settled);
 }
 
 /* ---- command handlers ---- */
@@ -989,6 +999,8 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
         res->rc = SINTER_ESTATE; /* not timed out by the leader's clock in this entry */
         return SINTER_OK;
     }
+    struct bsummary sum;
+    bool have_sum = false;
     if (d->target == SINTER_GS_COMMITTING) {
         /* One atomic outcome: a branch that reported PhaseOne_Failed did not do its part, so the
          * global cannot commit; the TM must roll back (the global stays Begin). Seata instead
@@ -996,12 +1008,12 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
          * PhaseOne_Failed branches), which DESIGN.md's atomicity rules out. Registered branches
          * that never reported do not block a commit: a TCC try need not report, and the RM
          * treats a confirm that finds no fence row as retryable. */
-        struct bsummary sum;
         CHECK(branch_summary(f, g.xid_index, &sum));
         if (sum.p1_failed > 0) {
             res->rc = SINTER_ESTATE;
             return SINTER_OK;
         }
+        have_sum = true;
     }
     int rc;
     sqlite3_stmt *s = stmt(f, ST_G_DECIDE, &rc);
@@ -1014,8 +1026,10 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
     CHECK(run(s));
     g.status = d->target;
     g.decision = d->target;
+    /* The decision changed no branch: the summary read for the commit check still holds, so
+     * settling does not read the branches a second time. */
     bool settled;
-    CHECK(settle(f, &g, c->now_ms, &settled));
+    CHECK(settle_with(f, &g, c->now_ms, have_sum ? &sum : NULL, &settled));
     res->status = g.status;
     return SINTER_OK;
 }
