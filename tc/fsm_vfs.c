@@ -28,17 +28,17 @@
 
 #include <sqlite3.h>
 
-#define VFS_NAME       "sinter-fsm"
-#define FRAME_HDR      24          /* WAL frame header bytes (wal.c WAL_FRAME_HDRSIZE) */
-#define WAL_HDR        32          /* WAL file header bytes (wal.c WAL_HDRSIZE) */
+#define VFS_NAME  "sinter-fsm"
+#define FRAME_HDR 24 /* WAL frame header bytes (wal.c WAL_FRAME_HDRSIZE) */
+#define WAL_HDR   32 /* WAL file header bytes (wal.c WAL_HDRSIZE) */
 /* Largest run gathered before a write: the unix VFS writes at most 0x1ffff bytes per call
  * (os_unix.c seekAndWriteFd masks the length; a longer write comes back short, as SQLITE_FULL), so
  * a bigger commit goes out in runs of about 30 frames. */
-#define BUF_CAP        0x1f000u
-#define NO_COMMIT      (-1)
+#define BUF_CAP   0x1f000u
+#define NO_COMMIT (-1)
 
 struct wb_file {
-    sqlite3_file base; /* base.pMethods: &wb_io, or NULL when the real open failed */
+    sqlite3_file base;  /* base.pMethods: &wb_io, or NULL when the real open failed */
     sqlite3_file *real; /* the default VFS's file, in the same allocation after this struct */
     int is_wal;
     /* WAL only: bytes [off, off + len) of the file not yet written. */

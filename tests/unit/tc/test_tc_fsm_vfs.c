@@ -111,8 +111,8 @@ static uint8_t *entry(uint64_t i, size_t blob_len, size_t *len)
         break;
     default:
         c.type = SINTER_TC_CMD_BRANCH_RESULT;
-        c.u.result = (struct sinter_tc_cmd_branch_result){
-            {GROUP, x}, x + 1, SINTER_BS_PHASE2_COMMITTED, 0};
+        c.u.result =
+            (struct sinter_tc_cmd_branch_result){{GROUP, x}, x + 1, SINTER_BS_PHASE2_COMMITTED, 0};
         break;
     }
     uint8_t *buf = malloc(SINTER_TC_CMD_MAX_BYTES);
