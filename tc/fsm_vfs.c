@@ -46,7 +46,8 @@ struct wb_file {
     size_t len;
     sqlite3_int64 off;
     /* Offset of the page of the last commit frame whose header was gathered; the buffer is
-     * written once that page is in it. NO_COMMIT when none is pending. */
+     * written once that page is in it. NO_COMMIT when none is pending. A stale value (a commit
+     * abandoned between its header and its page) only causes one early write. */
     sqlite3_int64 commit_page;
 };
 
@@ -68,7 +69,6 @@ static int flush(struct wb_file *w)
     }
     int rc = w->real->pMethods->xWrite(w->real, w->buf, (int)w->len, w->off);
     w->len = 0;
-    w->commit_page = NO_COMMIT;
     return rc;
 }
 
@@ -121,7 +121,11 @@ static int wb_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
         return SQLITE_OK;
     }
     if (off == w->commit_page) {
-        return flush(w); /* the commit frame is complete: the transaction's frames go out */
+        /* The commit frame is complete: the transaction's frames go out. Only here is the
+         * pending commit cleared: a run written early because it was full (which may split the
+         * commit frame's header from its page) must not forget that the page ends a commit. */
+        w->commit_page = NO_COMMIT;
+        return flush(w);
     }
     return SQLITE_OK;
 }

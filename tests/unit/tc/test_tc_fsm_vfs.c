@@ -25,6 +25,7 @@
 #include "sinter/types.h"
 #include "tc/command.h"
 #include "tc/fsm.h"
+#include "tc/fsm_vfs.h"
 
 #define GROUP 2
 #define T0    1700000000000ull
@@ -215,6 +216,69 @@ static void large_commits_visible_and_intact(void **state)
     sinter_tc_fsm_close(f);
 }
 
+/* The VFS alone, one commit size after the other: transactions that rewrite exactly k pages
+ * (k = 1..80, one row per page), so every position of the commit frame within the VFS's gathered
+ * runs (a run holds ~30 frames) is hit, including a commit frame whose header is the last thing
+ * that fits in a run. After each commit a new connection with the default VFS must read every
+ * rewritten row as written. */
+static void every_commit_size_visible(void **state)
+{
+    struct h *h = *state;
+    const char *vfs = sinter_tc_fsm_vfs();
+    assert_non_null(vfs);
+    char path[160];
+    snprintf(path, sizeof path, "%s/raw.db", h->dir);
+    sqlite3 *w = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &w, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(w,
+                                  "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                                  "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB NOT NULL)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    enum { ROWS = 80, ROW_BYTES = 3000 }; /* one row per 4 KiB page, no overflow page */
+    static uint8_t blob[ROW_BYTES];
+    sqlite3_stmt *up = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(w, "INSERT OR REPLACE INTO t(id, b) VALUES(?1, ?2)", -1, &up, NULL),
+        SQLITE_OK);
+    for (int k = 0; k <= ROWS; k++) {
+        /* Round k (0: create the rows) rewrites rows 1..max(k, 1) with bytes of value k + 1. */
+        int n = k == 0 ? ROWS : k;
+        memset(blob, k + 1, sizeof blob);
+        assert_int_equal(sqlite3_exec(w, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+        for (int id = 1; id <= n; id++) {
+            sqlite3_reset(up);
+            assert_int_equal(sqlite3_bind_int(up, 1, id), SQLITE_OK);
+            assert_int_equal(sqlite3_bind_blob(up, 2, blob, sizeof blob, SQLITE_STATIC), SQLITE_OK);
+            assert_int_equal(sqlite3_step(up), SQLITE_DONE);
+        }
+        assert_int_equal(sqlite3_exec(w, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+
+        sqlite3 *r = NULL;
+        sqlite3_stmt *q = NULL;
+        assert_int_equal(sqlite3_open_v2(path, &r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_prepare_v2(r, "SELECT count(*) FROM t WHERE id <= ?1 AND b = ?2", -1, &q, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_bind_int(q, 1, n), SQLITE_OK);
+        assert_int_equal(sqlite3_bind_blob(q, 2, blob, sizeof blob, SQLITE_STATIC), SQLITE_OK);
+        int src = sqlite3_step(q);
+        if (src != SQLITE_ROW) {
+            fail_msg("commit of %d rows: another connection cannot read them: %s", n,
+                     sqlite3_errmsg(r));
+        }
+        if (sqlite3_column_int(q, 0) != n) {
+            fail_msg("commit of %d rows: another connection reads %d of them as written", n,
+                     sqlite3_column_int(q, 0));
+        }
+        sqlite3_finalize(q);
+        assert_int_equal(sqlite3_close(r), SQLITE_OK);
+    }
+    sqlite3_finalize(up);
+    assert_int_equal(sqlite3_close(w), SQLITE_OK);
+}
+
 /* Reads exactly n bytes from fd; false at end of file. */
 static bool read_full(int fd, void *p, size_t n)
 {
@@ -326,6 +390,7 @@ static void killed_during_apply_resumes_after_last_applied(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(every_commit_size_visible, setup, teardown),
         cmocka_unit_test_setup_teardown(large_commits_visible_and_intact, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_during_apply_resumes_after_last_applied, setup,
                                         teardown),
