@@ -515,9 +515,11 @@ static int open_db(struct sinter_tc_fsm *f)
      * leaves the old or the new set (and the next open finishes the job either way). */
     bool has_ended = false;
     CHECK(has_index(f->db, "globals_ended", &has_ended));
-    bool has_old = false;
-    CHECK(has_index(f->db, "globals_begin_deadline", &has_old));
-    if (has_ended && !has_old) {
+    bool has_deadline = false;
+    CHECK(has_index(f->db, "globals_begin_deadline", &has_deadline));
+    bool has_gc = false;
+    CHECK(has_index(f->db, "globals_gc", &has_gc));
+    if (has_ended && !has_deadline && !has_gc) {
         return SINTER_OK;
     }
     CHECK(exec_sql(f->db, "BEGIN IMMEDIATE"));
