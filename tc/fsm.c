@@ -77,6 +77,7 @@
 #include "sinter/error.h"
 #include "sinter/types.h"
 #include "tc/command.h"
+#include "tc/fsm_vfs.h"
 #include "tc/tc_schema_sql.h" /* generated from sql/tc_schema.sql: sinter_tc_schema_sql[] */
 
 #define SCHEMA_VERSION 1
@@ -151,23 +152,22 @@ static const char *const st_sql[ST_COUNT] = {
     [ST_B_SET_XA_INFO] = "UPDATE branches SET xa_info = ?2 WHERE branch_id = ?1",
     [ST_B_RESULT] = "UPDATE branches SET status = ?2, phase2_results = phase2_results + 1, "
                     "last_result_ms = ?3 WHERE branch_id = ?1",
-    /* pending: still needs a phase-2 delivery (every status but a phase-2 end: Registered,
-     * PhaseOne_Done, PhaseOne_Failed and the retryable failures; see branch_needs_phase2);
-     * failed: ended unretryable; p1_failed: reported PhaseOne_Failed (a commit is refused). */
-    /* Spelled with OR, not IN (1, 2, 3, 6, 9): SQLite 3.40 codes an IN list of more than two
-     * constants as an ephemeral table built on every execution (EXPLAIN: OpenEphemeral), and this
-     * runs for every DECIDE and every phase-2 outcome. */
-    [ST_B_SUMMARY] = "SELECT coalesce(sum(status = 1 OR status = 2 OR status = 3 OR status = 6 "
-                     "OR status = 9), 0), coalesce(sum(status IN (7, 10)), 0), "
-                     "coalesce(sum(status = 3), 0) FROM branches WHERE xid_index = ?1",
+    /* The statuses of a global's branches, which branch_summary counts (pending, failed,
+     * PhaseOne_Failed). Counted in C rather than with sum(...) in SQL: the aggregate's VDBE
+     * program cost about as much again as the rows' lookups, and this runs for every commit
+     * decision and every phase-2 outcome. */
+    [ST_B_SUMMARY] = "SELECT status FROM branches WHERE xid_index = ?1",
     [ST_B_REDRIVE] = "UPDATE branches SET status = ?3 WHERE xid_index = ?1 AND status = ?2",
     [ST_B_DELETE_XID] = "DELETE FROM branches WHERE xid_index = ?1",
     /* INDEXED BY: without statistics the planner prefers globals_status (status = ?) and sorts
      * every finished global in a temporary b-tree (EXPLAIN QUERY PLAN), a cost growing with the
-     * retention on every replica's apply path; globals_gc yields the same rows already in order.
-     * The result does not depend on the plan (ORDER BY names a unique key). */
-    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals INDEXED BY globals_gc "
-                      "WHERE status IN (9, 11, 13) AND end_ms < ?1 "
+     * retention on every replica's apply path; globals_ended yields the same rows already in
+     * order. The status condition is the index's own expression, spelled the same way: SQLite
+     * uses a partial index only for a WHERE that contains its condition (it would not see that
+     * IN (9, 11, 13) implies the OR). The result does not depend on the plan (ORDER BY names a
+     * unique key). */
+    [ST_GC_GLOBALS] = "SELECT xid_index FROM globals INDEXED BY globals_ended "
+                      "WHERE (status = 9 OR status = 11 OR status = 13) AND end_ms < ?1 "
                       "ORDER BY end_ms, xid_index LIMIT ?2",
     [ST_S_GET] = "SELECT body_crc, rc, status, branch_status, xid_index, branch_id FROM sessions "
                  "WHERE client_id = ?1 AND seq = ?2",
@@ -407,11 +407,37 @@ static int meta_set(struct sinter_tc_fsm *f, const char *key, uint64_t v)
 
 /* ---- open / close ---- */
 
+/* The retention GC's partial index as sql/tc_schema.sql creates it (keep the two identical), for
+ * open_db to add to a file of a version that had globals_gc, its IN (9, 11, 13) spelling. */
+#define GLOBALS_ENDED_SQL                                                                          \
+    "CREATE INDEX IF NOT EXISTS globals_ended ON globals (end_ms, xid_index) "                     \
+    "WHERE status = 9 OR status = 11 OR status = 13"
+
+/* *found: the database has an index called name. */
+static int has_index(sqlite3 *db, const char *name, bool *found)
+{
+    sqlite3_stmt *q = NULL;
+    int src = sqlite3_prepare_v2(
+        db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = ?1", -1, &q, NULL);
+    if (src == SQLITE_OK) {
+        src = sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    }
+    if (src == SQLITE_OK) {
+        src = sqlite3_step(q);
+    }
+    *found = src == SQLITE_ROW && sqlite3_column_int64(q, 0) > 0;
+    sqlite3_finalize(q);
+    return src == SQLITE_ROW ? SINTER_OK : map_sqlite(src);
+}
+
 /* Opens f->path into f->db and loads meta, creating the schema on a new database. */
 static int open_db(struct sinter_tc_fsm *f)
 {
-    int src = sqlite3_open_v2(
-        f->path, &f->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* The apply connection gathers each commit's WAL frames into one write (tc/fsm_vfs.c); the
+     * other connections (snapshot source, validation) only read and use the default VFS. */
+    int src = sqlite3_open_v2(f->path, &f->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                              sinter_tc_fsm_vfs());
     if (src != SQLITE_OK) {
         sqlite3_close(f->db);
         f->db = NULL;
@@ -482,10 +508,27 @@ static int open_db(struct sinter_tc_fsm *f)
     if (group != f->group) {
         return SINTER_ECONFIG;
     }
-    /* Indexes of an older file that this version no longer keeps (sql/tc_schema.sql): dropping one
-     * changes no row, so a data directory or snapshot of the previous version opens as it was.
-     * Only once the file is known to be this group's state. */
-    return exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline");
+    /* Indexes of an older file that this version no longer keeps, and the ones it added
+     * (sql/tc_schema.sql): an index changes no row, so a data directory or snapshot of the
+     * previous version opens with the same state (digest) and only its index set brought up to
+     * date. Only once the file is known to be this group's state; one transaction, so a crash
+     * leaves the old or the new set (and the next open finishes the job either way). */
+    bool has_ended = false;
+    CHECK(has_index(f->db, "globals_ended", &has_ended));
+    bool has_deadline = false;
+    CHECK(has_index(f->db, "globals_begin_deadline", &has_deadline));
+    bool has_gc = false;
+    CHECK(has_index(f->db, "globals_gc", &has_gc));
+    if (has_ended && !has_deadline && !has_gc) {
+        return SINTER_OK;
+    }
+    CHECK(exec_sql(f->db, "BEGIN IMMEDIATE"));
+    rc = exec_sql(f->db, "DROP INDEX IF EXISTS globals_begin_deadline; "
+                         "DROP INDEX IF EXISTS globals_gc; " GLOBALS_ENDED_SQL "; COMMIT");
+    if (rc != SINTER_OK && !sqlite3_get_autocommit(f->db)) {
+        exec_sql(f->db, "ROLLBACK");
+    }
+    return rc;
 }
 
 static void close_db(struct sinter_tc_fsm *f)
@@ -655,14 +698,34 @@ static int branch_summary(struct sinter_tc_fsm *f, uint64_t xid_index, struct bs
         return rc;
     }
     BINDS(bind_u64(s, 1, xid_index));
-    if (next_row(s, &rc) != 1) {
-        return rc == SINTER_OK ? SINTER_EINTERNAL : rc;
+    memset(sum, 0, sizeof *sum);
+    int r;
+    while ((r = next_row(s, &rc)) == 1) {
+        /* pending: still needs a phase-2 delivery (every status but a phase-2 end: Registered,
+         * PhaseOne_Done, PhaseOne_Failed and the retryable failures; branch_needs_phase2);
+         * failed: ended unretryable; p1_failed: reported PhaseOne_Failed (a commit is
+         * refused). Exactly the sets the former SQL aggregate counted. */
+        switch (sqlite3_column_int64(s, 0)) {
+        case SINTER_BS_REGISTERED:
+        case SINTER_BS_PHASE1_DONE:
+        case SINTER_BS_PHASE2_COMMIT_FAILED_RETRYABLE:
+        case SINTER_BS_PHASE2_ROLLBACK_FAILED_RETRYABLE:
+            sum->pending++;
+            break;
+        case SINTER_BS_PHASE1_FAILED:
+            sum->pending++;
+            sum->p1_failed++;
+            break;
+        case SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE:
+        case SINTER_BS_PHASE2_ROLLBACK_FAILED_UNRETRYABLE:
+            sum->failed++;
+            break;
+        default:
+            break;
+        }
     }
-    sum->pending = col_u64(s, 0);
-    sum->failed = col_u64(s, 1);
-    sum->p1_failed = col_u64(s, 2);
     sqlite3_reset(s);
-    return SINTER_OK;
+    return r < 0 ? rc : SINTER_OK;
 }
 
 /* Decided but not ended: Committing .. TimeoutRollbackRetrying. */
@@ -723,7 +786,7 @@ static bool outcome_is_retryable(uint32_t b)
 }
 
 /* A branch status that needs no further phase-2 delivery: a phase-2 end. PhaseOne_Failed is not
- * one (see sinter_tc_branch_needs_phase2 in fsm.h); the SQL of ST_B_SUMMARY counts the same set. */
+ * one (see sinter_tc_branch_needs_phase2 in fsm.h); branch_summary counts the same set. */
 static bool branch_ended(uint32_t b)
 {
     return b == SINTER_BS_PHASE2_COMMITTED || b == SINTER_BS_PHASE2_COMMIT_FAILED_UNRETRYABLE ||
@@ -737,14 +800,19 @@ bool sinter_tc_branch_needs_phase2(uint32_t branch_status)
 
 /* If every branch of a global in phase 2 has ended, moves it to its end status (failure if any
  * branch ended unretryable). *settled tells whether it moved. */
-static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bool *settled)
+static int settle_with(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms,
+                       const struct bsummary *known, bool *settled)
 {
     *settled = false;
     if (!in_phase2(g->status)) {
         return SINTER_OK;
     }
     struct bsummary sum;
-    CHECK(branch_summary(f, g->xid_index, &sum));
+    if (known != NULL) {
+        sum = *known;
+    } else {
+        CHECK(branch_summary(f, g->xid_index, &sum));
+    }
     /* A PhaseOne_Failed branch counts as pending, so a commit-side global holding one (which
      * DECIDE never lets happen) would stay for an operator rather than end Committed. */
     if (sum.pending > 0) {
@@ -753,6 +821,11 @@ static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bo
     *settled = true;
     return set_global_status(
         f, g, sum.failed > 0 ? failure_end(g->decision) : success_end(g->decision), now_ms);
+}
+
+static int settle(struct sinter_tc_fsm *f, struct gstate *g, uint64_t now_ms, bool *settled)
+{
+    return settle_with(f, g, now_ms, NULL, settled);
 }
 
 /* ---- command handlers ---- */
@@ -944,6 +1017,8 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
         res->rc = SINTER_ESTATE; /* not timed out by the leader's clock in this entry */
         return SINTER_OK;
     }
+    struct bsummary sum;
+    bool have_sum = false;
     if (d->target == SINTER_GS_COMMITTING) {
         /* One atomic outcome: a branch that reported PhaseOne_Failed did not do its part, so the
          * global cannot commit; the TM must roll back (the global stays Begin). Seata instead
@@ -951,12 +1026,12 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
          * PhaseOne_Failed branches), which DESIGN.md's atomicity rules out. Registered branches
          * that never reported do not block a commit: a TCC try need not report, and the RM
          * treats a confirm that finds no fence row as retryable. */
-        struct bsummary sum;
         CHECK(branch_summary(f, g.xid_index, &sum));
         if (sum.p1_failed > 0) {
             res->rc = SINTER_ESTATE;
             return SINTER_OK;
         }
+        have_sum = true;
     }
     int rc;
     sqlite3_stmt *s = stmt(f, ST_G_DECIDE, &rc);
@@ -969,8 +1044,10 @@ static int do_decide(struct sinter_tc_fsm *f, const struct sinter_tc_cmd *c,
     CHECK(run(s));
     g.status = d->target;
     g.decision = d->target;
+    /* The decision changed no branch: the summary read for the commit check still holds, so
+     * settling does not read the branches a second time. */
     bool settled;
-    CHECK(settle(f, &g, c->now_ms, &settled));
+    CHECK(settle_with(f, &g, c->now_ms, have_sum ? &sum : NULL, &settled));
     res->status = g.status;
     return SINTER_OK;
 }

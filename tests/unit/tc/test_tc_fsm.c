@@ -2041,10 +2041,14 @@ static void randomized_replicas_agree(void **state)
 
 /* ---- the previous version's index set ---- */
 
-/* The partial index the schema had before it was dropped for costing a page write per BEGIN and
- * per decision while no query plan used it (sql/tc_schema.sql). */
+/* The index set of the first version: the partial index dropped for costing a page write per
+ * BEGIN and per decision while no query plan used it, and the retention GC's index with its IN
+ * spelling (an ephemeral table per status update), which globals_ended replaced
+ * (sql/tc_schema.sql). */
 #define V1_BEGIN_DEADLINE_SQL                                                                      \
-    "CREATE INDEX globals_begin_deadline ON globals (deadline_ms, xid_index) WHERE status = 1"
+    "CREATE INDEX globals_begin_deadline ON globals (deadline_ms, xid_index) WHERE status = 1; "   \
+    "DROP INDEX globals_ended; "                                                                   \
+    "CREATE INDEX globals_gc ON globals (end_ms, xid_index) WHERE status IN (9, 11, 13)"
 
 /* Runs sql on the database file at path through a connection of its own. */
 static void exec_on(const char *path, const char *sql)
@@ -2076,9 +2080,10 @@ static int has_index(const char *path, const char *name)
     return n;
 }
 
-/* A data directory and a snapshot made by the previous version (with globals_begin_deadline)
- * open with the same state, lose the index, and serve the timeout listing and the retention GC
- * (which names globals_gc in INDEXED BY) as before; new snapshots come without the index. */
+/* A data directory and a snapshot made by a previous version (with globals_begin_deadline, and
+ * globals_gc instead of globals_ended) open with the same state, get this version's index set, and
+ * serve the timeout listing and the retention GC (which names globals_ended in INDEXED BY) as
+ * before; new snapshots come with this version's set. */
 static void previous_index_set_opens(void **state)
 {
     struct h *h = *state;
@@ -2101,6 +2106,8 @@ static void previous_index_set_opens(void **state)
     assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap_new, &sidx, &sterm, NULL, NULL),
                      SINTER_OK);
     assert_int_equal(has_index(snap_new, "globals_begin_deadline"), 0);
+    assert_int_equal(has_index(snap_new, "globals_gc"), 0);
+    assert_int_equal(has_index(snap_new, "globals_ended"), 1);
     assert_int_equal(sinter_tc_fsm_snapshot_to(h->f, snap_old, &sidx, &sterm, NULL, NULL),
                      SINTER_OK);
     exec_on(snap_old, V1_BEGIN_DEADLINE_SQL);
@@ -2113,8 +2120,12 @@ static void previous_index_set_opens(void **state)
     h->f = NULL;
     exec_on(h->path, V1_BEGIN_DEADLINE_SQL);
     assert_int_equal(has_index(h->path, "globals_begin_deadline"), 1);
+    assert_int_equal(has_index(h->path, "globals_gc"), 1);
+    assert_int_equal(has_index(h->path, "globals_ended"), 0);
     assert_int_equal(sinter_tc_fsm_open(&h->f, h->path, GROUP), SINTER_OK);
     assert_int_equal(has_index(h->path, "globals_begin_deadline"), 0);
+    assert_int_equal(has_index(h->path, "globals_gc"), 0);
+    assert_int_equal(has_index(h->path, "globals_ended"), 1);
     assert_int_equal(digest(h->f), d);
     assert_true(sinter_tc_fsm_last_applied(h->f) == last);
 
@@ -2134,6 +2145,8 @@ static void previous_index_set_opens(void **state)
     assert_int_equal(sinter_tc_fsm_open(&f2, p2, GROUP), SINTER_OK);
     assert_int_equal(sinter_tc_fsm_install_from(f2, snap_old), SINTER_OK);
     assert_int_equal(has_index(p2, "globals_begin_deadline"), 0);
+    assert_int_equal(has_index(p2, "globals_gc"), 0);
+    assert_int_equal(has_index(p2, "globals_ended"), 1);
     assert_int_equal(digest(f2), d);
     assert_true(sinter_tc_fsm_last_applied(f2) == sidx);
 
