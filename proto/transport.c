@@ -145,7 +145,9 @@ struct nreq {
     struct sinter_transport_server *srv;
     nng_ctx ctx;
     nng_aio *aio;
-    nng_msg *req; /* the received frame while the handler owns the request */
+    nng_msg *req;        /* the received frame while the handler owns the request */
+    nng_pipe pipe;       /* the connection the request came on (under srv->mu) */
+    uint64_t send_since; /* S_SEND: when the reply was handed to nng (under srv->mu) */
     int state;
 };
 
@@ -165,6 +167,10 @@ struct sinter_transport_server {
     bool closing;
     uint32_t in_handler;
     struct sinter_transport_server_stats st;
+    /* Pipes counted against max_connections (ids; st.connections of them), under mu. An id set
+     * rather than a counter: nng runs REM_POST for every pipe that saw ADD_PRE, including the
+     * ones we closed there, and only the admitted ones may be subtracted. */
+    uint32_t *pipe_ids;
 
     /* Watchdog (tcp:// only). */
     uint16_t port;                 /* host order */
@@ -175,6 +181,9 @@ struct sinter_transport_server {
     pthread_t wd;
     uint16_t probe_port; /* network order; 0 = no probe running */
     bool probe_seen;
+
+    bool stall_started; /* the stalled-reply scanner (srv_stall_main) */
+    pthread_t stall;
 };
 
 void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o)
@@ -184,6 +193,20 @@ void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o
     sinter_proto_limits_default(&o->limits);
     o->watchdog_ms = 500;
     o->watchdog_probe_ms = 1500;
+    o->max_connections = SINTER_TRANSPORT_DEFAULT_MAX_CONNS;
+    o->reply_timeout_ms = SINTER_TRANSPORT_DEFAULT_REPLY_TIMEOUT_MS;
+}
+
+/* Removes id from the admitted set; false if it was not there. Under s->mu. */
+static bool pipe_forget(struct sinter_transport_server *s, uint32_t id)
+{
+    for (uint64_t i = 0; i < s->st.connections; i++) {
+        if (s->pipe_ids[i] == id) {
+            s->pipe_ids[i] = s->pipe_ids[--s->st.connections];
+            return true;
+        }
+    }
+    return false;
 }
 
 static void srv_rearm(struct nreq *r)
@@ -255,12 +278,14 @@ static void srv_cb(void *arg)
     const char *why = NULL;
     int rc = sinter_tp_decode_request(body, len, &s->o.limits, &r->pub.msg, &why);
     pthread_mutex_lock(&s->mu);
+    r->pipe = nng_msg_get_pipe(m);
     if (rc == SINTER_OK && s->closing) {
         rc = SINTER_ESHUTDOWN;
     }
     if (rc != SINTER_OK) {
         s->st.bad_frames += rc == SINTER_ESHUTDOWN ? 0 : 1;
         r->state = S_SEND;
+        r->send_since = now_ms();
     } else {
         s->st.requests++;
         s->in_handler++;
@@ -304,6 +329,7 @@ static void srv_finish(struct nreq *r, nng_msg *m)
     r->req = NULL;
     pthread_mutex_lock(&s->mu);
     r->state = S_SEND; /* before the send: srv_cb reads it */
+    r->send_since = now_ms();
     pthread_mutex_unlock(&s->mu);
     if (m == NULL) {
         srv_rearm(r);
@@ -463,13 +489,35 @@ static void srv_watch_setup(struct sinter_transport_server *s)
     }
 }
 
-/* Pipe events: the probe's pipe reaching the socket proves the listener still accepts. */
+/* Pipe events. ADD_PRE admits or refuses the pipe against max_connections (closing it there
+ * keeps it out of the socket); ADD_POST tells the watchdog its probe's pipe arrived, which
+ * proves the listener still accepts; REM_POST gives the pipe's place back. */
 static void srv_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     struct sinter_transport_server *s = arg;
+    uint32_t id = (uint32_t)nng_pipe_id(p);
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        pthread_mutex_lock(&s->mu);
+        bool full = s->st.connections >= s->o.max_connections;
+        if (full) {
+            s->st.refused_connections++;
+        } else {
+            s->pipe_ids[s->st.connections++] = id;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (full) {
+            nng_pipe_close(p);
+        }
+        return;
+    }
+    if (ev == NNG_PIPE_EV_REM_POST) {
+        pthread_mutex_lock(&s->mu);
+        (void)pipe_forget(s, id);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     nng_sockaddr sa;
     uint16_t port = 0;
-    (void)ev;
     if (nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0) {
         return;
     }
@@ -627,6 +675,51 @@ static void *srv_watchdog(void *arg)
     return NULL;
 }
 
+/* A REP context's send completes only once its pipe took the message, and a pipe takes the next
+ * one only after the kernel took the last: a peer that stops reading parks every context that
+ * answers it, and with all of them parked nobody else is served. This thread closes the pipe of
+ * any reply still parked after reply_timeout_ms; nng then completes every send parked on it
+ * (rep0 drops them as if sent), the contexts receive again, and the peer's client redials and
+ * retries with the same client id and seq, which the coordinator answers without applying twice.
+ * A thread rather than an aio timeout on the send: nng 1.5's timed sends race the socket's
+ * close (a panic seen in test_transport), and the scan costs nothing per reply. */
+static void *srv_stall_main(void *arg)
+{
+    struct sinter_transport_server *s = arg;
+    uint32_t period = s->o.reply_timeout_ms / 4u;
+    period = period < 50u ? 50u : period > 1000u ? 1000u : period;
+    nng_pipe *close_these = calloc(s->n, sizeof *close_these);
+    pthread_mutex_lock(&s->mu);
+    while (!s->closing) {
+        struct timespec ts = deadline_in(period);
+        while (!s->closing && pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT) {
+        }
+        if (s->closing) {
+            break;
+        }
+        uint64_t now = now_ms();
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < s->n && close_these != NULL; i++) {
+            struct nreq *r = &s->slots[i];
+            /* Counted once per connection: the first parked reply found takes the pipe out of
+             * the admitted set, the others on it find it gone. */
+            if (r->state == S_SEND && now - r->send_since >= s->o.reply_timeout_ms &&
+                nng_pipe_id(r->pipe) > 0 && pipe_forget(s, (uint32_t)nng_pipe_id(r->pipe))) {
+                s->st.stalled_connections++;
+                close_these[k++] = r->pipe;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (uint32_t i = 0; i < k; i++) {
+            nng_pipe_close(close_these[i]); /* ENOENT if it went away meanwhile: fine */
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(close_these);
+    return NULL;
+}
+
 int sinter_transport_server_open(struct sinter_transport_server **out,
                                  const struct sinter_transport_server_opts *opts)
 {
@@ -650,15 +743,20 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
     s->o.n_contexts = s->o.n_contexts == 0 ? DEFAULT_CONTEXTS : s->o.n_contexts;
     s->o.watchdog_ms = s->o.watchdog_ms == 0 ? 500 : s->o.watchdog_ms;
     s->o.watchdog_probe_ms = s->o.watchdog_probe_ms == 0 ? 1500 : s->o.watchdog_probe_ms;
+    s->o.max_connections =
+        s->o.max_connections == 0 ? SINTER_TRANSPORT_DEFAULT_MAX_CONNS : s->o.max_connections;
+    s->o.reply_timeout_ms = s->o.reply_timeout_ms == 0 ? SINTER_TRANSPORT_DEFAULT_REPLY_TIMEOUT_MS
+                                                       : s->o.reply_timeout_ms;
     s->url = strdup(opts->url);
     s->n = s->o.n_contexts;
     s->slots = calloc(s->n, sizeof *s->slots);
+    s->pipe_ids = calloc(s->o.max_connections, sizeof *s->pipe_ids);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->lst_mu, NULL);
     cond_init_monotonic(&s->cv);
     int rc = SINTER_ENOMEM;
     int rv;
-    if (s->url == NULL || s->slots == NULL) {
+    if (s->url == NULL || s->slots == NULL || s->pipe_ids == NULL) {
         goto fail_free;
     }
     if ((rv = nng_rep0_open(&s->sock)) != 0) {
@@ -668,7 +766,9 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
     /* nng drops (and closes the pipe of) any SP message larger than this before allocating it,
      * so an oversized SP length costs us nothing. */
     nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, (size_t)s->o.limits.max_frame + SP_OVERHEAD);
+    nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_PRE, srv_pipe_cb, s);
     nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, srv_pipe_cb, s);
+    nng_pipe_notify(s->sock, NNG_PIPE_EV_REM_POST, srv_pipe_cb, s);
     for (uint32_t i = 0; i < s->n; i++) {
         struct nreq *r = &s->slots[i];
         r->srv = s;
@@ -705,6 +805,9 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
             s->wd_started = true;
         }
     }
+    if (pthread_create(&s->stall, NULL, srv_stall_main, s) == 0) {
+        s->stall_started = true;
+    }
     *out = s;
     return SINTER_OK;
 
@@ -725,6 +828,7 @@ fail_free:
     pthread_mutex_destroy(&s->lst_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->slots);
+    free(s->pipe_ids);
     free(s->url);
     free(s);
     return rc;
@@ -770,6 +874,9 @@ void sinter_transport_server_close(struct sinter_transport_server *s)
     if (s->wd_started) {
         pthread_join(s->wd, NULL);
     }
+    if (s->stall_started) {
+        pthread_join(s->stall, NULL);
+    }
     nng_close(s->sock); /* pending receives and sends complete with NNG_ECLOSED */
     for (uint32_t i = 0; i < s->n; i++) {
         nng_aio_stop(s->slots[i].aio);
@@ -784,6 +891,7 @@ void sinter_transport_server_close(struct sinter_transport_server *s)
     pthread_mutex_destroy(&s->lst_mu);
     pthread_mutex_destroy(&s->mu);
     free(s->slots);
+    free(s->pipe_ids);
     free(s->url);
     free(s);
 }

@@ -546,6 +546,9 @@ static void conn_close(struct sinter_tn_server *s, struct tn_conn *c)
     if (!c->hs_done) {
         s->n_nego--;
     }
+    pthread_mutex_lock(&s->mu);
+    s->st.connections--;
+    pthread_mutex_unlock(&s->mu);
     ready_del(s, c);
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -845,6 +848,16 @@ static void srv_accept(struct sinter_tn_server *s)
             }
             continue; /* ECONNABORTED and friends: that one connection is gone */
         }
+        /* Over the limit: closed at once, before it costs a buffer or an SP exchange. Its client
+         * sees the connection end and redials with backoff (or tries another node). */
+        pthread_mutex_lock(&s->mu);
+        bool full = s->st.connections >= s->o.max_connections;
+        s->st.refused_connections += full ? 1u : 0u;
+        pthread_mutex_unlock(&s->mu);
+        if (full) {
+            close(fd);
+            continue;
+        }
         struct tn_conn *c = calloc(1, sizeof *c);
         if (c == NULL) {
             close(fd);
@@ -869,6 +882,9 @@ static void srv_accept(struct sinter_tn_server *s)
         }
         s->conns = c;
         s->n_nego++;
+        pthread_mutex_lock(&s->mu);
+        s->st.connections++;
+        pthread_mutex_unlock(&s->mu);
         uint8_t hello[8];
         sp_hello(hello, SP_REP0); /* nng sends its header first, then reads the peer's */
         conn_send(c, hello, sizeof hello);
@@ -1035,6 +1051,8 @@ int sinter_tn_server_open(struct sinter_tn_server **out,
     s->o = *opts;
     s->o.url = NULL;
     s->o.n_contexts = s->o.n_contexts == 0 ? SINTER_TRANSPORT_DEFAULT_CONTEXTS : s->o.n_contexts;
+    s->o.max_connections =
+        s->o.max_connections == 0 ? SINTER_TRANSPORT_DEFAULT_MAX_CONNS : s->o.max_connections;
     s->rcvmax = (size_t)s->o.limits.max_frame + SINTER_TRANSPORT_SP_OVERHEAD;
     s->lfd = s->epfd = s->evfd = -1;
     pthread_mutex_init(&s->mu, NULL);

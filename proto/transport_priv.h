@@ -13,7 +13,9 @@
 
 #include "sinter/transport.h"
 
-#define SINTER_TRANSPORT_DEFAULT_CONTEXTS 64u
+#define SINTER_TRANSPORT_DEFAULT_CONTEXTS         64u
+#define SINTER_TRANSPORT_DEFAULT_MAX_CONNS        4096u
+#define SINTER_TRANSPORT_DEFAULT_REPLY_TIMEOUT_MS 10000u
 /* Room for the SP header (request id, and any backtrace a device added) in front of our frame;
  * both engines accept SP messages up to max_frame + this. */
 #define SINTER_TRANSPORT_SP_OVERHEAD 64u

@@ -65,6 +65,7 @@ static const struct key keys[] = {
     KEY("tc", "client_idle_ms", "client-idle-ms", K_U64, client_idle_ms),
     KEY("tc", "batch_branch_results", "batch-branch-results", K_BOOL, batch_branch_results),
     KEY("tc", "client_transport", "client-transport", K_STR, client_transport),
+    KEY("tc", "max_client_connections", "max-client-connections", K_U32, max_client_connections),
     KEY("tls", "cert_key_file", "tls-cert-key-file", K_STR, tls_cert_key_file),
     KEY("tls", "key_password", "tls-key-password", K_STR, tls_key_password),
     KEY("tls", "ca_file", "tls-ca-file", K_STR, tls_ca_file),
@@ -97,6 +98,7 @@ void sinter_tc_config_init(struct sinter_tc_config *c)
     c->gc_interval_ms = 60000;
     c->client_idle_ms = 3600000;
     c->batch_branch_results = true;
+    c->max_client_connections = 4096;
 }
 
 static void peers_clear(struct sinter_tc_config *c)
@@ -571,6 +573,10 @@ int sinter_tc_config_validate(const struct sinter_tc_config *c, char *err, size_
     }
     if (strcmp(c->client_listen, c->raft_listen) == 0) {
         BAD("node.raft_listen: must differ from node.client_listen");
+    }
+    if (c->max_client_connections < 1 || c->max_client_connections > 1000000) {
+        BAD("tc.max_client_connections = %" PRIu32 ": must be 1..1000000",
+            c->max_client_connections);
     }
     if (c->client_transport != NULL && strcmp(c->client_transport, "native") != 0 &&
         strcmp(c->client_transport, "nng") != 0) {

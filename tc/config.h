@@ -60,6 +60,10 @@
  *                                           (nng's REP socket, the engine before it; an escape
  *                                           hatch). Both speak the same wire protocol. A
  *                                           tls+tcp:// client_listen always uses nng
+ *   max_client_connections = 4096           [--max-client-connections] client connections open
+ *                                           at once; one more is closed on arrival (its client
+ *                                           redials or tries another node). Keep it under the
+ *                                           process's descriptor limit (LimitNOFILE)
  *   [tls]   (used by every listener whose URL is tls+tcp:// or https://; peers' URLs then use
  *            the same scheme as this node's listener of that kind)
  *   cert_key_file = /etc/sinter/node.pem    [--tls-cert-key-file] PEM certificate + private key
@@ -122,6 +126,7 @@ struct sinter_tc_config {
     uint64_t client_idle_ms;
     bool batch_branch_results;
     char *client_transport;  /* "native" (NULL = default) or "nng" */
+    uint32_t max_client_connections;
     char *tls_cert_key_file; /* [tls]; malloc'ed, NULL = not set */
     char *tls_key_password;
     char *tls_ca_file;

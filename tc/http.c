@@ -391,8 +391,13 @@ static void metrics_render(struct job *j)
     struct sinter_raft_host_stats hs;
     bool have_hs = sinter_raft_host_stats(s->host, &hs, false) == SINTER_OK;
     struct sinter_tc_buf b = {0};
+    struct sinter_transport_server_stats ts;
+    bool have_ts = s->rpc != NULL;
+    if (have_ts) {
+        sinter_transport_server_stats(s->rpc, &ts);
+    }
     int rc = sinter_tc_prom_render(s->cfg->node_id, j->pg, s->cfg->groups, &s->metrics,
-                                   have_hs ? &hs : NULL, &b);
+                                   have_hs ? &hs : NULL, have_ts ? &ts : NULL, &b);
     if (rc == SINTER_OK) {
         finish(j->aio, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
     } else {

@@ -165,9 +165,41 @@ static void host_series(struct sinter_tc_buf *b, const struct sinter_raft_host_s
     }
 }
 
+/* The client listener (include/sinter/transport.h): what an operator needs to see a connection
+ * storm, a client that stopped reading or a client speaking something else. */
+static void rpc_series(struct sinter_tc_buf *b, const struct sinter_transport_server_stats *t)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } rows[] = {
+#define ROW(field, name, type, help)                                                               \
+    {name, type, help, offsetof(struct sinter_transport_server_stats, field)}
+        ROW(connections, "sinter_client_connections", "gauge",
+            "Client connections open on the client listener."),
+        ROW(refused_connections, "sinter_client_connections_refused_total", "counter",
+            "Client connections closed on arrival because tc.max_client_connections were open."),
+        ROW(stalled_connections, "sinter_client_connections_stalled_total", "counter",
+            "Client connections closed because a reply could not be sent in time (the peer "
+            "stopped reading; nng engine)."),
+        ROW(bad_connections, "sinter_client_connections_bad_total", "counter",
+            "Client connections closed for violating the SP protocol (native engine)."),
+        ROW(bad_frames, "sinter_client_bad_frames_total", "counter",
+            "Client frames answered with an error by the transport (malformed, oversized)."),
+#undef ROW
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)t + rows[i].off, sizeof v);
+        family(b, rows[i].name, rows[i].type, rows[i].help);
+        sinter_tc_buf_printf(b, "%s %" PRIu64 "\n", rows[i].name, v);
+    }
+}
+
 int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *g, size_t n,
                           const struct sinter_tc_metrics *m,
-                          const struct sinter_raft_host_stats *host, struct sinter_tc_buf *b)
+                          const struct sinter_raft_host_stats *host,
+                          const struct sinter_transport_server_stats *rpc, struct sinter_tc_buf *b)
 {
     family(b, "sinter_node_info", "gauge", "This coordinator node (constant 1, labelled by id).");
     sinter_tc_buf_printf(b, "sinter_node_info{node=\"%" PRIu64 "\"} 1\n", node_id);
@@ -277,6 +309,9 @@ int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *g
     family(b, "sinter_gc_removed_total", "counter",
            "Finished globals removed by retention GC proposed by this node.");
     sinter_tc_buf_printf(b, "sinter_gc_removed_total %" PRIu64 "\n", ld(&m->gc_removed));
+    if (rpc != NULL) {
+        rpc_series(b, rpc);
+    }
     if (host != NULL) {
         host_series(b, host);
     }

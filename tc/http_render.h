@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "sinter/raft_host.h"
+#include "sinter/transport.h"
 #include "sinter/types.h"
 #include "sinter/xid.h"
 #include "tc/metrics.h"
@@ -44,11 +45,14 @@ struct sinter_tc_prom_group {
 /* Renders the Prometheus text exposition format 0.0.4 for node_id: every metric family with its
  * # HELP and # TYPE lines, counters named *_total, the phase-2 latency as a histogram in seconds
  * with cumulative _bucket{le=...}, _sum and _count, and, when host is not NULL, the raft host's
- * loop and disk counters (sinter_raft_host_stats, never reset by the coordinator). Ownership:
- * reads its inputs, appends to out (the caller frees). Errors: SINTER_ENOMEM. */
+ * loop and disk counters (sinter_raft_host_stats, never reset by the coordinator), and, when rpc
+ * is not NULL, the client listener's connection counters (sinter_transport_server_stats).
+ * Ownership: reads its inputs, appends to out (the caller frees). Errors: SINTER_ENOMEM. */
 int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *groups, size_t n,
                           const struct sinter_tc_metrics *m,
-                          const struct sinter_raft_host_stats *host, struct sinter_tc_buf *out);
+                          const struct sinter_raft_host_stats *host,
+                          const struct sinter_transport_server_stats *rpc,
+                          struct sinter_tc_buf *out);
 
 /* GET /api/v1/globals query. */
 #define SINTER_TC_LIST_DEFAULT_LIMIT 100u

@@ -1317,6 +1317,10 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     /* tc.client_transport = nng: the operator's way back to nng's REP socket for tcp:// (the
      * native engine is the default; the wire is the same, so clients do not care). */
     to.use_nng = cfg->client_transport != NULL && strcmp(cfg->client_transport, "nng") == 0;
+    /* Each connection costs a descriptor and buffers: a storm of them (a misconfigured pool, a
+     * scan) is refused at the door rather than exhausting the process (EMFILE would also stop
+     * raft's own connections and the data files from opening). */
+    to.max_connections = cfg->max_client_connections;
     /* Client TLS proves the server and encrypts; clients authenticate with the shared secret at
      * registration, and present a certificate too only when tls.client_verify asks for it (the
      * transport demands one exactly when it is given a CA file). */

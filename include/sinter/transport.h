@@ -98,9 +98,18 @@ struct sinter_transport_server_opts {
     struct sinter_transport_tls tls;
     bool use_nng; /* tcp:// through nng's REP socket instead of the native engine (default
                      false); tls+tcp:// always uses nng */
+    uint32_t max_connections;  /* client connections open at once; one more is closed as soon as
+                                  it is accepted (refused_connections). 0 = default 4096 */
+    uint32_t reply_timeout_ms; /* nng engine: a reply still waiting for its connection after this
+                                  long means the peer stopped reading; its connection is closed
+                                  (stalled_connections), which frees every context waiting on it.
+                                  0 = default 10000. The native engine needs no timeout: it stops
+                                  reading such a peer once 1 MiB of replies wait for it, and serves
+                                  the others meanwhile */
 };
 
-/* Fills defaults: no url, no handler, 64 contexts, default limits, watchdog on, native tcp://.
+/* Fills defaults: no url, no handler, 64 contexts, default limits, watchdog on, native tcp://,
+ * 4096 connections, 10 s reply timeout.
  * Ownership: writes *o only. */
 void sinter_transport_server_opts_default(struct sinter_transport_server_opts *o);
 
@@ -116,14 +125,18 @@ int sinter_transport_server_open(struct sinter_transport_server **out,
 uint16_t sinter_transport_server_port(const struct sinter_transport_server *s);
 
 struct sinter_transport_server_stats {
-    uint64_t requests;          /* well-formed requests handed to the handler */
-    uint64_t bad_frames;        /* frames answered with an error reply by the transport */
-    uint64_t probes;            /* watchdog probes run */
-    uint64_t probe_failures;    /* probes whose pipe never arrived */
-    uint64_t listener_restarts; /* listener re-created by the watchdog */
-    uint64_t bad_connections;   /* native engine: connections closed for an SP violation (bad
-                                   SP header or peer protocol, SP length over max_frame + 64,
-                                   no request id); nng closes those without counting */
+    uint64_t requests;            /* well-formed requests handed to the handler */
+    uint64_t bad_frames;          /* frames answered with an error reply by the transport */
+    uint64_t probes;              /* watchdog probes run */
+    uint64_t probe_failures;      /* probes whose pipe never arrived */
+    uint64_t listener_restarts;   /* listener re-created by the watchdog */
+    uint64_t bad_connections;     /* native engine: connections closed for an SP violation (bad
+                                     SP header or peer protocol, SP length over max_frame + 64,
+                                     no request id); nng closes those without counting */
+    uint64_t refused_connections; /* closed at once: max_connections were open */
+    uint64_t stalled_connections; /* nng engine: closed because a reply could not be sent within
+                                     reply_timeout_ms (the peer does not read) */
+    uint64_t connections;         /* open now (a gauge; nng: pipes past the SP handshake) */
 };
 
 /* Copies the counters into *st. Thread-safe. Ownership: writes *st only. */

@@ -85,6 +85,8 @@ part_config() {
   expect_broken "$dir/node2.ini" 's/^retry_max_ms = .*/retry_max_ms = 500/' tc.retry_initial_ms \
     bad-retry
   expect_broken "$dir/node2.ini" 's/^secret = .*/secret =/' tc.secret no-secret
+  expect_broken "$dir/node2.ini" 's/^max_client_connections = .*/max_client_connections = 0/' \
+    tc.max_client_connections no-connections
   # The secret from its own file (the INI's comment): accepted; both at once, or a missing or
   # multi-line file, refused naming tc.secret_file.
   printf '%s\n' 0123456789abcdef0123456789abcdef >"$tmp/secret"

@@ -359,6 +359,13 @@ static void check_metrics(void)
             double v = 0;
             assert_int_equal(prom_value(r.body, "sinter_requests_total{type=\"GlobalBegin\"}", &v),
                              0);
+            /* The client listener's series: the test's own TM is connected to every node. */
+            double conns = 0, refused = -1;
+            assert_int_equal(prom_value(r.body, "sinter_client_connections", &conns), 0);
+            assert_true(conns >= 1);
+            assert_int_equal(
+                prom_value(r.body, "sinter_client_connections_refused_total", &refused), 0);
+            assert_true(refused == 0);
             for (int g = 0; g < GROUPS; g++) {
                 char series[96];
                 snprintf(series, sizeof series, "sinter_raft_leader_changes_total{group=\"%d\"}",

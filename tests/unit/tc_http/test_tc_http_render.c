@@ -74,8 +74,10 @@ static void render_full(void **state)
                                         .store_append_entries = 90,
                                         .store_append_ns = 2500001000u,
                                         .apply_ns = 999999};
+    struct sinter_transport_server_stats ts = {
+        .connections = 12, .refused_connections = 3, .stalled_connections = 1, .bad_frames = 5};
     struct sinter_tc_buf b = {0};
-    assert_int_equal(sinter_tc_prom_render(3, g, 2, &m, &hs, &b), SINTER_OK);
+    assert_int_equal(sinter_tc_prom_render(3, g, 2, &m, &hs, &ts, &b), SINTER_OK);
     char err[256];
     if (prom_check(b.p, err, sizeof err) != 0) {
         fail_msg("%s\n%s", err, b.p);
@@ -116,6 +118,11 @@ static void render_full(void **state)
     assert_true(value_of(b.p, "sinter_phase2_latency_seconds_count") == 4);
     assert_true(value_of(b.p, "sinter_phase2_latency_seconds_sum") == 710.150);
     assert_true(value_of(b.p, "sinter_node_info{node=\"3\"}") == 1);
+    assert_true(value_of(b.p, "sinter_client_connections") == 12);
+    assert_true(value_of(b.p, "sinter_client_connections_refused_total") == 3);
+    assert_true(value_of(b.p, "sinter_client_connections_stalled_total") == 1);
+    assert_true(value_of(b.p, "sinter_client_connections_bad_total") == 0);
+    assert_true(value_of(b.p, "sinter_client_bad_frames_total") == 5);
     sinter_tc_buf_free(&b);
 }
 
