@@ -11,19 +11,38 @@
  * cache reset, to other connections, to recovery after a crash) only through a commit frame, a
  * frame whose header carries the database size after the commit (bytes 4..7 non-zero; wal.c
  * walEncodeFrame), published in the wal-index after sqlite3WalFrames has written every frame.
- * The buffer is flushed before the write of the commit frame's page returns, with that write's
- * error, so every frame of a transaction is in the file, exactly as without the buffer, before
- * the transaction can be published; a failed flush fails the commit as a failed write does.
+ * Three rules make every byte of a transaction reach the file before it is published:
+ *  - Only appends are gathered: a write below what this connection already wrote to the WAL (its
+ *    high-water mark) flushes the buffer and goes straight to the file. SQLite writes below it
+ *    when a transaction that spilled pages (cache pressure) changes one of them again: it
+ *    overwrites the frame in place, and at commit, after the commit frame, rewrites the frame
+ *    headers from that frame on with new checksums, the commit frame's last (wal.c
+ *    sqlite3WalFrames, walRewriteChecksums). No page write follows that last header, so had it
+ *    been gathered the transaction would have been published with the commit frame's old checksum
+ *    in the file: recovery after a kill drops the commit, and a checkpoint by another connection
+ *    before it leaves a database that no longer matches its WAL (tests/unit/tc/test_tc_fsm_vfs.c
+ *    spilled_commit_survives_*).
+ *  - The buffer is flushed before the write of the commit frame's page returns, with that write's
+ *    error: a failed flush fails the commit as a failed write does.
+ *  - The database file's xShmBarrier, which SQLite calls between the two copies of the wal-index
+ *    header it writes to publish a commit (wal.c walIndexWriteHdr), flushes the connection's WAL
+ *    buffer first. After the two rules above it is empty there; the barrier makes that hold for
+ *    any other write pattern too (synchronous=FULL without powersafe overwrite splits a frame's
+ *    page at the sync point and pads the commit: wal.c walWriteToLog), so with the wal-index in
+ *    shared memory the VFS does not depend on the synchronous setting or the device (tc/fsm_vfs.h).
  * Frames of a transaction that is still open (a cache spill) may stay in the buffer meanwhile:
  * nothing refers to them until their commit frame. Every other operation on the WAL that could
  * observe the file (read, size, truncate, sync, lock and file controls, close) flushes first, so
- * SQLite never sees a state that differs from what it wrote. The fsync discipline
+ * SQLite never reads a state that differs from what it wrote. The fsync discipline
  * (synchronous=NORMAL: the WAL is synced before each checkpoint) is SQLite's, unchanged: a sync
  * flushes before it syncs. Files other than a WAL are passed through untouched.
  */
 #include "tc/fsm_vfs.h"
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sqlite3.h>
@@ -49,6 +68,15 @@ struct wb_file {
      * written once that page is in it. NO_COMMIT when none is pending. A stale value (a commit
      * abandoned between its header and its page) only causes one early write. */
     sqlite3_int64 commit_page;
+    /* End of the WAL as this connection wrote it since it last wrote the WAL header (offset 0);
+     * a write that starts below it is not an append and is written through. */
+    sqlite3_int64 hwm;
+    /* The other file of the pair, both opened by one pager: on the database file its WAL (NULL
+     * while none is open), on the WAL its database file (NULL if that was not opened through
+     * this VFS). The pager uses both from the one thread that holds the connection, so the link
+     * needs no lock; the WAL is closed before its database file (pager.c sqlite3PagerClose), and
+     * its close unlinks it. */
+    struct wb_file *peer;
 };
 
 static sqlite3_vfs *g_real;
@@ -61,21 +89,40 @@ static sqlite3_file *real_of(sqlite3_file *f)
     return ((struct wb_file *)f)->real;
 }
 
-/* Writes what is gathered. */
-static int flush(struct wb_file *w)
+/* Writes what is gathered. The buffer only ever holds frames of no published transaction (the
+ * barrier flush), normally those of the transaction being written. If the write fails:
+ *  - From xWrite (drop true) the bytes are dropped: the error is the error of one of the
+ *    transaction's own frame writes in sqlite3WalFrames, which then fails, and the pager enters
+ *    its error state and rolls the transaction back (pager.c pager_error), so nothing can commit
+ *    on top of the missing frames; keeping them would only make every later write of this
+ *    connection fail on them again.
+ *  - From any other method they are kept and written again by the next operation (or its error
+ *    returned): a failed read may end only the statement (SQLITE_FULL with a statement journal),
+ *    the transaction going on to commit over the frames it spilled, and some callers ignore the
+ *    error (xClose; wal.c walLimitSize's xFileSize and xTruncate), so dropping there could leave a
+ *    hole under a later commit frame. */
+static int flush(struct wb_file *w, bool drop)
 {
     if (w->len == 0) {
         return SQLITE_OK;
     }
     int rc = w->real->pMethods->xWrite(w->real, w->buf, (int)w->len, w->off);
-    w->len = 0;
+    if (rc == SQLITE_OK || drop) {
+        w->len = 0;
+    }
     return rc;
 }
 
 static int wb_close(sqlite3_file *f)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    /* A failed flush here loses only frames of no published transaction (a commit's are written
+     * by its barrier at the latest), as a close in the middle of a transaction discards them. */
+    int rc = flush(w, true);
+    if (w->peer != NULL) {
+        w->peer->peer = NULL;
+        w->peer = NULL;
+    }
     int rc2 = w->real->pMethods->xClose(w->real);
     sqlite3_free(w->buf);
     w->buf = NULL;
@@ -85,7 +132,7 @@ static int wb_close(sqlite3_file *f)
 static int wb_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xRead(w->real, p, n, off);
 }
 
@@ -95,8 +142,19 @@ static int wb_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
     if (!w->is_wal || n <= 0) {
         return w->real->pMethods->xWrite(w->real, p, n, off);
     }
+    if (off == 0) {
+        w->hwm = 0; /* the WAL restarts: its header, then frames appended from WAL_HDR */
+    }
+    if (off < w->hwm) {
+        /* Not an append: a spilled frame's page overwritten in place, or a frame header rewritten
+         * with a new checksum (walRewriteChecksums, the commit frame's last, right before the
+         * commit is published). Written through, after what is gathered, in file order. */
+        int rc = flush(w, true);
+        return rc != SQLITE_OK ? rc : w->real->pMethods->xWrite(w->real, p, n, off);
+    }
+    w->hwm = off + n;
     if (w->len > 0 && (off != w->off + (sqlite3_int64)w->len || w->len + (size_t)n > BUF_CAP)) {
-        int rc = flush(w); /* not the continuation of the run, or the run is full */
+        int rc = flush(w, true); /* not the continuation of the run, or the run is full */
         if (rc != SQLITE_OK) {
             return rc;
         }
@@ -125,7 +183,7 @@ static int wb_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
          * pending commit cleared: a run written early because it was full (which may split the
          * commit frame's header from its page) must not forget that the page ends a commit. */
         w->commit_page = NO_COMMIT;
-        return flush(w);
+        return flush(w, true);
     }
     return SQLITE_OK;
 }
@@ -133,35 +191,41 @@ static int wb_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 static int wb_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
-    return rc != SQLITE_OK ? rc : w->real->pMethods->xTruncate(w->real, size);
+    int rc = flush(w, false);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (w->hwm > size) {
+        w->hwm = size; /* bytes past size are gone: writing there again is an append */
+    }
+    return w->real->pMethods->xTruncate(w->real, size);
 }
 
 static int wb_sync(sqlite3_file *f, int flags)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xSync(w->real, flags);
 }
 
 static int wb_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xFileSize(w->real, size);
 }
 
 static int wb_lock(sqlite3_file *f, int lock)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xLock(w->real, lock);
 }
 
 static int wb_unlock(sqlite3_file *f, int lock)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xUnlock(w->real, lock);
 }
 
@@ -173,7 +237,7 @@ static int wb_check_reserved(sqlite3_file *f, int *out)
 static int wb_file_control(sqlite3_file *f, int op, void *arg)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xFileControl(w->real, op, arg);
 }
 
@@ -197,8 +261,29 @@ static int wb_shm_lock(sqlite3_file *f, int offset, int n, int flags)
     return real_of(f)->pMethods->xShmLock(real_of(f), offset, n, flags);
 }
 
+/* Called on the database file. Before SQLite publishes a commit (wal.c walIndexWriteHdr calls the
+ * barrier between writing the two copies of the wal-index header, and readers trust the header
+ * only when both copies agree) every frame of it must be in the WAL file: the connection's
+ * gathered WAL bytes are written first. The WAL is found through the pair's link (wb_open)
+ * rather than by flushing every WAL open in the process under a global lock: only this
+ * connection's frames can be the ones published here, and the link needs no lock since the
+ * connection is used by one thread at a time. The barrier cannot return an error; if the write
+ * fails, publishing would make readers (and a checkpoint) use frames that are not in the file,
+ * so the process stops instead: after a crash recovery rebuilds the wal-index from the WAL file
+ * alone, whose commit frames are all complete. With the append-only rule the buffer is empty
+ * here for every write pattern SQLite 3.40 has with synchronous=NORMAL (the fsm's setting), so
+ * this is a safeguard, not a path taken. */
 static void wb_shm_barrier(sqlite3_file *f)
 {
+    struct wb_file *w = (struct wb_file *)f;
+    if (w->peer != NULL && w->peer->len > 0) {
+        int rc = flush(w->peer, false);
+        if (rc != SQLITE_OK) {
+            fprintf(stderr, "sinter-fsm vfs: WAL write before publishing a commit failed (%d)\n",
+                    rc);
+            abort();
+        }
+    }
     real_of(f)->pMethods->xShmBarrier(real_of(f));
 }
 
@@ -210,7 +295,7 @@ static int wb_shm_unmap(sqlite3_file *f, int del)
 static int wb_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
 {
     struct wb_file *w = (struct wb_file *)f;
-    int rc = flush(w);
+    int rc = flush(w, false);
     return rc != SQLITE_OK ? rc : w->real->pMethods->xFetch(w->real, off, n, pp);
 }
 
@@ -239,6 +324,17 @@ static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
     int v = w->real->pMethods->iVersion;
     w->base.pMethods = &g_io[(v < 1 ? 1 : v > 3 ? 3 : v) - 1];
     w->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+    if (w->is_wal) {
+        /* The pager opens a WAL with the name it derived from its database file's, from which
+         * SQLite finds that file (sqlite3_database_file_object); linked only if it is one of
+         * ours, for the barrier flush. */
+        sqlite3_file *db = sqlite3_database_file_object(name);
+        if (db != NULL &&
+            (db->pMethods == &g_io[0] || db->pMethods == &g_io[1] || db->pMethods == &g_io[2])) {
+            w->peer = (struct wb_file *)db;
+            w->peer->peer = w;
+        }
+    }
     return SQLITE_OK;
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -387,6 +388,280 @@ static void killed_during_apply_resumes_after_last_applied(void **state)
     sinter_tc_fsm_close(f);
 }
 
+/* Runs sql on db; fails the test (or, in a child, exits with code 9) with SQLite's message. */
+static void exec_or_die(sqlite3 *db, const char *sql, bool child)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        if (child) {
+            _exit(9);
+        }
+        fail_msg("%s: %s", sql, err != NULL ? err : "?");
+    }
+}
+
+/* The first column of the first row of sql on db, as text, into out (SQLite's message if the
+ * query fails). */
+static const char *query_text(sqlite3 *db, const char *sql, char *out, size_t cap)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+        snprintf(out, cap, "%s", sqlite3_errmsg(db));
+        return out;
+    }
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(q, 0);
+        snprintf(out, cap, "%s", t != NULL ? (const char *)t : "NULL");
+    } else {
+        snprintf(out, cap, "%s", sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(q);
+    return out;
+}
+
+/* A child opens path with the VFS (WAL, synchronous=NORMAL as the fsm; no auto-checkpoint, so
+ * nothing after the commit writes, reads or syncs the WAL before the kill), fills 2,000 indexed
+ * rows and commits a small update (so the WAL holds older versions of pages the next
+ * transaction changes, which recovery would put back), then with a 20-page cache commits one
+ * transaction that rewrites every third row, then
+ * every seventh, and adds a marker row: the cache spills (frames of the open transaction go to
+ * the WAL) and pages already spilled are dirtied again, so at COMMIT SQLite overwrites them in the
+ * WAL and rewrites the frame checksums from the first of them on, the commit frame's header last
+ * (wal.c sqlite3WalFrames, walRewriteChecksums). The child reports COMMIT's success on a pipe and
+ * then waits; when checkpoint is set another connection (the default VFS, as an operator's
+ * sqlite3) checkpoints the WAL into the database file; then the child is killed with SIGKILL.
+ * Reopened (recovery from the WAL), the committed transaction must be there in full and the file
+ * must pass integrity_check: SQLite with the default VFS never loses a commit to a process kill. */
+static void spilled_commit_then_kill(struct h *h, bool checkpoint)
+{
+    const char *vfs = sinter_tc_fsm_vfs();
+    assert_non_null(vfs);
+    char path[160];
+    snprintf(path, sizeof path, "%s/spill.db", h->dir);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        sqlite3 *db = NULL;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) !=
+            SQLITE_OK) {
+            _exit(8);
+        }
+        exec_or_die(
+            db,
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            "PRAGMA wal_autocheckpoint=0; "
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); "
+            "CREATE INDEX tv ON t(v); "
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) "
+            "INSERT INTO t SELECT x, printf('a%050d', x * 7919 % 2003) FROM c; "
+            "PRAGMA wal_checkpoint(TRUNCATE); UPDATE t SET v = 'm' WHERE id = 3; "
+            "PRAGMA cache_size=20",
+            true);
+        exec_or_die(db,
+                    "BEGIN; "
+                    "UPDATE t SET v = printf('b%050d', id * 104729 % 4001) WHERE id % 3 = 0; "
+                    "UPDATE t SET v = 'x' || v WHERE id % 7 = 0; "
+                    "INSERT INTO t VALUES(100000, 'marker'); COMMIT",
+                    true);
+        if (write(fds[1], "c", 1) != 1) {
+            _exit(4);
+        }
+        for (;;) {
+            pause();
+        }
+    }
+    close(fds[1]);
+    char c = 0;
+    bool committed = read_full(fds[0], &c, 1);
+    close(fds[0]);
+    char out[256];
+    if (committed && checkpoint) {
+        sqlite3 *o = NULL;
+        assert_int_equal(sqlite3_open_v2(path, &o, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(o, 5000);
+        /* busy = 0: the checkpoint ran (the child holds no lock after COMMIT). */
+        assert_string_equal(query_text(o, "PRAGMA wal_checkpoint(PASSIVE)", out, sizeof out), "0");
+        assert_int_equal(sqlite3_close(o), SQLITE_OK);
+    }
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!committed) {
+        fail_msg("the child's spilled COMMIT failed (exit status %d)",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_string_equal(query_text(db, "PRAGMA integrity_check", out, sizeof out), "ok");
+    assert_string_equal(
+        query_text(db, "SELECT count(*) FROM t WHERE v = 'marker'", out, sizeof out), "1");
+    /* Every row as the transaction left it, read through the table and through the index. */
+    assert_string_equal(
+        query_text(db,
+                   "SELECT count(*) FROM t WHERE id <= 2000 AND v = "
+                   "(CASE WHEN id % 7 = 0 THEN 'x' ELSE '' END) || "
+                   "(CASE WHEN id % 3 = 0 THEN printf('b%050d', id * 104729 % 4001) "
+                   "ELSE printf('a%050d', id * 7919 % 2003) END)",
+                   out, sizeof out),
+        "2000");
+    assert_string_equal(
+        query_text(db, "SELECT count(*) FROM t INDEXED BY tv WHERE v >= 'x'", out, sizeof out),
+        "285");
+    assert_string_equal(
+        query_text(db, "SELECT count(*) FROM t INDEXED BY tv WHERE v > ''", out, sizeof out),
+        "2001");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void spilled_commit_survives_kill(void **state)
+{
+    spilled_commit_then_kill(*state, false);
+}
+
+static void spilled_commit_survives_checkpoint_and_kill(void **state)
+{
+    spilled_commit_then_kill(*state, true);
+}
+
+#define EFBIG_ROWS 12 /* rows of 3,000 bytes per commit: 12 pages, with the b-tree ~13 frames */
+
+/* A write error for real: a child limits its file size (RLIMIT_FSIZE, SIGXFSZ ignored, so a
+ * pwrite past the limit fails with EFBIG) and commits transactions of EFBIG_ROWS rows through the
+ * VFS until the WAL reaches the limit. Each commit's frames are gathered and written at the
+ * commit frame, so that write fails: COMMIT must return the error, never success. The child
+ * reports each commit COMMIT returned success for, tries a few more after the first failure (all
+ * must fail the same way or succeed and be reported), then is killed. Reopened, the database
+ * holds exactly the reported commits: none lost, none that failed. */
+static void write_error_fails_commit(void **state)
+{
+    struct h *h = *state;
+    const char *vfs = sinter_tc_fsm_vfs();
+    assert_non_null(vfs);
+    char path[160];
+    snprintf(path, sizeof path, "%s/efbig.db", h->dir);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        sqlite3 *db = NULL;
+        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) !=
+            SQLITE_OK) {
+            _exit(8);
+        }
+        exec_or_die(db,
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                    "PRAGMA wal_autocheckpoint=0; "
+                    "CREATE TABLE t(id INTEGER PRIMARY KEY, batch INT NOT NULL, b BLOB NOT NULL); "
+                    "PRAGMA wal_checkpoint(TRUNCATE)",
+                    true);
+        /* Room for a few commits of ~13 frames (4,120 bytes each) in the WAL, the limit inside
+         * a frame so the failing write is a partial one. */
+        struct rlimit rl = {.rlim_cur = 300000, .rlim_max = RLIM_INFINITY};
+        if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+            _exit(7);
+        }
+        sqlite3_stmt *ins = NULL;
+        if (sqlite3_prepare_v2(db, "INSERT INTO t(batch, b) VALUES(?1, zeroblob(3000))", -1, &ins,
+                               NULL) != SQLITE_OK) {
+            _exit(6);
+        }
+        int failures = 0;
+        for (int32_t batch = 1; batch <= 1000 && failures < 4; batch++) {
+            int rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+            for (int k = 0; k < EFBIG_ROWS && rc == SQLITE_OK; k++) {
+                sqlite3_reset(ins);
+                sqlite3_bind_int(ins, 1, batch);
+                rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+            }
+            if (rc != SQLITE_OK) {
+                _exit(5); /* the rows fit in the cache: only COMMIT writes */
+            }
+            rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+            int32_t msg[2] = {batch, rc};
+            if (write(fds[1], msg, sizeof msg) != (ssize_t)sizeof msg) {
+                _exit(4);
+            }
+            if (rc != SQLITE_OK) {
+                failures++;
+                if (!sqlite3_get_autocommit(db)) {
+                    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                }
+            }
+        }
+        int32_t done[2] = {0, 0};
+        if (write(fds[1], done, sizeof done) != (ssize_t)sizeof done) {
+            _exit(4);
+        }
+        for (;;) {
+            pause();
+        }
+    }
+    close(fds[1]);
+    int32_t msg[2];
+    int32_t ok_batches[1000];
+    size_t n_ok = 0;
+    int failures = 0;
+    bool done = false;
+    while (read_full(fds[0], msg, sizeof msg)) {
+        if (msg[0] == 0) {
+            done = true;
+            break;
+        }
+        if (msg[1] == SQLITE_OK) {
+            assert_true(n_ok < 1000);
+            ok_batches[n_ok++] = msg[0];
+        } else {
+            /* A full file or an I/O error, as SQLite maps EFBIG (os_unix.c unixWrite). */
+            assert_true((msg[1] & 0xff) == SQLITE_FULL || (msg[1] & 0xff) == SQLITE_IOERR);
+            failures++;
+        }
+    }
+    close(fds[0]);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!done) {
+        fail_msg("the child stopped early (exit status %d)",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    if (n_ok < 2 || failures != 4) {
+        fail_msg("%zu commits reported, %d failed (want >= 2 and 4)", n_ok, failures);
+    }
+
+    sqlite3 *db = NULL;
+    char out[256];
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_string_equal(query_text(db, "PRAGMA integrity_check", out, sizeof out), "ok");
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT batch, count(*) FROM t GROUP BY batch ORDER BY batch", -1,
+                           &q, NULL),
+        SQLITE_OK);
+    size_t i = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        int32_t batch = sqlite3_column_int(q, 0);
+        if (i >= n_ok || batch != ok_batches[i]) {
+            fail_msg("batch %d is in the database but its COMMIT was not reported", batch);
+        }
+        assert_int_equal(sqlite3_column_int(q, 1), EFBIG_ROWS);
+        i++;
+    }
+    sqlite3_finalize(q);
+    if (i != n_ok) {
+        fail_msg("%zu commits reported, %zu in the database", n_ok, i);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +669,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(large_commits_visible_and_intact, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_during_apply_resumes_after_last_applied, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(spilled_commit_survives_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(spilled_commit_survives_checkpoint_and_kill, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(write_error_fails_commit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
