@@ -3,7 +3,10 @@
  * byte, are visible to another connection (the default VFS, as the snapshot's reader and an
  * operator's sqlite3 use) as soon as apply returns, and survive a restart; and a process killed
  * (SIGKILL) in the middle of applying restarts at its last_applied_index and, re-applying exactly
- * the entries after it, reaches the digest of a replica that never stopped. */
+ * the entries after it, reaches the digest of a replica that never stopped. At the VFS level: a
+ * commit that spilled and rewrote pages survives a SIGKILL right after COMMIT returns (also after
+ * another connection checkpointed it), and a real write error (EFBIG) fails COMMIT and loses no
+ * reported commit. */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
