@@ -496,20 +496,6 @@ static void srv_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     struct sinter_transport_server *s = arg;
     uint32_t id = (uint32_t)nng_pipe_id(p);
-    if (ev == NNG_PIPE_EV_ADD_PRE) {
-        pthread_mutex_lock(&s->mu);
-        bool full = s->st.connections >= s->o.max_connections;
-        if (full) {
-            s->st.refused_connections++;
-        } else {
-            s->pipe_ids[s->st.connections++] = id;
-        }
-        pthread_mutex_unlock(&s->mu);
-        if (full) {
-            nng_pipe_close(p);
-        }
-        return;
-    }
     if (ev == NNG_PIPE_EV_REM_POST) {
         pthread_mutex_lock(&s->mu);
         (void)pipe_forget(s, id);
@@ -518,16 +504,32 @@ static void srv_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
     }
     nng_sockaddr sa;
     uint16_t port = 0;
-    if (nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0) {
-        return;
-    }
-    if (sa.s_family == NNG_AF_INET) {
-        port = sa.s_in.sa_port;
-    } else if (sa.s_family == NNG_AF_INET6) {
-        port = sa.s_in6.sa_port;
+    if (nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) == 0) {
+        if (sa.s_family == NNG_AF_INET) {
+            port = sa.s_in.sa_port;
+        } else if (sa.s_family == NNG_AF_INET6) {
+            port = sa.s_in6.sa_port;
+        }
     }
     pthread_mutex_lock(&s->mu);
-    if (s->probe_port != 0 && port == s->probe_port) {
+    /* The watchdog's own probe is neither counted nor refused: refused at the limit, it would
+     * look like a deaf listener, and two such misses restart the listener, which drops every
+     * admitted client (and they would fill it again: a restart every few seconds). */
+    bool probe = s->probe_port != 0 && port == s->probe_port;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        bool full = !probe && s->st.connections >= s->o.max_connections;
+        if (full) {
+            s->st.refused_connections++;
+        } else if (!probe) {
+            s->pipe_ids[s->st.connections++] = id;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (full) {
+            nng_pipe_close(p);
+        }
+        return;
+    }
+    if (probe) {
         s->probe_seen = true;
         pthread_cond_broadcast(&s->cv);
     }

@@ -83,9 +83,11 @@ enum sinter_fence_backend {
 /* A statement cache for ONE connection (sinter_fence_cache_new below). Opaque. */
 struct sinter_fence_cache;
 
-/* A borrowed database connection and which backend it is. Set kind and the matching field (or
- * use the two constructors below); the other field is ignored. The fence never frees either.
- * cache is optional (NULL: none): the connection's statement cache, see sinter_fence_cache_new. */
+/* A borrowed database connection and which backend it is. Build it with one of the two
+ * constructors below, or zero it first and then set kind and the matching connection field: every
+ * field is read (a cache left uninitialised would be dereferenced). The fence never frees the
+ * connection. cache is optional (NULL: none): the connection's statement cache, see
+ * sinter_fence_cache_new. */
 struct sinter_fence_db {
     enum sinter_fence_backend kind;
     sqlite3 *sqlite; /* kind == SINTER_FENCE_SQLITE */

@@ -72,10 +72,10 @@ struct sinter_tcc_action {
      * 5 s), pg_conninfo (libpq, one connection per worker thread, closed and reopened when it
      * broke or was left inside a transaction), or connect + disconnect (the caller's factory,
      * e.g. a pool: connect is called on the worker thread at the start of EVERY phase-2
-     * delivery and fills *db with an idle connection; disconnect gets it back at the end of that
-     * delivery, whatever its outcome, possibly inside a failed transaction: the pool checks or
-     * replaces it. A pooled SQLite connection should come with its statement cache in
-     * db->cache (sinter_fence_cache_new; it stays the pool's, freed before the connection is
+     * delivery and fills *db (zeroed on entry) with an idle connection; disconnect gets it back at
+     * the end of that delivery, whatever its outcome, possibly inside a failed transaction: the
+     * pool checks or replaces it. A pooled SQLite connection should come with its statement cache
+     * in db->cache (sinter_fence_cache_new; it stays the pool's, freed before the connection is
      * closed): a phase-2 delivery then prepares nothing. The library's sqlite_path connections
      * have one built in. connect returning non-zero, or a connection handed out inside a
      * transaction (SINTER_EBUSY), makes the delivery retryable. Both are also called once by

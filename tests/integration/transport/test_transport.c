@@ -1709,19 +1709,18 @@ static uint64_t wait_stat(struct sinter_transport_server *srv, size_t field, uin
 #define BULK_REPLY 16000u
 
 static atomic_uint g_bulk_handled;
+static char g_bulk_text[BULK_REPLY]; /* filled before the server opens; handlers only read it */
 
 static void bulky_handler(void *arg, struct sinter_transport_request *req)
 {
     (void)arg;
-    static char text[BULK_REPLY];
-    memset(text, 'x', sizeof text);
     const struct sinter_proto_msg *m = sinter_transport_request_msg(req);
     struct sinter_proto_msg r;
     memset(&r, 0, sizeof r);
     r.code = sinter_proto_reply_code(m->code);
     if (m->code == SINTER_MSG_HEARTBEAT) {
         atomic_fetch_add(&g_bulk_handled, 1);
-        r.rs.message.ptr = text;
+        r.rs.message.ptr = g_bulk_text;
         r.rs.message.len = BULK_REPLY;
     } else {
         r.u.global_begin_result.xid.group = (uint32_t)(m->rq.client_id & 0xffff);
@@ -1777,6 +1776,7 @@ static void non_reading_peer_is_bounded(void **state)
         skip(); /* a server-side case: the two same-engine groups cover both servers */
     }
     atomic_store(&g_bulk_handled, 0);
+    memset(g_bulk_text, 'x', sizeof g_bulk_text);
     struct sinter_transport_server_opts o;
     sinter_transport_server_opts_default(&o);
     o.url = "tcp://127.0.0.1:0";
@@ -1918,7 +1918,8 @@ static void connection_limit(void **state)
     o.url = "tcp://127.0.0.1:0";
     o.n_contexts = 8;
     o.handler = bulky_handler;
-    o.watchdog_disable = true;
+    o.watchdog_ms = 100; /* nng: its probes must pass at the limit (they once did not) */
+    o.watchdog_probe_ms = 500;
     o.use_nng = g_srv_nng;
     o.max_connections = 2;
     struct sinter_transport_server *srv;
@@ -1936,6 +1937,23 @@ static void connection_limit(void **state)
     close(c);
     assert_int_equal(
         wait_stat(srv, offsetof(struct sinter_transport_server_stats, refused_connections), 1), 1);
+    if (g_srv_nng) {
+        /* Several watchdog probes while full: each gets through (none refused, none counted),
+         * so the listener is never restarted under the admitted connections. */
+        struct sinter_transport_server_stats st0;
+        sinter_transport_server_stats(srv, &st0);
+        struct sinter_transport_server_stats st1 = st0;
+        for (int i = 0; i < 1500 && st1.probes < st0.probes + 4; i++) {
+            struct timespec ts = {0, 20 * 1000000L};
+            nanosleep(&ts, NULL);
+            sinter_transport_server_stats(srv, &st1);
+        }
+        assert_true(st1.probes >= st0.probes + 4);
+        assert_int_equal(st1.probe_failures, 0);
+        assert_int_equal(st1.listener_restarts, 0);
+        assert_int_equal(st1.refused_connections, 1);
+        assert_int_equal(st1.connections, 2);
+    }
 
     /* A place comes back: a client is served once one of the two goes away. */
     close(a);
