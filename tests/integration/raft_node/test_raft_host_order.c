@@ -12,7 +12,8 @@
  *     time the proposals took.
  * A leader change under load (ASan, a busy machine) is tolerated: a proposal that fails is
  * proposed again, as a new attempt, to the group's current leader; both attempts may then be
- * applied, but each attempt at most once, and each proposal completes OK exactly once.
+ * applied, but each attempt at most once, and each proposal completes OK exactly once. The second
+ * case forces that path: both groups' leaderships are transferred halfway through the proposals.
  * No timing is asserted beyond generous waits for completion.
  */
 #include <ftw.h>
@@ -156,6 +157,11 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
 
 static void cluster_up(void)
 {
+    memset(g_sm, 0, sizeof g_sm);
+    memset(g_props, 0, sizeof g_props);
+    memset(g_ok, 0, sizeof g_ok);
+    atomic_store(&g_retries, 0);
+    atomic_store(&g_errors, 0);
     const char *tmp = getenv("TMPDIR");
     snprintf(g_root, sizeof g_root, "%s/sinter-host-order-XXXXXX", tmp != NULL ? tmp : "/tmp");
     assert_non_null(mkdtemp(g_root));
@@ -235,6 +241,15 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void on_transfer(void *arg, int rc, uint64_t index, sinter_raft_id leader, const char *url)
+{
+    (void)arg;
+    (void)rc; /* the outcome shows in the proposals' completions */
+    (void)index;
+    (void)leader;
+    (void)url;
+}
+
 static void propose_on(struct prop *p, int node)
 {
     p->node = node;
@@ -246,9 +261,8 @@ static void propose_on(struct prop *p, int node)
 
 /* ---- the test ------------------------------------------------------------------------------- */
 
-static void proposals_complete_once_after_apply_and_replicas_apply_once_in_order(void **state)
+static void run(bool transfer)
 {
-    (void)state;
     cluster_up();
     int leader[GROUPS];
     for (uint32_t g = 0; g < GROUPS; g++) {
@@ -276,6 +290,12 @@ static void proposals_complete_once_after_apply_and_replicas_apply_once_in_order
             }
         }
         sinter_test_sleep_ms(wave % 3 == 0 ? 2 : 0);
+        if (transfer && next >= PROPOSALS / 2 && next - wave < PROPOSALS / 2) {
+            for (uint32_t g = 0; g < GROUPS; g++) {
+                assert_int_equal(sinter_raft_host_transfer(g_h[leader[g]], g, 0, on_transfer, NULL),
+                                 SINTER_OK);
+            }
+        }
     }
     /* Wait for every proposal to complete OK; one that failed (a leader change: ENOTLEADER,
      * ESTALE, or ETIMEOUT when the new leader was slow) goes again, as a new attempt, to the
@@ -390,10 +410,23 @@ static void proposals_complete_once_after_apply_and_replicas_apply_once_in_order
     assert_int_equal(props, 2 * PROPOSALS);
 }
 
+static void proposals_complete_once_after_apply_and_replicas_apply_once_in_order(void **state)
+{
+    (void)state;
+    run(false);
+}
+
+static void the_same_across_a_leadership_transfer(void **state)
+{
+    (void)state;
+    run(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(proposals_complete_once_after_apply_and_replicas_apply_once_in_order),
+        cmocka_unit_test(the_same_across_a_leadership_transfer),
     };
     return cmocka_run_group_tests_name("raft_host_order", tests, NULL, NULL);
 }
