@@ -1272,9 +1272,11 @@ static bool handle_ready(struct group *g)
         spare_maybe(g);
     }
     /* 3. Votes and append acknowledgements promise durable state: only now, and at once: the
-     * leader waits for the acknowledgement to commit, so holding it until the end of the
-     * iteration put this node's apply (and every other group's ready) on the leader's commit
-     * path. */
+     * leader waits for the acknowledgement to commit. Held until the end of the iteration, it
+     * waited for this ready's apply (a pipelined follower's ready carries new entries and the
+     * commit of earlier ones) and its completions, then for the rest of the pass up to the next
+     * flush: a later ready's step 1 when it has entries or a hard state to persist (every ready
+     * with newly committed entries has), the end of the pass otherwise. */
     send_msgs(g, rd.msgs_after_persist, rd.n_msgs_after_persist);
     if (h->unflushed && rd.n_msgs_after_persist > 0) {
         sinter_raft_transport_flush(h->t, 0);
