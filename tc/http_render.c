@@ -149,6 +149,16 @@ static void host_series(struct sinter_tc_buf *b, const struct sinter_raft_host_s
             "Helper threads' time writing and syncing snapshots."),
         ROW(snapshot_publish_ns, "sinter_raft_snapshot_publish_seconds_total", true,
             "Loop time publishing taken snapshots and compacting the log."),
+        ROW(props_done, "sinter_raft_proposals_committed_total", false,
+            "Proposals made on this node that completed committed."),
+        ROW(prop_queue_ns, "sinter_raft_proposal_queue_seconds_total", true,
+            "Their time from submission until the loop proposed them to the core."),
+        ROW(prop_commit_ns, "sinter_raft_proposal_commit_seconds_total", true,
+            "Their time from the core until their batch's apply started (replication)."),
+        ROW(prop_apply_ns, "sinter_raft_proposal_apply_seconds_total", true,
+            "Their batch's apply time, counted once per proposal."),
+        ROW(prop_complete_ns, "sinter_raft_proposal_complete_seconds_total", true,
+            "Their time from the apply's end until their completion ran."),
 #undef ROW
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -309,6 +319,14 @@ int sinter_tc_prom_render(uint64_t node_id, const struct sinter_tc_prom_group *g
     family(b, "sinter_gc_removed_total", "counter",
            "Finished globals removed by retention GC proposed by this node.");
     sinter_tc_buf_printf(b, "sinter_gc_removed_total %" PRIu64 "\n", ld(&m->gc_removed));
+    family(b, "sinter_write_replies_total", "counter",
+           "Client writes answered with their applied result by this node (the leader).");
+    sinter_tc_buf_printf(b, "sinter_write_replies_total %" PRIu64 "\n", ld(&m->write_replies));
+    family(b, "sinter_write_reply_seconds_total", "counter",
+           "Their time on this node, from the handler's start to the reply written.");
+    sinter_tc_buf_printf(b, "sinter_write_reply_seconds_total ");
+    secs_ns(b, ld(&m->write_reply_ns));
+    sinter_tc_buf_printf(b, "\n");
     if (rpc != NULL) {
         rpc_series(b, rpc);
     }

@@ -50,6 +50,11 @@ struct sinter_tc_metrics {
     _Atomic uint64_t timeouts;
     _Atomic uint64_t retry_timeouts;
     _Atomic uint64_t gc_removed;
+    /* Client writes answered from their proposal's completion with the result (the plain reply
+     * path), and the sum of their time on this node: handler start (request decoded) -> reply
+     * written. Against sinter_raft_proposal_*_seconds_total it shows what the RPC layer adds. */
+    _Atomic uint64_t write_replies;
+    _Atomic uint64_t write_reply_ns;
     /* Leadership changes seen per group (a new non-zero leader reported by the host). */
     _Atomic uint64_t leader_changes[SINTER_TC_MAX_GROUPS];
 };

@@ -63,7 +63,15 @@ struct call {
     struct sinter_xid xid; /* GlobalStatus: the xid to read; commit / rollback: the global */
     bool wait_phase2;      /* SINTER_PROTO_END_WAIT_PHASE2: park the reply until the global ends */
     uint32_t wait_ms;
+    uint64_t t_start; /* mono_ns() when the handler started on it (write_reply_ns) */
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
@@ -478,6 +486,12 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
                 sinter_tc_end_wait(g, c->req, c->code, c->xid, c->wait_ms);
             } else {
                 reply_result(c, r);
+                /* What the RPC layer adds to a write, against the host's proposal stage
+                 * counters (docs/operations.md). */
+                struct sinter_tc_metrics *mt = &c->s->metrics;
+                atomic_fetch_add_explicit(&mt->write_replies, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&mt->write_reply_ns, mono_ns() - c->t_start,
+                                          memory_order_relaxed);
             }
         } else {
             /* Cannot happen with the host's apply-then-resolve order; if it ever does, the
@@ -689,6 +703,7 @@ static void handle_cluster_meta(struct sinter_tc_server *s, struct sinter_transp
 static void propose(struct sinter_tc_server *s, struct sinter_transport_request *req, uint16_t code,
                     uint32_t group, const struct sinter_tc_cmd *cmd)
 {
+    uint64_t t_start = mono_ns();
     size_t cap = sinter_tc_cmd_encoded_size(cmd);
     uint8_t *buf = malloc(cap > 0 ? cap : 1);
     struct call *c = calloc(1, sizeof *c);
@@ -708,7 +723,7 @@ static void propose(struct sinter_tc_server *s, struct sinter_transport_request 
         reply_error(req, rc, "request field out of range for the coordinator");
         return;
     }
-    *c = (struct call){s, req, code, group, {0, 0}, false, 0};
+    *c = (struct call){s, req, code, group, {0, 0}, false, 0, t_start};
     if (code == SINTER_MSG_GLOBAL_COMMIT || code == SINTER_MSG_GLOBAL_ROLLBACK) {
         const struct sinter_proto_msg *m = sinter_transport_request_msg(req);
         c->xid = m->u.global_end.xid;
@@ -832,7 +847,7 @@ static void handle_command(struct sinter_tc_server *s, struct sinter_transport_r
     if (xid != NULL) {
         if (!group_ok(s, xid)) {
             struct sinter_tc_result nf = {.rc = SINTER_ENOTFOUND, .status = SINTER_GS_FINISHED};
-            struct call c = {s, req, m->code, 0, *xid, false, 0};
+            struct call c = {s, req, m->code, 0, *xid, false, 0, 0};
             reply_result(&c, &nf);
             return;
         }
@@ -1062,7 +1077,7 @@ static void handle_phase2_report(struct sinter_tc_server *s, struct sinter_trans
     const struct sinter_xid *x = &p->outcome.xid;
     if (!group_ok(s, x)) {
         struct sinter_tc_result nf = {.rc = SINTER_ENOTFOUND, .status = SINTER_GS_FINISHED};
-        struct call c = {s, req, m->code, 0, *x, false, 0};
+        struct call c = {s, req, m->code, 0, *x, false, 0, 0};
         reply_result(&c, &nf);
         return;
     }
@@ -1097,7 +1112,7 @@ static void handle_status(struct sinter_tc_server *s, struct sinter_transport_re
         reply_error(req, SINTER_ENOMEM, NULL);
         return;
     }
-    *c = (struct call){s, req, m->code, x->group, *x, false, 0};
+    *c = (struct call){s, req, m->code, x->group, *x, false, 0, 0};
     int rc = sinter_raft_host_read(s->host, x->group, on_read, c);
     if (rc != SINTER_OK) {
         free(c);

@@ -271,6 +271,15 @@ struct sinter_raft_host_stats {
     uint64_t snapshot_sync_ns;    /* helper threads: snapshot header + fsync + rename */
     uint64_t snapshot_publish_ns; /* loop: publishing taken snapshots + compaction */
     uint64_t snapshot_publish_max_ns;
+    /* Proposals (sinter_raft_host_propose) that completed committed, and the sum of their time
+     * in each stage: submitted -> proposed to the core on the loop (queue), -> their batch's
+     * apply started (commit: own append, replication, acknowledgements, loop passes), the apply
+     * of that batch (apply), -> their callback ran (complete: callbacks ahead of it). */
+    uint64_t props_done;
+    uint64_t prop_queue_ns;
+    uint64_t prop_commit_ns;
+    uint64_t prop_apply_ns;
+    uint64_t prop_complete_ns;
 };
 
 /* Copies the counters into *st; reset zeroes them afterwards (so *_max_ns cover the interval

@@ -97,6 +97,7 @@ struct event {
     struct snap_in *snap_in;
     struct snap_job *job;
     uint32_t len;
+    uint64_t t_sub; /* EV_PROPOSE: when submitted (now_ns), for the proposal stage counters */
     uint8_t data[]; /* EV_PROPOSE */
 };
 
@@ -107,6 +108,7 @@ struct pending {
     uint64_t deadline;
     sinter_raft_host_done_fn cb;
     void *arg;
+    uint64_t t_sub, t_step; /* submitted, proposed to the core (now_ns) */
 };
 
 struct pread {
@@ -178,6 +180,7 @@ struct group {
     struct sinter_raft_host_entry *abuf;
     size_t abuf_cap;
     bool dirty;                        /* loop only: st is stale */
+    uint64_t apply_t0, apply_t1;       /* loop only: the current apply's start and end (now_ns) */
     struct sinter_raft_host_status st; /* published under h->st_mu */
 };
 
@@ -379,7 +382,7 @@ static void group_fail(struct group *g, int rc, const char *what)
 }
 
 static void pending_add(struct group *g, uint64_t index, uint64_t term, uint64_t deadline,
-                        sinter_raft_host_done_fn cb, void *arg)
+                        sinter_raft_host_done_fn cb, void *arg, uint64_t t_sub)
 {
     struct pending *p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -391,6 +394,8 @@ static void pending_add(struct group *g, uint64_t index, uint64_t term, uint64_t
     p->deadline = deadline;
     p->cb = cb;
     p->arg = arg;
+    p->t_sub = t_sub;
+    p->t_step = t_sub != 0 ? now_ns() : 0;
     /* A new entry at or below a pending one means our log was cut back there (we lost leadership
      * and got truncated, then won again): the older pending entries are gone for good. A
      * committed entry is never truncated (Leader Completeness, paper 5.4), so this is "lost". */
@@ -1122,7 +1127,10 @@ static int apply_committed(struct group *g, const struct sinter_raft_entry *c, s
     }
     uint64_t t0 = now_ns();
     int rc = g->sm.apply(g->sm.arg, g->id, g->abuf, n);
-    uint64_t dt = now_ns() - t0;
+    uint64_t t1 = now_ns();
+    uint64_t dt = t1 - t0;
+    g->apply_t0 = t0;
+    g->apply_t1 = t1;
     h->lstats.apply_entries += n;
     h->lstats.apply_ns += dt;
     stat_max(&h->lstats.apply_max_ns, dt);
@@ -1138,6 +1146,17 @@ static void resolve_props(struct group *g, const struct sinter_raft_entry *c, si
             struct pending *p = g->props;
             g->props = p->next;
             if (p->index == c[i].index && p->term == c[i].term) {
+                if (p->t_sub != 0) {
+                    /* Where a proposal's time went (sinter_raft_host_stats): queued for the
+                     * loop, replicated until committed, applied, callbacks ahead of it. */
+                    struct sinter_raft_host_stats *st = &g->h->lstats;
+                    uint64_t now = now_ns();
+                    st->props_done++;
+                    st->prop_queue_ns += p->t_step - p->t_sub;
+                    st->prop_commit_ns += g->apply_t0 - p->t_step;
+                    st->prop_apply_ns += g->apply_t1 - g->apply_t0;
+                    st->prop_complete_ns += now - g->apply_t1;
+                }
                 complete(g, p->cb, p->arg, SINTER_OK, p->index);
             } else {
                 complete(g, p->cb, p->arg, SINTER_ENOTLEADER, p->index);
@@ -1252,8 +1271,17 @@ static bool handle_ready(struct group *g)
         }
         spare_maybe(g);
     }
-    /* 3. Votes and append acknowledgements promise durable state: only now. */
+    /* 3. Votes and append acknowledgements promise durable state: only now, and at once: the
+     * leader waits for the acknowledgement to commit. Held until the end of the iteration, it
+     * waited for this ready's apply (a pipelined follower's ready carries new entries and the
+     * commit of earlier ones) and its completions, then for the rest of the pass up to the next
+     * flush: a later ready's step 1 when it has entries or a hard state to persist (every ready
+     * with newly committed entries has), the end of the pass otherwise. */
     send_msgs(g, rd.msgs_after_persist, rd.n_msgs_after_persist);
+    if (h->unflushed && rd.n_msgs_after_persist > 0) {
+        sinter_raft_transport_flush(h->t, 0);
+        h->unflushed = false;
+    }
     /* 4. Apply in one batch, complete proposals, note reads. */
     if (rd.n_committed > 0) {
         int rc = apply_committed(g, rd.committed, rd.n_committed);
@@ -1311,7 +1339,8 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
         if (rc != SINTER_OK) {
             complete(g, e->cb, e->arg, rc, 0);
         } else {
-            pending_add(g, index, term, now_ms() + h->o.propose_timeout_ms, e->cb, e->arg);
+            pending_add(g, index, term, now_ms() + h->o.propose_timeout_ms, e->cb, e->arg,
+                        e->t_sub);
         }
         break;
     }
@@ -1328,7 +1357,7 @@ static void handle_event(struct sinter_raft_host *h, struct event *e)
             hlog(h, 2, g->id, "membership change %d of %" PRIu64 " proposed at %" PRIu64, e->change,
                  e->id, index);
             pending_add(g, index, sinter_raft_term(g->r), now_ms() + h->o.propose_timeout_ms, e->cb,
-                        e->arg);
+                        e->arg, 0);
         }
         break;
     }
@@ -1445,6 +1474,11 @@ static void stats_add(struct sinter_raft_host_stats *to, const struct sinter_raf
     to->snapshot_sync_ns += d->snapshot_sync_ns;
     to->snapshot_publish_ns += d->snapshot_publish_ns;
     stat_max(&to->snapshot_publish_max_ns, d->snapshot_publish_max_ns);
+    to->props_done += d->props_done;
+    to->prop_queue_ns += d->prop_queue_ns;
+    to->prop_commit_ns += d->prop_commit_ns;
+    to->prop_apply_ns += d->prop_apply_ns;
+    to->prop_complete_ns += d->prop_complete_ns;
 }
 
 /* Publishes the status of the groups that changed (or of all, once per tick round and at start)
@@ -1971,6 +2005,7 @@ static int submit(struct sinter_raft_host *h, int type, uint32_t group, sinter_r
     e->cb = cb;
     e->arg = arg;
     e->len = len;
+    e->t_sub = type == EV_PROPOSE ? now_ns() : 0;
     if (len > 0) {
         memcpy(e->data, data, len);
     }

@@ -45,6 +45,8 @@ static void render_full(void **state)
     atomic_store(&m.timeouts, 4);
     atomic_store(&m.retry_timeouts, 5);
     atomic_store(&m.gc_removed, 6);
+    atomic_store(&m.write_replies, 8);
+    atomic_store(&m.write_reply_ns, 12500000);
     atomic_store(&m.leader_changes[1], 2);
     sinter_tc_hist_observe(&m.phase2_latency, 1);      /* le 0.001 */
     sinter_tc_hist_observe(&m.phase2_latency, 150);    /* le 0.200 */
@@ -73,7 +75,12 @@ static void render_full(void **state)
     struct sinter_raft_host_stats hs = {.store_appends = 7,
                                         .store_append_entries = 90,
                                         .store_append_ns = 2500001000u,
-                                        .apply_ns = 999999};
+                                        .apply_ns = 999999,
+                                        .props_done = 5,
+                                        .prop_queue_ns = 1000000,
+                                        .prop_commit_ns = 4000000,
+                                        .prop_apply_ns = 500000,
+                                        .prop_complete_ns = 2000};
     struct sinter_transport_server_stats ts = {
         .connections = 12, .refused_connections = 3, .stalled_connections = 1, .bad_frames = 5};
     struct sinter_tc_buf b = {0};
@@ -99,6 +106,13 @@ static void render_full(void **state)
     assert_true(value_of(b.p, "sinter_raft_store_append_seconds_total") == 2.500001);
     assert_true(value_of(b.p, "sinter_raft_apply_seconds_total") == 0.000999);
     assert_true(value_of(b.p, "sinter_raft_loop_busy_seconds_total") == 0);
+    assert_true(value_of(b.p, "sinter_raft_proposals_committed_total") == 5);
+    assert_true(value_of(b.p, "sinter_raft_proposal_queue_seconds_total") == 0.001);
+    assert_true(value_of(b.p, "sinter_raft_proposal_commit_seconds_total") == 0.004);
+    assert_true(value_of(b.p, "sinter_raft_proposal_apply_seconds_total") == 0.0005);
+    assert_true(value_of(b.p, "sinter_raft_proposal_complete_seconds_total") == 0.000002);
+    assert_true(value_of(b.p, "sinter_write_replies_total") == 8);
+    assert_true(value_of(b.p, "sinter_write_reply_seconds_total") == 0.0125);
     assert_true(value_of(b.p, "sinter_raft_leader_changes_total{group=\"1\"}") == 2);
     assert_true(value_of(b.p, "sinter_requests_total{type=\"GlobalBegin\"}") == 7);
     assert_true(value_of(b.p, "sinter_requests_total{type=\"GlobalCommit\"}") == 0);
