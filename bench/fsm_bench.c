@@ -389,7 +389,7 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     struct opts o = {{1, 8, 32}, 3, 20000, 20000, 16, 3, 8, 0, NULL};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every flag takes a value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = v == NULL;
@@ -420,7 +420,6 @@ int main(int argc, char **argv)
             fputs(usage, stderr);
             return 2;
         }
-        i++;
     }
     if (o.dir != NULL) {
         setenv("TMPDIR", o.dir, 1); /* bench_mkdtemp creates each row's directory under it */

@@ -58,11 +58,13 @@ static const char *const cached_sql[SINTER_FC_N] = {
     [SINTER_FC_SELECT] = "SELECT status FROM sinter_tcc_fence WHERE xid = ?1 AND branch_id = ?2",
     /* ON CONFLICT DO NOTHING, not INSERT OR IGNORE: only the key conflict is expected; a NOT
      * NULL or CHECK violation must still fail loudly. */
-    [SINTER_FC_INSERT] = "INSERT INTO sinter_tcc_fence (xid, branch_id, action_name, status, "
-                         "created_at, modified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) "
-                         "ON CONFLICT (xid, branch_id) DO NOTHING",
-    [SINTER_FC_UPDATE] = "UPDATE sinter_tcc_fence SET status = ?3, modified_at = ?4 "
-                         "WHERE xid = ?1 AND branch_id = ?2 AND status = ?5",
+    /* Parenthesised: clang's -Wstring-concatenation (the fuzz build) takes adjacent literals in
+     * an array initializer for a missing comma. */
+    [SINTER_FC_INSERT] = ("INSERT INTO sinter_tcc_fence (xid, branch_id, action_name, status, "
+                          "created_at, modified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) "
+                          "ON CONFLICT (xid, branch_id) DO NOTHING"),
+    [SINTER_FC_UPDATE] = ("UPDATE sinter_tcc_fence SET status = ?3, modified_at = ?4 "
+                          "WHERE xid = ?1 AND branch_id = ?2 AND status = ?5"),
     [SINTER_FC_BEGIN] = "BEGIN IMMEDIATE",
     [SINTER_FC_COMMIT] = "COMMIT",
 };
