@@ -125,7 +125,7 @@ struct sinter_tc_config {
     uint64_t gc_interval_ms;
     uint64_t client_idle_ms;
     bool batch_branch_results;
-    char *client_transport;  /* "native" (NULL = default) or "nng" */
+    char *client_transport; /* "native" (NULL = default) or "nng" */
     uint32_t max_client_connections;
     char *tls_cert_key_file; /* [tls]; malloc'ed, NULL = not set */
     char *tls_key_password;
