@@ -20,8 +20,10 @@
  * 0 when every answer was the expected one, 1 with a message on the first unexpected answer, and
  * 2 for a usage error.
  *
- * Phase 2 (the coordinator delivering confirm / cancel to the RMs) comes with the next release,
- * so the globals stop at Committing / Rollbacking here: nothing below pretends otherwise.
+ * This walkthrough speaks the wire protocol by hand and runs no RM, so nobody serves the two
+ * resources its branches name: the coordinator keeps each decision and keeps trying to deliver
+ * phase 2 (confirm / cancel) until an RM for them appears, and the globals stay Committing /
+ * Rollbacking here. The TCC transfer demo (examples/tcc-transfer) shows phase 2 end to end.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -634,14 +636,13 @@ static struct outcome step_rollback(void)
     return (struct outcome){x, st};
 }
 
-/* Says where the two globals stand, and why they stop there in this release. */
+/* Says where the two globals stand, and why they stop there: no RM serves their resources. */
 static void note_phase2(struct outcome committed, struct outcome rolled_back)
 {
-    printf("\n  Note: phase 2 (the coordinator delivering confirm / cancel to the RMs of %s and "
-           "%s)\n"
-           "  comes with the next release; this walkthrough does not pretend it happened. The "
-           "decisions\n"
-           "  are durable: global %s stays %s and global %s stays %s until then.\n",
+    printf("\n  Note: phase 2 (confirm / cancel) needs an RM serving %s and %s, and this\n"
+           "  walkthrough runs none: the coordinator keeps retrying the deliveries. The decisions\n"
+           "  are durable: global %s stays %s and global %s stays %s until an RM appears\n"
+           "  (the TCC transfer demo, examples/tcc-transfer, shows phase 2 end to end).\n",
            RESOURCES[0], RESOURCES[1], xid_text(committed.xid).s,
            sinter_global_status_name(committed.status), xid_text(rolled_back.xid).s,
            sinter_global_status_name(rolled_back.status));
