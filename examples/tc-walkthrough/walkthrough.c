@@ -21,9 +21,10 @@
  * 2 for a usage error.
  *
  * This walkthrough speaks the wire protocol by hand and runs no RM, so nobody serves the two
- * resources its branches name: the coordinator keeps each decision and keeps trying to deliver
- * phase 2 (confirm / cancel) until an RM for them appears, and the globals stay Committing /
- * Rollbacking here. The TCC transfer demo (examples/tcc-transfer) shows phase 2 end to end.
+ * resources its branches name: the coordinator keeps each decision and queues the phase-2
+ * deliveries (confirm / cancel) for the first RM that polls for those resources, so the globals
+ * stay Committing / Rollbacking here. The TCC transfer demo (examples/tcc-transfer) shows phase 2
+ * end to end.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -640,7 +641,7 @@ static struct outcome step_rollback(void)
 static void note_phase2(struct outcome committed, struct outcome rolled_back)
 {
     printf("\n  Note: phase 2 (confirm / cancel) needs an RM serving %s and %s, and this\n"
-           "  walkthrough runs none: the coordinator keeps retrying the deliveries. The decisions\n"
+           "  walkthrough runs none: the coordinator queues the deliveries for one. The decisions\n"
            "  are durable: global %s stays %s and global %s stays %s until an RM appears\n"
            "  (the TCC transfer demo, examples/tcc-transfer, shows phase 2 end to end).\n",
            RESOURCES[0], RESOURCES[1], xid_text(committed.xid).s,
