@@ -407,8 +407,9 @@ static int meta_set(struct sinter_tc_fsm *f, const char *key, uint64_t v)
 
 /* ---- open / close ---- */
 
-/* The retention GC's partial index as sql/tc_schema.sql creates it (keep the two identical), for
- * open_db to add to a file of a version that had globals_gc, its IN (9, 11, 13) spelling. */
+/* The retention GC's partial index as sql/tc_schema.sql creates it, for open_db to add to a file
+ * of a version that had globals_gc, its IN (9, 11, 13) spelling. test_tc_fsm's
+ * previous_index_set_opens checks that the two definitions are the same. */
 #define GLOBALS_ENDED_SQL                                                                          \
     "CREATE INDEX IF NOT EXISTS globals_ended ON globals (end_ms, xid_index) "                     \
     "WHERE status = 9 OR status = 11 OR status = 13"

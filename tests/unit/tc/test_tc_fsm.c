@@ -2080,6 +2080,38 @@ static int has_index(const char *path, const char *name)
     return n;
 }
 
+/* The stored definition of index name in the file at path, runs of white space collapsed to one
+ * space (SQLite keeps the CREATE text as written, minus IF NOT EXISTS). */
+static void index_sql(const char *path, const char *name, char *out, size_t cap)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT sql FROM sqlite_schema "
+                                        "WHERE type = 'index' AND name = ?1",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    const char *t = (const char *)sqlite3_column_text(s, 0);
+    assert_non_null(t);
+    size_t n = 0;
+    bool space = false;
+    for (; *t != '\0' && n + 1 < cap; t++) {
+        bool ws = *t == ' ' || *t == '\n' || *t == '\t' || *t == '\r';
+        if (ws && space) {
+            continue;
+        }
+        space = ws;
+        out[n++] = ws ? ' ' : *t;
+    }
+    out[n] = '\0';
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 /* A data directory and a snapshot made by a previous version (with globals_begin_deadline, and
  * globals_gc instead of globals_ended) open with the same state, get this version's index set, and
  * serve the timeout listing and the retention GC (which names globals_ended in INDEXED BY) as
@@ -2126,6 +2158,13 @@ static void previous_index_set_opens(void **state)
     assert_int_equal(has_index(h->path, "globals_begin_deadline"), 0);
     assert_int_equal(has_index(h->path, "globals_gc"), 0);
     assert_int_equal(has_index(h->path, "globals_ended"), 1);
+    /* open_db's copy of the index (GLOBALS_ENDED_SQL) is the schema file's, word for word: the
+     * migrated file and a new one (the snapshot) hold the same definition. */
+    char want[256];
+    char got[256];
+    index_sql(snap_new, "globals_ended", want, sizeof want);
+    index_sql(h->path, "globals_ended", got, sizeof got);
+    assert_string_equal(got, want);
     assert_int_equal(digest(h->f), d);
     assert_true(sinter_tc_fsm_last_applied(h->f) == last);
 
