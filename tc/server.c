@@ -63,15 +63,8 @@ struct call {
     struct sinter_xid xid; /* GlobalStatus: the xid to read; commit / rollback: the global */
     bool wait_phase2;      /* SINTER_PROTO_END_WAIT_PHASE2: park the reply until the global ends */
     uint32_t wait_ms;
-    uint64_t t_start; /* mono_ns() when the handler started on it (write_reply_ns) */
+    uint64_t t_start; /* sinter_tc_mono_ns() when the handler started on it (write_reply_ns) */
 };
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
@@ -490,7 +483,7 @@ static void on_proposed(void *arg, int rc, uint64_t index, sinter_raft_id leader
                  * counters (docs/operations.md). */
                 struct sinter_tc_metrics *mt = &c->s->metrics;
                 atomic_fetch_add_explicit(&mt->write_replies, 1, memory_order_relaxed);
-                atomic_fetch_add_explicit(&mt->write_reply_ns, mono_ns() - c->t_start,
+                atomic_fetch_add_explicit(&mt->write_reply_ns, sinter_tc_mono_ns() - c->t_start,
                                           memory_order_relaxed);
             }
         } else {
@@ -703,7 +696,7 @@ static void handle_cluster_meta(struct sinter_tc_server *s, struct sinter_transp
 static void propose(struct sinter_tc_server *s, struct sinter_transport_request *req, uint16_t code,
                     uint32_t group, const struct sinter_tc_cmd *cmd)
 {
-    uint64_t t_start = mono_ns();
+    uint64_t t_start = sinter_tc_mono_ns();
     size_t cap = sinter_tc_cmd_encoded_size(cmd);
     uint8_t *buf = malloc(cap > 0 ? cap : 1);
     struct call *c = calloc(1, sizeof *c);

@@ -87,12 +87,17 @@ uint64_t sinter_tc_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t sinter_tc_mono_ms(void)
+uint64_t sinter_tc_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t sinter_tc_mono_ms(void)
+{
     /* + 1: 0 means "never" in several timers; the monotonic clock may start near 0. */
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
+    return sinter_tc_mono_ns() / 1000000u + 1u;
 }
 
 static bool in_phase2(uint32_t st)

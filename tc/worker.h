@@ -45,6 +45,9 @@ uint64_t sinter_tc_wall_ms(void);
  * Any thread. */
 uint64_t sinter_tc_mono_ms(void);
 
+/* The same clock in ns (CLOCK_MONOTONIC): durations for the metrics. Any thread. */
+uint64_t sinter_tc_mono_ns(void);
+
 /* The host reported a role for g (loop thread): starts g's workers when this node became leader
  * (or leader of a new term), drops them otherwise. Failure to start (ENOMEM) is logged and
  * retried on the next tick. A group whose store or apply failed is reported as a follower
