@@ -403,6 +403,31 @@ static void exec_or_die(sqlite3 *db, const char *sql, bool child)
     }
 }
 
+/* Forks a child that writes path through the VFS as the fsm does (WAL, synchronous=NORMAL, no
+ * auto-checkpoint: nothing after a commit touches the WAL unless the test does). Returns the pid
+ * in the parent; in the child returns 0 with *db open and fds[0] closed (any failure: _exit). */
+static pid_t fork_vfs_child(const char *path, int fds[2], sqlite3 **db)
+{
+    const char *vfs = sinter_tc_fsm_vfs();
+    assert_non_null(vfs);
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid != 0) {
+        return pid;
+    }
+    close(fds[0]);
+    *db = NULL;
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK) {
+        _exit(8);
+    }
+    exec_or_die(*db,
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0",
+                true);
+    return 0;
+}
+
 /* The first column of the first row of sql on db, as text, into out (SQLite's message if the
  * query fails). */
 static const char *query_text(sqlite3 *db, const char *sql, char *out, size_t cap)
@@ -437,26 +462,14 @@ static const char *query_text(sqlite3 *db, const char *sql, char *out, size_t ca
  * must pass integrity_check: SQLite with the default VFS never loses a commit to a process kill. */
 static void spilled_commit_then_kill(struct h *h, bool checkpoint)
 {
-    const char *vfs = sinter_tc_fsm_vfs();
-    assert_non_null(vfs);
     char path[160];
     snprintf(path, sizeof path, "%s/spill.db", h->dir);
     int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    sqlite3 *db = NULL;
+    pid_t pid = fork_vfs_child(path, fds, &db);
     if (pid == 0) {
-        close(fds[0]);
-        sqlite3 *db = NULL;
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) !=
-            SQLITE_OK) {
-            _exit(8);
-        }
         exec_or_die(
             db,
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-            "PRAGMA wal_autocheckpoint=0; "
             "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); "
             "CREATE INDEX tv ON t(v); "
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) "
@@ -499,7 +512,7 @@ static void spilled_commit_then_kill(struct h *h, bool checkpoint)
     }
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
-    sqlite3 *db = NULL;
+    db = NULL; /* the parent's own connection to the reopened file */
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_string_equal(query_text(db, "PRAGMA integrity_check", out, sizeof out), "ok");
     assert_string_equal(
@@ -544,25 +557,13 @@ static void spilled_commit_survives_checkpoint_and_kill(void **state)
 static void write_error_fails_commit(void **state)
 {
     struct h *h = *state;
-    const char *vfs = sinter_tc_fsm_vfs();
-    assert_non_null(vfs);
     char path[160];
     snprintf(path, sizeof path, "%s/efbig.db", h->dir);
     int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    sqlite3 *db = NULL;
+    pid_t pid = fork_vfs_child(path, fds, &db);
     if (pid == 0) {
-        close(fds[0]);
-        sqlite3 *db = NULL;
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) !=
-            SQLITE_OK) {
-            _exit(8);
-        }
         exec_or_die(db,
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                    "PRAGMA wal_autocheckpoint=0; "
                     "CREATE TABLE t(id INTEGER PRIMARY KEY, batch INT NOT NULL, b BLOB NOT NULL); "
                     "PRAGMA wal_checkpoint(TRUNCATE)",
                     true);
@@ -640,7 +641,7 @@ static void write_error_fails_commit(void **state)
         fail_msg("%zu commits reported, %d failed (want >= 2 and 4)", n_ok, failures);
     }
 
-    sqlite3 *db = NULL;
+    db = NULL; /* the parent's own connection to the reopened file */
     char out[256];
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_string_equal(query_text(db, "PRAGMA integrity_check", out, sizeof out), "ok");
