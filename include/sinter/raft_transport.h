@@ -237,6 +237,22 @@ int sinter_raft_transport_poll_fd(const struct sinter_raft_transport *t);
  * malformed connection is closed and counted in the global stats). */
 size_t sinter_raft_transport_pump(struct sinter_raft_transport *t, size_t max_frames);
 
+/* Puts fd (the caller's own eventfd or pipe, which it keeps owning, reading and closing) into
+ * the set behind poll_fd(), so that a caller loop sleeps in sinter_raft_transport_pump_wait()
+ * alone instead of poll() on both descriptors followed by a pump: one system call per wake-up
+ * instead of three. Once per transport, only with caller_pumps, from the pumping thread. fd must
+ * stay open until close() or be closed by the caller first (epoll then forgets it).
+ * Errors: SINTER_EINVAL (not caller_pumps, fd < 0, a fd already watched, fd epoll refuses),
+ * SINTER_ENOMEM. */
+int sinter_raft_transport_watch_fd(struct sinter_raft_transport *t, int fd);
+
+/* sinter_raft_transport_pump(), except that when no frame was dispatched before it, the round
+ * sleeps up to timeout_ms (0: never) for inbound work or the watched fd. *watched (may be NULL)
+ * is set to whether the watched fd was reported readable; the caller reads it. Same threading
+ * rules and errors as sinter_raft_transport_pump(). */
+size_t sinter_raft_transport_pump_wait(struct sinter_raft_transport *t, size_t max_frames,
+                                       int timeout_ms, bool *watched);
+
 /* Adds a peer (membership change) and starts dialing it. url is copied.
  * Errors: SINTER_EINVAL (id 0 or self), SINTER_EEXIST, SINTER_ETOOBIG (MAX_PEERS),
  * SINTER_ECONFIG (bad URL), SINTER_ESHUTDOWN, SINTER_ENOMEM. */

@@ -211,7 +211,8 @@ struct sinter_raft_transport {
     /* Native inbound (tcp:// listen URL). */
     bool native;
     int lfd, epfd, kick_fd; /* listening socket, epoll set, eventfd that makes epfd readable */
-    struct nconn *nconns;   /* every native connection (pumping thread; close()) */
+    int watch_fd;         /* the caller's own fd in epfd (sinter_raft_transport_watch_fd), or -1 */
+    struct nconn *nconns; /* every native connection (pumping thread; close()) */
     struct nconn *npend, *npend_tail;
     nng_mtx *nmtx;              /* nresumed, wq, nstop */
     nng_cv *ncv;                /* wq non-empty or nstop */
@@ -2120,12 +2121,13 @@ static void native_resume(struct sinter_raft_transport *t)
     }
 }
 
-static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames)
+/* One round of inbound work (see sinter_raft_transport_pump). timeout_ms > 0 lets the round's
+ * epoll_wait sleep when nothing was dispatched before it; *watched reports the caller's watched
+ * fd readable. The kick eventfd is read only when epoll reports it: reading it unconditionally
+ * cost one failed read(2) per loop pass, on the path of every frame at 1 in flight. */
+static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames, int timeout_ms,
+                          bool *watched)
 {
-    uint64_t cnt;
-    if (read(t->kick_fd, &cnt, sizeof cnt) < 0) {
-        /* EAGAIN: no kick pending */
-    }
     native_resume(t);
     size_t budget = max_frames;
     /* Frames already read come first: they were first on the wire. */
@@ -2146,8 +2148,10 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames)
     if (budget > 0) {
         struct epoll_event ev[NATIVE_EVENTS];
         int n;
+        /* Frames already dispatched: do not sleep, the caller has work. */
+        int wait = budget < max_frames ? 0 : timeout_ms;
         do {
-            n = epoll_wait(t->epfd, ev, (int)NATIVE_EVENTS, 0);
+            n = epoll_wait(t->epfd, ev, (int)NATIVE_EVENTS, wait);
         } while (n < 0 && errno == EINTR);
         for (int i = 0; i < n; i++) {
             void *ptr = ev[i].data.ptr;
@@ -2156,7 +2160,19 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames)
                 continue;
             }
             if (ptr == (void *)t) {
-                continue; /* the kick: drained above */
+                /* The kick: reset it. Resumed connections and npend were looked at above, and
+                 * whatever kicks after this read makes the next round's epoll_wait return. */
+                uint64_t cnt;
+                if (read(t->kick_fd, &cnt, sizeof cnt) < 0) {
+                    /* EAGAIN: another round already drained it */
+                }
+                continue;
+            }
+            if (ptr == (void *)&t->watch_fd) {
+                if (watched != NULL) {
+                    *watched = true; /* the caller reads its own fd */
+                }
+                continue;
             }
             if (*(const int *)ptr == EV_PEER) {
                 nout_event(ptr, ev[i].events); /* outbound: whatever the budget */
@@ -2192,7 +2208,7 @@ static void native_pump_main(void *arg)
     while (!atomic_load_explicit(&t->pump_stop, memory_order_acquire)) {
         struct pollfd pfd = {.fd = t->epfd, .events = POLLIN};
         if (poll(&pfd, 1, -1) > 0) {
-            (void)native_pump(t, NATIVE_SELF_BATCH);
+            (void)native_pump(t, NATIVE_SELF_BATCH, 0, NULL);
         }
     }
 }
@@ -2207,7 +2223,32 @@ size_t sinter_raft_transport_pump(struct sinter_raft_transport *t, size_t max_fr
     if (t == NULL || !t->native || !t->o.caller_pumps || max_frames == 0) {
         return 0;
     }
-    return native_pump(t, max_frames);
+    return native_pump(t, max_frames, 0, NULL);
+}
+
+size_t sinter_raft_transport_pump_wait(struct sinter_raft_transport *t, size_t max_frames,
+                                       int timeout_ms, bool *watched)
+{
+    if (watched != NULL) {
+        *watched = false;
+    }
+    if (t == NULL || !t->native || !t->o.caller_pumps || max_frames == 0) {
+        return 0;
+    }
+    return native_pump(t, max_frames, timeout_ms < 0 ? 0 : timeout_ms, watched);
+}
+
+int sinter_raft_transport_watch_fd(struct sinter_raft_transport *t, int fd)
+{
+    if (t == NULL || !t->native || !t->o.caller_pumps || fd < 0 || t->watch_fd >= 0) {
+        return SINTER_EINVAL;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &t->watch_fd};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        return errno == ENOMEM || errno == ENOSPC ? SINTER_ENOMEM : SINTER_EINVAL;
+    }
+    t->watch_fd = fd;
+    return SINTER_OK;
 }
 
 /* Opens the native listener, the epoll set and the reading thread of the mode. */
@@ -2368,6 +2409,7 @@ int sinter_raft_transport_open(struct sinter_raft_transport **out,
     t->lfd = -1;
     t->epfd = -1;
     t->kick_fd = -1;
+    t->watch_fd = -1;
     t->listen_url = dup_str(opts->listen_url);
     t->o.listen_url = t->listen_url;
     if (t->listen_url == NULL) {

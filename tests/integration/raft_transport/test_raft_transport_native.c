@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -449,6 +450,90 @@ static void pump_budget_leaves_fd_readable(void **state)
     sinter_raft_wire_buf_free(&b);
 }
 
+/* The caller's own fd in the transport's epoll set (the raft host's wake eventfd): one
+ * pump_wait() sleeps for frames and for that fd alike, reports the fd without reading it, never
+ * sleeps while frames it already read are waiting, and still sleeps when nothing is there. */
+static void pump_wait_watches_caller_fd(void **state)
+{
+    (void)state;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    assert_true(efd >= 0);
+    bool w = true;
+    if (!g_n.pumps) {
+        assert_int_equal(sinter_raft_transport_watch_fd(g_n.t, efd), SINTER_EINVAL);
+        assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 10, &w), 0);
+        assert_false(w);
+        close(efd);
+        return;
+    }
+    assert_int_equal(sinter_raft_transport_watch_fd(g_n.t, -1), SINTER_EINVAL);
+    assert_int_equal(sinter_raft_transport_watch_fd(g_n.t, efd), SINTER_OK);
+    assert_int_equal(sinter_raft_transport_watch_fd(g_n.t, efd), SINTER_EINVAL); /* once */
+    assert_int_equal(sinter_raft_transport_pump_wait(NULL, 8, 10, &w), 0);
+    assert_false(w);
+
+    /* Nothing there: a zero timeout returns at once, a positive one sleeps (epoll_wait does not
+     * return before its timeout without an event, and EINTR restarts it). */
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 0, &w), 0);
+    assert_false(w);
+    uint64_t t0 = mono_ms();
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 60, &w), 0);
+    assert_false(w);
+    assert_true(mono_ms() - t0 >= 50);
+
+    /* The watched fd wakes the sleep and is reported, not read: it stays readable until the
+     * caller reads it, and is not reported after. */
+    uint64_t one = 1;
+    assert_int_equal(write(efd, &one, sizeof one), (ssize_t)sizeof one);
+    t0 = mono_ms();
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 20000, &w), 0);
+    assert_true(w);
+    assert_true(mono_ms() - t0 < 10000);
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 0, &w), 0);
+    assert_true(w);
+    uint64_t cnt = 0;
+    assert_int_equal(read(efd, &cnt, sizeof cnt), (ssize_t)sizeof cnt);
+    assert_int_equal(cnt, 1);
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 0, &w), 0);
+    assert_false(w);
+
+    /* Frames wake the sleep and are dispatched on this thread. With a budget of one, the frames
+     * already read keep the next calls from sleeping: three calls, three frames, no timeout. */
+    struct sinter_raft_wire_buf b;
+    sinter_raft_wire_buf_init(&b);
+    uint8_t *all = NULL;
+    size_t all_len = 0;
+    for (uint64_t k = 1; k <= 3; k++) {
+        make_batch(&b, k, 16);
+        all = realloc(all, all_len + b.len);
+        assert_non_null(all);
+        memcpy(all + all_len, b.data, b.len);
+        all_len += b.len;
+    }
+    int fd = raw_connect();
+    uint64_t before = get(&g_n.frames);
+    raw_send(fd, all, all_len);
+    size_t total = 0;
+    uint64_t t0w = mono_ms();
+    /* A round may only accept the connection; its bytes are readable at once after that. */
+    while (total < 3 && mono_ms() - t0w < WAIT_MS) {
+        size_t got = sinter_raft_transport_pump_wait(g_n.t, 1, 20000, &w);
+        assert_true(got <= 1);
+        total += got;
+    }
+    t0 = t0w;
+    assert_int_equal(total, 3);
+    assert_true(mono_ms() - t0 < 10000); /* no 20 s sleep while frames were waiting */
+    assert_int_equal(get(&g_n.frames) - before, 3);
+    assert_int_equal(get(&g_n.last_commit), 3);
+    close(fd);
+    free(all);
+    sinter_raft_wire_buf_free(&b);
+    close(efd); /* closing a watched fd is allowed: epoll forgets it */
+    assert_int_equal(sinter_raft_transport_pump_wait(g_n.t, 8, 0, &w), 0);
+    assert_false(w);
+}
+
 /* Garbage, a broken CRC and a header announcing an oversize body each close their own connection
  * (counted), while a good connection opened before keeps delivering. */
 static void bad_frames_close_only_their_connection(void **state)
@@ -810,11 +895,17 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
     const struct CMUnitTest tests[] = {
-        BOTH(byte_by_byte_frame_received_once),       BOTH(pump_budget_leaves_fd_readable),
-        BOTH(bad_frames_close_only_their_connection), BOTH(peer_closing_mid_frame),
-        BOTH(many_connections_interleaved),           BOTH(max_inbound_refuses_extra),
-        BOTH(snapshot_chunks_off_the_pumping_thread), BOTH(close_with_connections_open),
-        BOTH(real_sender_to_native_listener),         BOTH(listen_url_forms),
+        BOTH(byte_by_byte_frame_received_once),
+        BOTH(pump_budget_leaves_fd_readable),
+        BOTH(bad_frames_close_only_their_connection),
+        BOTH(peer_closing_mid_frame),
+        BOTH(many_connections_interleaved),
+        BOTH(max_inbound_refuses_extra),
+        BOTH(snapshot_chunks_off_the_pumping_thread),
+        BOTH(close_with_connections_open),
+        BOTH(real_sender_to_native_listener),
+        BOTH(listen_url_forms),
+        BOTH(pump_wait_watches_caller_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
