@@ -262,14 +262,19 @@ static void print_host_stats(struct sinter_raft_host *const *h, int li)
         double busy = s.loop_iterations ? ms_of(s.loop_busy_ns) : 0;
         printf("# host n%d%s: iters %" PRIu64 " busy %.0f ms max_iter %.2f ms wakeups %" PRIu64
                " events %" PRIu64 " | appends %" PRIu64 " (%.1f entries) mean %.3f max %.2f ms | "
-               "apply %.2f us/entry max %.2f ms | snap sync %.1f ms (helper) publish max %.2f ms\n",
+               "apply %.2f us/entry max %.2f ms | hard state %" PRIu64
+               " mean %.1f us | snap sync %.1f "
+               "ms (helper) publish max %.2f ms\n",
                i + 1, i == li ? "*" : "", s.loop_iterations, busy, ms_of(s.loop_max_iter_ns),
                s.loop_wakeups, s.events, s.store_appends,
                s.store_appends ? (double)s.store_append_entries / (double)s.store_appends : 0.0,
                s.store_appends ? ms_of(s.store_append_ns) / (double)s.store_appends : 0.0,
                ms_of(s.store_append_max_ns),
                s.apply_entries ? (double)s.apply_ns / 1e3 / (double)s.apply_entries : 0.0,
-               ms_of(s.apply_max_ns), ms_of(s.snapshot_sync_ns), ms_of(s.snapshot_publish_max_ns));
+               ms_of(s.apply_max_ns), s.hard_state_saves,
+               s.hard_state_saves ? (double)s.hard_state_ns / 1e3 / (double)s.hard_state_saves
+                                  : 0.0,
+               ms_of(s.snapshot_sync_ns), ms_of(s.snapshot_publish_max_ns));
     }
 }
 

@@ -1262,7 +1262,19 @@ static bool handle_ready(struct group *g)
     if (rd.snapshot_dirty && install_snapshot(g, &rd.snapshot) != SINTER_OK) {
         return false;
     }
-    if (rd.hard_state_dirty && !save_hard_state(g, &rd.hard_state)) {
+    /* A hard state whose term and vote are unchanged only moves the commit hint (sinter/raft.h:
+     * "persisted as a hint only (it may lag)"): nothing sent depends on it, so it is written
+     * after this ready's acknowledgements and completions (step 4b) instead of before: one
+     * pwrite less on the path of every commit, on the follower before its acknowledgement and on
+     * the leader before the proposal completes. It still follows the ready's own append, so the
+     * hint never exceeds the durable log. */
+    bool hint_only = false;
+    if (rd.hard_state_dirty) {
+        struct sinter_raft_hard_state cur;
+        sinter_store_hard_state(g->s, &cur);
+        hint_only = cur.term == rd.hard_state.term && cur.vote == rd.hard_state.vote;
+    }
+    if (rd.hard_state_dirty && !hint_only && !save_hard_state(g, &rd.hard_state)) {
         return false;
     }
     if (rd.n_entries > 0) {
@@ -1298,6 +1310,10 @@ static bool handle_ready(struct group *g)
             return false;
         }
         resolve_props(g, rd.committed, rd.n_committed);
+    }
+    /* 4b. The commit hint (see step 2). */
+    if (hint_only && !save_hard_state(g, &rd.hard_state)) {
+        return false;
     }
     note_reads(g, rd.reads, rd.n_reads);
     /* 5. */
