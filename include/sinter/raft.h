@@ -20,7 +20,9 @@
  *                   section 10.2.1 lets the leader write its log while replicating);
  *                2. persist durably (fsync) rd.snapshot (if any), rd.hard_state (if dirty) and
  *                   rd.entries (rd.entries[0].index replaces every persisted entry at that index or
- *                   above);
+ *                   above); a hard state whose term and vote are unchanged only moves the commit
+ *                   hint, which nothing sent depends on: it may be written at any point before
+ *                   step 5, without fsync, or be lost;
  *                3. only after 2 is durable, send rd.msgs_after_persist (votes and append
  *                   acknowledgements promise something about stable storage, Raft paper 5.1-5.4);
  *                4. apply rd.committed in order, and serve rd.reads once applied >= read.index;

@@ -11,7 +11,8 @@
  *     every group when the tick interval has elapsed, then handle each group's ready in the order
  *     sinter/raft.h prescribes (send msgs; persist snapshot, hard state and entries with one store
  *     append per ready — group commit, Raft dissertation 10.2.1; send msgs_after_persist; apply
- *     committed entries in one batch; complete proposals and reads; advance).
+ *     committed entries in one batch; complete proposals and reads; advance). A hard state that
+ *     only moves the commit hint is written after the completions, off the commit's path.
  *   - Messages of all groups bound for one peer share the peer's connection and batch. HEARTBEAT
  *     and HEARTBEAT_RESP messages of every group are collected per peer during the iteration and
  *     leave as ONE coalesced frame per peer (sinter_raft_transport_send_heartbeats): with G groups

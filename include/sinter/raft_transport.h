@@ -241,15 +241,18 @@ size_t sinter_raft_transport_pump(struct sinter_raft_transport *t, size_t max_fr
  * the set behind poll_fd(), so that a caller loop sleeps in sinter_raft_transport_pump_wait()
  * alone instead of poll() on both descriptors followed by a pump: one system call per wake-up
  * instead of three. Once per transport, only with caller_pumps, from the pumping thread. fd must
- * stay open until close() or be closed by the caller first (epoll then forgets it).
+ * stay open until close(), or be closed by the caller first (epoll forgets it once its last
+ * duplicate is closed: do not dup() it or let a fork inherit it).
  * Errors: SINTER_EINVAL (not caller_pumps, fd < 0, a fd already watched, fd epoll refuses),
  * SINTER_ENOMEM. */
 int sinter_raft_transport_watch_fd(struct sinter_raft_transport *t, int fd);
 
 /* sinter_raft_transport_pump(), except that when no frame was dispatched before it, the round
- * sleeps up to timeout_ms (0: never) for inbound work or the watched fd. *watched (may be NULL)
- * is set to whether the watched fd was reported readable; the caller reads it. Same threading
- * rules and errors as sinter_raft_transport_pump(). */
+ * sleeps up to timeout_ms (0: never) for inbound work or the watched fd; a signal ends the sleep
+ * early (returns 0). *watched (may be NULL) is set to whether the watched fd was reported
+ * readable; the caller reads it. Without caller_pumps (or on a non-tcp:// listener) it returns 0
+ * at once, never sleeping, with *watched false. Same threading rules and errors as
+ * sinter_raft_transport_pump(). */
 size_t sinter_raft_transport_pump_wait(struct sinter_raft_transport *t, size_t max_frames,
                                        int timeout_ms, bool *watched);
 

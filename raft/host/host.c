@@ -4,9 +4,10 @@
  * Threads:
  *   - the loop thread (loop_main) owns every core, store and state machine;
  *   - the loop thread also reads the raft connections (plain tcp:// URLs): the transport is opened
- *     in caller-pumps mode and the loop polls its descriptor next to the eventfd, so a received
- *     frame is read, decoded and queued on the loop with no thread hand-off (bench/FINDINGS.md
- *     F2); on_recv then enqueues without writing the eventfd (tl_loop);
+ *     in caller-pumps mode with the loop's eventfd in its epoll set (watch_fd), and the loop
+ *     sleeps and reads in one epoll_wait (loop_pump_wait), so a received frame is read, decoded
+ *     and queued on the loop with no thread hand-off (bench/FINDINGS.md F2); on_recv then
+ *     enqueues without writing the eventfd (tl_loop);
  *   - the transport's snapshot thread (tcp://) or nng's threads (tls+tcp://, and all outbound
  *     completions) run the other transport callbacks (snapshot sink / reader / done, and on_recv
  *     under TLS): they only enqueue an event or copy bytes into memory owned by one stream;
@@ -21,8 +22,9 @@
  *     touches only the job and its file), so a rollover on the loop only writes a header and the
  *     log's fdatasync never has to commit the journal for unwritten extents (bench/FINDINGS.md F5).
  * The inbox is a lock-free LIFO (a Treiber stack) that producers push onto with one
- * compare-and-swap and the loop empties with one exchange; the loop sleeps in poll() on an eventfd
- * that a producer writes only when its push made the inbox non-empty (and never from the loop
+ * compare-and-swap and the loop empties with one exchange; the loop sleeps on an eventfd (in the
+ * transport's epoll set, or poll() beside it without a native transport) that a producer writes
+ * only when its push made the inbox non-empty (and never from the loop
  * thread itself, which looks at the inbox before it sleeps). So a burst of proposals or received
  * frames costs one wake-up, and producers never contend for a lock with the loop (bench/FINDINGS.md
  * F1, F2: a mutex + condvar signal per event made the futex calls and the thread hand-offs
@@ -1208,7 +1210,7 @@ static void note_reads(struct group *g, const struct sinter_raft_read_state *rs,
     }
 }
 
-/* One ready, handled in the order sinter/raft.h prescribes. Returns true if one was handled. */
+/* Saves hs (fsync'd by the store when term or vote moved); a failure stops the group. */
 static bool save_hard_state(struct group *g, const struct sinter_raft_hard_state *hs)
 {
     struct sinter_raft_host *h = g->h;
@@ -1223,6 +1225,7 @@ static bool save_hard_state(struct group *g, const struct sinter_raft_hard_state
     return true;
 }
 
+/* One ready, handled in the order sinter/raft.h prescribes. Returns true if one was handled. */
 static bool handle_ready(struct group *g)
 {
     struct sinter_raft_host *h = g->h;
@@ -1266,8 +1269,9 @@ static bool handle_ready(struct group *g)
      * "persisted as a hint only (it may lag)"): nothing sent depends on it, so it is written
      * after this ready's acknowledgements and completions (step 4b) instead of before: one
      * pwrite less on the path of every commit, on the follower before its acknowledgement and on
-     * the leader before the proposal completes. It still follows the ready's own append, so the
-     * hint never exceeds the durable log. */
+     * the leader before the proposal completes. The hint never exceeds the durable log either
+     * way: the core clips it to its persisted index (raft.c hs_commit), and a hint that lags by
+     * one more ready only makes a restarted node wait for the leader's commit index. */
     bool hint_only = false;
     if (rd.hard_state_dirty) {
         struct sinter_raft_hard_state cur;

@@ -2145,14 +2145,19 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames, in
             pend_push(t, c);
         }
     }
+    bool kicked = false;
     if (budget > 0) {
         struct epoll_event ev[NATIVE_EVENTS];
         int n;
-        /* Frames already dispatched: do not sleep, the caller has work. */
+        /* Frames already dispatched: do not sleep, the caller has work. (Defensive: with frames
+         * still buffered the kick below keeps epfd readable anyway.) */
         int wait = budget < max_frames ? 0 : timeout_ms;
         do {
             n = epoll_wait(t->epfd, ev, (int)NATIVE_EVENTS, wait);
-        } while (n < 0 && errno == EINTR);
+        } while (n < 0 && errno == EINTR && wait == 0);
+        if (n < 0) {
+            n = 0; /* EINTR during a sleep: return, the caller recomputes its deadline */
+        }
         for (int i = 0; i < n; i++) {
             void *ptr = ev[i].data.ptr;
             if (ptr == NULL) {
@@ -2160,12 +2165,15 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames, in
                 continue;
             }
             if (ptr == (void *)t) {
-                /* The kick: reset it. Resumed connections and npend were looked at above, and
-                 * whatever kicks after this read makes the next round's epoll_wait return. */
+                /* The kick: reset it. A snapshot-thread resume may have landed after this round's
+                 * native_resume() above and kicked just before this read: resumed again below,
+                 * after the events, or that connection would stay out of the epoll set with
+                 * nothing left to wake anyone. npend is re-kicked below. */
                 uint64_t cnt;
                 if (read(t->kick_fd, &cnt, sizeof cnt) < 0) {
                     /* EAGAIN: another round already drained it */
                 }
+                kicked = true;
                 continue;
             }
             if (ptr == (void *)&t->watch_fd) {
@@ -2195,6 +2203,9 @@ static size_t native_pump(struct sinter_raft_transport *t, size_t max_frames, in
                 pend_push(t, c);
             }
         }
+    }
+    if (kicked) {
+        native_resume(t); /* see the kick above: no system call when nothing was handed back */
     }
     if (t->npend != NULL) {
         native_kick(t); /* more frames buffered: keep the poll fd readable */
