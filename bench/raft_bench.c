@@ -28,13 +28,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "io_trace.h"
 #include "sinter/raft_host.h"
 
 #define NODES 3
+
+/* Commit gaps longer than this are attributed (issue #4: "no stall when a snapshot is taken" is
+ * checked as max_gap < 10 ms by raft_vs_peers.sh). */
+#define GAP_MIN_NS 10000000u
+#define GAPS_MAX   4096
 
 /* ---- the state machine: a table of slots --------------------------------------------------- */
 
@@ -164,6 +172,9 @@ struct bench {
     unsigned inflight; /* proposals not yet completed */
     uint64_t done, errors, seq;
     uint64_t last_ns, max_gap_ns;
+    uint64_t gap_t0[GAPS_MAX], gap_t1[GAPS_MAX]; /* gaps > GAP_MIN_NS in the row */
+    unsigned n_gaps;
+    uint64_t row_t0;
     int last_err;
     struct bench_lat lat;
 };
@@ -206,6 +217,11 @@ static void on_done(void *arg, int rc, uint64_t index, sinter_raft_id leader, co
             if (b->last_ns != 0 && now - b->last_ns > b->max_gap_ns) {
                 b->max_gap_ns = now - b->last_ns;
             }
+            if (b->last_ns != 0 && now - b->last_ns > GAP_MIN_NS && b->n_gaps < GAPS_MAX) {
+                b->gap_t0[b->n_gaps] = b->last_ns;
+                b->gap_t1[b->n_gaps] = now;
+                b->n_gaps++;
+            }
             b->last_ns = now;
         }
     } else {
@@ -244,6 +260,7 @@ static void usage(void)
         "  --no-snapshots       never snapshot\n"
         "  --fsm-slots N        state machine table slots (default 4096)\n"
         "  --state-kib K        state machine size in KiB (sets the slots from the entry size)\n"
+        "  --no-io-trace        do not time the stores' I/O calls (no gap attribution)\n"
         "  --log-level L        host log level 0..3 (default 1)\n",
         bench_opts_usage);
 }
@@ -253,12 +270,15 @@ static double ms_of(uint64_t ns)
     return (double)ns / 1e6;
 }
 
-/* One line per node with its loop counters for the row just run (reset before the row). */
-static void print_host_stats(struct sinter_raft_host *const *h, int li)
+/* One line per node with its loop counters for the row just run (reset before the row); the
+ * counters are left in st[] for the gap attribution. */
+static void print_host_stats(struct sinter_raft_host *const *h, int li,
+                             struct sinter_raft_host_stats *st)
 {
     for (int i = 0; i < NODES; i++) {
         struct sinter_raft_host_stats s;
         sinter_raft_host_stats(h[i], &s, true);
+        st[i] = s;
         double busy = s.loop_iterations ? ms_of(s.loop_busy_ns) : 0;
         printf("# host n%d%s: iters %" PRIu64 " busy %.0f ms max_iter %.2f ms wakeups %" PRIu64
                " events %" PRIu64 " | appends %" PRIu64 " (%.1f entries) mean %.3f max %.2f ms | "
@@ -275,6 +295,321 @@ static void print_host_stats(struct sinter_raft_host *const *h, int li)
                s.hard_state_saves ? (double)s.hard_state_ns / 1e3 / (double)s.hard_state_saves
                                   : 0.0,
                ms_of(s.snapshot_sync_ns), ms_of(s.snapshot_publish_max_ns));
+    }
+}
+
+/* ---- commit-gap attribution ----------------------------------------------------------------- */
+
+/* The disk's own counters, sampled every 2 ms during a row: sectors written and flushes of the
+ * whole device (/sys/dev/block/M:m/stat, every process on the machine: the disk is shared with
+ * other engineers' builds) against the bytes this process submitted (/proc/self/io write_bytes).
+ * A gap in which the device wrote much more than we did points outside the bench (or at the
+ * journal's own writes, which the kernel's jbd2 thread submits, not us). */
+#define DISK_SAMPLES_MAX 16384
+
+struct disk_sample {
+    uint64_t t, dev_sect, dev_wios, dev_flush, dev_busy_ms, own_bytes;
+};
+
+struct disk_sampler {
+    pthread_t th;
+    atomic_bool stop;
+    char stat_path[96];
+    struct disk_sample *s;
+    size_t n;
+};
+
+static bool disk_read(struct disk_sampler *d, struct disk_sample *out)
+{
+    char buf[512];
+    FILE *f = fopen(d->stat_path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    unsigned long long v[17] = {0};
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = '\0';
+    char *p = buf;
+    for (int i = 0; i < 17; i++) {
+        char *end = NULL;
+        v[i] = strtoull(p, &end, 10);
+        if (end == p) {
+            break;
+        }
+        p = end;
+    }
+    out->dev_wios = v[4];
+    out->dev_sect = v[6];
+    out->dev_busy_ms = v[9];
+    out->dev_flush = v[15];
+    out->own_bytes = 0;
+    f = fopen("/proc/self/io", "r");
+    if (f != NULL) {
+        char line[128];
+        while (fgets(line, sizeof line, f) != NULL) {
+            if (strncmp(line, "write_bytes:", 12) == 0) {
+                out->own_bytes = strtoull(line + 12, NULL, 10);
+            }
+        }
+        fclose(f);
+    }
+    out->t = bench_now_ns();
+    return true;
+}
+
+static void *disk_main(void *arg)
+{
+    struct disk_sampler *d = arg;
+    while (!atomic_load(&d->stop) && d->n < DISK_SAMPLES_MAX) {
+        if (disk_read(d, &d->s[d->n])) {
+            d->n++;
+        }
+        bench_sleep_ms(2);
+    }
+    return NULL;
+}
+
+/* Starts sampling the device that holds dir; false (no sampling) if it cannot be found. */
+static bool disk_start(struct disk_sampler *d, const char *dir)
+{
+    memset(d, 0, sizeof *d);
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        return false;
+    }
+    snprintf(d->stat_path, sizeof d->stat_path, "/sys/dev/block/%u:%u/stat", major(sb.st_dev),
+             minor(sb.st_dev));
+    d->s = malloc(DISK_SAMPLES_MAX * sizeof *d->s);
+    struct disk_sample probe;
+    if (d->s == NULL || !disk_read(d, &probe)) {
+        free(d->s);
+        d->s = NULL;
+        return false;
+    }
+    atomic_init(&d->stop, false);
+    if (pthread_create(&d->th, NULL, disk_main, d) != 0) {
+        free(d->s);
+        d->s = NULL;
+        return false;
+    }
+    return true;
+}
+
+static void disk_stop(struct disk_sampler *d)
+{
+    if (d->s != NULL) {
+        atomic_store(&d->stop, true);
+        pthread_join(d->th, NULL);
+    }
+}
+
+/* Device sectors written, flushes and our own bytes over [t0, t1], from the samples around it. */
+static bool disk_between(const struct disk_sampler *d, uint64_t t0, uint64_t t1,
+                         struct disk_sample *delta)
+{
+    if (d->s == NULL || d->n < 2) {
+        return false;
+    }
+    size_t a = 0, b = d->n - 1;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->s[i].t <= t0) {
+            a = i;
+        }
+        if (d->s[i].t >= t1) {
+            b = i;
+            break;
+        }
+    }
+    delta->t = d->s[b].t - d->s[a].t;
+    delta->dev_sect = d->s[b].dev_sect - d->s[a].dev_sect;
+    delta->dev_wios = d->s[b].dev_wios - d->s[a].dev_wios;
+    delta->dev_busy_ms = d->s[b].dev_busy_ms - d->s[a].dev_busy_ms;
+    delta->dev_flush = d->s[b].dev_flush - d->s[a].dev_flush;
+    delta->own_bytes = d->s[b].own_bytes - d->s[a].own_bytes;
+    return true;
+}
+
+/* What a traced I/O call was, for the attribution: the log's own append, or which background
+ * job's I/O it was (raft/store: snapshot writer on a host helper, spare zero-fill on a helper,
+ * compaction unlinks on the garbage helper, a rollover on the loop). */
+enum io_class { IOC_APPEND, IOC_SNAP, IOC_SPARE, IOC_ROLLOVER, IOC_UNLINK, IOC_OTHER, IOC_COUNT };
+
+static const char *const io_class_name[IOC_COUNT] = {"append",   "snap",   "spare",
+                                                     "rollover", "unlink", "other"};
+
+/* Background calls shorter than this are not counted as overlapping a gap: a 512 KiB snapshot
+ * write into the page cache takes ~0.3 ms, and with a snapshot every ~40 ms per node at C=256
+ * some call of every kind touches every gap; only calls that waited for the disk matter. */
+#define BG_MIN_NS 1000000u
+
+static int io_class_of(const struct io_trace_rec *r)
+{
+    switch (r->kind) {
+    case IOK_SEG:
+        if (r->op == IOT_WRITE || r->op == IOT_FDATASYNC || r->op == IOT_READ) {
+            return IOC_APPEND;
+        }
+        return r->op == IOT_UNLINK ? IOC_UNLINK : IOC_ROLLOVER; /* fallocate fallback's create */
+    case IOK_SPARE:
+        if (r->op == IOT_FDATASYNC || r->op == IOT_RENAME ||
+            (r->op == IOT_WRITE && r->len < 65536u)) {
+            return IOC_ROLLOVER; /* the loop writes the header over the zeros and renames */
+        }
+        return IOC_SPARE;
+    case IOK_SNAP:
+        return r->op == IOT_UNLINK ? IOC_UNLINK : IOC_SNAP;
+    case IOK_DIR:
+        return r->via == IOK_SNAP       ? IOC_SNAP
+               : r->via == IOK_UNLINKED ? IOC_UNLINK
+               : r->via == IOK_OTHER    ? IOC_OTHER
+                                        : IOC_ROLLOVER;
+    default:
+        return IOC_OTHER;
+    }
+}
+
+struct node_trace {
+    struct io_trace_rec *recs;
+    uint64_t n, dropped;
+};
+
+static bool overlaps(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1)
+{
+    return a0 < b1 && b0 < a1;
+}
+
+/* Prints, for the row just run, how many commit gaps > 10 ms overlapped which background I/O
+ * (from the io_trace records), and the longest gaps in detail. */
+static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node_trace *nt,
+                       const struct sinter_raft_host_stats *st, int li,
+                       const struct disk_sampler *disk)
+{
+    unsigned with_snap = 0, with_spare = 0, neither = 0, with_roll = 0, with_unlink = 0,
+             with_long_append = 0, with_long_iter = 0, with_foreign = 0;
+    /* The longest gaps first for the detail lines. */
+    unsigned order[5];
+    unsigned n_order = 0;
+    for (unsigned k = 0; k < b->n_gaps; k++) {
+        uint64_t d = b->gap_t1[k] - b->gap_t0[k];
+        unsigned pos = n_order;
+        while (pos > 0 && b->gap_t1[order[pos - 1]] - b->gap_t0[order[pos - 1]] < d) {
+            pos--;
+        }
+        if (pos < 5) {
+            unsigned last = n_order < 5 ? n_order : 4;
+            for (unsigned m = last; m > pos; m--) {
+                order[m] = order[m - 1];
+            }
+            order[pos] = k;
+            if (n_order < 5) {
+                n_order++;
+            }
+        }
+    }
+    for (unsigned k = 0; k < b->n_gaps; k++) {
+        uint64_t g0 = b->gap_t0[k], g1 = b->gap_t1[k];
+        bool cls[IOC_COUNT] = {false};
+        bool long_append = false, long_iter = false;
+        for (int i = 0; i < NODES; i++) {
+            for (uint64_t r = 0; r < nt[i].n; r++) {
+                const struct io_trace_rec *x = &nt[i].recs[r];
+                if (!overlaps(x->t0, x->t0 + x->dur, g0, g1)) {
+                    continue;
+                }
+                int c = io_class_of(x);
+                if (c == IOC_APPEND) {
+                    long_append = long_append || x->dur >= 5000000u;
+                } else if (x->dur >= BG_MIN_NS) {
+                    cls[c] = true;
+                }
+            }
+            uint64_t it1 = st[i].loop_max_iter_end_ns, it0 = it1 - st[i].loop_max_iter_ns;
+            if (st[i].loop_max_iter_ns >= GAP_MIN_NS / 2 && overlaps(it0, it1, g0, g1)) {
+                long_iter = true;
+            }
+        }
+        with_snap += cls[IOC_SNAP];
+        with_spare += cls[IOC_SPARE];
+        neither += !cls[IOC_SNAP] && !cls[IOC_SPARE];
+        with_roll += cls[IOC_ROLLOVER];
+        with_unlink += cls[IOC_UNLINK];
+        with_long_append += long_append;
+        with_long_iter += long_iter;
+        struct disk_sample dd;
+        if (disk_between(disk, g0, g1, &dd) && dd.dev_sect / 2 > dd.own_bytes / 1024 + 1024) {
+            with_foreign++;
+        }
+    }
+    printf("# gaps >10ms: %u, with snapshot I/O %u, with spare I/O %u, with neither %u "
+           "(also: rollover %u, unlinks %u, a log append >= 5 ms %u, a loop iteration >= 5 ms %u,"
+           " disk wrote > 1 MiB more than we did %u; background calls >= 1 ms counted)\n",
+           b->n_gaps, with_snap, with_spare, neither, with_roll, with_unlink, with_long_append,
+           with_long_iter, with_foreign);
+    for (unsigned o = 0; o < n_order; o++) {
+        unsigned k = order[o];
+        uint64_t g0 = b->gap_t0[k], g1 = b->gap_t1[k];
+        printf("#   gap %.1f ms at +%.3f s:", ms_of(g1 - g0), (double)(g0 - row_t0) / 1e9);
+        struct disk_sample dd;
+        if (disk_between(disk, g0, g1, &dd)) {
+            printf(" disk (%.1f ms, busy %" PRIu64 " ms) wrote %" PRIu64 " KiB in %" PRIu64
+                   " writes, we %" PRIu64 " KiB, %" PRIu64 " flushes",
+                   ms_of(dd.t), dd.dev_busy_ms, dd.dev_sect / 2, dd.dev_wios, dd.own_bytes / 1024,
+                   dd.dev_flush);
+        }
+        for (int i = 0; i < NODES; i++) {
+            uint64_t app = 0;
+            const struct io_trace_rec *top[3] = {NULL, NULL, NULL};
+            for (uint64_t r = 0; r < nt[i].n; r++) {
+                const struct io_trace_rec *x = &nt[i].recs[r];
+                if (!overlaps(x->t0, x->t0 + x->dur, g0, g1)) {
+                    continue;
+                }
+                if (io_class_of(x) == IOC_APPEND) {
+                    app = x->dur > app ? x->dur : app;
+                    continue;
+                }
+                if (x->dur < BG_MIN_NS) {
+                    continue;
+                }
+                for (int m = 0; m < 3; m++) {
+                    if (top[m] == NULL || top[m]->dur < x->dur) {
+                        for (int q = 2; q > m; q--) {
+                            top[q] = top[q - 1];
+                        }
+                        top[m] = x;
+                        break;
+                    }
+                }
+            }
+            printf(" | n%d%s append %s%.1f", i + 1, i == li ? "*" : "", app ? "" : "<",
+                   app ? ms_of(app) : ms_of(IO_TRACE_SEG_MIN_NS));
+            for (int m = 0; m < 3 && top[m] != NULL; m++) {
+                printf(" %s:%s(%s) %.1f@%+.1f", io_class_name[io_class_of(top[m])],
+                       io_trace_op_name(top[m]->op), io_trace_kind_name(top[m]->kind),
+                       ms_of(top[m]->dur), ((double)top[m]->t0 - (double)g0) / 1e6);
+            }
+            uint64_t it1 = st[i].loop_max_iter_end_ns, it0 = it1 - st[i].loop_max_iter_ns;
+            if (st[i].loop_max_iter_ns >= GAP_MIN_NS / 2 && overlaps(it0, it1, g0, g1)) {
+                printf(" loop-iter %.1f", ms_of(st[i].loop_max_iter_ns));
+            }
+        }
+        printf("\n");
+    }
+    struct disk_sample row;
+    if (disk->s != NULL && disk->n >= 2 && disk_between(disk, 0, UINT64_MAX, &row)) {
+        double sec = (double)row.t / 1e9;
+        printf("# disk over the row (%.2f s, whole device): %.1f MiB/s written in %.0f writes/s, "
+               "%.0f flushes/s, busy %.0f%%; this process submitted %.1f MiB/s\n",
+               sec, (double)row.dev_sect / 2048.0 / sec, (double)row.dev_wios / sec,
+               (double)row.dev_flush / sec, (double)row.dev_busy_ms / 10.0 / sec,
+               (double)row.own_bytes / 1048576.0 / sec);
+    }
+    for (int i = 0; i < NODES; i++) {
+        if (nt[i].dropped > 0) {
+            printf("# n%d: %" PRIu64 " I/O records dropped (trace buffer full)\n", i + 1,
+                   nt[i].dropped);
+        }
     }
 }
 
@@ -312,12 +647,14 @@ static bool run_row(struct bench *b, struct slot *slots, unsigned conc, double s
     b->errors = 0;
     b->last_ns = 0;
     b->max_gap_ns = 0;
+    b->n_gaps = 0;
     b->inflight = conc;
     bench_lat_reset(&b->lat);
     pthread_mutex_unlock(&b->mu);
     uint64_t t0 = bench_now_ns();
     pthread_mutex_lock(&b->mu);
     b->last_ns = t0;
+    b->row_t0 = t0;
     pthread_mutex_unlock(&b->mu);
     for (unsigned i = 0; i < conc; i++) {
         propose(&slots[i]);
@@ -330,6 +667,11 @@ static bool run_row(struct bench *b, struct slot *slots, unsigned conc, double s
     /* The gap still open at the end of the window counts too. */
     if (t1 - b->last_ns > b->max_gap_ns) {
         b->max_gap_ns = t1 - b->last_ns;
+    }
+    if (t1 - b->last_ns > GAP_MIN_NS && b->n_gaps < GAPS_MAX) {
+        b->gap_t0[b->n_gaps] = b->last_ns;
+        b->gap_t1[b->n_gaps] = t1;
+        b->n_gaps++;
     }
     *win = (double)(t1 - t0) / 1e9;
     bool ok = true;
@@ -353,6 +695,7 @@ int main(int argc, char **argv)
     bool snap_set = false, no_snap = false;
     size_t fsm_slots = 4096;
     uint64_t state_kib = 0;
+    bool trace_io = true;
     for (int i = 1; i < argc;) {
         int n = bench_opts_parse(&bo, argc, argv, i);
         if (n < 0) {
@@ -377,6 +720,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--state-kib") == 0 && v != NULL) {
             state_kib = strtoull(v, NULL, 10);
             i += 2;
+        } else if (strcmp(a, "--no-io-trace") == 0) {
+            trace_io = false;
+            i++;
         } else if (strcmp(a, "--log-level") == 0 && v != NULL) {
             g_log_level = (int)strtol(v, NULL, 10);
             i += 2;
@@ -408,6 +754,7 @@ int main(int argc, char **argv)
     }
     struct fsm fsms[NODES];
     struct sinter_raft_host *hosts[NODES] = {NULL};
+    struct io_trace *tracers[NODES] = {NULL};
     int rc = SINTER_OK;
     uint64_t eff_snap = 0;
     memset(fsms, 0, sizeof fsms);
@@ -448,6 +795,13 @@ int main(int argc, char **argv)
         o.log = host_log;
         o.log_arg = (void *)(intptr_t)(i + 1);
         o.log_level = g_log_level;
+        if (trace_io) {
+            tracers[i] = io_trace_new(&o.store_io);
+            if (tracers[i] == NULL) {
+                rc = SINTER_ENOMEM;
+                break;
+            }
+        }
         rc = sinter_raft_host_start(&hosts[i], &o);
         if (rc != SINTER_OK) {
             fprintf(stderr, "raft-bench: host %d on %s: %s\n", i + 1, urls[i], sinter_strerror(rc));
@@ -520,7 +874,19 @@ int main(int argc, char **argv)
                 struct sinter_raft_host_stats s;
                 sinter_raft_host_stats(hosts[i], &s, true); /* the row's counters start at 0 */
             }
+            for (int i = 0; i < NODES && tracers[i] != NULL; i++) {
+                struct io_trace_rec *drop = NULL;
+                uint64_t dn = 0, dd = 0;
+                io_trace_take(tracers[i], &drop, &dn, &dd); /* the row's records start here */
+                free(drop);
+            }
+            struct disk_sampler disk;
+            memset(&disk, 0, sizeof disk);
+            bool sampling = tracers[0] != NULL && disk_start(&disk, root);
             bool ok = run_row(&b, slots, bo.conc[r], bo.seconds, &win);
+            if (sampling) {
+                disk_stop(&disk);
+            }
             status_all(hosts, after);
             struct bench_row row = {
                 .conc = bo.conc[r], .secs = win, .done = b.done, .errors = b.errors};
@@ -531,7 +897,21 @@ int main(int argc, char **argv)
             }
             row.max_gap_ms = (double)b.max_gap_ns / 1e6;
             bench_print_row(&row, &b.lat);
-            print_host_stats(hosts, li);
+            struct sinter_raft_host_stats hst[NODES];
+            print_host_stats(hosts, li, hst);
+            if (tracers[0] != NULL) {
+                struct node_trace nt[NODES];
+                for (int i = 0; i < NODES; i++) {
+                    io_trace_take(tracers[i], &nt[i].recs, &nt[i].n, &nt[i].dropped);
+                }
+                print_gaps(&b, b.row_t0, nt, hst, li, &disk);
+                for (int i = 0; i < NODES; i++) {
+                    free(nt[i].recs);
+                }
+            }
+            if (sampling) {
+                free(disk.s);
+            }
             if (b.errors > 0) {
                 printf("# row %u: %" PRIu64 " errors, last %s\n", bo.conc[r], b.errors,
                        sinter_errname(b.last_err));
@@ -550,6 +930,9 @@ int main(int argc, char **argv)
     }
     for (int i = NODES - 1; i >= 0; i--) {
         sinter_raft_host_stop(hosts[i]);
+    }
+    for (int i = 0; i < NODES; i++) {
+        io_trace_free(tracers[i]);
     }
     if (slots != NULL) {
         for (unsigned i = 0; i < max_conc; i++) {

@@ -260,6 +260,7 @@ struct sinter_raft_host_stats {
     uint64_t readies;          /* readies handled, all groups */
     uint64_t loop_busy_ns;     /* time in iterations, i.e. not sleeping */
     uint64_t loop_max_iter_ns; /* longest single iteration */
+    uint64_t loop_max_iter_end_ns; /* when it ended (CLOCK_MONOTONIC ns), to place it in time */
     uint64_t store_appends;    /* sinter_store_append calls (each one pwrite + fdatasync) */
     uint64_t store_append_entries;
     uint64_t store_append_ns;

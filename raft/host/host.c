@@ -1489,7 +1489,10 @@ static void stats_add(struct sinter_raft_host_stats *to, const struct sinter_raf
     to->events += d->events;
     to->readies += d->readies;
     to->loop_busy_ns += d->loop_busy_ns;
-    stat_max(&to->loop_max_iter_ns, d->loop_max_iter_ns);
+    if (d->loop_max_iter_ns > to->loop_max_iter_ns) {
+        to->loop_max_iter_ns = d->loop_max_iter_ns;
+        to->loop_max_iter_end_ns = d->loop_max_iter_end_ns;
+    }
     to->store_appends += d->store_appends;
     to->store_append_entries += d->store_append_entries;
     to->store_append_ns += d->store_append_ns;
@@ -1690,7 +1693,10 @@ static void *loop_main(void *arg)
         uint64_t dt = now_ns() - t0;
         h->lstats.loop_iterations++;
         h->lstats.loop_busy_ns += dt;
-        stat_max(&h->lstats.loop_max_iter_ns, dt);
+        if (dt > h->lstats.loop_max_iter_ns) {
+            h->lstats.loop_max_iter_ns = dt;
+            h->lstats.loop_max_iter_end_ns = t0 + dt;
+        }
         publish(h, ticked);
     }
     return NULL;
