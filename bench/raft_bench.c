@@ -596,6 +596,41 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
         }
         printf("\n");
     }
+    /* The row's background calls over all nodes, what the gap lines above may name: how many and
+     * the longest of each. */
+    struct {
+        const char *name;
+        int cls, op;
+        uint64_t n, max;
+    } bg[] = {
+        {"snapshot write", IOC_SNAP, IOT_WRITE, 0, 0},
+        {"snapshot wb-wait", IOC_SNAP, IOT_WRITEBACK_WAIT, 0, 0},
+        {"snapshot fsync", IOC_SNAP, IOT_FSYNC, 0, 0},
+        {"snapshot rename", IOC_SNAP, IOT_RENAME, 0, 0},
+        {"snapshot syncdir", IOC_SNAP, IOT_SYNCDIR, 0, 0},
+        {"unlink", IOC_UNLINK, IOT_UNLINK, 0, 0},
+        {"unlink syncdir", IOC_UNLINK, IOT_SYNCDIR, 0, 0},
+        {"spare wb-wait", IOC_SPARE, IOT_WRITEBACK_WAIT, 0, 0},
+        {"spare fsync", IOC_SPARE, IOT_FSYNC, 0, 0},
+        {"rollover syncdir", IOC_ROLLOVER, IOT_SYNCDIR, 0, 0},
+    };
+    for (int i = 0; i < NODES; i++) {
+        for (uint64_t r = 0; r < nt[i].n; r++) {
+            const struct io_trace_rec *x = &nt[i].recs[r];
+            int c = io_class_of(x);
+            for (size_t m = 0; m < sizeof bg / sizeof *bg; m++) {
+                if (bg[m].cls == c && bg[m].op == x->op) {
+                    bg[m].n++;
+                    bg[m].max = x->dur > bg[m].max ? x->dur : bg[m].max;
+                }
+            }
+        }
+    }
+    printf("# background I/O calls in the row, all nodes (count, longest ms):");
+    for (size_t m = 0; m < sizeof bg / sizeof *bg; m++) {
+        printf("%s %s %" PRIu64 " %.1f", m ? "," : "", bg[m].name, bg[m].n, ms_of(bg[m].max));
+    }
+    printf("\n");
     struct disk_sample row;
     if (disk->s != NULL && disk->n >= 2 && disk_between(disk, 0, UINT64_MAX, &row)) {
         double sec = (double)row.t / 1e9;
