@@ -308,7 +308,8 @@ static void print_host_stats(struct sinter_raft_host *const *h, int li,
 #define DISK_SAMPLES_MAX 16384
 
 struct disk_sample {
-    uint64_t t, dev_sect, dev_wios, dev_flush, dev_busy_ms, own_bytes;
+    uint64_t t, dev_sect, dev_wios, dev_flush, dev_busy_ms, dev_discards, dev_discard_sect;
+    uint64_t own_bytes;
 };
 
 struct disk_sampler {
@@ -343,6 +344,8 @@ static bool disk_read(struct disk_sampler *d, struct disk_sample *out)
     out->dev_sect = v[6];
     out->dev_busy_ms = v[9];
     out->dev_flush = v[15];
+    out->dev_discards = v[11];
+    out->dev_discard_sect = v[13];
     out->own_bytes = 0;
     f = fopen("/proc/self/io", "r");
     if (f != NULL) {
@@ -425,6 +428,8 @@ static bool disk_between(const struct disk_sampler *d, uint64_t t0, uint64_t t1,
     delta->dev_sect = d->s[b].dev_sect - d->s[a].dev_sect;
     delta->dev_wios = d->s[b].dev_wios - d->s[a].dev_wios;
     delta->dev_busy_ms = d->s[b].dev_busy_ms - d->s[a].dev_busy_ms;
+    delta->dev_discards = d->s[b].dev_discards - d->s[a].dev_discards;
+    delta->dev_discard_sect = d->s[b].dev_discard_sect - d->s[a].dev_discard_sect;
     delta->dev_flush = d->s[b].dev_flush - d->s[a].dev_flush;
     delta->own_bytes = d->s[b].own_bytes - d->s[a].own_bytes;
     return true;
@@ -486,7 +491,7 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
                        const struct disk_sampler *disk)
 {
     unsigned with_snap = 0, with_spare = 0, neither = 0, with_roll = 0, with_unlink = 0,
-             with_long_append = 0, with_long_iter = 0, with_foreign = 0;
+             with_long_append = 0, with_long_iter = 0, with_foreign = 0, with_discard = 0;
     /* The longest gaps first for the detail lines. */
     unsigned order[5];
     unsigned n_order = 0;
@@ -540,12 +545,16 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
         if (disk_between(disk, g0, g1, &dd) && dd.dev_sect / 2 > dd.own_bytes / 1024 + 1024) {
             with_foreign++;
         }
+        if (disk_between(disk, g0, g1, &dd) && dd.dev_discards > 0) {
+            with_discard++; /* ext4 mounted -o discard: freed blocks are discarded at commit */
+        }
     }
     printf("# gaps >10ms: %u, with snapshot I/O %u, with spare I/O %u, with neither %u "
            "(also: rollover %u, unlinks %u, a log append >= 5 ms %u, a loop iteration >= 5 ms %u,"
-           " disk wrote > 1 MiB more than we did %u; background calls >= 1 ms counted)\n",
+           " disk wrote > 1 MiB more than we did %u, the disk discarded %u;"
+           " background calls >= 1 ms counted)\n",
            b->n_gaps, with_snap, with_spare, neither, with_roll, with_unlink, with_long_append,
-           with_long_iter, with_foreign);
+           with_long_iter, with_foreign, with_discard);
     for (unsigned o = 0; o < n_order; o++) {
         unsigned k = order[o];
         uint64_t g0 = b->gap_t0[k], g1 = b->gap_t1[k];
@@ -553,9 +562,10 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
         struct disk_sample dd;
         if (disk_between(disk, g0, g1, &dd)) {
             printf(" disk (%.1f ms, busy %" PRIu64 " ms) wrote %" PRIu64 " KiB in %" PRIu64
-                   " writes, we %" PRIu64 " KiB, %" PRIu64 " flushes",
+                   " writes, we %" PRIu64 " KiB, %" PRIu64 " flushes, %" PRIu64
+                   " discards (%" PRIu64 " KiB)",
                    ms_of(dd.t), dd.dev_busy_ms, dd.dev_sect / 2, dd.dev_wios, dd.own_bytes / 1024,
-                   dd.dev_flush);
+                   dd.dev_flush, dd.dev_discards, dd.dev_discard_sect / 2);
         }
         for (int i = 0; i < NODES; i++) {
             uint64_t app = 0;
@@ -635,9 +645,11 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
     if (disk->s != NULL && disk->n >= 2 && disk_between(disk, 0, UINT64_MAX, &row)) {
         double sec = (double)row.t / 1e9;
         printf("# disk over the row (%.2f s, whole device): %.1f MiB/s written in %.0f writes/s, "
-               "%.0f flushes/s, busy %.0f%%; this process submitted %.1f MiB/s\n",
+               "%.0f flushes/s, %.1f discards/s (%.1f MiB/s), busy %.0f%%; this process "
+               "submitted %.1f MiB/s\n",
                sec, (double)row.dev_sect / 2048.0 / sec, (double)row.dev_wios / sec,
-               (double)row.dev_flush / sec, (double)row.dev_busy_ms / 10.0 / sec,
+               (double)row.dev_flush / sec, (double)row.dev_discards / sec,
+               (double)row.dev_discard_sect / 2048.0 / sec, (double)row.dev_busy_ms / 10.0 / sec,
                (double)row.own_bytes / 1048576.0 / sec);
     }
     for (int i = 0; i < NODES; i++) {
