@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +27,8 @@ struct io_trace {
     struct sinter_store_io io; /* the table handed to the host; ctx = this */
     const struct sinter_store_io *px;
     pthread_mutex_t mu;
-    char names[FD_MAX][NAME_MAX_LEN]; /* basename per open descriptor ("" = unknown) */
+    char names[FD_MAX][NAME_MAX_LEN]; /* basename per open descriptor ("" = unknown), under mu */
+    atomic_int kinds[FD_MAX];         /* kind_of(names[fd]), read without mu on every call */
     struct io_trace_rec *recs;
     uint64_t n, dropped;
 };
@@ -56,7 +58,7 @@ static int fd_kind(struct io_trace *t, int fd)
     if (fd < 0 || fd >= FD_MAX) {
         return IOK_OTHER;
     }
-    return kind_of(t->names[fd]);
+    return atomic_load_explicit(&t->kinds[fd], memory_order_relaxed);
 }
 
 /* Keeps a record of op on kind that ran from t0 for dur ns. Called with t->mu NOT held. */
@@ -96,6 +98,7 @@ static int tr_open(void *ctx, const char *path, int flags, mode_t mode, int *fd)
         pthread_mutex_lock(&t->mu);
         strncpy(t->names[*fd], b, NAME_MAX_LEN - 1);
         t->names[*fd][NAME_MAX_LEN - 1] = '\0';
+        atomic_store_explicit(&t->kinds[*fd], kind_of(b), memory_order_relaxed);
         pthread_mutex_unlock(&t->mu);
     }
     if ((flags & O_CREAT) != 0) {
@@ -110,6 +113,7 @@ static int tr_close(void *ctx, int fd)
     if (fd >= 0 && fd < FD_MAX) {
         pthread_mutex_lock(&t->mu);
         t->names[fd][0] = '\0';
+        atomic_store_explicit(&t->kinds[fd], IOK_OTHER, memory_order_relaxed);
         pthread_mutex_unlock(&t->mu);
     }
     return t->px->close(t->px->ctx, fd);
@@ -191,6 +195,7 @@ static int tr_rename(void *ctx, const char *from, const char *to)
             if (t->names[fd][0] != '\0' && strcmp(t->names[fd], bf) == 0) {
                 strncpy(t->names[fd], bt, NAME_MAX_LEN - 1);
                 t->names[fd][NAME_MAX_LEN - 1] = '\0';
+                atomic_store_explicit(&t->kinds[fd], kind_of(bt), memory_order_relaxed);
             }
         }
         pthread_mutex_unlock(&t->mu);
@@ -270,6 +275,9 @@ struct io_trace *io_trace_new(const struct sinter_store_io **io)
         return NULL;
     }
     pthread_mutex_init(&t->mu, NULL);
+    for (int fd = 0; fd < FD_MAX; fd++) {
+        atomic_init(&t->kinds[fd], IOK_OTHER);
+    }
     t->px = sinter_store_io_posix();
     t->io.ctx = t;
     t->io.open = tr_open;

@@ -4,7 +4,8 @@
  * it as opts.store_io records, per node, every background I/O call (snapshot file, spare segment,
  * unlinks, directory syncs) and every log write / sync that took at least IO_TRACE_SEG_MIN_NS,
  * with its start, duration and the file it touched. The bench then asks, for each commit gap,
- * what overlapped it. The host and store are unchanged: this is bench code, not always-on.
+ * what overlapped it. The host and store are unchanged: this is bench code, used only with
+ * raft-bench --io-trace.
  */
 #ifndef SINTER_BENCH_IO_TRACE_H
 #define SINTER_BENCH_IO_TRACE_H
