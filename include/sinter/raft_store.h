@@ -133,9 +133,14 @@ struct sinter_store_options {
      * sinter_store_garbage_take() and removes them on any thread (sinter_store_garbage_collect()).
      * Freeing a large file can take tens of ms on a busy disk (70 ms for a 64 MiB preallocated
      * segment measured by raft-bench), which the store's thread (a raft loop) should not wait for.
-     * Until collected the files are harmless: an older log prefix or snapshot that the newest
-     * snapshot covers, which open() accepts (and compacts / retires again). close() collects what
-     * was not taken. Default false: unlinked at once, as before. */
+     * Until collected the files are an older log prefix or snapshot that the newest snapshot
+     * covers. If the process dies first, open() finds them again: a prefix that still joins the
+     * log is compacted again and old snapshots are retired again. A prefix that no longer joins
+     * the log (an installed snapshot replaced the log after it and new entries were appended;
+     * sinter_store_snapshot_installed() removes the current segments at once) is removed at open
+     * because the newest valid snapshot covers it. A gap that the snapshot does not cover is
+     * still SINTER_ECORRUPT. close() collects what was not taken. Default false: unlinked at
+     * once, as before. */
     bool defer_unlink;
     /* Called for recoverable events worth an operator's attention (torn tail cut off, superseded
      * log discarded, corrupt snapshot skipped). NULL: the message goes to stderr. The message is
@@ -324,8 +329,8 @@ struct sinter_store_garbage *sinter_store_garbage_take(struct sinter_store *s);
 
 /* Unlinks the files (in order, stopping at the first failure so that no gap appears in the log),
  * syncs the directory and frees g. Any thread: touches nothing of the store, which may even be
- * closed. NULL is ok. Errors: SINTER_EIO / SINTER_ENOSPC (some files stay: harmless, see
- * options.defer_unlink). */
+ * closed. NULL is ok. Errors: SINTER_EIO / SINTER_ENOSPC (some files stay until the next open()
+ * deals with them, see options.defer_unlink). */
 int sinter_store_garbage_collect(struct sinter_store_garbage *g);
 
 /* Discards the log prefix covered by a durable snapshot: unlinks, oldest first, every whole

@@ -427,6 +427,55 @@ static int seg_load(struct sinter_store *s, uint64_t first, struct store_seg *g,
     return SINTER_OK;
 }
 
+/* Drops the leading segments that lie wholly at or below the newest valid snapshot when a gap
+ * separates them from the rest of the log, before the contiguity check would call the gap lost
+ * entries. They are an old prefix the snapshot covers whose removal did not reach the disk: a
+ * compacted prefix queued for removal (options.defer_unlink) or only partly unlinked when the
+ * process died, after which an installed snapshot replaced the rest of the log (discard_all
+ * removes the current segments at once) and new entries were appended after it. Nothing in them
+ * is needed (Raft paper section 7: the snapshot replaces the log prefix it covers). Only a gap
+ * the snapshot bridges counts: the segment after it must start at or below snapshot + 1, else
+ * the gap is still ECORRUPT below. Segments with damaged records are left to the checks below. */
+static int drop_covered_prefix(struct sinter_store *s, struct scan *res, size_t *dropped)
+{
+    const struct store_snapinfo *sn = sinter_rs_snap_newest(s);
+    if (sn == NULL) {
+        return SINTER_OK;
+    }
+    uint64_t si = sn->meta.index;
+    size_t upto = 0; /* segments [0, upto) go */
+    for (size_t i = 0; i + 1 < s->nsegs; i++) {
+        const struct store_seg *g = &s->segs[i];
+        if (res[i].garbage || res[i].later || g->first + g->n > si + 1) {
+            break; /* damaged, or holds an entry past the snapshot: kept from here on */
+        }
+        uint64_t next = s->segs[i + 1].first;
+        if (next != g->first + g->n && next <= si + 1) {
+            upto = i + 1;
+        }
+    }
+    if (upto == 0) {
+        return SINTER_OK;
+    }
+    sinter_rs_report(s,
+                     "segments %s to %s (index %" PRIu64 " to %" PRIu64
+                     ") are covered by snapshot %s (index %" PRIu64
+                     ") and do not reach the rest of the log at %s: a removal the crash cut "
+                     "short; removing them",
+                     s->segs[0].name, s->segs[upto - 1].name, s->segs[0].first,
+                     s->segs[upto - 1].first + s->segs[upto - 1].n - 1, sn->name, si,
+                     s->segs[upto].name);
+    for (size_t i = 0; i < upto; i++) {
+        int rc = seg_remove(s, 0);
+        memmove(&res[0], &res[1], s->nsegs * sizeof *res); /* s->nsegs: one less now */
+        (*dropped)++;
+        if (rc != SINTER_OK) {
+            return rc;
+        }
+    }
+    return SINTER_OK;
+}
+
 int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n, uint64_t *torn)
 {
     uint8_t *buf = NULL;
@@ -465,6 +514,10 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
             goto out;
         }
         dropped++;
+    }
+    rc = drop_covered_prefix(s, res, &dropped);
+    if (rc != SINTER_OK) {
+        goto out;
     }
     for (size_t i = 0; i < s->nsegs; i++) {
         struct store_seg *g = &s->segs[i];

@@ -557,8 +557,8 @@ int sinter_store_garbage_collect(struct sinter_store_garbage *g)
     }
     int err = 0;
     for (size_t i = 0; i < g->n && err == 0; i++) {
-        /* Stop at the first failure: removing a newer segment past an older one that stays would
-         * leave a gap in the log, which open() rightly calls corruption. */
+        /* Stop at the first failure, so that what stays is the oldest part of the queue: a log
+         * prefix the newest snapshot covers, which open() removes even when a gap follows it. */
         int e = g->io->unlink(g->ctx, g->paths[i]);
         if (e != 0 && e != ENOENT) {
             err = e;

@@ -2483,6 +2483,151 @@ static void spare_writeback_errors_fail_the_job(void **state)
     }
 }
 
+static int cmp_u64_test(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The segment firsts in memfs directory /mem, sorted (names are seg-<first, 20 digits>). */
+struct seg_list {
+    uint64_t first[256];
+    size_t n;
+};
+
+static int seg_list_cb(void *arg, const char *name)
+{
+    struct seg_list *l = arg;
+    if (strncmp(name, "seg-", 4) == 0 && strlen(name) == 24 && l->n < 256) {
+        l->first[l->n++] = strtoull(name + 4, NULL, 10);
+    }
+    return 0;
+}
+
+static void seg_list(struct memfs *fs, struct seg_list *l)
+{
+    const struct sinter_store_io *io = memfs_io(fs);
+    l->n = 0;
+    assert_int_equal(io->listdir(io->ctx, "/mem", seg_list_cb, l), 0);
+    qsort(l->first, l->n, sizeof *l->first, cmp_u64_test);
+}
+
+/* A follower compacts its prefix with defer_unlink (the segments wait for the owner's helper),
+ * then installs a leader's snapshot past its log end, which removes the current segments at once,
+ * and appends after it. The process dies before the queued segments are removed: on disk are the
+ * old prefix, a gap, the snapshot and the new segment. The old prefix is covered by the snapshot,
+ * so open removes it instead of calling the gap lost entries (it refused to start before). */
+static void deferred_prefix_then_installed_snapshot_reopens(void **state)
+{
+    (void)state;
+    for (int policy = MEMFS_CRASH_DROP; policy <= MEMFS_CRASH_KEEP; policy++) {
+        struct memfs *fs = memfs_new(31 + (uint64_t)policy);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        opts_init(&o, memfs_io(fs), 4096, &rp);
+        o.defer_unlink = true;
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        static struct model m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        assert_int_equal(append_range(s, 1, 200, 1), SINTER_OK);
+        assert_int_equal(write_snapshot(s, 100, 1, 1000, 1000), SINTER_OK);
+        assert_int_equal(sinter_store_compact(s, 100), SINTER_OK);
+        struct seg_list l;
+        seg_list(fs, &l);
+        size_t queued = l.n - sinter_store_segment_count(s);
+        assert_true(queued >= 2); /* compacted, still on disk */
+        assert_int_equal(l.first[0], 1);
+        assert_int_equal(write_snapshot(s, 500, 1, 1000, 1000), SINTER_OK);
+        struct sinter_raft_snapshot_meta sm = snap_meta(500, 1);
+        assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_OK);
+        assert_int_equal(sinter_store_segment_count(s), 0);
+        assert_int_equal(append_range(s, 501, 10, 1), SINTER_OK);
+        model_set(&m, 501, 10, 1);
+        seg_list(fs, &l);
+        assert_int_equal(l.n, queued + 1); /* old prefix, gap, seg-501 */
+        assert_int_equal(l.first[l.n - 1], 501);
+        assert_true(l.first[l.n - 2] < 100);
+        /* The process dies: nothing more reaches the disk, so close() cannot collect the queue. */
+        memfs_die_after(fs, 0);
+        sinter_store_close(s);
+        memfs_crash(fs, policy);
+        rp.n = 0;
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_true(rec.has_snapshot);
+        assert_int_equal(rec.snapshot.index, 500);
+        assert_int_equal(rec.n_entries, 10);
+        check_entries(rec.entries, rec.n_entries, 501, &m);
+        sinter_store_recovered_free(&rec);
+        assert_int_equal(rp.n, 1);
+        assert_non_null(strstr(rp.last, "covered by snapshot"));
+        assert_int_equal(sinter_store_first_index(s), 501);
+        assert_int_equal(sinter_store_last_index(s), 510);
+        seg_list(fs, &l); /* the old prefix is gone, durably (checked by the next crash) */
+        assert_int_equal(l.n, 1);
+        assert_int_equal(l.first[0], 501);
+        assert_int_equal(append_range(s, 511, 5, 2), SINTER_OK);
+        model_set(&m, 511, 5, 2);
+        sinter_store_close(s);
+        memfs_crash(fs, MEMFS_CRASH_DROP);
+        rp.n = 0;
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_int_equal(rp.n, 0);
+        assert_int_equal(rec.n_entries, 15);
+        check_entries(rec.entries, rec.n_entries, 501, &m);
+        sinter_store_recovered_free(&rec);
+        sinter_store_close(s);
+        memfs_free(fs);
+    }
+}
+
+/* A gap the newest snapshot does not bridge is still lost entries, and open refuses to start
+ * without removing anything: (a) the segment holding snapshot + 1 is missing, so the segments
+ * before the gap lie wholly below the snapshot but the one after it starts past snapshot + 1;
+ * (b) a segment in the middle of the log above the snapshot is missing. */
+static void uncovered_gap_still_refuses(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 2; c++) {
+        struct memfs *fs = memfs_new(41 + (uint64_t)c);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        opts_init(&o, memfs_io(fs), 4096, &rp);
+        struct sinter_store *s;
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        assert_int_equal(append_range(s, 1, 200, 1), SINTER_OK);
+        assert_int_equal(write_snapshot(s, 100, 1, 1000, 1000), SINTER_OK);
+        sinter_store_close(s);
+        struct seg_list l;
+        seg_list(fs, &l);
+        assert_true(l.n >= 6);
+        size_t k = 0; /* (a): the segment holding index 101 */
+        while (k + 1 < l.n && l.first[k + 1] <= 101) {
+            k++;
+        }
+        if (c == 1) {
+            k = l.n - 2; /* (b): well above the snapshot, not the last */
+            assert_true(l.first[k] > 102);
+        }
+        assert_true(k > 0 && k + 1 < l.n);
+        char path[64];
+        snprintf(path, sizeof path, "/mem/seg-%020" PRIu64, l.first[k]);
+        const struct sinter_store_io *io = memfs_io(fs);
+        assert_int_equal(io->unlink(io->ctx, path), 0);
+        assert_int_equal(io->syncdir(io->ctx, "/mem"), 0);
+        char err[600] = "";
+        assert_int_equal(sinter_store_open(&s, "/mem", &o, NULL, err, sizeof err), SINTER_ECORRUPT);
+        assert_null(s);
+        assert_non_null(strstr(err, "entries are missing; refusing to start"));
+        struct seg_list after;
+        seg_list(fs, &after);
+        assert_int_equal(after.n, l.n - 1); /* nothing removed */
+        memfs_free(fs);
+    }
+}
+
 /* Only the last segment keeps a direct descriptor and tail block: a plain rollover (the batch's
  * first record does not fit) does not write the old last segment, which must still let go of
  * them. A truncation back into an earlier segment keeps the count at one at most. */
@@ -2711,6 +2856,8 @@ int main(void)
         cmocka_unit_test(kill_during_direct_writes),
         cmocka_unit_test(random_crash_loop_direct),
         cmocka_unit_test(spare_writeback_errors_fail_the_job),
+        cmocka_unit_test(deferred_prefix_then_installed_snapshot_reopens),
+        cmocka_unit_test(uncovered_gap_still_refuses),
         cmocka_unit_test(direct_descriptors_only_in_last_segment),
         cmocka_unit_test(direct_buffer_enomem_keeps_the_store),
         cmocka_unit_test(direct_write_einval_falls_back),
