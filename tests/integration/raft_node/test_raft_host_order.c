@@ -410,15 +410,17 @@ static void run(bool transfer)
         }
     }
     assert_int_equal(props, 2 * PROPOSALS);
-    /* The longest loop iteration is placed in time (raft-bench matches it against commit gaps):
-     * it ended after the reset (the pass running then is counted after it) and before the
-     * counters were read, and it is no longer than the time up to its end. */
+    /* The longest loop iteration is placed in time on the test's clock (raft-bench matches it
+     * against commit gaps): it ended before the counters were read, since the loop takes its end
+     * time before it publishes. Its end may precede the reset: a pass that ended before it but
+     * was published after it counts in the new window, and the loop can be preempted in between
+     * for as long as the machine likes; 1 s of slack still catches an unset (0) or foreign-clock
+     * end time. */
     for (int i = 0; i < NODES; i++) {
         assert_true(st[i].loop_iterations > 0);
         assert_true(st[i].loop_max_iter_ns > 0);
-        assert_true(st[i].loop_max_iter_end_ns >= t_reset);
+        assert_true(st[i].loop_max_iter_end_ns + 1000000000u >= t_reset);
         assert_true(st[i].loop_max_iter_end_ns <= t_stats);
-        assert_true(st[i].loop_max_iter_ns <= st[i].loop_max_iter_end_ns);
     }
 }
 
