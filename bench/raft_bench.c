@@ -213,8 +213,10 @@ static void on_done(void *arg, int rc, uint64_t index, sinter_raft_id leader, co
     (void)url;
     struct slot *s = arg;
     struct bench *b = s->b;
-    uint64_t now = bench_now_ns();
     pthread_mutex_lock(&b->mu);
+    /* Read under the lock: two completions racing between the read and the lock would make
+     * now < last_ns and an unsigned gap of centuries. */
+    uint64_t now = bench_now_ns();
     if (rc == SINTER_OK) {
         bench_lat_add(&b->lat, now - s->start_ns);
         if (b->counting) {
@@ -308,9 +310,12 @@ static void print_host_stats(struct sinter_raft_host *const *h, int li,
 
 /* The disk's own counters, sampled every 2 ms during a row: sectors written and flushes of the
  * whole device (/sys/dev/block/M:m/stat, every process on the machine: the disk is shared with
- * other engineers' builds) against the bytes this process submitted (/proc/self/io write_bytes).
- * A gap in which the device wrote much more than we did points outside the bench (or at the
- * journal's own writes, which the kernel's jbd2 thread submits, not us). */
+ * other engineers' builds) against the bytes this process caused to be written
+ * (/proc/self/io write_bytes, counted when a page is dirtied, not when it reaches the device:
+ * buffered data dirtied before a gap and written back during it looks foreign, so "the disk wrote
+ * more than we did" is an upper bound on foreign writes). A gap in which the device wrote much
+ * more than we did points outside the bench (or at the journal's own writes, which the kernel's
+ * jbd2 thread submits, not us). */
 #define DISK_SAMPLES_MAX 16384
 
 struct disk_sample {
@@ -620,7 +625,7 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
         uint64_t n, max;
     } bg[] = {
         {"snapshot write", IOC_SNAP, IOT_WRITE, 0, 0},
-        {"snapshot wb-wait", IOC_SNAP, IOT_WRITEBACK_WAIT, 0, 0},
+        {"snapshot writeback hint", IOC_SNAP, IOT_WRITEBACK, 0, 0},
         {"snapshot fsync", IOC_SNAP, IOT_FSYNC, 0, 0},
         {"snapshot rename", IOC_SNAP, IOT_RENAME, 0, 0},
         {"snapshot syncdir", IOC_SNAP, IOT_SYNCDIR, 0, 0},
@@ -652,7 +657,7 @@ static void print_gaps(const struct bench *b, uint64_t row_t0, const struct node
         double sec = (double)row.t / 1e9;
         printf("# disk over the row (%.2f s, whole device): %.1f MiB/s written in %.0f writes/s, "
                "%.0f flushes/s, %.1f discards/s (%.1f MiB/s), busy %.0f%%; this process "
-               "submitted %.1f MiB/s\n",
+               "dirtied %.1f MiB/s\n",
                sec, (double)row.dev_sect / 2048.0 / sec, (double)row.dev_wios / sec,
                (double)row.dev_flush / sec, (double)row.dev_discards / sec,
                (double)row.dev_discard_sect / 2048.0 / sec, (double)row.dev_busy_ms / 10.0 / sec,
