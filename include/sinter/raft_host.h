@@ -255,13 +255,13 @@ int sinter_raft_host_status(struct sinter_raft_host *h, uint32_t group,
  * accumulated since start or the last reset, published once per loop iteration. Times in ns. */
 struct sinter_raft_host_stats {
     uint64_t loop_iterations;
-    uint64_t loop_wakeups;     /* sleeps ended by the eventfd or a received frame */
-    uint64_t events;           /* inbox events handled (proposals, received frames, ...) */
-    uint64_t readies;          /* readies handled, all groups */
-    uint64_t loop_busy_ns;     /* time in iterations, i.e. not sleeping */
-    uint64_t loop_max_iter_ns; /* longest single iteration */
+    uint64_t loop_wakeups;         /* sleeps ended by the eventfd or a received frame */
+    uint64_t events;               /* inbox events handled (proposals, received frames, ...) */
+    uint64_t readies;              /* readies handled, all groups */
+    uint64_t loop_busy_ns;         /* time in iterations, i.e. not sleeping */
+    uint64_t loop_max_iter_ns;     /* longest single iteration */
     uint64_t loop_max_iter_end_ns; /* when it ended (CLOCK_MONOTONIC ns), to place it in time */
-    uint64_t store_appends;    /* sinter_store_append calls (each one pwrite + fdatasync) */
+    uint64_t store_appends;        /* sinter_store_append calls (each one pwrite + fdatasync) */
     uint64_t store_append_entries;
     uint64_t store_append_ns;
     uint64_t store_append_max_ns;
