@@ -150,8 +150,9 @@ struct sinter_store_options {
      * journal commit (canonical raft's libuv backend appends the same way). Open probes the
      * directory with one O_DIRECT | O_DSYNC write; a file system that refuses it (EINVAL), or a
      * segment_size that is not a multiple of 4 KiB, falls back to pwrite + fdatasync, said once
-     * through report. Segments with unwritten free space (fallocate fallback, found at open,
-     * after a truncation) always use pwrite + fdatasync. Reads keep using the buffered descriptor:
+     * through report. The same holds below the zeroed watermark of a segment the store made
+     * ready itself (zero_prefix: fallocate fallback, found at open, after a truncation); past
+     * it, appends use pwrite + fdatasync. Reads keep using the buffered descriptor:
      * Linux invalidates the page cache over a direct write's range, so they see the new bytes.
      * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. 0 (a zero-initialised struct) means
      * the default, SINTER_STORE_DIRECT_IO_AUTO (sinter_store_options_defaults()). A direct write
@@ -161,13 +162,33 @@ struct sinter_store_options {
      * write are those of a failed fdatasync (SINTER_EIO / SINTER_ENOSPC, the store turns
      * failed). */
     int direct_io;
+    /* Bytes of zeros the store writes and syncs after a segment's end whenever it makes that
+     * space ready itself: a segment created with fallocate (no spare ready: the first segment of
+     * a new store, or the fallback at rollover) gets its first zero_prefix bytes written inside
+     * its creation (before its fsync and rename: a crash leaves a *.tmp that open removes);
+     * the last segment found at open, and a segment cut by a truncation, get zero_prefix bytes
+     * after their last record (zeros over what already reads as zeros: a crash in the middle
+     * leaves the same log). Appends ending below that watermark overwrite written blocks, like
+     * appends into a spare: no extent conversion, so they go direct (options.direct_io) or, with
+     * pwrite + fdatasync, commit no journal. Without it every append before the first spare is
+     * ready (a spare is wanted only after 1/64 of a segment, and zero-filling a whole segment
+     * takes seconds) paid the conversion: a fresh cluster and a restarted node ran their first
+     * MiBs on the slow path. Sized so that the spare asked for at 1/64 of a segment is normally
+     * ready before the prefix is used up, yet a group that hardly writes costs zero_prefix bytes
+     * per creation and per open, not a segment. A disk full while zeroing is no error: the
+     * watermark stays where the zeros got to, said once through report. 0 (a zero-initialised
+     * struct): the default, segment_size / 16 rounded up to 4 KiB (4 MiB of the default 64 MiB
+     * segment); SINTER_STORE_ZERO_PREFIX_NONE: none (appends before the first spare pay the
+     * conversion, as before). Capped at the segment size. */
+    uint32_t zero_prefix;
 };
 
 #define SINTER_STORE_DIRECT_IO_OFF  1
 #define SINTER_STORE_DIRECT_IO_AUTO 2
+#define SINTER_STORE_ZERO_PREFIX_NONE UINT32_MAX
 
 /* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports,
- * direct_io SINTER_STORE_DIRECT_IO_AUTO).
+ * direct_io SINTER_STORE_DIRECT_IO_AUTO, zero_prefix 0: the default prefix).
  * Ownership: writes *opts only. */
 void sinter_store_options_defaults(struct sinter_store_options *opts);
 
@@ -256,9 +277,10 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * another thread ahead of need (PostgreSQL pre-zeroes its WAL segments for the same reason; etcd's
  * WAL pre-creates the next file in a goroutine). A rollover then only writes the 32-byte header
  * over the zeros, fdatasyncs, renames and syncs the directory. A segment whose free space is not
- * known to be written (made by fallocate because no spare was ready, or found at open) is left as
- * soon as a spare is ready: the next append starts the spare as a new segment (segments may end
- * early; zeros after the last record are the normal end). The spare's temporary name means a
+ * all known to be written (made by fallocate because no spare was ready, found at open, or cut)
+ * has a zeroed prefix after its end (options.zero_prefix) and is left, once a spare is ready, by
+ * the first append that would go past that prefix: it starts the spare as a new segment
+ * (segments may end early; zeros after the last record are the normal end). The spare's temporary name means a
  * crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
  *
  * Protocol, like the garbage and the snapshot writer: the store's thread asks with
@@ -314,7 +336,8 @@ void sinter_store_spare_abandon(struct sinter_store_spare *j);
 bool sinter_store_spare_ready(const struct sinter_store *s);
 
 /* Whether the next append to the last segment goes through O_DIRECT | O_DSYNC (options.direct_io:
- * AUTO, the probe passed, and the last segment is pre-zeroed). For tests and metrics. */
+ * AUTO, the probe passed, and the last segment is pre-zeroed, or zeroed by the store far enough
+ * past its end for at least one record: options.zero_prefix). For tests and metrics. */
 bool sinter_store_direct_io_active(const struct sinter_store *s);
 
 /* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the

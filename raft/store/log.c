@@ -59,9 +59,20 @@ size_t sinter_store_segment_count(const struct sinter_store *s)
     return s->nsegs;
 }
 
+/* Rounds up to a whole direct-I/O block. */
+static uint64_t blk_up(uint64_t off)
+{
+    return (off + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+}
+
 bool sinter_store_direct_io_active(const struct sinter_store *s)
 {
-    return s->nsegs > 0 && s->segs[s->nsegs - 1].dfd >= 0;
+    if (s->nsegs == 0) {
+        return false;
+    }
+    /* Direct if the smallest record (an empty entry) still ends below the watermark. */
+    const struct store_seg *g = &s->segs[s->nsegs - 1];
+    return g->dfd >= 0 && blk_up(g->end + STORE_REC_HDR) <= g->zeroed_to;
 }
 
 /* The segment holding index (which must lie in [first, last]). */
@@ -350,10 +361,73 @@ static int scan_segment(struct store_seg *g, const uint8_t *buf, uint64_t sz, ui
     return SINTER_OK;
 }
 
+/* Zero-fill chunk of a prefix: a bounded buffer however large options.zero_prefix is. */
+#define ZERO_CHUNK (256u << 10)
+
+/* Writes zeros over [from, to) of g without syncing (the caller's fsync / fdatasync follows) and
+ * sets *zeroed_to to the new watermark: `to` (a block boundary or the segment size), or, when the
+ * disk is full, the last block boundary the zeros reached. ENOSPC is no error here: the prefix
+ * only saves the extent conversion, so a full disk ends it where it got to (said through report)
+ * and appends past that point pay the conversion, as without a prefix (options.zero_prefix).
+ * No memory for the zeros: no prefix, silently. Returns 0 or another errno. */
+static int seg_zero_range(struct sinter_store *s, struct store_seg *g, uint64_t from, uint64_t to,
+                          uint64_t *zeroed_to)
+{
+    *zeroed_to = from & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    if (from >= to) {
+        *zeroed_to = to;
+        return 0;
+    }
+    uint8_t *z = calloc(1, ZERO_CHUNK);
+    if (z == NULL) {
+        return 0;
+    }
+    uint64_t off = from;
+    int e = 0;
+    while (off < to) {
+        /* Chunks end on block boundaries, so a stop leaves a watermark at one. */
+        uint64_t next = (off & ~(uint64_t)(STORE_DIO_BLOCK - 1)) + ZERO_CHUNK;
+        uint64_t len = (next < to ? next : to) - off;
+        e = sinter_rs_pwrite_full(s, g->fd, z, (size_t)len, off);
+        if (e != 0) {
+            break;
+        }
+        off += len;
+    }
+    free(z);
+    if (e == ENOSPC) {
+        sinter_rs_report(s,
+                         "segment %s: disk full while zeroing [%" PRIu64 ", %" PRIu64
+                         "): appends past offset %" PRIu64 " use pwrite + fdatasync into "
+                         "unwritten space",
+                         g->name, from, to, off & ~(uint64_t)(STORE_DIO_BLOCK - 1));
+        e = 0;
+    }
+    if (e == 0) {
+        *zeroed_to = off == to ? to : off & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    }
+    return e;
+}
+
+/* The end of the zeroed prefix after offset `from` of g (options.zero_prefix): whole blocks, at
+ * most the segment. */
+static uint64_t zero_target(const struct sinter_store *s, const struct store_seg *g, uint64_t from)
+{
+    uint64_t to = blk_up(from + s->zero_prefix);
+    return to < g->size ? to : g->size;
+}
+
+static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const uint8_t *h);
+
 /* Cuts segment g at offset off: everything after becomes zeros again (ftruncate, then reserve the
- * space again so the file keeps its preallocated size), then fsync (size and extents changed). */
+ * space again so the file keeps its preallocated size), then fsync (size and extents changed).
+ * Then the zeroed prefix after off (options.zero_prefix) and an fdatasync: only after the cut is
+ * durable, so the zeros go over zeros. Written before it, zeros that reached the disk while the
+ * cut did not (a crash in between) would blank the first removed records and leave the later
+ * ones: a hole followed by valid batches, which open must take for damage to durable data. */
 static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
 {
+    uint64_t zto = 0;
     int e = s->io->ftruncate(s->ctx, g->fd, off);
     if (e == 0) {
         e = sinter_rs_reserve(s, g->fd, off, g->size - off);
@@ -361,14 +435,23 @@ static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
     if (e == 0) {
         e = s->io->fsync(s->ctx, g->fd);
     }
+    if (e == 0 && s->zero_prefix > 0) {
+        e = seg_zero_range(s, g, off, zero_target(s, g, off), &zto);
+        if (e == 0 && zto > off) {
+            e = s->io->fdatasync(s->ctx, g->fd);
+        }
+    }
     if (e != 0) {
         return sinter_rs_ioerr(s, e, "cut %s/%s at offset %" PRIu64, s->dir, g->name, off);
     }
     g->end = off;
-    g->zeroed = false; /* the tail was freed and reserved again: unwritten extents */
-    /* Direct appends only go to pre-zeroed space (options.direct_io); the cached tail block would
-     * also be stale now. */
+    /* The tail was freed and reserved again: unwritten extents but for the prefix. The cached
+     * tail block of a direct descriptor is stale now: reopen it (reloaded at the next append). */
+    g->zeroed_to = zto;
     seg_dio_drop(s, g);
+    if (s->dio && zto > off) {
+        seg_dio_open(s, g, NULL);
+    }
     return SINTER_OK;
 }
 
@@ -525,6 +608,30 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
             goto out;
         }
     }
+    if (s->nsegs > 0 && !res[s->nsegs - 1].garbage && s->zero_prefix > 0) {
+        /* The last segment's free space is unknown after open (a spare's zeros, or fallocate's
+         * unwritten extents: nothing records which), so appends would pay the extent conversion
+         * until the first spare is ready, seconds after a restart. Zero a prefix after its last
+         * record (options.zero_prefix) and sync it. Safe at any point of a crash: the scan found
+         * only zeros after the end (no garbage), so this writes zeros over zeros and the log reads
+         * the same whatever part of it reached the disk. A cut segment (garbage) got its prefix
+         * in seg_cut. */
+        struct store_seg *g = &s->segs[s->nsegs - 1];
+        uint64_t zto = 0;
+        int e = seg_zero_range(s, g, g->end, zero_target(s, g, g->end), &zto);
+        if (e == 0 && zto > g->end) {
+            e = s->io->fdatasync(s->ctx, g->fd);
+        }
+        if (e != 0) {
+            rc = sinter_rs_ioerr(s, e, "zero the free space of %s/%s after offset %" PRIu64,
+                                 s->dir, g->name, g->end);
+            goto out;
+        }
+        g->zeroed_to = zto;
+        if (s->dio && zto > g->end) {
+            seg_dio_open(s, g, NULL);
+        }
+    }
     if (s->nsegs == 0 && n > 0) {
         /* Every segment was empty: the log restarts where the first one would have begun. */
         s->next_index = firsts[0];
@@ -538,27 +645,33 @@ out:
 
 /* ---- writing -------------------------------------------------------------------------------- */
 
-/* Opens the direct descriptor of a new pre-zeroed segment g whose durable header is h (path: its
- * current name). A failure is not an error: the segment is written like any other (fd +
- * fdatasync), which is always correct. */
-static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const char *path,
-                         const uint8_t *h)
+/* Opens the direct descriptor of segment g (under its final name), whose free space is zeroed up
+ * to g->zeroed_to. h: the durable header of a new, empty segment (the tail block is then known:
+ * header, zeros); NULL for a segment with records (the tail block is read at the first direct
+ * append). A failure is not an error: the segment is written like any other (fd + fdatasync),
+ * which is always correct. */
+static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const uint8_t *h)
 {
+    char path[STORE_PATH_MAX];
     void *t = NULL;
     if (posix_memalign(&t, STORE_DIO_BLOCK, STORE_DIO_BLOCK) != 0) {
         return;
     }
     int fd = -1;
+    sinter_rs_path(s, path, g->name);
     if (s->io->open(s->ctx, path, O_WRONLY | O_DIRECT | O_DSYNC, 0, &fd) != 0) {
         free(t);
         return;
     }
-    /* The first block as on disk: header (just synced), then the spare's zeros. */
     memset(t, 0, STORE_DIO_BLOCK);
-    memcpy(t, h, STORE_SEG_HDR);
     g->dfd = fd;
     g->tail = t;
-    g->tail_ok = true;
+    g->tail_ok = false;
+    if (h != NULL) {
+        /* The first block as on disk: header (just synced), then zeros. */
+        memcpy(t, h, STORE_SEG_HDR);
+        g->tail_ok = true;
+    }
 }
 
 /* Grows the direct-write buffer (4 KiB-aligned, as O_DIRECT requires) to at least need bytes. */
@@ -679,8 +792,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     sinter_rs_path(s, path, g->name);
     /* A rollover allows the next spare job even if the last one failed (spare.c). */
     s->spare_failed = false;
-    g->zeroed = sinter_rs_spare_take(s, &g->fd, tname, sizeof tname);
-    if (!g->zeroed) {
+    bool spared = sinter_rs_spare_take(s, &g->fd, tname, sizeof tname);
+    if (!spared) {
         snprintf(tname, sizeof tname, "%s.tmp", g->name);
     }
     sinter_rs_path(s, tmp, tname);
@@ -695,7 +808,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
 
     const char *what = "create";
     int e = 0;
-    if (g->zeroed) {
+    if (spared) {
+        g->zeroed_to = g->size;
         e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
         what = "write header of";
         if (e == 0) {
@@ -716,6 +830,15 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
             e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
             what = "write header of";
         }
+        if (e == 0 && s->zero_prefix > 0) {
+            /* The zeroed prefix (options.zero_prefix): written before the fsync below, which
+             * makes it durable with the header for no extra sync, and before the rename, so a
+             * crash in the middle leaves a *.tmp file that open removes. Without it, the first
+             * segment of every new group took its appends through the extent conversion until
+             * the first spare, asked for only after 1/64 of a segment, was ready. */
+            e = seg_zero_range(s, g, STORE_SEG_HDR, zero_target(s, g, 0), &g->zeroed_to);
+            what = "zero the prefix of";
+        }
         if (e == 0) {
             e = s->io->fsync(s->ctx, g->fd);
             what = "fsync";
@@ -725,8 +848,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
         e = s->io->rename(s->ctx, tmp, path);
         what = "rename";
     }
-    if (e == 0 && g->zeroed && s->dio) {
-        seg_dio_open(s, g, path, h); /* renamed just above */
+    if (e == 0 && g->zeroed_to > STORE_SEG_HDR && s->dio) {
+        seg_dio_open(s, g, h); /* renamed just above */
     }
     if (e != 0) {
         rc = sinter_rs_ioerr(s, e, "%s new segment %s", what, tmp);
@@ -902,15 +1025,19 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
     /* Plan: which entries open a new segment. Create those segments before writing anything. */
     size_t base = s->nsegs;
     uint64_t room = 0;
+    uint64_t last_lim = 0; /* where the plan lets records in the current last segment end */
     if (s->nsegs > 0) {
         const struct store_seg *g = &s->segs[s->nsegs - 1];
         room = g->size - g->end;
-        if (!g->zeroed && g->n > 0 && s->spare_fd >= 0) {
-            /* Its free space is unwritten (fallocate, or unknown after open): every append there
-             * would commit the journal for the extent conversion. Leave it for the ready spare;
-             * zeros after its last record are a normal segment end (raft_store.h, "Spare"). */
-            room = 0;
+        if (g->zeroed_to < g->size && g->n > 0 && s->spare_fd >= 0) {
+            /* Its free space past the watermark is unwritten (fallocate, cut, or unknown after
+             * open, beyond the store's own zeroed prefix): every append there would commit the
+             * journal for the extent conversion. Fill the prefix, then leave the segment for the
+             * ready spare; zeros after its last record are a normal segment end (raft_store.h,
+             * "Spare"). */
+            room = g->zeroed_to > g->end ? g->zeroed_to - g->end : 0;
         }
+        last_lim = g->end + room;
     }
     size_t target = s->nsegs > 0 && rec_size(&e[0]) <= room ? s->nsegs - 1 : s->nsegs;
     for (size_t i = 0; i < n; i++) {
@@ -951,7 +1078,10 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
         uint64_t boff = g->end;
         uint64_t len = 0;
         size_t j = i;
-        while (j < n && g->end + len + rec_size(&e[j]) <= g->size) {
+        /* The plan's limit, not the file's: the segment kept up to its watermark (spare ready)
+         * must not take the records planned for the next one. */
+        uint64_t lim = target + 1 == base ? last_lim : g->size;
+        while (j < n && g->end + len + rec_size(&e[j]) <= lim) {
             len += rec_size(&e[j]);
             j++;
         }
@@ -967,6 +1097,12 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             p += rec_size(&e[x]);
         }
         int err = 0;
+        if (g->dfd >= 0 && blk_up(boff + len) > g->zeroed_to) {
+            /* Past the zeroed watermark: unwritten space, where an O_DSYNC write would commit the
+             * journal anyway; later appends only go further, so this segment goes on with
+             * pwrite + fdatasync (until the next rollover, into a spare if one is ready). */
+            seg_dio_drop(s, g);
+        }
         bool buffered = g->dfd < 0;
         if (!buffered) {
             bool wrote = true;
@@ -1020,6 +1156,11 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
      * is a compare per segment. */
     for (size_t x = 0; x + 1 < s->nsegs; x++) {
         seg_dio_drop(s, &s->segs[x]);
+    }
+    /* And the last one's once not even an empty record fits below its watermark: the next append
+     * goes buffered anyway (sinter_store_direct_io_active says so from now on). */
+    if (s->nsegs > 0 && !sinter_store_direct_io_active(s)) {
+        seg_dio_drop(s, &s->segs[s->nsegs - 1]);
     }
     for (size_t x = 0; x < n; x++) {
         s->appended += rec_size(&e[x]);

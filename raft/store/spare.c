@@ -74,7 +74,7 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
      * zero-filled at once); made at half full, it still has half a segment's time to finish. */
     if (s->nsegs > 0) {
         const struct store_seg *g = &s->segs[s->nsegs - 1];
-        if (g->zeroed && g->size - g->end > g->size / 2) {
+        if (g->zeroed_to >= g->size && g->size - g->end > g->size / 2) {
             return NULL;
         }
     }

@@ -404,6 +404,15 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
     }
     s->opts = o;
     s->io = o.io;
+    /* The zeroed prefix (options.zero_prefix): 1/16 of a segment by default, so that the spare
+     * wanted at 1/64 (spare.c) has 3/64 of a segment's appends to get ready in before appends
+     * pass the prefix; whole blocks, so a direct write below the watermark never touches a block
+     * past it; never more than the segment. */
+    if (o.zero_prefix != SINTER_STORE_ZERO_PREFIX_NONE) {
+        uint64_t zp = o.zero_prefix != 0 ? o.zero_prefix : o.segment_size / 16u;
+        zp = (zp + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+        s->zero_prefix = zp < o.segment_size ? zp : o.segment_size;
+    }
     s->ctx = o.io->ctx;
     s->meta_fd[0] = s->meta_fd[1] = -1;
     s->spare_fd = -1;

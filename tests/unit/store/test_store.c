@@ -440,6 +440,7 @@ static void group_commit_one_write_one_sync(void **state)
     faultio_init(&fio, sinter_store_io_posix());
     struct sinter_store_options o;
     opts_init(&o, &fio.io, 1024 * 1024, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
     struct sinter_store *s;
     assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
     assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK); /* creates the segment */
@@ -802,6 +803,7 @@ static void write_cut_short_and_dropped_tail(void **state)
             struct reports rp = {0};
             struct sinter_store_options o;
             opts_init(&o, memfs_io(fs), 4096, &rp);
+            o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
             struct sinter_store *s;
             struct sinter_store_recovered rec;
             struct model m = {0};
@@ -1466,6 +1468,7 @@ static void write_and_sync_errors_fail_the_store(void **state)
         faultio_init(&fio, sinter_store_io_posix());
         struct sinter_store_options o;
         opts_init(&o, &fio.io, 4096, &rp);
+        o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
         struct sinter_store *s;
         struct sinter_store_recovered rec;
         struct model m = {0};
@@ -1828,6 +1831,9 @@ static void spare_used_at_rollover(void **state)
     struct sinter_store_options o;
     opts_init(&o, &fio.io, segsize, &rp);
     o.direct_io = SINTER_STORE_DIRECT_IO_OFF; /* counts the buffered path (direct: see below) */
+    /* Rollovers out of fallocate'd segments without a zeroed prefix (with one:
+     * zero_prefix_then_spare). */
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     struct model m = {0};
@@ -1948,6 +1954,7 @@ static void spare_leftovers_removed_at_open(void **state)
     struct reports rp = {0};
     struct sinter_store_options o;
     opts_init(&o, NULL, 8192, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* a spare is wanted for the first segment */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     struct model m = {0};
@@ -1978,6 +1985,7 @@ static void spare_leftovers_removed_at_open(void **state)
             struct memfs *fs = memfs_new((uint64_t)(die + 2) * 7 + (uint64_t)policy);
             struct sinter_store_options mo;
             opts_init(&mo, memfs_io(fs), 4096, &rp);
+            mo.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
             struct model mm = {0};
             assert_int_equal(open_store(&s, "/mem", &mo, NULL), SINTER_OK);
             assert_int_equal(append_range(s, 1, 4, 1), SINTER_OK);
@@ -2183,6 +2191,7 @@ static void direct_appends_read_back(void **state)
     struct sinter_store_options o;
     opts_init(&o, &fio.io, segsize, &rp);
     assert_int_equal(o.direct_io, SINTER_STORE_DIRECT_IO_AUTO); /* the default */
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* buffered first segment, then a spare */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     static struct model m;
@@ -2563,6 +2572,7 @@ static void direct_buffer_enomem_keeps_the_store(void **state)
     struct reports rp = {0};
     struct sinter_store_options o;
     opts_init(&o, memfs_io(fs), 256u << 10, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the rollover below makes the segment */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     static struct model m;
