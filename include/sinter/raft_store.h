@@ -183,8 +183,8 @@ struct sinter_store_options {
     uint32_t zero_prefix;
 };
 
-#define SINTER_STORE_DIRECT_IO_OFF  1
-#define SINTER_STORE_DIRECT_IO_AUTO 2
+#define SINTER_STORE_DIRECT_IO_OFF    1
+#define SINTER_STORE_DIRECT_IO_AUTO   2
 #define SINTER_STORE_ZERO_PREFIX_NONE UINT32_MAX
 
 /* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports,
@@ -280,8 +280,8 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * all known to be written (made by fallocate because no spare was ready, found at open, or cut)
  * has a zeroed prefix after its end (options.zero_prefix) and is left, once a spare is ready, by
  * the first append that would go past that prefix: it starts the spare as a new segment
- * (segments may end early; zeros after the last record are the normal end). The spare's temporary name means a
- * crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
+ * (segments may end early; zeros after the last record are the normal end). The spare's temporary
+ * name means a crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
  *
  * Protocol, like the garbage and the snapshot writer: the store's thread asks with
  * sinter_store_spare_want(); any one thread runs sinter_store_spare_make() on the job (it touches

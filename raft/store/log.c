@@ -623,8 +623,8 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
             e = s->io->fdatasync(s->ctx, g->fd);
         }
         if (e != 0) {
-            rc = sinter_rs_ioerr(s, e, "zero the free space of %s/%s after offset %" PRIu64,
-                                 s->dir, g->name, g->end);
+            rc = sinter_rs_ioerr(s, e, "zero the free space of %s/%s after offset %" PRIu64, s->dir,
+                                 g->name, g->end);
             goto out;
         }
         g->zeroed_to = zto;

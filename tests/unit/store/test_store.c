@@ -2683,6 +2683,378 @@ static void direct_io_zero_means_auto(void **state)
     memfs_free(fs);
 }
 
+/* ---- zeroed prefix (options.zero_prefix) ------------------------------------------------------
+ */
+
+/* A new store's first segment is made with fallocate (no spare yet) and its first zero_prefix
+ * bytes written with zeros inside the creation: appends go direct from the first entry, with no
+ * fdatasync, until a record would end past the watermark; from there pwrite + fdatasync. After a
+ * reopen the last segment gets a new prefix after its last record and appends are direct again. */
+static void zero_prefix_direct_from_first_entry(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(31);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    const uint32_t segsize = 64u << 10;
+    opts_init(&o, memfs_io(fs), segsize, &rp);
+    o.zero_prefix = 16u << 10;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(rp.n, 0);                      /* memfs takes direct I/O */
+    assert_false(sinter_store_direct_io_active(s)); /* no segment yet */
+    long probe = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    model_set(&m, 1, 1, 1);
+    /* Creation: fallocate, header + 16 KiB of zeros, one fsync (nothing more for the prefix). */
+    assert_int_equal(memfs_calls(fs, FOP_FALLOCATE), 1);
+    assert_int_equal(memfs_calls(fs, FOP_FSYNC), 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0); /* the entry went direct */
+    assert_int_equal(memfs_dsync_writes(fs), probe + 1);
+    assert_true(sinter_store_direct_io_active(s));
+    /* Direct while the records end below the watermark (16 KiB), then buffered. */
+    uint64_t next = 2;
+    long direct = 1;
+    while (sinter_store_direct_io_active(s)) {
+        long before = memfs_dsync_writes(fs);
+        memfs_reset_calls(fs);
+        assert_int_equal(append_range(s, next, 3, 1), SINTER_OK);
+        model_set(&m, next, 3, 1);
+        next += 3;
+        if (memfs_dsync_writes(fs) == before + 1) {
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+            direct++;
+        } else {
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1); /* crossed the watermark */
+        }
+    }
+    assert_true(rec_offset(&m, 1, next) > 12u << 10);
+    assert_true(direct > 20);
+    assert_int_equal(memfs_open_direct(fs), 0); /* dropped once past the watermark */
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+    model_set(&m, next, 2, 1);
+    next += 2;
+    assert_int_equal(memfs_dsync_writes(fs), before);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    assert_int_equal(sinter_store_segment_count(s), 1);
+    read_back(s, 1, next - 1, &m);
+    sinter_store_close(s);
+
+    /* Reopen: zeros after the last record (no report, nothing torn), direct again. */
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    memfs_reset_calls(fs);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    assert_true(memfs_calls(fs, FOP_PWRITE) >= 1); /* the prefix (and the probe) */
+    assert_true(sinter_store_direct_io_active(s));
+    before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 4, 2), SINTER_OK);
+    model_set(&m, next, 4, 2);
+    next += 4;
+    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+    read_back(s, 1, next - 1, &m);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+
+    /* The same on real files, with the default prefix (segment_size / 16). */
+    char *dir = mktmp();
+    opts_init(&o, NULL, segsize, &rp);
+    rp.n = 0;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    bool dio = rp.n == 0;
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    assert_int_equal(sinter_store_direct_io_active(s), dio);
+    uint64_t size = 0;
+    assert_true(file_all_zero(dir, "seg-00000000000000000001", rec_offset(&m, 1, 2), &size));
+    assert_int_equal(size, segsize);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 1);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(sinter_store_direct_io_active(s), dio);
+    sinter_store_close(s);
+    rmtree(dir);
+
+    /* SINTER_STORE_ZERO_PREFIX_NONE: the first segment stays buffered, as before. */
+    memfs_free(fs);
+    fs = memfs_new(32);
+    opts_init(&o, memfs_io(fs), segsize, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    probe = memfs_dsync_writes(fs);
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    assert_false(sinter_store_direct_io_active(s));
+    assert_int_equal(memfs_dsync_writes(fs), probe);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* With a spare ready, the segment that has only a zeroed prefix keeps taking appends up to its
+ * watermark and then rolls over into the spare: a batch that would cross it is split there,
+ * nothing is written past it, and every entry reads back before and after a reopen. */
+static void zero_prefix_then_spare(void **state)
+{
+    (void)state;
+    for (int split = 0; split < 2; split++) {
+        struct memfs *fs = memfs_new(33 + (uint64_t)split);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        const uint32_t segsize = 256u << 10;
+        opts_init(&o, memfs_io(fs), segsize, &rp);
+        o.zero_prefix = 32u << 10;
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        static struct model m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        uint64_t next = 1;
+        /* Past 1/64 of a segment (4 KiB): a spare is wanted although the prefix is not used up. */
+        while (rec_offset(&m, 1, next) < 8u << 10) {
+            assert_int_equal(append_range(s, next, 5, 1), SINTER_OK);
+            model_set(&m, next, 5, 1);
+            next += 5;
+        }
+        assert_int_equal(make_spare(s, split == 1), SINTER_OK);
+        assert_true(sinter_store_spare_ready(s));
+        /* Still below the watermark: the spare waits. */
+        size_t batch = split ? 60 : 5;
+        long segs_seen = 1;
+        uint64_t first_of_2 = 0;
+        while (sinter_store_spare_ready(s)) {
+            long before = memfs_dsync_writes(fs);
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, next, batch, 1), SINTER_OK);
+            model_set(&m, next, batch, 1);
+            /* Direct all the way: below the watermark, then into the pre-zeroed spare. */
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), sinter_store_spare_ready(s) ? 0 : 1);
+            assert_true(memfs_dsync_writes(fs) >= before + 1);
+            if (!sinter_store_spare_ready(s)) {
+                segs_seen = (long)sinter_store_segment_count(s);
+                /* Where does the new segment start? The first record that did not fit. */
+                for (uint64_t x = next; x < next + batch; x++) {
+                    if (rec_offset(&m, 1, x + 1) > 32u << 10) {
+                        first_of_2 = x;
+                        break;
+                    }
+                }
+            }
+            next += batch;
+        }
+        assert_int_equal(segs_seen, 2);
+        assert_true(first_of_2 > 0);
+        char name[40];
+        snprintf(name, sizeof name, "seg-%020" PRIu64, first_of_2);
+        assert_true(memfs_exists(fs, name));
+        assert_true(rec_offset(&m, 1, first_of_2) <= 32u << 10); /* nothing past the watermark */
+        assert_true(sinter_store_direct_io_active(s));
+        read_back(s, 1, next - 1, &m);
+        sinter_store_close(s);
+        memfs_crash(fs, MEMFS_CRASH_RANDOM);
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        assert_int_equal(rec.torn_bytes, 0);
+        sinter_store_recovered_free(&rec);
+        assert_int_equal(sinter_store_segment_count(s), 2);
+        sinter_store_close(s);
+        memfs_free(fs);
+    }
+}
+
+/* Killed (power cut or kill -9) at every step of a new store's first segment creation with a
+ * multi-chunk prefix, and of the prefix zeroed at reopen: the log is always the acknowledged
+ * entries (plus, unacknowledged, the interrupted one), never a *.tmp left over, never a torn tail
+ * reported for the zeros, and the store takes appends afterwards. */
+static void kill_during_zero_prefix(void **state)
+{
+    (void)state;
+    long deaths = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        for (long die = 0; die < 20; die++) {
+            for (int policy = 0; policy < 3; policy++) {
+                struct memfs *fs = memfs_new((uint64_t)(die * 3 + policy + 100 * phase + 1));
+                struct reports rp = {0};
+                struct sinter_store_options o;
+                opts_init(&o, memfs_io(fs), 2u << 20, &rp);
+                o.zero_prefix = 1u << 20; /* four 256 KiB chunks */
+                struct sinter_store *s;
+                struct sinter_store_recovered rec;
+                struct model m = {0};
+                uint64_t acked = 0;
+                assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+                if (phase == 0) {
+                    /* Creation: open, fallocate, header, 4 chunks, fsync, rename, syncdir,
+                     * the entry's direct write. */
+                    memfs_die_after(fs, die);
+                    if (append_range(s, 1, 3, 1) == SINTER_OK) {
+                        acked = 3;
+                    } else {
+                        assert_true(memfs_dead(fs));
+                        deaths++;
+                    }
+                    sinter_store_close(s);
+                } else {
+                    assert_int_equal(append_range(s, 1, 9, 1), SINTER_OK);
+                    acked = 9;
+                    sinter_store_close(s);
+                    memfs_crash(fs, MEMFS_CRASH_DROP);
+                    /* Reopen: probe, the segment's fdatasync, then 4 chunks and an fdatasync. */
+                    memfs_die_after(fs, die);
+                    if (sinter_store_open(&s, "/mem", &o, NULL, NULL, 0) == SINTER_OK) {
+                        sinter_store_close(s);
+                    } else {
+                        assert_true(memfs_dead(fs));
+                        deaths++;
+                    }
+                }
+                model_set(&m, 1, 9, 1);
+                memfs_crash(fs, policy);
+                assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+                assert_int_equal(memfs_count_suffix(fs, ".tmp"), 0);
+                assert_true(rec.n_entries == acked || (phase == 0 && rec.n_entries <= 3));
+                check_entries(rec.entries, rec.n_entries, 1, &m);
+                if (phase == 1) {
+                    assert_int_equal(rec.torn_bytes, 0); /* the zeros are no torn tail */
+                }
+                uint64_t last = rec.n_entries;
+                sinter_store_recovered_free(&rec);
+                assert_int_equal(append_range(s, last + 1, 2, 2), SINTER_OK);
+                model_set(&m, last + 1, 2, 2);
+                sinter_store_close(s);
+                memfs_crash(fs, MEMFS_CRASH_DROP);
+                assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+                assert_int_equal(rec.n_entries, last + 2);
+                check_entries(rec.entries, rec.n_entries, 1, &m);
+                sinter_store_recovered_free(&rec);
+                sinter_store_close(s);
+                memfs_free(fs);
+            }
+        }
+    }
+    assert_true(deaths > 40);
+}
+
+/* Disk full while zeroing the prefix is no error: the watermark stays where the zeros got to
+ * (said through report) and appends past it are buffered. Any other error zeroing a new segment's
+ * prefix fails that append like a failed fallocate: nothing named, nothing written, the store
+ * usable and the append retryable. At open, disk full is the same fallback. */
+static void zero_prefix_enospc_falls_back(void **state)
+{
+    (void)state;
+    for (long after = 0; after < 3; after++) {
+        struct memfs *fs = memfs_new((uint64_t)after + 40);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+        o.zero_prefix = 512u << 10; /* two 256 KiB chunks */
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        static struct model m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        /* pwrites of the creation: the header, then the chunks; `after` chunks get through (2:
+         * no fault, the whole prefix). */
+        if (after < 2) {
+            memfs_fail(fs, FOP_BIT(FOP_PWRITE), ENOSPC, 1 + after, false);
+        }
+        int rc = append_range(s, 1, 1, 1);
+        memfs_fail(fs, 0, 0, -1, false);
+        assert_int_equal(rc, SINTER_OK);
+        model_set(&m, 1, 1, 1);
+        uint64_t zto = (uint64_t)after * (256u << 10);
+        assert_int_equal(rp.n, after == 2 ? 0 : 1);
+        if (after < 2) {
+            assert_non_null(strstr(rp.last, "disk full while zeroing"));
+        }
+        assert_int_equal(sinter_store_direct_io_active(s), zto > 0);
+        /* Appends are direct exactly while their blocks end below the watermark. */
+        uint64_t next = 2;
+        long direct = 0;
+        while (rec_offset(&m, 1, next) < 400u << 10) { /* (the model holds 4096 entries) */
+            model_set(&m, next, 100, 1);
+            bool expect = ((rec_offset(&m, 1, next + 100) + 4095u) & ~(uint64_t)4095u) <= zto;
+            long before = memfs_dsync_writes(fs);
+            assert_int_equal(append_range(s, next, 100, 1), SINTER_OK);
+            next += 100;
+            assert_int_equal(memfs_dsync_writes(fs) == before + 1, expect);
+            direct += expect;
+            if (rec_offset(&m, 1, next) > zto) {
+                assert_false(sinter_store_direct_io_active(s));
+            }
+        }
+        assert_int_equal(direct > 0, zto > (64u << 10));
+        read_back(s, 1, next - 1, &m);
+        sinter_store_close(s);
+
+        /* At open, disk full while zeroing after the last record: open succeeds, buffered. */
+        memfs_crash(fs, MEMFS_CRASH_DROP);
+        rp.n = 0;
+        memfs_fail(fs, FOP_BIT(FOP_PWRITE), ENOSPC, 1, false); /* the probe's write gets through */
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        memfs_fail(fs, 0, 0, -1, false);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        sinter_store_recovered_free(&rec);
+        assert_int_equal(rp.n, 1);
+        assert_non_null(strstr(rp.last, "disk full while zeroing"));
+        assert_false(sinter_store_direct_io_active(s));
+        assert_int_equal(append_range(s, next, 3, 2), SINTER_OK);
+        model_set(&m, next, 3, 2);
+        next += 3;
+        sinter_store_close(s);
+        memfs_crash(fs, MEMFS_CRASH_DROP);
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        assert_int_equal(rec.torn_bytes, 0);
+        sinter_store_recovered_free(&rec);
+        sinter_store_close(s);
+        memfs_free(fs);
+    }
+
+    /* EIO while zeroing a new segment's prefix: the append fails, the store does not. */
+    struct memfs *fs = memfs_new(50);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 2u << 20, &rp);
+    o.zero_prefix = 1u << 20;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    memfs_fail(fs, FOP_BIT(FOP_PWRITE), EIO, 2, false);
+    assert_int_equal(append_range(s, 1, 2, 1), SINTER_EIO);
+    assert_non_null(strstr(sinter_store_errmsg(s), "zero the prefix of"));
+    assert_int_equal(memfs_count_suffix(fs, ".tmp"), 0);
+    assert_int_equal(sinter_store_segment_count(s), 0);
+    assert_int_equal(append_range(s, 1, 2, 1), SINTER_OK);
+    assert_true(sinter_store_direct_io_active(s));
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 2);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2725,6 +3097,10 @@ int main(void)
         cmocka_unit_test(direct_buffer_enomem_keeps_the_store),
         cmocka_unit_test(direct_write_einval_falls_back),
         cmocka_unit_test(direct_io_zero_means_auto),
+        cmocka_unit_test(zero_prefix_direct_from_first_entry),
+        cmocka_unit_test(zero_prefix_then_spare),
+        cmocka_unit_test(kill_during_zero_prefix),
+        cmocka_unit_test(zero_prefix_enospc_falls_back),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
