@@ -5,7 +5,8 @@
  * On-disk formats (all integers little-endian; every structure carries a version and a CRC32C):
  *
  * Segment file "seg-%020llu" (the first index), preallocated to the segment size (the spare
- * "spare-%llu.tmp", zero-filled and synced by a helper, when one is ready; else fallocate):
+ * "spare-%llu.tmp", zero-filled and synced by a helper, when one is ready; else fallocate, with
+ * zeros written over a prefix: options.zero_prefix):
  *   header, 32 bytes:
  *     0  "SNSG"      magic
  *     4  u16         format version (1)

@@ -3,21 +3,26 @@
  *
  * Writing. An append encodes all records going to one segment into one buffer, writes it with one
  * pwrite at the segment's end and makes it durable with one fdatasync (group commit; the file is
- * preallocated, so the sync flushes data, not a size change). In a pre-zeroed segment with
- * options.direct_io the pwrite + fdatasync is one O_DIRECT | O_DSYNC pwrite of whole 4 KiB blocks
- * instead (seg_dio_write): durable when it returns, like the pair. A batch that does not fit is
- * split: the first part is written and synced into the current segment before anything goes to the
- * next one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
- * directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync, rename,
- * directory fsync: spare.c) before the first byte of the batch is written, so allocation failures
- * such as ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch
- * is unsynced, and it is the last one in the log: the invariant recovery uses to tell a torn tail
- * from damage to data that was durable.
+ * preallocated, so the sync flushes data, not a size change). In a pre-zeroed segment, or below
+ * the zeroed watermark of one the store made ready itself (store_seg.zeroed_to,
+ * options.zero_prefix), with options.direct_io the pwrite + fdatasync is one O_DIRECT | O_DSYNC
+ * pwrite of whole 4 KiB blocks instead (seg_dio_write): durable when it returns, like the pair.
+ * The watermark only decides speed, never correctness: past it the space reads as zeros too
+ * (unwritten extents), and the zeros are written either before the segment is named (creation)
+ * or over zeros (open, cut), so no crash can leave them where a record was. A batch that does not
+ * fit is split: the first part is written and synced into the current segment before anything goes
+ * to the next one, and every new segment is created (temporary name, fallocate, header, fsync,
+ * rename, directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync,
+ * rename, directory fsync: spare.c) before the first byte of the batch is written, so allocation
+ * failures such as ENOSPC happen while nothing has been written yet. Hence at any instant at most
+ * one batch is unsynced, and it is the last one in the log: the invariant recovery uses to tell a
+ * torn tail from damage to data that was durable.
  *
  * Removing. Truncation unlinks later segments newest first and syncs the directory before it cuts
  * the segment holding the first removed entry (ftruncate at that record, re-extended with zeros,
- * fsync): a crash in between leaves a prefix of the old log, never old segments after new
- * entries. Compaction unlinks whole segments oldest first, so a crash leaves a suffix.
+ * fsync; then the zeroed prefix, fdatasync): a crash in between leaves a prefix of the old log,
+ * never old segments after new entries. Compaction unlinks whole segments oldest first, so a crash
+ * leaves a suffix.
  */
 #include <errno.h>
 #include <fcntl.h>
