@@ -163,23 +163,36 @@ struct sinter_store_options {
      * failed). */
     int direct_io;
     /* Bytes of zeros the store writes and syncs after a segment's end whenever it makes that
-     * space ready itself: a segment created with fallocate (no spare ready: the first segment of
-     * a new store, or the fallback at rollover) gets its first zero_prefix bytes written inside
-     * its creation (before its fsync and rename: a crash leaves a *.tmp that open removes);
-     * the last segment found at open, and a segment cut by a truncation, get zero_prefix bytes
-     * after their last record (zeros over what already reads as zeros: a crash in the middle
-     * leaves the same log). Appends ending below that watermark overwrite written blocks, like
+     * space ready itself, so that appends below that watermark overwrite written blocks, like
      * appends into a spare: no extent conversion, so they go direct (options.direct_io) or, with
      * pwrite + fdatasync, commit no journal. Without it every append before the first spare is
-     * ready (a spare is wanted only after 1/64 of a segment, and zero-filling a whole segment
-     * takes seconds) paid the conversion: a fresh cluster and a restarted node ran their first
-     * MiBs on the slow path. Sized so that the spare asked for at 1/64 of a segment is normally
-     * ready before the prefix is used up, yet a group that hardly writes costs zero_prefix bytes
-     * per creation and per open, not a segment. A disk full while zeroing is no error: the
-     * watermark stays where the zeros got to, said once through report. 0 (a zero-initialised
-     * struct): the default, segment_size / 16 rounded up to 4 KiB (4 MiB of the default 64 MiB
-     * segment); SINTER_STORE_ZERO_PREFIX_NONE: none (appends before the first spare pay the
-     * conversion, as before). Capped at the segment size. */
+     * ready paid the conversion: a fresh cluster and a restarted node ran their first MiBs on the
+     * slow path. Where, all synchronous on the calling thread (about 1 ms per MiB plus one sync,
+     * written in 128 KiB chunks):
+     *  - inside sinter_store_append, at the creation of a segment with fallocate (no spare ready:
+     *    the first segment of a new store, or the fallback at rollover): its first zero_prefix
+     *    bytes, before its fsync and rename (a crash in the middle leaves a *.tmp that open
+     *    removes). None at a fallback rollover while a spare job is out (the helper is behind:
+     *    the disk is busy, and the spare soon takes over);
+     *  - inside sinter_store_truncate, after the cut is durable: zero_prefix bytes after the new
+     *    end (zeros over zeros: a crash in the middle leaves the same log);
+     *  - inside sinter_store_open, after the last record of the last segment, if it has records
+     *    and no torn tail (a torn tail is cut as above): the smaller of zero_prefix and 128 KiB
+     *    only, since a restart opens every group of a node in a row and most are idle.
+     * The spare is wanted once half of zero_prefix was appended since open
+     * (sinter_store_spare_want), so it is normally ready before the prefix is used up. Errors:
+     *  - a disk full while writing the zeros is never an error: the watermark stays where the
+     *    zeros got to, said once through report;
+     *  - at creation, any other error (EIO) fails that append like a failed fallocate: nothing is
+     *    named or written, the store stays usable and the append can be retried;
+     *  - at a cut and at open, any error from the zeros or from their fdatasync only costs the
+     *    prefix (said through report; appends there use pwrite + fdatasync): the zeros go over
+     *    zeros and nothing else is unsynced then, so no acknowledged byte depends on that sync.
+     * 0 (a zero-initialised struct): the default, segment_size / 64, at least 128 KiB or a
+     * quarter of the segment if that is less (1 MiB of the default 64 MiB segment);
+     * SINTER_STORE_ZERO_PREFIX_NONE: none (appends before the first spare pay the conversion).
+     * Other values are rounded up to a multiple of 4 KiB and capped at the segment size; note
+     * that a large value is written on the caller's thread at every creation and cut. */
     uint32_t zero_prefix;
 };
 
@@ -290,13 +303,14 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * at rollover). */
 struct sinter_store_spare;
 
-/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment appended since
- * open: a group that hardly writes costs no zeros; the last segment is itself pre-zeroed and less
- * than half full: its successor is made later, not while the disk just made it; a spare is ready;
- * a job is out; the store failed; or the last job failed and no rollover happened since: one
- * attempt per segment, so a full disk costs one failed job per rollover, never a loop). Store's
- * thread. Call it after appends (it is cheap). Ownership: the caller's until
- * sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for memory (then NULL).
+/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment, or half of
+ * options.zero_prefix if that is less, appended since open: a group that hardly writes costs no
+ * zeros; the last segment is itself pre-zeroed and less than half full: its successor is made
+ * later, not while the disk just made it; a spare is ready; a job is out; the store failed; or the
+ * last job failed and no rollover happened since: one attempt per segment, so a full disk costs one
+ * failed job per rollover, never a loop). Store's thread. Call it after appends (it is cheap).
+ * Ownership: the caller's until sinter_store_spare_put() (or _abandon()), which frees it. Never
+ * fails but for memory (then NULL).
  */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 
@@ -337,7 +351,8 @@ bool sinter_store_spare_ready(const struct sinter_store *s);
 
 /* Whether the next append to the last segment goes through O_DIRECT | O_DSYNC (options.direct_io:
  * AUTO, the probe passed, and the last segment is pre-zeroed, or zeroed by the store far enough
- * past its end for at least one record: options.zero_prefix). For tests and metrics. */
+ * past its end for an empty record: options.zero_prefix; a larger next append may still cross
+ * the watermark and go through pwrite + fdatasync). For tests and metrics. */
 bool sinter_store_direct_io_active(const struct sinter_store *s);
 
 /* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the

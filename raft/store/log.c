@@ -366,8 +366,11 @@ static int scan_segment(struct store_seg *g, const uint8_t *buf, uint64_t sz, ui
     return SINTER_OK;
 }
 
-/* Zero-fill chunk of a prefix: a bounded buffer however large options.zero_prefix is. */
-#define ZERO_CHUNK (256u << 10)
+/* Zero-fill chunk of a prefix: a bounded buffer however large options.zero_prefix is, and the
+ * spare's chunk size (spare.c SPARE_CHUNK): a log fdatasync of another group, process or node on
+ * the same disk that arrives while a chunk is on its way waits for all of it, so chunks stay small
+ * (1 MiB chunks raised raft-bench's C=64 p99 from ~2.3 to ~4 ms). */
+#define ZERO_CHUNK (128u << 10)
 
 /* Writes zeros over [from, to) of g without syncing (the caller's fsync / fdatasync follows) and
  * sets *zeroed_to to the new watermark: `to` (a block boundary or the segment size), or, when the
@@ -424,15 +427,50 @@ static uint64_t zero_target(const struct sinter_store *s, const struct store_seg
 
 static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const uint8_t *h);
 
+/* The zeroed prefix after the last record of g, which ends durably at g->end and reads as zeros
+ * after it (a cut just synced, or a clean tail found at open), bounded by `bytes`: zeros over
+ * zeros, then an fdatasync; sets g->zeroed_to and opens the direct descriptor (options.direct_io)
+ * when there is room for a record below it. Any error (ENOSPC or EIO from the zeros or from their
+ * fdatasync) only costs the prefix: said through report, g->zeroed_to stays below g->end and
+ * appends use pwrite + fdatasync, as without a prefix. Safe, unlike a failed fdatasync of records:
+ * the bytes in question are zeros whichever version reaches the disk, and nothing else is dirty
+ * (everything before was synced), so no acknowledged byte depends on the failed sync. Failing the
+ * open or the store here instead would turn an optimisation into an outage: a node whose file
+ * system reports ENOSPC at writeback (NFS, thin provisioning) could not restart, and a follower's
+ * truncation would fail its group. */
+static void seg_zero_ahead(struct sinter_store *s, struct store_seg *g, uint64_t bytes)
+{
+    uint64_t zto = 0;
+    uint64_t to = blk_up(g->end + bytes);
+    int e = seg_zero_range(s, g, g->end, to < g->size ? to : g->size, &zto);
+    const char *what = "zero";
+    if (e == 0 && zto > g->end) {
+        e = s->io->fdatasync(s->ctx, g->fd);
+        what = "fdatasync the zeros of";
+    }
+    if (e != 0) {
+        char ebuf[80];
+        sinter_rs_report(s,
+                         "segment %s: %s the free space after offset %" PRIu64
+                         ": %s; appends there use pwrite + fdatasync into unwritten space",
+                         g->name, what, g->end, strerror_r(e, ebuf, sizeof ebuf));
+        zto = g->end & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    }
+    g->zeroed_to = zto;
+    seg_dio_drop(s, g);
+    if (s->dio && zto > g->end) {
+        seg_dio_open(s, g, NULL);
+    }
+}
+
 /* Cuts segment g at offset off: everything after becomes zeros again (ftruncate, then reserve the
  * space again so the file keeps its preallocated size), then fsync (size and extents changed).
  * Then the zeroed prefix after off (options.zero_prefix) and an fdatasync: only after the cut is
  * durable, so the zeros go over zeros. Written before it, zeros that reached the disk while the
  * cut did not (a crash in between) would blank the first removed records and leave the later
  * ones: a hole followed by valid batches, which open must take for damage to durable data. */
-static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
+static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off, bool prefix)
 {
-    uint64_t zto = 0;
     int e = s->io->ftruncate(s->ctx, g->fd, off);
     if (e == 0) {
         e = sinter_rs_reserve(s, g->fd, off, g->size - off);
@@ -440,22 +478,17 @@ static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
     if (e == 0) {
         e = s->io->fsync(s->ctx, g->fd);
     }
-    if (e == 0 && s->zero_prefix > 0) {
-        e = seg_zero_range(s, g, off, zero_target(s, g, off), &zto);
-        if (e == 0 && zto > off) {
-            e = s->io->fdatasync(s->ctx, g->fd);
-        }
-    }
     if (e != 0) {
         return sinter_rs_ioerr(s, e, "cut %s/%s at offset %" PRIu64, s->dir, g->name, off);
     }
     g->end = off;
     /* The tail was freed and reserved again: unwritten extents but for the prefix. The cached
-     * tail block of a direct descriptor is stale now: reopen it (reloaded at the next append). */
-    g->zeroed_to = zto;
+     * tail block of a direct descriptor is stale now: dropped, reopened by seg_zero_ahead (the
+     * block is reloaded at the next append). */
+    g->zeroed_to = off & ~(uint64_t)(STORE_DIO_BLOCK - 1);
     seg_dio_drop(s, g);
-    if (s->dio && zto > off) {
-        seg_dio_open(s, g, NULL);
+    if (prefix && s->zero_prefix > 0) {
+        seg_zero_ahead(s, g, s->zero_prefix);
     }
     return SINTER_OK;
 }
@@ -593,7 +626,8 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
                              g->name, r->why, r->bad_off, r->garbage_end - r->bad_off,
                              g->first + g->n - 1);
             *torn += r->garbage_end - r->bad_off;
-            rc = seg_cut(s, g, r->bad_off);
+            /* No prefix for a segment left empty: removed just below. */
+            rc = seg_cut(s, g, r->bad_off, g->n > 0);
             if (rc != SINTER_OK) {
                 goto out;
             }
@@ -613,29 +647,19 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
             goto out;
         }
     }
-    if (s->nsegs > 0 && !res[s->nsegs - 1].garbage && s->zero_prefix > 0) {
+    if (s->nsegs > 0 && !res[s->nsegs - 1].garbage && s->zero_prefix > 0 &&
+        s->segs[s->nsegs - 1].n > 0) {
         /* The last segment's free space is unknown after open (a spare's zeros, or fallocate's
          * unwritten extents: nothing records which), so appends would pay the extent conversion
-         * until the first spare is ready, seconds after a restart. Zero a prefix after its last
-         * record (options.zero_prefix) and sync it. Safe at any point of a crash: the scan found
-         * only zeros after the end (no garbage), so this writes zeros over zeros and the log reads
-         * the same whatever part of it reached the disk. A cut segment (garbage) got its prefix
-         * in seg_cut. */
-        struct store_seg *g = &s->segs[s->nsegs - 1];
-        uint64_t zto = 0;
-        int e = seg_zero_range(s, g, g->end, zero_target(s, g, g->end), &zto);
-        if (e == 0 && zto > g->end) {
-            e = s->io->fdatasync(s->ctx, g->fd);
-        }
-        if (e != 0) {
-            rc = sinter_rs_ioerr(s, e, "zero the free space of %s/%s after offset %" PRIu64, s->dir,
-                                 g->name, g->end);
-            goto out;
-        }
-        g->zeroed_to = zto;
-        if (s->dio && zto > g->end) {
-            seg_dio_open(s, g, NULL);
-        }
+         * until the first spare is ready. Zero a prefix after its last record and sync it. Safe at
+         * any point of a crash: the scan found only zeros after the end (no garbage), so this
+         * writes zeros over zeros and the log reads the same whatever part of it reached the disk.
+         * One chunk at most, not options.zero_prefix: a restart opens every group of the node in
+         * a row on one thread, most of them idle, and each must not cost a MiB of writes and its
+         * sync (raft_store.h, zero_prefix). A segment without records gets none either (nothing
+         * says it will be written), and a cut segment (garbage) got its prefix in seg_cut. */
+        seg_zero_ahead(s, &s->segs[s->nsegs - 1],
+                       s->zero_prefix < ZERO_CHUNK ? s->zero_prefix : ZERO_CHUNK);
     }
     if (s->nsegs == 0 && n > 0) {
         /* Every segment was empty: the log restarts where the first one would have begun. */
@@ -835,12 +859,14 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
             e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
             what = "write header of";
         }
-        if (e == 0 && s->zero_prefix > 0) {
+        if (e == 0 && s->zero_prefix > 0 && !s->spare_out) {
             /* The zeroed prefix (options.zero_prefix): written before the fsync below, which
              * makes it durable with the header for no extra sync, and before the rename, so a
              * crash in the middle leaves a *.tmp file that open removes. Without it, the first
              * segment of every new group took its appends through the extent conversion until
-             * the first spare, asked for only after 1/64 of a segment, was ready. */
+             * the first spare was ready. None while a spare job is out: this rollover came
+             * because the helper is behind, i.e. the disk is busy, where the zeros would stall
+             * the loop longest, and the spare soon takes over anyway. */
             e = seg_zero_range(s, g, STORE_SEG_HDR, zero_target(s, g, 0), &g->zeroed_to);
             what = "zero the prefix of";
         }
@@ -905,7 +931,9 @@ static int log_truncate(struct sinter_store *s, uint64_t from)
     if (s->nsegs > i) {
         struct store_seg *g = &s->segs[i];
         uint64_t keep = from - g->first;
-        rc = seg_cut(s, g, g->recs[keep].off);
+        /* With a prefix even when nothing is kept: the segment stays the last one and takes the
+         * next appends. */
+        rc = seg_cut(s, g, g->recs[keep].off, true);
         if (rc != SINTER_OK) {
             return sinter_rs_fail(s, rc);
         }

@@ -2894,7 +2894,7 @@ static void kill_during_zero_prefix(void **state)
                 struct reports rp = {0};
                 struct sinter_store_options o;
                 opts_init(&o, memfs_io(fs), 2u << 20, &rp);
-                o.zero_prefix = 1u << 20; /* four 256 KiB chunks */
+                o.zero_prefix = 512u << 10; /* four 128 KiB chunks */
                 struct sinter_store *s;
                 struct sinter_store_recovered rec;
                 struct model m = {0};
@@ -2916,7 +2916,7 @@ static void kill_during_zero_prefix(void **state)
                     acked = 9;
                     sinter_store_close(s);
                     memfs_crash(fs, MEMFS_CRASH_DROP);
-                    /* Reopen: probe, the segment's fdatasync, then 4 chunks and an fdatasync. */
+                    /* Reopen: probe, the segment's fdatasync, then 1 chunk and an fdatasync. */
                     memfs_die_after(fs, die);
                     if (sinter_store_open(&s, "/mem", &o, NULL, NULL, 0) == SINTER_OK) {
                         sinter_store_close(s);
@@ -2964,7 +2964,7 @@ static void zero_prefix_enospc_falls_back(void **state)
         struct reports rp = {0};
         struct sinter_store_options o;
         opts_init(&o, memfs_io(fs), 1u << 20, &rp);
-        o.zero_prefix = 512u << 10; /* two 256 KiB chunks */
+        o.zero_prefix = 256u << 10; /* two 128 KiB chunks */
         struct sinter_store *s;
         struct sinter_store_recovered rec;
         static struct model m;
@@ -2979,7 +2979,7 @@ static void zero_prefix_enospc_falls_back(void **state)
         memfs_fail(fs, 0, 0, -1, false);
         assert_int_equal(rc, SINTER_OK);
         model_set(&m, 1, 1, 1);
-        uint64_t zto = (uint64_t)after * (256u << 10);
+        uint64_t zto = (uint64_t)after * (128u << 10);
         assert_int_equal(rp.n, after == 2 ? 0 : 1);
         if (after < 2) {
             assert_non_null(strstr(rp.last, "disk full while zeroing"));
@@ -2988,7 +2988,7 @@ static void zero_prefix_enospc_falls_back(void **state)
         /* Appends are direct exactly while their blocks end below the watermark. */
         uint64_t next = 2;
         long direct = 0;
-        while (rec_offset(&m, 1, next) < 400u << 10) { /* (the model holds 4096 entries) */
+        while (rec_offset(&m, 1, next) < 300u << 10) { /* (the model holds 4096 entries) */
             model_set(&m, next, 100, 1);
             bool expect = ((rec_offset(&m, 1, next + 100) + 4095u) & ~(uint64_t)4095u) <= zto;
             long before = memfs_dsync_writes(fs);
@@ -3055,6 +3055,247 @@ static void zero_prefix_enospc_falls_back(void **state)
     memfs_free(fs);
 }
 
+/* Appends [first, first + n) at term and asserts it went as one direct O_DSYNC write, with no
+ * fdatasync: the zeroed prefix is in place after the segment's end. */
+static void append_direct(struct memfs *fs, struct sinter_store *s, struct model *m, uint64_t first,
+                          size_t n, uint64_t term)
+{
+    assert_true(sinter_store_direct_io_active(s));
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, first, n, term), SINTER_OK);
+    model_set(m, first, n, term);
+    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+}
+
+/* Killed (power cut, or kill -9 with the page cache kept) at every step of a truncation's cut with
+ * a two-chunk prefix (ftruncate, fallocate, fsync, the zero chunks, their fdatasync) and of the
+ * append after it: the log read back is a prefix of the old one (all of it, or the entries kept by
+ * the cut, or those plus the new batch once acknowledged), no torn tail, never SINTER_ECORRUPT.
+ * Whenever the cut completed, the next append is one direct write with no fdatasync (the prefix
+ * after the cut is in place), and after any reopen too (the prefix zeroed at open). Last, a
+ * flipped byte in the last batch: the torn tail cut at open gets a prefix, appends go direct. */
+static void kill_during_cut_with_prefix(void **state)
+{
+    (void)state;
+    long deaths = 0;
+    long completed = 0;
+    long short_file = 0;
+    for (long die = 0; die < 16; die++) {
+        for (int policy = 0; policy < 3; policy++) {
+            struct memfs *fs = memfs_new((uint64_t)(die * 3 + policy + 300));
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+            o.zero_prefix = 256u << 10; /* two 128 KiB chunks */
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            static struct model m;
+            memset(&m, 0, sizeof m);
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            assert_int_equal(rp.n, 0); /* memfs takes direct I/O */
+            assert_int_equal(append_range(s, 1, 30, 1), SINTER_OK);
+            model_set(&m, 1, 30, 1);
+            /* A follower's conflict: entries from 21 on are replaced by term 2. */
+            memfs_die_after(fs, die);
+            int rc = sinter_store_truncate(s, 21);
+            uint64_t acked = 30; /* entries the log must hold at least up to... */
+            bool cut = false;
+            if (!memfs_dead(fs)) {
+                assert_int_equal(rc, SINTER_OK);
+                cut = true;
+                acked = 20;
+                /* The direct descriptor reopened after the cut, over the prefix's zeros: one
+                 * O_DSYNC write, no fdatasync (unless killed during it). */
+                assert_true(sinter_store_direct_io_active(s));
+                long before = memfs_dsync_writes(fs);
+                memfs_reset_calls(fs);
+                rc = append_range(s, 21, 4, 2);
+                model_set(&m, 21, 4, 2);
+                if (!memfs_dead(fs)) {
+                    assert_int_equal(rc, SINTER_OK);
+                    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+                    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+                    acked = 24;
+                    completed++;
+                }
+            }
+            if (memfs_dead(fs)) {
+                deaths++;
+            }
+            sinter_store_close(s);
+            memfs_crash(fs, policy);
+            rp.n = 0;
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK); /* never ECORRUPT */
+            /* Torn: only the unacknowledged batch of a kill during the direct append after a
+             * completed cut (the O_DSYNC write keeps each sector old or new), cut off at open. */
+            if (rec.torn_bytes > 0) {
+                assert_true(cut && acked == 20);
+                assert_int_equal(rec.n_entries, 20);
+                assert_int_equal(rp.n, 1);
+            } else {
+                assert_int_equal(rp.n, 0);
+            }
+            /* A prefix of the old log (up to 30 of term 1), or the cut log (20), or the cut log
+             * plus the acknowledged new batch (24, term 2). */
+            if (acked == 24) {
+                assert_int_equal(rec.n_entries, 24);
+            } else if (cut) {
+                assert_true(rec.n_entries == 20 || rec.n_entries == 24);
+            } else {
+                assert_true(rec.n_entries == 20 || rec.n_entries == 30);
+            }
+            if (rec.n_entries == 30) {
+                model_set(&m, 21, 10, 1); /* the cut never reached the disk */
+            }
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            uint64_t last = rec.n_entries;
+            sinter_store_recovered_free(&rec);
+            if (memfs_file_size(fs, "seg-00000000000000000001") == 1u << 20) {
+                append_direct(fs, s, &m, last + 1, 3, 3);
+            } else {
+                /* Killed between the ftruncate and the fallocate, and the shorter size reached
+                 * the disk: no space after the end to zero (as without a prefix), buffered. */
+                assert_false(sinter_store_direct_io_active(s));
+                assert_int_equal(append_range(s, last + 1, 3, 3), SINTER_OK);
+                model_set(&m, last + 1, 3, 3);
+                short_file++;
+            }
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_int_equal(rec.n_entries, last + 3);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+    assert_true(deaths > 20);
+    assert_true(completed > 0);
+    assert_true(short_file < deaths);
+
+    /* A torn tail cut at open: the segment keeps records, so it gets its prefix and the next
+     * append is direct. */
+    struct memfs *fs = memfs_new(399);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+    o.zero_prefix = 256u << 10;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    assert_int_equal(append_range(s, 11, 10, 1), SINTER_OK);
+    model_set(&m, 1, 20, 1);
+    sinter_store_close(s);
+    assert_int_equal(memfs_flip(fs, "seg-00000000000000000001", rec_offset(&m, 1, 15) + 33, 0x40),
+                     0);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 14); /* the tail is cut at the damaged record */
+    assert_true(rec.torn_bytes > 0);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    append_direct(fs, s, &m, 15, 5, 2);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 19);
+    assert_int_equal(rec.torn_bytes, 0);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* Any error zeroing the prefix after a segment's durable end, at open or at a cut (ENOSPC or EIO
+ * from the zeros or from their fdatasync), costs only the prefix: said through report, the open
+ * or the truncation succeeds, the store stays usable and appends there are buffered; nothing
+ * acknowledged is lost. */
+static void zero_ahead_errors_fall_back(void **state)
+{
+    (void)state;
+    const int errs[2] = {ENOSPC, EIO};
+    for (int k = 0; k < 2; k++) {
+        for (int op = 0; op < 2; op++) { /* 0: the fdatasync, 1: the zeros' pwrite */
+            struct memfs *fs = memfs_new((uint64_t)(k * 2 + op + 400));
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+            o.zero_prefix = 256u << 10;
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            static struct model m;
+            memset(&m, 0, sizeof m);
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            assert_int_equal(append_range(s, 1, 30, 1), SINTER_OK);
+            model_set(&m, 1, 30, 1);
+
+            /* At a cut: the cut's own steps are ftruncate, fallocate, fsync; the prefix's the
+             * pwrites and one fdatasync. */
+            unsigned mask = op == 0 ? FOP_BIT(FOP_FDATASYNC) : FOP_BIT(FOP_PWRITE);
+            memfs_fail(fs, mask, errs[k], 0, false);
+            rp.n = 0;
+            assert_int_equal(sinter_store_truncate(s, 21), SINTER_OK);
+            memfs_fail(fs, 0, 0, -1, false);
+            assert_true(rp.n >= 1);
+            /* ENOSPC from the zeros is said by seg_zero_range, anything else by the fallback. */
+            assert_true(strstr(rp.last, "free space after offset") != NULL ||
+                        (op == 1 && errs[k] == ENOSPC &&
+                         strstr(rp.last, "disk full while zeroing") != NULL));
+            assert_false(sinter_store_direct_io_active(s));
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, 21, 4, 2), SINTER_OK); /* the store did not fail */
+            model_set(&m, 21, 4, 2);
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1); /* buffered */
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+
+            /* At open: count the fdatasyncs and pwrites of a clean open, then fail the last
+             * fdatasync (the prefix's) or the first pwrite of the prefix's zeros (the last two
+             * pwrites: up to the chunk boundary at 128 KiB, then to the block after end +
+             * 128 KiB). */
+            memfs_reset_calls(fs);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            sinter_store_recovered_free(&rec);
+            assert_true(sinter_store_direct_io_active(s));
+            long syncs = memfs_calls(fs, FOP_FDATASYNC);
+            long writes = memfs_calls(fs, FOP_PWRITE);
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+            memfs_fail(fs, mask, errs[k], op == 0 ? syncs - 1 : writes - 2, false);
+            rp.n = 0;
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            memfs_fail(fs, 0, 0, -1, false);
+            assert_int_equal(rp.n, 1);
+            assert_true(strstr(rp.last, "free space after offset") != NULL ||
+                        (op == 1 && errs[k] == ENOSPC &&
+                         strstr(rp.last, "disk full while zeroing") != NULL));
+            assert_int_equal(rec.n_entries, 24);
+            assert_int_equal(rec.torn_bytes, 0);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            assert_false(sinter_store_direct_io_active(s));
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, 25, 3, 3), SINTER_OK);
+            model_set(&m, 25, 3, 3);
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_RANDOM);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_int_equal(rec.n_entries, 27);
+            assert_int_equal(rec.torn_bytes, 0);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3101,6 +3342,8 @@ int main(void)
         cmocka_unit_test(zero_prefix_then_spare),
         cmocka_unit_test(kill_during_zero_prefix),
         cmocka_unit_test(zero_prefix_enospc_falls_back),
+        cmocka_unit_test(kill_during_cut_with_prefix),
+        cmocka_unit_test(zero_ahead_errors_fall_back),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
