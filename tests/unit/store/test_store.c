@@ -3296,6 +3296,87 @@ static void zero_ahead_errors_fall_back(void **state)
     }
 }
 
+/* The spare is wanted once half of the zeroed prefix was appended (not 1/64 of the segment), and
+ * a fallback rollover while its job is still out (the helper is behind) makes the new segment
+ * without a prefix: its appends are buffered until the spare is taken at the next rollover. */
+static void zero_prefix_skipped_while_spare_out(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(60);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8u << 20, &rp); /* want at 1/64 = 128 KiB without a prefix */
+    o.zero_prefix = 16u << 10;                  /* want at 8 KiB */
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    uint64_t next = 1;
+    while (rec_offset(&m, 1, next) < (8u << 10) - 200) {
+        assert_null(sinter_store_spare_want(s));
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    while (rec_offset(&m, 1, next) < (8u << 10) + 200) {
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    struct sinter_store_spare *j = sinter_store_spare_want(s);
+    assert_non_null(j); /* half the prefix, far below 1/64 of the 8 MiB segment */
+    sinter_store_close(s);
+    sinter_store_spare_abandon(j);
+    memfs_free(fs);
+
+    /* The fallback rollover with the job out: small segments, so that one is reached. */
+    fs = memfs_new(61);
+    opts_init(&o, memfs_io(fs), 32u << 10, &rp);
+    o.zero_prefix = 8u << 10;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    next = 1;
+    j = NULL;
+    while (sinter_store_segment_count(s) < 2) {
+        if (j == NULL) {
+            j = sinter_store_spare_want(s);
+        }
+        assert_int_equal(append_range(s, next, 4, 1), SINTER_OK);
+        model_set(&m, next, 4, 1);
+        next += 4;
+    }
+    assert_non_null(j);
+    /* Rolled over with fallocate and no zeros: the new segment's appends are buffered. */
+    assert_false(sinter_store_direct_io_active(s));
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+    model_set(&m, next, 2, 1);
+    next += 2;
+    assert_int_equal(memfs_dsync_writes(fs), before);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    /* The job comes back made: the next rollover takes the spare, direct again. */
+    assert_int_equal(sinter_store_spare_make(j), SINTER_OK);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_OK);
+    while (sinter_store_spare_ready(s)) {
+        assert_int_equal(append_range(s, next, 4, 1), SINTER_OK);
+        model_set(&m, next, 4, 1);
+        next += 4;
+    }
+    assert_int_equal(sinter_store_segment_count(s), 3);
+    assert_true(sinter_store_direct_io_active(s));
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3344,6 +3425,7 @@ int main(void)
         cmocka_unit_test(zero_prefix_enospc_falls_back),
         cmocka_unit_test(kill_during_cut_with_prefix),
         cmocka_unit_test(zero_ahead_errors_fall_back),
+        cmocka_unit_test(zero_prefix_skipped_while_spare_out),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
