@@ -146,6 +146,10 @@ struct sinter_raft_host_opts {
     /* Log appends into pre-zeroed segments with O_DIRECT | O_DSYNC (sinter/raft_store.h,
      * options.direct_io): SINTER_STORE_DIRECT_IO_AUTO or _OFF; 0 = store default. */
     int store_direct_io;
+    /* Bytes of zeros written after a segment's end when the store makes the space ready itself
+     * (sinter/raft_store.h, options.zero_prefix): 0 = store default (1/64 of a segment, at least
+     * 128 KiB), SINTER_STORE_ZERO_PREFIX_NONE = none. Written on the loop thread. */
+    uint32_t store_zero_prefix;
     /* state machine of group g: sm(sm_arg, g, &out) fills *out. Required. */
     void (*sm)(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out);
     void *sm_arg;

@@ -155,8 +155,9 @@ struct sinter_store_options {
      * journal commit (canonical raft's libuv backend appends the same way). Open probes the
      * directory with one O_DIRECT | O_DSYNC write; a file system that refuses it (EINVAL), or a
      * segment_size that is not a multiple of 4 KiB, falls back to pwrite + fdatasync, said once
-     * through report. Segments with unwritten free space (fallocate fallback, found at open,
-     * after a truncation) always use pwrite + fdatasync. Reads keep using the buffered descriptor:
+     * through report. The same holds below the zeroed watermark of a segment the store made
+     * ready itself (zero_prefix: fallocate fallback, found at open, after a truncation); past
+     * it, appends use pwrite + fdatasync. Reads keep using the buffered descriptor:
      * Linux invalidates the page cache over a direct write's range, so they see the new bytes.
      * SINTER_STORE_DIRECT_IO_OFF: always pwrite + fdatasync. 0 (a zero-initialised struct) means
      * the default, SINTER_STORE_DIRECT_IO_AUTO (sinter_store_options_defaults()). A direct write
@@ -166,13 +167,46 @@ struct sinter_store_options {
      * write are those of a failed fdatasync (SINTER_EIO / SINTER_ENOSPC, the store turns
      * failed). */
     int direct_io;
+    /* Bytes of zeros the store writes and syncs after a segment's end whenever it makes that
+     * space ready itself, so that appends below that watermark overwrite written blocks, like
+     * appends into a spare: no extent conversion, so they go direct (options.direct_io) or, with
+     * pwrite + fdatasync, commit no journal. Without it every append before the first spare is
+     * ready paid the conversion: a fresh cluster and a restarted node ran their first MiBs on the
+     * slow path. Where, all synchronous on the calling thread (about 1 ms per MiB plus one sync,
+     * written in 128 KiB chunks):
+     *  - inside sinter_store_append, at the creation of a segment with fallocate (no spare ready:
+     *    the first segment of a new store, or the fallback at rollover): its first zero_prefix
+     *    bytes, before its fsync and rename (a crash in the middle leaves a *.tmp that open
+     *    removes). None at a fallback rollover while a spare job is out (the helper is behind:
+     *    the disk is busy, and the spare soon takes over);
+     *  - inside sinter_store_truncate, after the cut is durable: zero_prefix bytes after the new
+     *    end (zeros over zeros: a crash in the middle leaves the same log);
+     *  - inside sinter_store_open, after the last record of the last segment, if it has records
+     *    and no torn tail (a torn tail is cut as above): the smaller of zero_prefix and 128 KiB
+     *    only, since a restart opens every group of a node in a row and most are idle.
+     * The spare is wanted once half of zero_prefix was appended since open
+     * (sinter_store_spare_want), so it is normally ready before the prefix is used up. Errors:
+     *  - a disk full while writing the zeros is never an error: the watermark stays where the
+     *    zeros got to, said once through report;
+     *  - at creation, any other error (EIO) fails that append like a failed fallocate: nothing is
+     *    named or written, the store stays usable and the append can be retried;
+     *  - at a cut and at open, any error from the zeros or from their fdatasync only costs the
+     *    prefix (said through report; appends there use pwrite + fdatasync): the zeros go over
+     *    zeros and nothing else is unsynced then, so no acknowledged byte depends on that sync.
+     * 0 (a zero-initialised struct): the default, segment_size / 64, at least 128 KiB or a
+     * quarter of the segment if that is less (1 MiB of the default 64 MiB segment);
+     * SINTER_STORE_ZERO_PREFIX_NONE: none (appends before the first spare pay the conversion).
+     * Other values are rounded up to a multiple of 4 KiB and capped at the segment size; note
+     * that a large value is written on the caller's thread at every creation and cut. */
+    uint32_t zero_prefix;
 };
 
-#define SINTER_STORE_DIRECT_IO_OFF  1
-#define SINTER_STORE_DIRECT_IO_AUTO 2
+#define SINTER_STORE_DIRECT_IO_OFF    1
+#define SINTER_STORE_DIRECT_IO_AUTO   2
+#define SINTER_STORE_ZERO_PREFIX_NONE UINT32_MAX
 
 /* Fills *opts with defaults (POSIX I/O, 64 MiB segments, keep 2 snapshots, stderr reports,
- * direct_io SINTER_STORE_DIRECT_IO_AUTO).
+ * direct_io SINTER_STORE_DIRECT_IO_AUTO, zero_prefix 0: the default prefix).
  * Ownership: writes *opts only. */
 void sinter_store_options_defaults(struct sinter_store_options *opts);
 
@@ -261,10 +295,11 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * another thread ahead of need (PostgreSQL pre-zeroes its WAL segments for the same reason; etcd's
  * WAL pre-creates the next file in a goroutine). A rollover then only writes the 32-byte header
  * over the zeros, fdatasyncs, renames and syncs the directory. A segment whose free space is not
- * known to be written (made by fallocate because no spare was ready, or found at open) is left as
- * soon as a spare is ready: the next append starts the spare as a new segment (segments may end
- * early; zeros after the last record are the normal end). The spare's temporary name means a
- * crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
+ * all known to be written (made by fallocate because no spare was ready, found at open, or cut)
+ * has a zeroed prefix after its end (options.zero_prefix) and is left, once a spare is ready, by
+ * the first append that would go past that prefix: it starts the spare as a new segment
+ * (segments may end early; zeros after the last record are the normal end). The spare's temporary
+ * name means a crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
  *
  * Protocol, like the garbage and the snapshot writer: the store's thread asks with
  * sinter_store_spare_want(); any one thread runs sinter_store_spare_make() on the job (it touches
@@ -273,13 +308,14 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * at rollover). */
 struct sinter_store_spare;
 
-/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment appended since
- * open: a group that hardly writes costs no zeros; the last segment is itself pre-zeroed and less
- * than half full: its successor is made later, not while the disk just made it; a spare is ready;
- * a job is out; the store failed; or the last job failed and no rollover happened since: one
- * attempt per segment, so a full disk costs one failed job per rollover, never a loop). Store's
- * thread. Call it after appends (it is cheap). Ownership: the caller's until
- * sinter_store_spare_put() (or _abandon()), which frees it. Never fails but for memory (then NULL).
+/* A job making a spare, or NULL if none is wanted now (less than 1/64 of a segment, or half of
+ * options.zero_prefix if that is less, appended since open: a group that hardly writes costs no
+ * zeros; the last segment is itself pre-zeroed and less than half full: its successor is made
+ * later, not while the disk just made it; a spare is ready; a job is out; the store failed; or the
+ * last job failed and no rollover happened since: one attempt per segment, so a full disk costs one
+ * failed job per rollover, never a loop). Store's thread. Call it after appends (it is cheap).
+ * Ownership: the caller's until sinter_store_spare_put() (or _abandon()), which frees it. Never
+ * fails but for memory (then NULL).
  */
 struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s);
 
@@ -319,7 +355,9 @@ void sinter_store_spare_abandon(struct sinter_store_spare *j);
 bool sinter_store_spare_ready(const struct sinter_store *s);
 
 /* Whether the next append to the last segment goes through O_DIRECT | O_DSYNC (options.direct_io:
- * AUTO, the probe passed, and the last segment is pre-zeroed). For tests and metrics. */
+ * AUTO, the probe passed, and the last segment is pre-zeroed, or zeroed by the store far enough
+ * past its end for an empty record: options.zero_prefix; a larger next append may still cross
+ * the watermark and go through pwrite + fdatasync). For tests and metrics. */
 bool sinter_store_direct_io_active(const struct sinter_store *s);
 
 /* Files queued for removal (options.defer_unlink), oldest first; NULL if none. Ownership: the

@@ -1769,6 +1769,7 @@ static void group_open(struct sinter_raft_host *h, struct group *g)
     if (h->o.store_direct_io != 0) {
         so.direct_io = h->o.store_direct_io;
     }
+    so.zero_prefix = h->o.store_zero_prefix;
     so.report = store_report;
     so.defer_unlink = true; /* removed by a helper (gc_main), not on the loop */
     if (h->o.store_io != NULL) {

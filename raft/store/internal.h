@@ -5,7 +5,8 @@
  * On-disk formats (all integers little-endian; every structure carries a version and a CRC32C):
  *
  * Segment file "seg-%020llu" (the first index), preallocated to the segment size (the spare
- * "spare-%llu.tmp", zero-filled and synced by a helper, when one is ready; else fallocate):
+ * "spare-%llu.tmp", zero-filled and synced by a helper, when one is ready; else fallocate, with
+ * zeros written over a prefix: options.zero_prefix):
  *   header, 32 bytes:
  *     0  "SNSG"      magic
  *     4  u16         format version (1)
@@ -99,7 +100,15 @@ struct store_seg {
     uint64_t salt;
     uint32_t salt_crc; /* CRC32C state after the salt, reused for every record */
     int fd;
-    bool zeroed; /* the space after `end` is known to be written (zeros): no extent conversion */
+    /* Watermark: [0, zeroed_to) is known to be written (records, then zeros), so an append that
+     * ends below it overwrites written blocks (no extent conversion, no journal commit:
+     * raft_store.h "Spare") and may go direct. == size for a segment made from a spare; after
+     * `end`, below it, a prefix the store zeroed itself (seg_zero_ahead in log.c) when it made the
+     * space ready (fallocate'd segment, cut, open); always a multiple of STORE_DIO_BLOCK or ==
+     * size, so a direct write's last block is below it whenever its records are. A hint for speed
+     * only: what is past it reads as zeros too (unwritten extents), and an O_DSYNC write there is
+     * just as durable, only slower. */
+    uint64_t zeroed_to;
     /* Direct appends (options.direct_io): dfd is the segment opened O_WRONLY | O_DIRECT |
      * O_DSYNC (-1: appends use fd + fdatasync), tail the 4 KiB block holding `end` as it is on
      * disk (records before `end`, zeros after), valid when tail_ok. */
@@ -140,8 +149,9 @@ struct sinter_store {
     size_t wcap;
     uint8_t *rbuf;
     size_t rcap;
-    bool dio;      /* direct appends allowed here (options.direct_io AUTO and the probe passed) */
-    uint8_t *dbuf; /* STORE_DIO_BLOCK-aligned buffer of a direct append */
+    bool dio; /* direct appends allowed here (options.direct_io AUTO and the probe passed) */
+    uint64_t zero_prefix; /* options.zero_prefix resolved: bytes zeroed ahead, 0 for none */
+    uint8_t *dbuf;        /* STORE_DIO_BLOCK-aligned buffer of a direct append */
     size_t dcap;
 
     /* Snapshots, valid ones only, oldest first. */

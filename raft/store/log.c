@@ -3,21 +3,26 @@
  *
  * Writing. An append encodes all records going to one segment into one buffer, writes it with one
  * pwrite at the segment's end and makes it durable with one fdatasync (group commit; the file is
- * preallocated, so the sync flushes data, not a size change). In a pre-zeroed segment with
- * options.direct_io the pwrite + fdatasync is one O_DIRECT | O_DSYNC pwrite of whole 4 KiB blocks
- * instead (seg_dio_write): durable when it returns, like the pair. A batch that does not fit is
- * split: the first part is written and synced into the current segment before anything goes to the
- * next one, and every new segment is created (temporary name, fallocate, header, fsync, rename,
- * directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync, rename,
- * directory fsync: spare.c) before the first byte of the batch is written, so allocation failures
- * such as ENOSPC happen while nothing has been written yet. Hence at any instant at most one batch
- * is unsynced, and it is the last one in the log: the invariant recovery uses to tell a torn tail
- * from damage to data that was durable.
+ * preallocated, so the sync flushes data, not a size change). In a pre-zeroed segment, or below
+ * the zeroed watermark of one the store made ready itself (store_seg.zeroed_to,
+ * options.zero_prefix), with options.direct_io the pwrite + fdatasync is one O_DIRECT | O_DSYNC
+ * pwrite of whole 4 KiB blocks instead (seg_dio_write): durable when it returns, like the pair.
+ * The watermark only decides speed, never correctness: past it the space reads as zeros too
+ * (unwritten extents), and the zeros are written either before the segment is named (creation)
+ * or over zeros (open, cut), so no crash can leave them where a record was. A batch that does not
+ * fit is split: the first part is written and synced into the current segment before anything goes
+ * to the next one, and every new segment is created (temporary name, fallocate, header, fsync,
+ * rename, directory fsync; or, when a spare is ready, header over the spare's zeros, fdatasync,
+ * rename, directory fsync: spare.c) before the first byte of the batch is written, so allocation
+ * failures such as ENOSPC happen while nothing has been written yet. Hence at any instant at most
+ * one batch is unsynced, and it is the last one in the log: the invariant recovery uses to tell a
+ * torn tail from damage to data that was durable.
  *
  * Removing. Truncation unlinks later segments newest first and syncs the directory before it cuts
  * the segment holding the first removed entry (ftruncate at that record, re-extended with zeros,
- * fsync): a crash in between leaves a prefix of the old log, never old segments after new
- * entries. Compaction unlinks whole segments oldest first, so a crash leaves a suffix.
+ * fsync; then the zeroed prefix, fdatasync): a crash in between leaves a prefix of the old log,
+ * never old segments after new entries. Compaction unlinks whole segments oldest first, so a crash
+ * leaves a suffix.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,9 +64,20 @@ size_t sinter_store_segment_count(const struct sinter_store *s)
     return s->nsegs;
 }
 
+/* Rounds up to a whole direct-I/O block. */
+static uint64_t blk_up(uint64_t off)
+{
+    return (off + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+}
+
 bool sinter_store_direct_io_active(const struct sinter_store *s)
 {
-    return s->nsegs > 0 && s->segs[s->nsegs - 1].dfd >= 0;
+    if (s->nsegs == 0) {
+        return false;
+    }
+    /* Direct if the smallest record (an empty entry) still ends below the watermark. */
+    const struct store_seg *g = &s->segs[s->nsegs - 1];
+    return g->dfd >= 0 && blk_up(g->end + STORE_REC_HDR) <= g->zeroed_to;
 }
 
 /* The segment holding index (which must lie in [first, last]). */
@@ -350,9 +366,110 @@ static int scan_segment(struct store_seg *g, const uint8_t *buf, uint64_t sz, ui
     return SINTER_OK;
 }
 
+/* Zero-fill chunk of a prefix: a bounded buffer however large options.zero_prefix is, and the
+ * spare's chunk size (spare.c SPARE_CHUNK): a log fdatasync of another group, process or node on
+ * the same disk that arrives while a chunk is on its way waits for all of it, so chunks stay small
+ * (1 MiB chunks raised raft-bench's C=64 p99 from ~2.3 to ~4 ms). */
+#define ZERO_CHUNK (128u << 10)
+
+/* Writes zeros over [from, to) of g without syncing (the caller's fsync / fdatasync follows) and
+ * sets *zeroed_to to the new watermark: `to` (a block boundary or the segment size), or, when the
+ * disk is full, the last block boundary the zeros reached. ENOSPC is no error here: the prefix
+ * only saves the extent conversion, so a full disk ends it where it got to (said through report)
+ * and appends past that point pay the conversion, as without a prefix (options.zero_prefix).
+ * No memory for the zeros: no prefix, silently. Returns 0 or another errno. */
+static int seg_zero_range(struct sinter_store *s, struct store_seg *g, uint64_t from, uint64_t to,
+                          uint64_t *zeroed_to)
+{
+    *zeroed_to = from & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    if (from >= to) {
+        *zeroed_to = to;
+        return 0;
+    }
+    uint8_t *z = calloc(1, ZERO_CHUNK);
+    if (z == NULL) {
+        return 0;
+    }
+    uint64_t off = from;
+    int e = 0;
+    while (off < to) {
+        /* Chunks end on block boundaries, so a stop leaves a watermark at one. */
+        uint64_t next = (off & ~(uint64_t)(STORE_DIO_BLOCK - 1)) + ZERO_CHUNK;
+        uint64_t len = (next < to ? next : to) - off;
+        e = sinter_rs_pwrite_full(s, g->fd, z, (size_t)len, off);
+        if (e != 0) {
+            break;
+        }
+        off += len;
+    }
+    free(z);
+    if (e == ENOSPC) {
+        sinter_rs_report(s,
+                         "segment %s: disk full while zeroing [%" PRIu64 ", %" PRIu64
+                         "): appends past offset %" PRIu64 " use pwrite + fdatasync into "
+                         "unwritten space",
+                         g->name, from, to, off & ~(uint64_t)(STORE_DIO_BLOCK - 1));
+        e = 0;
+    }
+    if (e == 0) {
+        *zeroed_to = off == to ? to : off & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    }
+    return e;
+}
+
+/* The end of the zeroed prefix after offset `from` of g (options.zero_prefix): whole blocks, at
+ * most the segment. */
+static uint64_t zero_target(const struct sinter_store *s, const struct store_seg *g, uint64_t from)
+{
+    uint64_t to = blk_up(from + s->zero_prefix);
+    return to < g->size ? to : g->size;
+}
+
+static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const uint8_t *h);
+
+/* The zeroed prefix after the last record of g, which ends durably at g->end and reads as zeros
+ * after it (a cut just synced, or a clean tail found at open), bounded by `bytes`: zeros over
+ * zeros, then an fdatasync; sets g->zeroed_to and opens the direct descriptor (options.direct_io)
+ * when there is room for a record below it. Any error (ENOSPC or EIO from the zeros or from their
+ * fdatasync) only costs the prefix: said through report, g->zeroed_to stays below g->end and
+ * appends use pwrite + fdatasync, as without a prefix. Safe, unlike a failed fdatasync of records:
+ * the bytes in question are zeros whichever version reaches the disk, and nothing else is dirty
+ * (everything before was synced), so no acknowledged byte depends on the failed sync. Failing the
+ * open or the store here instead would turn an optimisation into an outage: a node whose file
+ * system reports ENOSPC at writeback (NFS, thin provisioning) could not restart, and a follower's
+ * truncation would fail its group. */
+static void seg_zero_ahead(struct sinter_store *s, struct store_seg *g, uint64_t bytes)
+{
+    uint64_t zto = 0;
+    uint64_t to = blk_up(g->end + bytes);
+    int e = seg_zero_range(s, g, g->end, to < g->size ? to : g->size, &zto);
+    const char *what = "zero";
+    if (e == 0 && zto > g->end) {
+        e = s->io->fdatasync(s->ctx, g->fd);
+        what = "fdatasync the zeros of";
+    }
+    if (e != 0) {
+        char ebuf[80];
+        sinter_rs_report(s,
+                         "segment %s: %s the free space after offset %" PRIu64
+                         ": %s; appends there use pwrite + fdatasync into unwritten space",
+                         g->name, what, g->end, strerror_r(e, ebuf, sizeof ebuf));
+        zto = g->end & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+    }
+    g->zeroed_to = zto;
+    seg_dio_drop(s, g);
+    if (s->dio && zto > g->end) {
+        seg_dio_open(s, g, NULL);
+    }
+}
+
 /* Cuts segment g at offset off: everything after becomes zeros again (ftruncate, then reserve the
- * space again so the file keeps its preallocated size), then fsync (size and extents changed). */
-static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
+ * space again so the file keeps its preallocated size), then fsync (size and extents changed).
+ * Then the zeroed prefix after off (options.zero_prefix) and an fdatasync: only after the cut is
+ * durable, so the zeros go over zeros. Written before it, zeros that reached the disk while the
+ * cut did not (a crash in between) would blank the first removed records and leave the later
+ * ones: a hole followed by valid batches, which open must take for damage to durable data. */
+static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off, bool prefix)
 {
     int e = s->io->ftruncate(s->ctx, g->fd, off);
     if (e == 0) {
@@ -365,10 +482,14 @@ static int seg_cut(struct sinter_store *s, struct store_seg *g, uint64_t off)
         return sinter_rs_ioerr(s, e, "cut %s/%s at offset %" PRIu64, s->dir, g->name, off);
     }
     g->end = off;
-    g->zeroed = false; /* the tail was freed and reserved again: unwritten extents */
-    /* Direct appends only go to pre-zeroed space (options.direct_io); the cached tail block would
-     * also be stale now. */
+    /* The tail was freed and reserved again: unwritten extents but for the prefix. The cached
+     * tail block of a direct descriptor is stale now: dropped, reopened by seg_zero_ahead (the
+     * block is reloaded at the next append). */
+    g->zeroed_to = off & ~(uint64_t)(STORE_DIO_BLOCK - 1);
     seg_dio_drop(s, g);
+    if (prefix && s->zero_prefix > 0) {
+        seg_zero_ahead(s, g, s->zero_prefix);
+    }
     return SINTER_OK;
 }
 
@@ -558,7 +679,8 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
                              g->name, r->why, r->bad_off, r->garbage_end - r->bad_off,
                              g->first + g->n - 1);
             *torn += r->garbage_end - r->bad_off;
-            rc = seg_cut(s, g, r->bad_off);
+            /* No prefix for a segment left empty: removed just below. */
+            rc = seg_cut(s, g, r->bad_off, g->n > 0);
             if (rc != SINTER_OK) {
                 goto out;
             }
@@ -578,6 +700,20 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
             goto out;
         }
     }
+    if (s->nsegs > 0 && !res[s->nsegs - 1].garbage && s->zero_prefix > 0 &&
+        s->segs[s->nsegs - 1].n > 0) {
+        /* The last segment's free space is unknown after open (a spare's zeros, or fallocate's
+         * unwritten extents: nothing records which), so appends would pay the extent conversion
+         * until the first spare is ready. Zero a prefix after its last record and sync it. Safe at
+         * any point of a crash: the scan found only zeros after the end (no garbage), so this
+         * writes zeros over zeros and the log reads the same whatever part of it reached the disk.
+         * One chunk at most, not options.zero_prefix: a restart opens every group of the node in
+         * a row on one thread, most of them idle, and each must not cost a MiB of writes and its
+         * sync (raft_store.h, zero_prefix). A segment without records gets none either (nothing
+         * says it will be written), and a cut segment (garbage) got its prefix in seg_cut. */
+        seg_zero_ahead(s, &s->segs[s->nsegs - 1],
+                       s->zero_prefix < ZERO_CHUNK ? s->zero_prefix : ZERO_CHUNK);
+    }
     if (s->nsegs == 0 && n > 0) {
         /* Every segment was empty: the log restarts where the first one would have begun. */
         s->next_index = firsts[0];
@@ -591,27 +727,33 @@ out:
 
 /* ---- writing -------------------------------------------------------------------------------- */
 
-/* Opens the direct descriptor of a new pre-zeroed segment g whose durable header is h (path: its
- * current name). A failure is not an error: the segment is written like any other (fd +
- * fdatasync), which is always correct. */
-static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const char *path,
-                         const uint8_t *h)
+/* Opens the direct descriptor of segment g (under its final name), whose free space is zeroed up
+ * to g->zeroed_to. h: the durable header of a new, empty segment (the tail block is then known:
+ * header, zeros); NULL for a segment with records (the tail block is read at the first direct
+ * append). A failure is not an error: the segment is written like any other (fd + fdatasync),
+ * which is always correct. */
+static void seg_dio_open(struct sinter_store *s, struct store_seg *g, const uint8_t *h)
 {
+    char path[STORE_PATH_MAX];
     void *t = NULL;
     if (posix_memalign(&t, STORE_DIO_BLOCK, STORE_DIO_BLOCK) != 0) {
         return;
     }
     int fd = -1;
+    sinter_rs_path(s, path, g->name);
     if (s->io->open(s->ctx, path, O_WRONLY | O_DIRECT | O_DSYNC, 0, &fd) != 0) {
         free(t);
         return;
     }
-    /* The first block as on disk: header (just synced), then the spare's zeros. */
     memset(t, 0, STORE_DIO_BLOCK);
-    memcpy(t, h, STORE_SEG_HDR);
     g->dfd = fd;
     g->tail = t;
-    g->tail_ok = true;
+    g->tail_ok = false;
+    if (h != NULL) {
+        /* The first block as on disk: header (just synced), then zeros. */
+        memcpy(t, h, STORE_SEG_HDR);
+        g->tail_ok = true;
+    }
 }
 
 /* Grows the direct-write buffer (4 KiB-aligned, as O_DIRECT requires) to at least need bytes. */
@@ -732,8 +874,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
     sinter_rs_path(s, path, g->name);
     /* A rollover allows the next spare job even if the last one failed (spare.c). */
     s->spare_failed = false;
-    g->zeroed = sinter_rs_spare_take(s, &g->fd, tname, sizeof tname);
-    if (!g->zeroed) {
+    bool spared = sinter_rs_spare_take(s, &g->fd, tname, sizeof tname);
+    if (!spared) {
         snprintf(tname, sizeof tname, "%s.tmp", g->name);
     }
     sinter_rs_path(s, tmp, tname);
@@ -748,7 +890,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
 
     const char *what = "create";
     int e = 0;
-    if (g->zeroed) {
+    if (spared) {
+        g->zeroed_to = g->size;
         e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
         what = "write header of";
         if (e == 0) {
@@ -769,6 +912,17 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
             e = sinter_rs_pwrite_full(s, g->fd, h, sizeof h, 0);
             what = "write header of";
         }
+        if (e == 0 && s->zero_prefix > 0 && !s->spare_out) {
+            /* The zeroed prefix (options.zero_prefix): written before the fsync below, which
+             * makes it durable with the header for no extra sync, and before the rename, so a
+             * crash in the middle leaves a *.tmp file that open removes. Without it, the first
+             * segment of every new group took its appends through the extent conversion until
+             * the first spare was ready. None while a spare job is out: this rollover came
+             * because the helper is behind, i.e. the disk is busy, where the zeros would stall
+             * the loop longest, and the spare soon takes over anyway. */
+            e = seg_zero_range(s, g, STORE_SEG_HDR, zero_target(s, g, 0), &g->zeroed_to);
+            what = "zero the prefix of";
+        }
         if (e == 0) {
             e = s->io->fsync(s->ctx, g->fd);
             what = "fsync";
@@ -778,8 +932,8 @@ static int seg_create(struct sinter_store *s, uint64_t first, bool *named)
         e = s->io->rename(s->ctx, tmp, path);
         what = "rename";
     }
-    if (e == 0 && g->zeroed && s->dio) {
-        seg_dio_open(s, g, path, h); /* renamed just above */
+    if (e == 0 && g->zeroed_to > STORE_SEG_HDR && s->dio) {
+        seg_dio_open(s, g, h); /* renamed just above */
     }
     if (e != 0) {
         rc = sinter_rs_ioerr(s, e, "%s new segment %s", what, tmp);
@@ -830,7 +984,9 @@ static int log_truncate(struct sinter_store *s, uint64_t from)
     if (s->nsegs > i) {
         struct store_seg *g = &s->segs[i];
         uint64_t keep = from - g->first;
-        rc = seg_cut(s, g, g->recs[keep].off);
+        /* With a prefix even when nothing is kept: the segment stays the last one and takes the
+         * next appends. */
+        rc = seg_cut(s, g, g->recs[keep].off, true);
         if (rc != SINTER_OK) {
             return sinter_rs_fail(s, rc);
         }
@@ -955,15 +1111,19 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
     /* Plan: which entries open a new segment. Create those segments before writing anything. */
     size_t base = s->nsegs;
     uint64_t room = 0;
+    uint64_t last_lim = 0; /* where the plan lets records in the current last segment end */
     if (s->nsegs > 0) {
         const struct store_seg *g = &s->segs[s->nsegs - 1];
         room = g->size - g->end;
-        if (!g->zeroed && g->n > 0 && s->spare_fd >= 0) {
-            /* Its free space is unwritten (fallocate, or unknown after open): every append there
-             * would commit the journal for the extent conversion. Leave it for the ready spare;
-             * zeros after its last record are a normal segment end (raft_store.h, "Spare"). */
-            room = 0;
+        if (g->zeroed_to < g->size && g->n > 0 && s->spare_fd >= 0) {
+            /* Its free space past the watermark is unwritten (fallocate, cut, or unknown after
+             * open, beyond the store's own zeroed prefix): every append there would commit the
+             * journal for the extent conversion. Fill the prefix, then leave the segment for the
+             * ready spare; zeros after its last record are a normal segment end (raft_store.h,
+             * "Spare"). */
+            room = g->zeroed_to > g->end ? g->zeroed_to - g->end : 0;
         }
+        last_lim = g->end + room;
     }
     size_t target = s->nsegs > 0 && rec_size(&e[0]) <= room ? s->nsegs - 1 : s->nsegs;
     for (size_t i = 0; i < n; i++) {
@@ -1004,7 +1164,10 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
         uint64_t boff = g->end;
         uint64_t len = 0;
         size_t j = i;
-        while (j < n && g->end + len + rec_size(&e[j]) <= g->size) {
+        /* The plan's limit, not the file's: the segment kept up to its watermark (spare ready)
+         * must not take the records planned for the next one. */
+        uint64_t lim = target + 1 == base ? last_lim : g->size;
+        while (j < n && g->end + len + rec_size(&e[j]) <= lim) {
             len += rec_size(&e[j]);
             j++;
         }
@@ -1020,6 +1183,12 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
             p += rec_size(&e[x]);
         }
         int err = 0;
+        if (g->dfd >= 0 && blk_up(boff + len) > g->zeroed_to) {
+            /* Past the zeroed watermark: unwritten space, where an O_DSYNC write would commit the
+             * journal anyway; later appends only go further, so this segment goes on with
+             * pwrite + fdatasync (until the next rollover, into a spare if one is ready). */
+            seg_dio_drop(s, g);
+        }
         bool buffered = g->dfd < 0;
         if (!buffered) {
             bool wrote = true;
@@ -1073,6 +1242,11 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
      * is a compare per segment. */
     for (size_t x = 0; x + 1 < s->nsegs; x++) {
         seg_dio_drop(s, &s->segs[x]);
+    }
+    /* And the last one's once not even an empty record fits below its watermark: the next append
+     * goes buffered anyway (sinter_store_direct_io_active says so from now on). */
+    if (s->nsegs > 0 && !sinter_store_direct_io_active(s)) {
+        seg_dio_drop(s, &s->segs[s->nsegs - 1]);
     }
     for (size_t x = 0; x < n; x++) {
         s->appended += rec_size(&e[x]);

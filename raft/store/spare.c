@@ -63,9 +63,16 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
 {
     /* No spare before 1/64 of a segment was appended since open: a group that (nearly) never
      * writes, an idle shard or a test cluster that runs a few transactions, must not cost a
-     * segment's worth of zeros on every start; a busy one passes it within a second. */
+     * segment's worth of zeros on every start; a busy one passes it within a second. With a zeroed
+     * prefix (options.zero_prefix, 1/64 of a segment by default) the spare is wanted at half of
+     * it instead: wanted only when the prefix runs out, appends would pay the extent conversion
+     * for the whole zero-fill (seconds); the other half is the helper's head start. */
+    uint64_t want_at = s->opts.segment_size / 64u;
+    if (s->zero_prefix > 0 && s->zero_prefix / 2u < want_at) {
+        want_at = s->zero_prefix / 2u;
+    }
     if (s->failed != 0 || s->spare_fd >= 0 || s->spare_out || s->spare_failed ||
-        s->appended < s->opts.segment_size / 64u) {
+        s->appended < want_at) {
         return NULL;
     }
     /* A pre-zeroed last segment that is less than half full does not need its successor yet:
@@ -74,7 +81,7 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
      * zero-filled at once); made at half full, it still has half a segment's time to finish. */
     if (s->nsegs > 0) {
         const struct store_seg *g = &s->segs[s->nsegs - 1];
-        if (g->zeroed && g->size - g->end > g->size / 2) {
+        if (g->zeroed_to >= g->size && g->size - g->end > g->size / 2) {
             return NULL;
         }
     }

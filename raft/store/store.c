@@ -404,6 +404,25 @@ int sinter_store_open(struct sinter_store **out, const char *dir,
     }
     s->opts = o;
     s->io = o.io;
+    /* The zeroed prefix (options.zero_prefix): 1/64 of a segment by default, at least one
+     * 128 KiB chunk or a quarter of the segment if that is less (1 MiB of the default 64 MiB
+     * segment): it is written on the caller's thread (the host's loop, shared by many groups), and
+     * 4 MiB cost ~4-5 ms per creation, 64 groups created at once more than an election timeout. The
+     * spare is wanted at half of it (spare.c), so it normally is ready before appends pass the
+     * prefix. Whole blocks, so a direct write below the watermark never touches a block past it;
+     * never more than the segment. */
+    if (o.zero_prefix != SINTER_STORE_ZERO_PREFIX_NONE) {
+        uint64_t zp = o.zero_prefix;
+        if (zp == 0) {
+            /* The floor, one chunk, only up to a quarter of the segment: a small segment keeps
+             * most of its space for the spare to replace. */
+            uint64_t floor = o.segment_size / 4u < (128u << 10) ? o.segment_size / 4u : 128u << 10;
+            zp = o.segment_size / 64u;
+            zp = zp > floor ? zp : floor;
+        }
+        zp = (zp + STORE_DIO_BLOCK - 1) & ~(uint64_t)(STORE_DIO_BLOCK - 1);
+        s->zero_prefix = zp < o.segment_size ? zp : o.segment_size;
+    }
     s->ctx = o.io->ctx;
     s->meta_fd[0] = s->meta_fd[1] = -1;
     s->spare_fd = -1;

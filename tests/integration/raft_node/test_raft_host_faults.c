@@ -382,6 +382,12 @@ static struct sinter_raft_host *host_up(void)
     o.snapshot_every = 16;
     o.snapshot_trailing = 4;
     o.segment_size = 64 * 1024;
+    /* The faults below are meant for pwrite + fdatasync (they fail the n-th fdatasync). A new
+     * segment's zeroed prefix (sinter/raft_store.h, options.zero_prefix) would send the first
+     * entries direct, O_DSYNC, with no fdatasync to fail; without it those entries go into
+     * fallocate'd space, buffered, as before the prefix. Direct I/O stays at its default, so
+     * segments made from a spare still take the direct path. */
+    o.store_zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
     o.store_io = &g_fio.io;
     o.sm = sm_fill;
     o.log_level = 1;
@@ -430,7 +436,8 @@ static void one_fault(int err, int op)
     }
 
     /* Group 1's disk fails. Every one of its proposals in flight fails with the error. The fault
-     * is meant for pwrite + fdatasync into the first, fallocate'd segment: 20 small entries stay
+     * is meant for pwrite + fdatasync into the first, fallocate'd segment (no zeroed prefix, see
+     * host_up): 20 small entries stay
      * below segment_size / 64, so no spare is wanted (sinter_store_spare_want), no rollover into
      * one happens and no direct write; asserted below, so that larger entries or a smaller
      * threshold cannot quietly move the fault onto another path. */

@@ -440,6 +440,7 @@ static void group_commit_one_write_one_sync(void **state)
     faultio_init(&fio, sinter_store_io_posix());
     struct sinter_store_options o;
     opts_init(&o, &fio.io, 1024 * 1024, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
     struct sinter_store *s;
     assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
     assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK); /* creates the segment */
@@ -802,6 +803,7 @@ static void write_cut_short_and_dropped_tail(void **state)
             struct reports rp = {0};
             struct sinter_store_options o;
             opts_init(&o, memfs_io(fs), 4096, &rp);
+            o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
             struct sinter_store *s;
             struct sinter_store_recovered rec;
             struct model m = {0};
@@ -1466,6 +1468,7 @@ static void write_and_sync_errors_fail_the_store(void **state)
         faultio_init(&fio, sinter_store_io_posix());
         struct sinter_store_options o;
         opts_init(&o, &fio.io, 4096, &rp);
+        o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the fallocate'd, buffered path */
         struct sinter_store *s;
         struct sinter_store_recovered rec;
         struct model m = {0};
@@ -1828,6 +1831,9 @@ static void spare_used_at_rollover(void **state)
     struct sinter_store_options o;
     opts_init(&o, &fio.io, segsize, &rp);
     o.direct_io = SINTER_STORE_DIRECT_IO_OFF; /* counts the buffered path (direct: see below) */
+    /* Rollovers out of fallocate'd segments without a zeroed prefix (with one:
+     * zero_prefix_then_spare). */
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     struct model m = {0};
@@ -1948,6 +1954,7 @@ static void spare_leftovers_removed_at_open(void **state)
     struct reports rp = {0};
     struct sinter_store_options o;
     opts_init(&o, NULL, 8192, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* a spare is wanted for the first segment */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     struct model m = {0};
@@ -1978,6 +1985,7 @@ static void spare_leftovers_removed_at_open(void **state)
             struct memfs *fs = memfs_new((uint64_t)(die + 2) * 7 + (uint64_t)policy);
             struct sinter_store_options mo;
             opts_init(&mo, memfs_io(fs), 4096, &rp);
+            mo.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
             struct model mm = {0};
             assert_int_equal(open_store(&s, "/mem", &mo, NULL), SINTER_OK);
             assert_int_equal(append_range(s, 1, 4, 1), SINTER_OK);
@@ -2183,6 +2191,7 @@ static void direct_appends_read_back(void **state)
     struct sinter_store_options o;
     opts_init(&o, &fio.io, segsize, &rp);
     assert_int_equal(o.direct_io, SINTER_STORE_DIRECT_IO_AUTO); /* the default */
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* buffered first segment, then a spare */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     static struct model m;
@@ -2708,6 +2717,7 @@ static void direct_buffer_enomem_keeps_the_store(void **state)
     struct reports rp = {0};
     struct sinter_store_options o;
     opts_init(&o, memfs_io(fs), 256u << 10, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* the rollover below makes the segment */
     struct sinter_store *s;
     struct sinter_store_recovered rec;
     static struct model m;
@@ -2818,6 +2828,700 @@ static void direct_io_zero_means_auto(void **state)
     memfs_free(fs);
 }
 
+/* ---- zeroed prefix (options.zero_prefix) ------------------------------------------------------
+ */
+
+/* A new store's first segment is made with fallocate (no spare yet) and its first zero_prefix
+ * bytes written with zeros inside the creation: appends go direct from the first entry, with no
+ * fdatasync, until a record would end past the watermark; from there pwrite + fdatasync. After a
+ * reopen the last segment gets a new prefix after its last record and appends are direct again. */
+static void zero_prefix_direct_from_first_entry(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(31);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    const uint32_t segsize = 64u << 10;
+    opts_init(&o, memfs_io(fs), segsize, &rp);
+    o.zero_prefix = 16u << 10;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(rp.n, 0);                      /* memfs takes direct I/O */
+    assert_false(sinter_store_direct_io_active(s)); /* no segment yet */
+    long probe = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    model_set(&m, 1, 1, 1);
+    /* Creation: fallocate, header + 16 KiB of zeros, one fsync (nothing more for the prefix). */
+    assert_int_equal(memfs_calls(fs, FOP_FALLOCATE), 1);
+    assert_int_equal(memfs_calls(fs, FOP_FSYNC), 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0); /* the entry went direct */
+    assert_int_equal(memfs_dsync_writes(fs), probe + 1);
+    assert_true(sinter_store_direct_io_active(s));
+    /* Direct while the records end below the watermark (16 KiB), then buffered. */
+    uint64_t next = 2;
+    long direct = 1;
+    while (sinter_store_direct_io_active(s)) {
+        long before = memfs_dsync_writes(fs);
+        memfs_reset_calls(fs);
+        assert_int_equal(append_range(s, next, 3, 1), SINTER_OK);
+        model_set(&m, next, 3, 1);
+        next += 3;
+        if (memfs_dsync_writes(fs) == before + 1) {
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+            direct++;
+        } else {
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1); /* crossed the watermark */
+        }
+    }
+    assert_true(rec_offset(&m, 1, next) > 12u << 10);
+    assert_true(direct > 20);
+    assert_int_equal(memfs_open_direct(fs), 0); /* dropped once past the watermark */
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+    model_set(&m, next, 2, 1);
+    next += 2;
+    assert_int_equal(memfs_dsync_writes(fs), before);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    assert_int_equal(sinter_store_segment_count(s), 1);
+    read_back(s, 1, next - 1, &m);
+    sinter_store_close(s);
+
+    /* Reopen: zeros after the last record (no report, nothing torn), direct again. */
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    memfs_reset_calls(fs);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rp.n, 0);
+    sinter_store_recovered_free(&rec);
+    assert_true(memfs_calls(fs, FOP_PWRITE) >= 1); /* the prefix (and the probe) */
+    assert_true(sinter_store_direct_io_active(s));
+    before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 4, 2), SINTER_OK);
+    model_set(&m, next, 4, 2);
+    next += 4;
+    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+    read_back(s, 1, next - 1, &m);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+
+    /* The same on real files, with the default prefix (segment_size / 16). */
+    char *dir = mktmp();
+    opts_init(&o, NULL, segsize, &rp);
+    rp.n = 0;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    bool dio = rp.n == 0;
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    assert_int_equal(sinter_store_direct_io_active(s), dio);
+    uint64_t size = 0;
+    assert_true(file_all_zero(dir, "seg-00000000000000000001", rec_offset(&m, 1, 2), &size));
+    assert_int_equal(size, segsize);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 1);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(sinter_store_direct_io_active(s), dio);
+    sinter_store_close(s);
+    rmtree(dir);
+
+    /* SINTER_STORE_ZERO_PREFIX_NONE: the first segment stays buffered, as before. */
+    memfs_free(fs);
+    fs = memfs_new(32);
+    opts_init(&o, memfs_io(fs), segsize, &rp);
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    probe = memfs_dsync_writes(fs);
+    assert_int_equal(append_range(s, 1, 1, 1), SINTER_OK);
+    assert_false(sinter_store_direct_io_active(s));
+    assert_int_equal(memfs_dsync_writes(fs), probe);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* With a spare ready, the segment that has only a zeroed prefix keeps taking appends up to its
+ * watermark and then rolls over into the spare: a batch that would cross it is split there,
+ * nothing is written past it, and every entry reads back before and after a reopen. */
+static void zero_prefix_then_spare(void **state)
+{
+    (void)state;
+    for (int split = 0; split < 2; split++) {
+        struct memfs *fs = memfs_new(33 + (uint64_t)split);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        const uint32_t segsize = 256u << 10;
+        opts_init(&o, memfs_io(fs), segsize, &rp);
+        o.zero_prefix = 32u << 10;
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        static struct model m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        uint64_t next = 1;
+        /* Past 1/64 of a segment (4 KiB): a spare is wanted although the prefix is not used up. */
+        while (rec_offset(&m, 1, next) < 8u << 10) {
+            assert_int_equal(append_range(s, next, 5, 1), SINTER_OK);
+            model_set(&m, next, 5, 1);
+            next += 5;
+        }
+        assert_int_equal(make_spare(s, split == 1), SINTER_OK);
+        assert_true(sinter_store_spare_ready(s));
+        /* Still below the watermark: the spare waits. */
+        size_t batch = split ? 60 : 5;
+        long segs_seen = 1;
+        uint64_t first_of_2 = 0;
+        while (sinter_store_spare_ready(s)) {
+            long before = memfs_dsync_writes(fs);
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, next, batch, 1), SINTER_OK);
+            model_set(&m, next, batch, 1);
+            /* Direct all the way: below the watermark, then into the pre-zeroed spare. */
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), sinter_store_spare_ready(s) ? 0 : 1);
+            assert_true(memfs_dsync_writes(fs) >= before + 1);
+            if (!sinter_store_spare_ready(s)) {
+                segs_seen = (long)sinter_store_segment_count(s);
+                /* Where does the new segment start? The first record that did not fit. */
+                for (uint64_t x = next; x < next + batch; x++) {
+                    if (rec_offset(&m, 1, x + 1) > 32u << 10) {
+                        first_of_2 = x;
+                        break;
+                    }
+                }
+            }
+            next += batch;
+        }
+        assert_int_equal(segs_seen, 2);
+        assert_true(first_of_2 > 0);
+        char name[40];
+        snprintf(name, sizeof name, "seg-%020" PRIu64, first_of_2);
+        assert_true(memfs_exists(fs, name));
+        assert_true(rec_offset(&m, 1, first_of_2) <= 32u << 10); /* nothing past the watermark */
+        assert_true(sinter_store_direct_io_active(s));
+        read_back(s, 1, next - 1, &m);
+        sinter_store_close(s);
+        memfs_crash(fs, MEMFS_CRASH_RANDOM);
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        assert_int_equal(rec.torn_bytes, 0);
+        sinter_store_recovered_free(&rec);
+        assert_int_equal(sinter_store_segment_count(s), 2);
+        sinter_store_close(s);
+        memfs_free(fs);
+    }
+}
+
+/* Killed (power cut or kill -9) at every step of a new store's first segment creation with a
+ * multi-chunk prefix, and of the prefix zeroed at reopen: the log is always the acknowledged
+ * entries (plus, unacknowledged, the interrupted one), never a *.tmp left over, never a torn tail
+ * reported for the zeros, and the store takes appends afterwards. */
+static void kill_during_zero_prefix(void **state)
+{
+    (void)state;
+    long deaths = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        for (long die = 0; die < 20; die++) {
+            for (int policy = 0; policy < 3; policy++) {
+                struct memfs *fs = memfs_new((uint64_t)(die * 3 + policy + 100 * phase + 1));
+                struct reports rp = {0};
+                struct sinter_store_options o;
+                opts_init(&o, memfs_io(fs), 2u << 20, &rp);
+                o.zero_prefix = 512u << 10; /* four 128 KiB chunks */
+                struct sinter_store *s;
+                struct sinter_store_recovered rec;
+                struct model m = {0};
+                uint64_t acked = 0;
+                assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+                if (phase == 0) {
+                    /* Creation: open, fallocate, header, 4 chunks, fsync, rename, syncdir,
+                     * the entry's direct write. */
+                    memfs_die_after(fs, die);
+                    if (append_range(s, 1, 3, 1) == SINTER_OK) {
+                        acked = 3;
+                    } else {
+                        assert_true(memfs_dead(fs));
+                        deaths++;
+                    }
+                    sinter_store_close(s);
+                } else {
+                    assert_int_equal(append_range(s, 1, 9, 1), SINTER_OK);
+                    acked = 9;
+                    sinter_store_close(s);
+                    memfs_crash(fs, MEMFS_CRASH_DROP);
+                    /* Reopen: probe, the segment's fdatasync, then 1 chunk and an fdatasync. */
+                    memfs_die_after(fs, die);
+                    if (sinter_store_open(&s, "/mem", &o, NULL, NULL, 0) == SINTER_OK) {
+                        sinter_store_close(s);
+                    } else {
+                        assert_true(memfs_dead(fs));
+                        deaths++;
+                    }
+                }
+                model_set(&m, 1, 9, 1);
+                memfs_crash(fs, policy);
+                assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+                assert_int_equal(memfs_count_suffix(fs, ".tmp"), 0);
+                assert_true(rec.n_entries == acked || (phase == 0 && rec.n_entries <= 3));
+                check_entries(rec.entries, rec.n_entries, 1, &m);
+                if (phase == 1) {
+                    assert_int_equal(rec.torn_bytes, 0); /* the zeros are no torn tail */
+                }
+                uint64_t last = rec.n_entries;
+                sinter_store_recovered_free(&rec);
+                assert_int_equal(append_range(s, last + 1, 2, 2), SINTER_OK);
+                model_set(&m, last + 1, 2, 2);
+                sinter_store_close(s);
+                memfs_crash(fs, MEMFS_CRASH_DROP);
+                assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+                assert_int_equal(rec.n_entries, last + 2);
+                check_entries(rec.entries, rec.n_entries, 1, &m);
+                sinter_store_recovered_free(&rec);
+                sinter_store_close(s);
+                memfs_free(fs);
+            }
+        }
+    }
+    assert_true(deaths > 40);
+}
+
+/* Disk full while zeroing the prefix is no error: the watermark stays where the zeros got to
+ * (said through report) and appends past it are buffered. Any other error zeroing a new segment's
+ * prefix fails that append like a failed fallocate: nothing named, nothing written, the store
+ * usable and the append retryable. At open, disk full is the same fallback. */
+static void zero_prefix_enospc_falls_back(void **state)
+{
+    (void)state;
+    for (long after = 0; after < 3; after++) {
+        struct memfs *fs = memfs_new((uint64_t)after + 40);
+        struct reports rp = {0};
+        struct sinter_store_options o;
+        opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+        o.zero_prefix = 256u << 10; /* two 128 KiB chunks */
+        struct sinter_store *s;
+        struct sinter_store_recovered rec;
+        static struct model m;
+        memset(&m, 0, sizeof m);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        /* pwrites of the creation: the header, then the chunks; `after` chunks get through (2:
+         * no fault, the whole prefix). */
+        if (after < 2) {
+            memfs_fail(fs, FOP_BIT(FOP_PWRITE), ENOSPC, 1 + after, false);
+        }
+        int rc = append_range(s, 1, 1, 1);
+        memfs_fail(fs, 0, 0, -1, false);
+        assert_int_equal(rc, SINTER_OK);
+        model_set(&m, 1, 1, 1);
+        uint64_t zto = (uint64_t)after * (128u << 10);
+        assert_int_equal(rp.n, after == 2 ? 0 : 1);
+        if (after < 2) {
+            assert_non_null(strstr(rp.last, "disk full while zeroing"));
+        }
+        assert_int_equal(sinter_store_direct_io_active(s), zto > 0);
+        /* Appends are direct exactly while their blocks end below the watermark. */
+        uint64_t next = 2;
+        long direct = 0;
+        while (rec_offset(&m, 1, next) < 300u << 10) { /* (the model holds 4096 entries) */
+            model_set(&m, next, 100, 1);
+            bool expect = ((rec_offset(&m, 1, next + 100) + 4095u) & ~(uint64_t)4095u) <= zto;
+            long before = memfs_dsync_writes(fs);
+            assert_int_equal(append_range(s, next, 100, 1), SINTER_OK);
+            next += 100;
+            assert_int_equal(memfs_dsync_writes(fs) == before + 1, expect);
+            direct += expect;
+            if (rec_offset(&m, 1, next) > zto) {
+                assert_false(sinter_store_direct_io_active(s));
+            }
+        }
+        assert_int_equal(direct > 0, zto > (64u << 10));
+        read_back(s, 1, next - 1, &m);
+        sinter_store_close(s);
+
+        /* At open, disk full while zeroing after the last record: open succeeds, buffered. */
+        memfs_crash(fs, MEMFS_CRASH_DROP);
+        rp.n = 0;
+        memfs_fail(fs, FOP_BIT(FOP_PWRITE), ENOSPC, 1, false); /* the probe's write gets through */
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        memfs_fail(fs, 0, 0, -1, false);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        sinter_store_recovered_free(&rec);
+        assert_int_equal(rp.n, 1);
+        assert_non_null(strstr(rp.last, "disk full while zeroing"));
+        assert_false(sinter_store_direct_io_active(s));
+        assert_int_equal(append_range(s, next, 3, 2), SINTER_OK);
+        model_set(&m, next, 3, 2);
+        next += 3;
+        sinter_store_close(s);
+        memfs_crash(fs, MEMFS_CRASH_DROP);
+        assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+        assert_int_equal(rec.n_entries, next - 1);
+        check_entries(rec.entries, rec.n_entries, 1, &m);
+        assert_int_equal(rec.torn_bytes, 0);
+        sinter_store_recovered_free(&rec);
+        sinter_store_close(s);
+        memfs_free(fs);
+    }
+
+    /* EIO while zeroing a new segment's prefix: the append fails, the store does not. */
+    struct memfs *fs = memfs_new(50);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 2u << 20, &rp);
+    o.zero_prefix = 1u << 20;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    memfs_fail(fs, FOP_BIT(FOP_PWRITE), EIO, 2, false);
+    assert_int_equal(append_range(s, 1, 2, 1), SINTER_EIO);
+    assert_non_null(strstr(sinter_store_errmsg(s), "zero the prefix of"));
+    assert_int_equal(memfs_count_suffix(fs, ".tmp"), 0);
+    assert_int_equal(sinter_store_segment_count(s), 0);
+    assert_int_equal(append_range(s, 1, 2, 1), SINTER_OK);
+    assert_true(sinter_store_direct_io_active(s));
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 2);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* Appends [first, first + n) at term and asserts it went as one direct O_DSYNC write, with no
+ * fdatasync: the zeroed prefix is in place after the segment's end. */
+static void append_direct(struct memfs *fs, struct sinter_store *s, struct model *m, uint64_t first,
+                          size_t n, uint64_t term)
+{
+    assert_true(sinter_store_direct_io_active(s));
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, first, n, term), SINTER_OK);
+    model_set(m, first, n, term);
+    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+}
+
+/* Killed (power cut, or kill -9 with the page cache kept) at every step of a truncation's cut with
+ * a two-chunk prefix (ftruncate, fallocate, fsync, the zero chunks, their fdatasync) and of the
+ * append after it: the log read back is a prefix of the old one (all of it, or the entries kept by
+ * the cut, or those plus the new batch once acknowledged), no torn tail, never SINTER_ECORRUPT.
+ * Whenever the cut completed, the next append is one direct write with no fdatasync (the prefix
+ * after the cut is in place), and after any reopen too (the prefix zeroed at open). Last, a
+ * flipped byte in the last batch: the torn tail cut at open gets a prefix, appends go direct. */
+static void kill_during_cut_with_prefix(void **state)
+{
+    (void)state;
+    long deaths = 0;
+    long completed = 0;
+    long short_file = 0;
+    for (long die = 0; die < 16; die++) {
+        for (int policy = 0; policy < 3; policy++) {
+            struct memfs *fs = memfs_new((uint64_t)(die * 3 + policy + 300));
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+            o.zero_prefix = 256u << 10; /* two 128 KiB chunks */
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            static struct model m;
+            memset(&m, 0, sizeof m);
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            assert_int_equal(rp.n, 0); /* memfs takes direct I/O */
+            assert_int_equal(append_range(s, 1, 30, 1), SINTER_OK);
+            model_set(&m, 1, 30, 1);
+            /* A follower's conflict: entries from 21 on are replaced by term 2. */
+            memfs_die_after(fs, die);
+            int rc = sinter_store_truncate(s, 21);
+            uint64_t acked = 30; /* entries the log must hold at least up to... */
+            bool cut = false;
+            if (!memfs_dead(fs)) {
+                assert_int_equal(rc, SINTER_OK);
+                cut = true;
+                acked = 20;
+                /* The direct descriptor reopened after the cut, over the prefix's zeros: one
+                 * O_DSYNC write, no fdatasync (unless killed during it). */
+                assert_true(sinter_store_direct_io_active(s));
+                long before = memfs_dsync_writes(fs);
+                memfs_reset_calls(fs);
+                rc = append_range(s, 21, 4, 2);
+                model_set(&m, 21, 4, 2);
+                if (!memfs_dead(fs)) {
+                    assert_int_equal(rc, SINTER_OK);
+                    assert_int_equal(memfs_dsync_writes(fs), before + 1);
+                    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 0);
+                    acked = 24;
+                    completed++;
+                }
+            }
+            if (memfs_dead(fs)) {
+                deaths++;
+            }
+            sinter_store_close(s);
+            memfs_crash(fs, policy);
+            rp.n = 0;
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK); /* never ECORRUPT */
+            /* Torn: only the unacknowledged batch of a kill during the direct append after a
+             * completed cut (the O_DSYNC write keeps each sector old or new), cut off at open. */
+            if (rec.torn_bytes > 0) {
+                assert_true(cut && acked == 20);
+                assert_int_equal(rec.n_entries, 20);
+                assert_int_equal(rp.n, 1);
+            } else {
+                assert_int_equal(rp.n, 0);
+            }
+            /* A prefix of the old log (up to 30 of term 1), or the cut log (20), or the cut log
+             * plus the acknowledged new batch (24, term 2). */
+            if (acked == 24) {
+                assert_int_equal(rec.n_entries, 24);
+            } else if (cut) {
+                assert_true(rec.n_entries == 20 || rec.n_entries == 24);
+            } else {
+                assert_true(rec.n_entries == 20 || rec.n_entries == 30);
+            }
+            if (rec.n_entries == 30) {
+                model_set(&m, 21, 10, 1); /* the cut never reached the disk */
+            }
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            uint64_t last = rec.n_entries;
+            sinter_store_recovered_free(&rec);
+            if (memfs_file_size(fs, "seg-00000000000000000001") == 1u << 20) {
+                append_direct(fs, s, &m, last + 1, 3, 3);
+            } else {
+                /* Killed between the ftruncate and the fallocate, and the shorter size reached
+                 * the disk: no space after the end to zero (as without a prefix), buffered. */
+                assert_false(sinter_store_direct_io_active(s));
+                assert_int_equal(append_range(s, last + 1, 3, 3), SINTER_OK);
+                model_set(&m, last + 1, 3, 3);
+                short_file++;
+            }
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_int_equal(rec.n_entries, last + 3);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+    assert_true(deaths > 20);
+    assert_true(completed > 0);
+    assert_true(short_file < deaths);
+
+    /* A torn tail cut at open: the segment keeps records, so it gets its prefix and the next
+     * append is direct. */
+    struct memfs *fs = memfs_new(399);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+    o.zero_prefix = 256u << 10;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 10, 1), SINTER_OK);
+    assert_int_equal(append_range(s, 11, 10, 1), SINTER_OK);
+    model_set(&m, 1, 20, 1);
+    sinter_store_close(s);
+    assert_int_equal(memfs_flip(fs, "seg-00000000000000000001", rec_offset(&m, 1, 15) + 33, 0x40),
+                     0);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 14); /* the tail is cut at the damaged record */
+    assert_true(rec.torn_bytes > 0);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    append_direct(fs, s, &m, 15, 5, 2);
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 19);
+    assert_int_equal(rec.torn_bytes, 0);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
+/* Any error zeroing the prefix after a segment's durable end, at open or at a cut (ENOSPC or EIO
+ * from the zeros or from their fdatasync), costs only the prefix: said through report, the open
+ * or the truncation succeeds, the store stays usable and appends there are buffered; nothing
+ * acknowledged is lost. */
+static void zero_ahead_errors_fall_back(void **state)
+{
+    (void)state;
+    const int errs[2] = {ENOSPC, EIO};
+    for (int k = 0; k < 2; k++) {
+        for (int op = 0; op < 2; op++) { /* 0: the fdatasync, 1: the zeros' pwrite */
+            struct memfs *fs = memfs_new((uint64_t)(k * 2 + op + 400));
+            struct reports rp = {0};
+            struct sinter_store_options o;
+            opts_init(&o, memfs_io(fs), 1u << 20, &rp);
+            o.zero_prefix = 256u << 10;
+            struct sinter_store *s;
+            struct sinter_store_recovered rec;
+            static struct model m;
+            memset(&m, 0, sizeof m);
+            assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+            assert_int_equal(append_range(s, 1, 30, 1), SINTER_OK);
+            model_set(&m, 1, 30, 1);
+
+            /* At a cut: the cut's own steps are ftruncate, fallocate, fsync; the prefix's the
+             * pwrites and one fdatasync. */
+            unsigned mask = op == 0 ? FOP_BIT(FOP_FDATASYNC) : FOP_BIT(FOP_PWRITE);
+            memfs_fail(fs, mask, errs[k], 0, false);
+            rp.n = 0;
+            assert_int_equal(sinter_store_truncate(s, 21), SINTER_OK);
+            memfs_fail(fs, 0, 0, -1, false);
+            assert_true(rp.n >= 1);
+            /* ENOSPC from the zeros is said by seg_zero_range, anything else by the fallback. */
+            assert_true(strstr(rp.last, "free space after offset") != NULL ||
+                        (op == 1 && errs[k] == ENOSPC &&
+                         strstr(rp.last, "disk full while zeroing") != NULL));
+            assert_false(sinter_store_direct_io_active(s));
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, 21, 4, 2), SINTER_OK); /* the store did not fail */
+            model_set(&m, 21, 4, 2);
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1); /* buffered */
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+
+            /* At open: count the fdatasyncs and pwrites of a clean open, then fail the last
+             * fdatasync (the prefix's) or the first pwrite of the prefix's zeros (the last two
+             * pwrites: up to the chunk boundary at 128 KiB, then to the block after end +
+             * 128 KiB). */
+            memfs_reset_calls(fs);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            sinter_store_recovered_free(&rec);
+            assert_true(sinter_store_direct_io_active(s));
+            long syncs = memfs_calls(fs, FOP_FDATASYNC);
+            long writes = memfs_calls(fs, FOP_PWRITE);
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_DROP);
+            memfs_fail(fs, mask, errs[k], op == 0 ? syncs - 1 : writes - 2, false);
+            rp.n = 0;
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            memfs_fail(fs, 0, 0, -1, false);
+            assert_int_equal(rp.n, 1);
+            assert_true(strstr(rp.last, "free space after offset") != NULL ||
+                        (op == 1 && errs[k] == ENOSPC &&
+                         strstr(rp.last, "disk full while zeroing") != NULL));
+            assert_int_equal(rec.n_entries, 24);
+            assert_int_equal(rec.torn_bytes, 0);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            assert_false(sinter_store_direct_io_active(s));
+            memfs_reset_calls(fs);
+            assert_int_equal(append_range(s, 25, 3, 3), SINTER_OK);
+            model_set(&m, 25, 3, 3);
+            assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+            sinter_store_close(s);
+            memfs_crash(fs, MEMFS_CRASH_RANDOM);
+            assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+            assert_int_equal(rec.n_entries, 27);
+            assert_int_equal(rec.torn_bytes, 0);
+            check_entries(rec.entries, rec.n_entries, 1, &m);
+            sinter_store_recovered_free(&rec);
+            sinter_store_close(s);
+            memfs_free(fs);
+        }
+    }
+}
+
+/* The spare is wanted once half of the zeroed prefix was appended (not 1/64 of the segment), and
+ * a fallback rollover while its job is still out (the helper is behind) makes the new segment
+ * without a prefix: its appends are buffered until the spare is taken at the next rollover. */
+static void zero_prefix_skipped_while_spare_out(void **state)
+{
+    (void)state;
+    struct memfs *fs = memfs_new(60);
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8u << 20, &rp); /* want at 1/64 = 128 KiB without a prefix */
+    o.zero_prefix = 16u << 10;                  /* want at 8 KiB */
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    uint64_t next = 1;
+    while (rec_offset(&m, 1, next) < (8u << 10) - 200) {
+        assert_null(sinter_store_spare_want(s));
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    while (rec_offset(&m, 1, next) < (8u << 10) + 200) {
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    struct sinter_store_spare *j = sinter_store_spare_want(s);
+    assert_non_null(j); /* half the prefix, far below 1/64 of the 8 MiB segment */
+    sinter_store_close(s);
+    sinter_store_spare_abandon(j);
+    memfs_free(fs);
+
+    /* The fallback rollover with the job out: small segments, so that one is reached. */
+    fs = memfs_new(61);
+    opts_init(&o, memfs_io(fs), 32u << 10, &rp);
+    o.zero_prefix = 8u << 10;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    next = 1;
+    j = NULL;
+    while (sinter_store_segment_count(s) < 2) {
+        if (j == NULL) {
+            j = sinter_store_spare_want(s);
+        }
+        assert_int_equal(append_range(s, next, 4, 1), SINTER_OK);
+        model_set(&m, next, 4, 1);
+        next += 4;
+    }
+    assert_non_null(j);
+    /* Rolled over with fallocate and no zeros: the new segment's appends are buffered. */
+    assert_false(sinter_store_direct_io_active(s));
+    long before = memfs_dsync_writes(fs);
+    memfs_reset_calls(fs);
+    assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+    model_set(&m, next, 2, 1);
+    next += 2;
+    assert_int_equal(memfs_dsync_writes(fs), before);
+    assert_int_equal(memfs_calls(fs, FOP_FDATASYNC), 1);
+    /* The job comes back made: the next rollover takes the spare, direct again. */
+    assert_int_equal(sinter_store_spare_make(j), SINTER_OK);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_OK);
+    while (sinter_store_spare_ready(s)) {
+        assert_int_equal(append_range(s, next, 4, 1), SINTER_OK);
+        model_set(&m, next, 4, 1);
+        next += 4;
+    }
+    assert_int_equal(sinter_store_segment_count(s), 3);
+    assert_true(sinter_store_direct_io_active(s));
+    sinter_store_close(s);
+    memfs_crash(fs, MEMFS_CRASH_DROP);
+    assert_int_equal(open_store(&s, "/mem", &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, next - 1);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    memfs_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2862,6 +3566,13 @@ int main(void)
         cmocka_unit_test(direct_buffer_enomem_keeps_the_store),
         cmocka_unit_test(direct_write_einval_falls_back),
         cmocka_unit_test(direct_io_zero_means_auto),
+        cmocka_unit_test(zero_prefix_direct_from_first_entry),
+        cmocka_unit_test(zero_prefix_then_spare),
+        cmocka_unit_test(kill_during_zero_prefix),
+        cmocka_unit_test(zero_prefix_enospc_falls_back),
+        cmocka_unit_test(kill_during_cut_with_prefix),
+        cmocka_unit_test(zero_ahead_errors_fall_back),
+        cmocka_unit_test(zero_prefix_skipped_while_spare_out),
     };
     return cmocka_run_group_tests_name("raft_store", tests, NULL, NULL);
 }
