@@ -87,6 +87,12 @@ uint64_t sinter_rm_xa_scan_due(struct sinter_rm *rm);
  * that a failed start can be retried). 0, the default, is off. */
 #pragma GCC visibility push(hidden)
 extern atomic_int sinter_rm_fault_thread_create;
+/* Test-only, not an API (hidden, declared only here): while true, the XA resources' async
+ * PhaseOne_Done senders (rm/rm_xa.c, async_report) hold every report before its first send, so
+ * a test can decide the global (rollback, timeout) or close the RM between PREPARE and the
+ * report (tests/integration/xa_e2e/test_xa_async_report.c). A held report of a resource that is
+ * being closed is abandoned. false, the default, is off. */
+extern atomic_bool sinter_rm_xa_test_hold_reports;
 #pragma GCC visibility pop
 
 #endif /* SINTER_RM_INT_H */

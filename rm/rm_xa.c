@@ -54,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rm_int.h"
 #include "sinter/rm_xa.h"
@@ -61,6 +62,18 @@
 #define XA_POOL_DEFAULT        4u
 #define XA_CONNECT_TIMEOUT_S   5u     /* libpq connect_timeout of the pool's connections */
 #define XA_RECOVERY_DEFAULT_MS 60000u /* recovery_interval_ms 0 */
+#define XA_SENDERS_DEFAULT     8u     /* report_threads 0 */
+#define XA_REPORT_SENDS        3u     /* async PhaseOne_Done: sends of one report at most */
+#define XA_RESEND_STEP_MS      100u   /* pause before resend k: k * this */
+#define XA_DEADLINE_DEFAULT_MS 10000u /* sinter_rm_opts.deadline_ms 0 (the client core's) */
+
+atomic_bool sinter_rm_xa_test_hold_reports = false;
+
+/* One asynchronous PhaseOne_Done report: a copy of the branch as sinter_xa_prepare left it. */
+struct xa_async {
+    struct xa_async *next;
+    struct sinter_xa_branch br;
+};
 
 struct sinter_rm_xa {
     struct sinter_rm_xa *next; /* rm->xas */
@@ -76,6 +89,19 @@ struct sinter_rm_xa {
     uint32_t n_idle, cap;
     struct sinter_rm_xa_recovery total; /* summed over every scan */
     uint64_t scans;
+
+    /* async_report: the queue of PhaseOne_Done reports and its sender threads ("Asynchronous
+     * reports" below). Under amu. */
+    bool async;
+    pthread_mutex_t amu;
+    pthread_cond_t acv; /* queue not empty, or closing */
+    struct xa_async *ahead, *atail;
+    uint32_t aqueued, abusy;
+    bool aclosing;
+    uint64_t aclose_deadline; /* sinter_client_now_ms(): after it, queued reports are dropped */
+    pthread_t *senders;
+    uint32_t n_senders;
+    struct sinter_rm_xa_report_stats ast;
 };
 
 /* ---- hooks: the libpq layer's coordinator calls on the RM client ---- */
@@ -152,6 +178,215 @@ static void pool_put(struct sinter_rm_xa *x, PGconn *c, int rc)
         pthread_mutex_unlock(&x->mu);
     }
     PQfinish(c);
+}
+
+/* ---- asynchronous PhaseOne_Done reports ---- */
+
+/*
+ * With async_report the libpq layer hands each PhaseOne_Done report to hook_report_async right
+ * after PREPARE and returns to the service; sender threads of the resource send it and apply
+ * the late-prepare guard to the answer (sinter_xa_report_settle; why the branch is safe in
+ * every interleaving: rm/xa.c "Asynchronous PhaseOne_Done"):
+ *   accepted          nothing more: the coordinator recorded it while the global was Begin;
+ *   refused           (SINTER_ESTATE, SINTER_ENOTFOUND: the global left Begin, or is gone)
+ *                     GlobalStatus; rollback side -> ROLLBACK PREPARED at once, on a connection
+ *                     of the phase-2 pool taken only then (never the service's, which it owns
+ *                     again), 42704 meaning phase 2 did it first; commit side -> nothing, phase
+ *                     2 commits the registered branch;
+ *   no answer         resent up to XA_REPORT_SENDS times in all (each send is itself a client
+ *                     call retried until deadline_ms, with the same seq, so the coordinator
+ *                     answers a resend with the first answer), then the same as refused: the
+ *                     guard rolls back if the rollback side is already known, otherwise the
+ *                     branch is left to the coordinator's phase 2 and the recovery scan.
+ * The threads are the resource's own, started at registration (phase-one calls work before
+ * sinter_rm_start, so the reports must too) and joined by sinter_rm_close. Close drains the
+ * queue (one send per report, no resends) until deadline_ms after it began and abandons what is
+ * left: abandoning is safe because a queued report's branch is registered with its local xid
+ * and prepared, the coordinator does not wait for its report (a commit proceeds with Registered
+ * branches, tc/fsm.c DECIDE) and phase 2 delivers either decision to it, at any instance of the
+ * resource, while every start's recovery scan settles it by GlobalStatus. All that is lost is
+ * the guard's immediate ROLLBACK PREPARED: the rollback then comes from phase 2.
+ */
+
+static PGconn *src_get(void *arg)
+{
+    PGconn *c = NULL;
+    return pool_get(arg, &c) == SINTER_OK ? c : NULL;
+}
+
+static void src_put(void *arg, PGconn *c, int rc)
+{
+    pool_put(arg, c, rc);
+}
+
+static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
+{
+    struct sinter_rm_xa *x = arg;
+    struct xa_async *a = malloc(sizeof *a);
+    pthread_mutex_lock(&x->amu);
+    if (a == NULL || x->aclosing || x->aqueued + x->abusy >= SINTER_RM_XA_ASYNC_QUEUE) {
+        x->ast.sync_fallbacks++;
+        pthread_mutex_unlock(&x->amu);
+        free(a);
+        return SINTER_EBUSY; /* sinter_xa_prepare reports synchronously */
+    }
+    a->next = NULL;
+    a->br = *br;
+    if (x->atail != NULL) {
+        x->atail->next = a;
+    } else {
+        x->ahead = a;
+    }
+    x->atail = a;
+    x->aqueued++;
+    x->ast.queued++;
+    pthread_cond_signal(&x->acv);
+    pthread_mutex_unlock(&x->amu);
+    return SINTER_OK;
+}
+
+/* Waits ms on acv unless the resource is closing; amu held. */
+static void async_pause_locked(struct sinter_rm_xa *x, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000u);
+    ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    if (!x->aclosing) {
+        (void)pthread_cond_timedwait(&x->acv, &x->amu, &ts);
+    }
+}
+
+/* A send worth repeating: no answer (or not from a leader) within the client's deadline. A
+ * resend carries a new seq, which is fine: the coordinator accepts the same status again
+ * (tc/fsm.c REPORT_BRANCH "repeating the recorded status is accepted"). */
+static bool resend_worthy(int rc)
+{
+    return rc == SINTER_ETIMEOUT || rc == SINTER_ETRANSPORT || rc == SINTER_ENOTLEADER ||
+           rc == SINTER_EBUSY || rc == SINTER_ENOMEM || rc == SINTER_EAUTH;
+}
+
+static void async_send(struct sinter_rm_xa *x, const struct sinter_xa_branch *br)
+{
+    pthread_mutex_lock(&x->amu);
+    while (atomic_load(&sinter_rm_xa_test_hold_reports) && !x->aclosing) {
+        async_pause_locked(x, 5);
+    }
+    if (x->aclosing && (atomic_load(&sinter_rm_xa_test_hold_reports) ||
+                        sinter_client_now_ms() > x->aclose_deadline)) {
+        x->ast.abandoned++; /* safe: see the comment above hook_report_async */
+        pthread_mutex_unlock(&x->amu);
+        return;
+    }
+    pthread_mutex_unlock(&x->amu);
+    int rrc = SINTER_OK;
+    for (uint32_t n = 1;; n++) {
+        rrc = hook_report(x, br, SINTER_BS_PHASE1_DONE);
+        pthread_mutex_lock(&x->amu);
+        bool again = resend_worthy(rrc) && n < XA_REPORT_SENDS && !x->aclosing;
+        if (again) {
+            x->ast.resent++;
+            async_pause_locked(x, n * XA_RESEND_STEP_MS);
+            again = !x->aclosing;
+        }
+        pthread_mutex_unlock(&x->amu);
+        if (!again) {
+            break;
+        }
+    }
+    if (rrc == SINTER_OK) {
+        pthread_mutex_lock(&x->amu);
+        x->ast.accepted++;
+        pthread_mutex_unlock(&x->amu);
+        return;
+    }
+    bool refused = rrc == SINTER_ESTATE || rrc == SINTER_ENOTFOUND;
+    const struct sinter_xa_conn_source src = {.get = src_get, .put = src_put, .arg = x};
+    bool rolled_back = false;
+    int grc = sinter_xa_report_settle(x->res, &src, br, rrc, &rolled_back);
+    pthread_mutex_lock(&x->amu);
+    if (refused) {
+        x->ast.refused++;
+    } else {
+        x->ast.lost++;
+    }
+    if (grc == SINTER_ESTATE && rolled_back) {
+        x->ast.guard_rollbacks++;
+    } else {
+        x->ast.left++;
+    }
+    pthread_mutex_unlock(&x->amu);
+}
+
+static void *sender_main(void *arg)
+{
+    struct sinter_rm_xa *x = arg;
+    pthread_mutex_lock(&x->amu);
+    for (;;) {
+        while (x->ahead == NULL && !x->aclosing) {
+            pthread_cond_wait(&x->acv, &x->amu);
+        }
+        struct xa_async *a = x->ahead;
+        if (a == NULL) {
+            break; /* closing and drained */
+        }
+        x->ahead = a->next;
+        if (x->ahead == NULL) {
+            x->atail = NULL;
+        }
+        x->aqueued--;
+        x->abusy++;
+        pthread_mutex_unlock(&x->amu);
+        async_send(x, &a->br);
+        free(a);
+        pthread_mutex_lock(&x->amu);
+        x->abusy--;
+    }
+    pthread_mutex_unlock(&x->amu);
+    return NULL;
+}
+
+/* Stops the senders: drain until deadline_ms from now, abandon the rest, join (close). */
+static void async_stop(struct sinter_rm_xa *x)
+{
+    uint32_t dl = x->rm->o.deadline_ms != 0 ? x->rm->o.deadline_ms : XA_DEADLINE_DEFAULT_MS;
+    pthread_mutex_lock(&x->amu);
+    x->aclosing = true;
+    x->aclose_deadline = sinter_client_now_ms() + dl;
+    pthread_cond_broadcast(&x->acv);
+    pthread_mutex_unlock(&x->amu);
+    for (uint32_t i = 0; i < x->n_senders; i++) {
+        pthread_join(x->senders[i], NULL);
+    }
+    x->n_senders = 0;
+    /* Only when no sender could be started. */
+    while (x->ahead != NULL) {
+        struct xa_async *a = x->ahead;
+        x->ahead = a->next;
+        x->ast.abandoned++;
+        free(a);
+    }
+    x->atail = NULL;
+    x->aqueued = 0;
+}
+
+void sinter_rm_xa_report_stats(struct sinter_rm_xa *x, struct sinter_rm_xa_report_stats *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    if (x == NULL) {
+        memset(st, 0, sizeof *st);
+        return;
+    }
+    pthread_mutex_lock(&x->amu);
+    *st = x->ast;
+    st->pending = x->aqueued + x->abusy;
+    pthread_mutex_unlock(&x->amu);
 }
 
 /* ---- phase 2 ---- */
@@ -342,11 +577,16 @@ static void xa_free(struct sinter_rm_xa *x)
     if (x == NULL) {
         return;
     }
+    /* First: the senders may still use the pool, the client and the resource. */
+    async_stop(x);
+    free(x->senders);
     for (uint32_t i = 0; i < x->n_idle; i++) {
         PQfinish(x->idle[i]);
     }
     free(x->idle);
     sinter_xa_resource_close(x->res);
+    pthread_cond_destroy(&x->acv);
+    pthread_mutex_destroy(&x->amu);
     pthread_mutex_destroy(&x->mu);
     free(x->resource_id);
     free(x->ns);
@@ -379,7 +619,14 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
         return SINTER_ENOMEM;
     }
     pthread_mutex_init(&x->mu, NULL);
+    pthread_mutex_init(&x->amu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* async_pause_locked's clock */
+    pthread_cond_init(&x->acv, &ca);
+    pthread_condattr_destroy(&ca);
     x->rm = rm;
+    x->async = o->async_report;
     x->leave_unknown = o->leave_unknown;
     x->interval_ms =
         o->recovery_interval_ms != 0 ? o->recovery_interval_ms : XA_RECOVERY_DEFAULT_MS;
@@ -408,6 +655,7 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
         .call_timeout_ms = o->call_timeout_ms,
         .hooks = {.register_branch = hook_register,
                   .report = hook_report,
+                  .report_async = x->async ? hook_report_async : NULL,
                   .global_status = hook_status,
                   .arg = x},
     };
@@ -421,6 +669,24 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
                                  err[0] != '\0' ? err : sinter_strerror(rc));
         xa_free(x);
         return rc;
+    }
+    if (x->async) {
+        uint32_t n = o->report_threads != 0 ? o->report_threads : XA_SENDERS_DEFAULT;
+        x->senders = calloc(n, sizeof *x->senders);
+        if (x->senders == NULL) {
+            xa_free(x);
+            return SINTER_ENOMEM;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            if (pthread_create(&x->senders[i], NULL, sender_main, x) != 0) {
+                sinter_client_set_errmsg("xa resource '%s': a report sender thread could not "
+                                         "be created",
+                                         o->resource_id);
+                xa_free(x); /* joins the ones started */
+                return SINTER_EINTERNAL;
+            }
+            x->n_senders = i + 1;
+        }
     }
     rc = sinter_rm_set_handler(rm, x->resource_id, SINTER_BT_XA, xa_phase2, x);
     if (rc != SINTER_OK) {
