@@ -18,6 +18,8 @@
  * after PREPARE and the PhaseOne_Done report goes out on the RM's sender threads, so the
  * global's path has 4 sequential coordinator writes instead of 6; each row then prints the
  * resource's report counters (accepted / refused: the commit overtook the report, ...).
+ * --report-delay-ms D: with --async-report, the resource's report_delay_ms (reports wait D ms;
+ * one whose branch phase 2 has ended meanwhile is dropped, counted superseded).
  *
  * Each client (thread) has its own rows (no lock waits between clients, as in the pgbench
  * script) and one connection per branch. Rows are printed per concurrency:
@@ -49,6 +51,7 @@ struct xa_bench {
     unsigned branches;
     bool wait_phase2;
     bool async_report;
+    unsigned report_delay_ms;
     struct sinter_tm *tm;
     struct sinter_rm_xa *xa;
     atomic_bool stop, measuring;
@@ -187,6 +190,7 @@ static const char usage[] =
     "usage: sinter-bench xa --conninfo CONNINFO --addr URL [--addr URL ...] --secret-file F\n"
     "         [--branches N (2)] [--concurrency C (repeatable; 8)] [--seconds T (10)]\n"
     "         [--warmup W (2)] [--rm-workers W (16)] [--wait-phase2] [--async-report]\n"
+    "         [--report-delay-ms D (0)]\n"
     "  CONNINFO names the database (dbname=...); its server needs max_prepared_transactions\n"
     "  of at least branches x the largest concurrency.\n";
 
@@ -230,6 +234,8 @@ int sinter_bench_xa(int argc, char **argv)
             seconds = atof(v);
         } else if (strcmp(argv[i], "--warmup") == 0) {
             warmup = atof(v);
+        } else if (strcmp(argv[i], "--report-delay-ms") == 0) {
+            b.report_delay_ms = (unsigned)atoi(v);
         } else if (strcmp(argv[i], "--rm-workers") == 0) {
             rm_workers = (unsigned)atoi(v);
         } else {
@@ -290,7 +296,8 @@ int sinter_bench_xa(int argc, char **argv)
                                    .ns = "bench",
                                    .conninfo = b.conninfo,
                                    .pool_size = rm_workers,
-                                   .async_report = b.async_report};
+                                   .async_report = b.async_report,
+                                   .report_delay_ms = b.report_delay_ms};
     int rc = sinter_rm_xa_register(rm, &xo, &b.xa, NULL);
     if (rc != SINTER_OK || sinter_rm_start(rm) != SINTER_OK) {
         fprintf(stderr, "sinter-bench xa: %s: %s\n", sinter_strerror(rc), sinter_rm_errmsg());
@@ -308,11 +315,12 @@ int sinter_bench_xa(int argc, char **argv)
     }
     pthread_mutex_init(&b.mu, NULL);
     printf("# sinter-bench xa: %u branches per global on one database, %s; %.0f s per row after "
-           "%.0f s warm-up; RM workers %u; PhaseOne_Done reports %s\n",
+           "%.0f s warm-up; RM workers %u; PhaseOne_Done reports %s (delay %u ms)\n",
            b.branches,
            b.wait_phase2 ? "each commit waits for phase 2 (TM status poll)"
                          : "row time includes draining phase 2",
-           seconds, warmup, rm_workers, b.async_report ? "asynchronous" : "synchronous");
+           seconds, warmup, rm_workers, b.async_report ? "asynchronous" : "synchronous",
+           b.report_delay_ms);
     printf("%6s %10s %8s %8s %8s\n", "conc", "tx_per_s", "errors", "p50_ms", "p99_ms");
     fflush(stdout);
     int status = 0;
@@ -372,9 +380,9 @@ int sinter_bench_xa(int argc, char **argv)
             sinter_rm_xa_report_stats(b.xa, &as);
             printf("# async reports so far: queued %" PRIu64 " accepted %" PRIu64
                    " refused %" PRIu64 " lost %" PRIu64 " guard_rollbacks %" PRIu64 " left %" PRIu64
-                   " sync_fallbacks %" PRIu64 " pending %u\n",
+                   " superseded %" PRIu64 " sync_fallbacks %" PRIu64 " pending %u\n",
                    as.queued, as.accepted, as.refused, as.lost, as.guard_rollbacks, as.left,
-                   as.sync_fallbacks, as.pending);
+                   as.superseded, as.sync_fallbacks, as.pending);
         }
         fflush(stdout);
     }

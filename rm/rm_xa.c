@@ -62,7 +62,8 @@
 #define XA_POOL_DEFAULT        4u
 #define XA_CONNECT_TIMEOUT_S   5u     /* libpq connect_timeout of the pool's connections */
 #define XA_RECOVERY_DEFAULT_MS 60000u /* recovery_interval_ms 0 */
-#define XA_SENDERS_DEFAULT     8u     /* report_threads 0 */
+#define XA_SENDERS_DEFAULT     16u    /* report_threads 0 */
+#define XA_ASYNC_BUCKETS       1024u  /* hash of queued reports by branch (a power of 2) */
 #define XA_REPORT_SENDS        3u     /* async PhaseOne_Done: sends of one report at most */
 #define XA_RESEND_STEP_MS      100u   /* pause before resend k: k * this */
 #define XA_DEADLINE_DEFAULT_MS 10000u /* sinter_rm_opts.deadline_ms 0 (the client core's) */
@@ -71,7 +72,10 @@ atomic_bool sinter_rm_xa_test_hold_reports = false;
 
 /* One asynchronous PhaseOne_Done report: a copy of the branch as sinter_xa_prepare left it. */
 struct xa_async {
-    struct xa_async *next;
+    struct xa_async *next;  /* the queue, in due order (one delay for all: FIFO) */
+    struct xa_async *hnext; /* its hash bucket, while queued */
+    uint64_t due_ms;        /* sinter_client_now_ms() from which it is sent */
+    bool superseded;        /* phase 2 ended the branch here first: not sent */
     struct sinter_xa_branch br;
 };
 
@@ -93,10 +97,13 @@ struct sinter_rm_xa {
     /* async_report: the queue of PhaseOne_Done reports and its sender threads ("Asynchronous
      * reports" below). Under amu. */
     bool async;
+    uint32_t delay_ms; /* report_delay_ms */
     pthread_mutex_t amu;
-    pthread_cond_t acv; /* queue not empty, or closing */
+    pthread_cond_t acv; /* queue not empty, head due, or closing */
     struct xa_async *ahead, *atail;
+    struct xa_async *abucket[XA_ASYNC_BUCKETS]; /* the queued ones by (xid, branch id) */
     uint32_t aqueued, abusy;
+    bool atimer; /* a sender waits for the head's due time (the others wait untimed) */
     bool aclosing;
     uint64_t aclose_deadline; /* sinter_client_now_ms(): after it, queued reports are dropped */
     pthread_t *senders;
@@ -198,6 +205,11 @@ static void pool_put(struct sinter_rm_xa *x, PGconn *c, int rc)
  *                     answers a resend with the first answer), then the same as refused: the
  *                     guard rolls back if the rollback side is already known, otherwise the
  *                     branch is left to the coordinator's phase 2 and the recovery scan.
+ * With report_delay_ms a report waits that long in the queue first; a phase-2 delivery that
+ * ends its branch on this RM meanwhile (xa_phase2 -> async_supersede) drops it unsent: the
+ * decision it would race is made and the branch is no longer prepared, so the refusal and the
+ * GlobalStatus read it would cost the coordinator buy nothing. Queued reports are found by
+ * (xid, branch id) in a small hash table.
  * The threads are the resource's own, started at registration (phase-one calls work before
  * sinter_rm_start, so the reports must too) and joined by sinter_rm_close. Close drains the
  * queue (one send per report, no resends) until deadline_ms after it began and abandons what is
@@ -219,6 +231,24 @@ static void src_put(void *arg, PGconn *c, int rc)
     pool_put(arg, c, rc);
 }
 
+static uint32_t async_bucket(const struct sinter_xid *xid, uint64_t branch_id)
+{
+    uint64_t h = (branch_id ^ ((uint64_t)xid->group << 48) ^ xid->index) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 54) & (XA_ASYNC_BUCKETS - 1u);
+}
+
+static void async_unhash_locked(struct sinter_rm_xa *x, struct xa_async *a)
+{
+    struct xa_async **pp = &x->abucket[async_bucket(&a->br.xid, a->br.branch_id)];
+    while (*pp != NULL && *pp != a) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp == a) {
+        *pp = a->hnext;
+    }
+    a->hnext = NULL;
+}
+
 static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
 {
     struct sinter_rm_xa *x = arg;
@@ -232,6 +262,11 @@ static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
     }
     a->next = NULL;
     a->br = *br;
+    a->superseded = false;
+    a->due_ms = sinter_client_now_ms() + x->delay_ms;
+    uint32_t b = async_bucket(&br->xid, br->branch_id);
+    a->hnext = x->abucket[b];
+    x->abucket[b] = a;
     if (x->atail != NULL) {
         x->atail->next = a;
     } else {
@@ -243,6 +278,26 @@ static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
     pthread_cond_signal(&x->acv);
     pthread_mutex_unlock(&x->amu);
     return SINTER_OK;
+}
+
+/* Phase 2 ended branch (xid, branch_id) on this RM (COMMIT PREPARED / ROLLBACK PREPARED done,
+ * or found done): a PhaseOne_Done report of it still queued has nothing left to guard. The
+ * decision it would have raced is made (phase 2 runs only after one), the branch is no longer
+ * prepared, and the report would only be refused (one coordinator write) and then followed by a
+ * GlobalStatus read: it is dropped instead. */
+static void async_supersede(struct sinter_rm_xa *x, const struct sinter_xid *xid,
+                            uint64_t branch_id)
+{
+    pthread_mutex_lock(&x->amu);
+    for (struct xa_async *a = x->abucket[async_bucket(xid, branch_id)]; a != NULL; a = a->hnext) {
+        if (a->br.branch_id == branch_id && a->br.xid.group == xid->group &&
+            a->br.xid.index == xid->index) {
+            a->superseded = true;
+            pthread_cond_signal(&x->acv); /* it may be the head a sender sleeps on */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&x->amu);
 }
 
 /* Waits ms on acv unless the resource is closing; amu held. */
@@ -261,13 +316,51 @@ static void async_pause_locked(struct sinter_rm_xa *x, uint32_t ms)
     }
 }
 
+/* The next report to send (or drop), NULL when closing with the queue empty; amu held. The head
+ * is taken once due (at once while closing, or when superseded: it is only dropped). One sender
+ * at a time sleeps until the head's due time (atimer), the others wait untimed, so a long delay
+ * does not wake every sender at every due time. */
+static struct xa_async *async_take_locked(struct sinter_rm_xa *x)
+{
+    for (;;) {
+        struct xa_async *a = x->ahead;
+        if (a == NULL) {
+            if (x->aclosing) {
+                return NULL;
+            }
+            pthread_cond_wait(&x->acv, &x->amu);
+            continue;
+        }
+        uint64_t now = sinter_client_now_ms();
+        if (x->aclosing || a->superseded || a->due_ms <= now) {
+            x->ahead = a->next;
+            if (x->ahead == NULL) {
+                x->atail = NULL;
+            } else {
+                pthread_cond_signal(&x->acv); /* someone for the next one */
+            }
+            async_unhash_locked(x, a);
+            x->aqueued--;
+            return a;
+        }
+        if (x->atimer) {
+            pthread_cond_wait(&x->acv, &x->amu);
+            continue;
+        }
+        x->atimer = true;
+        uint64_t wait = a->due_ms - now;
+        async_pause_locked(x, wait > UINT32_MAX ? UINT32_MAX : (uint32_t)wait);
+        x->atimer = false;
+    }
+}
+
 /* A send worth repeating: no answer (or not from a leader) within the client's deadline. A
  * resend carries a new seq, which is fine: the coordinator accepts the same status again
  * (tc/fsm.c REPORT_BRANCH "repeating the recorded status is accepted"). */
 static bool resend_worthy(int rc)
 {
     return rc == SINTER_ETIMEOUT || rc == SINTER_ETRANSPORT || rc == SINTER_ENOTLEADER ||
-           rc == SINTER_EBUSY || rc == SINTER_ENOMEM || rc == SINTER_EAUTH;
+           rc == SINTER_EBUSY || rc == SINTER_ENOMEM;
 }
 
 static void async_send(struct sinter_rm_xa *x, const struct sinter_xa_branch *br)
@@ -327,18 +420,15 @@ static void *sender_main(void *arg)
     struct sinter_rm_xa *x = arg;
     pthread_mutex_lock(&x->amu);
     for (;;) {
-        while (x->ahead == NULL && !x->aclosing) {
-            pthread_cond_wait(&x->acv, &x->amu);
-        }
-        struct xa_async *a = x->ahead;
+        struct xa_async *a = async_take_locked(x);
         if (a == NULL) {
             break; /* closing and drained */
         }
-        x->ahead = a->next;
-        if (x->ahead == NULL) {
-            x->atail = NULL;
+        if (a->superseded) {
+            x->ast.superseded++;
+            free(a);
+            continue;
         }
-        x->aqueued--;
         x->abusy++;
         pthread_mutex_unlock(&x->amu);
         async_send(x, &a->br);
@@ -367,6 +457,7 @@ static void async_stop(struct sinter_rm_xa *x)
     while (x->ahead != NULL) {
         struct xa_async *a = x->ahead;
         x->ahead = a->next;
+        async_unhash_locked(x, a);
         x->ast.abandoned++;
         free(a);
     }
@@ -411,6 +502,9 @@ static int xa_phase2(void *arg, const struct sinter_rm_work *w, uint32_t *status
                    : sinter_xa_rollback_prepared(x->res, c, gid, w->xa_local_xid, &outcome);
     pool_put(x, c, rc);
     *status = outcome; /* the layer's BranchStatus is the report (rm/README.md tables) */
+    if (rc == SINTER_OK && x->async) {
+        async_supersede(x, &w->xid, w->branch_id); /* the branch is ended: nothing to guard */
+    }
     return rc;
 }
 
@@ -627,6 +721,7 @@ int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *
     pthread_condattr_destroy(&ca);
     x->rm = rm;
     x->async = o->async_report;
+    x->delay_ms = o->report_delay_ms;
     x->leave_unknown = o->leave_unknown;
     x->interval_ms =
         o->recovery_interval_ms != 0 ? o->recovery_interval_ms : XA_RECOVERY_DEFAULT_MS;

@@ -847,6 +847,13 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
  *     of the resource, and the recovery scan of the next start settles it by GlobalStatus (a
  *     Begin global is left to the coordinator, whose timeout rollback ends it at the latest).
  *     Not reporting never strands a prepared branch: nothing waits for PhaseOne_Done (F2).
+ *   - report delayed (the RM's report_delay_ms) and phase 2 ends the branch on this RM first
+ *     (COMMIT PREPARED / ROLLBACK PREPARED done, or 42704 resolved as done): the report is
+ *     dropped unsent. Phase 2 runs only after a decision, so the race the guard watches for is
+ *     over, and the branch is no longer prepared: the report would be refused and the guard
+ *     would find nothing to undo. The coordinator loses nothing (F2: it never needs
+ *     PhaseOne_Done). A delay only postpones the guard's own ROLLBACK PREPARED after a rollback
+ *     that came first (phase 2's delivery may come before it).
  * So the branch always ends with the global's outcome, and no prepared transaction is left
  * holding locks beyond its global's decision plus phase 2 (or, with every instance of the
  * resource gone, until one runs its recovery scan: as for a crash between PREPARE and a

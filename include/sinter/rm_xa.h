@@ -85,8 +85,17 @@ struct sinter_rm_xa_opts {
      * option. The correctness argument: rm/xa.c "Asynchronous PhaseOne_Done". false: every
      * report is synchronous (the default; sinter/xa.h sinter_xa_prepare's table). */
     bool async_report;
-    /* async_report: sender threads (they block on the network, not the CPU); 0 = 8. */
+    /* async_report: sender threads (they block on the network, not the CPU); 0 = 16. */
     uint32_t report_threads;
+    /* async_report: how long a queued report waits before it is sent; 0 = at once. A phase-2
+     * delivery that ends the branch on this RM meanwhile (COMMIT PREPARED / ROLLBACK PREPARED
+     * done, or found done) makes the report pointless -- the decision it guards against is
+     * made and the branch is no longer prepared -- so it is dropped (counted `superseded`):
+     * with a delay longer than the usual commit + phase-2 time, most globals cost the
+     * coordinator two writes and up to two reads less. The price: a branch whose global was
+     * rolled back while it prepared is rolled back by the guard only after the delay (phase 2's
+     * own rollback delivery may come first), and the coordinator learns PhaseOne_Done later. */
+    uint32_t report_delay_ms;
 };
 
 /* Most asynchronous PhaseOne_Done reports of one resource queued or in flight; beyond it they
@@ -96,7 +105,7 @@ struct sinter_rm_xa_opts {
 /* Counters of a resource's asynchronous PhaseOne_Done reports (async_report). */
 struct sinter_rm_xa_report_stats {
     uint64_t queued;          /* reports taken off the caller's path */
-    uint64_t sync_fallbacks;  /* sent synchronously instead: queue full */
+    uint64_t sync_fallbacks;  /* sent synchronously instead: queue full (or no memory) */
     uint64_t accepted;        /* recorded by the coordinator while the global was Begin */
     uint64_t refused;         /* refused: the global had left Begin (decided) first */
     uint64_t resent;          /* resends after no answer */
@@ -109,6 +118,8 @@ struct sinter_rm_xa_report_stats {
                                  PREPARED failed): phase 2 / the recovery scan settle it */
     uint64_t abandoned;       /* not sent because the resource was closed (the branch is
                                  registered and prepared: phase 2 / recovery settle it) */
+    uint64_t superseded;      /* not sent: phase 2 had ended the branch here first
+                                 (report_delay_ms) */
     uint32_t pending;         /* queued or being sent now */
 };
 

@@ -23,6 +23,8 @@
  *                        TM commits) at varying times around the timeout, the reports not
  *                        held: every global ends on one side, nothing stays prepared, the
  *                        balance counts exactly the commits.
+ *   superseded           report_delay_ms longer than the test: phase 2 commits (rolls back) the
+ *                        branch first and the queued report is dropped, never sent.
  *   closed in flight     a second RM handle prepares with its report held and is closed (the
  *                        report abandoned); a new handle of the resource starts, its recovery
  *                        scan leaves the Begin global alone, the TM commits and phase 2 commits
@@ -134,6 +136,8 @@ static struct sinter_rm *rm_open(const char *res)
     return rm;
 }
 
+static uint32_t g_delay_ms; /* report_delay_ms of the resources xa_reg registers */
+
 static struct sinter_rm_xa *xa_reg(struct sinter_rm *rm, const char *res, const char *ns,
                                    struct sinter_rm_xa_recovery *rec)
 {
@@ -145,7 +149,8 @@ static struct sinter_rm_xa *xa_reg(struct sinter_rm *rm, const char *res, const 
                                    .pool_size = 2,
                                    .recovery_interval_ms = UINT32_MAX,
                                    .async_report = true,
-                                   .report_threads = 2};
+                                   .report_threads = 2,
+                                   .report_delay_ms = g_delay_ms};
     struct sinter_rm_xa *x = NULL;
     int rc = sinter_rm_xa_register(rm, &xo, &x, rec);
     if (rc != SINTER_OK) {
@@ -194,7 +199,7 @@ static struct sinter_rm_xa_report_stats settled(struct sinter_rm_xa *x)
 {
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
     struct sinter_rm_xa_report_stats s = stats(x);
-    while ((s.pending != 0 || s.accepted + s.refused + s.lost < s.queued) &&
+    while ((s.pending != 0 || s.accepted + s.refused + s.lost + s.superseded < s.queued) &&
            sinter_test_now_ms() < end) {
         sinter_test_sleep_ms(20);
         s = stats(x);
@@ -203,9 +208,9 @@ static struct sinter_rm_xa_report_stats settled(struct sinter_rm_xa *x)
     fprintf(stderr,
             "reports: queued %" PRIu64 " accepted %" PRIu64 " refused %" PRIu64 " lost %" PRIu64
             " guard_rollbacks %" PRIu64 " left %" PRIu64 " resent %" PRIu64 " abandoned %" PRIu64
-            " sync_fallbacks %" PRIu64 "\n",
+            " superseded %" PRIu64 " sync_fallbacks %" PRIu64 "\n",
             s.queued, s.accepted, s.refused, s.lost, s.guard_rollbacks, s.left, s.resent,
-            s.abandoned, s.sync_fallbacks);
+            s.abandoned, s.superseded, s.sync_fallbacks);
     return s;
 }
 
@@ -437,6 +442,39 @@ static void test_timeout_races_report(void **state)
     sinter_rm_close(rm);
 }
 
+/* report_delay_ms longer than the test: phase 2 ends each branch first, and the queued report
+ * is dropped unsent (superseded), for a commit and for a rollback. */
+static void test_delayed_report_superseded(void **state)
+{
+    (void)state;
+    g_delay_ms = 600000;
+    struct sinter_rm *rm = rm_open("as_h");
+    struct sinter_rm_xa *x = xa_reg(rm, "as_h", "asH", NULL);
+    g_delay_ms = 0;
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    long long b0 = bal(9);
+    char xid[2][SINTER_XID_STRLEN];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sinter_tm_begin(g_tm, "async-superseded", 0, xid[i]), SINTER_OK);
+        branch(x, xid[i], "UPDATE accounts SET balance = balance - 10 WHERE id = 9");
+        uint32_t st = 0;
+        if (i == 0) {
+            assert_int_equal(sinter_tm_commit(g_tm, xid[i], WAIT_MS, &st), SINTER_OK);
+            assert_int_equal(st, SINTER_GS_COMMITTED);
+        } else {
+            assert_int_equal(sinter_tm_rollback(g_tm, xid[i], WAIT_MS, &st), SINTER_OK);
+            assert_int_equal(st, SINTER_GS_ROLLBACKED);
+        }
+        assert_int_equal(prepared("asH"), 0);
+    }
+    struct sinter_rm_xa_report_stats s = settled(x);
+    assert_int_equal(s.queued, 2);
+    assert_int_equal(s.superseded, 2);
+    assert_int_equal(s.accepted + s.refused + s.lost, 0); /* nothing sent */
+    assert_int_equal(bal(9), b0 - 10);                    /* the commit only */
+    sinter_rm_close(rm);
+}
+
 static void test_closed_with_report_in_flight(void **state)
 {
     (void)state;
@@ -487,6 +525,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_rollback_before_report_phase2),
         cmocka_unit_test(test_timeout_before_report_guard),
         cmocka_unit_test(test_timeout_races_report),
+        cmocka_unit_test(test_delayed_report_superseded),
         cmocka_unit_test(test_closed_with_report_in_flight),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
