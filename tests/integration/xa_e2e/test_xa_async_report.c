@@ -19,7 +19,7 @@
  *                        prepared branch; released, the guard's ROLLBACK PREPARED finds it done.
  *   timeout, guard       a 2 s global, reports held until the coordinator's timeout rollback;
  *                        the guard rolls the branch back; the TM's commit is refused.
- *   timeout races        rounds of 1.5 s globals whose branch prepares (and reports, and the
+ *   timeout races        rounds of 3 s globals whose branch prepares (and reports, and the
  *                        TM commits) at varying times around the timeout, the reports not
  *                        held: every global ends on one side, nothing stays prepared, the
  *                        balance counts exactly the commits.
@@ -408,7 +408,7 @@ static void test_timeout_races_report(void **state)
     assert_int_equal(sinter_rm_start(rm), SINTER_OK);
     long long b0 = bal(7);
     int commits = 0, rollbacks = 0;
-    enum { ROUNDS = 10, TIMEOUT_MS = 1500 };
+    enum { ROUNDS = 10, TIMEOUT_MS = 3000 };
     char xid[ROUNDS][SINTER_XID_STRLEN];
     for (int i = 0; i < ROUNDS; i++) {
         assert_int_equal(sinter_tm_begin(g_tm, "async-race", TIMEOUT_MS, xid[i]), SINTER_OK);
