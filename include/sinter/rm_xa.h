@@ -82,8 +82,12 @@ struct sinter_rm_xa_opts {
      * commit may overtake the report (the coordinator commits Registered branches: Seata's
      * client.rm.reportSuccessEnable=false default). When the queue is full (more than
      * SINTER_RM_XA_ASYNC_QUEUE reports pending) a report is sent synchronously as without the
-     * option. The correctness argument: rm/xa.c "Asynchronous PhaseOne_Done". false: every
-     * report is synchronous (the default; sinter/xa.h sinter_xa_prepare's table). */
+     * option. The sender threads start at registration (phase-one calls work before
+     * sinter_rm_start); sinter_rm_close sends what is queued for at most deadline_ms and
+     * abandons the rest (safe: such a branch is registered and prepared, and phase 2 or the
+     * recovery scan settles it). The correctness argument: rm/xa.c "Asynchronous
+     * PhaseOne_Done". false: every report is synchronous (the default; sinter/xa.h
+     * sinter_xa_prepare's table). */
     bool async_report;
     /* async_report: sender threads (they block on the network, not the CPU); 0 = 16. */
     uint32_t report_threads;
@@ -146,8 +150,9 @@ struct sinter_rm_xa_recovery {
  * Call it before sinter_rm_start so no delivery finds the resource without its handler.
  * Ownership: o's strings are copied; *out is owned by rm and freed by sinter_rm_close (it stays
  * valid until then). Errors: SINTER_EINVAL, SINTER_ENOMEM, SINTER_EDB (cannot connect),
- * SINTER_ENOPREPARED, SINTER_ECONFIG (server too old), SINTER_EBUSY (handler table full), the
- * scan's database errors. */
+ * SINTER_ENOPREPARED, SINTER_ECONFIG (server too old), SINTER_EBUSY (handler table full),
+ * SINTER_EINTERNAL (async_report: a sender thread could not be created), the scan's database
+ * errors. */
 int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *o,
                           struct sinter_rm_xa **out, struct sinter_rm_xa_recovery *rec);
 
