@@ -626,10 +626,11 @@ static int rollback_prepared(const struct sinter_xa_resource *res, PGconn *conn,
                              uint64_t local_xid, uint32_t *outcome);
 
 /* Undo a branch we just prepared: ROLLBACK PREPARED on conn (the branch's own connection from
- * sinter_xa_prepare, a pooled one from sinter_xa_report_settle). Returns whether the branch is
- * now rolled back (by us, or found so: 42704 resolved by pg_xact_status 'aborted'). */
-static bool undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
-                          const struct sinter_xa_branch *br)
+ * sinter_xa_prepare, a pooled one from sinter_xa_report_settle). Returns ROLLBACK PREPARED's
+ * result: SINTER_OK when the branch is now rolled back (by us, or found so: 42704 resolved by
+ * pg_xact_status 'aborted'). */
+static int undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
+                         const struct sinter_xa_branch *br)
 {
     char saved[sizeof xa_errbuf];
     memcpy(saved, xa_errbuf, sizeof saved);
@@ -646,7 +647,7 @@ static bool undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
         memcpy(xa_errbuf, saved, sizeof saved);
     }
     report(res, br, SINTER_BS_PHASE1_FAILED, NULL);
-    return rc == SINTER_OK;
+    return rc;
 }
 
 /* What follows a PhaseOne_Done report that was not accepted (rrc != SINTER_OK), on an idle
@@ -658,14 +659,16 @@ static int settle_refused(const struct sinter_xa_resource *res, PGconn *conn,
                           const struct sinter_xa_conn_source *src,
                           const struct sinter_xa_branch *br, int rrc, bool *rolled_back)
 {
-    /* Refused (ESTATE: the global is no longer Begin, a decision came in between) or lost (the
-     * report may or may not have been recorded). Ask which side the global is on. */
+    /* Refused (ESTATE: the global is no longer Begin, a decision came in between; ENOTFOUND:
+     * the coordinator no longer knows it) or lost (the report may or may not have been
+     * recorded). Ask which side the global is on. */
+    bool refused = rrc == SINTER_ESTATE || rrc == SINTER_ENOTFOUND;
     uint32_t gs = SINTER_GS_UNKNOWN;
     int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
     if (grc == SINTER_OK && refuses_prepare(gs)) {
         set_err("late prepare: PhaseOne_Done %s (%s), global is %s, branch %s rolled back at "
                 "once",
-                rrc == SINTER_ESTATE ? "refused" : "not answered", sinter_errname(rrc),
+                refused ? "refused" : "not answered", sinter_errname(rrc),
                 sinter_global_status_name(gs), br->gid);
         PGconn *c = conn != NULL ? conn : src->get(src->arg);
         if (c == NULL) {
@@ -678,11 +681,11 @@ static int settle_refused(const struct sinter_xa_resource *res, PGconn *conn,
             report(res, br, SINTER_BS_PHASE1_FAILED, NULL);
             return SINTER_ESTATE;
         }
-        bool done = undo_prepared(res, c, br);
-        if (conn == NULL) /* a connection left busy or broken is refused by its state */
-            src->put(src->arg, c, done ? SINTER_OK : SINTER_EDB);
+        int urc = undo_prepared(res, c, br);
+        if (conn == NULL) /* ROLLBACK PREPARED's own result: ETIMEOUT / ETRANSPORT close it */
+            src->put(src->arg, c, urc);
         if (rolled_back != NULL)
-            *rolled_back = done;
+            *rolled_back = urc == SINTER_OK;
         return SINTER_ESTATE;
     }
     /* Commit side (or still Begin after a lost report): the branch is registered (with its
@@ -691,11 +694,12 @@ static int settle_refused(const struct sinter_xa_resource *res, PGconn *conn,
      * proves a decision that may be commit, a lost report may have been recorded, and either
      * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
      * "rolled back". */
-    if (rrc == SINTER_ESTATE) {
+    if (refused) {
         if (grc != SINTER_OK)
-            set_err("PhaseOne_Done refused (the global is no longer Begin) and global_status "
-                    "failed (%s): branch %s stays prepared, outcome decided by the coordinator",
-                    sinter_errname(grc), br->gid);
+            set_err("PhaseOne_Done refused (%s: the global is no longer Begin) and "
+                    "global_status failed (%s): branch %s stays prepared, outcome decided by the "
+                    "coordinator",
+                    sinter_errname(rrc), sinter_errname(grc), br->gid);
         else
             set_err("PhaseOne_Done refused: global is %s, branch %s stays prepared for the "
                     "coordinator's phase 2 (outcome decided by the coordinator)",

@@ -265,8 +265,9 @@ struct sinter_xa_conn_source {
 };
 
 /* The late-prepare guard of a PhaseOne_Done report sent apart from sinter_xa_prepare (the
- * report_async hook), applied to that report's result rrc (SINTER_OK: accepted; SINTER_ESTATE:
- * refused, the global is no longer Begin; anything else: lost, recorded or not). The same rules
+ * report_async hook), applied to that report's result rrc (SINTER_OK: accepted; SINTER_ESTATE /
+ * SINTER_ENOTFOUND: refused, the global is no longer Begin or no longer known; anything else:
+ * lost, recorded or not). The same rules
  * as sinter_xa_prepare's table rows after PREPARE: accepted -> nothing to do; otherwise
  * global_status is asked, and on the rollback side (or Finished / unknown) the branch is rolled
  * back at once with ROLLBACK PREPARED on a connection from src and PhaseOne_Failed reported;
