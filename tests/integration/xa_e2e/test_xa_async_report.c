@@ -17,18 +17,33 @@
  *                        'aborted', Rollbacked.
  *   rollback, phase 2    reports held, the RM started, the TM rolls back and phase 2 ends the
  *                        prepared branch; released, the guard's ROLLBACK PREPARED finds it done.
- *   timeout, guard       a 2 s global, reports held until the coordinator's timeout rollback;
+ *   timeout, guard       a 5 s global, reports held until the coordinator's timeout rollback;
  *                        the guard rolls the branch back; the TM's commit is refused.
  *   timeout races        rounds of 3 s globals whose branch prepares (and reports, and the
  *                        TM commits) at varying times around the timeout, the reports not
  *                        held: every global ends on one side, nothing stays prepared, the
  *                        balance counts exactly the commits.
- *   superseded           report_delay_ms longer than the test: phase 2 commits (rolls back) the
- *                        branch first and the queued report is dropped, never sent.
+ *   superseded           report_delay_ms 1000 and the queue held (sinter_rm_xa_test_hold_queue):
+ *                        phase 2 commits (rolls back) the branch first and the queued report is
+ *                        dropped and freed, never sent.
+ *   rollback seen        report_delay_ms 1000; the TM rolls back while the branch's transaction
+ *                        is open, so phase 2's ROLLBACK PREPARED finds it 'in progress'; the
+ *                        late PREPARE then skips the delay: sinter_rm_xa_end reports at once,
+ *                        the refusal makes the guard roll back on the caller's connection, and
+ *                        it returns SINTER_ESTATE (expedited; nothing queued).
+ *   option bounds        report_threads 257 / report_delay_ms 1001: SINTER_EINVAL.
  *   closed in flight     a second RM handle prepares with its report held and is closed (the
  *                        report abandoned); a new handle of the resource starts, its recovery
  *                        scan leaves the Begin global alone, the TM commits and phase 2 commits
  *                        the unreported branch.
+ *   coordinator down     (last) a held report is released while every sinter-tc node is
+ *                        stopped, with the RM's deadline_ms 2000: sent 3 times (resent 2), lost,
+ *                        GlobalStatus fails too, left prepared (last_error says why); the nodes
+ *                        restart and the TM commits: phase 2 commits the branch.
+ *
+ * Each scenario with a held report waits until a sender holds it (in_flight) before deciding:
+ * otherwise a phase 2 that ends the branch first would (correctly) drop the still queued report
+ * and the scenario would test something else.
  *
  * args: sinter-tc binary, the fixture's conninfo file.
  */
@@ -114,7 +129,7 @@ static bool wait_prepared(const char *ns, long long want)
 
 /* ---- RM helpers ---- */
 
-static struct sinter_rm *rm_open(const char *res)
+static struct sinter_rm *rm_open_dl(const char *res, uint32_t deadline_ms)
 {
     const char *urls[SINTER_TCC_MAX_NODES];
     int nu = sinter_tcc_client_urls(&g_c, urls);
@@ -127,13 +142,18 @@ static struct sinter_rm *rm_open(const char *res)
     o.application_id = "xa-async";
     o.resources = resources;
     o.n_resources = 1;
-    o.deadline_ms = 30000;
+    o.deadline_ms = deadline_ms;
     o.poll_wait_ms = 1000;
     o.workers = 2;
     o.reporters = 2;
     struct sinter_rm *rm = NULL;
     assert_int_equal(sinter_rm_open(&rm, &o), SINTER_OK);
     return rm;
+}
+
+static struct sinter_rm *rm_open(const char *res)
+{
+    return rm_open_dl(res, 30000);
 }
 
 static uint32_t g_delay_ms; /* report_delay_ms of the resources xa_reg registers */
@@ -219,6 +239,16 @@ static void hold(bool on)
     atomic_store(&sinter_rm_xa_test_hold_reports, on);
 }
 
+/* Waits until n reports of x are taken by a sender (held there while hold(true)). */
+static void wait_in_flight(struct sinter_rm_xa *x, uint32_t n)
+{
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (stats(x).in_flight != n && sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(10);
+    }
+    assert_int_equal(stats(x).in_flight, n);
+}
+
 /* ---- setup ---- */
 
 static int setup(void **state)
@@ -252,10 +282,20 @@ static int setup(void **state)
     return sinter_tm_open(&g_tm, &to) == SINTER_OK ? 0 : -1;
 }
 
+/* Before each scenario: no hold left over by one that failed half-way. */
+static int reset_holds(void **state)
+{
+    (void)state;
+    hold(false);
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    return 0;
+}
+
 static int teardown(void **state)
 {
     (void)state;
     hold(false);
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
     sinter_tm_close(g_tm);
     return 0;
 }
@@ -298,7 +338,7 @@ static void test_commit_overtakes_report(void **state)
     assert_int_equal(sinter_tm_begin(g_tm, "async-overtaken", 0, xid), SINTER_OK);
     hold(true);
     branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 3");
-    assert_int_equal(stats(x).pending, 1);
+    wait_in_flight(x, 1);
     /* The branch is Registered, never reported: the commit proceeds and phase 2 commits it. */
     uint32_t st = 0;
     assert_int_equal(sinter_tm_commit(g_tm, xid, WAIT_MS, &st), SINTER_OK);
@@ -326,6 +366,7 @@ static void test_rollback_before_report_guard(void **state)
     assert_int_equal(sinter_tm_begin(g_tm, "async-guard", 0, xid), SINTER_OK);
     hold(true);
     branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 4");
+    wait_in_flight(x, 1);
     uint32_t st = 0;
     assert_int_equal(sinter_tm_rollback(g_tm, xid, 0, &st), SINTER_OK);
     assert_true(sinter_global_status_is_rollback_side(st));
@@ -356,6 +397,7 @@ static void test_rollback_before_report_phase2(void **state)
     assert_int_equal(sinter_tm_begin(g_tm, "async-phase2", 0, xid), SINTER_OK);
     hold(true);
     branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 5");
+    wait_in_flight(x, 1);
     uint32_t st = 0;
     /* Phase 2 rolls the prepared, Registered branch back while its report is held. */
     assert_int_equal(sinter_tm_rollback(g_tm, xid, WAIT_MS, &st), SINTER_OK);
@@ -377,9 +419,10 @@ static void test_timeout_before_report_guard(void **state)
     struct sinter_rm_xa *x = xa_reg(rm, "as_e", "asE", NULL);
     long long b0 = bal(6);
     char xid[SINTER_XID_STRLEN];
-    assert_int_equal(sinter_tm_begin(g_tm, "async-timeout", 2000, xid), SINTER_OK);
+    assert_int_equal(sinter_tm_begin(g_tm, "async-timeout", 5000, xid), SINTER_OK);
     hold(true);
     branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 6");
+    wait_in_flight(x, 1);
     /* The coordinator's own timeout rollback, while the report is held. */
     uint32_t st = 0;
     uint64_t end = sinter_test_now_ms() + WAIT_MS;
@@ -442,15 +485,17 @@ static void test_timeout_races_report(void **state)
     sinter_rm_close(rm);
 }
 
-/* report_delay_ms longer than the test: phase 2 ends each branch first, and the queued report
+/* report_delay_ms with the queue held: phase 2 ends each branch first, and the queued report
  * is dropped unsent (superseded), for a commit and for a rollback. */
 static void test_delayed_report_superseded(void **state)
 {
     (void)state;
-    g_delay_ms = 600000;
+    g_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS;
     struct sinter_rm *rm = rm_open("as_h");
     struct sinter_rm_xa *x = xa_reg(rm, "as_h", "asH", NULL);
     g_delay_ms = 0;
+    /* However long commit + phase 2 take on a loaded machine, the reports stay queued. */
+    atomic_store(&sinter_rm_xa_test_hold_queue, true);
     assert_int_equal(sinter_rm_start(rm), SINTER_OK);
     long long b0 = bal(9);
     char xid[2][SINTER_XID_STRLEN];
@@ -466,12 +511,82 @@ static void test_delayed_report_superseded(void **state)
             assert_int_equal(st, SINTER_GS_ROLLBACKED);
         }
         assert_int_equal(prepared("asH"), 0);
+        /* Dropped and freed at once: no room taken in the queue. */
+        assert_int_equal(stats(x).pending, 0);
     }
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
     struct sinter_rm_xa_report_stats s = settled(x);
     assert_int_equal(s.queued, 2);
     assert_int_equal(s.superseded, 2);
     assert_int_equal(s.accepted + s.refused + s.lost, 0); /* nothing sent */
     assert_int_equal(bal(9), b0 - 10);                    /* the commit only */
+    sinter_rm_close(rm);
+}
+
+/* Issue #7 with report_delay_ms: a rollback decided while the branch's transaction is open
+ * reaches this RM's phase 2 first ('in progress', retryable); the late PREPARE must then be
+ * rolled back at once, not after the delay. */
+static void test_rollback_seen_skips_delay(void **state)
+{
+    (void)state;
+    g_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS;
+    struct sinter_rm *rm = rm_open("as_i");
+    struct sinter_rm_xa *x = xa_reg(rm, "as_i", "asI", NULL);
+    g_delay_ms = 0;
+    /* Whatever the delay, a report taken through the queue would not be sent during the test:
+     * only the expedited path can end the branch before sinter_rm_xa_end returns. */
+    atomic_store(&sinter_rm_xa_test_hold_queue, true);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    long long b0 = bal(10);
+    char xid[SINTER_XID_STRLEN];
+    assert_int_equal(sinter_tm_begin(g_tm, "async-rollback-seen", 0, xid), SINTER_OK);
+    PGconn *c = db();
+    struct sinter_xa_branch br;
+    assert_int_equal(sinter_rm_xa_begin(x, c, xid, &br), SINTER_OK);
+    sql_ok(c, "UPDATE accounts SET balance = balance - 10 WHERE id = 10");
+    uint32_t st = 0;
+    assert_int_equal(sinter_tm_rollback(g_tm, xid, 0, &st), SINTER_OK);
+    assert_true(sinter_global_status_is_rollback_side(st));
+    /* Phase 2's ROLLBACK PREPARED meets the open transaction: retryable, and recorded. */
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    while (stats(x).early_rollbacks == 0 && sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(20);
+    }
+    assert_true(stats(x).early_rollbacks >= 1);
+    /* The late PREPARE: reported at once, refused, rolled back by the guard on c. */
+    int rc = sinter_rm_xa_end(x, c, &br, true);
+    if (rc != SINTER_ESTATE) {
+        fail_msg("xa end: %s, want ESTATE (%s)", sinter_strerror(rc), sinter_xa_errmsg());
+    }
+    PQfinish(c);
+    struct sinter_rm_xa_report_stats s = stats(x);
+    assert_int_equal(s.expedited, 1);
+    assert_int_equal(s.queued, 0); /* never waited in the queue */
+    assert_true(wait_prepared("asI", 0));
+    assert_int_equal(sinter_tm_status(g_tm, xid, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_ROLLBACKED);
+    assert_int_equal(bal(10), b0);
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    sinter_rm_close(rm);
+}
+
+static void test_option_bounds(void **state)
+{
+    (void)state;
+    struct sinter_rm *rm = rm_open("as_k");
+    char ci[700];
+    snprintf(ci, sizeof ci, "%s dbname=%s", g_base, DB);
+    struct sinter_rm_xa_opts xo = {.resource_id = "as_k",
+                                   .ns = "asK",
+                                   .conninfo = ci,
+                                   .async_report = true,
+                                   .report_threads = SINTER_RM_XA_REPORT_THREADS_MAX + 1};
+    struct sinter_rm_xa *x = NULL;
+    assert_int_equal(sinter_rm_xa_register(rm, &xo, &x, NULL), SINTER_EINVAL);
+    xo.report_threads = 0;
+    xo.report_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS + 1;
+    assert_int_equal(sinter_rm_xa_register(rm, &xo, &x, NULL), SINTER_EINVAL);
+    assert_null(x);
     sinter_rm_close(rm);
 }
 
@@ -485,7 +600,7 @@ static void test_closed_with_report_in_flight(void **state)
     struct sinter_rm_xa *x = xa_reg(rm, "as_g", "asG", NULL);
     hold(true);
     branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 8");
-    assert_int_equal(stats(x).pending, 1);
+    wait_in_flight(x, 1);
     sinter_rm_close(rm); /* the held report is abandoned */
     hold(false);
     assert_int_equal(prepared("asG"), 1);
@@ -507,6 +622,40 @@ static void test_closed_with_report_in_flight(void **state)
     sinter_rm_close(rm);
 }
 
+/* Last: it stops and restarts every coordinator node. */
+static void test_coordinator_down_report_lost(void **state)
+{
+    (void)state;
+    struct sinter_rm *rm = rm_open_dl("as_j", 2000);
+    struct sinter_rm_xa *x = xa_reg(rm, "as_j", "asJ", NULL);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    long long b0 = bal(1);
+    char xid[SINTER_XID_STRLEN];
+    assert_int_equal(sinter_tm_begin(g_tm, "async-lost", 0, xid), SINTER_OK);
+    hold(true);
+    branch(x, xid, "UPDATE accounts SET balance = balance - 1 WHERE id = 1");
+    wait_in_flight(x, 1);
+    sinter_tcc_stop_all(&g_c);
+    hold(false);
+    struct sinter_rm_xa_report_stats s = settled(x);
+    assert_int_equal(s.resent, 2); /* three sends in all */
+    assert_int_equal(s.lost, 1);
+    assert_int_equal(s.left, 1); /* GlobalStatus unanswered too: left to phase 2 / recovery */
+    assert_int_equal(s.refused + s.accepted + s.guard_rollbacks, 0);
+    fprintf(stderr, "last_error: %s\n", s.last_error);
+    assert_non_null(strstr(s.last_error, "stays prepared"));
+    assert_int_equal(prepared("asJ"), 1);
+    assert_int_equal(sinter_tcc_start_all(&g_c), 0);
+    assert_int_equal(sinter_tcc_wait_leaders(&g_c, 1, WAIT_MS), 0);
+    /* The branch is Registered (never reported): the commit proceeds, phase 2 commits it. */
+    uint32_t st = 0;
+    assert_int_equal(sinter_tm_commit(g_tm, xid, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_COMMITTED);
+    assert_true(wait_prepared("asJ", 0));
+    assert_int_equal(bal(1), b0 - 1);
+    sinter_rm_close(rm);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -519,14 +668,17 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accepted_then_commit),
-        cmocka_unit_test(test_commit_overtakes_report),
-        cmocka_unit_test(test_rollback_before_report_guard),
-        cmocka_unit_test(test_rollback_before_report_phase2),
-        cmocka_unit_test(test_timeout_before_report_guard),
-        cmocka_unit_test(test_timeout_races_report),
-        cmocka_unit_test(test_delayed_report_superseded),
-        cmocka_unit_test(test_closed_with_report_in_flight),
+        cmocka_unit_test_setup(test_accepted_then_commit, reset_holds),
+        cmocka_unit_test_setup(test_commit_overtakes_report, reset_holds),
+        cmocka_unit_test_setup(test_rollback_before_report_guard, reset_holds),
+        cmocka_unit_test_setup(test_rollback_before_report_phase2, reset_holds),
+        cmocka_unit_test_setup(test_timeout_before_report_guard, reset_holds),
+        cmocka_unit_test_setup(test_timeout_races_report, reset_holds),
+        cmocka_unit_test_setup(test_delayed_report_superseded, reset_holds),
+        cmocka_unit_test_setup(test_rollback_seen_skips_delay, reset_holds),
+        cmocka_unit_test_setup(test_option_bounds, reset_holds),
+        cmocka_unit_test_setup(test_closed_with_report_in_flight, reset_holds),
+        cmocka_unit_test_setup(test_coordinator_down_report_lost, reset_holds),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     return sinter_tcc_finish(&g_c, rc);
