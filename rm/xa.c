@@ -856,8 +856,10 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
  *     dropped unsent. Phase 2 runs only after a decision, so the race the guard watches for is
  *     over, and the branch is no longer prepared: the report would be refused and the guard
  *     would find nothing to undo. The coordinator loses nothing (F2: it never needs
- *     PhaseOne_Done). A delay only postpones the guard's own ROLLBACK PREPARED after a rollback
- *     that came first (phase 2's delivery may come before it).
+ *     PhaseOne_Done). A delay could postpone the guard's own ROLLBACK PREPARED after a rollback
+ *     that came first; rm/rm_xa.c bounds it (report_delay_ms <= 1000) and skips it when a
+ *     phase-2 rollback delivery already found the branch 'in progress' (async_rollback_seen):
+ *     the report is then sent synchronously, or at once if queued.
  * So the branch always ends with the global's outcome, and no prepared transaction is left
  * holding locks beyond its global's decision plus phase 2 (or, with every instance of the
  * resource gone, until one runs its recovery scan: as for a crash between PREPARE and a
