@@ -18,8 +18,8 @@
  * after PREPARE and the PhaseOne_Done report goes out on the RM's sender threads, so the
  * global's path has 4 sequential coordinator writes instead of 6; each row then prints the
  * resource's report counters (accepted / refused: the commit overtook the report, ...).
- * --report-delay-ms D: with --async-report, the resource's report_delay_ms (reports wait D ms, at most
- * 1000; one whose branch phase 2 has ended meanwhile is dropped, counted superseded).
+ * --report-delay-ms D: with --async-report, the resource's report_delay_ms (reports wait D ms, at
+ * most 1000; one whose branch phase 2 has ended meanwhile is dropped, counted superseded).
  *
  * Each client (thread) has its own rows (no lock waits between clients, as in the pgbench
  * script) and one connection per branch. Rows are printed per concurrency:
