@@ -14,6 +14,12 @@
  * anyway: max_prepared_transactions caps the backlog, PREPARE would fail.)
  * --wait-phase2: each commit also waits for phase 2 with sinter_tm_commit's wait (libsinter-tm
  * polls the status after 2, 4, 8, ... ms, at most every 100 ms, tm/tm.c).
+ * --async-report: the resource's async_report option (sinter/rm_xa.h): sinter_rm_xa_end returns
+ * after PREPARE and the PhaseOne_Done report goes out on the RM's sender threads, so the
+ * global's path has 4 sequential coordinator writes instead of 6; each row then prints the
+ * resource's report counters (accepted / refused: the commit overtook the report, ...).
+ * --report-delay-ms D: with --async-report, the resource's report_delay_ms (reports wait D ms, at
+ * most 1000; one whose branch phase 2 has ended meanwhile is dropped, counted superseded).
  *
  * Each client (thread) has its own rows (no lock waits between clients, as in the pgbench
  * script) and one connection per branch. Rows are printed per concurrency:
@@ -44,6 +50,8 @@ struct xa_bench {
     const char *conninfo;
     unsigned branches;
     bool wait_phase2;
+    bool async_report;
+    unsigned report_delay_ms;
     struct sinter_tm *tm;
     struct sinter_rm_xa *xa;
     atomic_bool stop, measuring;
@@ -181,7 +189,8 @@ static int setup_table(const char *conninfo, unsigned rows)
 static const char usage[] =
     "usage: sinter-bench xa --conninfo CONNINFO --addr URL [--addr URL ...] --secret-file F\n"
     "         [--branches N (2)] [--concurrency C (repeatable; 8)] [--seconds T (10)]\n"
-    "         [--warmup W (2)] [--rm-workers W (16)] [--wait-phase2]\n"
+    "         [--warmup W (2)] [--rm-workers W (16)] [--wait-phase2] [--async-report]\n"
+    "         [--report-delay-ms D (0)]\n"
     "  CONNINFO names the database (dbname=...); its server needs max_prepared_transactions\n"
     "  of at least branches x the largest concurrency.\n";
 
@@ -203,6 +212,10 @@ int sinter_bench_xa(int argc, char **argv)
             b.wait_phase2 = true;
             continue;
         }
+        if (strcmp(argv[i], "--async-report") == 0) {
+            b.async_report = true;
+            continue;
+        }
         if (v == NULL) {
             fputs(usage, stderr);
             return 2;
@@ -221,6 +234,8 @@ int sinter_bench_xa(int argc, char **argv)
             seconds = atof(v);
         } else if (strcmp(argv[i], "--warmup") == 0) {
             warmup = atof(v);
+        } else if (strcmp(argv[i], "--report-delay-ms") == 0) {
+            b.report_delay_ms = (unsigned)atoi(v);
         } else if (strcmp(argv[i], "--rm-workers") == 0) {
             rm_workers = (unsigned)atoi(v);
         } else {
@@ -277,8 +292,12 @@ int sinter_bench_xa(int argc, char **argv)
                 sinter_rm_errmsg());
         return 1;
     }
-    struct sinter_rm_xa_opts xo = {
-        .resource_id = "bench_xa", .ns = "bench", .conninfo = b.conninfo, .pool_size = rm_workers};
+    struct sinter_rm_xa_opts xo = {.resource_id = "bench_xa",
+                                   .ns = "bench",
+                                   .conninfo = b.conninfo,
+                                   .pool_size = rm_workers,
+                                   .async_report = b.async_report,
+                                   .report_delay_ms = b.report_delay_ms};
     int rc = sinter_rm_xa_register(rm, &xo, &b.xa, NULL);
     if (rc != SINTER_OK || sinter_rm_start(rm) != SINTER_OK) {
         fprintf(stderr, "sinter-bench xa: %s: %s\n", sinter_strerror(rc), sinter_rm_errmsg());
@@ -296,11 +315,12 @@ int sinter_bench_xa(int argc, char **argv)
     }
     pthread_mutex_init(&b.mu, NULL);
     printf("# sinter-bench xa: %u branches per global on one database, %s; %.0f s per row after "
-           "%.0f s warm-up; RM workers %u\n",
+           "%.0f s warm-up; RM workers %u; PhaseOne_Done reports %s (delay %u ms)\n",
            b.branches,
            b.wait_phase2 ? "each commit waits for phase 2 (TM status poll)"
                          : "row time includes draining phase 2",
-           seconds, warmup, rm_workers);
+           seconds, warmup, rm_workers, b.async_report ? "asynchronous" : "synchronous",
+           b.report_delay_ms);
     printf("%6s %10s %8s %8s %8s\n", "conc", "tx_per_s", "errors", "p50_ms", "p99_ms");
     fflush(stdout);
     int status = 0;
@@ -354,6 +374,15 @@ int sinter_bench_xa(int argc, char **argv)
         if (b.first_err[0] != '\0') {
             printf("# first error: %s\n", b.first_err);
             b.first_err[0] = '\0';
+        }
+        if (b.async_report) {
+            struct sinter_rm_xa_report_stats as;
+            sinter_rm_xa_report_stats(b.xa, &as);
+            printf("# async reports so far: queued %" PRIu64 " accepted %" PRIu64
+                   " refused %" PRIu64 " lost %" PRIu64 " guard_rollbacks %" PRIu64 " left %" PRIu64
+                   " superseded %" PRIu64 " sync_fallbacks %" PRIu64 " pending %u\n",
+                   as.queued, as.accepted, as.refused, as.lost, as.guard_rollbacks, as.left,
+                   as.superseded, as.sync_fallbacks, as.pending);
         }
         fflush(stdout);
     }

@@ -23,12 +23,11 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define DEFAULT_DEADLINE_MS 10000u
-#define DEFAULT_ATTEMPT_MS  3000u
-#define BACKOFF_MIN_MS      20u
-#define BACKOFF_MAX_MS      500u
-#define URL_MAX             256u
-#define REFRESH_RETRY_MS    1000u /* after a ClusterMeta round nobody answered */
+#define DEFAULT_ATTEMPT_MS 3000u
+#define BACKOFF_MIN_MS     20u
+#define BACKOFF_MAX_MS     500u
+#define URL_MAX            256u
+#define REFRESH_RETRY_MS   1000u /* after a ClusterMeta round nobody answered */
 
 struct cnode {
     char url[URL_MAX];
@@ -272,7 +271,7 @@ int sinter_client_open(struct sinter_client **out, const struct sinter_client_op
         atomic_init(&c->leader[g], -1);
     }
     c->rm = o->rm;
-    c->deadline_ms = o->deadline_ms != 0 ? o->deadline_ms : DEFAULT_DEADLINE_MS;
+    c->deadline_ms = o->deadline_ms != 0 ? o->deadline_ms : SINTER_CLIENT_DEFAULT_DEADLINE_MS;
     c->attempt_ms = o->attempt_timeout_ms != 0 ? o->attempt_timeout_ms : DEFAULT_ATTEMPT_MS;
     c->secret = dupstr(o->secret);
     c->app_id = dupstr(o->application_id != NULL ? o->application_id : "unknown");

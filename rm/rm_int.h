@@ -87,6 +87,21 @@ uint64_t sinter_rm_xa_scan_due(struct sinter_rm *rm);
  * that a failed start can be retried). 0, the default, is off. */
 #pragma GCC visibility push(hidden)
 extern atomic_int sinter_rm_fault_thread_create;
+/* Test-only, not an API (hidden, declared only here): while true, the XA resources' async
+ * PhaseOne_Done senders (rm/rm_xa.c, async_report) hold every report before its first send, so
+ * a test can decide the global (rollback, timeout) or close the RM between PREPARE and the
+ * report (tests/integration/xa_e2e/test_xa_async_report.c). A held report of a resource that is
+ * being closed is abandoned. false, the default, is off. Compiled in like
+ * sinter_rm_fault_thread_create above (the tree gates no test hook behind a define): inert
+ * unless a test sets it, one atomic load per report. */
+extern atomic_bool sinter_rm_xa_test_hold_reports;
+/* Test-only likewise: while true, no queued report is due (the senders leave them in the queue,
+ * where a phase-2 delivery can supersede or expedite them), except while closing. */
+extern atomic_bool sinter_rm_xa_test_hold_queue;
+/* rm/rm_xa.c's phase-2 handler: whether a delivery's result (rc, the outcome it reports) ended
+ * the branch on this RM, so that a queued asynchronous PhaseOne_Done report of it is dropped.
+ * Not an API; here for its unit test. */
+bool sinter_rm_xa_phase2_ended(int rc, uint32_t outcome);
 #pragma GCC visibility pop
 
 #endif /* SINTER_RM_INT_H */

@@ -625,9 +625,12 @@ static int guard(const struct sinter_xa_resource *res, const struct sinter_xa_br
 static int rollback_prepared(const struct sinter_xa_resource *res, PGconn *conn, const char *gid,
                              uint64_t local_xid, uint32_t *outcome);
 
-/* Undo a branch we just prepared: ROLLBACK PREPARED on the same connection. */
-static void undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
-                          struct sinter_xa_branch *br)
+/* Undo a branch we just prepared: ROLLBACK PREPARED on conn (the branch's own connection from
+ * sinter_xa_prepare, a pooled one from sinter_xa_report_settle). Returns ROLLBACK PREPARED's
+ * result: SINTER_OK when the branch is now rolled back (by us, or found so: 42704 resolved by
+ * pg_xact_status 'aborted'). */
+static int undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
+                         const struct sinter_xa_branch *br)
 {
     char saved[sizeof xa_errbuf];
     memcpy(saved, xa_errbuf, sizeof saved);
@@ -644,6 +647,69 @@ static void undo_prepared(const struct sinter_xa_resource *res, PGconn *conn,
         memcpy(xa_errbuf, saved, sizeof saved);
     }
     report(res, br, SINTER_BS_PHASE1_FAILED, NULL);
+    return rc;
+}
+
+/* What follows a PhaseOne_Done report that was not accepted (rrc != SINTER_OK), on an idle
+ * connection of the resource's database: the second half of the late-prepare guard, shared by
+ * sinter_xa_prepare (the branch's connection, right after its synchronous report) and
+ * sinter_xa_report_settle (a pooled connection, after an asynchronous report). The return codes
+ * are sinter_xa_prepare's table rows after PREPARE. */
+static int settle_refused(const struct sinter_xa_resource *res, PGconn *conn,
+                          const struct sinter_xa_conn_source *src,
+                          const struct sinter_xa_branch *br, int rrc, bool *rolled_back)
+{
+    /* Refused (ESTATE: the global is no longer Begin, a decision came in between; ENOTFOUND:
+     * the coordinator no longer knows it) or lost (the report may or may not have been
+     * recorded). Ask which side the global is on. */
+    bool refused = rrc == SINTER_ESTATE || rrc == SINTER_ENOTFOUND;
+    uint32_t gs = SINTER_GS_UNKNOWN;
+    int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
+    if (grc == SINTER_OK && refuses_prepare(gs)) {
+        set_err("late prepare: PhaseOne_Done %s (%s), global is %s, branch %s rolled back at "
+                "once",
+                refused ? "refused" : "not answered", sinter_errname(rrc),
+                sinter_global_status_name(gs), br->gid);
+        PGconn *c = conn != NULL ? conn : src->get(src->arg);
+        if (c == NULL) {
+            /* No connection now: the branch is registered and prepared, so the rollback
+             * decision's phase 2 (or the recovery scan) ends it; tell the coordinator it
+             * failed, as undo_prepared would. */
+            char why[sizeof xa_errbuf];
+            memcpy(why, xa_errbuf, sizeof why);
+            set_err("%.400s; no connection for ROLLBACK PREPARED, left to phase 2 / recovery", why);
+            report(res, br, SINTER_BS_PHASE1_FAILED, NULL);
+            return SINTER_ESTATE;
+        }
+        int urc = undo_prepared(res, c, br);
+        if (conn == NULL) /* ROLLBACK PREPARED's own result: ETIMEOUT / ETRANSPORT close it */
+            src->put(src->arg, c, urc);
+        if (rolled_back != NULL)
+            *rolled_back = urc == SINTER_OK;
+        return SINTER_ESTATE;
+    }
+    /* Commit side (or still Begin after a lost report): the branch is registered (with its
+     * local_xid), so the coordinator's phase 2 commits it, or the TM's decision does; undoing it
+     * would break the global's atomicity. The same when the side cannot be told: a refusal
+     * proves a decision that may be commit, a lost report may have been recorded, and either
+     * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
+     * "rolled back". */
+    if (refused) {
+        if (grc != SINTER_OK)
+            set_err("PhaseOne_Done refused (%s: the global is no longer Begin) and "
+                    "global_status failed (%s): branch %s stays prepared, outcome decided by the "
+                    "coordinator",
+                    sinter_errname(rrc), sinter_errname(grc), br->gid);
+        else
+            set_err("PhaseOne_Done refused: global is %s, branch %s stays prepared for the "
+                    "coordinator's phase 2 (outcome decided by the coordinator)",
+                    sinter_global_status_name(gs), br->gid);
+    } else {
+        set_err("report PhaseOne_Done failed (%s): branch %s stays prepared, outcome decided by "
+                "the coordinator (phase 2 / recovery)",
+                sinter_errname(rrc), br->gid);
+    }
+    return SINTER_ETIMEOUT;
 }
 
 int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
@@ -728,43 +794,95 @@ int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
      * before it; any later rollback decision delivers ROLLBACK PREPARED to this prepared branch.
      * Only when the report is not accepted do we ask which side was decided: one coordinator
      * round trip (a linearizable read) less per branch on the common path. */
+    if (res->hooks.report_async != NULL && res->hooks.report_async(res->hooks.arg, br) == SINTER_OK)
+        return SINTER_OK; /* "Asynchronous PhaseOne_Done" below: the guard runs on the RM's side */
     int rrc;
     report(res, br, SINTER_BS_PHASE1_DONE, &rrc);
     if (rrc == SINTER_OK)
         return SINTER_OK;
-    /* Refused (ESTATE: the global is no longer Begin, a decision came in between) or lost (the
-     * report may or may not have been recorded). Ask which side the global is on. */
-    uint32_t gs = SINTER_GS_UNKNOWN;
-    int grc = res->hooks.global_status(res->hooks.arg, &br->xid, &gs);
-    if (grc == SINTER_OK && refuses_prepare(gs)) {
-        set_err("late prepare: PhaseOne_Done %s (%s), global is %s, branch %s rolled back at "
-                "once",
-                rrc == SINTER_ESTATE ? "refused" : "not answered", sinter_errname(rrc),
-                sinter_global_status_name(gs), br->gid);
-        undo_prepared(res, conn, br);
-        return SINTER_ESTATE;
+    return settle_refused(res, conn, NULL, br, rrc, NULL);
+}
+
+/*
+ * Asynchronous PhaseOne_Done (the report_async hook; rm/rm_xa.c's async_report option).
+ *
+ * sinter_xa_prepare returns SINTER_OK once PREPARE TRANSACTION succeeded, and the report goes
+ * out later on the RM's own threads, whose answer is handed to sinter_xa_report_settle on a
+ * pooled connection: accepted -> nothing; refused (ESTATE: the global left Begin first) or lost
+ * after the bounded resends -> settle_refused: GlobalStatus, and on the rollback side (or
+ * Finished / unknown) ROLLBACK PREPARED at once. Seata's RM does much the same by default
+ * (client.rm.reportSuccessEnable=false: it reports only failures and lets the commit find the
+ * prepared branch). What keeps the guard's promise -- "a late PREPARE after a rollback of its
+ * global is refused or immediately rolled back" -- and the global atomic, against tc/fsm.c:
+ *
+ *   (F1) REPORT_BRANCH accepts PhaseOne_Done only while the global is Begin and the branch
+ *        Registered (or repeats the recorded status); DECIDE is the only way out of Begin, and a
+ *        decided side never flips (compare-and-set).
+ *   (F2) DECIDE commits with branches that are Registered and never reported; only
+ *        PhaseOne_Failed blocks a commit. So the caller may commit while the report is in flight.
+ *   (F3) Phase 2 delivers to EVERY branch without a phase-2 end, Registered ones included, and a
+ *        rollback-side global settles only when each branch has a rollback result; the branch
+ *        was registered WITH its local_xid (sinter_xa_begin), so every delivery can tell "not
+ *        prepared yet" ('in progress': retryable) from "already done" (42704 + pg_xact_status).
+ *   (F4) PREPARE completed before sinter_xa_prepare returned, i.e. before the caller could let
+ *        the TM commit; the report is queued only after PREPARE.
+ *
+ * The interleavings of {PREPARE done, report accepted / refused / lost, commit decided,
+ * rollback or timeout decided, RM killed}, the branch being prepared in each (F4):
+ *   - accepted, then any decision: the global was Begin when it was recorded (F1), so the
+ *     decision came later and phase 2 delivers it to this prepared branch (F3). As synchronous.
+ *   - commit decided before the report arrives (the common case now, F2): phase 2 commits the
+ *     prepared branch (F3); the report is refused, GlobalStatus says commit side, nothing is
+ *     undone. The global commits atomically.
+ *   - rollback / timeout decided before the report arrives: phase 2 delivers ROLLBACK PREPARED
+ *     (F3: while the transaction was still in progress the delivery was retryable, never an
+ *     empty "done"); the refused report makes the guard ROLLBACK PREPARED at once, on a pooled
+ *     connection. Whichever runs second finds 42704, resolved by pg_xact_status 'aborted', or
+ *     55000 (both at the same instant: the loser leaves it to the winner). The refusal reaches
+ *     the rollback side only, since a decided side never flips (F1); the commit side is never
+ *     undone. Balance unchanged.
+ *   - report lost (no answer after the resends): the report may or may not be recorded. Either
+ *     way the branch is registered and prepared: whichever decision comes (the TM's, or the
+ *     coordinator's timeout rollback if the TM never decides) is delivered by phase 2 (F3); the
+ *     guard asks GlobalStatus once more and rolls back at once if the rollback side is already
+ *     known, as the synchronous path does.
+ *   - RM killed (or closed) with the report queued or in flight: the same as lost -- the branch
+ *     is registered and prepared, its decision reaches it through phase 2 at any live instance
+ *     of the resource, and the recovery scan of the next start settles it by GlobalStatus (a
+ *     Begin global is left to the coordinator, whose timeout rollback ends it at the latest).
+ *     Not reporting never strands a prepared branch: nothing waits for PhaseOne_Done (F2).
+ *   - report delayed (the RM's report_delay_ms) and phase 2 ends the branch on this RM first
+ *     (COMMIT PREPARED / ROLLBACK PREPARED done, or 42704 resolved as done): the report is
+ *     dropped unsent. Phase 2 runs only after a decision, so the race the guard watches for is
+ *     over, and the branch is no longer prepared: the report would be refused and the guard
+ *     would find nothing to undo. The coordinator loses nothing (F2: it never needs
+ *     PhaseOne_Done). A delay could postpone the guard's own ROLLBACK PREPARED after a rollback
+ *     that came first; rm/rm_xa.c bounds it (report_delay_ms <= 1000) and skips it when a
+ *     phase-2 rollback delivery already found the branch 'in progress' (async_rollback_seen):
+ *     the report is then sent synchronously, or at once if queued.
+ * So the branch always ends with the global's outcome, and no prepared transaction is left
+ * holding locks beyond its global's decision plus phase 2 (or, with every instance of the
+ * resource gone, until one runs its recovery scan: as for a crash between PREPARE and a
+ * synchronous report). What the caller gives up: SINTER_ESTATE / SINTER_ETIMEOUT from
+ * sinter_xa_prepare, i.e. learning before its commit that the global was rolled back meanwhile;
+ * its TM commit then fails with SINTER_ESTATE (the decision is already rollback) instead, so
+ * no caller is told "committed" for a rolled-back global.
+ */
+int sinter_xa_report_settle(const struct sinter_xa_resource *res,
+                            const struct sinter_xa_conn_source *src,
+                            const struct sinter_xa_branch *br, int rrc, bool *rolled_back)
+{
+    xa_errbuf[0] = '\0';
+    if (rolled_back != NULL)
+        *rolled_back = false;
+    if (res == NULL || src == NULL || src->get == NULL || src->put == NULL || br == NULL ||
+        br->branch_id == 0 || !gid_literal_safe(br->gid)) {
+        set_err("invalid argument");
+        return SINTER_EINVAL;
     }
-    /* Commit side (or still Begin after a lost report): the branch is registered (with its
-     * local_xid), so the coordinator's phase 2 commits it, or the TM's decision does; undoing it
-     * would break the global's atomicity. The same when the side cannot be told: a refusal
-     * proves a decision that may be commit, a lost report may have been recorded, and either
-     * decision's phase 2 (or the recovery scan) finishes the branch. Not ESTATE, which says
-     * "rolled back". */
-    if (rrc == SINTER_ESTATE) {
-        if (grc != SINTER_OK)
-            set_err("PhaseOne_Done refused (the global is no longer Begin) and global_status "
-                    "failed (%s): branch %s stays prepared, outcome decided by the coordinator",
-                    sinter_errname(grc), br->gid);
-        else
-            set_err("PhaseOne_Done refused: global is %s, branch %s stays prepared for the "
-                    "coordinator's phase 2 (outcome decided by the coordinator)",
-                    sinter_global_status_name(gs), br->gid);
-    } else {
-        set_err("report PhaseOne_Done failed (%s): branch %s stays prepared, outcome decided by "
-                "the coordinator (phase 2 / recovery)",
-                sinter_errname(rrc), br->gid);
-    }
-    return SINTER_ETIMEOUT;
+    if (rrc == SINTER_OK)
+        return SINTER_OK;
+    return settle_refused(res, NULL, src, br, rrc, rolled_back);
 }
 
 int sinter_xa_abort(const struct sinter_xa_resource *res, PGconn *conn, struct sinter_xa_branch *br)

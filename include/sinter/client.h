@@ -51,6 +51,10 @@ extern "C" {
 
 struct sinter_client;
 
+/* sinter_client_opts.deadline_ms 0: the bound of one logical call, retries included (also the
+ * default of the TM's and RM's deadline_ms, which pass theirs through). */
+#define SINTER_CLIENT_DEFAULT_DEADLINE_MS 10000u
+
 struct sinter_client_opts {
     const char *const *urls; /* node client URLs ("tcp://host:port"), at least one; copied */
     size_t n_urls;
@@ -60,7 +64,8 @@ struct sinter_client_opts {
     bool rm;                      /* register as RM (with resources) instead of TM */
     const char *const *resources; /* RM: resource ids this process serves; copied */
     uint32_t n_resources;         /* at most SINTER_PROTO_MAX_RESOURCES */
-    uint32_t deadline_ms;         /* default bound of one logical call; 0 = 10000 */
+    uint32_t deadline_ms;         /* default bound of one logical call; 0 =
+                                     SINTER_CLIENT_DEFAULT_DEADLINE_MS */
     uint32_t attempt_timeout_ms;  /* bound of one attempt on one node; 0 = 3000 */
     uint64_t client_id;           /* 0 = random (the normal case; tests may fix it) */
 };

@@ -68,7 +68,98 @@ struct sinter_rm_xa_opts {
     /* true: a prepared branch whose global the coordinator no longer knows (GlobalStatus
      * Finished) is left prepared for an operator instead of rolled back. */
     bool leave_unknown;
+    /* true: sinter_rm_xa_end(ok) returns SINTER_OK as soon as PREPARE TRANSACTION succeeded and
+     * the PhaseOne_Done report goes out on the resource's own sender threads (one coordinator
+     * round trip less on the caller's path per branch: a 2-branch global does 4 sequential
+     * coordinator writes instead of 6). The late-prepare guard is kept, it only runs later: a
+     * refused report (the global left Begin first) makes the sender ask GlobalStatus and, on the
+     * rollback side, ROLLBACK PREPARED the branch at once on a pooled connection; an unanswered
+     * one is resent (a bounded number of times) and then left to the coordinator's phase 2 and
+     * the recovery scan, which settle a registered, prepared branch either way. Trade-off: the
+     * caller usually no longer learns from sinter_rm_xa_end that its global was rolled back
+     * meanwhile; its TM commit is then refused instead, and the rolled back branch is undone by
+     * the guard or phase 2. SINTER_ESTATE / SINTER_ETIMEOUT still come from sinter_rm_xa_end
+     * whenever the report falls back to synchronous (queue full, closing, no memory, or the
+     * rollback already seen: report_delay_ms below), so callers keep handling them. A
+     * commit may overtake the report (the coordinator commits Registered branches: Seata's
+     * client.rm.reportSuccessEnable=false default). When the queue is full (more than
+     * SINTER_RM_XA_ASYNC_QUEUE reports pending) a report is sent synchronously as without the
+     * option. The sender threads start at registration (phase-one calls work before
+     * sinter_rm_start). sinter_rm_close starts the send of every queued report (one send each,
+     * no resends) until deadline_ms after it began and abandons the rest (safe: such a branch
+     * is registered and prepared, and phase 2 or the recovery scan settles it); a send started
+     * just before that may still run its report (<= deadline_ms), GlobalStatus (<= deadline_ms)
+     * and the guard's connect (<= 5 s) and ROLLBACK PREPARED (<= call_timeout_ms plus the
+     * cancel grace), so close can take about 3 x deadline_ms + 2 x 5 s + call_timeout_ms. The
+     * correctness argument: rm/xa.c "Asynchronous PhaseOne_Done". false: every report is
+     * synchronous (the default; sinter/xa.h sinter_xa_prepare's table). */
+    bool async_report;
+    /* async_report: sender threads (they block on the network, not the CPU); 0 = 16, at most
+     * SINTER_RM_XA_REPORT_THREADS_MAX (more: SINTER_EINVAL). Each sender may open one PostgreSQL
+     * connection beyond pool_size while its guard rolls a branch back (none is idle then). */
+    uint32_t report_threads;
+    /* async_report: how long a queued report waits before it is sent; 0 = at once, at most
+     * SINTER_RM_XA_REPORT_DELAY_MAX_MS (more: SINTER_EINVAL). A phase-2 delivery that ends the
+     * branch on this RM meanwhile (COMMIT PREPARED / ROLLBACK PREPARED done, or found done)
+     * makes the report pointless -- the decision it guards against is made and the branch is
+     * no longer prepared -- so it is dropped and freed (counted `superseded`): with a delay
+     * longer than the usual commit + phase-2 time, most globals cost the coordinator two writes
+     * and up to two reads less. What the delay costs: the coordinator learns PhaseOne_Done
+     * later, and a branch that PREPAREs after its global was rolled back can stay prepared,
+     * holding its row locks, for up to the delay before its guard rolls it back -- but only
+     * when no phase-2 rollback delivery reached this RM before: one that found the branch still
+     * in progress (the usual case of a late PREPARE) makes its report skip the delay (reported
+     * synchronously, the guard rolling back on the caller's connection at once, or sent at
+     * once if already queued; counted `expedited`), and one after PREPARE rolls it back itself.
+     * Such a sighting is kept for 120 s and for the latest 256 branches. */
+    uint32_t report_delay_ms;
 };
+
+/* Most asynchronous PhaseOne_Done reports of one resource queued or in flight; beyond it they
+ * are sent synchronously (back-pressure instead of unbounded memory). */
+#define SINTER_RM_XA_ASYNC_QUEUE 4096u
+/* Bounds of sinter_rm_xa_opts.report_threads and report_delay_ms. */
+#define SINTER_RM_XA_REPORT_THREADS_MAX  256u
+#define SINTER_RM_XA_REPORT_DELAY_MAX_MS 1000u
+/* Size of sinter_rm_xa_report_stats.last_error, the NUL included. */
+#define SINTER_RM_XA_ERRLEN 256u
+
+/* Counters of a resource's asynchronous PhaseOne_Done reports (async_report). */
+struct sinter_rm_xa_report_stats {
+    uint64_t queued;          /* reports taken off the caller's path */
+    uint64_t sync_fallbacks;  /* sent synchronously instead: queue full, closing, or no
+                                 memory */
+    uint64_t accepted;        /* recorded by the coordinator while the global was Begin */
+    uint64_t refused;         /* refused: the global had left Begin (decided) first, or the
+                                 coordinator no longer knows it (SINTER_ENOTFOUND) */
+    uint64_t resent;          /* resends after no answer (counted when sent) */
+    uint64_t lost;            /* still no answer after every resend */
+    uint64_t guard_rollbacks; /* refused or lost, global on the rollback side: the branch was
+                                 rolled back by the guard's ROLLBACK PREPARED (or found rolled
+                                 back already by phase 2 / a recovery scan) */
+    uint64_t left;            /* refused or lost and left prepared for the coordinator (commit
+                                 side, still Begin, side unknown, or the guard's ROLLBACK
+                                 PREPARED failed): phase 2 / the recovery scan settle it */
+    uint64_t abandoned;       /* not sent because the resource was closed (the branch is
+                                 registered and prepared: phase 2 / recovery settle it) */
+    uint64_t superseded;      /* not sent: phase 2 had ended the branch here first
+                                 (report_delay_ms) */
+    uint64_t early_rollbacks; /* phase-2 rollback deliveries that found their branch not
+                                 prepared yet or busy (report_delay_ms > 0) */
+    uint64_t expedited;       /* reports that skipped report_delay_ms after such a delivery:
+                                 sent synchronously by sinter_rm_xa_end (not in `queued`) or
+                                 made due at once */
+    uint32_t pending;         /* queued or being sent now */
+    uint32_t in_flight;       /* of those, taken by a sender and not settled yet */
+    char last_error[SINTER_RM_XA_ERRLEN]; /* what the guard found for the latest report that
+                                             was not accepted (refused or lost: the side, the
+                                             ROLLBACK PREPARED's failure, ...), with its gid;
+                                             "" before any */
+};
+
+/* Copies the resource's asynchronous report counters and last error text. Thread-safe.
+ * Ownership: writes *st; a NULL x gives zeros. */
+void sinter_rm_xa_report_stats(struct sinter_rm_xa *x, struct sinter_rm_xa_report_stats *st);
 
 /* What one recovery scan did. */
 struct sinter_rm_xa_recovery {
@@ -88,9 +179,11 @@ struct sinter_rm_xa_recovery {
  * NULL, gets its counts; branches that cannot be settled now do not fail the registration).
  * Call it before sinter_rm_start so no delivery finds the resource without its handler.
  * Ownership: o's strings are copied; *out is owned by rm and freed by sinter_rm_close (it stays
- * valid until then). Errors: SINTER_EINVAL, SINTER_ENOMEM, SINTER_EDB (cannot connect),
- * SINTER_ENOPREPARED, SINTER_ECONFIG (server too old), SINTER_EBUSY (handler table full), the
- * scan's database errors. */
+ * valid until then). Errors: SINTER_EINVAL (also report_threads or
+ * report_delay_ms above their bounds), SINTER_ENOMEM, SINTER_EDB (cannot connect),
+ * SINTER_ENOPREPARED, SINTER_ECONFIG (server too old), SINTER_EBUSY (handler table full),
+ * SINTER_EINTERNAL (async_report: a sender thread could not be created), the scan's database
+ * errors. */
 int sinter_rm_xa_register(struct sinter_rm *rm, const struct sinter_rm_xa_opts *o,
                           struct sinter_rm_xa **out, struct sinter_rm_xa_recovery *rec);
 
@@ -120,7 +213,9 @@ int sinter_rm_xa_begin(struct sinter_rm_xa *x, PGconn *conn, const char *xid,
 /* Ends the branch: ok -> sinter_xa_prepare (PREPARE TRANSACTION, late-prepare guard, report
  * PhaseOne_Done), otherwise sinter_xa_abort (ROLLBACK, report PhaseOne_Failed). Returns theirs:
  * with ok, SINTER_OK means prepared and recorded, SINTER_ESTATE rolled back, SINTER_ETIMEOUT
- * "the coordinator decides" (sinter/xa.h). Ownership: borrows everything. */
+ * "the coordinator decides" (sinter/xa.h). With async_report, SINTER_OK means prepared, its
+ * report queued (the guard runs on the sender thread; conn is the caller's again at once).
+ * PhaseOne_Failed reports are always synchronous. Ownership: borrows everything. */
 int sinter_rm_xa_end(struct sinter_rm_xa *x, PGconn *conn, struct sinter_xa_branch *br, bool ok);
 
 /* The underlying libpq-layer resource (for sinter_xa_* calls). Ownership: owned by x. */

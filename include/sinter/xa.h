@@ -49,6 +49,7 @@
 #ifndef SINTER_XA_H
 #define SINTER_XA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -123,6 +124,16 @@ struct sinter_xa_hooks {
      * is no longer Begin. The late-prepare guard relies on that refusal: a hook must return
      * SINTER_OK only when the coordinator recorded PhaseOne_Done while the global was Begin. */
     int (*report)(void *arg, const struct sinter_xa_branch *br, uint32_t status);
+    /* Optional (NULL: every PhaseOne_Done report is sent by sinter_xa_prepare itself). Takes the
+     * PhaseOne_Done report of the branch sinter_xa_prepare has just prepared off the caller's
+     * path. br is valid for the call only: the hook copies what it needs. SINTER_OK: the hook's
+     * owner sends the report later (with `report` or its own call) and hands its result to
+     * sinter_xa_report_settle, which applies the late-prepare guard on a connection of the
+     * owner's (never the branch's: the caller owns that one again); sinter_xa_prepare then
+     * returns SINTER_OK without waiting. Any other code (queue full, closing): sinter_xa_prepare
+     * reports synchronously, as without this hook. Needs `report`; ignored without it. Why the
+     * branch stays safe while its report is in flight: rm/xa.c "Asynchronous PhaseOne_Done". */
+    int (*report_async)(void *arg, const struct sinter_xa_branch *br);
     /* Required. Writes the global's current GlobalStatus (SINTER_GS_FINISHED when the
      * coordinator does not know the xid). Used by the late-prepare guard (after a refused or lost
      * report, or after PREPARE when there is no report hook). */
@@ -219,6 +230,8 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
  *                                                        server never answered: its
  *                                                        fate is phase 2's/recovery's)
  *   report accepted                                      prepared, Done recorded      OK
+ *   report_async hook took the report                    prepared, report in flight   OK
+ *     (the guard runs later: sinter_xa_report_settle)
  *   report refused or failed, then global_status:        ROLLBACK PREPARED, Failed    ESTATE
  *     rollback side, Finished or unknown
  *   report refused, then global_status: commit side (or  PREPARED; the coordinator    ETIMEOUT
@@ -239,6 +252,37 @@ int sinter_xa_begin(const struct sinter_xa_resource *res, PGconn *conn,
  * report hook), common ones (nothing prepared). */
 int sinter_xa_prepare(const struct sinter_xa_resource *res, PGconn *conn,
                       struct sinter_xa_branch *br);
+
+/* Where sinter_xa_report_settle gets a connection to the resource's database, only when it
+ * has something to roll back (a refused report of a commit-side global needs none). get returns
+ * an idle connection or NULL (could not connect: then the branch is left to phase 2 / recovery);
+ * put takes it back; rc is the result of the last call made on it (SINTER_ETIMEOUT /
+ * SINTER_ETRANSPORT: its state is unknown, do not reuse it). */
+struct sinter_xa_conn_source {
+    PGconn *(*get)(void *arg);
+    void (*put)(void *arg, PGconn *conn, int rc);
+    void *arg;
+};
+
+/* The late-prepare guard of a PhaseOne_Done report sent apart from sinter_xa_prepare (the
+ * report_async hook), applied to that report's result rrc (SINTER_OK: accepted; SINTER_ESTATE /
+ * SINTER_ENOTFOUND: refused, the global is no longer Begin or no longer known; anything else:
+ * lost, recorded or not). The same rules
+ * as sinter_xa_prepare's table rows after PREPARE: accepted -> nothing to do; otherwise
+ * global_status is asked, and on the rollback side (or Finished / unknown) the branch is rolled
+ * back at once with ROLLBACK PREPARED on a connection from src and PhaseOne_Failed reported;
+ * 42704 there (phase 2 or a recovery scan rolled it back first) is resolved by pg_xact_status
+ * and counts as done. The connection is never the branch's (the caller owns that one again).
+ * br: a copy of the branch as sinter_xa_prepare left it (xid, branch_id, gid, local_xid).
+ * Returns SINTER_OK (accepted, nothing done), SINTER_ESTATE (rollback side: rolled back, or the
+ * ROLLBACK PREPARED failed / no connection and phase 2 / recovery finishes it; sinter_xa_errmsg()
+ * says which), SINTER_ETIMEOUT (left prepared: commit side, still Begin, or the side could not
+ * be told; the coordinator's phase 2 or the recovery scan settles it), SINTER_EINVAL.
+ * *rolled_back (may be NULL) is set when the branch is rolled back by this call's ROLLBACK
+ * PREPARED (or was found rolled back). Ownership: borrows all. */
+int sinter_xa_report_settle(const struct sinter_xa_resource *res,
+                            const struct sinter_xa_conn_source *src,
+                            const struct sinter_xa_branch *br, int rrc, bool *rolled_back);
 
 /* Ends phase one with failure: ROLLBACK (if conn is still in the transaction) and report
  * PhaseOne_Failed. Safe to call after any failed call of the branch. Ownership: borrows all.

@@ -2,7 +2,8 @@
  * "pg"), with a fake coordinator behind the hooks: gids, commit and rollback paths, duplicate
  * and contradictory phase-2 deliveries resolved by pg_xact_status, empty rollback, a killed RM
  * recovered from another connection, the late-prepare guard and its return codes, a rollback of a
- * registered branch still in progress, two branches of one global on the
+ * registered branch still in progress, the asynchronous report hook and the guard applied to
+ * its answer later (sinter_xa_report_settle), two branches of one global on the
  * same row (bounded, no hang), the client-side deadline. After every test no prepared
  * transaction of our database is left (checked, and cleaned up even when a test failed).
  *
@@ -46,10 +47,13 @@ struct fake_tc {
     uint32_t gs_after_report; /* non-zero: gs becomes this when a PhaseOne_Done report comes */
     int gs_rc_after_report;   /* non-zero: gs_rc becomes this when a PhaseOne_Done report comes */
     int registers, guards, done, failed;
-    struct sinter_xa_branch last; /* the last reported branch */
-    uint64_t reg_local_xid;       /* what the last register_branch was told */
-    PGconn *watch;                /* if set: the branch connection, checked at register */
-    int reg_in_txn;               /* watch was inside a transaction at the last register */
+    struct sinter_xa_branch last;     /* the last reported branch */
+    uint64_t reg_local_xid;           /* what the last register_branch was told */
+    PGconn *watch;                    /* if set: the branch connection, checked at register */
+    int reg_in_txn;                   /* watch was inside a transaction at the last register */
+    int async_rc;                     /* what report_async answers */
+    int asyncs;                       /* report_async calls */
+    struct sinter_xa_branch async_br; /* the branch report_async was handed (a copy) */
 };
 
 static int fake_register(void *arg, const struct sinter_xid *xid, const char *rid,
@@ -86,6 +90,14 @@ static int fake_report(void *arg, const struct sinter_xa_branch *br, uint32_t st
     assert_int_equal(status, SINTER_BS_PHASE1_FAILED);
     tc->failed++;
     return SINTER_OK;
+}
+
+static int fake_report_async(void *arg, const struct sinter_xa_branch *br)
+{
+    struct fake_tc *tc = arg;
+    tc->asyncs++;
+    tc->async_br = *br;
+    return tc->async_rc;
 }
 
 static int fake_status(void *arg, const struct sinter_xid *xid, uint32_t *gs)
@@ -1117,6 +1129,146 @@ static void t_refused_report_on_commit_side_stays_prepared(void **state)
     assert_int_equal(acct_v(f->admin, 2), 3);
 }
 
+/* The report_async hook and sinter_xa_report_settle (the RM's async_report, rm/xa.c
+ * "Asynchronous PhaseOne_Done"): prepare returns SINTER_OK without reporting; the guard applied
+ * later to the report's answer takes a connection from the source only when it has something to
+ * roll back, never the branch's. */
+struct fake_src {
+    PGconn *give; /* handed out by get (NULL: "cannot connect") */
+    int gets, puts;
+};
+
+static PGconn *fake_get(void *arg)
+{
+    struct fake_src *s = arg;
+    s->gets++;
+    return s->give;
+}
+
+static void fake_put(void *arg, PGconn *c, int rc)
+{
+    struct fake_src *s = arg;
+    (void)rc;
+    assert_ptr_equal(c, s->give);
+    s->puts++;
+}
+
+static void t_async_report_settle(void **state)
+{
+    struct fx *f = *state;
+    struct sinter_xa_config cfg = make_cfg(&f->tc);
+    cfg.hooks.report_async = fake_report_async;
+    struct sinter_xa_resource *res = NULL;
+    assert_int_equal(sinter_xa_resource_open(&cfg, f->c, &res, NULL, 0), SINTER_OK);
+    PGconn *pool = connect_db();
+    struct fake_src fs = {.give = pool};
+    const struct sinter_xa_conn_source src = {.get = fake_get, .put = fake_put, .arg = &fs};
+    uint32_t out = 0;
+    bool rb = true;
+
+    /* Taken by the hook: OK at once, nothing reported, no status asked, the branch prepared and
+     * the caller's connection idle (its own again). */
+    struct sinter_xa_branch br;
+    assert_int_equal(sinter_xa_begin(res, f->c, &XID1, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 11 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    assert_int_equal(f->tc.asyncs, 1);
+    assert_int_equal(f->tc.done + f->tc.guards, 0);
+    assert_string_equal(f->tc.async_br.gid, br.gid);
+    assert_int_equal(f->tc.async_br.local_xid, br.local_xid);
+    assert_int_equal(PQtransactionStatus(f->c), PQTRANS_IDLE);
+    assert_int_equal(prepared_count(f->admin), 1);
+    /* Accepted: nothing to do. */
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_OK, &rb),
+                     SINTER_OK);
+    assert_false(rb);
+    assert_int_equal(f->tc.guards + fs.gets, 0);
+    /* Refused on the commit side (a commit overtook the report): left prepared, no connection
+     * taken; the coordinator's phase 2 commits it. */
+    f->tc.gs = SINTER_GS_COMMITTING;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ESTATE, &rb),
+                     SINTER_ETIMEOUT);
+    assert_false(rb);
+    assert_int_equal(f->tc.guards, 1);
+    assert_int_equal(fs.gets, 0);
+    assert_int_equal(f->tc.failed, 0);
+    assert_int_equal(prepared_count(f->admin), 1);
+    /* Lost while the global is still Begin: left too. */
+    f->tc.gs = SINTER_GS_BEGIN;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ETIMEOUT, &rb),
+                     SINTER_ETIMEOUT);
+    assert_int_equal(fs.gets, 0);
+    assert_int_equal(sinter_xa_commit_prepared(res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(acct_v(f->admin, 1), 11);
+
+    /* Refused on the rollback side: ROLLBACK PREPARED at once on the source's connection,
+     * PhaseOne_Failed reported; again (as when phase 2 did it first): 42704, aborted, done. */
+    f->tc.gs = SINTER_GS_BEGIN;
+    struct sinter_xid x2 = {7, 1002};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x2, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 12 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    f->tc.gs = SINTER_GS_ROLLBACKING;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ESTATE, &rb),
+                     SINTER_ESTATE);
+    assert_true(rb);
+    assert_int_equal(fs.gets, 1);
+    assert_int_equal(fs.puts, 1);
+    assert_int_equal(f->tc.failed, 1);
+    assert_int_equal(prepared_count(f->admin), 0);
+    assert_int_equal(acct_v(f->admin, 1), 11);
+    rb = false;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ESTATE, &rb),
+                     SINTER_ESTATE);
+    assert_true(rb);
+    /* Lost, and the global turned out timed out: rolled back the same way. */
+    f->tc.gs = SINTER_GS_BEGIN;
+    struct sinter_xid x3 = {7, 1003};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x3, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 13 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    f->tc.gs = SINTER_GS_TIMEOUT_ROLLBACKING;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ETRANSPORT, &rb),
+                     SINTER_ESTATE);
+    assert_true(rb);
+    assert_int_equal(prepared_count(f->admin), 0);
+    /* No connection to be had: still ESTATE (rollback side), not rolled back here, left to the
+     * rollback's phase 2. */
+    f->tc.gs = SINTER_GS_BEGIN;
+    struct sinter_xid x4 = {7, 1004};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x4, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 14 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    f->tc.gs = SINTER_GS_ROLLBACKING;
+    fs.give = NULL;
+    assert_int_equal(sinter_xa_report_settle(res, &src, &f->tc.async_br, SINTER_ESTATE, &rb),
+                     SINTER_ESTATE);
+    assert_false(rb);
+    assert_non_null(strstr(sinter_xa_errmsg(), "no connection"));
+    assert_int_equal(prepared_count(f->admin), 1);
+    assert_int_equal(sinter_xa_rollback_prepared(res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    assert_int_equal(acct_v(f->admin, 1), 11);
+
+    /* The hook declines (queue full): reported synchronously, as without it. */
+    f->tc.gs = SINTER_GS_BEGIN;
+    f->tc.async_rc = SINTER_EBUSY;
+    int done0 = f->tc.done;
+    struct sinter_xid x5 = {7, 1005};
+    assert_int_equal(sinter_xa_begin(res, f->c, &x5, &br), SINTER_OK);
+    exec_ok(f->c, "UPDATE acct SET v = 15 WHERE id = 1");
+    assert_int_equal(sinter_xa_prepare(res, f->c, &br), SINTER_OK);
+    assert_int_equal(f->tc.done, done0 + 1);
+    assert_int_equal(sinter_xa_rollback_prepared(res, f->admin, br.gid, br.local_xid, &out),
+                     SINTER_OK);
+    /* Invalid arguments. */
+    assert_int_equal(sinter_xa_report_settle(res, NULL, &br, SINTER_ESTATE, &rb), SINTER_EINVAL);
+    assert_int_equal(sinter_xa_report_settle(NULL, &src, &br, SINTER_ESTATE, &rb), SINTER_EINVAL);
+    PQfinish(pool);
+    sinter_xa_resource_close(res);
+}
+
 /* ---- hang protection ---- */
 
 /* Two branches of one global update the same row. The second waits for the first's lock, which
@@ -1335,6 +1487,7 @@ int main(int argc, char **argv)
         T(t_guard_without_report_hook),
         T(t_rollback_of_registered_branch_in_progress),
         T(t_refused_report_on_commit_side_stays_prepared),
+        T(t_async_report_settle),
         T(t_same_row_two_branches_bounded),
         T(t_statement_timeout_bounds_service_sql),
         T(t_client_deadline_cancels),
