@@ -184,8 +184,9 @@ struct sinter_store_options {
      *  - inside sinter_store_open, after the last record of the last segment, if it has records
      *    and no torn tail (a torn tail is cut as above): the smaller of zero_prefix and 128 KiB
      *    only, since a restart opens every group of a node in a row and most are idle.
-     * The spare is wanted once half of zero_prefix was appended since open
-     * (sinter_store_spare_want), so it is normally ready before the prefix is used up. Errors:
+     * The spare is wanted once half of the prefix was appended since open (half of the one chunk
+     * zeroed at open after a restart; never below 64 KiB, or 1/64 of a smaller segment:
+     * sinter_store_spare_want), so it is normally ready before the prefix is used up. Errors:
      *  - a disk full while writing the zeros is never an error: the watermark stays where the
      *    zeros got to, said once through report;
      *  - at creation, any other error (EIO) fails that append like a failed fallocate: nothing is

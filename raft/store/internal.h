@@ -151,6 +151,7 @@ struct sinter_store {
     size_t rcap;
     bool dio; /* direct appends allowed here (options.direct_io AUTO and the probe passed) */
     uint64_t zero_prefix; /* options.zero_prefix resolved: bytes zeroed ahead, 0 for none */
+    uint64_t zero_open;   /* bytes zeroed ahead at open (one chunk at most), 0 for none */
     uint8_t *dbuf;        /* STORE_DIO_BLOCK-aligned buffer of a direct append */
     size_t dcap;
 

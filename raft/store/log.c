@@ -711,8 +711,8 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
          * a row on one thread, most of them idle, and each must not cost a MiB of writes and its
          * sync (raft_store.h, zero_prefix). A segment without records gets none either (nothing
          * says it will be written), and a cut segment (garbage) got its prefix in seg_cut. */
-        seg_zero_ahead(s, &s->segs[s->nsegs - 1],
-                       s->zero_prefix < ZERO_CHUNK ? s->zero_prefix : ZERO_CHUNK);
+        s->zero_open = s->zero_prefix < ZERO_CHUNK ? s->zero_prefix : ZERO_CHUNK;
+        seg_zero_ahead(s, &s->segs[s->nsegs - 1], s->zero_open);
     }
     if (s->nsegs == 0 && n > 0) {
         /* Every segment was empty: the log restarts where the first one would have begun. */

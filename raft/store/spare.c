@@ -66,10 +66,19 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
      * segment's worth of zeros on every start; a busy one passes it within a second. With a zeroed
      * prefix (options.zero_prefix, 1/64 of a segment by default) the spare is wanted at half of
      * it instead: wanted only when the prefix runs out, appends would pay the extent conversion
-     * for the whole zero-fill (seconds); the other half is the helper's head start. */
+     * for the whole zero-fill (seconds); the other half is the helper's head start. After a
+     * restart only one chunk was zeroed (zero_open): half of that, or appends would leave the
+     * prefix long before the spare is asked for. Never below 64 KiB (or 1/64 of a small
+     * segment): a tiny zero_prefix must not bring back a spare per group per restart. */
     uint64_t want_at = s->opts.segment_size / 64u;
-    if (s->zero_prefix > 0 && s->zero_prefix / 2u < want_at) {
-        want_at = s->zero_prefix / 2u;
+    uint64_t zp = s->zero_open > 0 && s->zero_open < s->zero_prefix ? s->zero_open : s->zero_prefix;
+    if (zp > 0 && zp / 2u < want_at) {
+        want_at = zp / 2u;
+    }
+    uint64_t floor =
+        s->opts.segment_size / 64u < (64u << 10) ? s->opts.segment_size / 64u : 64u << 10;
+    if (want_at < floor) {
+        want_at = floor;
     }
     if (s->failed != 0 || s->spare_fd >= 0 || s->spare_out || s->spare_failed ||
         s->appended < want_at) {

@@ -3441,48 +3441,73 @@ static void zero_ahead_errors_fall_back(void **state)
     }
 }
 
+/* Appends to a new 8 MiB-segment store with the given zero_prefix and checks that the spare is
+ * not wanted until `at` bytes were appended, and is wanted right after. */
+static void spare_wanted_at(uint32_t zero_prefix, bool reopen, uint64_t at, struct reports *rp)
+{
+    struct memfs *fs = memfs_new(62);
+    struct sinter_store_options o;
+    opts_init(&o, memfs_io(fs), 8u << 20, rp);
+    o.zero_prefix = zero_prefix;
+    struct sinter_store *s;
+    static struct model m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+    uint64_t next = 1;
+    if (reopen) {
+        /* A restart: only one chunk is zeroed at open, and the count starts again. */
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+        sinter_store_close(s);
+        assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
+        at += rec_offset(&m, 1, next);
+    }
+    while (rec_offset(&m, 1, next) < at - 200) {
+        assert_null(sinter_store_spare_want(s));
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    while (rec_offset(&m, 1, next) < at + 200) {
+        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
+        model_set(&m, next, 2, 1);
+        next += 2;
+    }
+    struct sinter_store_spare *j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    sinter_store_close(s);
+    sinter_store_spare_abandon(j);
+    memfs_free(fs);
+}
+
 /* The spare is wanted once half of the zeroed prefix was appended (not 1/64 of the segment), and
  * a fallback rollover while its job is still out (the helper is behind) makes the new segment
  * without a prefix: its appends are buffered until the spare is taken at the next rollover. */
 static void zero_prefix_skipped_while_spare_out(void **state)
 {
     (void)state;
-    struct memfs *fs = memfs_new(60);
     struct reports rp = {0};
     struct sinter_store_options o;
-    opts_init(&o, memfs_io(fs), 8u << 20, &rp); /* want at 1/64 = 128 KiB without a prefix */
-    o.zero_prefix = 16u << 10;                  /* want at 8 KiB */
-    struct sinter_store *s;
-    struct sinter_store_recovered rec;
-    static struct model m;
-    memset(&m, 0, sizeof m);
-    assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
-    uint64_t next = 1;
-    while (rec_offset(&m, 1, next) < (8u << 10) - 200) {
-        assert_null(sinter_store_spare_want(s));
-        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
-        model_set(&m, next, 2, 1);
-        next += 2;
-    }
-    while (rec_offset(&m, 1, next) < (8u << 10) + 200) {
-        assert_int_equal(append_range(s, next, 2, 1), SINTER_OK);
-        model_set(&m, next, 2, 1);
-        next += 2;
-    }
-    struct sinter_store_spare *j = sinter_store_spare_want(s);
-    assert_non_null(j); /* half the prefix, far below 1/64 of the 8 MiB segment */
-    sinter_store_close(s);
-    sinter_store_spare_abandon(j);
-    memfs_free(fs);
+    /* 8 MiB segments: 1/64 is 128 KiB, the default prefix. A 192 KiB prefix: wanted at half of it,
+     * 96 KiB. A 16 KiB prefix: half is 8 KiB, below the 64 KiB floor, so wanted at 64 KiB. */
+    spare_wanted_at(192u << 10, false, 96u << 10, &rp);
+    spare_wanted_at(16u << 10, false, 64u << 10, &rp);
+    /* After a restart a 1 MiB prefix is only one 128 KiB chunk at open: wanted at 64 KiB
+     * appended since the open, not at 1/64 of the segment (128 KiB), past the zeroed chunk. */
+    spare_wanted_at(1u << 20, true, 64u << 10, &rp);
 
     /* The fallback rollover with the job out: small segments, so that one is reached. */
-    fs = memfs_new(61);
+    struct memfs *fs = memfs_new(61);
     opts_init(&o, memfs_io(fs), 32u << 10, &rp);
     o.zero_prefix = 8u << 10;
+    static struct model m;
     memset(&m, 0, sizeof m);
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
     assert_int_equal(open_store(&s, "/mem", &o, NULL), SINTER_OK);
-    next = 1;
-    j = NULL;
+    uint64_t next = 1;
+    struct sinter_store_spare *j = NULL;
     while (sinter_store_segment_count(s) < 2) {
         if (j == NULL) {
             j = sinter_store_spare_want(s);
