@@ -148,7 +148,9 @@ struct sinter_raft_host_opts {
     int store_direct_io;
     /* Bytes of zeros written after a segment's end when the store makes the space ready itself
      * (sinter/raft_store.h, options.zero_prefix): 0 = store default (1/64 of a segment, at least
-     * 128 KiB), SINTER_STORE_ZERO_PREFIX_NONE = none. Written on the loop thread. */
+     * 128 KiB, at most a quarter of a segment), SINTER_STORE_ZERO_PREFIX_NONE = none. Written on
+     * the loop thread (about 1 ms per MiB here), whole at a segment's creation, at most 128 KiB at
+     * open; the spare segment is asked for at half of it (never below 64 KiB). */
     uint32_t store_zero_prefix;
     /* state machine of group g: sm(sm_arg, g, &out) fills *out. Required. */
     void (*sm)(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out);
