@@ -226,7 +226,11 @@ static void pool_put(struct sinter_rm_xa *x, PGconn *c, int rc)
  * GlobalStatus read it would cost the coordinator buy nothing. Queued reports are found by
  * (xid, branch id) in a small hash table. The other way round, a phase-2 ROLLBACK delivery that
  * finds its branch not prepared yet ('in progress') makes the branch's report skip the delay
- * (async_rollback_seen), so a delay never postpones the guard's rollback of a late PREPARE.
+ * (async_rollback_seen), so the delay does not postpone the guard's rollback of a late PREPARE
+ * whose rollback delivery reached THIS instance; one that reached another instance of the
+ * resource (DESIGN.md: phase 2 goes to any live instance), or a sighting pushed out of the ring
+ * (256 branches, 120 s), leaves the late PREPARE holding its locks for up to the delay (1 s at
+ * most) before the report's refusal rolls it back.
  * The threads are the resource's own, started at registration (phase-one calls work before
  * sinter_rm_start, so the reports must too) and joined by sinter_rm_close. Close drains the
  * queue (one send per report, no resends) until deadline_ms after it began and abandons what is

@@ -90,7 +90,9 @@ struct sinter_rm_xa_opts {
      * is registered and prepared, and phase 2 or the recovery scan settles it); a send started
      * just before that may still run its report (<= deadline_ms), GlobalStatus (<= deadline_ms)
      * and the guard's connect (<= 5 s) and ROLLBACK PREPARED (<= call_timeout_ms plus the
-     * cancel grace), so close can take about 3 x deadline_ms + 2 x 5 s + call_timeout_ms. The
+     * cancel grace, then a PhaseOne_Failed report <= deadline_ms and, on "no such prepared
+     * transaction", a pg_xact_status <= call_timeout_ms), so close can take about
+     * 4 x deadline_ms + 5 s + 2 x (call_timeout_ms + cancel grace). The
      * correctness argument: rm/xa.c "Asynchronous PhaseOne_Done". false: every report is
      * synchronous (the default; sinter/xa.h sinter_xa_prepare's table). */
     bool async_report;
@@ -111,7 +113,9 @@ struct sinter_rm_xa_opts {
      * in progress (the usual case of a late PREPARE) makes its report skip the delay (reported
      * synchronously, the guard rolling back on the caller's connection at once, or sent at
      * once if already queued; counted `expedited`), and one after PREPARE rolls it back itself.
-     * Such a sighting is kept for 120 s and for the latest 256 branches. */
+     * Such a sighting is kept for 120 s and for the latest 256 branches, and only by the
+     * instance that received the delivery: with several instances of the resource, a rollback
+     * delivered to another one leaves this branch's guard waiting up to the delay. */
     uint32_t report_delay_ms;
 };
 
