@@ -96,8 +96,17 @@ extern atomic_int sinter_rm_fault_thread_create;
  * unless a test sets it, one atomic load per report. */
 extern atomic_bool sinter_rm_xa_test_hold_reports;
 /* Test-only likewise: while true, no queued report is due (the senders leave them in the queue,
- * where a phase-2 delivery can supersede or expedite them), except while closing. */
+ * where a phase-2 delivery can supersede them), except while closing and except a report that
+ * a phase-2 rollback delivery expedited (made due at once, async_rollback_seen): that one is
+ * sent, so a test can hold the rest and watch the expedited report settle. */
 extern atomic_bool sinter_rm_xa_test_hold_queue;
+/* Test-only likewise: rm/rm_xa.c's async_rollback_seen, what a phase-2 rollback delivery does
+ * when it finds branch (xid, branch_id) of x not prepared yet or busy (SINTER_EBUSY): a queued
+ * report of it becomes due at once (expedited), or else the sighting is remembered so that the
+ * branch's later PREPARE reports synchronously. Here because a test cannot make a real delivery
+ * find a branch busy after its PREPARE on demand. x stays the caller's; no errors. */
+void sinter_rm_xa_test_rollback_seen(struct sinter_rm_xa *x, const struct sinter_xid *xid,
+                                     uint64_t branch_id);
 /* rm/rm_xa.c's phase-2 handler: whether a delivery's result (rc, the outcome it reports) ended
  * the branch on this RM, so that a queued asynchronous PhaseOne_Done report of it is dropped.
  * Not an API; here for its unit test. */

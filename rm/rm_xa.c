@@ -79,6 +79,8 @@ struct xa_async {
     struct xa_async *next, *prev; /* the queue, in due order (one delay for all: FIFO) */
     struct xa_async *hnext;       /* its hash bucket, while queued */
     uint64_t due_ms;              /* sinter_client_now_ms() from which it is sent */
+    bool expedited;               /* made due by async_rollback_seen: the test-only queue hold
+                                     (sinter_rm_xa_test_hold_queue) lets it go */
     struct sinter_xa_branch br;
 };
 
@@ -348,6 +350,7 @@ static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
     a->prev = x->atail;
     a->br = *br;
     a->due_ms = sinter_client_now_ms() + x->delay_ms;
+    a->expedited = false;
     uint32_t b = async_bucket(&br->xid, br->branch_id);
     a->hnext = x->abucket[b];
     x->abucket[b] = a;
@@ -404,6 +407,7 @@ static void async_rollback_seen(struct sinter_rm_xa *x, const struct sinter_xid 
         a->hnext = x->abucket[b];
         x->abucket[b] = a;
         a->due_ms = sinter_client_now_ms();
+        a->expedited = true;
         a->next = x->ahead;
         if (x->ahead != NULL) {
             x->ahead->prev = a;
@@ -431,6 +435,12 @@ static void async_rollback_seen(struct sinter_rm_xa *x, const struct sinter_xid 
         e->until_ms = sinter_client_now_ms() + XA_SEEN_TTL_MS;
     }
     pthread_mutex_unlock(&x->amu);
+}
+
+void sinter_rm_xa_test_rollback_seen(struct sinter_rm_xa *x, const struct sinter_xid *xid,
+                                     uint64_t branch_id)
+{
+    async_rollback_seen(x, xid, branch_id);
 }
 
 bool sinter_rm_xa_phase2_ended(int rc, uint32_t outcome)
@@ -476,7 +486,7 @@ static struct xa_async *async_take_locked(struct sinter_rm_xa *x)
         }
         uint64_t now = sinter_client_now_ms();
         bool held = atomic_load(&sinter_rm_xa_test_hold_queue);
-        if (x->aclosing || (a->due_ms <= now && !held)) {
+        if (x->aclosing || (a->due_ms <= now && (!held || a->expedited))) {
             async_unlink_locked(x, a);
             if (x->ahead != NULL) {
                 pthread_cond_signal(&x->acv); /* someone for the next one */

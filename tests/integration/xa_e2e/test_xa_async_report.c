@@ -31,6 +31,15 @@
  *                        late PREPARE then skips the delay: sinter_rm_xa_end reports at once,
  *                        the refusal makes the guard roll back on the caller's connection, and
  *                        it returns SINTER_ESTATE (expedited; nothing queued).
+ *   queued, expedited    report_delay_ms 1000, the queue held, the RM not started: the
+ *                        report is queued, the TM rolls back, and a phase-2 rollback
+ *                        delivery that finds the branch busy (its handler called directly:
+ *                        sinter_rm_xa_test_rollback_seen) makes it due at once; sent despite
+ *                        the hold, refused, the guard rolls back (expedited 1).
+ *   close drains         report_delay_ms 1000, the queue held, the TM rolls back, the RM
+ *                        (never started) is closed: the drain sends the report, the guard
+ *                        rolls the branch back before close returns; a new handle's phase 2
+ *                        ends the global Rollbacked.
  *   option bounds        report_threads 257 / report_delay_ms 1001: SINTER_EINVAL.
  *   closed in flight     a second RM handle prepares with its report held and is closed (the
  *                        report abandoned); a new handle of the resource starts, its recovery
@@ -269,7 +278,7 @@ static int setup(void **state)
     }
     PGconn *d = db();
     sql_ok(d, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)");
-    sql_ok(d, "INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 10) g");
+    sql_ok(d, "INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 12) g");
     PQfinish(d);
     const char *urls[SINTER_TCC_MAX_NODES];
     int nu = sinter_tcc_client_urls(&g_c, urls);
@@ -471,6 +480,20 @@ static void test_timeout_races_report(void **state)
             assert_true(sinter_global_status_is_rollback_side(st));
             rollbacks++;
         }
+        /* Every report of the round is accounted for once settled: sent and answered, or
+         * dropped because phase 2 ended its branch first. None may vanish unsent (nor be
+         * lost: every coordinator node is up). */
+        uint64_t end = sinter_test_now_ms() + WAIT_MS;
+        struct sinter_rm_xa_report_stats s = stats(x);
+        while ((s.pending != 0 || s.in_flight != 0) && sinter_test_now_ms() < end) {
+            sinter_test_sleep_ms(20);
+            s = stats(x);
+        }
+        assert_int_equal(s.pending, 0);
+        assert_int_equal(s.in_flight, 0);
+        assert_int_equal(s.queued, (uint64_t)i + 1u);
+        assert_int_equal(s.accepted + s.refused + s.superseded, s.queued);
+        assert_int_equal(s.lost + s.abandoned, 0);
     }
     for (int i = 0; i < ROUNDS; i++) {
         uint32_t st = 0;
@@ -567,6 +590,99 @@ static void test_rollback_seen_skips_delay(void **state)
     assert_int_equal(st, SINTER_GS_ROLLBACKED);
     assert_int_equal(bal(10), b0);
     atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    sinter_rm_close(rm);
+}
+
+/* Review 2, finding 2: a report already queued (report_delay_ms) when a phase-2 rollback
+ * delivery finds its branch busy is made due at once (moved to the head: `expedited`), so its
+ * guard does not wait for the delay. A real delivery cannot be made to find the branch busy
+ * right after its PREPARE on demand, so the test calls what that delivery calls
+ * (sinter_rm_xa_test_rollback_seen, rm/rm_int.h). The queue stays held, which lets only an
+ * expedited report go; the RM is not started, so no phase 2 supersedes the report. */
+static void test_queued_report_expedited(void **state)
+{
+    (void)state;
+    g_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS;
+    struct sinter_rm *rm = rm_open("as_l");
+    struct sinter_rm_xa *x = xa_reg(rm, "as_l", "asL", NULL);
+    g_delay_ms = 0;
+    atomic_store(&sinter_rm_xa_test_hold_queue, true);
+    long long b0 = bal(11);
+    char xid[SINTER_XID_STRLEN];
+    assert_int_equal(sinter_tm_begin(g_tm, "async-expedited", 0, xid), SINTER_OK);
+    PGconn *c = db();
+    struct sinter_xa_branch br;
+    assert_int_equal(sinter_rm_xa_begin(x, c, xid, &br), SINTER_OK);
+    sql_ok(c, "UPDATE accounts SET balance = balance - 10 WHERE id = 11");
+    assert_int_equal(sinter_rm_xa_end(x, c, &br, true), SINTER_OK);
+    PQfinish(c);
+    struct sinter_rm_xa_report_stats s = stats(x);
+    assert_int_equal(s.queued, 1); /* waiting in the queue, not sent synchronously */
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(s.in_flight, 0);
+    assert_int_equal(s.expedited, 0);
+    assert_int_equal(prepared("asL"), 1);
+    uint32_t st = 0;
+    assert_int_equal(sinter_tm_rollback(g_tm, xid, 0, &st), SINTER_OK);
+    assert_true(sinter_global_status_is_rollback_side(st));
+    /* The delivery that finds the branch busy: the queued report becomes due now and is sent
+     * despite the hold, refused, and the guard rolls the branch back. */
+    sinter_rm_xa_test_rollback_seen(x, &br.xid, br.branch_id);
+    s = settled(x);
+    assert_int_equal(s.early_rollbacks, 1);
+    assert_int_equal(s.expedited, 1);
+    assert_int_equal(s.refused, 1);
+    assert_int_equal(s.guard_rollbacks, 1);
+    assert_int_equal(s.accepted + s.lost + s.superseded + s.abandoned + s.left, 0);
+    assert_int_equal(prepared("asL"), 0);
+    assert_int_equal(bal(11), b0);
+    /* Phase 2 still delivers its rollback: 42704, pg_xact_status 'aborted', Rollbacked. */
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    assert_int_equal(sinter_tm_status(g_tm, xid, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_ROLLBACKED);
+    assert_int_equal(bal(11), b0);
+    sinter_rm_close(rm);
+}
+
+/* Review 2, finding 4: closing drains a queued report that is not due yet (report_delay_ms,
+ * the queue held: closing overrides both) by sending it, rather than abandoning it. The global
+ * is rolled back first and the RM never started (no phase 2 here), so only a sent, refused
+ * report can end the branch: its guard's ROLLBACK PREPARED, before sinter_rm_close returns
+ * (close joins the senders). An abandoned report would leave the branch prepared. */
+static void test_close_drains_delayed_report(void **state)
+{
+    (void)state;
+    g_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS;
+    struct sinter_rm *rm = rm_open("as_m");
+    struct sinter_rm_xa *x = xa_reg(rm, "as_m", "asM", NULL);
+    g_delay_ms = 0;
+    atomic_store(&sinter_rm_xa_test_hold_queue, true);
+    long long b0 = bal(12);
+    char xid[SINTER_XID_STRLEN];
+    assert_int_equal(sinter_tm_begin(g_tm, "async-close-drain", 0, xid), SINTER_OK);
+    branch(x, xid, "UPDATE accounts SET balance = balance - 10 WHERE id = 12");
+    struct sinter_rm_xa_report_stats s = stats(x);
+    assert_int_equal(s.queued, 1);
+    assert_int_equal(s.pending, 1);
+    uint32_t st = 0;
+    assert_int_equal(sinter_tm_rollback(g_tm, xid, 0, &st), SINTER_OK);
+    assert_true(sinter_global_status_is_rollback_side(st));
+    assert_int_equal(prepared("asM"), 1);
+    sinter_rm_close(rm); /* drains: sends the report */
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    assert_int_equal(prepared("asM"), 0);
+    assert_int_equal(bal(12), b0);
+    /* A new handle: phase 2's rollback finds the branch done (42704, 'aborted'): Rollbacked. */
+    rm = rm_open("as_m");
+    struct sinter_rm_xa_recovery rec;
+    x = xa_reg(rm, "as_m", "asM", &rec);
+    assert_int_equal(rec.found, 0);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    assert_int_equal(sinter_tm_status(g_tm, xid, WAIT_MS, &st), SINTER_OK);
+    assert_int_equal(st, SINTER_GS_ROLLBACKED);
+    assert_int_equal(bal(12), b0);
+    assert_int_equal(stats(x).queued, 0);
     sinter_rm_close(rm);
 }
 
@@ -676,6 +792,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_timeout_races_report, reset_holds),
         cmocka_unit_test_setup(test_delayed_report_superseded, reset_holds),
         cmocka_unit_test_setup(test_rollback_seen_skips_delay, reset_holds),
+        cmocka_unit_test_setup(test_queued_report_expedited, reset_holds),
+        cmocka_unit_test_setup(test_close_drains_delayed_report, reset_holds),
         cmocka_unit_test_setup(test_option_bounds, reset_holds),
         cmocka_unit_test_setup(test_closed_with_report_in_flight, reset_holds),
         cmocka_unit_test_setup(test_coordinator_down_report_lost, reset_holds),
