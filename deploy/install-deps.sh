@@ -20,6 +20,7 @@ pkgs=(
   clang-format                                        # the committed .clang-format
   procps iproute2                                     # ps/kill/ss used by test scripts
   openssl                                             # throwaway TLS certificates in tests
+  gdb                                                 # stacks of a hung test (tests/lib/hangguard.h)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(etcd-server etcd-client libraft-dev libuv1-dev postgresql-contrib)

@@ -36,6 +36,8 @@
 #include "sinter/proto.h"
 #include "sinter/transport.h"
 
+#include "hangguard.h"
+
 /* ---------------------------------------------------------------------------------------------
  * A test server: answers Heartbeat and GlobalBegin (xid index = seq), either inline on nng's
  * callback thread or from worker threads through a queue (the way the TC will do it).
@@ -2084,35 +2086,54 @@ static int set_native_server_nng_client(void **state)
     return 0;
 }
 
+/* Every case runs under the hang guard: a case that hangs prints every thread's stack and
+ * aborts long before ctest's timeout (the longest case takes a few seconds, ten times that
+ * under the sanitizers). */
+static int case_start(void **state)
+{
+    (void)state;
+    sinter_test_hang_guard(120, "this test_transport case");
+    return 0;
+}
+
+static int case_end(void **state)
+{
+    (void)state;
+    sinter_test_hang_guard_off();
+    return 0;
+}
+
+#define CASE(f) cmocka_unit_test_setup_teardown(f, case_start, case_end)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sync_call_roundtrip),
-        cmocka_unit_test(call_times_out_without_server),
-        cmocka_unit_test(many_requests_in_flight),
-        cmocka_unit_test(malformed_frames_get_error_replies),
-        cmocka_unit_test(pipelined_replies_out_of_order),
-        cmocka_unit_test(late_reply_after_timeout_is_dropped),
-        cmocka_unit_test(server_speaks_sp_rep0),
-        cmocka_unit_test(reply_after_connection_closed),
-        cmocka_unit_test(rude_peers_are_disconnected),
-        cmocka_unit_test(backpressure_at_n_contexts),
-        cmocka_unit_test(busy_then_close_with_calls_in_flight),
-        cmocka_unit_test(server_restart_then_served),
-        cmocka_unit_test(client_speaks_sp_req0),
-        cmocka_unit_test(native_client_connection_lost),
-        cmocka_unit_test(silent_peer_is_disconnected),
-        cmocka_unit_test(client_redials_silent_server),
-        cmocka_unit_test(data_then_fin_is_closed),
-        cmocka_unit_test(client_notices_close_after_reply),
-        cmocka_unit_test(first_call_after_graceful_restart),
-        cmocka_unit_test(non_reading_peer_is_bounded),
-        cmocka_unit_test(connection_limit),
-        cmocka_unit_test(reply_races_close_while_paused),
-        cmocka_unit_test(client_dials_host_name),
-        cmocka_unit_test(flood_then_well_behaved_client_is_served),
-        cmocka_unit_test(watchdog_revives_dead_listener),
-        cmocka_unit_test(tls_client_server),
+        CASE(sync_call_roundtrip),
+        CASE(call_times_out_without_server),
+        CASE(many_requests_in_flight),
+        CASE(malformed_frames_get_error_replies),
+        CASE(pipelined_replies_out_of_order),
+        CASE(late_reply_after_timeout_is_dropped),
+        CASE(server_speaks_sp_rep0),
+        CASE(reply_after_connection_closed),
+        CASE(rude_peers_are_disconnected),
+        CASE(backpressure_at_n_contexts),
+        CASE(busy_then_close_with_calls_in_flight),
+        CASE(server_restart_then_served),
+        CASE(client_speaks_sp_req0),
+        CASE(native_client_connection_lost),
+        CASE(silent_peer_is_disconnected),
+        CASE(client_redials_silent_server),
+        CASE(data_then_fin_is_closed),
+        CASE(client_notices_close_after_reply),
+        CASE(first_call_after_graceful_restart),
+        CASE(non_reading_peer_is_bounded),
+        CASE(connection_limit),
+        CASE(reply_races_close_while_paused),
+        CASE(client_dials_host_name),
+        CASE(flood_then_well_behaved_client_is_served),
+        CASE(watchdog_revives_dead_listener),
+        CASE(tls_client_server),
     };
     /* Engine pairs: each group runs every case (the TLS case is on nng in all of them). */
     int fails = 0;
