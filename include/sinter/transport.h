@@ -42,6 +42,16 @@
  * already established are dropped by the restart; REQ clients redial and resend, and the TC
  * deduplicates the resent requests by (client_id, seq).
  *
+ * nng 1.5.2 close hang (also in Debian's 1.5.2-2; upstream fixed the receive side in 1.6.0, the
+ * send side not as of 1.10): when a connection is dropped while nng is writing a message too
+ * large for one write(2), its tcp (and tls) transport can re-issue the next piece on the closed
+ * pipe, and that write then never completes; nng's reaper waits for it for ever, so every later
+ * nng_close in the process (the client's or the server's close below) hangs. Reproduced with nng
+ * alone: a REQ socket sending 3 MiB to a REP socket whose NNG_OPT_RECVMAXSZ is 1 MiB hangs in
+ * nng_close within ~40 tries. Our requests and replies are small (well under one socket buffer),
+ * so only a large TCC argument or message on a connection the peer drops at that moment can hit
+ * it; the native engine (tcp://, the default) does not have it. TLS stays exposed until nng is.
+ *
  * TLS: tls+tcp:// URLs with tls_enable and the files below (nng's TLS transport, mbedTLS in
  * Debian). The server presents its certificate; the client verifies it against its CA file. When
  * the server is given a CA file too, clients must present a certificate chaining to it (mutual

@@ -411,6 +411,13 @@ static void reseal(uint8_t *fr, size_t len)
     put32(fr + 20, crc);
 }
 
+/* Raw SP peers: defined with the rude-peer cases below. */
+static void put64be(uint8_t *p, uint64_t v);
+static void put32be(uint8_t *p, uint32_t v);
+static bool peer_closes(int fd);
+static int raw_req_connect(uint16_t port);
+static void send_all(int fd, const void *p, size_t n);
+
 static void expect_error_reply(nng_socket s, const uint8_t *buf, size_t len, int want)
 {
     assert_int_equal(nng_send(s, (void *)buf, len, 0), 0);
@@ -434,6 +441,8 @@ static void malformed_frames_get_error_replies(void **state)
     nng_socket s;
     assert_int_equal(nng_req0_open(&s), 0);
     assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000), 0);
+    /* A REQ send waits for a ready pipe with no bound by default: fail, never hang. */
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 10000), 0);
     assert_int_equal(nng_dial(s, f->url, NULL, 0), 0);
 
     struct sinter_proto_msg m;
@@ -473,17 +482,23 @@ static void malformed_frames_get_error_replies(void **state)
     assert_int_equal(sinter_proto_encode(&m, NULL, bad, sizeof bad, &len), SINTER_OK);
     expect_error_reply(s, bad, len, SINTER_EBADVALUE);
 
-    /* An SP message over NNG_OPT_RECVMAXSZ: nng drops it and the connection, no reply. */
-    size_t huge = 3u << 20;
-    uint8_t *h = calloc(1, huge);
-    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 500), 0);
-    assert_int_equal(nng_send(s, h, huge, 0), 0);
-    char *rb = NULL;
-    size_t rl = 0;
-    int rv = nng_recv(s, &rb, &rl, NNG_FLAG_ALLOC);
-    assert_int_not_equal(rv, 0);
-    free(h);
     nng_close(s);
+
+    /* An SP message over the server's size limit (NNG_OPT_RECVMAXSZ for the nng engine): the
+     * connection is dropped, no reply. Sent as a bare SP length on a raw connection, not as a
+     * real 3 MiB message through nng's REQ: when the server drops a connection in the middle of
+     * a large write, nng 1.5.2's tcp transport can lose the write's completion (tcptran_pipe_
+     * send_cb re-issues the next piece on a pipe already closed, and nothing finishes it), and
+     * the REQ socket's nng_close then waits forever for its reaper (see sinter/transport.h).
+     * That hung this case in about one run in five, in every group (the REQ socket is nng in
+     * all of them); the same send/recv/close loop with nng alone hangs within ~40 tries. */
+    int fd = raw_req_connect(sinter_transport_server_port(f->srv));
+    uint8_t over[12];
+    put64be(over, 3u << 20);
+    put32be(over + 8, 0x80000001u); /* the request id word a REQ peer sends first */
+    send_all(fd, over, sizeof over);
+    assert_true(peer_closes(fd));
+    close(fd);
 
     expect_served(f->url, 10000);
     struct sinter_transport_server_stats st;
