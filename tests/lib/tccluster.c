@@ -42,10 +42,15 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
         perror("tccluster: mkdtemp");
         return -1;
     }
+    /* election_ticks 50: 1-2 s election timeouts instead of sinter-tc's default 200-400 ms (10
+     * ticks). On a loaded CI machine (sanitizer builds, ctest -j) a node starved of CPU for a few
+     * hundred ms would start a spurious election, and a test's single-shot call or timing window
+     * would meet a leader change (test_raft_host_order moved to 1-2 s for the same reason).
+     * A kill-the-leader step waits about 1-2 s longer for the next leader. */
     char head[600];
     snprintf(head, sizeof head,
              "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n"
-             "[tc]\nsecret = %s",
+             "election_ticks = 50\n[tc]\nsecret = %s",
              groups, secret);
     if (ini_put(c, "w", head) != 0 || (extra_ini != NULL && ini_put(c, "a", extra_ini) != 0)) {
         return -1;

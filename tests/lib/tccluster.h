@@ -46,7 +46,8 @@ struct sinter_tcc {
 };
 
 /* Creates the temp dir (prefix names it, e.g. "tcc-e2e"), picks ports for n nodes (1..5) and
- * writes DIR/cluster.ini with [raft] groups, tick_ms = 20, [tc] secret, followed by extra_ini
+ * writes DIR/cluster.ini with [raft] groups, tick_ms = 20, election_ticks = 50 (1-2 s election
+ * timeouts), [tc] secret, followed by extra_ini
  * (may be NULL: INI text appended verbatim, e.g. "[tc]\nretry_initial_ms = 50\n" — a section may
  * repeat; later keys win). Starts nothing. Returns 0, or -1 with a message on stderr. */
 int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, int n,

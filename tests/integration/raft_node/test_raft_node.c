@@ -65,6 +65,10 @@ static char g_tmp[256];
 static struct node N[MAX_NODES + 1]; /* N[1..4] */
 static unsigned g_groups = 1;
 static unsigned g_snap_every; /* 0: raft-node's default */
+/* --tick-ms (0: raft-node's default, 20 ms). 50 ms gives 0.5-1 s election timeouts instead of
+ * 200-400 ms: a node starved of CPU for a few hundred ms on a loaded CI machine (sanitizer builds,
+ * ctest -j) then does not start a spurious election and move leadership under a test. */
+static unsigned g_tick_ms = 50;
 /* Node-to-node TLS (cluster_tls): when g_tls, URLs are tls+tcp:// and the node presents
  * g_cert[id] (default g_cert[0]) and trusts g_ca. */
 static bool g_tls;
@@ -139,6 +143,10 @@ static void spawn(struct node *n, bool bootstrap, int n_peers)
     if (g_snap_every != 0) {
         ARG("--snapshot-every");
         ARG("%u", g_snap_every);
+    }
+    if (g_tick_ms != 0) {
+        ARG("--tick-ms");
+        ARG("%u", g_tick_ms);
     }
     for (int i = 1; i <= n_peers; i++) {
         if (&N[i] != n) {
@@ -269,6 +277,72 @@ static bool put(unsigned g, int upto, const char *key, const char *val)
     return false;
 }
 
+/* True for an answer that says nothing about the request itself: no answer, a node that is no
+ * longer the leader, a new leader that has not committed an entry of its term yet (it refuses a
+ * membership change until then, dissertation 4.1), a leadership transfer under way, or a request
+ * that outlived raft-node's wait. */
+static bool transient(int rc, const char *out)
+{
+    return rc != 0 || strncmp(out, "NOTLEADER", 9) == 0 ||
+           strcmp(out, "ERR SINTER_ECONFCHANGE") == 0 || strcmp(out, "ERR SINTER_EBUSY") == 0 ||
+           strcmp(out, "ERR SINTER_ETIMEOUT") == 0;
+}
+
+static int g_leader_hint; /* the node that last served leader_ctl */
+
+/* Sends a request only group g's leader serves (GET is a read-index read, ADD / REMOVE a
+ * membership change) to the leader among nodes [1, upto], until an answer that is not transient()
+ * or WAIT_MS pass; returns the node that gave it (0 on timeout, out then the last answer).
+ * Why retry: a node starved of CPU for an election timeout on a loaded machine starts an election,
+ * so the leader wait_leader found can step down before the request lands (Raft paper section 8:
+ * clients retry at the new leader).
+ * applied (may be NULL), for a membership change: true once node i's configuration shows the
+ * change. An answer lost to a leadership change (NOTLEADER or ETIMEOUT for an entry already
+ * appended) leaves the outcome unknown; before each retry, and after an ERR SINTER_EINVAL on a
+ * retry (the leader's published status lags its log by a loop pass), the new leader's
+ * configuration says whether the change already took effect: then out is "OK applied". */
+static int leader_ctl(unsigned g, int upto, bool (*applied)(int i), char *out, size_t cap,
+                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static int leader_ctl(unsigned g, int upto, bool (*applied)(int i), char *out, size_t cap,
+                      const char *fmt, ...)
+{
+    char req[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(req, sizeof req, fmt, ap);
+    va_end(ap);
+    uint64_t end = sinter_test_now_ms() + WAIT_MS;
+    int l = g_leader_hint >= 1 && g_leader_hint <= upto && N[g_leader_hint].pid > 0
+                ? g_leader_hint
+                : wait_leader(g, upto);
+    for (int attempt = 0; sinter_test_now_ms() < end; attempt++) {
+        if (attempt > 0) {
+            sinter_test_sleep_ms(100);
+            l = wait_leader(g, upto);
+            if (l == 0) {
+                continue;
+            }
+            if (applied != NULL && applied(l)) {
+                snprintf(out, cap, "OK applied");
+                return l;
+            }
+        }
+        if (l == 0) {
+            continue;
+        }
+        int rc = ctl(&N[l], out, cap, "%s", req);
+        if (!transient(rc, out) &&
+            !(applied != NULL && attempt > 0 && strcmp(out, "ERR SINTER_EINVAL") == 0)) {
+            g_leader_hint = l;
+            return l;
+        }
+        fprintf(stderr, "%s at node %d: %s; retrying at the leader\n", req, l,
+                rc == 0 ? out : "no answer");
+    }
+    return 0;
+}
+
 static bool wait_local(const struct node *n, unsigned g, const char *key, const char *val)
 {
     char out[2048], want[1100];
@@ -309,6 +383,47 @@ static void stop_all(void)
     for (int i = 1; i <= MAX_NODES; i++) {
         stop_node(&N[i]);
     }
+}
+
+/* ---- membership ---------------------------------------------------------------------------- */
+
+/* Whether id is in a STATUS list ("1,2,3"; "-" for none). */
+static bool in_list(const char *list, uint64_t id)
+{
+    for (const char *p = list; *p != '\0';) {
+        char *e = NULL;
+        unsigned long long v = strtoull(p, &e, 10);
+        if (e == p) {
+            return false;
+        }
+        if (v == id) {
+            return true;
+        }
+        p = *e == ',' ? e + 1 : e;
+    }
+    return false;
+}
+
+static int g_member; /* the node the membership change in flight is about */
+
+/* leader_ctl's `applied` checks of node i's configuration of group 0. */
+static bool member_learner(int i)
+{
+    struct gst st;
+    return group_status(&N[i], 0, &st) && in_list(st.learners, N[g_member].id);
+}
+
+static bool member_voter(int i)
+{
+    struct gst st;
+    return group_status(&N[i], 0, &st) && in_list(st.voters, N[g_member].id);
+}
+
+static bool member_gone(int i)
+{
+    struct gst st;
+    return group_status(&N[i], 0, &st) && !in_list(st.voters, N[g_member].id) &&
+           !in_list(st.learners, N[g_member].id);
 }
 
 /* ---- writer thread for the membership phase ------------------------------------------------ */
@@ -370,7 +485,7 @@ static void cluster_one_group(void **state)
     }
     for (int k = 1; k <= 30; k++) {
         snprintf(val, sizeof val, "OK v%d", k);
-        assert_int_equal(ctl(&N[l2], out, sizeof out, "GET 0 k%d", k), 0);
+        assert_int_not_equal(leader_ctl(0, 3, NULL, out, sizeof out, "GET 0 k%d", k), 0);
         assert_string_equal(out, val);
     }
     /* The old leader restarts and catches up by log. */
@@ -437,22 +552,39 @@ static void cluster_one_group(void **state)
     pthread_t wt;
     assert_int_equal(pthread_create(&wt, NULL, writer_main, NULL), 0);
     sinter_test_sleep_ms(300);
-    l2 = wait_leader(0, 3);
-    assert_int_not_equal(l2, 0);
-    assert_int_equal(ctl(&N[l2], out, sizeof out, "ADD 0 4 learner"), 0);
+    g_member = 4;
+    assert_int_not_equal(leader_ctl(0, 3, member_learner, out, sizeof out, "ADD 0 4 learner"), 0);
     assert_true(strncmp(out, "OK ", 3) == 0);
     assert_true(wait_local(&N[4], 0, "k140", "v140"));
-    l2 = wait_leader(0, 3);
-    assert_int_equal(ctl(&N[l2], out, sizeof out, "ADD 0 4 voter"), 0);
+    /* Nodes 1-4: once node 4 is a voter (an answer lost to a leader change), it may lead. */
+    assert_int_not_equal(leader_ctl(0, 4, member_voter, out, sizeof out, "ADD 0 4 voter"), 0);
     assert_true(strncmp(out, "OK ", 3) == 0);
-    int rm = l2 == 1 ? 2 : 1;
     l2 = wait_leader(0, 4);
-    assert_int_equal(ctl(&N[l2], out, sizeof out, "REMOVE 0 %d", rm), 0);
+    assert_int_not_equal(l2, 0);
+    int rm = l2 == 1 ? 2 : 1; /* a follower, unless leadership moves in between */
+    g_member = rm;
+    l2 = leader_ctl(0, 4, member_gone, out, sizeof out, "REMOVE 0 %d", rm);
+    assert_int_not_equal(l2, 0);
     assert_true(strncmp(out, "OK ", 3) == 0);
-    assert_true(group_status(&N[l2], 0, &st));
-    assert_null(strchr(st.voters, (char)('0' + rm)));
-    assert_non_null(strchr(st.voters, '4'));
-    sinter_test_sleep_ms(500);
+    /* STATUS is published once per loop pass, so the answering leader's may still show the old
+     * configuration for a moment: poll. */
+    end = sinter_test_now_ms() + WAIT_MS;
+    while ((!group_status(&N[l2], 0, &st) || in_list(st.voters, (uint64_t)rm) ||
+            !in_list(st.voters, 4)) &&
+           sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(50);
+    }
+    assert_false(in_list(st.voters, (uint64_t)rm));
+    assert_true(in_list(st.voters, 4));
+    /* Keep writing a while in the new configuration, and until the writer has had more than 5
+     * writes acknowledged over the phase: a leadership change around ADD voter / REMOVE can stall
+     * its puts for seconds on a loaded machine (sanitizer builds): a fixed sleep is not enough. */
+    uint64_t settle = sinter_test_now_ms() + 500;
+    end = sinter_test_now_ms() + WAIT_MS;
+    while ((sinter_test_now_ms() < settle || __atomic_load_n(&w_acked, __ATOMIC_ACQUIRE) <= 5) &&
+           sinter_test_now_ms() < end) {
+        sinter_test_sleep_ms(50);
+    }
     w_stop = true;
     pthread_join(wt, NULL);
     stop_node(&N[rm]);
@@ -464,7 +596,7 @@ static void cluster_one_group(void **state)
     assert_int_not_equal(l2, 0);
     for (int k = 0; k < acked; k++) {
         snprintf(val, sizeof val, "OK w%d", k);
-        assert_int_equal(ctl(&N[l2], out, sizeof out, "GET 0 w%d", k), 0);
+        assert_int_not_equal(leader_ctl(0, 4, NULL, out, sizeof out, "GET 0 w%d", k), 0);
         assert_string_equal(out, val);
     }
     snprintf(key, sizeof key, "w%d", acked - 1);
@@ -539,6 +671,7 @@ static void multi_group(void **state)
 {
     (void)state;
     g_groups = 3;
+    g_tick_ms = 0; /* the coalescing bounds below count 20 ms tick rounds over 2 s */
     setup_nodes(3, "g3");
     for (int i = 1; i <= 3; i++) {
         spawn(&N[i], true, 3);
@@ -588,6 +721,7 @@ static void multi_group(void **state)
     }
     stop_all();
     assert_int_equal(g_bad_exits, 0);
+    g_tick_ms = 50;
 }
 
 static void node_log_path(const struct node *n, char *out, size_t cap)
@@ -638,38 +772,64 @@ static void snapshot_at_noop_and_backoff(void **state)
         l = wait_leader(0, 3);
     }
     assert_int_equal(l, t);
-    uint64_t noop = 0;
-    end = sinter_test_now_ms() + WAIT_MS;
-    while (sinter_test_now_ms() < end) {
-        bool caught_up = group_status(&N[l], 0, &st) && st.term > old_term && st.commit == st.last;
-        noop = st.last;
-        for (int i = 1; i <= 3 && caught_up; i++) {
-            struct gst si;
-            caught_up = group_status(&N[i], 0, &si) && si.applied == noop && si.last == noop;
-        }
-        if (caught_up) {
-            break;
-        }
-        sinter_test_sleep_ms(50);
-    }
-    for (int i = 1; i <= 3; i++) {
-        assert_true(group_status(&N[i], 0, &st));
-        assert_int_equal(st.applied, noop);
-    }
-    fprintf(stderr, "no-op of the new leader at index %" PRIu64 "\n", noop);
-    char want[64];
-    snprintf(want, sizeof want, "OK %" PRIu64, noop);
-    for (int i = 1; i <= 3; i++) {
-        assert_int_equal(ctl(&N[i], out, sizeof out, "SNAPSHOT 0"), 0);
-        if (strcmp(out, want) != 0) {
-            dump_logs();
-        }
-        assert_string_equal(out, want);
+    /* A spurious election (a node starved of CPU for an election timeout) appends another no-op
+     * after the one found here, and a node then snapshots past it: when an answer differs and
+     * some node's term moved on since, the newest leader's no-op is found and tested again. */
+    for (int attempt = 0;; attempt++) {
+        uint64_t noop = 0, term = 0;
         end = sinter_test_now_ms() + WAIT_MS;
-        while ((!group_status(&N[i], 0, &st) || st.snap != noop) && sinter_test_now_ms() < end) {
+        while (sinter_test_now_ms() < end) {
+            l = wait_leader(0, 3);
+            bool caught_up =
+                l != 0 && group_status(&N[l], 0, &st) && st.term > old_term && st.commit == st.last;
+            noop = st.last;
+            term = st.term;
+            for (int i = 1; i <= 3 && caught_up; i++) {
+                struct gst si;
+                caught_up = group_status(&N[i], 0, &si) && si.applied == noop && si.last == noop;
+            }
+            if (caught_up) {
+                break;
+            }
             sinter_test_sleep_ms(50);
         }
-        assert_int_equal(st.snap, noop);
+        for (int i = 1; i <= 3; i++) {
+            assert_true(group_status(&N[i], 0, &st));
+            assert_int_equal(st.applied, noop);
+        }
+        fprintf(stderr,
+                "no-op of the new leader (node %d, term %" PRIu64 ") at index %" PRIu64 "\n", l,
+                term, noop);
+        char want[64];
+        snprintf(want, sizeof want, "OK %" PRIu64, noop);
+        bool all = true;
+        for (int i = 1; i <= 3 && all; i++) {
+            assert_int_equal(ctl(&N[i], out, sizeof out, "SNAPSHOT 0"), 0);
+            if (strcmp(out, want) != 0) {
+                bool moved = false;
+                for (int j = 1; j <= 3; j++) {
+                    struct gst sj;
+                    moved = moved || (group_status(&N[j], 0, &sj) && sj.term > term);
+                }
+                if (moved && attempt < 5) {
+                    fprintf(stderr, "node %d: %s (want %s) after a new election; again\n", i, out,
+                            want);
+                    all = false;
+                    break;
+                }
+                dump_logs();
+            }
+            assert_string_equal(out, want);
+            end = sinter_test_now_ms() + WAIT_MS;
+            while ((!group_status(&N[i], 0, &st) || st.snap != noop) &&
+                   sinter_test_now_ms() < end) {
+                sinter_test_sleep_ms(50);
+            }
+            assert_int_equal(st.snap, noop);
+        }
+        if (all) {
+            break;
+        }
     }
 
     /* A replica whose snapshot saves keep failing must not retry on every loop pass. */
@@ -769,9 +929,8 @@ static void cluster_tls(void **state)
             ctl(&N[i], out, sizeof out, "PEER 4 tls+tcp://127.0.0.1:%d", N[4].raft_port), 0);
         assert_string_equal(out, "OK");
     }
-    l = wait_leader(0, 3);
-    assert_int_not_equal(l, 0);
-    assert_int_equal(ctl(&N[l], out, sizeof out, "ADD 0 4 learner"), 0);
+    g_member = 4;
+    assert_int_not_equal(leader_ctl(0, 3, member_learner, out, sizeof out, "ADD 0 4 learner"), 0);
     assert_true(strncmp(out, "OK ", 3) == 0);
     assert_true(put(0, 3, "k2", "after-rogue"));
     for (int i = 1; i <= 3; i++) {
@@ -796,6 +955,8 @@ static int teardown(void **state)
     stop_all();
     g_snap_every = 0;
     g_tls = false;
+    g_tick_ms = 50;
+    g_leader_hint = 0;
     return 0;
 }
 

@@ -1,7 +1,8 @@
 /*
  * Integration tests of the node-to-node Raft transport: three real transports on 127.0.0.1
- * (ports picked by the kernel: listen on port 0, read the port back), real TCP, nng threads.
- * Every wait is bounded; every transport is closed by the test.
+ * (ports from sinter_test_free_port, reserved for this process; extra nodes listen on port 0 and
+ * read the port back), real TCP, nng threads. Every wait is bounded; every transport is closed by
+ * the test.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,6 +25,7 @@
 
 #include "sinter/error.h"
 #include "sinter/raft_transport.h"
+#include "testproc.h"
 
 #define N_NODES  3
 #define N_GROUPS 8
@@ -252,7 +254,13 @@ static int cluster_up(void **state)
         if (nng_mtx_alloc(&g_nodes[i].mtx) != 0) {
             return -1;
         }
-        if (node_open(&g_nodes[i], 0, 16) != SINTER_OK || g_nodes[i].port == 0) {
+        /* Not port 0: two cases close a node and listen again on its port. A kernel-picked port
+         * lies in the ephemeral range, where any other process's connect() may take it while the
+         * node is down; a sinter_test_free_port port is outside it and stays reserved for this
+         * process (a lock file) against other tests running side by side. */
+        int port = sinter_test_free_port();
+        if (port <= 0 || node_open(&g_nodes[i], (uint16_t)port, 16) != SINTER_OK ||
+            g_nodes[i].port != (uint16_t)port) {
             return -1;
         }
     }
@@ -894,6 +902,11 @@ static void tls_links_carry_frames(void **state)
 {
     (void)state;
     struct node *a = &g_nodes[0], *b = &g_nodes[1], *c = &g_nodes[2];
+    /* Links up first, as in groups_share_one_frame_per_flush: rx_frames == 1 below holds only if
+     * the 8 appends go out as one batch, and a connect completing mid-batch could split it if TLS
+     * peers were ever dialled like tcp:// ones (today nng's dialer only starts the queue's write).
+     */
+    WAIT_FOR(stats(a, b->id).connected && stats(c, a->id).connected);
     struct sinter_raft_msg m;
     struct sinter_raft_entry e[2];
     for (uint32_t g = 0; g < N_GROUPS; g++) {

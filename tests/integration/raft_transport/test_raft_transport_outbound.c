@@ -32,6 +32,7 @@
 #include <nng/nng.h>
 
 #include "sinter/raft_transport.h"
+#include "testproc.h"
 
 #define WAIT_MS 20000
 #define SELF    1u /* the sender under test */
@@ -238,18 +239,15 @@ static void sockrx_stop(struct sockrx *s)
     rcv_free(&s->r);
 }
 
-/* A port nothing listens on (bound, read back, closed: the kernel does not hand it out again
- * at once). */
+/* A port nothing listens on. From sinter_test_free_port, not a kernel-picked one: that lies in
+ * the ephemeral range, where another process's connect() can take it at any time (one case later
+ * binds its own receiver there); this one is outside it and reserved for this process by a lock
+ * file against other tests running side by side. */
 static uint16_t dead_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
+    int port = sinter_test_free_port();
+    assert_true(port > 0);
+    return (uint16_t)port;
 }
 
 /* ---------------------------------------------------------------------------------------------

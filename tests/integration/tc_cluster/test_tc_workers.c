@@ -23,7 +23,7 @@
  * another one is a 409 (exit 1) that changes nothing; /metrics counts the unretryable reports.
  *
  * Small timings from the config file (lease 1 s, backoff 100..400 ms, commit deadline 4 s,
- * retention 3 s): every wait polls for its condition with a generous bound. The cluster and the
+ * retention 8 s): every wait polls for its condition with a generous bound. The cluster and the
  * raw protocol clients (the TM's and the fake RM's) come from tests/lib (tccluster.h, tcproto.h).
  */
 #include <inttypes.h>
@@ -303,6 +303,22 @@ static size_t deliveries(struct sinter_xid x, uint64_t branch, uint32_t *max_att
     return n;
 }
 
+/* The lowest attempt number among the deliveries of (xid, branch) so far (0: none). */
+static uint32_t min_attempt(struct sinter_xid x, uint64_t branch)
+{
+    uint32_t min = 0;
+    pthread_mutex_lock(&g_rm_mu);
+    for (size_t k = 0; k < g_n_deliv; k++) {
+        const struct delivery *d = &g_deliv[k];
+        if (d->xid_index == x.index && d->group == x.group && d->branch == branch &&
+            (min == 0 || d->attempt < min)) {
+            min = d->attempt;
+        }
+    }
+    pthread_mutex_unlock(&g_rm_mu);
+    return min;
+}
+
 /* Polls the global's status until it is `want` (or WAIT_MS passes); returns the last status. */
 static uint32_t wait_status(struct sinter_xid x, uint32_t want)
 {
@@ -446,7 +462,10 @@ static void tc_workers(void **state)
     uint32_t att = 0;
     unsigned codes = 0;
     assert_true(deliveries(xc, b1, &att, &codes, NULL) >= 1);
-    assert_int_equal(att, 1);
+    /* The first delivery is attempt 1. Not necessarily the only one: with the 1 s lease, a report
+     * slow to commit on a loaded machine, or a leader change, redelivers it as attempt 2. */
+    assert_int_equal(min_attempt(xc, b1), 1);
+    assert_true(att >= 1);
     assert_int_equal(codes, 1u);
     assert_true(deliveries(xc, b2, &att, &codes, NULL) >= 1);
     assert_int_equal(codes, 1u);
@@ -563,7 +582,7 @@ static void tc_workers(void **state)
         ctl_check(lr % NODES + 1, SECRET, 0, "Rollbacked",
                   ARGS("--secret", SECRET, "resolve", xs, "--target", "rollbacked"));
         st = global_status(xrf[0]);
-        assert_true(st == SINTER_GS_ROLLBACKED || st == SINTER_GS_FINISHED); /* GC after 3 s */
+        assert_true(st == SINTER_GS_ROLLBACKED || st == SINTER_GS_FINISHED); /* GC after 8 s */
         /* The other side's target on the second: 409 naming the status, nothing changes. */
         snprintf(xs, sizeof xs, "%u:%" PRIu64, xrf[1].group, xrf[1].index);
         struct sinter_test_output o =
@@ -730,7 +749,11 @@ static int setup(void **state)
         "[tc]\ndefault_timeout_ms = 600000\nretry_initial_ms = 100\n"
         "retry_max_ms = 400\nphase2_lease_ms = 1000\nmax_commit_retry_ms = 4000\n"
         "max_rollback_retry_ms = 600000\nmax_clock_skew_ms = 200\n"
-        "retention_ms = 3000\nclient_retention_ms = 6000\ngc_interval_ms = 300\n");
+        /* Retention 8 s: after a global ends the test still makes a few calls and runs
+         * sinterctl (a sanitizer binary on a loaded machine) to show it Committed; 3 s was short
+         * enough for the GC to remove it first (the show then answers Finished). Step 10 waits
+         * for the GC with WAIT_MS. client_retention_ms must be >= retention_ms. */
+        "retention_ms = 8000\nclient_retention_ms = 16000\ngc_interval_ms = 300\n");
 }
 
 int main(int argc, char **argv)

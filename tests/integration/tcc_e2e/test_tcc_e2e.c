@@ -439,10 +439,15 @@ static int64_t svc_items(const struct svc *s)
 static void duplicate_confirm_runs_once(void **state)
 {
     (void)state;
-    /* Two bank-a instances on the same database, each confirm outlasting the 1 s lease. */
+    /* Two bank-a instances on the same database, each confirm outlasting the 1 s lease. The
+     * redelivery must reach the other instance while the first confirm still runs: after the
+     * lease, the coordinator's next lease scan and that instance's next poll. 8 s leaves that
+     * 7 s on a loaded machine (3 s left 2, and a late redelivery found the branch done). The
+     * second confirm then waits on the first's SQLite write lock (busy timeout 5 s), may fail
+     * retryably and be delivered again; the fence makes every later one a no-op. */
     assert_int_equal(svc_stop(&svc_a), 0);
-    svc_a.confirm_delay_ms = 3000;
-    svc_a2.confirm_delay_ms = 3000;
+    svc_a.confirm_delay_ms = 8000;
+    svc_a2.confirm_delay_ms = 8000;
     assert_int_equal(svc_start(&svc_a, "a"), 0);
     assert_int_equal(svc_start(&svc_a2, "a"), 0);
 

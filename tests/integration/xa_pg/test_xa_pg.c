@@ -1036,7 +1036,10 @@ static void t_rollback_of_registered_branch_in_progress(void **state)
     assert_int_equal(sinter_xa_rollback_prepared(f->res, f->admin, br.gid, lx, &out), SINTER_EBUSY);
     PQfinish(doomed);
     int rc = SINTER_EBUSY;
-    for (int i = 0; i < 100 && rc == SINTER_EBUSY; i++) { /* the backend exits asynchronously */
+    /* The backend exits asynchronously: bounded by a deadline, not a count of 20 ms sleeps (2 s
+     * was short for a starved 2-core machine). */
+    int64_t until = mono_ms() + 30000;
+    while (rc == SINTER_EBUSY && mono_ms() < until) {
         rc = sinter_xa_rollback_prepared(f->res, f->admin, br.gid, lx, &out);
         if (rc == SINTER_EBUSY) {
             struct timespec ts = {0, 20 * 1000000L};
@@ -1410,7 +1413,9 @@ static void t_unanswered_cancel_gives_up(void **state)
     PQfinish(stuck);
     /* Whatever the resumed backend did with the COMMIT PREPARED (it may have run it before the
      * cancel landed), the coordinator's retry gets the right answer. */
-    for (int i = 0; i < 100; i++) { /* 55000 "is busy" while the resumed backend commits */
+    /* 55000 "is busy" while the resumed backend commits: it needs the CPU first, so a deadline
+     * rather than a count of 50 ms sleeps (5 s was short for a starved 2-core machine). */
+    for (int64_t until = mono_ms() + 30000; mono_ms() < until;) {
         rc = sinter_xa_commit_prepared(res, f->admin, br.gid, br.local_xid, &out);
         if (rc != SINTER_EBUSY)
             break;
