@@ -100,6 +100,10 @@ extern atomic_bool sinter_rm_xa_test_hold_reports;
  * a phase-2 rollback delivery expedited (made due at once, async_rollback_seen): that one is
  * sent, so a test can hold the rest and watch the expedited report settle. */
 extern atomic_bool sinter_rm_xa_test_hold_queue;
+/* Test-only likewise: when non-zero, the async queue's capacity in place of
+ * SINTER_RM_XA_ASYNC_QUEUE, so a test can fill it with a few branches and see the synchronous
+ * fallback (a real 4096 would need as many prepared transactions). 0, the default, is off. */
+extern atomic_uint sinter_rm_xa_test_queue_cap;
 /* Test-only likewise: rm/rm_xa.c's async_rollback_seen, what a phase-2 rollback delivery does
  * when it finds branch (xid, branch_id) of x not prepared yet or busy (SINTER_EBUSY): a queued
  * report of it becomes due at once (expedited), or else the sighting is remembered so that the

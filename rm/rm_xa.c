@@ -73,6 +73,7 @@
  * sinter_rm_fault_thread_create hook beside it (a hidden symbol nothing but a test sets). */
 atomic_bool sinter_rm_xa_test_hold_reports = false;
 atomic_bool sinter_rm_xa_test_hold_queue = false;
+atomic_uint sinter_rm_xa_test_queue_cap = 0;
 
 /* One asynchronous PhaseOne_Done report: a copy of the branch as sinter_xa_prepare left it. */
 struct xa_async {
@@ -340,7 +341,9 @@ static int hook_report_async(void *arg, const struct sinter_xa_branch *br)
         free(a);
         return SINTER_EBUSY;
     }
-    if (a == NULL || x->aclosing || x->aqueued + x->abusy >= SINTER_RM_XA_ASYNC_QUEUE) {
+    uint32_t cap = atomic_load(&sinter_rm_xa_test_queue_cap);
+    cap = cap != 0 ? cap : SINTER_RM_XA_ASYNC_QUEUE;
+    if (a == NULL || x->aclosing || x->aqueued + x->abusy >= cap) {
         x->ast.sync_fallbacks++;
         pthread_mutex_unlock(&x->amu);
         free(a);

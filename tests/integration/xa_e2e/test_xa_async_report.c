@@ -26,6 +26,9 @@
  *   superseded           report_delay_ms 1000 and the queue held (sinter_rm_xa_test_hold_queue):
  *                        phase 2 commits (rolls back) the branch first and the queued report is
  *                        dropped and freed, never sent.
+ *   queue full           the queue's capacity made 1 (sinter_rm_xa_test_queue_cap) and held:
+ *                        the second branch's report goes out synchronously (sync_fallbacks),
+ *                        both globals commit, nothing stays prepared.
  *   rollback seen        report_delay_ms 1000; the TM rolls back while the branch's transaction
  *                        is open, so phase 2's ROLLBACK PREPARED finds it 'in progress'; the
  *                        late PREPARE then skips the delay: sinter_rm_xa_end reports at once,
@@ -278,7 +281,7 @@ static int setup(void **state)
     }
     PGconn *d = db();
     sql_ok(d, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)");
-    sql_ok(d, "INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 12) g");
+    sql_ok(d, "INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 14) g");
     PQfinish(d);
     const char *urls[SINTER_TCC_MAX_NODES];
     int nu = sinter_tcc_client_urls(&g_c, urls);
@@ -297,6 +300,7 @@ static int reset_holds(void **state)
     (void)state;
     hold(false);
     atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    atomic_store(&sinter_rm_xa_test_queue_cap, 0u);
     return 0;
 }
 
@@ -305,6 +309,7 @@ static int teardown(void **state)
     (void)state;
     hold(false);
     atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    atomic_store(&sinter_rm_xa_test_queue_cap, 0u);
     sinter_tm_close(g_tm);
     return 0;
 }
@@ -543,6 +548,52 @@ static void test_delayed_report_superseded(void **state)
     assert_int_equal(s.superseded, 2);
     assert_int_equal(s.accepted + s.refused + s.lost, 0); /* nothing sent */
     assert_int_equal(bal(9), b0 - 10);                    /* the commit only */
+    sinter_rm_close(rm);
+}
+
+/* A full queue (its capacity made 1 by sinter_rm_xa_test_queue_cap, the queue held so the
+ * first report stays in it): the next branch's report is sent synchronously before
+ * sinter_rm_xa_end returns, as without async_report, and both globals still commit. */
+static void test_queue_full_reports_synchronously(void **state)
+{
+    (void)state;
+    g_delay_ms = SINTER_RM_XA_REPORT_DELAY_MAX_MS;
+    struct sinter_rm *rm = rm_open("as_q");
+    struct sinter_rm_xa *x = xa_reg(rm, "as_q", "asQ", NULL);
+    g_delay_ms = 0;
+    atomic_store(&sinter_rm_xa_test_queue_cap, 1u);
+    atomic_store(&sinter_rm_xa_test_hold_queue, true);
+    assert_int_equal(sinter_rm_start(rm), SINTER_OK);
+    long long b0[2] = {bal(13), bal(14)};
+    char xid[2][SINTER_XID_STRLEN];
+    for (int i = 0; i < 2; i++) {
+        char sql[96];
+        /* A row each: the first branch, prepared, keeps its row locked. */
+        snprintf(sql, sizeof sql, "UPDATE accounts SET balance = balance + 1 WHERE id = %d",
+                 13 + i);
+        assert_int_equal(sinter_tm_begin(g_tm, "async-queue-full", 0, xid[i]), SINTER_OK);
+        branch(x, xid[i], sql);
+    }
+    struct sinter_rm_xa_report_stats s = stats(x);
+    assert_int_equal(s.queued, 1); /* the first one, held in the queue */
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(s.sync_fallbacks, 1); /* the second found no room: reported already */
+    assert_int_equal(prepared("asQ"), 2);
+    for (int i = 0; i < 2; i++) {
+        uint32_t st = 0;
+        assert_int_equal(sinter_tm_commit(g_tm, xid[i], WAIT_MS, &st), SINTER_OK);
+        assert_int_equal(st, SINTER_GS_COMMITTED);
+    }
+    /* Phase 2 commits both branches; the held report is then dropped unsent (superseded). */
+    assert_true(wait_prepared("asQ", 0));
+    atomic_store(&sinter_rm_xa_test_hold_queue, false);
+    s = settled(x);
+    assert_int_equal(s.queued, 1);
+    assert_int_equal(s.sync_fallbacks, 1);
+    assert_int_equal(s.superseded, 1);
+    assert_int_equal(s.accepted + s.refused + s.lost, 0); /* the queued one never went out */
+    assert_int_equal(bal(13), b0[0] + 1);
+    assert_int_equal(bal(14), b0[1] + 1);
     sinter_rm_close(rm);
 }
 
@@ -791,6 +842,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_timeout_before_report_guard, reset_holds),
         cmocka_unit_test_setup(test_timeout_races_report, reset_holds),
         cmocka_unit_test_setup(test_delayed_report_superseded, reset_holds),
+        cmocka_unit_test_setup(test_queue_full_reports_synchronously, reset_holds),
         cmocka_unit_test_setup(test_rollback_seen_skips_delay, reset_holds),
         cmocka_unit_test_setup(test_queued_report_expedited, reset_holds),
         cmocka_unit_test_setup(test_close_drains_delayed_report, reset_holds),
