@@ -83,7 +83,11 @@ void sinter_tc_config_init(struct sinter_tc_config *c)
     c->log_level = 2;
     c->groups = 1;
     c->tick_ms = 20;
-    c->election_ticks = 10;
+    /* 1-2 s, as etcd's and SOFAJRaft's (Seata's raft mode) 1 s defaults: a leader steps down
+     * when a majority has not answered for an election timeout (check-quorum), and a follower's
+     * loop does not answer while its log fdatasync runs; with 200-400 ms, a disk that stalls for
+     * half a second (seen on the VMs we test on, bench/FINDINGS.md F6) moved leadership. */
+    c->election_ticks = 50;
     c->snapshot_every = 8192;
     c->bootstrap = true;
     c->default_timeout_ms = 60000; /* Seata's default global transaction timeout */

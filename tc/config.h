@@ -22,7 +22,7 @@
  *   [raft]
  *   groups = 1                              [--groups]         1..256
  *   tick_ms = 20                            [--tick-ms]
- *   election_ticks = 10                     [--election-ticks]
+ *   election_ticks = 50                     [--election-ticks] 1..2 s at 20 ms ticks
  *   snapshot_every = 8192                   [--snapshot-every] 0 = never
  *   bootstrap = true                        [--join sets false] founding member of the cluster
  *   [peers]
