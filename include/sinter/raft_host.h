@@ -131,7 +131,11 @@ struct sinter_raft_host_opts {
     const char *data_dir;        /* DIR; group g lives in DIR/group-g/ (created) */
     uint32_t groups;             /* number of groups, 1..SINTER_RAFT_HOST_MAX_GROUPS; default 1 */
     uint32_t tick_ms;            /* logical tick; default 20 */
-    uint32_t election_ticks;     /* default 10 */
+    uint32_t election_ticks;     /* default 10 (200-400 ms): fast failover for tests and
+                                    steady disks. A follower does not answer while its log's
+                                    fdatasync runs, so a disk that can stall for longer than
+                                    the timeout costs the leader its quorum check: sinter-tc
+                                    uses 50 (1-2 s), bench/FINDINGS.md F7 */
     uint32_t heartbeat_ticks;    /* default 1 */
     bool bootstrap;              /* a founding member: on a fresh store, bootstrap every group with
                                     {id} + peers as voters */
