@@ -43,7 +43,7 @@
  * deduplicates the resent requests by (client_id, seq).
  *
  * nng 1.5.2 close hang (also in Debian's 1.5.2-2; upstream fixed the receive side in 1.6.0, the
- * send side not as of 1.10): when a connection is dropped while nng is writing a message too
+ * send side not as of 1.12): when a connection is dropped while nng is writing a message too
  * large for one write(2), its tcp (and tls) transport can re-issue the next piece on the closed
  * pipe, and that write then never completes; nng's reaper waits for it for ever, so every later
  * nng_close in the process (the client's or the server's close below) hangs. Reproduced with nng

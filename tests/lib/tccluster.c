@@ -42,11 +42,11 @@ int sinter_tcc_init(struct sinter_tcc *c, const char *bin, const char *prefix, i
         perror("tccluster: mkdtemp");
         return -1;
     }
-    /* election_ticks 50: 1-2 s election timeouts instead of sinter-tc's default 200-400 ms (10
-     * ticks). On a loaded CI machine (sanitizer builds, ctest -j) a node starved of CPU for a few
-     * hundred ms would start a spurious election, and a test's single-shot call or timing window
-     * would meet a leader change (test_raft_host_order moved to 1-2 s for the same reason).
-     * A kill-the-leader step waits about 1-2 s longer for the next leader. */
+    /* election_ticks 50: 1-2 s election timeouts (sinter-tc's default now too, written out so
+     * the tests do not follow a change of it). With 200-400 ms, on a loaded CI machine (sanitizer
+     * builds, ctest -j) a node starved of CPU for a few hundred ms would start a spurious
+     * election, and a test's single-shot call or timing window would meet a leader change
+     * (test_raft_host_order moved to 1-2 s for the same reason). */
     char head[600];
     snprintf(head, sizeof head,
              "; written by tests/lib/tccluster.c\n[raft]\ngroups = %u\ntick_ms = 20\n"
