@@ -39,14 +39,23 @@ endfunction()
 
 # sinter_test(<name> SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT s] [ARGS ...])
 # A test program in build/bin/ registered with ctest. cmocka is linked in; the tier label (unit,
-# sim, integration, fuzz) lets `ctest -L unit` pick a tier.
+# sim, integration, fuzz) lets `ctest -L unit` pick a tier. The hang guard
+# (tests/lib/hangguard.h) is compiled in and armed a little under TIMEOUT through the
+# environment, so a test that hangs prints every thread's stack before ctest kills it.
 function(sinter_test name)
   cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;LIBS;LABELS;ARGS" ${ARGN})
-  add_executable(${name} ${A_SOURCES})
-  target_link_libraries(${name} PRIVATE ${A_LIBS} PkgConfig::CMOCKA)
+  add_executable(${name} ${A_SOURCES} ${PROJECT_SOURCE_DIR}/tests/lib/hangguard.c)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/lib)
+  target_link_libraries(${name} PRIVATE ${A_LIBS} PkgConfig::CMOCKA Threads::Threads)
   add_test(NAME ${name} COMMAND ${name} ${A_ARGS})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 300)
   endif()
-  set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT})
+  # 10 s for gdb to attach and print, or a tenth of a short TIMEOUT.
+  math(EXPR guard "${A_TIMEOUT} - 10")
+  if(A_TIMEOUT LESS 100)
+    math(EXPR guard "${A_TIMEOUT} * 9 / 10")
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT}
+    ENVIRONMENT "SINTER_TEST_HANG_GUARD_S=${guard}")
 endfunction()

@@ -4,6 +4,11 @@
  * process its tracer first; a container without CAP_SYS_PTRACE refuses it outright); the abort
  * happens either way, so the test fails at once with the case named rather than at ctest's
  * timeout.
+ *
+ * Two deadlines, whichever comes first: the case's (sinter_test_hang_guard) and the process's,
+ * read once at start from SINTER_TEST_HANG_GUARD_S (cmake/Sinter.cmake's sinter_test sets it a
+ * little under the test's ctest TIMEOUT, so every test program compiled with this file leaves
+ * its stacks in the log before ctest kills it).
  */
 #include "hangguard.h"
 
@@ -22,10 +27,13 @@
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv;
 static bool g_started;
-static bool g_armed;
+static bool g_armed;               /* the case deadline */
 static struct timespec g_deadline; /* CLOCK_MONOTONIC */
 static unsigned g_seconds;
 static const char *g_what;
+static bool g_proc_armed; /* the process deadline */
+static struct timespec g_proc_deadline;
+static unsigned g_proc_seconds;
 
 /* Runs gdb on this process for at most 60 s; its output goes to our stderr. */
 static void dump_threads(void)
@@ -55,26 +63,39 @@ static void dump_threads(void)
     waitpid(c, NULL, 0);
 }
 
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
 static void *guard_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&g_mu);
     for (;;) {
-        while (!g_armed) {
+        while (!g_armed && !g_proc_armed) {
             pthread_cond_wait(&g_cv, &g_mu);
         }
-        struct timespec dl = g_deadline;
+        struct timespec dl = g_armed ? g_deadline : g_proc_deadline;
+        if (g_armed && g_proc_armed && before(&g_proc_deadline, &dl)) {
+            dl = g_proc_deadline;
+        }
         if (pthread_cond_timedwait(&g_cv, &g_mu, &dl) != ETIMEDOUT) {
             continue; /* re-armed or disarmed: look again */
         }
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!g_armed || now.tv_sec < g_deadline.tv_sec ||
-            (now.tv_sec == g_deadline.tv_sec && now.tv_nsec < g_deadline.tv_nsec)) {
+        if (g_armed && !before(&now, &g_deadline)) {
+            fprintf(stderr, "\nhang guard: %s did not finish within %u s; every thread's stack:\n",
+                    g_what != NULL ? g_what : "the test case", g_seconds);
+        } else if (g_proc_armed && !before(&now, &g_proc_deadline)) {
+            fprintf(stderr,
+                    "\nhang guard: the test program still runs after %u s, close to its ctest "
+                    "timeout; every thread's stack:\n",
+                    g_proc_seconds);
+        } else {
             continue;
         }
-        fprintf(stderr, "\nhang guard: %s did not finish within %u s; every thread's stack:\n",
-                g_what != NULL ? g_what : "the test", g_seconds);
         fflush(stderr);
         pthread_mutex_unlock(&g_mu);
         dump_threads();
@@ -85,25 +106,55 @@ static void *guard_main(void *arg)
     return NULL;
 }
 
+/* Starts the guard's thread once. Under g_mu. */
+static bool start_locked(void)
+{
+    if (g_started) {
+        return true;
+    }
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_cv, &a);
+    pthread_condattr_destroy(&a);
+    pthread_t t;
+    if (pthread_create(&t, NULL, guard_main, NULL) != 0) {
+        return false; /* no guard: the test still runs, under ctest's timeout */
+    }
+    pthread_detach(t);
+    g_started = true;
+#ifdef PR_SET_PTRACER
+    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0); /* let our gdb attach */
+#endif
+    return true;
+}
+
+/* The process deadline, armed before main() when SINTER_TEST_HANG_GUARD_S is set. */
+__attribute__((constructor)) static void proc_guard_init(void)
+{
+    const char *v = getenv("SINTER_TEST_HANG_GUARD_S");
+    char *end = NULL;
+    unsigned long s = v != NULL ? strtoul(v, &end, 10) : 0;
+    if (s == 0 || s > 86400 || end == NULL || *end != '\0') {
+        return;
+    }
+    pthread_mutex_lock(&g_mu);
+    if (start_locked()) {
+        clock_gettime(CLOCK_MONOTONIC, &g_proc_deadline);
+        g_proc_deadline.tv_sec += (time_t)s;
+        g_proc_seconds = (unsigned)s;
+        g_proc_armed = true;
+        pthread_cond_broadcast(&g_cv);
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
 void sinter_test_hang_guard(unsigned seconds, const char *what)
 {
     pthread_mutex_lock(&g_mu);
-    if (!g_started) {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(&g_cv, &a);
-        pthread_condattr_destroy(&a);
-        pthread_t t;
-        if (pthread_create(&t, NULL, guard_main, NULL) != 0) {
-            pthread_mutex_unlock(&g_mu);
-            return; /* no guard: the test still runs, under ctest's timeout */
-        }
-        pthread_detach(t);
-        g_started = true;
-#ifdef PR_SET_PTRACER
-        (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0); /* let our gdb attach */
-#endif
+    if (!start_locked()) {
+        pthread_mutex_unlock(&g_mu);
+        return;
     }
     clock_gettime(CLOCK_MONOTONIC, &g_deadline);
     g_deadline.tv_sec += (time_t)seconds;

@@ -2,7 +2,8 @@
  * A hang guard for tests: a thread that, when a case runs longer than it should, prints every
  * thread's backtrace (by running gdb on this process, when gdb is installed) and aborts. A hung
  * case then leaves its diagnosis in the CI log instead of a bare ctest timeout with nothing to
- * go on. Library: sinter-testlib.
+ * go on. Compiled into every test program by sinter_test (cmake/Sinter.cmake), which also arms a
+ * process-wide deadline a little under the test's ctest TIMEOUT (SINTER_TEST_HANG_GUARD_S).
  */
 #ifndef SINTER_HANGGUARD_H
 #define SINTER_HANGGUARD_H
