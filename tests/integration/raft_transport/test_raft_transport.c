@@ -257,10 +257,20 @@ static int cluster_up(void **state)
         /* Not port 0: two cases close a node and listen again on its port. A kernel-picked port
          * lies in the ephemeral range, where any other process's connect() may take it while the
          * node is down; a sinter_test_free_port port is outside it and stays reserved for this
-         * process (a lock file) against other tests running side by side. */
-        int port = sinter_test_free_port();
-        if (port <= 0 || node_open(&g_nodes[i], (uint16_t)port, 16) != SINTER_OK ||
-            g_nodes[i].port != (uint16_t)port) {
+         * process (a lock file) against other tests running side by side. A process outside
+         * the tests may still hold it: then the next one. */
+        int rc = SINTER_ETRANSPORT;
+        for (int k = 0; k < 5 && rc != SINTER_OK; k++) {
+            int port = sinter_test_free_port();
+            if (port <= 0) {
+                return -1;
+            }
+            rc = node_open(&g_nodes[i], (uint16_t)port, 16);
+            if (rc == SINTER_OK && g_nodes[i].port != (uint16_t)port) {
+                return -1;
+            }
+        }
+        if (rc != SINTER_OK) {
             return -1;
         }
     }
