@@ -302,6 +302,17 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * (segments may end early; zeros after the last record are the normal end). The spare's temporary
  * name means a crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
  *
+ * Recycling (options.defer_unlink only): the newest segment a compaction detaches is not queued
+ * for removal but kept, and the next spare job renames it to its temporary name and zeroes over
+ * it: no allocation, and no discard of 64 MiB of freed blocks (PostgreSQL recycles WAL segments
+ * likewise). On a file system mounted -o discard, unlinking a segment kept this project's VM
+ * disk busy for 30-60 ms, during which every node's log append waited: the commit gaps that
+ * snapshots caused (bench/FINDINGS.md F6). The segment kept before is queued when a newer one is
+ * detached, so at most one extra segment's space is held, and the queue stays oldest first; the
+ * kept one is left on disk by close() (open() finds it as an old prefix the snapshot covers, and
+ * if a spare took it while older queued files were still there, a gap the snapshot covers, which
+ * open() removes with a report).
+ *
  * Protocol, like the garbage and the snapshot writer: the store's thread asks with
  * sinter_store_spare_want(); any one thread runs sinter_store_spare_make() on the job (it touches
  * only the job and its file, through the store's I/O table); the store's thread hands the job

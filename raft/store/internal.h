@@ -171,7 +171,10 @@ struct sinter_store {
     uint64_t spare_jobs; /* jobs handed out (a job carries its number: put checks it) */
     bool spare_out;      /* a job is out */
     bool spare_failed;   /* the last job failed: no new one before the next rollover */
-    uint64_t appended;   /* bytes appended since open (a spare is wanted past 1/64 segment) */
+    /* The newest compacted segment (options.defer_unlink), kept for the next spare job to zero
+     * over instead of being unlinked: "" if none (raft_store.h "Spare segment", recycling). */
+    char recycle_name[32];
+    uint64_t appended; /* bytes appended since open (a spare is wanted past 1/64 segment) */
 };
 
 /* Little-endian codec. */

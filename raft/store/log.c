@@ -1256,6 +1256,35 @@ int sinter_store_append(struct sinter_store *s, const struct sinter_raft_entry *
 
 /* ---- removing the prefix -------------------------------------------------------------------- */
 
+/* Sets aside a compacted segment, g at path (options.defer_unlink): it is kept for the next spare
+ * job to zero over (sinter_store_spare_want), and the one kept before it, older, is queued for
+ * removal. Only a whole segment is kept, so the spare needs no allocation. PostgreSQL recycles
+ * its old WAL segments for the same reason. Why: unlinking a 64 MiB segment frees its blocks in
+ * one journal commit, and on a file system mounted -o discard their discard kept this VM's disk
+ * busy for 30-60 ms, during which every node's log append waited (raft-bench's commit gaps with
+ * snapshots on, bench/FINDINGS.md F6); the spare then allocated 64 MiB anew. Recycled, a segment
+ * costs neither. Crash safety: the kept segment is the newest compacted one, so the files queued
+ * before it are older and a crash at any point leaves a contiguous old prefix, or, once a spare
+ * job renamed it away while older ones still wait for removal, a gap the newest snapshot covers,
+ * which open() removes (drop_covered_prefix). SINTER_OK, or SINTER_ENOMEM from the queue (the
+ * caller then unlinks g itself). */
+static int seg_hold(struct sinter_store *s, const struct store_seg *g, const char *path)
+{
+    if (s->recycle_name[0] != '\0') {
+        char old[STORE_PATH_MAX];
+        sinter_rs_path(s, old, s->recycle_name);
+        if (sinter_rs_garbage_add(s, old) != SINTER_OK) {
+            return SINTER_ENOMEM;
+        }
+        s->recycle_name[0] = '\0';
+    }
+    if (g->size != s->opts.segment_size || strlen(g->name) >= sizeof s->recycle_name) {
+        return sinter_rs_garbage_add(s, path);
+    }
+    memcpy(s->recycle_name, g->name, strlen(g->name) + 1);
+    return SINTER_OK;
+}
+
 int sinter_store_compact(struct sinter_store *s, uint64_t upto)
 {
     int rc = sinter_rs_check_failed(s);
@@ -1273,8 +1302,9 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
     while (s->nsegs > 1 && s->segs[1].first <= upto + 1) {
         char path[STORE_PATH_MAX];
         sinter_rs_path(s, path, s->segs[0].name);
-        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
-            /* Detached: the file, an old prefix the snapshot covers, goes later (options). */
+        if (s->opts.defer_unlink && seg_hold(s, &s->segs[0], path) == SINTER_OK) {
+            /* Detached: the file, an old prefix the snapshot covers, goes later (options), or
+             * becomes the next spare (seg_hold). */
             seg_release(s, &s->segs[0]);
             memmove(&s->segs[0], &s->segs[1], (s->nsegs - 1) * sizeof *s->segs);
             s->nsegs--;

@@ -56,6 +56,9 @@ struct sinter_store_spare {
     atomic_bool cancel;
     char name[40];
     char path[STORE_PATH_MAX];
+    /* A compacted segment to zero over instead of a new file (seg_hold in log.c), "" if none;
+     * renamed to path by make, so the job owns it from want on. */
+    char recycle[STORE_PATH_MAX];
     char err[STORE_ERRMSG_SIZE];
 };
 
@@ -107,6 +110,10 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
     atomic_init(&j->cancel, false);
     snprintf(j->name, sizeof j->name, "spare-%" PRIu64 ".tmp", ++s->spare_seq);
     sinter_rs_path(s, j->path, j->name);
+    if (s->recycle_name[0] != '\0') {
+        sinter_rs_path(s, j->recycle, s->recycle_name);
+        s->recycle_name[0] = '\0';
+    }
     s->spare_out = true;
     return j;
 }
@@ -118,6 +125,45 @@ static int spare_err(struct sinter_store_spare *j, int e, const char *what)
     snprintf(j->err, sizeof j->err, "raft store: %s spare segment %.360s: %s (errno %d)", what,
              j->path, es, e);
     return e == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
+}
+
+/* Makes the job's file out of the compacted segment it was given (seg_hold in log.c): renamed to
+ * the spare's name and opened, at the segment size. Its blocks are allocated and written already,
+ * so zeroing over them needs no reservation, and its removal costs no discard. Once renamed it is
+ * a *.tmp file like any spare: a crash leaves nothing that open() reads. Returns false when there
+ * is none or it cannot be used (then a new file is made, as without one; a segment that could not
+ * be renamed is an old prefix the snapshot covers: unlinked now, else removed by open()). */
+static bool recycle_open(struct sinter_store_spare *j)
+{
+    if (j->recycle[0] == '\0') {
+        return false;
+    }
+    int e = j->io->rename(j->ctx, j->recycle, j->path);
+    if (e != 0) {
+        (void)j->io->unlink(j->ctx, j->recycle);
+        j->recycle[0] = '\0';
+        return false;
+    }
+    j->recycle[0] = '\0';
+    uint64_t size = 0;
+    e = j->io->open(j->ctx, j->path, O_RDWR, 0, &j->fd);
+    if (e != 0) {
+        j->fd = -1;
+    } else {
+        e = j->io->filesize(j->ctx, j->fd, &size);
+        if (e == 0 && size != j->size) {
+            e = j->io->ftruncate(j->ctx, j->fd, j->size);
+        }
+    }
+    if (e != 0) {
+        if (j->fd >= 0) {
+            j->io->close(j->ctx, j->fd);
+            j->fd = -1;
+        }
+        (void)j->io->unlink(j->ctx, j->path);
+        return false;
+    }
+    return true;
 }
 
 int sinter_store_spare_make(struct sinter_store_spare *j)
@@ -133,16 +179,19 @@ int sinter_store_spare_make(struct sinter_store_spare *j)
     }
     const char *what = "create";
     int rc = SINTER_OK;
-    int e = j->io->open(j->ctx, j->path, O_RDWR | O_CREAT | O_TRUNC, 0644, &j->fd);
-    if (e != 0) {
-        j->fd = -1;
-    } else {
-        /* Reserve first: a full disk shows here, before a single zero is written, and the blocks
-         * come in few extents. */
-        what = "preallocate";
-        e = j->io->fallocate(j->ctx, j->fd, 0, j->size);
-        if (e == EOPNOTSUPP || e == ENOSYS) {
-            e = j->io->ftruncate(j->ctx, j->fd, j->size);
+    int e = 0;
+    if (!recycle_open(j)) {
+        e = j->io->open(j->ctx, j->path, O_RDWR | O_CREAT | O_TRUNC, 0644, &j->fd);
+        if (e != 0) {
+            j->fd = -1;
+        } else {
+            /* Reserve first: a full disk shows here, before a single zero is written, and the
+             * blocks come in few extents. */
+            what = "preallocate";
+            e = j->io->fallocate(j->ctx, j->fd, 0, j->size);
+            if (e == EOPNOTSUPP || e == ENOSYS) {
+                e = j->io->ftruncate(j->ctx, j->fd, j->size);
+            }
         }
     }
     uint64_t off = 0;
@@ -241,6 +290,9 @@ void sinter_store_spare_abandon(struct sinter_store_spare *j)
     if (j->fd >= 0) {
         j->io->close(j->ctx, j->fd);
         (void)j->io->unlink(j->ctx, j->path);
+    }
+    if (j->recycle[0] != '\0') {
+        (void)j->io->unlink(j->ctx, j->recycle); /* never made: the segment it was to reuse */
     }
     free(j);
 }

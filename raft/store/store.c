@@ -599,7 +599,10 @@ void sinter_store_close(struct sinter_store *s)
     if (s == NULL) {
         return;
     }
-    /* Queued files nobody took: remove them now, on the closing thread. */
+    /* Queued files nobody took: remove them now, on the closing thread. A compacted segment kept
+     * for the next spare (seg_hold) stays: it is the newest of the old prefix, so removing it while
+     * older files handed to a helper may still wait would leave a gap (one open() copes with, but
+     * needless); open() finds it as the log's first segment and the next compaction takes it. */
     (void)sinter_store_garbage_collect(sinter_store_garbage_take(s));
     if (s->writer != NULL) {
         sinter_store_snap_abort(s->writer);

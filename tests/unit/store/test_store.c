@@ -1731,7 +1731,9 @@ static void deferred_unlink_collected_elsewhere(void **state)
     assert_int_equal(pthread_create(&th, NULL, collect_main, gb), 0);
     assert_int_equal(pthread_join(th, &res), 0);
     assert_int_equal((int)(intptr_t)res, SINTER_OK);
-    assert_int_equal(count_files(dir, "seg-", ""), files - detached);
+    /* All but the newest detached segment: that one is kept for the next spare to zero over
+     * (spare_recycles_compacted_segment), and a close leaves it to the next compaction. */
+    assert_int_equal(count_files(dir, "seg-", ""), files - detached + 1);
     assert_int_equal(count_files(dir, "snap-", ".snap"), 2);
 
     /* A removal that fails stops there: the oldest remaining file is the one that failed, and
@@ -1940,6 +1942,189 @@ static void spare_used_at_rollover(void **state)
     assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
     assert_int_equal(rec.n_entries, m.last);
     check_entries(rec.entries, rec.n_entries, 1, &m);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* The segment files' names, sorted (oldest first); returns how many (at most max). */
+static size_t seg_names(const char *dir, char (*names)[32], size_t max)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "ls -1 %s | grep '^seg-' | sort", dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[256];
+    size_t n = 0;
+    while (n < max && fgets(line, sizeof line, p) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        assert_true(strlen(line) < 32);
+        memcpy(names[n++], line, strlen(line) + 1);
+    }
+    pclose(p);
+    return n;
+}
+
+/* Appends batches of 7 in term 2 until the store has `want` segments. */
+static uint64_t fill_segments(struct sinter_store *s, struct model *m, uint64_t next, size_t want)
+{
+    while (sinter_store_segment_count(s) < want) {
+        assert_int_equal(append_range(s, next, 7, 2), SINTER_OK);
+        model_set(m, next, 7, 2);
+        next += 7;
+    }
+    return next;
+}
+
+/* With defer_unlink, the newest segment a compaction detaches is kept for the next spare instead
+ * of being queued for removal (bench/FINDINGS.md F6: unlinking a segment cost its discards and
+ * the spare a new allocation); the spare job renames it to its temporary name and zeroes over it
+ * without reserving space; the segment made from it reads back across a restart. A later
+ * compaction queues the one kept before (older) and keeps the new newest. */
+static void spare_recycles_compacted_segment(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    const uint32_t segsize = 16384;
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, segsize, &rp);
+    o.defer_unlink = true;
+    o.direct_io = SINTER_STORE_DIRECT_IO_OFF;
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE; /* every segment fallocate'd, full size */
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    uint64_t next = fill_segments(s, &m, 1, 5);
+    char names[16][32];
+    assert_int_equal(seg_names(dir, names, 16), 5);
+    /* A snapshot in the 4th segment: the first three are compacted. */
+    uint64_t si = sinter_store_last_index(s) - 20;
+    assert_int_equal(write_snapshot(s, si, 2, 100, 100), SINTER_OK);
+    long unlinks = fio.calls[FOP_UNLINK];
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    assert_int_equal(fio.calls[FOP_UNLINK], unlinks);
+    size_t detached = 5 - sinter_store_segment_count(s);
+    assert_true(detached >= 2);
+    /* The older detached segments are queued, the newest is not. */
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    for (size_t i = 0; i + 1 < detached; i++) {
+        assert_false(file_exists(dir, names[i]));
+    }
+    const char *kept = names[detached - 1];
+    assert_true(file_exists(dir, kept));
+
+    /* The next spare is made of it: renamed, zeroed over, no reservation. */
+    memset(fio.calls, 0, sizeof fio.calls);
+    struct sinter_store_spare *j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    struct spare_thread_arg a = {j, -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, spare_thread, &a), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, SINTER_OK);
+    assert_int_equal(fio.calls[FOP_RENAME], 1);
+    assert_int_equal(fio.calls[FOP_FALLOCATE], 0);
+    assert_int_equal(fio.calls[FOP_UNLINK], 0);
+    assert_false(file_exists(dir, kept));
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_OK);
+    assert_true(sinter_store_spare_ready(s));
+    assert_int_equal(count_files(dir, "spare-", ".tmp"), 1);
+    char spare[32];
+    snprintf(spare, sizeof spare, "spare-1.tmp");
+    uint64_t size = 0;
+    assert_true(file_all_zero(dir, spare, 0, &size));
+    assert_int_equal(size, segsize);
+    /* The next append leaves the fallocate'd last segment for it. */
+    size_t segs = sinter_store_segment_count(s);
+    assert_int_equal(append_range(s, next, 7, 2), SINTER_OK);
+    model_set(&m, next, 7, 2);
+    next += 7;
+    assert_int_equal(sinter_store_segment_count(s), segs + 1);
+    assert_false(sinter_store_spare_ready(s));
+    assert_int_equal(count_files(dir, "spare-", ".tmp"), 0);
+    next = fill_segments(s, &m, next, segs + 2); /* past the recycled segment's end */
+
+    /* Two compactions without a spare between them: the first kept segment is queued by the
+     * second, which keeps its own newest. */
+    char before[16][32];
+    size_t nb = seg_names(dir, before, 16);
+    si = sinter_store_last_index(s) - 10;
+    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t d1 = nb - sinter_store_segment_count(s);
+    assert_true(d1 >= 2);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_true(file_exists(dir, before[d1 - 1]));
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
+    si = sinter_store_last_index(s) - 10;
+    size_t c2 = sinter_store_segment_count(s);
+    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    assert_true(c2 - sinter_store_segment_count(s) >= 1);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_false(file_exists(dir, before[d1 - 1]));
+    /* Exactly one compacted segment stays on disk: the kept one, before the log's first. */
+    char after[16][32];
+    size_t na = seg_names(dir, after, 16);
+    assert_int_equal(na, sinter_store_segment_count(s) + 1);
+
+    /* A close leaves it; open finds it as an old prefix the snapshot covers, contiguous. */
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, si);
+    assert_int_equal(rec.n_entries, m.last - si);
+    check_entries(rec.entries, rec.n_entries, si + 1, &m);
+    assert_int_equal(rec.torn_bytes, 0);
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(sinter_store_segment_count(s), na);
+    sinter_store_close(s);
+    assert_int_equal(rp.n, 0);
+    rmtree(dir);
+}
+
+/* A crash after the spare job renamed the kept segment away but before the helper removed the
+ * older detached ones leaves old segments, a gap, then the log: the newest snapshot covers the
+ * gap, so open removes the old ones (reported) and recovers every entry; the helper's late
+ * removal of files already gone is fine. */
+static void recycled_segment_gap_covered_at_open(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    const uint32_t segsize = 16384;
+    struct sinter_store_options o;
+    opts_init(&o, NULL, segsize, &rp);
+    o.defer_unlink = true;
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    (void)fill_segments(s, &m, 1, 5);
+    uint64_t si = sinter_store_last_index(s) - 20;
+    assert_int_equal(write_snapshot(s, si, 2, 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    assert_true(5 - sinter_store_segment_count(s) >= 2);
+    struct sinter_store_garbage *gb = sinter_store_garbage_take(s); /* not collected yet */
+    assert_non_null(gb);
+    assert_int_equal(make_spare(s, true), SINTER_OK); /* renames the kept segment */
+    sinter_store_close(s);                            /* "crash": the old ones are still there */
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, si);
+    assert_int_equal(rec.n_entries, m.last - si);
+    check_entries(rec.entries, rec.n_entries, si + 1, &m);
+    sinter_store_recovered_free(&rec);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "covered by snapshot"));
+    assert_true(sinter_store_first_index(s) <= si + 1);
+    sinter_store_close(s);
+    assert_int_equal(sinter_store_garbage_collect(gb), SINTER_OK);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, m.last - si);
     sinter_store_recovered_free(&rec);
     sinter_store_close(s);
     rmtree(dir);
@@ -3576,6 +3761,8 @@ int main(void)
         cmocka_unit_test(snapshot_helper_errors_stay_in_the_writer),
         cmocka_unit_test(deferred_unlink_collected_elsewhere),
         cmocka_unit_test(spare_used_at_rollover),
+        cmocka_unit_test(spare_recycles_compacted_segment),
+        cmocka_unit_test(recycled_segment_gap_covered_at_open),
         cmocka_unit_test(spare_leftovers_removed_at_open),
         cmocka_unit_test(spare_faults_fall_back),
         cmocka_unit_test(kill_during_writes_into_zeroed_segment),
