@@ -79,12 +79,16 @@ echo "== cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //
 echo "== load before: $(cut -d' ' -f1-3 /proc/loadavg); disk for ${TMPDIR:-/tmp}: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2{print $1" "$2}')"
 echo "== args: ${common[*]}"
 
-run() { # name, command...
-  local name=$1
+failed=""
+run() { # name, command... A failed run is reported and the others still run: its rows so far
+  local name=$1 # are in the table, the rows it did not reach show "-".
   shift
   echo
   echo "== $name: $*"
-  "$@" | tee "$tmp/$name.out"
+  if ! "$@" | tee "$tmp/$name.out"; then
+    echo "== $name: exited with an error (see its last lines above)"
+    failed+=" $name"
+  fi
 }
 
 run sinter "$bin/raft-bench" "${common[@]}"
@@ -195,3 +199,8 @@ awk -v conc="$conc" '
     print "target 3, no snapshot stall (Sinter max_gap < 10 ms in every row): " t3
   }' "$tmp/sinter.out" "$tmp/sinter-nosnap.out" "$tmp/craft-nosnap.out" \
   "$tmp/craft-snap.out" "$tmp/etcd.out"
+if [[ -n $failed ]]; then
+  echo
+  echo "raft_vs_peers: these runs failed:$failed"
+  exit 1
+fi
