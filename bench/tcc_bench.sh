@@ -9,12 +9,15 @@
 #
 # Environment: SINTER_BIN (directory of sinter-tc and sinter-bench, default build/bin), and the
 # port variables of deploy/local-cluster.sh (SINTER_CLIENT_PORT / _RAFT_PORT / _HTTP_PORT,
-# default 18091 / 17091 / 18081), SINTER_GROUPS (raft groups, default 2).
+# default "auto" here: free ports), SINTER_GROUPS (raft groups, default 2).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SINTER_BIN:-$root/build/bin}
 export SINTER_TC=${SINTER_TC:-$bin/sinter-tc}
+# Free ports unless set: a benchmark must not collide with a cluster or test already running.
+export SINTER_CLIENT_PORT=${SINTER_CLIENT_PORT:-auto} SINTER_RAFT_PORT=${SINTER_RAFT_PORT:-auto}
+export SINTER_HTTP_PORT=${SINTER_HTTP_PORT:-auto}
 seconds=10 warmup=2 branches=2 conc=1,16,64 rmw=8
 while (($#)); do
   case $1 in

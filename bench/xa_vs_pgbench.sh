@@ -13,7 +13,7 @@
 #
 # Starts its own PostgreSQL (tests/lib/pg-server.sh in a temp dir, max_prepared_transactions 256)
 # and a local 3-node cluster (deploy/local-cluster.sh, 1 raft group, temp dir, ports from
-# SINTER_CLIENT_PORT etc.), stops both by PID at the end. Environment: SINTER_BIN (default
+# SINTER_CLIENT_PORT etc., free ones unless set), stops both by PID at the end. Environment: SINTER_BIN (default
 # build/bin), SINTER_BENCH_CONC (default "8 32"), SINTER_XA_BENCH_ARGS (extra sinter-bench xa
 # flags, e.g. "--wait-phase2" for commits that wait for phase 2).
 set -euo pipefail
@@ -23,6 +23,9 @@ secs=${1:-15}
 bin=${SINTER_BIN:-$root/build/bin}
 concs=${SINTER_BENCH_CONC:-"8 32"}
 export SINTER_TC=${SINTER_TC:-$bin/sinter-tc}
+# Free ports unless set: a benchmark must not collide with a cluster or test already running.
+export SINTER_CLIENT_PORT=${SINTER_CLIENT_PORT:-auto} SINTER_RAFT_PORT=${SINTER_RAFT_PORT:-auto}
+export SINTER_HTTP_PORT=${SINTER_HTTP_PORT:-auto}
 export SINTER_GROUPS=${SINTER_GROUPS:-1}
 pgs=$root/tests/lib/pg-server.sh
 cluster=$root/deploy/local-cluster.sh

@@ -7,7 +7,8 @@
 #
 # DIR defaults to build/local-cluster. Environment: SINTER_TC (binary, default build/bin/sinter-tc),
 # SINTER_GROUPS (raft groups, default 2), SINTER_CLIENT_PORT / SINTER_RAFT_PORT / SINTER_HTTP_PORT
-# (first port of each range, defaults 18091 / 17091 / 18081; node N uses +N-1). Each node serves
+# (first port of each range, defaults 18091 / 17091 / 18081; node N uses +N-1; "auto": free ones
+# picked at start, recorded in DIR/cluster.env like the others). Each node serves
 # /health, /metrics and the admin API (docs/operations.md) on its HTTP address. The shared secret
 # is generated on the first start and kept in DIR/secret; clients (and admin calls, as
 # "Authorization: Bearer $(cat DIR/secret)") read it from there. status and stop reuse the
@@ -76,11 +77,35 @@ live_pid() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A first port for 3 nodes whose 3 ports nobody listens on, outside Linux's ephemeral range
+# (32768-60999) and away from the others picked: for "auto" (benchmarks beside other clusters).
+picked=" "
+auto_base() {
+  local b n ok
+  while :; do
+    b=$((20000 + RANDOM % 12000))
+    ok=1
+    for n in 0 1 2; do
+      if [[ $picked == *" $((b + n)) "* ]] || port_open $((b + n)); then
+        ok=0
+        break
+      fi
+    done
+    if ((ok)); then
+      echo "$b" # runs in $(...): the caller adds the 3 ports to $picked
+      return
+    fi
+  done
+}
+
 start() {
   if [[ ! -x $bin ]]; then
     echo "local-cluster: $bin not found: build first (cmake --build build)" >&2
     exit 1
   fi
+  if [[ $cport == auto ]]; then cport=$(auto_base); picked+="$cport $((cport + 1)) $((cport + 2)) "; fi
+  if [[ $rport == auto ]]; then rport=$(auto_base); picked+="$rport $((rport + 1)) $((rport + 2)) "; fi
+  if [[ $hport == auto ]]; then hport=$(auto_base); fi
   mkdir -p "$dir"
   if [[ ! -s $dir/secret ]]; then
     (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/secret")
