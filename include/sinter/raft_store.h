@@ -140,14 +140,13 @@ struct sinter_store_options {
      * sinter_store_snapshot_installed() removes the current segments at once) is removed at open
      * because the newest valid snapshot covers it. A gap that the snapshot does not cover is
      * still SINTER_ECORRUPT. close() collects what was not taken. With it, the newest compacted
-     * segment and the newest retired snapshot are not queued but reused: the next spare is made
-     * of the segment ("Spare segment", recycling) and the next snapshot is written over the
-     * retired one's file (renamed to the temporary name, cut to size at sync), so a busy group
-     * neither allocates nor frees blocks for them (freed blocks are discarded at the journal
-     * commit on a file system mounted -o discard, and the log's appends waited behind 30-60 ms
-     * of discards: bench/FINDINGS.md F6). Each is kept until the next one replaces it, and left by
-     * close() (an old prefix / older snapshot to open(), removed again later). Default false:
-     * unlinked at once, as before. */
+     * segment is not queued but kept for the next spare ("Spare segment", recycling), so a busy
+     * group neither allocates nor frees segments (freed blocks are discarded at the journal commit
+     * on a file system mounted -o discard, and the log's appends waited behind 30-60 ms of
+     * discards: bench/FINDINGS.md F6); close() leaves it (an old prefix to open(), removed again
+     * later). Retired snapshots are always queued: one may still be streamed to a follower
+     * through an open reader, which an unlinked file allows and a reused one would not. Default
+     * false: unlinked at once, as before. */
     bool defer_unlink;
     /* Called for recoverable events worth an operator's attention (torn tail cut off, superseded
      * log discarded, corrupt snapshot skipped). NULL: the message goes to stderr. The message is

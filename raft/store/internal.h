@@ -159,9 +159,6 @@ struct sinter_store {
     struct store_snapinfo *snaps;
     size_t nsnaps;
     size_t capsnaps;
-    /* The newest retired snapshot (options.defer_unlink), kept for the next writer to write over
-     * instead of being unlinked: "" if none (snapshot.c, retire_old and snap_begin). */
-    char snap_recycle_name[64];
     struct sinter_store_snap_writer *writer;
 
     /* Files to remove later (options.defer_unlink), oldest first. */

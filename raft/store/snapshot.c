@@ -32,10 +32,9 @@ struct sinter_store_snap_writer {
     uint64_t len;
     uint64_t written_back; /* data bytes handed to io->writeback so far */
     uint32_t crc;
-    int err;       /* first error: sync / publish refuse */
-    bool synced;   /* header written, fsync'd, renamed and the directory synced */
-    bool renamed;  /* the file carries its final name (a complete, fsync'd snapshot) */
-    bool recycled; /* the file is a retired snapshot renamed to tmp: truncated to size at sync */
+    int err;      /* first error: sync / publish refuse */
+    bool synced;  /* header written, fsync'd, renamed and the directory synced */
+    bool renamed; /* the file carries its final name (a complete, fsync'd snapshot) */
     char tmp[STORE_PATH_MAX];
     char path[STORE_PATH_MAX]; /* final name */
     char name[64];
@@ -272,28 +271,7 @@ int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_sna
     snap_name(w->name, sizeof w->name, meta->index, meta->term, "snap");
     sinter_rs_path(s, w->tmp, tname);
     sinter_rs_path(s, w->path, w->name);
-    w->fd = -1;
-    int e = ENOENT;
-    if (s->snap_recycle_name[0] != '\0') {
-        /* Write over the newest retired snapshot (retire_old): its blocks are allocated, so the
-         * write-back allocates nothing and its removal costs no discard (bench/FINDINGS.md F6:
-         * freed blocks are discarded at the journal commit on a disk mounted -o discard, and the
-         * log's appends wait behind the discards). Renamed first, it is a *.tmp file: a crash
-         * leaves nothing open() reads. Whatever it held past the new data is cut at sync. */
-        char old[STORE_PATH_MAX];
-        sinter_rs_path(s, old, s->snap_recycle_name);
-        s->snap_recycle_name[0] = '\0';
-        e = s->io->rename(s->ctx, old, w->tmp);
-        if (e == 0) {
-            e = s->io->open(s->ctx, w->tmp, O_RDWR, 0, &w->fd);
-            w->recycled = e == 0;
-        } else {
-            (void)s->io->unlink(s->ctx, old);
-        }
-    }
-    if (e != 0) {
-        e = s->io->open(s->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &w->fd);
-    }
+    int e = s->io->open(s->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &w->fd);
     if (e != 0) {
         int rc = sinter_rs_ioerr(s, e, "create %s", w->tmp);
         free(w);
@@ -372,29 +350,6 @@ void sinter_store_snap_abort(struct sinter_store_snap_writer *w)
     }
 }
 
-/* Sets aside retired snapshot si at path (options.defer_unlink): the newest one retired (`newest`)
- * is kept for the next writer (snap_begin), the one kept before it is queued for removal, others
- * are queued. A kept snapshot is complete under its own name, older than the ones kept by
- * snapshots_keep: if the process dies first, open() loads it and the next publish retires it
- * again. SINTER_OK, or SINTER_ENOMEM from the queue (the caller unlinks path itself). */
-static int snap_hold(struct sinter_store *s, const struct store_snapinfo *si, const char *path,
-                     bool newest)
-{
-    if (s->snap_recycle_name[0] != '\0') {
-        char old[STORE_PATH_MAX];
-        sinter_rs_path(s, old, s->snap_recycle_name);
-        if (sinter_rs_garbage_add(s, old) != SINTER_OK) {
-            return SINTER_ENOMEM;
-        }
-        s->snap_recycle_name[0] = '\0';
-    }
-    if (!newest || strlen(si->name) >= sizeof s->snap_recycle_name) {
-        return sinter_rs_garbage_add(s, path);
-    }
-    memcpy(s->snap_recycle_name, si->name, strlen(si->name) + 1);
-    return SINTER_OK;
-}
-
 /* Deletes the oldest snapshots beyond snapshots_keep. Failures are reported, not returned: the new
  * snapshot is durable either way, and a leftover file only costs space. */
 static void retire_old(struct sinter_store *s)
@@ -406,8 +361,8 @@ static void retire_old(struct sinter_store *s)
     }
     for (size_t i = 0; i < drop; i++) {
         sinter_rs_path(s, path, s->snaps[i].name);
-        if (s->opts.defer_unlink && snap_hold(s, &s->snaps[i], path, i + 1 == drop) == SINTER_OK) {
-            continue; /* removed later, off this thread (options.defer_unlink), or reused */
+        if (s->opts.defer_unlink && sinter_rs_garbage_add(s, path) == SINTER_OK) {
+            continue; /* removed later, off this thread (options.defer_unlink) */
         }
         int e = s->io->unlink(s->ctx, path);
         if (e != 0 && e != ENOENT) {
@@ -436,14 +391,6 @@ int sinter_store_snap_sync(struct sinter_store_snap_writer *w)
     int e = sinter_rs_pwrite_full(s, w->fd, h, sizeof h, 0);
     if (e != 0) {
         return w_ioerr(w, e, "write header of snapshot %s", w->tmp);
-    }
-    if (w->recycled) {
-        /* The retired snapshot this file was may have been longer: its tail goes (open() checks
-         * that a snapshot's size is its header's). */
-        e = s->io->ftruncate(s->ctx, w->fd, STORE_SNAP_HDR + w->len);
-        if (e != 0) {
-            return w_ioerr(w, e, "truncate snapshot %s", w->tmp);
-        }
     }
     e = s->io->fsync(s->ctx, w->fd);
     if (e != 0) {

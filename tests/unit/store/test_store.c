@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sys/stat.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -1735,9 +1734,7 @@ static void deferred_unlink_collected_elsewhere(void **state)
     /* All but the newest detached segment: that one is kept for the next spare to zero over
      * (spare_recycles_compacted_segment), and a close leaves it to the next compaction. */
     assert_int_equal(count_files(dir, "seg-", ""), files - detached + 1);
-    /* Likewise snapshot 50, the newest retired one: kept for the next snapshot to write over
-     * (snapshot_recycles_retired_file). */
-    assert_int_equal(count_files(dir, "snap-", ".snap"), 3);
+    assert_int_equal(count_files(dir, "snap-", ".snap"), 2);
 
     /* A removal that fails stops there: the oldest remaining file is the one that failed, and
      * the log has no gap (open succeeds and returns the same entries). */
@@ -2130,89 +2127,6 @@ static void recycled_segment_gap_covered_at_open(void **state)
     assert_int_equal(rec.n_entries, m.last - si);
     sinter_store_recovered_free(&rec);
     sinter_store_close(s);
-    rmtree(dir);
-}
-
-static bool snap_file_exists(const char *dir, uint64_t index, uint64_t term, uint64_t *size)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/snap-%020" PRIu64 "-%020" PRIu64 ".snap", dir, index, term);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        return false;
-    }
-    *size = (uint64_t)st.st_size;
-    return true;
-}
-
-/* With defer_unlink, the newest retired snapshot is kept and the next snapshot is written over it
- * (renamed to the temporary name, no new file, no removal), cut to its own size whether the old
- * one was longer or shorter; the one kept before is queued when a newer one retires; a kept one
- * left by a close is an older complete snapshot to open(), retired again by the next publish. */
-static void snapshot_recycles_retired_file(void **state)
-{
-    (void)state;
-    char *dir = mktmp();
-    struct reports rp = {0};
-    struct faultio fio;
-    faultio_init(&fio, sinter_store_io_posix());
-    struct sinter_store_options o;
-    opts_init(&o, &fio.io, 16384, &rp);
-    o.defer_unlink = true;
-    struct sinter_store *s;
-    struct sinter_store_recovered rec;
-    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
-    assert_int_equal(append_range(s, 1, 60, 1), SINTER_OK);
-    assert_int_equal(write_snapshot(s, 10, 1, 5000, 1000), SINTER_OK);
-    assert_int_equal(write_snapshot(s, 20, 1, 5000, 1000), SINTER_OK);
-    assert_int_equal(write_snapshot(s, 30, 1, 3000, 1000), SINTER_OK);
-    uint64_t size = 0;
-    assert_true(snap_file_exists(dir, 10, 1, &size)); /* retired, kept */
-    assert_null(sinter_store_garbage_take(s));
-    /* Snapshot 40 (shorter) is written over snapshot 10's file. */
-    memset(fio.calls, 0, sizeof fio.calls);
-    assert_int_equal(write_snapshot(s, 40, 1, 1000, 300), SINTER_OK);
-    assert_false(snap_file_exists(dir, 10, 1, &size));
-    assert_int_equal(fio.calls[FOP_UNLINK], 0);
-    assert_int_equal(fio.calls[FOP_RENAME], 2); /* 10 -> temporary name, temporary -> 40 */
-    assert_int_equal(fio.calls[FOP_FTRUNCATE], 1);
-    assert_true(snap_file_exists(dir, 40, 1, &size));
-    assert_int_equal(size, 256 + 1000);
-    assert_int_equal(verify_snapshot(s, 40, 1, 1000), SINTER_OK);
-    assert_true(snap_file_exists(dir, 20, 1, &size)); /* retired by 40, kept */
-    /* Snapshot 50 (longer) over snapshot 20's. */
-    assert_int_equal(write_snapshot(s, 50, 1, 9000, 1000), SINTER_OK);
-    assert_false(snap_file_exists(dir, 20, 1, &size));
-    assert_true(snap_file_exists(dir, 50, 1, &size));
-    assert_int_equal(size, 256 + 9000);
-    assert_int_equal(verify_snapshot(s, 50, 1, 9000), SINTER_OK);
-    assert_true(snap_file_exists(dir, 30, 1, &size)); /* retired by 50, kept */
-    sinter_store_close(s);
-    /* A close leaves the kept snapshot: open() loads it as an older one; the next publish
-     * retires it again and its file is written over by the one after. */
-    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
-    assert_int_equal(rec.snapshot.index, 50);
-    sinter_store_recovered_free(&rec);
-    assert_int_equal(verify_snapshot(s, 50, 1, 9000), SINTER_OK);
-    assert_int_equal(write_snapshot(s, 58, 1, 2000, 1000), SINTER_OK);
-    /* 30 and 40 retired: 30 queued, 40 kept. */
-    struct sinter_store_garbage *gb = sinter_store_garbage_take(s);
-    assert_non_null(gb);
-    assert_int_equal(sinter_store_garbage_collect(gb), SINTER_OK);
-    assert_false(snap_file_exists(dir, 30, 1, &size));
-    assert_true(snap_file_exists(dir, 40, 1, &size));
-    assert_int_equal(write_snapshot(s, 59, 1, 2000, 1000), SINTER_OK);
-    assert_false(snap_file_exists(dir, 40, 1, &size));
-    assert_true(snap_file_exists(dir, 50, 1, &size)); /* retired by 59, kept */
-    assert_int_equal(count_files(dir, "snap-", ".snap"), 3);
-    assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
-    sinter_store_close(s);
-    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
-    assert_int_equal(rec.snapshot.index, 59);
-    sinter_store_recovered_free(&rec);
-    assert_int_equal(verify_snapshot(s, 59, 1, 2000), SINTER_OK);
-    sinter_store_close(s);
-    assert_int_equal(rp.n, 0);
     rmtree(dir);
 }
 
@@ -3849,7 +3763,6 @@ int main(void)
         cmocka_unit_test(spare_used_at_rollover),
         cmocka_unit_test(spare_recycles_compacted_segment),
         cmocka_unit_test(recycled_segment_gap_covered_at_open),
-        cmocka_unit_test(snapshot_recycles_retired_file),
         cmocka_unit_test(spare_leftovers_removed_at_open),
         cmocka_unit_test(spare_faults_fall_back),
         cmocka_unit_test(kill_during_writes_into_zeroed_segment),
