@@ -1327,6 +1327,16 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
 
 int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index)
 {
+    if (s->recycle_name[0] != '\0') {
+        /* The segment kept for a spare would no longer join the log that starts at next_index:
+         * queued (else removed at once), so that a restart does not find it before a gap. */
+        char path[STORE_PATH_MAX];
+        sinter_rs_path(s, path, s->recycle_name);
+        s->recycle_name[0] = '\0';
+        if (sinter_rs_garbage_add(s, path) != SINTER_OK) {
+            (void)s->io->unlink(s->ctx, path);
+        }
+    }
     bool removed = s->nsegs > 0;
     while (s->nsegs > 0) {
         int rc = seg_remove(s, s->nsegs - 1);

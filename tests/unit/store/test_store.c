@@ -2086,6 +2086,49 @@ static void spare_recycles_compacted_segment(void **state)
     rmtree(dir);
 }
 
+/* An installed snapshot that replaces the whole log queues the segment kept for a spare too: a
+ * restart then finds no old segment before a gap (no "removal the crash cut short" report). */
+static void installed_snapshot_queues_kept_segment(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 16384, &rp);
+    o.defer_unlink = true;
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    uint64_t next = fill_segments(s, &m, 1, 4);
+    char names[16][32];
+    assert_int_equal(seg_names(dir, names, 16), 4);
+    uint64_t si = sinter_store_last_index(s) - 5;
+    assert_int_equal(write_snapshot(s, si, 2, 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t detached = 4 - sinter_store_segment_count(s);
+    assert_true(detached >= 2);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_true(file_exists(dir, names[detached - 1])); /* kept for a spare */
+    uint64_t big = next + 1000;
+    assert_int_equal(write_snapshot(s, big, 3, 100, 100), SINTER_OK);
+    struct sinter_raft_snapshot_meta sm = snap_meta(big, 3);
+    assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_OK);
+    assert_int_equal(sinter_store_segment_count(s), 0);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_int_equal(count_files(dir, "seg-", ""), 0);
+    assert_int_equal(append_range(s, big + 1, 3, 3), SINTER_OK);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, big);
+    assert_int_equal(rec.n_entries, 3);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    assert_int_equal(rp.n, 0);
+    rmtree(dir);
+}
+
 /* A crash after the spare job renamed the kept segment away but before the helper removed the
  * older detached ones leaves old segments, a gap, then the log: the newest snapshot covers the
  * gap, so open removes the old ones (reported) and recovers every entry; the helper's late
@@ -3763,6 +3806,7 @@ int main(void)
         cmocka_unit_test(spare_used_at_rollover),
         cmocka_unit_test(spare_recycles_compacted_segment),
         cmocka_unit_test(recycled_segment_gap_covered_at_open),
+        cmocka_unit_test(installed_snapshot_queues_kept_segment),
         cmocka_unit_test(spare_leftovers_removed_at_open),
         cmocka_unit_test(spare_faults_fall_back),
         cmocka_unit_test(kill_during_writes_into_zeroed_segment),
