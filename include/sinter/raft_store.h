@@ -306,7 +306,8 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * has a zeroed prefix after its end (options.zero_prefix) and is left, once a spare is ready, by
  * the first append that would go past that prefix: it starts the spare as a new segment
  * (segments may end early; zeros after the last record are the normal end). The spare's temporary
- * name means a crash leaves nothing that open() reads as a segment: open removes every *.tmp file.
+ * name means a crash leaves nothing that open() reads as a segment: open removes every *.tmp file
+ * (a recycled segment's rename, below, is made durable before its first zero is written).
  *
  * Recycling (options.defer_unlink only): the newest segment a compaction detaches is not queued
  * for removal but kept, and the next spare job renames it to its temporary name and zeroes over

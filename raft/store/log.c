@@ -1274,7 +1274,9 @@ static int seg_hold(struct sinter_store *s, const struct store_seg *g, const cha
         char old[STORE_PATH_MAX];
         sinter_rs_path(s, old, s->recycle_name);
         if (sinter_rs_garbage_add(s, old) != SINTER_OK) {
-            return SINTER_ENOMEM;
+            /* No memory to queue it: removed now, on this thread, rather than left before the
+             * newer segments the caller would then remove at once (a gap open() must report). */
+            (void)s->io->unlink(s->ctx, old);
         }
         s->recycle_name[0] = '\0';
     }
