@@ -52,6 +52,9 @@
 #define HOST_MAX_PEERS         (SINTER_RAFT_TRANSPORT_MAX_PEERS + 1)
 #define HOST_SNAP_RX_MAX       (1024ull * 1024ull * 1024ull) /* received snapshots are buffered */
 #define HOST_READIES_PER_ROUND 4
+/* Rounds of readies per loop pass: the first, and one more for what its callbacks submitted on
+ * the loop's own thread (loop_main). */
+#define HOST_SELF_ROUNDS 2
 /* Received frames dispatched per loop pass: enough to empty a burst from every peer, small
  * enough that ticks, proposals and readies are never starved by a flood of input. */
 #define HOST_RX_PER_ROUND 64
@@ -1250,21 +1253,6 @@ static bool handle_ready(struct group *g)
             g->sm.on_role(g->sm.arg, g->id, rd.role, rd.leader, rd.term);
         }
     }
-    /* 1. Messages that need nothing durable go out at once (dissertation 10.2.1). */
-    send_msgs(g, rd.msgs, rd.n_msgs);
-    /* ... and really leave before our own fsync: the leader writes its log in parallel with
-     * replicating it (dissertation 10.2.1), so a follower's append is not delayed by the leader's
-     * disk. Batching the frame until the end of the iteration put the leader's fdatasync on the
-     * critical path of every commit. */
-    if (h->unflushed && (rd.hard_state_dirty || rd.n_entries > 0)) {
-        sinter_raft_transport_flush(h->t, 0);
-        h->unflushed = false;
-    }
-    /* 2. Persist: snapshot, then term/vote (fsync'd by the store before it returns: paper figure
-     * 2), then the new entries with one append (group commit). */
-    if (rd.snapshot_dirty && install_snapshot(g, &rd.snapshot) != SINTER_OK) {
-        return false;
-    }
     /* A hard state whose term and vote are unchanged only moves the commit hint (sinter/raft.h:
      * "persisted as a hint only (it may lag)"): nothing sent depends on it, so it is written
      * after this ready's acknowledgements and completions (step 4b) instead of before: one
@@ -1277,6 +1265,28 @@ static bool handle_ready(struct group *g)
         struct sinter_raft_hard_state cur;
         sinter_store_hard_state(g->s, &cur);
         hint_only = cur.term == rd.hard_state.term && cur.vote == rd.hard_state.vote;
+    }
+    /* 1. Messages that need nothing durable go out at once (dissertation 10.2.1). */
+    send_msgs(g, rd.msgs, rd.n_msgs);
+    /* ... and really leave before our own disk write: the leader writes its log in parallel
+     * with replicating it (dissertation 10.2.1), so a follower's append is not delayed by the
+     * leader's disk. Batching the frame until the end of the iteration put the leader's fdatasync
+     * on the critical path of every commit. A ready with nothing to write but the commit hint
+     * (the leader's after a commit: its messages are the empty appends that carry the new commit
+     * index, raft__bcast_append) keeps them for the end of the pass instead: nothing slow comes
+     * first, so they are not late; the proposals completed in step 4 come first, and a proposal
+     * their callbacks make on this thread is taken in the same pass (loop_main), so at one
+     * proposal in flight the next entry travels in the same frame as the commit index: one
+     * frame, one wake-up and one acknowledgement per follower per entry instead of two. */
+    bool persists = rd.snapshot_dirty || rd.n_entries > 0 || (rd.hard_state_dirty && !hint_only);
+    if (h->unflushed && persists) {
+        sinter_raft_transport_flush(h->t, 0);
+        h->unflushed = false;
+    }
+    /* 2. Persist: snapshot, then term/vote (fsync'd by the store before it returns: paper figure
+     * 2), then the new entries with one append (group commit). */
+    if (rd.snapshot_dirty && install_snapshot(g, &rd.snapshot) != SINTER_OK) {
+        return false;
     }
     if (rd.hard_state_dirty && !hint_only && !save_hard_state(g, &rd.hard_state)) {
         return false;
@@ -1613,6 +1623,25 @@ static struct event *loop_wait(struct sinter_raft_host *h, uint64_t deadline)
     return atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire);
 }
 
+/* Handles a list taken from the inbox, in arrival order (the inbox is LIFO). */
+static void handle_events(struct sinter_raft_host *h, struct event *list)
+{
+    struct event *fifo = NULL;
+    while (list != NULL) {
+        struct event *e = list;
+        list = e->next;
+        e->next = fifo;
+        fifo = e;
+    }
+    while (fifo != NULL) {
+        struct event *e = fifo;
+        fifo = e->next;
+        handle_event(h, e);
+        free(e);
+        h->lstats.events++;
+    }
+}
+
 static void *loop_main(void *arg)
 {
     struct sinter_raft_host *h = arg;
@@ -1647,20 +1676,7 @@ static void *loop_main(void *arg)
             break;
         }
         uint64_t t0 = now_ns();
-        struct event *fifo = NULL; /* the inbox is LIFO: restore arrival order */
-        while (list != NULL) {
-            struct event *e = list;
-            list = e->next;
-            e->next = fifo;
-            fifo = e;
-        }
-        while (fifo != NULL) {
-            struct event *e = fifo;
-            fifo = e->next;
-            handle_event(h, e);
-            free(e);
-            h->lstats.events++;
-        }
+        handle_events(h, list);
         uint64_t now = now_ms();
         bool ticked = false;
         if (now >= next_tick) {
@@ -1682,11 +1698,26 @@ static void *loop_main(void *arg)
             atomic_fetch_add_explicit(&h->ticks, 1, memory_order_relaxed);
             ticked = true;
         }
-        for (uint32_t i = 0; i < h->n_groups; i++) {
-            struct group *g = &h->groups[i];
-            for (int k = 0; k < HOST_READIES_PER_ROUND && handle_ready(g); k++) {
+        for (int round = 1;; round++) {
+            for (uint32_t i = 0; i < h->n_groups; i++) {
+                struct group *g = &h->groups[i];
+                for (int k = 0; k < HOST_READIES_PER_ROUND && handle_ready(g); k++) {
+                }
+                maybe_snapshot(g);
             }
-            maybe_snapshot(g);
+            /* What the readies' callbacks submitted on this thread (a completion that proposes
+             * the next entry, as raft-bench and the coordinator's pipelines do) is handled now,
+             * before the pass ends with its flush, not in the next pass: its appends leave in
+             * the same frames as the commit index the readies held back (handle_ready, step
+             * 1), instead of one frame and one wake-up of every follower later. Bounded, so a
+             * stream of proposals cannot keep the pass from reading its connections, ticking
+             * and flushing. */
+            if (round >= HOST_SELF_ROUNDS ||
+                atomic_load_explicit(&h->inbox, memory_order_relaxed) == NULL ||
+                atomic_load_explicit(&h->stopping, memory_order_acquire)) {
+                break;
+            }
+            handle_events(h, atomic_exchange_explicit(&h->inbox, NULL, memory_order_acquire));
         }
         flush_beats(h);
         h->unflushed = false;

@@ -15,8 +15,14 @@
  * applied, but each attempt at most once, and each proposal completes OK exactly once. The second
  * case forces that path: both groups' leaderships are transferred halfway through the proposals.
  * No timing is asserted beyond generous waits for completion.
+ * The third case chains proposals one at a time, each proposed by its predecessor's completion on
+ * the leader's loop thread (raft-bench at 1 in flight, the coordinator's pipelines): the entry
+ * must leave in the same frame as the commit index that completed its predecessor (host.c,
+ * handle_ready step 1 and loop_main), so each follower receives about one frame per entry, not
+ * two, and acknowledges with one.
  */
 #include <ftw.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -39,6 +45,8 @@
 #define PROPOSALS    200 /* per group */
 #define MAX_ATTEMPTS 32  /* one bit each in struct sm's seen */
 #define WAIT_MS      60000
+#define CHAIN        300      /* proposals in the chained case */
+#define CHAIN_MARK   0xC4A1Du /* struct cmd attempt of a chained proposal */
 
 /* A command: the proposal id and the attempt (0 first, then one more per retry). */
 struct cmd {
@@ -52,6 +60,7 @@ struct sm {
     uint64_t last_index;         /* loop thread only: applies come in log order, no gap */
     atomic_int applied_cmds;     /* commands applied */
     atomic_int order_errors;     /* any violation of the rules in the header */
+    atomic_int chain_applied;    /* chained proposals (CHAIN_MARK) applied */
     atomic_uint seen[PROPOSALS]; /* bit k: attempt k of that proposal applied here */
 };
 
@@ -75,6 +84,10 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
             continue;
         }
         memcpy(&c, e[i].data, sizeof c);
+        if (c.attempt == CHAIN_MARK) {
+            atomic_fetch_add(&s->chain_applied, 1);
+            continue;
+        }
         if (c.id >= PROPOSALS || c.attempt >= MAX_ATTEMPTS) {
             atomic_fetch_add(&s->order_errors, 1);
             continue;
@@ -436,11 +449,127 @@ static void the_same_across_a_leadership_transfer(void **state)
     run(true);
 }
 
+/* ---- chained proposals ---------------------------------------------------------------------- */
+
+struct chain {
+    struct sinter_raft_host *h;
+    uint32_t next;     /* leader's loop thread only, once started */
+    atomic_int rc;     /* first failure */
+    atomic_int ok;     /* completed OK */
+    atomic_bool ended; /* the last one completed, or one failed */
+};
+static struct chain g_chain;
+
+static void chain_done(void *arg, int rc, uint64_t index, sinter_raft_id leader, const char *url)
+{
+    (void)index;
+    (void)leader;
+    (void)url;
+    struct chain *c = arg;
+    if (rc != SINTER_OK) {
+        atomic_store(&c->rc, rc);
+        atomic_store(&c->ended, true);
+        return;
+    }
+    if (atomic_fetch_add(&c->ok, 1) + 1 >= CHAIN) {
+        atomic_store(&c->ended, true);
+        return;
+    }
+    /* The next one from the completion, on the loop's own thread: the path under test. */
+    struct cmd cmd = {c->next++, CHAIN_MARK};
+    rc = sinter_raft_host_propose(c->h, 0, &cmd, sizeof cmd, chain_done, c);
+    if (rc != SINTER_OK) {
+        atomic_store(&c->rc, rc);
+        atomic_store(&c->ended, true);
+    }
+}
+
+/* Frames other than heartbeats that node a wrote to node b. */
+static uint64_t batch_frames(int a, int b)
+{
+    struct sinter_raft_transport_stats st;
+    assert_int_equal(sinter_raft_host_peer_stats(g_h[a], (sinter_raft_id)(b + 1), &st), SINTER_OK);
+    return st.tx_frames - st.tx_heartbeat_frames - st.tx_snapshot_chunks;
+}
+
+static void a_chained_proposal_leaves_with_the_commit_index(void **state)
+{
+    (void)state;
+    cluster_up();
+    /* A leader change in the middle (a loaded machine, ASan) voids the count: run it again. */
+    bool measured = false;
+    for (int attempt = 0; attempt < 3 && !measured; attempt++) {
+        int l = leader_of(0);
+        assert_true(l >= 0);
+        int f[2], nf = 0;
+        for (int i = 0; i < NODES; i++) {
+            if (i != l) {
+                f[nf++] = i;
+            }
+        }
+        /* Let the leader's term no-op and its acknowledgements settle first. */
+        sinter_test_sleep_ms(200);
+        uint64_t to0[2], from0[2];
+        for (int k = 0; k < 2; k++) {
+            to0[k] = batch_frames(l, f[k]);
+            from0[k] = batch_frames(f[k], l);
+        }
+        int before = atomic_load(&g_sm[l][0].chain_applied);
+        memset(&g_chain, 0, sizeof g_chain);
+        g_chain.h = g_h[l];
+        g_chain.next = 1;
+        struct cmd cmd = {0, CHAIN_MARK};
+        assert_int_equal(
+            sinter_raft_host_propose(g_h[l], 0, &cmd, sizeof cmd, chain_done, &g_chain), SINTER_OK);
+        uint64_t until = sinter_test_now_ms() + 3 * WAIT_MS;
+        while (!atomic_load(&g_chain.ended) && sinter_test_now_ms() < until) {
+            sinter_test_sleep_ms(5);
+        }
+        assert_true(atomic_load(&g_chain.ended));
+        if (atomic_load(&g_chain.rc) != SINTER_OK || leader_of(0) != l) {
+            print_message("chain attempt %d: %s, again\n", attempt,
+                          sinter_strerror(atomic_load(&g_chain.rc)));
+            continue;
+        }
+        assert_int_equal(atomic_load(&g_chain.ok), CHAIN);
+        assert_int_equal(atomic_load(&g_sm[l][0].chain_applied) - before, CHAIN);
+        /* Followers apply every entry (the last commit index reaches them at the end of the
+         * pass, or with the next heartbeat). */
+        until = sinter_test_now_ms() + WAIT_MS;
+        while (
+            sinter_test_now_ms() < until &&
+            (atomic_load(&g_sm[f[0]][0].chain_applied) != atomic_load(&g_sm[l][0].chain_applied) ||
+             atomic_load(&g_sm[f[1]][0].chain_applied) != atomic_load(&g_sm[l][0].chain_applied))) {
+            sinter_test_sleep_ms(5);
+        }
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(atomic_load(&g_sm[f[k]][0].chain_applied),
+                             atomic_load(&g_sm[l][0].chain_applied));
+            uint64_t to = batch_frames(l, f[k]) - to0[k];
+            uint64_t from = batch_frames(f[k], l) - from0[k];
+            print_message("leader n%d -> n%d: %" PRIu64 " frames for %d entries, %" PRIu64
+                          " back\n",
+                          l + 1, f[k] + 1, to, CHAIN, from);
+            /* One frame per entry (its append and its predecessor's commit index), and the
+             * acknowledgement; a held-back commit index sent alone at the end of a pass now and
+             * then (the last one, or one a tick's beats flushed first) is slack. Two per entry
+             * was the old behaviour. */
+            assert_true(to >= CHAIN);
+            assert_true(to <= CHAIN + CHAIN / 4);
+            assert_true(from <= CHAIN + CHAIN / 4);
+        }
+        measured = true;
+    }
+    assert_true(measured);
+    cluster_down();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(proposals_complete_once_after_apply_and_replicas_apply_once_in_order),
         cmocka_unit_test(the_same_across_a_leadership_transfer),
+        cmocka_unit_test(a_chained_proposal_leaves_with_the_commit_index),
     };
     return cmocka_run_group_tests_name("raft_host_order", tests, NULL, NULL);
 }
