@@ -953,14 +953,38 @@ static void verify_world(struct world *w, struct sinter_store *s,
 
 static int make_spare(struct sinter_store *s, bool on_thread);
 
+/* Garbage taken from the store (options.defer_unlink) and not collected yet, oldest first, as
+ * the host's garbage thread holds it. */
+#define CRASH_GB_MAX 8
+struct gbq {
+    struct sinter_store_garbage *g[CRASH_GB_MAX];
+    int n;
+};
+
+/* Collects the oldest queued garbage (all of it with all): the garbage thread's turn. */
+static void gbq_collect(struct gbq *q, bool all)
+{
+    while (q->n > 0) {
+        (void)sinter_store_garbage_collect(q->g[0]); /* fails once the "process" died */
+        memmove(&q->g[0], &q->g[1], (size_t)(q->n - 1) * sizeof q->g[0]);
+        q->n--;
+        if (!all) {
+            break;
+        }
+    }
+}
+
 /* Seeds [seed_lo, seed_hi]. direct: segment sizes that are multiples of 4 KiB, so the probe keeps
  * direct I/O on and segments made from spares take O_DIRECT | O_DSYNC appends (with truncation into
- * them, term changes, snapshots and compaction); else sizes 4096 + 8k, which turn it off. */
+ * them, term changes, snapshots and compaction); else sizes 4096 + 8k, which turn it off. Odd
+ * seeds run with options.defer_unlink: compacted segments and retired snapshots are queued and
+ * removed now and then, or never before the crash, and the newest compacted segment is recycled
+ * by the next spare (spare.c recycle_open). */
 static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
 {
     static struct world w;
     long rounds = 0, ops = 0, deaths = 0, reports = 0, max_last = 0, snaps = 0, spares = 0;
-    long dsync = 0;
+    long dsync = 0, collected = 0, abandoned = 0;
     for (uint64_t seed = seed_lo; seed <= seed_hi; seed++) {
         memset(&w, 0, sizeof w);
         uint64_t x = seed * 0x9E3779B97F4A7C15u + 7;
@@ -970,6 +994,8 @@ static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
         uint32_t segsize =
             direct ? 4096u * (1u + (uint32_t)(seed % 4)) : 4096 + 8 * (uint32_t)(seed % 64);
         opts_init(&o, memfs_io(fs), segsize, &rp);
+        o.defer_unlink = seed % 2 == 1;
+        struct gbq gq = {.n = 0};
         for (int round = 0; round < 25; round++) {
             struct sinter_store *s = NULL;
             struct sinter_store_recovered rec;
@@ -1002,6 +1028,10 @@ static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
                     /* A spare made now and then: rollovers into pre-zeroed segments, kills during
                      * zero-fill and during a rollover into the spare. */
                     spares += make_spare(s, false) == SINTER_OK;
+                }
+                if (gq.n > 0 && rng_next(&x) % 4 == 0) {
+                    gbq_collect(&gq, false);
+                    collected++;
                 }
                 uint64_t r = rng_next(&x) % 100;
                 uint64_t first = sinter_store_first_index(s);
@@ -1059,6 +1089,14 @@ static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
                         if (rng_next(&x) % 2) {
                             rc = sinter_store_compact(s, w.snap_index);
                         }
+                        struct sinter_store_garbage *gb = sinter_store_garbage_take(s);
+                        if (gb != NULL && gq.n == CRASH_GB_MAX) {
+                            gbq_collect(&gq, false);
+                            collected++;
+                        }
+                        if (gb != NULL) {
+                            gq.g[gq.n++] = gb;
+                        }
                     }
                 } else {
                     continue;
@@ -1074,6 +1112,17 @@ static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
                 }
                 w.op = OP_NONE;
             }
+            if (gq.n > 0) {
+                /* The garbage thread either got to the rest before the end, or the process dies
+                 * with the queue: every unlink fails and open() must cope with the files. */
+                if (rng_next(&x) % 2 == 0) {
+                    memfs_die_after(fs, 0);
+                    abandoned += gq.n;
+                } else {
+                    collected += gq.n;
+                }
+                gbq_collect(&gq, true);
+            }
             sinter_store_close(s);
             memfs_crash(fs, (int)(rng_next(&x) % 3));
         }
@@ -1083,8 +1132,10 @@ static void crash_loop(uint64_t seed_lo, uint64_t seed_hi, bool direct)
     }
     print_message("crash loop: %ld rounds, %ld operations, %ld killed mid-operation, %ld torn "
                   "tails reported, longest log %ld, %ld rounds with a snapshot, %ld spares made, "
-                  "%ld O_DSYNC writes\n",
-                  rounds, ops, deaths, reports, max_last, snaps, spares, dsync);
+                  "%ld O_DSYNC writes, deferred removals %ld collected, %ld left to open()\n",
+                  rounds, ops, deaths, reports, max_last, snaps, spares, dsync, collected,
+                  abandoned);
+    assert_true(collected > 0 && abandoned > 0);
     if (direct) {
         assert_true(dsync > 100); /* the direct path was really exercised */
     } else {
