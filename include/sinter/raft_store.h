@@ -318,7 +318,9 @@ int sinter_store_truncate(struct sinter_store *s, uint64_t from);
  * detached, so at most one extra segment's space is held, and the queue stays oldest first; the
  * kept one is left on disk by close() (open() finds it as an old prefix the snapshot covers, and
  * if a spare took it while older queued files were still there, a gap the snapshot covers, which
- * open() removes with a report).
+ * open() removes with a report). On a copy-on-write file system (btrfs, XFS with reflinks) the
+ * overwrite allocates new blocks, so recycling saves nothing there and its zeros can fail with
+ * ENOSPC like a new spare's (the job fails; rollover falls back to fallocate).
  *
  * Protocol, like the garbage and the snapshot writer: the store's thread asks with
  * sinter_store_spare_want(); any one thread runs sinter_store_spare_make() on the job (it touches
