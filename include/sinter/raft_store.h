@@ -356,13 +356,14 @@ const char *sinter_store_spare_errmsg(const struct sinter_store_spare *j);
 
 /* Asks a running sinter_store_spare_make() to stop between two chunks (it then fails with
  * SINTER_ECANCELED and removes its file), so that closing need not wait for a whole segment of
- * zeros. Any thread. NULL is ok. */
+ * zeros; a make that has not begun then touches no file. Any thread. NULL is ok. */
 void sinter_store_spare_cancel(struct sinter_store_spare *j);
 
 /* Hands a job back to its store (store's thread) and frees it. A made spare becomes the store's
  * spare (used by the next rollover, or removed by close); a job that failed or was never made
- * leaves nothing (the store falls back to fallocate at rollover). Returns the job's result:
- * SINTER_OK, or the error of sinter_store_spare_make() with its message copied to
+ * leaves nothing (the store falls back to fallocate at rollover), except that a compacted segment
+ * it was given to recycle and never renamed goes back to the store, for the next job. Returns the
+ * job's result: SINTER_OK, or the error of sinter_store_spare_make() with its message copied to
  * sinter_store_errmsg() (the store does not turn failed: nothing of the log was touched),
  * SINTER_ECANCELED (never made, or cancelled), or SINTER_EINVAL for a job of another store. */
 int sinter_store_spare_put(struct sinter_store *s, struct sinter_store_spare *j);

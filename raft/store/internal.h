@@ -174,6 +174,7 @@ struct sinter_store {
     /* The newest compacted segment (options.defer_unlink), kept for the next spare job to zero
      * over instead of being unlinked: "" if none (raft_store.h "Spare segment", recycling). */
     char recycle_name[32];
+    uint64_t discards; /* sinter_rs_log_discard_all calls: a job's kept segment is then stale */
     uint64_t appended; /* bytes appended since open (a spare is wanted past 1/64 segment) */
 };
 

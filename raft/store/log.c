@@ -1329,6 +1329,7 @@ int sinter_store_compact(struct sinter_store *s, uint64_t upto)
 
 int sinter_rs_log_discard_all(struct sinter_store *s, uint64_t next_index)
 {
+    s->discards++;
     if (s->recycle_name[0] != '\0') {
         /* The segment kept for a spare would no longer join the log that starts at next_index:
          * queued (else removed at once), so that a restart does not find it before a gap. */

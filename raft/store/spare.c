@@ -59,6 +59,7 @@ struct sinter_store_spare {
     /* A compacted segment to zero over instead of a new file (seg_hold in log.c), "" if none;
      * renamed to path by make, so the job owns it from want on. */
     char recycle[STORE_PATH_MAX];
+    uint64_t discards;        /* the store's discards at want: the kept segment preceded the log */
     char dir[STORE_PATH_MAX]; /* the store's directory, synced after the recycle's rename */
     char err[STORE_ERRMSG_SIZE];
 };
@@ -114,6 +115,7 @@ struct sinter_store_spare *sinter_store_spare_want(struct sinter_store *s)
     if (s->recycle_name[0] != '\0') {
         sinter_rs_path(s, j->recycle, s->recycle_name);
         snprintf(j->dir, sizeof j->dir, "%s", s->dir);
+        j->discards = s->discards;
         s->recycle_name[0] = '\0';
     }
     s->spare_out = true;
@@ -181,6 +183,13 @@ static bool recycle_open(struct sinter_store_spare *j)
 int sinter_store_spare_make(struct sinter_store_spare *j)
 {
     if (j->made || j->rc != SINTER_OK) {
+        return j->rc;
+    }
+    if (atomic_load_explicit(&j->cancel, memory_order_relaxed)) {
+        /* Cancelled before it began (a close): the kept segment is not renamed, so put gives it
+         * back to the store instead of it being unlinked as a half-made spare. */
+        snprintf(j->err, sizeof j->err, "raft store: spare segment %.400s cancelled", j->path);
+        j->rc = SINTER_ECANCELED;
         return j->rc;
     }
     uint8_t *zeros = calloc(1, SPARE_CHUNK);
@@ -309,6 +318,28 @@ void sinter_store_spare_abandon(struct sinter_store_spare *j)
     free(j);
 }
 
+/* A job that never renamed its kept segment (never run: no thread, no memory, cancelled first)
+ * hands it back, so that the next job recycles it rather than abandon unlinking it here, on the
+ * store's thread, with the discard stall recycling exists to avoid (log.c seg_hold). Kept again
+ * only if it is still the newest compacted segment before the log: when a compaction kept a newer
+ * one meanwhile, or an installed snapshot replaced the log (discard_all), it is queued for
+ * removal like any older detached segment (removed now if the queue has no memory). */
+static void give_back(struct sinter_store *s, struct sinter_store_spare *j)
+{
+    if (j->recycle[0] == '\0') {
+        return;
+    }
+    const char *slash = strrchr(j->recycle, '/');
+    const char *name = slash != NULL ? slash + 1 : j->recycle;
+    if (s->recycle_name[0] == '\0' && j->discards == s->discards &&
+        strlen(name) < sizeof s->recycle_name) {
+        memcpy(s->recycle_name, name, strlen(name) + 1);
+    } else if (sinter_rs_garbage_add(s, j->recycle) != SINTER_OK) {
+        (void)s->io->unlink(s->ctx, j->recycle);
+    }
+    j->recycle[0] = '\0';
+}
+
 int sinter_store_spare_put(struct sinter_store *s, struct sinter_store_spare *j)
 {
     if (j == NULL) {
@@ -321,6 +352,7 @@ int sinter_store_spare_put(struct sinter_store *s, struct sinter_store_spare *j)
     s->spare_out = false;
     int rc = j->made ? SINTER_OK : j->rc != SINTER_OK ? j->rc : SINTER_ECANCELED;
     if (rc != SINTER_OK) {
+        give_back(s, j);
         /* One attempt per segment: the next rollover (which falls back to fallocate, as without
          * a spare) allows the next job. A full disk thus costs one failed job per segment. */
         s->spare_failed = true;

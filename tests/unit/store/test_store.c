@@ -2224,6 +2224,136 @@ static void recycled_segment_gap_covered_at_open(void **state)
     rmtree(dir);
 }
 
+/* A job that never ran (cancelled by a close before it began, no thread, no memory) gives its kept
+ * segment back instead of unlinking it on the store's thread: the next job recycles it. When a
+ * newer compaction kept another segment meanwhile, or an installed snapshot replaced the log, the
+ * given-back one is queued for removal instead. */
+static void unrun_spare_job_gives_the_kept_segment_back(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct faultio fio;
+    faultio_init(&fio, sinter_store_io_posix());
+    const uint32_t segsize = 16384;
+    struct sinter_store_options o;
+    opts_init(&o, &fio.io, segsize, &rp);
+    o.defer_unlink = true;
+    o.direct_io = SINTER_STORE_DIRECT_IO_OFF;
+    o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    struct model m = {0};
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    uint64_t next = fill_segments(s, &m, 1, 5);
+    char names[16][32];
+    assert_int_equal(seg_names(dir, names, 16), 5);
+    uint64_t si = sinter_store_last_index(s) - 20;
+    assert_int_equal(write_snapshot(s, si, 2, 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t detached = 5 - sinter_store_segment_count(s);
+    assert_true(detached >= 2);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    const char *kept = names[detached - 1];
+    assert_true(file_exists(dir, kept));
+
+    /* Cancelled before it began: no file touched, the segment is the store's again. */
+    memset(fio.calls, 0, sizeof fio.calls);
+    struct sinter_store_spare *j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    sinter_store_spare_cancel(j);
+    assert_int_equal(sinter_store_spare_make(j), SINTER_ECANCELED);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_ECANCELED);
+    assert_int_equal(fio.calls[FOP_RENAME], 0);
+    assert_int_equal(fio.calls[FOP_UNLINK], 0);
+    assert_true(file_exists(dir, kept));
+    assert_null(sinter_store_garbage_take(s));
+    /* Put back unrun (as after a failed pthread_create): the same. */
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 1); /* allows a new job */
+    j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_ECANCELED);
+    assert_true(file_exists(dir, kept));
+    assert_int_equal(fio.calls[FOP_UNLINK], 0);
+
+    /* The next job that runs recycles it. */
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 1);
+    memset(fio.calls, 0, sizeof fio.calls);
+    assert_int_equal(make_spare(s, true), SINTER_OK);
+    assert_int_equal(fio.calls[FOP_RENAME], 1);
+    assert_int_equal(fio.calls[FOP_FALLOCATE], 0);
+    assert_false(file_exists(dir, kept));
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
+
+    /* A newer compaction while a job is out: the job's (older) segment is queued, the newer one
+     * stays kept and is what the next job recycles. */
+    char before[16][32];
+    size_t nb = seg_names(dir, before, 16);
+    si = sinter_store_last_index(s) - 10;
+    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t d1 = nb - sinter_store_segment_count(s);
+    assert_true(d1 >= 2);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    char old_kept[32];
+    snprintf(old_kept, sizeof old_kept, "%s", before[d1 - 1]);
+    assert_true(file_exists(dir, old_kept));
+    j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
+    nb = seg_names(dir, before, 16);
+    si = sinter_store_last_index(s) - 10;
+    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
+    size_t c2 = sinter_store_segment_count(s);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t d2 = c2 - sinter_store_segment_count(s);
+    assert_true(d2 >= 1);
+    char new_kept[32];
+    snprintf(new_kept, sizeof new_kept, "%s", before[nb - c2 + d2 - 1]);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_ECANCELED);
+    assert_true(file_exists(dir, old_kept)); /* queued, not removed on this thread */
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_false(file_exists(dir, old_kept));
+    assert_true(file_exists(dir, new_kept));
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 1);
+    memset(fio.calls, 0, sizeof fio.calls);
+    assert_int_equal(make_spare(s, true), SINTER_OK);
+    assert_int_equal(fio.calls[FOP_RENAME], 1);
+    assert_false(file_exists(dir, new_kept));
+    next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
+
+    /* An installed snapshot that replaced the log while a job was out: queued too, and the next
+     * job makes a new file. */
+    nb = seg_names(dir, before, 16);
+    si = sinter_store_last_index(s) - 10;
+    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
+    c2 = sinter_store_segment_count(s);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    d2 = c2 - sinter_store_segment_count(s);
+    assert_true(d2 >= 1);
+    snprintf(new_kept, sizeof new_kept, "%s", before[nb - c2 + d2 - 1]);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_true(file_exists(dir, new_kept));
+    j = sinter_store_spare_want(s);
+    assert_non_null(j);
+    uint64_t big = next + 1000;
+    assert_int_equal(write_snapshot(s, big, 3, 100, 100), SINTER_OK);
+    struct sinter_raft_snapshot_meta sm = snap_meta(big, 3);
+    assert_int_equal(sinter_store_snapshot_installed(s, &sm), SINTER_OK);
+    assert_int_equal(sinter_store_spare_put(s, j), SINTER_ECANCELED);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    assert_int_equal(count_files(dir, "seg-", ""), 0);
+    assert_int_equal(append_range(s, big + 1, 40, 3), SINTER_OK);
+    sinter_store_close(s);
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.snapshot.index, big);
+    assert_int_equal(rec.n_entries, 40);
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
+    assert_int_equal(rp.n, 0);
+    rmtree(dir);
+}
+
 /* A power cut at any point of a spare job that recycles a compacted segment (the rename, the
  * zeros, their sync, the rollover into it) and of the removal of the older detached segments, with
  * unsynced writes and directory changes dropped, partly kept or all kept: open always succeeds and
@@ -3928,6 +4058,7 @@ int main(void)
         cmocka_unit_test(spare_recycles_compacted_segment),
         cmocka_unit_test(recycled_segment_power_cut_anywhere),
         cmocka_unit_test(recycled_segment_gap_covered_at_open),
+        cmocka_unit_test(unrun_spare_job_gives_the_kept_segment_back),
         cmocka_unit_test(installed_snapshot_queues_kept_segment),
         cmocka_unit_test(spare_leftovers_removed_at_open),
         cmocka_unit_test(spare_faults_fall_back),
