@@ -31,7 +31,9 @@
  * record followed by a later, valid batch, a bad record in any segment but the last, a gap between
  * segments or between the snapshot and the log is corruption of data that was once durable: open
  * fails with SINTER_ECORRUPT and a message naming the file and offset, rather than silently
- * dropping committed entries. Zeroed preallocated space after the last record is the normal end.
+ * dropping committed entries. So is a whole record (its checksum verifies) of a record version
+ * this build does not know, wherever it is, the last record included: a newer build wrote it, it
+ * is no torn write. Zeroed preallocated space after the last record is the normal end.
  *
  * Errors: every fallible function returns a sinter_error code. I/O errors map ENOSPC ->
  * SINTER_ENOSPC and any other errno -> SINTER_EIO; failed validation -> SINTER_ECORRUPT. A message

@@ -30,6 +30,13 @@
  *     28 u32         CRC32C of salt (8 bytes LE) || bytes 0..27 || data
  *     32 ...         data, then zero padding to a multiple of 8
  *   then zeros up to the end of the file (the normal end of the log).
+ *   Record versions: a later version must keep bytes 0..7 and the CRC at 28 over salt || bytes
+ *   0..27 || data. A record whose version is not 1 but whose CRC verifies that way is whole (only
+ *   a writer of this segment knows its salt), written by a newer build: open refuses it with
+ *   SINTER_ECORRUPT and a message naming the segment, offset and version, wherever it is, even as
+ *   the last record (a torn write never leaves a whole record, and cutting it could drop an
+ *   acknowledged entry). A version byte that fails the CRC is damage like any other bad record
+ *   (a torn tail if no later batch follows, else corruption).
  *
  * Metadata file "meta.0" / "meta.1", 512 bytes (a fixed size, so fdatasync has no size to flush):
  *     0  "SNMT"      magic

@@ -214,6 +214,10 @@ struct rec_view {
     uint32_t boff;
 };
 
+/* rec_check's answer for a whole record of a version this build does not know (compared by
+ * address). */
+static const char rec_newer_version[] = "whole record of an unknown version";
+
 /* Checks the record whose header is at h, `avail` bytes being readable from h, and which sits at
  * segment offset off: structure and CRC, not its place in the log. Returns NULL if valid, else
  * why not. */
@@ -222,6 +226,19 @@ static const char *rec_check(const struct store_seg *g, const uint8_t *h, uint64
 {
     if (avail < STORE_REC_HDR) {
         return "record header past the end of the file";
+    }
+    if (h[0] != STORE_VERSION && h[0] != 0) {
+        /* Whole (its CRC32C verifies under this segment's salt, which only a writer of this
+         * segment knows): a newer build wrote it, not a torn write; the caller refuses it
+         * (internal.h). Anything else is damage, judged like any bad record. */
+        uint32_t len = store_get32(h + 4);
+        if ((uint64_t)len <= avail - STORE_REC_HDR) {
+            uint32_t crc = sinter_crc32c(g->salt_crc, h, 28);
+            crc = sinter_crc32c(crc, h + STORE_REC_HDR, len);
+            if (crc == store_get32(h + 28)) {
+                return rec_newer_version;
+            }
+        }
     }
     if (h[0] != STORE_VERSION || store_get16(h + 2) != 0) {
         static const uint8_t zero[STORE_REC_HDR];
@@ -277,6 +294,7 @@ struct scan {
     uint64_t garbage_end; /* just past the last non-zero byte */
     bool later;           /* a valid record of a LATER batch lies after bad_off */
     uint64_t later_off;
+    uint8_t newer; /* != 0: the record at bad_off is whole but of this version */
 };
 
 static uint64_t last_nonzero_end(const uint8_t *buf, uint64_t from, uint64_t sz)
@@ -337,6 +355,9 @@ static int scan_segment(struct store_seg *g, const uint8_t *buf, uint64_t sz, ui
         }
         if (why != NULL) {
             r->why = why;
+            if (why == rec_newer_version) {
+                r->newer = buf[off];
+            }
             break;
         }
         int rc = seg_push_rec(g, v.term, off, v.len);
@@ -644,6 +665,19 @@ int sinter_rs_log_load(struct sinter_store *s, const uint64_t *firsts, size_t n,
         struct store_seg *g = &s->segs[i];
         struct scan *r = &res[i];
         bool last = i + 1 == s->nsegs;
+        if (r->newer != 0) {
+            /* Never cut, wherever it is: a whole record is no torn write, and it may hold an
+             * acknowledged entry that a newer build wrote before this one was started on its
+             * data (a downgrade). */
+            rc = sinter_rs_err(s, SINTER_ECORRUPT,
+                               "raft store %s: segment %s offset %" PRIu64 " (index %" PRIu64
+                               "): record version %u is unknown to this build (it writes and "
+                               "reads version %u); refusing to start rather than drop the record "
+                               "and those after it",
+                               s->dir, g->name, r->bad_off, g->first + g->n, (unsigned)r->newer,
+                               STORE_VERSION);
+            goto out;
+        }
         if (r->later) {
             rc = sinter_rs_err(s, SINTER_ECORRUPT,
                                "raft store %s: segment %s offset %" PRIu64 " (index %" PRIu64

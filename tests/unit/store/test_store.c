@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "faultfs.h"
+#include "sinter/crc32c.h"
 #include "sinter/raft_store.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -743,6 +744,120 @@ static void flipped_middle_is_corruption(void **state)
     flip_file(dir, "seg-00000000000000000001", rec_offset(&m, 1, 3) + 10);
     assert_int_equal(sinter_store_open(&s, dir, &o, NULL, err, sizeof err), SINTER_ECORRUPT);
     assert_non_null(strstr(err, "refusing to start"));
+    rmtree(dir);
+}
+
+/* Sets the version byte of the record at `off` of segment `name` and, if `fix_crc`, recomputes
+ * its CRC32C the way the store does (salt from the segment header, internal.h), so the record is
+ * whole in every respect but its version: what a newer build would have written. */
+static void set_record_version(const char *dir, const char *name, uint64_t off, uint8_t version,
+                               bool fix_crc)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t salt[8], h[32];
+    assert_int_equal(pread(fd, salt, 8, 8), 8);
+    assert_int_equal(pread(fd, h, 32, (off_t)off), 32);
+    assert_int_equal(h[0], 1); /* a version-1 record is where the caller said */
+    uint32_t len =
+        (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+    uint8_t *data = malloc(len + 1u);
+    assert_non_null(data);
+    assert_int_equal(pread(fd, data, len, (off_t)(off + 32)), (ssize_t)len);
+    h[0] = version;
+    if (fix_crc) {
+        uint32_t crc = sinter_crc32c(0, salt, 8);
+        crc = sinter_crc32c(crc, h, 28);
+        crc = sinter_crc32c(crc, data, len);
+        for (int i = 0; i < 4; i++) {
+            h[28 + i] = (uint8_t)(crc >> (8 * i));
+        }
+    }
+    free(data);
+    assert_int_equal(pwrite(fd, h, 32, (off_t)off), 32);
+    close(fd);
+}
+
+/* Opens dir expecting a refusal of the whole version-2 record of index `index`: ECORRUPT, a
+ * message naming the segment, the offset, the index and the version, and still refused on a
+ * second open (nothing was cut). */
+static void expect_version_refused(const char *dir, const struct sinter_store_options *o,
+                                   const char *seg, uint64_t off, uint64_t index)
+{
+    struct sinter_store *s = NULL;
+    struct sinter_store_recovered rec;
+    char err[600], want[80];
+    for (int k = 0; k < 2; k++) {
+        err[0] = '\0';
+        assert_int_equal(sinter_store_open(&s, dir, o, &rec, err, sizeof err), SINTER_ECORRUPT);
+        assert_null(s);
+        assert_null(rec.entries);
+        if (k == 0) {
+            print_message("refused: %s\n", err);
+        }
+        assert_non_null(strstr(err, seg));
+        snprintf(want, sizeof want, "offset %" PRIu64 " (index %" PRIu64 ")", off, index);
+        assert_non_null(strstr(err, want));
+        assert_non_null(strstr(err, "record version 2"));
+    }
+}
+
+/* A whole record (its CRC32C verifies) of a record version this build does not know is written
+ * by a newer build, never torn: open refuses it wherever it is (internal.h, "Record versions"),
+ * in the middle of the log, in the middle of the last batch (where a bad record is otherwise a
+ * torn tail), as the very last record, and in a segment that is not the last. The same byte
+ * without a matching CRC is damage as before: cut as a torn tail at the end. */
+static void unknown_record_version_refused(void **state)
+{
+    (void)state;
+    static const char seg1[] = "seg-00000000000000000001";
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct model m = {0};
+    /* 15: later batches follow; 45: records of its own (last) batch follow, none of a later one;
+     * 50: the last record of the log. */
+    static const uint64_t at[] = {15, 45, 50};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        char *dir = mktmp();
+        setup_five_batches(dir, &o, &m);
+        uint64_t off = rec_offset(&m, 1, at[k]);
+        set_record_version(dir, seg1, off, 2, true);
+        rp.n = 0;
+        expect_version_refused(dir, &o, seg1, off, at[k]);
+        assert_int_equal(rp.n, 0); /* nothing reported as cut */
+        rmtree(dir);
+    }
+
+    /* In a segment that is not the last one (4 KiB segments: several). */
+    char *dir = mktmp();
+    struct sinter_store_options o4;
+    opts_init(&o4, NULL, 4096, &rp);
+    setup_five_batches(dir, &o4, &m);
+    assert_true(count_files(dir, "seg-", "") > 1);
+    uint64_t off = rec_offset(&m, 1, 3);
+    set_record_version(dir, seg1, off, 2, true);
+    expect_version_refused(dir, &o4, seg1, off, 3);
+    rmtree(dir);
+
+    /* Control: the same version byte with the old CRC is a bad record like any other: as the last
+     * record, a torn tail, cut and reported. */
+    dir = mktmp();
+    setup_five_batches(dir, &o, &m);
+    set_record_version(dir, seg1, rec_offset(&m, 1, 50), 2, false);
+    rp.n = 0;
+    struct sinter_store *s;
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_int_equal(rec.n_entries, 49);
+    check_entries(rec.entries, rec.n_entries, 1, &m);
+    assert_true(rec.torn_bytes > 0);
+    assert_int_equal(rp.n, 1);
+    assert_non_null(strstr(rp.last, "unknown record version"));
+    sinter_store_recovered_free(&rec);
+    sinter_store_close(s);
     rmtree(dir);
 }
 
@@ -4038,6 +4153,7 @@ int main(void)
         cmocka_unit_test(flipped_tail_is_truncated),
         cmocka_unit_test(garbage_after_end_is_cut),
         cmocka_unit_test(flipped_middle_is_corruption),
+        cmocka_unit_test(unknown_record_version_refused),
         cmocka_unit_test(missing_files_are_corruption),
         cmocka_unit_test(write_cut_short_and_dropped_tail),
         cmocka_unit_test(random_crash_loop),
