@@ -20,6 +20,9 @@
  * must leave in the same frame as the commit index that completed its predecessor (host.c,
  * handle_ready step 1 and loop_main), so each follower receives about one frame per entry, not
  * two, and acknowledges with one.
+ * The first two cases also check that applies come in batches: some apply call received more than
+ * one entry. The last case proposes on a follower: SINTER_ENOTLEADER with the leader's id and its
+ * configured URL.
  */
 #include <ftw.h>
 #include <inttypes.h>
@@ -61,6 +64,7 @@ struct sm {
     atomic_int applied_cmds;     /* commands applied */
     atomic_int order_errors;     /* any violation of the rules in the header */
     atomic_int chain_applied;    /* chained proposals (CHAIN_MARK) applied */
+    atomic_size_t max_batch;     /* the most entries one apply call received */
     atomic_uint seen[PROPOSALS]; /* bit k: attempt k of that proposal applied here */
 };
 
@@ -70,6 +74,9 @@ static int sm_apply(void *arg, uint32_t group, const struct sinter_raft_host_ent
 {
     (void)group;
     struct sm *s = arg;
+    if (n > atomic_load(&s->max_batch)) {
+        atomic_store(&s->max_batch, n); /* the loop thread is the only writer */
+    }
     for (size_t i = 0; i < n; i++) {
         if (s->last_index != 0 && e[i].index != s->last_index + 1) {
             atomic_fetch_add(&s->order_errors, 1);
@@ -391,6 +398,19 @@ static void run(bool transfer)
             }
         }
     }
+    /* Committed entries are applied in batches (raft_host.h: apply committed entries in one
+     * batch): the proposals above go out back to back (no wave sleeps for 2 ms: none is a
+     * multiple of 3), hundreds of them while each append waits for its fsync, so at least one
+     * apply call on some node took several entries, in order (order_errors, below). */
+    size_t max_batch = 0;
+    for (int i = 0; i < NODES; i++) {
+        for (uint32_t g = 0; g < GROUPS; g++) {
+            size_t b = atomic_load(&g_sm[i][g].max_batch);
+            max_batch = b > max_batch ? b : max_batch;
+        }
+    }
+    print_message("largest apply batch: %zu entries\n", max_batch);
+    assert_true(max_batch > 1);
     for (int i = 0; i < NODES; i++) {
         for (uint32_t g = 0; g < GROUPS; g++) {
             const struct sm *s = &g_sm[i][g];
@@ -447,6 +467,67 @@ static void the_same_across_a_leadership_transfer(void **state)
 {
     (void)state;
     run(true);
+}
+
+/* ---- a proposal on a follower ---------------------------------------------------------------- */
+
+struct notleader {
+    atomic_bool done;
+    int rc;
+    sinter_raft_id leader;
+    char url[64]; /* a copy: the completion's url is valid only during the call */
+};
+
+static void notleader_done(void *arg, int rc, uint64_t index, sinter_raft_id leader,
+                           const char *url)
+{
+    (void)index;
+    struct notleader *n = arg;
+    n->rc = rc;
+    n->leader = leader;
+    snprintf(n->url, sizeof n->url, "%s", url != NULL ? url : "(null)");
+    atomic_store(&n->done, true); /* publishes the fields above */
+}
+
+/* A follower refuses a proposal with SINTER_ENOTLEADER, the leader's id and the leader's URL as
+ * configured (raft_host.h, sinter_raft_host_done_fn): what a client needs to go to the leader. */
+static void a_follower_answers_not_leader_with_the_leader_id_and_url(void **state)
+{
+    (void)state;
+    cluster_up();
+    /* A leader change between leader_of and the answer (a loaded machine) voids the check. */
+    bool checked = false;
+    for (int attempt = 0; attempt < 3 && !checked; attempt++) {
+        int l = leader_of(0);
+        assert_true(l >= 0);
+        int f = (l + 1) % NODES;
+        struct notleader n;
+        memset(&n, 0, sizeof n);
+        struct cmd cmd = {0, 0};
+        assert_int_equal(sinter_raft_host_propose(g_h[f], 0, &cmd, sizeof cmd, notleader_done, &n),
+                         SINTER_OK);
+        uint64_t until = sinter_test_now_ms() + WAIT_MS;
+        while (!atomic_load(&n.done) && sinter_test_now_ms() < until) {
+            sinter_test_sleep_ms(5);
+        }
+        assert_true(atomic_load(&n.done));
+        if (leader_of(0) != l) {
+            print_message("leader changed during attempt %d, again\n", attempt);
+            continue;
+        }
+        print_message("n%d: %s, leader %" PRIu64 " %s (leader n%d at %s)\n", f + 1,
+                      sinter_errname(n.rc), (uint64_t)n.leader, n.url, l + 1, g_urls[l]);
+        assert_int_equal(n.rc, SINTER_ENOTLEADER);
+        assert_int_equal(n.leader, (sinter_raft_id)(l + 1));
+        assert_string_equal(n.url, g_urls[l]);
+        checked = true;
+    }
+    assert_true(checked);
+    /* The refused command was never applied anywhere. */
+    for (int i = 0; i < NODES; i++) {
+        assert_int_equal(atomic_load(&g_sm[i][0].applied_cmds), 0);
+    }
+    cluster_down();
 }
 
 /* ---- chained proposals ---------------------------------------------------------------------- */
@@ -570,6 +651,7 @@ int main(void)
         cmocka_unit_test(proposals_complete_once_after_apply_and_replicas_apply_once_in_order),
         cmocka_unit_test(the_same_across_a_leadership_transfer),
         cmocka_unit_test(a_chained_proposal_leaves_with_the_commit_index),
+        cmocka_unit_test(a_follower_answers_not_leader_with_the_leader_id_and_url),
     };
     return cmocka_run_group_tests_name("raft_host_order", tests, NULL, NULL);
 }
