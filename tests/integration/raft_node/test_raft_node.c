@@ -2,7 +2,8 @@
  * Loopback cluster tests of raft-node (raft/host/): real processes, real disks, real sockets on
  * 127.0.0.1 ports picked here.
  *
- * cluster_one_group: 3 nodes elect a leader and replicate; kill -9 of the leader elects another
+ * cluster_one_group: 3 nodes elect a leader and replicate; a PUT to a follower is answered
+ *   "NOTLEADER <leader id> <leader's listen URL>"; kill -9 of the leader elects another
  *   with no acknowledged write lost; a killed follower restarted catches up by log; a follower
  *   down while the others snapshot and compact catches up by snapshot (STATUS "installed");
  *   a 4th node joins as learner, is promoted, and another node is removed while a writer thread
@@ -446,6 +447,34 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* A PUT sent to a follower of group g is answered "NOTLEADER <leader id> <leader url>", the URL
+ * being the leader's --listen (raft_node.c, control interface): what a client needs to retry at
+ * the leader. A leader change in between voids an attempt (a loaded machine). */
+static void put_on_follower_names_the_leader(unsigned g, int upto)
+{
+    char out[512], want[128];
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int l = wait_leader(g, upto);
+        assert_int_not_equal(l, 0);
+        int f = 0;
+        for (int i = 1; i <= upto && f == 0; i++) {
+            f = i != l && N[i].pid > 0 ? i : 0;
+        }
+        assert_int_not_equal(f, 0);
+        assert_int_equal(ctl(&N[f], out, sizeof out, "PUT %u notleader x", g), 0);
+        if (wait_leader(g, upto) != l) {
+            fprintf(stderr, "leader changed during the NOTLEADER check, again\n");
+            continue;
+        }
+        snprintf(want, sizeof want, "NOTLEADER %" PRIu64 " %s://127.0.0.1:%d", N[l].id,
+                 g_tls ? "tls+tcp" : "tcp", N[l].raft_port);
+        fprintf(stderr, "PUT at follower %d: %s\n", f, out);
+        assert_string_equal(out, want);
+        return;
+    }
+    fail_msg("the leader kept changing");
+}
+
 static void cluster_one_group(void **state)
 {
     (void)state;
@@ -472,6 +501,9 @@ static void cluster_one_group(void **state)
         assert_int_equal(ctl(&N[i], out, sizeof out, "KEYS 0"), 0);
         assert_string_equal(out, "OK 20");
     }
+    /* A follower sends the client to the leader (the refused PUT is never applied: KEYS stays
+     * as counted here and below). */
+    put_on_follower_names_the_leader(0, 3);
 
     /* kill -9 the leader: another is elected and nothing acknowledged is lost. */
     kill9(&N[l]);
