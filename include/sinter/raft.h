@@ -352,6 +352,14 @@ int sinter_raft_entry_at(const struct sinter_raft *r, uint64_t index,
 void sinter_raft_configuration(const struct sinter_raft *r, struct sinter_raft_config *cfg);
 /* Leader only: the match index of each server in the configuration (0 if unknown). */
 uint64_t sinter_raft_match_index(const struct sinter_raft *r, sinter_raft_id id);
+/* Leader only: true when server id answered (an append or heartbeat response) since the current
+ * check-quorum round began, i.e. within about one election timeout, so a host can tell a live
+ * follower from one whose match index is merely old (a leadership transfer to a dead server
+ * blocks proposals for an election timeout). A server the leader has not heard from yet counts
+ * as active for its first round (the grace check-quorum gives it), self always does; false on a
+ * follower or candidate and for ids outside the configuration. Without check_quorum the marks
+ * are never cleared, so it only says the server was heard from once. */
+bool sinter_raft_peer_active(const struct sinter_raft *r, sinter_raft_id id);
 
 /* Configuration helpers. encode writes at most SINTER_RAFT_CONFIG_MAX_BYTES into buf and returns
  * the length; decode validates a version byte, bounds, sortedness and uniqueness.

@@ -758,6 +758,18 @@ uint64_t sinter_raft_match_index(const struct sinter_raft *r, sinter_raft_id id)
     return p != NULL ? p->match : 0;
 }
 
+bool sinter_raft_peer_active(const struct sinter_raft *r, sinter_raft_id id)
+{
+    if (r->role != SINTER_RAFT_LEADER) {
+        return false;
+    }
+    if (id == r->id) {
+        return true;
+    }
+    const struct raft__progress *p = raft__pr_cget(r, id);
+    return p != NULL && p->recent_active;
+}
+
 const char *sinter_raft_role_name(uint32_t role)
 {
     switch (role) {

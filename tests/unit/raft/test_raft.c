@@ -789,6 +789,36 @@ static void leadership_transfer_is_abandoned_after_election_timeout(void **state
     assert_int_equal(h_propose(&H, l, "again", NULL), SINTER_OK);
 }
 
+/* peer_active tells a follower that answers from one that stopped answering: the crashed one
+ * turns inactive once a check-quorum round has passed without a word from it, though its match
+ * index still equals the leader's last index (nothing was proposed since), and it is active
+ * again once it answers. What a host needs before handing leadership to a server. */
+static void peer_active_tracks_answering_followers(void **state)
+{
+    (void)state;
+    h_init(&H, 3, 3, 15, NULL);
+    sinter_raft_id l = h_wait_leader(&H, 200);
+    h_run(&H, 3);
+    struct sinter_raft *rl = h_raft(&H, l);
+    sinter_raft_id a = other(l, 0, 3);
+    sinter_raft_id b = other(l, a, 3);
+    assert_true(sinter_raft_peer_active(rl, l));
+    assert_true(sinter_raft_peer_active(rl, a));
+    assert_true(sinter_raft_peer_active(rl, b));
+    assert_false(sinter_raft_peer_active(rl, 9));
+    assert_false(sinter_raft_peer_active(h_raft(&H, a), b));
+    h_crash(&H, b);
+    h_run(&H, 25); /* two check-quorum rounds (election_ticks 10) */
+    assert_int_equal(sinter_raft_role(rl), SINTER_RAFT_LEADER);
+    assert_int_equal(sinter_raft_match_index(rl, b), sinter_raft_last_index(rl));
+    assert_false(sinter_raft_peer_active(rl, b));
+    assert_true(sinter_raft_peer_active(rl, a));
+    h_restart(&H, b);
+    h_run(&H, 3);
+    assert_int_equal(sinter_raft_leader(h_raft(&H, b)), l);
+    assert_true(sinter_raft_peer_active(rl, b));
+}
+
 /* ---- read-index ---------------------------------------------------------------------------- */
 
 static bool find_read(struct harness *h, sinter_raft_id id, uint64_t ctx,
@@ -1849,6 +1879,7 @@ int main(void)
         cmocka_unit_test_teardown(leadership_transfer_to_lagging_follower, teardown),
         cmocka_unit_test_teardown(leadership_transfer_is_abandoned_after_election_timeout,
                                   teardown),
+        cmocka_unit_test_teardown(peer_active_tracks_answering_followers, teardown),
         cmocka_unit_test_teardown(read_index_during_partition_never_returns_stale_data, teardown),
         cmocka_unit_test_teardown(read_index_waits_for_leader_to_commit_in_its_term, teardown),
         cmocka_unit_test_teardown(restart_from_persisted_term_vote_and_log, teardown),
