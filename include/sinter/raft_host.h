@@ -156,6 +156,17 @@ struct sinter_raft_host_opts {
      * the loop thread (about 1 ms per MiB here), whole at a segment's creation, at most 128 KiB at
      * open; the spare segment is asked for at half of it (never below 64 KiB). */
     uint32_t store_zero_prefix;
+    /* Leader placement across groups; default false (elections alone decide, so with G groups
+     * one node may well lead all of them and carry every group's proposals and fsyncs while the
+     * others only follow). When true, group g's preferred leader is the voter at position
+     * g mod n of its voters sorted by id (n voters): a node leading g that is not the preferred
+     * voter hands leadership to it (sinter_raft_transfer, dissertation 3.10) once that voter is
+     * live (sinter_raft_peer_active) and caught up to within a few entries. The preference is a
+     * pure function of the group and its configuration, the same on every node, so leadership
+     * never ping-pongs and the preferred node is never moved away from; a preferred node that
+     * is down or cannot win is retried at most once per 2 election timeouts per group (a
+     * transfer refuses proposals while it runs). Checked once per tick round on the loop. */
+    bool balance_leaders;
     /* state machine of group g: sm(sm_arg, g, &out) fills *out. Required. */
     void (*sm)(void *sm_arg, uint32_t group, struct sinter_raft_host_sm *out);
     void *sm_arg;

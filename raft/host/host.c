@@ -64,6 +64,11 @@
  * one log line per step, never a full copy of the state per loop pass. */
 #define HOST_SNAP_BACKOFF_MIN 2u
 #define HOST_SNAP_BACKOFF_MAX 512u
+/* balance_leaders: how far (entries) the preferred voter may trail the leader's last index and
+ * still be handed leadership. The transfer first brings it up to date while proposals wait
+ * (SINTER_EBUSY), so only a short catch-up is worth starting; a voter further behind catches up
+ * by ordinary replication first. */
+#define HOST_BALANCE_MAX_LAG 16u
 
 enum ev_type {
     EV_RX = 1,
@@ -178,6 +183,7 @@ struct group {
     bool spare_running;       /* spare_th started and not joined yet */
     uint32_t snap_failures;   /* consecutive failed snapshots (0 after a success) */
     uint64_t snap_retry_tick; /* no automatic snapshot before this tick round */
+    uint64_t balance_tick;    /* balance_leaders: no automatic transfer before this tick round */
     uint32_t role;
     sinter_raft_id leader;
     uint64_t term;
@@ -837,6 +843,60 @@ static void snap_failed(struct group *g, uint64_t index, int rc, const char *wha
          "snapshot at %" PRIu64 " failed (%s): %s; failure %u in a row, next attempt in %u ticks",
          index, what, sinter_strerror(rc), g->snap_failures, wait);
     snap_waiters_done(g, rc, index, 0); /* later requests get their own attempt */
+}
+
+/* balance_leaders: the voter at position group mod n of the voters sorted by id (a
+ * configuration keeps its servers sorted), 0 without voters. */
+static sinter_raft_id preferred_leader(const struct sinter_raft_config *cfg, uint32_t group)
+{
+    uint32_t n = sinter_raft_config_voters(cfg);
+    if (n == 0) {
+        return 0;
+    }
+    uint32_t pos = group % n;
+    for (uint32_t i = 0; i < cfg->n; i++) {
+        if (cfg->servers[i].suffrage != SINTER_RAFT_VOTER) {
+            continue;
+        }
+        if (pos == 0) {
+            return cfg->servers[i].id;
+        }
+        pos--;
+    }
+    return 0;
+}
+
+/* balance_leaders, once per tick round: a leader that is not g's preferred voter hands
+ * leadership to it when it is live and caught up. Live matters as much as caught up: a dead
+ * voter's match index can equal the last index when nothing was proposed since it died, and a
+ * transfer to it would refuse proposals for an election timeout for nothing. Attempts are spaced
+ * by 2 election timeouts whatever their outcome, so a preferred voter that cannot win (its
+ * disk stalls, it lost the election to a longer log) is not hammered. */
+static void maybe_balance(struct group *g)
+{
+    struct sinter_raft_host *h = g->h;
+    if (!h->o.balance_leaders || g->error != SINTER_OK ||
+        sinter_raft_role(g->r) != SINTER_RAFT_LEADER || loop_ticks(h) < g->balance_tick) {
+        return;
+    }
+    struct sinter_raft_config cfg;
+    sinter_raft_configuration(g->r, &cfg);
+    sinter_raft_id to = preferred_leader(&cfg, g->id);
+    if (to == 0 || to == h->o.id) {
+        return;
+    }
+    uint64_t last = sinter_raft_last_index(g->r);
+    uint64_t match = sinter_raft_match_index(g->r, to);
+    /* match 0: not heard from in this term yet (a new leader resets every match index). */
+    if (match == 0 || match + HOST_BALANCE_MAX_LAG < last || !sinter_raft_peer_active(g->r, to)) {
+        return;
+    }
+    g->balance_tick = loop_ticks(h) + 2 * (uint64_t)h->o.election_ticks;
+    int rc = sinter_raft_transfer(g->r, to);
+    hlog(h, rc == SINTER_OK ? 2 : 3, g->id,
+         "balance_leaders: transferring leadership to preferred voter %" PRIu64 " (match %" PRIu64
+         ", last %" PRIu64 "): %s",
+         (uint64_t)to, match, last, sinter_strerror(rc));
 }
 
 /* Starts a snapshot job when due. The copy is taken here, between readies, so it is exactly the
@@ -1689,6 +1749,7 @@ static void *loop_main(void *arg)
                     if (g->sm.on_tick != NULL) {
                         g->sm.on_tick(g->sm.arg, g->id);
                     }
+                    maybe_balance(g);
                 }
             }
             next_tick += h->o.tick_ms;

@@ -4,11 +4,15 @@
  *
  * Usage:
  *   raft-node --id N --listen tcp://127.0.0.1:P --data DIR --client-listen tcp://127.0.0.1:Q
- *             [--peer ID=URL]... [--groups G] [--bootstrap] [--tick-ms MS]
+ *             [--peer ID=URL]... [--groups G] [--bootstrap] [--tick-ms MS] [--balance-leaders]
  *             [--snapshot-every N] [--snapshot-trailing N] [--segment-size BYTES]
  *             [--log-level 0..3] [--tls-cert FILE --tls-ca FILE [--tls-server-name NAME]]
  *   --bootstrap: a founding member; on a fresh data dir every group starts with this node and the
  *   --peer nodes as voters. A node joining later starts without it and is added with ADD.
+ *   --balance-leaders: the host's balance_leaders option (sinter/raft_host.h): this node hands
+ *   leadership of group g to the voter at position g mod n of the voters sorted by id when that
+ *   voter is live and caught up, so with G >= n groups leaders spread over the nodes without
+ *   TRANSFER requests. Every node should get it (a node without it keeps what it wins).
  *   --tls-cert (PEM with this node's certificate and key) and --tls-ca (the CA peers chain to)
  *   switch node-to-node TLS on; --listen and every --peer URL are then tls+tcp:// (the raft
  *   host refuses a mix). The control socket stays plain: it is for tests on loopback.
@@ -722,6 +726,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: raft-node --id N --listen URL --data DIR --client-listen URL "
                     "[--peer ID=URL]... [--groups G] [--bootstrap] [--tick-ms MS] "
+                    "[--balance-leaders] "
                     "[--snapshot-every N] [--snapshot-trailing N] [--segment-size B] "
                     "[--log-level L] [--tls-cert FILE --tls-ca FILE [--tls-server-name NAME]]\n");
 }
@@ -757,6 +762,7 @@ enum {
     O_TLS_CERT,
     O_TLS_CA,
     O_TLS_NAME,
+    O_BALANCE,
 };
 
 /* Fills o, peers and *client_url from argv. Returns 0, or 2 after a message (usage error). */
@@ -779,6 +785,7 @@ static int parse_args(int argc, char **argv, struct sinter_raft_host_opts *o,
         {"tls-cert", required_argument, NULL, O_TLS_CERT},
         {"tls-ca", required_argument, NULL, O_TLS_CA},
         {"tls-server-name", required_argument, NULL, O_TLS_NAME},
+        {"balance-leaders", no_argument, NULL, O_BALANCE},
         {NULL, 0, NULL, 0},
     };
     opterr = 1; /* getopt names an unknown flag or a missing value itself */
@@ -824,6 +831,9 @@ static int parse_args(int argc, char **argv, struct sinter_raft_host_opts *o,
             break;
         case O_BOOTSTRAP:
             o->bootstrap = true;
+            break;
+        case O_BALANCE:
+            o->balance_leaders = true;
             break;
         case O_TICK:
             bad = num_arg("tick-ms", optarg, 1, 60000, &x);
