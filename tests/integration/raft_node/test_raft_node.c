@@ -11,6 +11,11 @@
  * multi_group: 3 groups per process. With every group led by one node, the heartbeat frames that
  *   node sends a peer are about one per tick round, each carrying the beats of all 3 groups
  *   (coalescing, from the transport counters); leadership is then spread one group per node.
+ * balanced_leaders: 3 groups per process with --balance-leaders and no TRANSFER request: within a
+ *   generous deadline node g + 1 (the voter at position g mod 3 of the voters sorted by id) leads
+ *   group g, for every g at once; kill -9 of node 2 gives its group 1 a leader elsewhere that
+ *   takes writes (the dead preferred voter is not handed leadership); restarted, node 2 leads
+ *   group 1 again, and the groups of the others stay where they are.
  * snapshot_at_noop_and_backoff: after a leadership transfer the newest entry is the new leader's
  *   no-op; SNAPSHOT on every node succeeds exactly at that index (raft-node's state machine
  *   refuses a snapshot for an index it has not applied, so the host must hand it no-op entries
@@ -73,6 +78,7 @@ static unsigned g_tick_ms = 50;
 /* Node-to-node TLS (cluster_tls): when g_tls, URLs are tls+tcp:// and the node presents
  * g_cert[id] (default g_cert[0]) and trusts g_ca. */
 static bool g_tls;
+static bool g_balance; /* --balance-leaders */
 static char g_ca[600], g_cert[MAX_NODES + 1][600];
 
 /* One request to a node's control socket. Returns 0 and the reply in out, or -1 (no answer). */
@@ -157,6 +163,9 @@ static void spawn(struct node *n, bool bootstrap, int n_peers)
     }
     if (bootstrap) {
         argv[a++] = "--bootstrap";
+    }
+    if (g_balance) {
+        argv[a++] = "--balance-leaders";
     }
     argv[a] = NULL;
 #undef ARG
@@ -756,6 +765,68 @@ static void multi_group(void **state)
     g_tick_ms = 50;
 }
 
+/* Waits up to ms for leaders_are(want), polling; how long it took goes to stderr. */
+static bool wait_leaders_are(const int want[3], uint64_t ms)
+{
+    uint64_t t0 = sinter_test_now_ms();
+    while (sinter_test_now_ms() < t0 + ms) {
+        if (leaders_are(want)) {
+            fprintf(stderr, "leaders %d %d %d after %" PRIu64 " ms\n", want[0], want[1], want[2],
+                    sinter_test_now_ms() - t0);
+            return true;
+        }
+        sinter_test_sleep_ms(200);
+    }
+    for (unsigned g = 0; g < 3; g++) {
+        struct gst st;
+        for (int i = 1; i <= 3; i++) {
+            if (group_status(&N[i], g, &st)) {
+                fprintf(stderr, "group %u: node %d sees leader %" PRIu64 " term %" PRIu64 "\n", g,
+                        i, st.leader, st.term);
+            }
+        }
+    }
+    dump_logs();
+    return false;
+}
+
+static void balanced_leaders(void **state)
+{
+    (void)state;
+    g_groups = 3;
+    g_balance = true;
+    setup_nodes(3, "bl");
+    for (int i = 1; i <= 3; i++) {
+        spawn(&N[i], true, 3);
+    }
+    /* Voters {1, 2, 3} in every group: group g prefers node g + 1. Nothing here asks for a
+     * transfer; elections alone would put the three leaderships anywhere. A generous deadline:
+     * a preferred node that could not win is retried only every 2 election timeouts. */
+    const int spread[3] = {1, 2, 3};
+    assert_true(wait_leaders_are(spread, 2 * WAIT_MS));
+    for (unsigned g = 0; g < 3; g++) {
+        char key[16];
+        snprintf(key, sizeof key, "a%u", g);
+        assert_true(put(g, 3, key, key));
+    }
+    /* The preferred leader of group 1 dies: another node takes group 1 and serves writes, and
+     * is not made to hand it to the dead node (a transfer would refuse proposals meanwhile). */
+    kill9(&N[2]);
+    int l = wait_leader(1, 3);
+    assert_true(l == 1 || l == 3);
+    assert_true(put(1, 3, "b1", "b1"));
+    assert_true(put(0, 3, "b0", "b0"));
+    assert_true(put(2, 3, "b2", "b2"));
+    /* Back, it catches up and is handed group 1 again; the others keep theirs. */
+    spawn(&N[2], true, 3);
+    assert_true(wait_leaders_are(spread, 2 * WAIT_MS));
+    assert_true(put(1, 3, "c1", "c1"));
+    assert_true(wait_local(&N[2], 1, "b1", "b1"));
+    assert_true(wait_local(&N[2], 1, "c1", "c1"));
+    stop_all();
+    assert_int_equal(g_bad_exits, 0);
+}
+
 static void node_log_path(const struct node *n, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/node%" PRIu64 ".log", g_tmp, n->id);
@@ -987,6 +1058,7 @@ static int teardown(void **state)
     stop_all();
     g_snap_every = 0;
     g_tls = false;
+    g_balance = false;
     g_tick_ms = 50;
     g_leader_hint = 0;
     return 0;
@@ -1008,6 +1080,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(cluster_one_group, teardown),
         cmocka_unit_test_teardown(multi_group, teardown),
+        cmocka_unit_test_teardown(balanced_leaders, teardown),
         cmocka_unit_test_teardown(snapshot_at_noop_and_backoff, teardown),
         cmocka_unit_test_teardown(cluster_tls, teardown),
     };
