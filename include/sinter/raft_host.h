@@ -264,7 +264,9 @@ struct sinter_raft_host_status {
     uint64_t snapshots_sent;      /* streamed to followers successfully, since start */
     struct sinter_raft_config config;
     int error; /* SINTER_OK, or the error that stopped the group */
-    char error_msg[160];
+    /* What stopped it, e.g. the store's message naming the file and offset of a corrupt record
+     * (the log line has the same text, whole even when this is cut). */
+    char error_msg[512];
 };
 
 /* Snapshot of group's state as of the last loop iteration. Any thread.

@@ -167,7 +167,7 @@ struct group {
     struct sinter_raft_host_sm sm;
     char dir[PATH_MAX];
     int error;
-    char errmsg[160]; /* for sinter_raft_host_status (error_msg); the log line has it whole */
+    char errmsg[512];                   /* for sinter_raft_host_status (error_msg) */
     struct pending *props, *props_tail; /* sorted by index */
     struct pread *reads;
     struct pending *snap_waiters;
@@ -379,8 +379,9 @@ static void group_fail(struct group *g, int rc, const char *what)
     }
     g->error = rc;
     g->dirty = true;
-    /* Store messages carry a path and the errno text: log them whole, keep what fits. */
-    char full[640];
+    /* Store messages carry a path, an offset and the errno text: log them whole, keep what fits
+     * (the store's messages are below 512 bytes, so status gets them whole too). */
+    char full[768];
     snprintf(full, sizeof full, "%s: %s", what, sinter_strerror(rc));
     snprintf(g->errmsg, sizeof g->errmsg, "%.*s", (int)sizeof g->errmsg - 1, full);
     hlog(g->h, 0, g->id, "group stopped: %s (%s)", full, sinter_errname(rc));
@@ -1842,7 +1843,9 @@ static void store_report(void *arg, const char *msg)
  * bootstraps a fresh founding member). Failures leave the group in the failed state. */
 static void group_open(struct sinter_raft_host *h, struct group *g)
 {
-    char err[256] = "";
+    /* The store's message whole (its own buffer is 512 bytes): a corruption report names the
+     * directory, the segment file and the offset, and an operator needs all of them. */
+    char err[512] = "";
     int rc;
     if (snprintf(g->dir, sizeof g->dir, "%s/group-%u", h->data_dir, g->id) >= (int)sizeof g->dir) {
         group_fail(g, SINTER_EINVAL, "data dir path too long");
