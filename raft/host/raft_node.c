@@ -39,6 +39,8 @@
  * Values and keys are single tokens (no spaces), up to 1024 bytes.
  *
  * Logs go to stderr, one line each with level, node and group. SIGTERM / SIGINT stop cleanly.
+ * A group that cannot start (its store is corrupt or unreadable) makes the node exit with status 1
+ * after an "ERROR ... group <g> did not start: <store's message>" line.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -933,6 +935,24 @@ int main(int argc, char **argv)
     if (rc != SINTER_OK) {
         fprintf(stderr, "ERROR raft-node[%" PRIu64 "]: cannot start: %s\n", o.id,
                 sinter_strerror(rc));
+        return 1;
+    }
+    /* The host keeps a group whose store did not open (ECORRUPT: durable entries damaged; EIO)
+     * in the failed state and runs the others. A node is one replica of every group, so running
+     * on with one of them dead would look healthy from outside while that group silently lacks a
+     * member: stop here, naming the group and the store's message (file, offset), for an
+     * operator to repair or replace the data. start publishes every group's status first. */
+    int failed = 0;
+    for (uint32_t g = 0; g < o.groups; g++) {
+        struct sinter_raft_host_status st;
+        if (sinter_raft_host_status(g_host, g, &st) == SINTER_OK && st.error != SINTER_OK) {
+            fprintf(stderr, "ERROR raft-node[%" PRIu64 "]: group %u did not start: %s (%s)\n", o.id,
+                    g, st.error_msg, sinter_errname(st.error));
+            failed++;
+        }
+    }
+    if (failed > 0) {
+        sinter_raft_host_stop(g_host);
         return 1;
     }
     int e = nng_rep0_open(&g_sock);
