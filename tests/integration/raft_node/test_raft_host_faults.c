@@ -6,11 +6,15 @@
  * And snapshot_now asked during a slow automatic snapshot waits for one that covers what it saw.
  * And a spare segment whose zero-fill fails (disk full) costs the group nothing: rollovers fall
  * back to fallocate; once the disk is back, rollovers rename the helper's spare.
+ * And a damaged log found at a restart: a corrupt record in the middle of group 1's log stops
+ * group 1 (SINTER_ECORRUPT, a message naming the file and offset) and only it; a torn last record
+ * is cut off, reported through the log callback, and the group starts without it.
  *
  * A real single-node host (loop thread, store on real files under $TMPDIR, nng transport on a free
  * loopback port) with 2 groups; the fault comes from the host's store_io option: a layer over the
  * POSIX table that fails writes / syncs of files under group-1/ once armed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -369,6 +374,55 @@ static int one_call(struct sinter_raft_host *h, uint32_t group, int kind, uint64
 static char g_dir[256];
 static char g_url[64];
 
+/* What host_up does differently for the corruption tests (reset by test_begin). */
+static uint64_t g_snap_every = 16;  /* 0: no snapshots, so the log alone holds every entry */
+static uint32_t g_want_leaders = 3; /* bit g: wait until group g leads */
+
+/* The host's log lines, kept for the tests that check what the store reported. */
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_log[64 * 1024];
+static size_t g_log_len;
+
+static void test_log(void *arg, int level, uint32_t group, const char *msg)
+{
+    (void)arg;
+    char line[1024];
+    int n = snprintf(line, sizeof line, "[%d g%d] %s\n", level,
+                     group == UINT32_MAX ? -1 : (int)group, msg);
+    fputs(line, stderr);
+    pthread_mutex_lock(&g_log_mu);
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof line ? sizeof line - 1 : (size_t)n;
+    if (g_log_len + len < sizeof g_log) {
+        memcpy(g_log + g_log_len, line, len);
+        g_log_len += len;
+        g_log[g_log_len] = '\0';
+    }
+    pthread_mutex_unlock(&g_log_mu);
+}
+
+/* Whether a captured log line holds every one of the NULL-terminated strings. */
+static bool log_has_line(const char *a, ...)
+{
+    bool found = false;
+    pthread_mutex_lock(&g_log_mu);
+    for (const char *l = g_log; !found && *l != '\0';) {
+        const char *end = strchr(l, '\n');
+        size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)len, l);
+        found = true;
+        va_list ap;
+        va_start(ap, a);
+        for (const char *w = a; w != NULL; w = va_arg(ap, const char *)) {
+            found = found && strstr(line, w) != NULL;
+        }
+        va_end(ap);
+        l += len + (end != NULL);
+    }
+    pthread_mutex_unlock(&g_log_mu);
+    return found;
+}
+
 static struct sinter_raft_host *host_up(void)
 {
     struct sinter_raft_host_opts o;
@@ -379,7 +433,7 @@ static struct sinter_raft_host *host_up(void)
     o.groups = 2;
     o.tick_ms = 10;
     o.bootstrap = true;
-    o.snapshot_every = 16;
+    o.snapshot_every = g_snap_every;
     o.snapshot_trailing = 4;
     o.segment_size = 64 * 1024;
     /* The faults below are meant for pwrite + fdatasync (they fail the n-th fdatasync). A new
@@ -391,6 +445,7 @@ static struct sinter_raft_host *host_up(void)
     o.store_io = &g_fio.io;
     o.sm = sm_fill;
     o.log_level = 1;
+    o.log = test_log;
     struct sinter_raft_host *h = NULL;
     assert_int_equal(sinter_raft_host_start(&h, &o), SINTER_OK);
     /* A single voter elects itself after one election timeout. */
@@ -399,7 +454,8 @@ static struct sinter_raft_host *host_up(void)
         struct sinter_raft_host_status s0, s1;
         assert_int_equal(sinter_raft_host_status(h, 0, &s0), SINTER_OK);
         assert_int_equal(sinter_raft_host_status(h, 1, &s1), SINTER_OK);
-        if (s0.role == SINTER_RAFT_LEADER && s1.role == SINTER_RAFT_LEADER) {
+        if ((s0.role == SINTER_RAFT_LEADER || (g_want_leaders & 1u) == 0) &&
+            (s1.role == SINTER_RAFT_LEADER || (g_want_leaders & 2u) == 0)) {
             break;
         }
         assert_true(sinter_test_now_ms() < until);
@@ -616,6 +672,251 @@ static void spare_failure_falls_back_then_spares_are_used(void **state)
     nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ---- a damaged log on restart --------------------------------------------------------------- */
+
+/* One record of a segment file, as raft/store/internal.h lays it out: a 32-byte header (version,
+ * type, data length at 4, term at 8, index at 16), the data, zero padding to a multiple of 8. */
+struct seg_rec {
+    uint64_t off;
+    uint32_t len;
+    uint64_t index;
+    uint8_t type;
+};
+
+static uint32_t le32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Reads the records of path from the 32-byte segment header on, until the zeros that end the
+ * log; fills at most max of them and returns how many. */
+static size_t seg_records(const char *path, struct seg_rec *out, size_t max)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    uint8_t *b = malloc((size_t)sb.st_size);
+    assert_non_null(b);
+    assert_int_equal(pread(fd, b, (size_t)sb.st_size, 0), sb.st_size);
+    close(fd);
+    size_t n = 0;
+    uint64_t off = 32, sz = (uint64_t)sb.st_size;
+    while (n < max && off + 32 <= sz && b[off] == 1) {
+        uint32_t len = le32_at(b + off + 4);
+        if (off + 32 + len > sz) {
+            break;
+        }
+        out[n++] =
+            (struct seg_rec){.off = off,
+                             .len = len,
+                             .index = le32_at(b + off + 16) | (uint64_t)le32_at(b + off + 20) << 32,
+                             .type = b[off + 1]};
+        off += 32 + ((len + 7u) & ~7u);
+    }
+    free(b);
+    return n;
+}
+
+/* Names group 1's segment files: the first (sorted) one into first, the last into last. */
+static void group1_segments(char *first, char *last, size_t cap)
+{
+    char dir[320];
+    snprintf(dir, sizeof dir, "%s/group-1", g_dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char lo[64] = "", hi[64] = "";
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "seg-", 4) != 0) {
+            continue;
+        }
+        if (lo[0] == '\0' || strcmp(e->d_name, lo) < 0) {
+            snprintf(lo, sizeof lo, "%.63s", e->d_name);
+        }
+        if (hi[0] == '\0' || strcmp(e->d_name, hi) > 0) {
+            snprintf(hi, sizeof hi, "%.63s", e->d_name);
+        }
+    }
+    closedir(d);
+    assert_true(lo[0] != '\0');
+    snprintf(first, cap, "%s", lo);
+    snprintf(last, cap, "%s", hi);
+}
+
+static void overwrite(const char *name, uint64_t off, const void *buf, size_t len)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/group-1/%s", g_dir, name);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, len, (off_t)off), (ssize_t)len);
+    assert_int_equal(fsync(fd), 0);
+    close(fd);
+}
+
+/* A fresh data dir and port; group 1 gets 10 rounds of 3 commands, each round a separate batch
+ * (propose_n waits for its round), group 0 gets 5; then the host stops cleanly. No snapshots, so
+ * the log alone holds every entry and what is applied after a restart comes from it. */
+static void damage_setup(const char *name)
+{
+    fio_init();
+    memset(g_sm, 0, sizeof g_sm);
+    pthread_mutex_lock(&g_log_mu);
+    g_log_len = 0;
+    g_log[0] = '\0';
+    pthread_mutex_unlock(&g_log_mu);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/%s-XXXXXX", tmp != NULL ? tmp : "/tmp", name);
+    assert_non_null(mkdtemp(g_dir));
+    int port = sinter_test_free_port();
+    assert_true(port > 0);
+    snprintf(g_url, sizeof g_url, "tcp://127.0.0.1:%d", port);
+    g_snap_every = 0;
+    g_want_leaders = 3;
+    struct sinter_raft_host *h = host_up();
+    struct waiter w;
+    for (int round = 0; round < 10; round++) {
+        propose_n(h, 1, 3, &w);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(w.rc[i], SINTER_OK);
+        }
+    }
+    propose_n(h, 0, 5, &w);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(w.rc[i], SINTER_OK);
+    }
+    assert_int_equal(one_call(h, 1, 0, NULL), SINTER_OK);
+    assert_int_equal(g_sm[1].applied_cmds, 30);
+    sinter_raft_host_stop(h);
+    memset(g_sm, 0, sizeof g_sm);
+}
+
+static void damage_teardown(void)
+{
+    g_snap_every = 16;
+    g_want_leaders = 3;
+    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Group 0 is unaffected by group 1's damage: it replayed its 5 commands and takes more. */
+static void group0_still_works(struct sinter_raft_host *h)
+{
+    struct waiter w;
+    propose_n(h, 0, 5, &w);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(w.rc[i], SINTER_OK);
+    }
+    assert_int_equal(one_call(h, 0, 0, NULL), SINTER_OK);
+    struct sinter_raft_host_status st;
+    assert_int_equal(sinter_raft_host_status(h, 0, &st), SINTER_OK);
+    assert_int_equal(st.error, SINTER_OK);
+    assert_int_equal(g_sm[0].applied_cmds, 10);
+}
+
+/* A flipped byte in the data of an early record of group 1, with later batches after it, is
+ * damage to durable (committed) entries, not a torn write: the store refuses to open, and the
+ * host keeps group 1 stopped with SINTER_ECORRUPT and a message naming the segment file and the
+ * record's offset, fails every request to it with that error, applies none of its entries, and
+ * keeps group 0 serving. */
+static void corrupt_log_middle_fails_group_with_message(void **state)
+{
+    (void)state;
+    damage_setup("raft-host-corrupt");
+    char first[64], last[64], path[400];
+    group1_segments(first, last, sizeof first);
+    snprintf(path, sizeof path, "%s/group-1/%s", g_dir, first);
+    struct seg_rec recs[256];
+    size_t n = seg_records(path, recs, 256);
+    size_t k = 0;
+    while (k < n && (recs[k].type != SINTER_RAFT_ENTRY_NORMAL || recs[k].len == 0)) {
+        k++;
+    }
+    assert_true(k < n);
+    assert_true(n - k >= 10); /* later rounds (batches) follow the damaged record */
+    uint8_t byte;
+    uint64_t at = recs[k].off + 32 + recs[k].len / 2; /* inside its data, not the padding */
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &byte, 1, (off_t)at), 1);
+    close(fd);
+    byte ^= 0x5a;
+    overwrite(first, at, &byte, 1);
+    printf("# flipped a byte of index %llu (record at offset %llu of %s)\n",
+           (unsigned long long)recs[k].index, (unsigned long long)recs[k].off, first);
+
+    g_want_leaders = 1; /* group 1 never leads again */
+    struct sinter_raft_host *h = host_up();
+    struct sinter_raft_host_status st;
+    assert_int_equal(sinter_raft_host_status(h, 1, &st), SINTER_OK);
+    printf("# group 1: %s (%s)\n", st.error_msg, sinter_errname(st.error));
+    assert_int_equal(st.error, SINTER_ECORRUPT);
+    char where[64];
+    snprintf(where, sizeof where, "offset %llu", (unsigned long long)recs[k].off);
+    assert_non_null(strstr(st.error_msg, first));
+    assert_non_null(strstr(st.error_msg, where));
+    assert_true(log_has_line("group stopped", first, where, NULL));
+    assert_int_equal(st.applied, 0);
+
+    /* Every request to group 1 fails with the error, none succeeds or hangs. */
+    struct waiter w;
+    propose_n(h, 1, 3, &w);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w.rc[i], SINTER_ECORRUPT);
+    }
+    assert_int_equal(one_call(h, 1, 0, NULL), SINTER_ECORRUPT);
+    assert_int_equal(one_call(h, 1, 1, NULL), SINTER_ECORRUPT);
+    group0_still_works(h);
+    /* Nothing of group 1's log reached its state machine (no snapshot, so nothing at all). */
+    assert_int_equal(g_sm[1].applied_cmds, 0);
+    sinter_raft_host_stop(h);
+    damage_teardown();
+}
+
+/* The last record of group 1's log torn (its second half zeros, as a write cut short by a crash
+ * leaves it): the store cuts it off and says so, the group starts without it, takes new
+ * proposals, and its state machine gets every command but the torn one. */
+static void torn_log_tail_is_cut_and_reported(void **state)
+{
+    (void)state;
+    damage_setup("raft-host-torn");
+    char first[64], last[64], path[400];
+    group1_segments(first, last, sizeof first);
+    snprintf(path, sizeof path, "%s/group-1/%s", g_dir, last);
+    struct seg_rec recs[256];
+    size_t n = seg_records(path, recs, 256);
+    assert_true(n >= 2);
+    struct seg_rec *r = &recs[n - 1];
+    assert_int_equal(r->type, SINTER_RAFT_ENTRY_NORMAL);
+    uint8_t zeros[64] = {0};
+    uint64_t end = r->off + 32 + ((r->len + 7u) & ~7u);
+    assert_true(end - (r->off + 16) <= sizeof zeros);
+    overwrite(last, r->off + 16, zeros, (size_t)(end - (r->off + 16)));
+    printf("# tore index %llu (record at offset %llu of %s)\n", (unsigned long long)r->index,
+           (unsigned long long)r->off, last);
+
+    struct sinter_raft_host *h = host_up();
+    struct sinter_raft_host_status st;
+    assert_int_equal(sinter_raft_host_status(h, 1, &st), SINTER_OK);
+    assert_int_equal(st.error, SINTER_OK);
+    char where[64], ends[64];
+    snprintf(where, sizeof where, "at offset %llu", (unsigned long long)r->off);
+    snprintf(ends, sizeof ends, "the log ends at index %llu", (unsigned long long)r->index - 1);
+    assert_true(log_has_line("store: ", last, where, "torn or corrupt tail", ends, NULL));
+
+    assert_int_equal(one_call(h, 1, 0, NULL), SINTER_OK);
+    assert_int_equal(g_sm[1].applied_cmds, 29); /* all but the torn one */
+    struct waiter w;
+    propose_n(h, 1, 3, &w);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w.rc[i], SINTER_OK);
+    }
+    assert_int_equal(one_call(h, 1, 0, NULL), SINTER_OK);
+    assert_int_equal(g_sm[1].applied_cmds, 32);
+    group0_still_works(h);
+    sinter_raft_host_stop(h);
+    damage_teardown();
+}
+
 static void eio_on_fdatasync_stops_only_that_group(void **state)
 {
     (void)state;
@@ -635,6 +936,8 @@ int main(void)
         cmocka_unit_test(enospc_on_write_stops_only_that_group),
         cmocka_unit_test(snapshot_now_not_answered_by_an_older_one),
         cmocka_unit_test(spare_failure_falls_back_then_spares_are_used),
+        cmocka_unit_test(corrupt_log_middle_fails_group_with_message),
+        cmocka_unit_test(torn_log_tail_is_cut_and_reported),
     };
     return cmocka_run_group_tests_name("raft_host_faults", tests, NULL, NULL);
 }
