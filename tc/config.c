@@ -50,6 +50,7 @@ static const struct key keys[] = {
     KEY("raft", "election_ticks", "election-ticks", K_U32, election_ticks),
     KEY("raft", "snapshot_every", "snapshot-every", K_U64, snapshot_every),
     KEY("raft", "bootstrap", NULL, K_BOOL, bootstrap),
+    KEY("raft", "balance_leaders", "balance-leaders", K_BOOL, balance_leaders),
     KEY("tc", "secret", "secret", K_STR, secret),
     KEY("tc", "secret_file", "secret-file", K_STR, secret_file),
     KEY("tc", "default_timeout_ms", "default-timeout-ms", K_U64, default_timeout_ms),
@@ -279,6 +280,7 @@ const char *sinter_tc_config_usage(void)
            "                 [--data-dir DIR] [--peer ID=RAFT_URL,CLIENT_URL[,HTTP_URL]]...\n"
            "                 [--groups G] [--http-listen http://HOST:PORT]\n"
            "                 [--tick-ms MS] [--election-ticks N] [--snapshot-every N] [--join]\n"
+           "                 [--balance-leaders true|false]\n"
            "                 [--secret S | --secret-file F] [--default-timeout-ms MS] "
            "[--retry-initial-ms MS]\n"
            "                 [--retry-max-ms MS] [--max-commit-retry-ms MS]\n"

@@ -25,6 +25,18 @@
  *   election_ticks = 50                     [--election-ticks] 1..2 s at 20 ms ticks
  *   snapshot_every = 8192                   [--snapshot-every] 0 = never
  *   bootstrap = true                        [--join sets false] founding member of the cluster
+ *   balance_leaders = false                 [--balance-leaders] true: group g's preferred leader
+ *                                           is the voter at position g mod n of the voters
+ *                                           sorted by id, and a leader that is not preferred
+ *                                           hands g to it once it is live and caught up. With
+ *                                           several groups each leader carries its groups'
+ *                                           writes and the leader-only workers (timeouts,
+ *                                           phase 2, GC), and nothing else spreads them again
+ *                                           after a failover. Off by default: with 1 group it
+ *                                           only pins group 0 to the lowest id, so every
+ *                                           restart of that node costs one more leadership
+ *                                           change; and each transfer refuses proposals for
+ *                                           up to an election timeout (clients retry them)
  *   [peers]
  *   2 = tcp://10.0.0.2:7091,tcp://10.0.0.2:8091[,http://10.0.0.2:8081]
  *                          [--peer 2=RAFT_URL,CLIENT_URL[,HTTP_URL]] (repeatable); the optional
@@ -109,6 +121,7 @@ struct sinter_tc_config {
     uint32_t election_ticks;
     uint64_t snapshot_every;
     bool bootstrap;
+    bool balance_leaders; /* [raft] balance_leaders: sinter_raft_host_opts.balance_leaders */
     struct sinter_tc_peer peers[SINTER_TC_MAX_PEERS];
     size_t n_peers;
     char *secret;

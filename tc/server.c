@@ -1296,6 +1296,7 @@ int sinter_tc_server_start(struct sinter_tc_server **out, const struct sinter_tc
     ho.election_ticks = cfg->election_ticks;
     ho.bootstrap = cfg->bootstrap;
     ho.snapshot_every = cfg->snapshot_every;
+    ho.balance_leaders = cfg->balance_leaders;
     ho.sm = sm_fill;
     ho.sm_arg = s;
     ho.log = host_log;
