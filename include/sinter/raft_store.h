@@ -44,8 +44,9 @@
  * segment that cannot be allocated (disk full) is not such a failure: nothing was written, the
  * append returns SINTER_ENOSPC and may be retried.
  *
- * Thread safety: none. One store is used by one thread at a time. Two exceptions: a snapshot
- * writer's sinter_store_snap_write() and sinter_store_snap_sync(), and a spare job's
+ * Thread safety: none. One store is used by one thread at a time. Exceptions: a snapshot
+ * writer's sinter_store_snap_write(), _flush() and _sync(), a received snapshot's
+ * sinter_store_snap_begin_rx() (and _abort() of such a writer), and a spare job's
  * sinter_store_spare_make(), touch only the writer or job and its file, so other threads may run
  * them while the store's thread keeps using the store (the I/O table must then allow calls from
  * several threads at once; the POSIX one does).
@@ -437,11 +438,35 @@ struct sinter_store_snap_reader;
 int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
                             struct sinter_store_snap_writer **w);
 
+/* Starts writing a snapshot received from a leader, from ANY thread (e.g. a transport thread as
+ * chunks arrive), while the store's thread keeps using the store: it reads only what is fixed at
+ * open (the I/O table and the directory) and is not the store's one writer, so it neither
+ * conflicts with sinter_store_snap_begin() nor with other received snapshots (each gets its own
+ * temporary file, "*.tmp": a crash before the rename leaves a file open() removes).
+ * Then: sinter_store_snap_write() and sinter_store_snap_flush() on the receiving thread (one
+ * thread at a time), and finally sinter_store_snap_publish() on the store's thread, or
+ * sinter_store_snap_abort() on any thread. Every such writer must be published or aborted before
+ * sinter_store_close() (close does not know them). Publishing one while a local writer of the
+ * same index and term is open is the caller's mistake (both target the same final name).
+ * Ownership: *w as for sinter_store_snap_begin; *meta is copied; a message naming the file is
+ * written to err (errlen bytes, may be 0), never to the store's errmsg.
+ * Errors: SINTER_EINVAL (invalid meta), SINTER_EIO, SINTER_ENOSPC, SINTER_ENOMEM. */
+int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                               struct sinter_store_snap_writer **w, char *err, size_t errlen);
+
 /* Appends len bytes to the snapshot being written. Ownership: reads data. Any one thread (see
  * "Thread safety"); an error's message is kept in the writer (sinter_store_snap_errmsg).
  * Errors: SINTER_EIO, SINTER_ENOSPC (the first error sticks: later calls return it),
- * SINTER_EINVAL (after snap_sync). */
+ * SINTER_EINVAL (after snap_flush or snap_sync). */
 int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data, size_t len);
+
+/* Makes the snapshot's bytes durable under its temporary name: writes the header and fsyncs the
+ * file, without renaming (so nothing is visible, and a crash leaves only a file open() removes).
+ * Any one thread, like snap_write: a host receiving a snapshot runs it on its receiving thread so
+ * the store's thread is left with the cheap rename and directory sync (sinter_store_snap_publish,
+ * which then skips this part). Idempotent once it succeeded. Does not free w. Errors: as
+ * sinter_store_snap_sync. */
+int sinter_store_snap_flush(struct sinter_store_snap_writer *w);
 
 /* Makes the snapshot durable under its final name: writes the header, fsyncs the file, renames it
  * and fsyncs the directory. Any one thread (it touches only the writer and its file): this is the
@@ -470,7 +495,8 @@ int sinter_store_snap_publish(struct sinter_store_snap_writer *w);
 int sinter_store_snap_finish(struct sinter_store_snap_writer *w);
 
 /* Abandons the snapshot: removes the temporary file (a file sinter_store_snap_sync already
- * renamed is complete and stays) and frees w. NULL is ok. Store's thread. */
+ * renamed is complete and stays) and frees w. NULL is ok. Store's thread; a writer from
+ * sinter_store_snap_begin_rx() may be aborted on any thread (it never touches the store). */
 void sinter_store_snap_abort(struct sinter_store_snap_writer *w);
 
 /* The newest durable snapshot's meta. Errors: SINTER_ENOTFOUND (none). */

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,9 +33,11 @@ struct sinter_store_snap_writer {
     uint64_t len;
     uint64_t written_back; /* data bytes handed to io->writeback so far */
     uint32_t crc;
-    int err;      /* first error: sync / publish refuse */
-    bool synced;  /* header written, fsync'd, renamed and the directory synced */
-    bool renamed; /* the file carries its final name (a complete, fsync'd snapshot) */
+    int err;       /* first error: sync / publish refuse */
+    bool detached; /* sinter_store_snap_begin_rx: not s->writer, never read s->writer */
+    bool flushed;  /* header written and the file fsync'd (still under its temporary name) */
+    bool synced;   /* header written, fsync'd, renamed and the directory synced */
+    bool renamed;  /* the file carries its final name (a complete, fsync'd snapshot) */
     char tmp[STORE_PATH_MAX];
     char path[STORE_PATH_MAX]; /* final name */
     char name[64];
@@ -282,6 +285,55 @@ int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_sna
     return SINTER_OK;
 }
 
+/* Distinguishes the temporary files of received snapshots: two senders (an old and a new leader)
+ * may stream the same snapshot index at once, and a local writer uses the plain name. Global, not
+ * per store: begin_rx must not write the store, and uniqueness within one process suffices (one
+ * process owns a store directory). */
+static atomic_uint_fast64_t rx_seq;
+
+int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                               struct sinter_store_snap_writer **out, char *err, size_t errlen)
+{
+    /* Only s->io, s->ctx and s->dir are read: they do not change after open. Messages go to err,
+     * never to s->err (the store's thread may be writing it). */
+    *out = NULL;
+    if (errlen > 0) {
+        err[0] = '\0';
+    }
+    if (meta->index == 0 || meta->config_index > meta->index || !config_valid(&meta->config)) {
+        snprintf(err, errlen,
+                 "raft store: invalid snapshot meta (index %" PRIu64 ", config index %" PRIu64 ")",
+                 meta->index, meta->config_index);
+        return SINTER_EINVAL;
+    }
+    struct sinter_store_snap_writer *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        snprintf(err, errlen, "raft store: out of memory");
+        return SINTER_ENOMEM;
+    }
+    w->s = s;
+    w->meta = *meta;
+    w->detached = true;
+    uint64_t seq = atomic_fetch_add_explicit(&rx_seq, 1, memory_order_relaxed) + 1;
+    /* Ends in ".tmp": open() removes it as a leftover if we crash before the rename. */
+    char tname[96];
+    snprintf(tname, sizeof tname, "snap-%020" PRIu64 "-%020" PRIu64 "-rx%" PRIu64 ".tmp",
+             meta->index, meta->term, seq);
+    snap_name(w->name, sizeof w->name, meta->index, meta->term, "snap");
+    sinter_rs_path(s, w->tmp, tname);
+    sinter_rs_path(s, w->path, w->name);
+    int e = s->io->open(s->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &w->fd);
+    if (e != 0) {
+        char ebuf[80];
+        const char *es = strerror_r(e, ebuf, sizeof ebuf);
+        snprintf(err, errlen, "create %s: %s (errno %d)", w->tmp, es, e);
+        free(w);
+        return e == ENOSPC ? SINTER_ENOSPC : SINTER_EIO;
+    }
+    *out = w;
+    return SINTER_OK;
+}
+
 /* Like sinter_rs_ioerr, but the message goes to the writer (any thread may hold it). Records the
  * first error only: later calls return it unchanged. */
 static int w_ioerr(struct sinter_store_snap_writer *w, int e, const char *fmt, ...)
@@ -310,7 +362,7 @@ int sinter_store_snap_write(struct sinter_store_snap_writer *w, const void *data
     if (w->err != 0) {
         return w->err;
     }
-    if (w->synced) {
+    if (w->flushed || w->synced) {
         return SINTER_EINVAL; /* the header is written: the snapshot is complete */
     }
     int e = sinter_rs_pwrite_full(s, w->fd, data, len, STORE_SNAP_HDR + w->len);
@@ -337,7 +389,8 @@ static void writer_free(struct sinter_store_snap_writer *w, bool unlink_tmp)
     if (unlink_tmp) {
         s->io->unlink(s->ctx, w->tmp);
     }
-    if (s->writer == w) {
+    /* A detached writer may be freed on any thread, while the store's thread uses s->writer. */
+    if (!w->detached && s->writer == w) {
         s->writer = NULL;
     }
     free(w);
@@ -377,13 +430,13 @@ static void retire_old(struct sinter_store *s)
      * durable anyway. */
 }
 
-int sinter_store_snap_sync(struct sinter_store_snap_writer *w)
+int sinter_store_snap_flush(struct sinter_store_snap_writer *w)
 {
-    struct sinter_store *s = w->s; /* only its immutable io, ctx and dir are used */
+    struct sinter_store *s = w->s; /* only its immutable io and ctx are used */
     if (w->err != 0) {
         return w->err;
     }
-    if (w->synced) {
+    if (w->flushed || w->synced) {
         return SINTER_OK;
     }
     uint8_t h[STORE_SNAP_HDR];
@@ -396,7 +449,24 @@ int sinter_store_snap_sync(struct sinter_store_snap_writer *w)
     if (e != 0) {
         return w_ioerr(w, e, "fsync snapshot %s", w->tmp);
     }
-    e = s->io->rename(s->ctx, w->tmp, w->path);
+    w->flushed = true;
+    return SINTER_OK;
+}
+
+int sinter_store_snap_sync(struct sinter_store_snap_writer *w)
+{
+    struct sinter_store *s = w->s; /* only its immutable io, ctx and dir are used */
+    if (w->err != 0) {
+        return w->err;
+    }
+    if (w->synced) {
+        return SINTER_OK;
+    }
+    int rc = sinter_store_snap_flush(w); /* no-op when done already (received snapshots) */
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    int e = s->io->rename(s->ctx, w->tmp, w->path);
     if (e != 0) {
         return w_ioerr(w, e, "rename snapshot %s", w->tmp);
     }

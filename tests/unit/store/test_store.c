@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1775,6 +1776,173 @@ static void snapshot_sync_on_helper_publish_on_store_thread(void **state)
     assert_int_equal(rec.entries[rec.n_entries - 1].index, 220);
     sinter_store_recovered_free(&rec);
     sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* A received snapshot (sinter_store_snap_begin_rx): begun, written and flushed on another thread
+ * while the store's thread appends and publishes a local snapshot. */
+struct rx_job {
+    struct sinter_store *s;
+    struct sinter_store_snap_writer *w;
+    uint64_t index;
+    size_t size;
+    atomic_int phase; /* 1: begun and half written (thread); 2: go on (main) */
+    int begin_rc, write_rc, flush_rc;
+};
+
+static void *rx_job_main(void *arg)
+{
+    struct rx_job *j = arg;
+    struct sinter_raft_snapshot_meta m = snap_meta(j->index, 2);
+    char err[512];
+    j->begin_rc = sinter_store_snap_begin_rx(j->s, &m, &j->w, err, sizeof err);
+    if (j->begin_rc != SINTER_OK) {
+        atomic_store(&j->phase, 1);
+        return NULL;
+    }
+    uint8_t buf[4096];
+    for (size_t off = 0; off < j->size && j->write_rc == SINTER_OK; off += sizeof buf) {
+        if (off == j->size / 2 / sizeof buf * sizeof buf) {
+            atomic_store(&j->phase, 1);
+            while (atomic_load(&j->phase) != 2) {
+                usleep(1000);
+            }
+        }
+        size_t n = j->size - off < sizeof buf ? j->size - off : sizeof buf;
+        for (size_t i = 0; i < n; i++) {
+            buf[i] = snap_byte(j->index, off + i);
+        }
+        j->write_rc = sinter_store_snap_write(j->w, buf, n);
+    }
+    j->flush_rc = j->write_rc == SINTER_OK ? sinter_store_snap_flush(j->w) : j->write_rc;
+    return NULL;
+}
+
+static void received_snapshot_written_off_the_store_thread(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 20, 1), SINTER_OK);
+
+    struct rx_job j = {.s = s, .index = 40, .size = 300 * 1024};
+    atomic_init(&j.phase, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, rx_job_main, &j), 0);
+    while (atomic_load(&j.phase) != 1) {
+        usleep(1000);
+    }
+    assert_int_equal(j.begin_rc, SINTER_OK);
+    /* The store's own writer is free (the rx writer is not it), and its snapshot publishes while
+     * the received one is half written. */
+    for (uint64_t i = 21; i < 121; i += 10) {
+        assert_int_equal(append_range(s, i, 10, 1), SINTER_OK);
+    }
+    assert_int_equal(write_snapshot(s, 10, 1, 5000, 1000), SINTER_OK);
+    atomic_store(&j.phase, 2);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(j.write_rc, SINTER_OK);
+    assert_int_equal(j.flush_rc, SINTER_OK);
+    assert_int_equal(sinter_store_snap_flush(j.w), SINTER_OK);             /* idempotent */
+    assert_int_equal(sinter_store_snap_write(j.w, "x", 1), SINTER_EINVAL); /* complete */
+    /* Flushed but not renamed: only a temporary file, the store still offers snapshot 10. */
+    assert_false(file_exists(dir, "snap-00000000000000000040-00000000000000000002.snap"));
+    assert_int_equal(count_files(dir, "snap-00000000000000000040-", ".tmp"), 1);
+    struct sinter_raft_snapshot_meta cur;
+    assert_int_equal(sinter_store_snap_meta(s, &cur), SINTER_OK);
+    assert_int_equal(cur.index, 10);
+    assert_int_equal(verify_snapshot(s, 10, 1, 5000), SINTER_OK);
+
+    /* A second stream of the same snapshot (another sender) gets its own file; aborting it
+     * removes only that file. */
+    struct sinter_raft_snapshot_meta m = snap_meta(40, 2);
+    struct sinter_store_snap_writer *w2 = NULL;
+    char err[512];
+    assert_int_equal(sinter_store_snap_begin_rx(s, &m, &w2, err, sizeof err), SINTER_OK);
+    assert_int_equal(sinter_store_snap_write(w2, "garbage", 7), SINTER_OK);
+    assert_int_equal(sinter_store_snap_flush(w2), SINTER_OK);
+    assert_int_equal(count_files(dir, "snap-00000000000000000040-", ".tmp"), 2);
+    sinter_store_snap_abort(w2);
+    assert_int_equal(count_files(dir, "snap-00000000000000000040-", ".tmp"), 1);
+
+    /* Published on the store's thread: visible now, and after a reopen. */
+    assert_int_equal(sinter_store_snap_publish(j.w), SINTER_OK);
+    assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+    assert_int_equal(sinter_store_snap_meta(s, &cur), SINTER_OK);
+    assert_int_equal(cur.index, 40);
+    assert_int_equal(verify_snapshot(s, 40, 2, j.size), SINTER_OK);
+    sinter_store_close(s);
+    struct sinter_store_recovered rec;
+    assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+    assert_true(rec.has_snapshot);
+    assert_int_equal(rec.snapshot.index, 40);
+    assert_int_equal(rec.snapshot.term, 2);
+    assert_int_equal(verify_snapshot(s, 40, 2, j.size), SINTER_OK);
+    sinter_store_recovered_free(&rec);
+
+    /* Invalid meta is refused with a message in the caller's buffer. */
+    m.index = 0;
+    assert_int_equal(sinter_store_snap_begin_rx(s, &m, &w2, err, sizeof err), SINTER_EINVAL);
+    assert_null(w2);
+    assert_non_null(strstr(err, "invalid snapshot meta"));
+    sinter_store_close(s);
+    rmtree(dir);
+}
+
+/* A process that dies after flushing a received snapshot, before publishing it, leaves a file
+ * that the next open removes; the previous snapshot stays the newest. */
+static void received_snapshot_crash_before_publish(void **state)
+{
+    (void)state;
+    char *dir = mktmp();
+    struct reports rp = {0};
+    struct sinter_store_options o;
+    opts_init(&o, NULL, 64 * 1024, &rp);
+    struct sinter_store *s;
+    assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
+    assert_int_equal(append_range(s, 1, 20, 1), SINTER_OK);
+    assert_int_equal(write_snapshot(s, 10, 1, 5000, 1000), SINTER_OK);
+    sinter_store_close(s);
+    for (int k = 0; k < 2; k++) {
+        /* k 0: die after the flush; 1: die while writing (no header yet). */
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            struct sinter_store *cs;
+            char err[600];
+            if (sinter_store_open(&cs, dir, &o, NULL, err, sizeof err) != SINTER_OK) {
+                _exit(2);
+            }
+            struct sinter_raft_snapshot_meta m = snap_meta(50, 3);
+            struct sinter_store_snap_writer *w = NULL;
+            uint8_t buf[1000];
+            memset(buf, 7, sizeof buf);
+            if (sinter_store_snap_begin_rx(cs, &m, &w, err, sizeof err) != SINTER_OK ||
+                sinter_store_snap_write(w, buf, sizeof buf) != SINTER_OK ||
+                (k == 0 && sinter_store_snap_flush(w) != SINTER_OK)) {
+                _exit(3);
+            }
+            _exit(0); /* no publish, no abort, no close */
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        assert_int_equal(count_files(dir, "snap-00000000000000000050-", ".tmp"), 1);
+        struct sinter_store_recovered rec;
+        assert_int_equal(open_store(&s, dir, &o, &rec), SINTER_OK);
+        assert_true(rec.has_snapshot);
+        assert_int_equal(rec.snapshot.index, 10);
+        assert_int_equal(count_files(dir, "snap-", ".tmp"), 0);
+        assert_false(file_exists(dir, "snap-00000000000000000050-00000000000000000003.snap"));
+        assert_int_equal(verify_snapshot(s, 10, 1, 5000), SINTER_OK);
+        sinter_store_recovered_free(&rec);
+        sinter_store_close(s);
+    }
     rmtree(dir);
 }
 
@@ -4169,6 +4337,8 @@ int main(void)
         cmocka_unit_test(snapshot_enospc_keeps_old),
         cmocka_unit_test(snapshot_sync_on_helper_publish_on_store_thread),
         cmocka_unit_test(snapshot_helper_errors_stay_in_the_writer),
+        cmocka_unit_test(received_snapshot_written_off_the_store_thread),
+        cmocka_unit_test(received_snapshot_crash_before_publish),
         cmocka_unit_test(deferred_unlink_collected_elsewhere),
         cmocka_unit_test(spare_used_at_rollover),
         cmocka_unit_test(spare_recycles_compacted_segment),
