@@ -50,7 +50,6 @@
 #include "sinter/raft_store.h"
 
 #define HOST_MAX_PEERS         (SINTER_RAFT_TRANSPORT_MAX_PEERS + 1)
-#define HOST_SNAP_RX_MAX       (1024ull * 1024ull * 1024ull) /* received snapshots are buffered */
 #define HOST_READIES_PER_ROUND 4
 /* Rounds of readies per loop pass: the first, and one more for what its callbacks submitted on
  * the loop's own thread (loop_main). */
@@ -84,12 +83,15 @@ enum ev_type {
     EV_SPARE,     /* a helper finished zero-filling a spare segment */
 };
 
+/* A snapshot being received: its bytes go straight to a temporary file of the group's store as
+ * they arrive (on the transport's thread), so memory does not grow with the snapshot. */
 struct snap_in {
     uint32_t group;
     sinter_raft_id from;
     struct sinter_raft_msg msg;
     uint64_t total;
-    uint8_t *data;
+    uint64_t got; /* bytes written so far */
+    struct sinter_store_snap_writer *w;
 };
 
 struct snap_job;
@@ -535,6 +537,10 @@ static void snap_out_done(void *arg, sinter_raft_id peer, uint32_t group, int rc
     }
 }
 
+/* The sink runs on a transport thread (never the loop). It may use g->s: the store is opened
+ * before the transport and closed after it (sinter_raft_host_stop aborts every stream first), and
+ * g->s itself never changes meanwhile. Only the detached writer API is used (begin_rx, write,
+ * flush, abort): it touches the writer and its file, never the store's state the loop uses. */
 static int sink_begin(void *arg, sinter_raft_id from, uint32_t group,
                       const struct sinter_raft_msg *m, uint64_t total, void **stream)
 {
@@ -542,17 +548,23 @@ static int sink_begin(void *arg, sinter_raft_id from, uint32_t group,
     if (group >= h->n_groups) {
         return SINTER_EINVAL;
     }
-    if (total > HOST_SNAP_RX_MAX) {
-        return SINTER_ETOOBIG;
+    struct group *g = &h->groups[group];
+    if (g->s == NULL) {
+        /* The group failed at open: g->error was set before the transport started and a set
+         * error never changes, so reading it here is safe. */
+        return g->error != SINTER_OK ? g->error : SINTER_ESTATE;
     }
     struct snap_in *si = calloc(1, sizeof *si);
     if (si == NULL) {
         return SINTER_ENOMEM;
     }
-    si->data = malloc(total != 0 ? (size_t)total : 1);
-    if (si->data == NULL) {
+    char err[512];
+    int rc = sinter_store_snap_begin_rx(g->s, &m->snapshot, &si->w, err, sizeof err);
+    if (rc != SINTER_OK) {
+        hlog(h, 1, group, "cannot store snapshot %" PRIu64 " from %" PRIu64 ": %s",
+             m->snapshot.index, from, err);
         free(si);
-        return SINTER_ENOMEM;
+        return rc;
     }
     si->group = group;
     si->from = from;
@@ -566,12 +578,18 @@ static int sink_begin(void *arg, sinter_raft_id from, uint32_t group,
 
 static int sink_write(void *arg, void *stream, uint64_t offset, const uint8_t *data, uint32_t len)
 {
-    (void)arg;
+    struct sinter_raft_host *h = arg;
     struct snap_in *si = stream;
-    if (offset > si->total || len > si->total - offset) {
+    if (offset > si->total || len > si->total - offset || offset != si->got) {
         return SINTER_EBADLEN;
     }
-    memcpy(si->data + offset, data, len);
+    int rc = sinter_store_snap_write(si->w, data, len);
+    if (rc != SINTER_OK) {
+        hlog(h, 1, si->group, "cannot store snapshot %" PRIu64 " from %" PRIu64 ": %s",
+             si->msg.snapshot.index, si->from, sinter_store_snap_errmsg(si->w));
+        return rc;
+    }
+    si->got += len;
     return SINTER_OK;
 }
 
@@ -581,7 +599,7 @@ static void sink_abort(void *arg, void *stream, int reason)
     (void)reason;
     struct snap_in *si = stream;
     if (si != NULL) {
-        free(si->data);
+        sinter_store_snap_abort(si->w); /* a detached writer: any thread */
         free(si);
     }
 }
@@ -591,8 +609,21 @@ static int sink_finish(void *arg, void *stream, sinter_raft_id from, uint32_t gr
 {
     struct sinter_raft_host *h = arg;
     (void)from;
-    (void)group;
     (void)m;
+    struct snap_in *si = stream;
+    if (si->got != si->total) {
+        sink_abort(arg, stream, SINTER_EBADLEN);
+        return SINTER_EBADLEN;
+    }
+    /* The header and the fsync here, on the transport's thread: the loop is left with the
+     * rename and the directory sync, and only if the core will want the snapshot. */
+    int frc = sinter_store_snap_flush(si->w);
+    if (frc != SINTER_OK) {
+        hlog(h, 1, group, "cannot store snapshot %" PRIu64 " from %" PRIu64 ": %s",
+             si->msg.snapshot.index, si->from, sinter_store_snap_errmsg(si->w));
+        sink_abort(arg, stream, frc);
+        return frc;
+    }
     struct event *e = event_new(EV_SNAP_RX, group, 0);
     if (e == NULL) {
         sink_abort(arg, stream, SINTER_ENOMEM);
@@ -1101,26 +1132,22 @@ static void job_finished(struct group *g, struct snap_job *j)
     snap_waiters_done(g, SINTER_OK, index, index);
 }
 
-/* A snapshot from the leader arrived whole: make it durable, then let the core decide. The core
- * installs it only if it is newer than our commit index and from a current leader; skip the disk
- * work when it certainly will not. */
+/* A snapshot from the leader arrived whole, already written and fsync'd under a temporary name
+ * (sink_finish): publish it (rename + directory sync), then let the core decide. The core
+ * installs it only if it is newer than our commit index and from a current leader; drop the file
+ * when it certainly will not. */
 static void snap_received(struct group *g, struct snap_in *si)
 {
     struct sinter_raft_host *h = g->h;
     const struct sinter_raft_snapshot_meta *meta = &si->msg.snapshot;
     bool wanted = si->msg.term >= sinter_raft_term(g->r) &&
                   meta->index > sinter_raft_commit_index(g->r) && g->job == NULL;
-    if (wanted) {
-        struct sinter_store_snap_writer *w = NULL;
-        int rc = sinter_store_snap_begin(g->s, meta, &w);
-        if (rc == SINTER_OK) {
-            rc = sinter_store_snap_write(w, si->data, (size_t)si->total);
-            if (rc == SINTER_OK) {
-                rc = sinter_store_snap_finish(w);
-            } else {
-                sinter_store_snap_abort(w);
-            }
-        }
+    struct sinter_store_snap_writer *w = si->w;
+    si->w = NULL;
+    if (!wanted) {
+        sinter_store_snap_abort(w);
+    } else {
+        int rc = sinter_store_snap_publish(w); /* frees w */
         if (rc != SINTER_OK) {
             hlog(h, 1, g->id, "cannot store snapshot %" PRIu64 " from %" PRIu64 ": %s", meta->index,
                  si->from, sinter_store_errmsg(g->s));
@@ -1132,7 +1159,6 @@ static void snap_received(struct group *g, struct snap_in *si)
         hlog(h, 1, g->id, "step SNAPSHOT: %s", sinter_strerror(rc));
     }
 out:
-    free(si->data);
     free(si);
 }
 

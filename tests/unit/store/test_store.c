@@ -1804,7 +1804,8 @@ static void *rx_job_main(void *arg)
     for (size_t off = 0; off < j->size && j->write_rc == SINTER_OK; off += sizeof buf) {
         if (off == j->size / 2 / sizeof buf * sizeof buf) {
             atomic_store(&j->phase, 1);
-            while (atomic_load(&j->phase) != 2) {
+            /* Bounded: if the main thread failed an assertion it never says go. */
+            for (int t = 0; t < 60000 && atomic_load(&j->phase) != 2; t++) {
                 usleep(1000);
             }
         }
