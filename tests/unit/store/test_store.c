@@ -2508,6 +2508,24 @@ static void recycled_segment_gap_covered_at_open(void **state)
     rmtree(dir);
 }
 
+/* Snapshots at `back` entries before the last and compacts: at least one segment is detached, the
+ * older ones are removed, and the newest is kept for a spare (seg_hold); its name goes to kept. */
+static void compact_keeping(struct sinter_store *s, const struct model *m, const char *dir,
+                            uint64_t back, char kept[32])
+{
+    char before[16][32];
+    size_t nb = seg_names(dir, before, 16);
+    size_t c = sinter_store_segment_count(s);
+    uint64_t si = sinter_store_last_index(s) - back;
+    assert_int_equal(write_snapshot(s, si, m->terms[si], 100, 100), SINTER_OK);
+    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
+    size_t d = c - sinter_store_segment_count(s);
+    assert_true(d >= 1);
+    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
+    snprintf(kept, 32, "%s", before[nb - c + d - 1]);
+    assert_true(file_exists(dir, kept));
+}
+
 /* A job that never ran (cancelled by a close before it began, no thread, no memory) gives its kept
  * segment back instead of unlinking it on the store's thread: the next job recycles it. When a
  * newer compaction kept another segment meanwhile, or an installed snapshot replaced the log, the
@@ -2519,9 +2537,8 @@ static void unrun_spare_job_gives_the_kept_segment_back(void **state)
     struct reports rp = {0};
     struct faultio fio;
     faultio_init(&fio, sinter_store_io_posix());
-    const uint32_t segsize = 16384;
     struct sinter_store_options o;
-    opts_init(&o, &fio.io, segsize, &rp);
+    opts_init(&o, &fio.io, 16384, &rp);
     o.defer_unlink = true;
     o.direct_io = SINTER_STORE_DIRECT_IO_OFF;
     o.zero_prefix = SINTER_STORE_ZERO_PREFIX_NONE;
@@ -2530,16 +2547,8 @@ static void unrun_spare_job_gives_the_kept_segment_back(void **state)
     struct model m = {0};
     assert_int_equal(open_store(&s, dir, &o, NULL), SINTER_OK);
     uint64_t next = fill_segments(s, &m, 1, 5);
-    char names[16][32];
-    assert_int_equal(seg_names(dir, names, 16), 5);
-    uint64_t si = sinter_store_last_index(s) - 20;
-    assert_int_equal(write_snapshot(s, si, 2, 100, 100), SINTER_OK);
-    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
-    size_t detached = 5 - sinter_store_segment_count(s);
-    assert_true(detached >= 2);
-    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
-    const char *kept = names[detached - 1];
-    assert_true(file_exists(dir, kept));
+    char kept[32];
+    compact_keeping(s, &m, dir, 20, kept);
 
     /* Cancelled before it began: no file touched, the segment is the store's again. */
     memset(fio.calls, 0, sizeof fio.calls);
@@ -2571,53 +2580,27 @@ static void unrun_spare_job_gives_the_kept_segment_back(void **state)
 
     /* A newer compaction while a job is out: the job's (older) segment is queued, the newer one
      * stays kept and is what the next job recycles. */
-    char before[16][32];
-    size_t nb = seg_names(dir, before, 16);
-    si = sinter_store_last_index(s) - 10;
-    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
-    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
-    size_t d1 = nb - sinter_store_segment_count(s);
-    assert_true(d1 >= 2);
-    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
     char old_kept[32];
-    snprintf(old_kept, sizeof old_kept, "%s", before[d1 - 1]);
-    assert_true(file_exists(dir, old_kept));
+    compact_keeping(s, &m, dir, 10, old_kept);
     j = sinter_store_spare_want(s);
     assert_non_null(j);
     next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
-    nb = seg_names(dir, before, 16);
-    si = sinter_store_last_index(s) - 10;
-    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
-    size_t c2 = sinter_store_segment_count(s);
-    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
-    size_t d2 = c2 - sinter_store_segment_count(s);
-    assert_true(d2 >= 1);
-    char new_kept[32];
-    snprintf(new_kept, sizeof new_kept, "%s", before[nb - c2 + d2 - 1]);
+    compact_keeping(s, &m, dir, 10, kept);
     assert_int_equal(sinter_store_spare_put(s, j), SINTER_ECANCELED);
     assert_true(file_exists(dir, old_kept)); /* queued, not removed on this thread */
     assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
     assert_false(file_exists(dir, old_kept));
-    assert_true(file_exists(dir, new_kept));
+    assert_true(file_exists(dir, kept));
     next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 1);
     memset(fio.calls, 0, sizeof fio.calls);
     assert_int_equal(make_spare(s, true), SINTER_OK);
     assert_int_equal(fio.calls[FOP_RENAME], 1);
-    assert_false(file_exists(dir, new_kept));
+    assert_false(file_exists(dir, kept));
     next = fill_segments(s, &m, next, sinter_store_segment_count(s) + 2);
 
     /* An installed snapshot that replaced the log while a job was out: queued too, and the next
      * job makes a new file. */
-    nb = seg_names(dir, before, 16);
-    si = sinter_store_last_index(s) - 10;
-    assert_int_equal(write_snapshot(s, si, m.terms[si], 100, 100), SINTER_OK);
-    c2 = sinter_store_segment_count(s);
-    assert_int_equal(sinter_store_compact(s, si), SINTER_OK);
-    d2 = c2 - sinter_store_segment_count(s);
-    assert_true(d2 >= 1);
-    snprintf(new_kept, sizeof new_kept, "%s", before[nb - c2 + d2 - 1]);
-    assert_int_equal(sinter_store_garbage_collect(sinter_store_garbage_take(s)), SINTER_OK);
-    assert_true(file_exists(dir, new_kept));
+    compact_keeping(s, &m, dir, 10, kept);
     j = sinter_store_spare_want(s);
     assert_non_null(j);
     uint64_t big = next + 1000;
