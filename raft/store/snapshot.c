@@ -249,63 +249,26 @@ int sinter_store_snap_meta(const struct sinter_store *s, struct sinter_raft_snap
 
 /* ---- writer --------------------------------------------------------------------------------- */
 
-int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
-                            struct sinter_store_snap_writer **out)
+/* SINTER_OK, or SINTER_EINVAL with the reason in err. */
+static int meta_check(const struct sinter_raft_snapshot_meta *meta, char *err, size_t errlen)
 {
-    *out = NULL;
-    if (meta->index == 0 || meta->config_index > meta->index || !config_valid(&meta->config)) {
-        return sinter_rs_err(s, SINTER_EINVAL,
-                             "raft store: invalid snapshot meta (index %" PRIu64
-                             ", config index %" PRIu64 ")",
-                             meta->index, meta->config_index);
-    }
-    if (s->writer != NULL) {
-        return sinter_rs_err(s, SINTER_EBUSY, "raft store %s: a snapshot is already being written",
-                             s->dir);
-    }
-    struct sinter_store_snap_writer *w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        return sinter_rs_err(s, SINTER_ENOMEM, "raft store: out of memory");
-    }
-    w->s = s;
-    w->meta = *meta;
-    char tname[64];
-    snap_name(tname, sizeof tname, meta->index, meta->term, "tmp");
-    snap_name(w->name, sizeof w->name, meta->index, meta->term, "snap");
-    sinter_rs_path(s, w->tmp, tname);
-    sinter_rs_path(s, w->path, w->name);
-    int e = s->io->open(s->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &w->fd);
-    if (e != 0) {
-        int rc = sinter_rs_ioerr(s, e, "create %s", w->tmp);
-        free(w);
-        return rc;
-    }
-    s->writer = w;
-    *out = w;
-    return SINTER_OK;
-}
-
-/* Distinguishes the temporary files of received snapshots: two senders (an old and a new leader)
- * may stream the same snapshot index at once, and a local writer uses the plain name. Global, not
- * per store: begin_rx must not write the store, and uniqueness within one process suffices (one
- * process owns a store directory). */
-static atomic_uint_fast64_t rx_seq;
-
-int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
-                               struct sinter_store_snap_writer **out, char *err, size_t errlen)
-{
-    /* Only s->io, s->ctx and s->dir are read: they do not change after open. Messages go to err,
-     * never to s->err (the store's thread may be writing it). */
-    *out = NULL;
-    if (errlen > 0) {
-        err[0] = '\0';
-    }
     if (meta->index == 0 || meta->config_index > meta->index || !config_valid(&meta->config)) {
         snprintf(err, errlen,
                  "raft store: invalid snapshot meta (index %" PRIu64 ", config index %" PRIu64 ")",
                  meta->index, meta->config_index);
         return SINTER_EINVAL;
     }
+    return SINTER_OK;
+}
+
+/* Creates a writer for meta (checked by the caller) whose temporary file is tname in s's
+ * directory. Reads only s->io, s->ctx and s->dir (immutable after open), so any thread may call
+ * it; the message of a failure goes to err (the callers copy it where they report). */
+static int writer_open(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                       const char *tname, struct sinter_store_snap_writer **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
     struct sinter_store_snap_writer *w = calloc(1, sizeof *w);
     if (w == NULL) {
         snprintf(err, errlen, "raft store: out of memory");
@@ -313,12 +276,6 @@ int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_
     }
     w->s = s;
     w->meta = *meta;
-    w->detached = true;
-    uint64_t seq = atomic_fetch_add_explicit(&rx_seq, 1, memory_order_relaxed) + 1;
-    /* Ends in ".tmp": open() removes it as a leftover if we crash before the rename. */
-    char tname[96];
-    snprintf(tname, sizeof tname, "snap-%020" PRIu64 "-%020" PRIu64 "-rx%" PRIu64 ".tmp",
-             meta->index, meta->term, seq);
     snap_name(w->name, sizeof w->name, meta->index, meta->term, "snap");
     sinter_rs_path(s, w->tmp, tname);
     sinter_rs_path(s, w->path, w->name);
@@ -332,6 +289,59 @@ int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_
     }
     *out = w;
     return SINTER_OK;
+}
+
+int sinter_store_snap_begin(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                            struct sinter_store_snap_writer **out)
+{
+    *out = NULL;
+    char err[STORE_ERRMSG_SIZE];
+    int rc = meta_check(meta, err, sizeof err);
+    if (rc != SINTER_OK) {
+        return sinter_rs_err(s, rc, "%s", err);
+    }
+    if (s->writer != NULL) {
+        return sinter_rs_err(s, SINTER_EBUSY, "raft store %s: a snapshot is already being written",
+                             s->dir);
+    }
+    char tname[64];
+    snap_name(tname, sizeof tname, meta->index, meta->term, "tmp");
+    rc = writer_open(s, meta, tname, out, err, sizeof err);
+    if (rc != SINTER_OK) {
+        return sinter_rs_err(s, rc, "%s", err);
+    }
+    s->writer = *out;
+    return SINTER_OK;
+}
+
+/* Distinguishes the temporary files of received snapshots: two senders (an old and a new leader)
+ * may stream the same snapshot index at once, and a local writer uses the plain name. Global, not
+ * per store: begin_rx must not write the store, and uniqueness within one process suffices (one
+ * process owns a store directory). */
+static atomic_uint_fast64_t rx_seq;
+
+int sinter_store_snap_begin_rx(struct sinter_store *s, const struct sinter_raft_snapshot_meta *meta,
+                               struct sinter_store_snap_writer **out, char *err, size_t errlen)
+{
+    /* Messages go to err, never to s->err (the store's thread may be writing it). */
+    *out = NULL;
+    if (errlen > 0) {
+        err[0] = '\0';
+    }
+    int rc = meta_check(meta, err, errlen);
+    if (rc != SINTER_OK) {
+        return rc;
+    }
+    uint64_t seq = atomic_fetch_add_explicit(&rx_seq, 1, memory_order_relaxed) + 1;
+    /* Ends in ".tmp": open() removes it as a leftover if we crash before the rename. */
+    char tname[96];
+    snprintf(tname, sizeof tname, "snap-%020" PRIu64 "-%020" PRIu64 "-rx%" PRIu64 ".tmp",
+             meta->index, meta->term, seq);
+    rc = writer_open(s, meta, tname, out, err, errlen);
+    if (rc == SINTER_OK) {
+        (*out)->detached = true;
+    }
+    return rc;
 }
 
 /* Like sinter_rs_ioerr, but the message goes to the writer (any thread may hold it). Records the
